@@ -1,0 +1,501 @@
+//! The conformance suite every [`EventLog`] backend must pass.
+//!
+//! Each check is a plain async function over a [`Harness`]; a backend runs
+//! them all with [`conformance_tests!`](crate::conformance_tests) in its own
+//! test file. A harness opens the backend on a store of its own, and can open
+//! the same store again (the "restart" of a process).
+
+use crate::{EventLog, NewEvent, Order, Query, Retention, Seq};
+use async_trait::async_trait;
+use cds_events_model::{EventFilter, EventType, FullEvent, Payload, Timestamp};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Opens a backend over one private store.
+#[async_trait]
+pub trait Harness: Send + Sync {
+    /// Opens the store (again, after a `close`, to check persistence).
+    async fn open(&self) -> Arc<dyn EventLog>;
+}
+
+/// An event of `t` in project `p` (ignored for global types) at `ts_secs`.
+pub fn event(t: EventType, p: &str, ts_secs: i64) -> FullEvent {
+    let mut e = FullEvent::new(t);
+    if t.scope() == cds_events_model::Scope::Project {
+        e.project_key = p.to_owned();
+    }
+    e.timestamp = Timestamp::from_unix_nanos(ts_secs * 1_000_000_000);
+    e.payload = Payload::from_json(format!(r#"{{"n": {ts_secs}, "s": "x"}}"#)).expect("valid json");
+    e
+}
+
+fn batch(events: impl IntoIterator<Item = FullEvent>) -> Vec<NewEvent> {
+    events.into_iter().map(NewEvent::from).collect()
+}
+
+fn seqs(page: &crate::Page) -> Vec<u64> {
+    page.events.iter().map(|e| e.seq.0).collect()
+}
+
+pub async fn append_assigns_increasing_sequence_numbers(h: &dyn Harness) {
+    let log = h.open().await;
+    let a = log
+        .append(batch(
+            (0..3).map(|i| event(EventType::ProjectCreated, "A", i)),
+        ))
+        .await
+        .expect("append");
+    let b = log
+        .append(batch([event(EventType::ProjectUpdated, "A", 9)]))
+        .await
+        .expect("append");
+    assert_eq!(a.iter().map(|x| x.seq.0).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(b[0].seq, Seq(4));
+    assert!(a.iter().chain(&b).all(|x| !x.duplicate));
+    assert_eq!(*log.head().borrow(), Seq(4));
+    log.close().await.expect("close");
+}
+
+pub async fn append_is_idempotent_on_event_id(h: &dyn Harness) {
+    let log = h.open().await;
+    let e = event(EventType::ProjectCreated, "A", 1);
+    let first = log
+        .append(batch([e.clone(), event(EventType::ProjectUpdated, "A", 2)]))
+        .await
+        .expect("append");
+    let retry = log
+        .append(batch([e.clone(), event(EventType::ProjectDeleted, "A", 3)]))
+        .await
+        .expect("append");
+    assert_eq!(retry[0].seq, first[0].seq);
+    assert!(retry[0].duplicate);
+    assert_eq!(
+        retry[1].seq,
+        Seq(3),
+        "a duplicate consumes no sequence number"
+    );
+    // The same id twice in one batch is stored once.
+    let twice = log
+        .append(batch(
+            [event(EventType::ProjectCreated, "B", 4)]
+                .into_iter()
+                .flat_map(|e| [e.clone(), e]),
+        ))
+        .await
+        .expect("append");
+    assert_eq!(twice[0].seq, twice[1].seq);
+    assert!(twice[1].duplicate);
+    assert_eq!(log.stats().await.expect("stats").events, 4);
+    log.close().await.expect("close");
+}
+
+pub async fn get_returns_the_stored_json_verbatim(h: &dyn Harness) {
+    let log = h.open().await;
+    let mut e = event(EventType::RunCrafted, "A", 5);
+    e.payload = Payload::from_json(r#"{ "b":1,  "a" : [1.50, "é\u00e9"] }"#).expect("json");
+    e.workflow_run_id = "run-1".into();
+    let json = e.to_json();
+    let out = log.append(batch([e.clone()])).await.expect("append");
+    let got = log.get(&e.id).await.expect("get").expect("found");
+    assert_eq!(got.seq, out[0].seq);
+    assert_eq!(&*got.json, json);
+    assert_eq!(got.decode().expect("decodes"), e);
+    assert!(log.get("no-such-id").await.expect("get").is_none());
+    log.close().await.expect("close");
+}
+
+pub async fn query_filters_by_each_field(h: &dyn Harness) {
+    let log = h.open().await;
+    let mut evs = Vec::new();
+    for (i, p) in ["A", "B"].iter().enumerate() {
+        let mut run = event(EventType::RunCrafted, p, 100 + i as i64);
+        run.workflow = "build".into();
+        run.workflow_run_id = format!("run-{p}");
+        run.status = "Crafting".into();
+        run.user_id = format!("u-{p}");
+        run.username = format!("user{p}");
+        run.vcs_name = "github".into();
+        run.repository = format!("org/{p}");
+        evs.push(run);
+        let mut job = event(EventType::RunJobEnqueued, p, 200 + i as i64);
+        job.workflow_run_id = format!("run-{p}");
+        job.run_job_id = format!("rj-{p}");
+        job.job_id = "compile".into();
+        job.region = "eu".into();
+        job.hatchery = "swarm".into();
+        job.status = "Waiting".into();
+        evs.push(job);
+        evs.push(event(EventType::AnalysisDone, p, 300 + i as i64));
+    }
+    evs.push(event(EventType::HatcheryCreated, "", 400));
+    log.append(batch(evs.clone())).await.expect("append");
+
+    let q = |f: EventFilter| Query {
+        filter: f,
+        ..Query::default()
+    };
+    let types = |s: &str| Some(cds_events_model::parse_types(s).expect("types"));
+    let cases: Vec<(EventFilter, Vec<u64>)> = vec![
+        (
+            EventFilter {
+                projects: vec!["A".into()],
+                ..Default::default()
+            },
+            vec![1, 2, 3],
+        ),
+        (
+            EventFilter {
+                projects: vec!["A".into(), "B".into()],
+                types: types("RunJob*"),
+                ..Default::default()
+            },
+            vec![2, 5],
+        ),
+        (
+            EventFilter {
+                types: types("AnalysisDone,HatcheryCreated"),
+                ..Default::default()
+            },
+            vec![3, 6, 7],
+        ),
+        (
+            EventFilter {
+                workflow_run_id: Some("run-B".into()),
+                ..Default::default()
+            },
+            vec![4, 5],
+        ),
+        (
+            EventFilter {
+                run_job_id: Some("rj-A".into()),
+                ..Default::default()
+            },
+            vec![2],
+        ),
+        (
+            EventFilter {
+                job_id: Some("compile".into()),
+                projects: vec!["B".into()],
+                ..Default::default()
+            },
+            vec![5],
+        ),
+        (
+            EventFilter {
+                user: Some("u-A".into()),
+                ..Default::default()
+            },
+            vec![1],
+        ),
+        (
+            EventFilter {
+                user: Some("userB".into()),
+                ..Default::default()
+            },
+            vec![4],
+        ),
+        (
+            EventFilter {
+                region: Some("eu".into()),
+                ..Default::default()
+            },
+            vec![2, 5],
+        ),
+        (
+            EventFilter {
+                hatchery: Some("swarm".into()),
+                ..Default::default()
+            },
+            vec![2, 5],
+        ),
+        (
+            EventFilter {
+                status: Some("Crafting".into()),
+                ..Default::default()
+            },
+            vec![1, 4],
+        ),
+        (
+            EventFilter {
+                workflow: Some("build".into()),
+                ..Default::default()
+            },
+            vec![1, 4],
+        ),
+        (
+            EventFilter {
+                vcs_name: Some("github".into()),
+                repository: Some("org/B".into()),
+                ..Default::default()
+            },
+            vec![4],
+        ),
+        (
+            EventFilter {
+                since: Some(Timestamp::from_unix_nanos(200_000_000_000)),
+                until: Some(Timestamp::from_unix_nanos(300_000_000_000)),
+                ..Default::default()
+            },
+            vec![2, 3, 5],
+        ),
+        (
+            EventFilter {
+                since: Some(Timestamp::from_unix_nanos(500_000_000_000)),
+                ..Default::default()
+            },
+            vec![],
+        ),
+        (
+            EventFilter {
+                types: Some(Default::default()),
+                ..Default::default()
+            },
+            vec![],
+        ),
+    ];
+    for (filter, want) in cases {
+        let page = log.query(q(filter.clone())).await.expect("query");
+        assert_eq!(seqs(&page), want, "filter {filter:?}");
+        // The log and the in-memory matcher agree.
+        let expected: Vec<u64> = evs
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| filter.matches(e))
+            .map(|(i, _)| i as u64 + 1)
+            .collect();
+        assert_eq!(seqs(&page), expected, "matcher disagrees for {filter:?}");
+    }
+    log.close().await.expect("close");
+}
+
+pub async fn query_pages_in_both_orders(h: &dyn Harness) {
+    let log = h.open().await;
+    log.append(batch(
+        (0..25).map(|i| event(EventType::RunJobEnded, "P", i)),
+    ))
+    .await
+    .expect("append");
+    log.append(batch(
+        (0..5).map(|i| event(EventType::ProjectUpdated, "Q", i)),
+    ))
+    .await
+    .expect("append");
+    let filter = EventFilter {
+        projects: vec!["P".into()],
+        ..Default::default()
+    };
+    for order in [Order::Asc, Order::Desc] {
+        let mut all = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = log
+                .query(Query {
+                    filter: filter.clone(),
+                    cursor,
+                    limit: 10,
+                    order,
+                })
+                .await
+                .expect("query");
+            all.extend(seqs(&page));
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        let mut want: Vec<u64> = (1..=25).collect();
+        if order == Order::Desc {
+            want.reverse();
+        }
+        assert_eq!(all, want, "{order:?}");
+    }
+    log.close().await.expect("close");
+}
+
+pub async fn read_after_follows_the_head(h: &dyn Harness) {
+    let log = h.open().await;
+    let mut head = log.head();
+    assert_eq!(*head.borrow_and_update(), Seq(0));
+    log.append(batch((0..5).map(|i| event(EventType::UserCreated, "", i))))
+        .await
+        .expect("append");
+    tokio::time::timeout(Duration::from_secs(5), head.changed())
+        .await
+        .expect("notified")
+        .expect("open");
+    assert_eq!(*head.borrow(), Seq(5));
+    let got = log.read_after(Seq(2), 10).await.expect("read");
+    assert_eq!(
+        got.iter().map(|e| e.seq.0).collect::<Vec<_>>(),
+        vec![3, 4, 5]
+    );
+    assert_eq!(log.read_after(Seq(0), 2).await.expect("read").len(), 2);
+    assert!(log.read_after(Seq(5), 10).await.expect("read").is_empty());
+    log.close().await.expect("close");
+}
+
+pub async fn reopening_keeps_events_and_sequence_continues(h: &dyn Harness) {
+    let log = h.open().await;
+    let first = log
+        .append(batch(
+            (0..3).map(|i| event(EventType::ProjectCreated, "A", i)),
+        ))
+        .await
+        .expect("append");
+    log.set_consumer_position("sink-a", Seq(2))
+        .await
+        .expect("position");
+    log.close().await.expect("close");
+    assert!(
+        log.append(batch([event(EventType::ProjectCreated, "A", 9)]))
+            .await
+            .is_err(),
+        "closed log refuses appends"
+    );
+    drop(log);
+    let log = h.open().await;
+    assert_eq!(*log.head().borrow(), Seq(3));
+    let next = log
+        .append(batch([event(EventType::ProjectUpdated, "A", 9)]))
+        .await
+        .expect("append");
+    assert_eq!(next[0].seq, Seq(4));
+    for a in &first {
+        assert_eq!(log.get(&a.id).await.expect("get").expect("kept").seq, a.seq);
+    }
+    assert_eq!(
+        log.consumer_position("sink-a").await.expect("position"),
+        Some(Seq(2))
+    );
+    assert_eq!(
+        log.consumer_position("sink-b").await.expect("position"),
+        None
+    );
+    log.close().await.expect("close");
+}
+
+pub async fn purge_deletes_oldest_first_and_cursors_continue(h: &dyn Harness) {
+    let log = h.open().await;
+    log.append(batch(
+        (0..30).map(|i| event(EventType::ProjectUpdated, "A", i)),
+    ))
+    .await
+    .expect("append");
+    let keep_20 = Retention {
+        max_events: Some(20),
+        max_age: None,
+    };
+    assert_eq!(
+        log.purge(keep_20, 4).await.expect("purge"),
+        4,
+        "small batches"
+    );
+    let mut total = 4;
+    loop {
+        let n = log.purge(keep_20, 4).await.expect("purge");
+        total += n;
+        if n == 0 {
+            break;
+        }
+    }
+    assert_eq!(total, 10);
+    let stats = log.stats().await.expect("stats");
+    assert_eq!(
+        (stats.events, stats.oldest_seq, stats.head_seq),
+        (20, 11, 30)
+    );
+    // A cursor inside the purged range continues at the oldest kept event.
+    assert_eq!(
+        log.read_after(Seq(3), 1).await.expect("read")[0].seq,
+        Seq(11)
+    );
+    let page = log
+        .query(Query {
+            cursor: Some(Seq(3)),
+            limit: 1,
+            ..Query::default()
+        })
+        .await
+        .expect("query");
+    assert_eq!(seqs(&page), vec![11]);
+    // Age: every event here is from 1970, so all go.
+    let by_age = Retention {
+        max_age: Some(Duration::from_secs(3600)),
+        max_events: None,
+    };
+    while log.purge(by_age, 7).await.expect("purge") > 0 {}
+    let stats = log.stats().await.expect("stats");
+    assert_eq!(stats.events, 0);
+    // Sequence numbers are never reused after a purge, even across a restart.
+    log.close().await.expect("close");
+    let log = h.open().await;
+    let next = log
+        .append(batch([event(EventType::ProjectUpdated, "A", 99)]))
+        .await
+        .expect("append");
+    assert_eq!(next[0].seq, Seq(31));
+    log.close().await.expect("close");
+}
+
+pub async fn concurrent_appends_commit_in_sequence_order(h: &dyn Harness) {
+    let log = h.open().await;
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let log = Arc::clone(&log);
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            for i in 0..20 {
+                let out = log
+                    .append(batch((0..5).map(|k| {
+                        event(EventType::RunJobEnded, &format!("P{t}"), i * 10 + k)
+                    })))
+                    .await
+                    .expect("append");
+                // Within one request, sequence numbers are consecutive.
+                assert!(out.windows(2).all(|w| w[1].seq.0 == w[0].seq.0 + 1));
+                mine.extend(out.into_iter().map(|a| a.seq.0));
+            }
+            mine
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        let mine = t.await.expect("task");
+        assert!(
+            mine.windows(2).all(|w| w[0] < w[1]),
+            "a client sees its own events in order"
+        );
+        all.extend(mine);
+    }
+    all.sort_unstable();
+    assert_eq!(all, (1..=800).collect::<Vec<u64>>(), "no gap, no duplicate");
+    log.close().await.expect("close");
+}
+
+/// Runs every check of the suite against a backend. `$make` is an expression
+/// giving a fresh [`Harness`] (a new, empty store) each time it is evaluated.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@each $make;
+            append_assigns_increasing_sequence_numbers,
+            append_is_idempotent_on_event_id,
+            get_returns_the_stored_json_verbatim,
+            query_filters_by_each_field,
+            query_pages_in_both_orders,
+            read_after_follows_the_head,
+            reopening_keeps_events_and_sequence_continues,
+            purge_deletes_oldest_first_and_cursors_continue,
+            concurrent_appends_commit_in_sequence_order,
+        );
+    };
+    (@each $make:expr; $($name:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let harness = $make;
+                $crate::conformance::$name(&harness).await;
+            }
+        )+
+    };
+}

@@ -1,0 +1,208 @@
+//! The durable, ordered event log.
+//!
+//! [`EventLog`] is the one storage seam: the ingest path appends through it,
+//! the query API and every downstream consumer (live streams, webhooks, broker
+//! sinks) read through it. Consumers never get called by the ingest path: they
+//! watch [`EventLog::head`] and read forward from their own durable position
+//! ([`EventLog::read_after`], [`EventLog::consumer_position`]).
+//!
+//! Backends: [`sqlite::SqliteLog`] (the embedded default). Every backend must
+//! pass the shared [`conformance`] suite.
+
+pub mod conformance;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use cds_events_model::{EventFilter, FullEvent};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// A position in the log. Assigned at commit, strictly increasing in commit
+/// order; a reader that has seen `n` never later sees a new event below `n`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(transparent)]
+pub struct Seq(pub u64);
+
+impl fmt::Display for Seq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A validated event ready to append, with its wire JSON already encoded (so
+/// encoding runs on the request's task, not on the single writer).
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event: FullEvent,
+    pub json: String,
+}
+
+impl From<FullEvent> for NewEvent {
+    fn from(event: FullEvent) -> Self {
+        let json = event.to_json();
+        NewEvent { event, json }
+    }
+}
+
+/// The outcome of appending one event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Appended {
+    pub id: String,
+    pub seq: Seq,
+    /// The id was already stored: nothing was written, `seq` is the original.
+    pub duplicate: bool,
+}
+
+/// An event as read back: its position and its full-event JSON, verbatim.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub seq: Seq,
+    pub json: Arc<str>,
+}
+
+impl StoredEvent {
+    /// The stored JSON as a raw value, for embedding without re-encoding.
+    pub fn raw(&self) -> Box<RawValue> {
+        RawValue::from_string(self.json.to_string()).expect("the log stores valid JSON")
+    }
+
+    /// Decodes the stored JSON back into a full event.
+    pub fn decode(&self) -> Result<FullEvent, cds_events_model::DecodeError> {
+        cds_events_model::decode_event(&self.json, &cds_events_model::Limits::default())
+    }
+}
+
+/// Read order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    #[default]
+    Asc,
+    Desc,
+}
+
+/// A filtered, paged read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Query {
+    pub filter: EventFilter,
+    /// Exclusive: events after this position in the read order (above it for
+    /// `Asc`, below it for `Desc`).
+    pub cursor: Option<Seq>,
+    pub limit: usize,
+    pub order: Order,
+}
+
+impl Default for Query {
+    fn default() -> Self {
+        Query {
+            filter: EventFilter::default(),
+            cursor: None,
+            limit: 100,
+            order: Order::Asc,
+        }
+    }
+}
+
+/// One page of a query.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub events: Vec<StoredEvent>,
+    /// Pass as the next query's cursor; `None` when this page was the last one
+    /// available now.
+    pub next_cursor: Option<Seq>,
+}
+
+/// How much history to keep. `None` means unbounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retention {
+    pub max_age: Option<Duration>,
+    pub max_events: Option<u64>,
+}
+
+/// Figures for `/mon/status` and metrics.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LogStats {
+    pub backend: &'static str,
+    pub events: u64,
+    /// Lowest stored sequence number (0 when empty).
+    pub oldest_seq: u64,
+    /// Highest committed sequence number (0 when nothing was ever stored).
+    pub head_seq: u64,
+    /// Bytes used on disk (database and write-ahead log).
+    pub bytes_on_disk: u64,
+}
+
+/// Storage failures.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the log is closed")]
+    Closed,
+    #[error("the log is busy: {0}")]
+    Busy(String),
+}
+
+impl From<rusqlite::Error> for LogError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e {
+            rusqlite::Error::SqliteFailure(f, ref msg)
+                if f.code == rusqlite::ErrorCode::DatabaseBusy
+                    || f.code == rusqlite::ErrorCode::DatabaseLocked =>
+            {
+                LogError::Busy(msg.clone().unwrap_or_else(|| f.to_string()))
+            }
+            other => LogError::Storage(other.to_string()),
+        }
+    }
+}
+
+/// The event log. Implementations are shared as `Arc<dyn EventLog>`.
+#[async_trait]
+pub trait EventLog: Send + Sync + fmt::Debug + 'static {
+    /// Appends a batch atomically: either every event is committed (or found
+    /// already stored by id) or none is. Returns only after the commit, one
+    /// outcome per input event, in input order.
+    async fn append(&self, events: Vec<NewEvent>) -> Result<Vec<Appended>, LogError>;
+
+    /// The event with this id.
+    async fn get(&self, id: &str) -> Result<Option<StoredEvent>, LogError>;
+
+    /// A filtered page.
+    async fn query(&self, query: Query) -> Result<Page, LogError>;
+
+    /// Up to `limit` events with a sequence number above `after`, in order:
+    /// the consumer read path. A position inside a purged range continues at
+    /// the oldest kept event.
+    async fn read_after(&self, after: Seq, limit: usize) -> Result<Vec<StoredEvent>, LogError>;
+
+    /// The last committed sequence number; changes after every commit.
+    fn head(&self) -> watch::Receiver<Seq>;
+
+    /// A named consumer's durable position (the last sequence it processed).
+    async fn consumer_position(&self, consumer: &str) -> Result<Option<Seq>, LogError>;
+
+    /// Records a named consumer's position.
+    async fn set_consumer_position(&self, consumer: &str, seq: Seq) -> Result<(), LogError>;
+
+    /// Deletes one small batch of the oldest events beyond `retention`.
+    /// Returns how many were deleted; call again while it returns `batch`.
+    async fn purge(&self, retention: Retention, batch: usize) -> Result<u64, LogError>;
+
+    async fn stats(&self) -> Result<LogStats, LogError>;
+
+    /// Finishes pending writes and closes the store. Later calls fail with
+    /// [`LogError::Closed`].
+    async fn close(&self) -> Result<(), LogError>;
+}

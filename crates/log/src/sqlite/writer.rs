@@ -1,0 +1,314 @@
+//! The single writer: owns the one read-write connection and group-commits.
+//!
+//! Every append request is queued here. The thread takes the first request,
+//! then everything else already waiting (up to a bound), and commits them all
+//! in one transaction, each request in its own savepoint so that a failing
+//! request does not take the others with it. Replies go out only after the
+//! commit, so an acknowledged event is durable at the configured level.
+
+use super::schema::{ZONE_SHIFT, meta_set};
+use crate::{Appended, LogError, NewEvent, Retention, Seq};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use std::collections::HashMap;
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, LogError>>;
+
+pub(crate) enum Cmd {
+    Append {
+        events: Vec<NewEvent>,
+        reply: Reply<Vec<Appended>>,
+    },
+    Purge {
+        retention: Retention,
+        batch: usize,
+        reply: Reply<u64>,
+    },
+    SetConsumer {
+        name: String,
+        seq: Seq,
+        reply: Reply<()>,
+    },
+    Close {
+        reply: Reply<()>,
+    },
+}
+
+/// Most events committed in one transaction: bounds commit latency and the
+/// memory held by queued requests.
+const MAX_GROUP_EVENTS: usize = 50_000;
+
+pub(crate) struct Writer {
+    pub conn: Connection,
+    pub next_seq: u64,
+    pub count: i64,
+    pub head: watch::Sender<Seq>,
+}
+
+fn opt(s: &str) -> Option<&str> {
+    if s.is_empty() { None } else { Some(s) }
+}
+
+impl Writer {
+    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+        let mut pending: Option<Cmd> = None;
+        loop {
+            let cmd = match pending.take() {
+                Some(c) => c,
+                None => match rx.blocking_recv() {
+                    Some(c) => c,
+                    None => break,
+                },
+            };
+            match cmd {
+                Cmd::Append { events, reply } => {
+                    let mut total = events.len();
+                    let mut group = vec![(events, reply)];
+                    while total < MAX_GROUP_EVENTS {
+                        match rx.try_recv() {
+                            Ok(Cmd::Append { events, reply }) => {
+                                total += events.len();
+                                group.push((events, reply));
+                            }
+                            Ok(other) => {
+                                pending = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.commit_group(group);
+                }
+                Cmd::Purge {
+                    retention,
+                    batch,
+                    reply,
+                } => {
+                    let _ = reply.send(self.purge(retention, batch));
+                }
+                Cmd::SetConsumer { name, seq, reply } => {
+                    let r = self
+                        .conn
+                        .prepare_cached(
+                            "INSERT INTO consumers(name, seq, updated_at) VALUES (?1, ?2, strftime('%s','now'))
+                             ON CONFLICT(name) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at",
+                        )
+                        .and_then(|mut st| st.execute(params![name, seq.0 as i64]))
+                        .map(|_| ())
+                        .map_err(LogError::from);
+                    let _ = reply.send(r);
+                }
+                Cmd::Close { reply } => {
+                    // Answer everything already queued before closing.
+                    rx.close();
+                    while let Ok(cmd) = rx.try_recv() {
+                        match cmd {
+                            Cmd::Append { events, reply } => {
+                                self.commit_group(vec![(events, reply)])
+                            }
+                            Cmd::Purge { reply, .. } => drop(reply.send(Err(LogError::Closed))),
+                            Cmd::SetConsumer { reply, .. } => {
+                                drop(reply.send(Err(LogError::Closed)))
+                            }
+                            Cmd::Close { reply } => drop(reply.send(Ok(()))),
+                        }
+                    }
+                    let r = self
+                        .conn
+                        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+                        .map_err(LogError::from);
+                    let _ = reply.send(r);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn commit_group(&mut self, group: Vec<(Vec<NewEvent>, Reply<Vec<Appended>>)>) {
+        let started = Instant::now();
+        let first_seq = self.next_seq;
+        let mut results: Vec<Result<Vec<Appended>, LogError>> = Vec::with_capacity(group.len());
+        let mut inserted = 0i64;
+        let outcome = (|| -> Result<(), LogError> {
+            let mut tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut zones: HashMap<u64, (i64, i64)> = HashMap::new();
+            for (events, _) in &group {
+                let mark = self.next_seq;
+                let mut req_zones: Vec<(u64, i64)> = Vec::new();
+                let sp = tx.savepoint()?;
+                let r = insert_request(&sp, events, &mut self.next_seq, &mut req_zones);
+                match r {
+                    Ok(out) => {
+                        sp.commit()?;
+                        inserted += req_zones.len() as i64;
+                        for (seq, ts) in req_zones {
+                            let z = zones.entry(seq >> ZONE_SHIFT).or_insert((ts, ts));
+                            z.0 = z.0.min(ts);
+                            z.1 = z.1.max(ts);
+                        }
+                        results.push(Ok(out));
+                    }
+                    Err(e) => {
+                        drop(sp);
+                        self.next_seq = mark;
+                        results.push(Err(e));
+                    }
+                }
+            }
+            {
+                let mut st = tx.prepare_cached(
+                    "INSERT INTO zones(block, min_ts, max_ts) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(block) DO UPDATE SET min_ts = min(min_ts, excluded.min_ts),
+                                                      max_ts = max(max_ts, excluded.max_ts)",
+                )?;
+                for (block, (lo, hi)) in &zones {
+                    st.execute(params![*block as i64, lo, hi])?;
+                }
+            }
+            if self.next_seq != first_seq {
+                meta_set(&tx, "last_seq", self.next_seq as i64 - 1)?;
+                meta_set(&tx, "count", self.count + inserted)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })();
+        match outcome {
+            Ok(()) => {
+                self.count += inserted;
+                let events: usize = group.iter().map(|(e, _)| e.len()).sum();
+                metrics::histogram!("cds_events_commit_duration_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                metrics::histogram!("cds_events_commit_group_events").record(events as f64);
+                if self.next_seq != first_seq {
+                    self.head.send_replace(Seq(self.next_seq - 1));
+                }
+                for ((_, reply), r) in group.into_iter().zip(results) {
+                    let _ = reply.send(r);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "group commit failed");
+                self.next_seq = first_seq;
+                let msg = e.to_string();
+                for (_, reply) in group {
+                    let _ = reply.send(Err(LogError::Storage(msg.clone())));
+                }
+            }
+        }
+    }
+
+    fn purge(&mut self, retention: Retention, batch: usize) -> Result<u64, LogError> {
+        let batch = batch.max(1) as i64;
+        let mut bound: Option<i64> = None;
+        if let Some(max) = retention.max_events {
+            let excess = self.count - max as i64;
+            if excess > 0 {
+                let take = excess.min(batch);
+                let b: Option<i64> = self
+                    .conn
+                    .query_row(
+                        "SELECT seq FROM events ORDER BY seq LIMIT 1 OFFSET ?1",
+                        [take - 1],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                bound = b;
+            }
+        }
+        if let Some(age) = retention.max_age {
+            let cutoff = cds_events_model::Timestamp::now()
+                .unix_nanos()
+                .saturating_sub(age.as_nanos() as i64);
+            let mut st = self
+                .conn
+                .prepare_cached("SELECT seq, ts FROM events ORDER BY seq LIMIT ?1")?;
+            let rows = st.query_map([batch], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?;
+            let mut last = None;
+            for row in rows {
+                let (seq, ts) = row?;
+                if ts >= cutoff {
+                    break;
+                }
+                last = Some(seq);
+            }
+            bound = match (bound, last) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        let Some(bound) = bound else { return Ok(0) };
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let deleted = tx.execute("DELETE FROM events WHERE seq <= ?1", [bound])? as i64;
+        tx.execute(
+            "DELETE FROM zones WHERE block < ?1",
+            [(bound + 1) >> ZONE_SHIFT],
+        )?;
+        meta_set(&tx, "count", self.count - deleted)?;
+        tx.commit()?;
+        self.count -= deleted;
+        metrics::counter!("cds_events_purged_total").increment(deleted as u64);
+        Ok(deleted as u64)
+    }
+}
+
+fn insert_request(
+    conn: &Connection,
+    events: &[NewEvent],
+    next_seq: &mut u64,
+    zones: &mut Vec<(u64, i64)>,
+) -> Result<Vec<Appended>, LogError> {
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO events(seq, id, type, project_key, ts, vcs_name, repository, workflow, workflow_run_id,
+                            run_job_id, job_id, user_id, username, region, hatchery, status, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+         ON CONFLICT(id) DO NOTHING",
+    )?;
+    let mut existing = conn.prepare_cached("SELECT seq FROM events WHERE id = ?1")?;
+    let mut out = Vec::with_capacity(events.len());
+    for ne in events {
+        let e = &ne.event;
+        let seq = *next_seq;
+        let ts = e.timestamp.unix_nanos();
+        let changed = insert.execute(params![
+            seq as i64,
+            e.id,
+            e.event_type.as_str(),
+            opt(&e.project_key),
+            ts,
+            opt(&e.vcs_name),
+            opt(&e.repository),
+            opt(&e.workflow),
+            opt(&e.workflow_run_id),
+            opt(&e.run_job_id),
+            opt(&e.job_id),
+            opt(&e.user_id),
+            opt(&e.username),
+            opt(&e.region),
+            opt(&e.hatchery),
+            opt(&e.status),
+            ne.json,
+        ])?;
+        if changed == 1 {
+            *next_seq += 1;
+            zones.push((seq, ts));
+            out.push(Appended {
+                id: e.id.clone(),
+                seq: Seq(seq),
+                duplicate: false,
+            });
+        } else {
+            let original: i64 = existing.query_row([&e.id], |r| r.get(0))?;
+            out.push(Appended {
+                id: e.id.clone(),
+                seq: Seq(original as u64),
+                duplicate: true,
+            });
+        }
+    }
+    Ok(out)
+}

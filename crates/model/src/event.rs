@@ -1,0 +1,266 @@
+//! The flat full event (`FullEventV2`) and its exact JSON encoding (spec §3).
+
+use crate::EventType;
+use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use std::fmt;
+
+/// An event's time. Kept with the producer's offset and encoded the way Go
+/// writes a `time.Time`: RFC 3339, nanoseconds with trailing zeros dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub DateTime<FixedOffset>);
+
+impl Timestamp {
+    pub fn now() -> Self {
+        Timestamp(Utc::now().fixed_offset())
+    }
+
+    /// Parses any RFC 3339 timestamp (offset or `Z`, with or without fraction).
+    pub fn parse(s: &str) -> Result<Self, chrono::ParseError> {
+        DateTime::parse_from_rfc3339(s).map(Timestamp)
+    }
+
+    /// Go's zero `time.Time` (`0001-01-01T00:00:00Z`), which CDS writes for "unset".
+    pub fn is_go_zero(&self) -> bool {
+        self.0.timestamp() == -62_135_596_800 && self.0.timestamp_subsec_nanos() == 0
+    }
+
+    /// Nanoseconds since the Unix epoch, saturated to the `i64` range (years
+    /// 1678–2262); used as the sortable index value.
+    pub fn unix_nanos(&self) -> i64 {
+        match self.0.timestamp_nanos_opt() {
+            Some(n) => n,
+            None if self.0.timestamp() < 0 => i64::MIN,
+            None => i64::MAX,
+        }
+    }
+
+    /// The UTC instant for `unix_nanos`.
+    pub fn from_unix_nanos(n: i64) -> Self {
+        Timestamp(DateTime::<Utc>::from_timestamp_nanos(n).fixed_offset())
+    }
+
+    /// Go's `time.RFC3339Nano` rendering.
+    pub fn to_go_string(&self) -> String {
+        let dt = self.0;
+        let mut out = dt.format("%Y-%m-%dT%H:%M:%S").to_string();
+        // chrono represents a leap second as nanos >= 1e9; Go has no such thing.
+        let nanos = dt.timestamp_subsec_nanos().min(999_999_999);
+        if nanos != 0 {
+            let frac = format!("{nanos:09}");
+            out.push('.');
+            out.push_str(frac.trim_end_matches('0'));
+        }
+        let offset = dt.offset().local_minus_utc();
+        if offset == 0 {
+            out.push('Z');
+        } else {
+            let sign = if offset < 0 { '-' } else { '+' };
+            let abs = offset.unsigned_abs();
+            out.push_str(&format!("{sign}{:02}:{:02}", abs / 3600, (abs % 3600) / 60));
+        }
+        out
+    }
+
+    /// RFC 3339 in UTC with nanoseconds, for logs and CLI output.
+    pub fn to_utc_string(&self) -> String {
+        self.0
+            .with_timezone(&Utc)
+            .to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_go_string())
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_go_string())
+    }
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+/// The flat full event every consumer receives. Field order is the wire order
+/// of CDS's `FullEventV2`; `Serialize` writes exactly spec §3: empty strings and
+/// zero counters omitted, except `user_mail` and `concurrency`, which are always
+/// present, and `payload`, which is `null` when the producer sent none.
+///
+/// The sequence number is deliberately not a field: it travels beside the
+/// event, never inside it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FullEvent {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    /// Stored and returned byte for byte.
+    pub payload: Payload,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub project_key: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub purge_report_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub vcs_name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub repository: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub repository_origin: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub workflow: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub workflow_run_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub run_job_id: String,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub run_number: i64,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub run_attempt: i64,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub region: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub hatchery: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub model_type: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub model_osarch: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub job_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub status: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub user_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub username: String,
+    pub user_mail: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub run_result: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub entity: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub organization: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub permission: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub plugin: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub gpg_key: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub integration_model: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub integration: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub key_name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub key_type: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub variable: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub notification: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub variable_set: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub item: String,
+    pub concurrency: String,
+    pub timestamp: Timestamp,
+}
+
+/// An event's payload: any JSON value, kept as the exact text the producer sent.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct Payload(pub Box<RawValue>);
+
+impl Payload {
+    /// The JSON literal `null`, the payload of an event whose producer sent none.
+    pub fn null() -> Self {
+        Payload(RawValue::from_string("null".to_owned()).expect("null is valid JSON"))
+    }
+
+    /// Wraps JSON text, checking that it is one valid JSON value.
+    pub fn from_json(text: impl Into<String>) -> Result<Self, serde_json::Error> {
+        RawValue::from_string(text.into()).map(Payload)
+    }
+
+    /// Serializes any value as the payload.
+    pub fn from_value<T: Serialize>(value: &T) -> Result<Self, serde_json::Error> {
+        serde_json::value::to_raw_value(value).map(Payload)
+    }
+
+    /// The payload's JSON text, byte for byte.
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl Default for Payload {
+    fn default() -> Self {
+        Payload::null()
+    }
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl FullEvent {
+    /// An event of `event_type` with a fresh UUID v7, a `null` payload, the
+    /// current time and every context field empty.
+    pub fn new(event_type: EventType) -> Self {
+        FullEvent {
+            id: uuid::Uuid::now_v7().to_string(),
+            event_type,
+            payload: Payload::null(),
+            project_key: String::new(),
+            purge_report_id: String::new(),
+            vcs_name: String::new(),
+            repository: String::new(),
+            repository_origin: String::new(),
+            workflow: String::new(),
+            workflow_run_id: String::new(),
+            run_job_id: String::new(),
+            run_number: 0,
+            run_attempt: 0,
+            region: String::new(),
+            hatchery: String::new(),
+            model_type: String::new(),
+            model_osarch: String::new(),
+            job_id: String::new(),
+            status: String::new(),
+            user_id: String::new(),
+            username: String::new(),
+            user_mail: String::new(),
+            run_result: String::new(),
+            entity: String::new(),
+            organization: String::new(),
+            permission: String::new(),
+            plugin: String::new(),
+            gpg_key: String::new(),
+            integration_model: String::new(),
+            integration: String::new(),
+            key_name: String::new(),
+            key_type: String::new(),
+            variable: String::new(),
+            notification: String::new(),
+            variable_set: String::new(),
+            item: String::new(),
+            concurrency: String::new(),
+            timestamp: Timestamp::now(),
+        }
+    }
+
+    /// The exact wire JSON of spec §3.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a full event always serializes")
+    }
+
+    pub fn family(&self) -> crate::Family {
+        self.event_type.family()
+    }
+}

@@ -1,0 +1,19 @@
+//! The CDS v2 event catalogue and wire format.
+//!
+//! This crate owns what an event *is*: its types and families
+//! ([`catalogue`]), the flat full event and its exact JSON ([`event`]), and
+//! how incoming JSON becomes one ([`decode`]). It does no I/O and knows nothing
+//! of storage or HTTP.
+
+pub mod catalogue;
+pub mod decode;
+pub mod event;
+pub mod filter;
+
+pub use catalogue::*;
+pub use decode::{
+    BatchError, DecodeError, ErrorCode, Limits, decode_event, decode_json_body, decode_ndjson_body,
+    ndjson_line_of,
+};
+pub use event::{FullEvent, Payload, Timestamp};
+pub use filter::{EventFilter, parse_families, parse_types};
