@@ -1,1 +1,224 @@
-//! placeholder
+//! A typed Rust client for the cds-events HTTP API.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), cds_events_client::ClientError> {
+//! use cds_events_client::Client;
+//! use cds_events_model::{EventType, ProjectEvent};
+//! let client = Client::new("http://127.0.0.1:8090")?;
+//! let ev = ProjectEvent { project_key: "PROJ".into(), ..Default::default() }
+//!     .into_event(EventType::ProjectCreated)
+//!     .expect("a project type");
+//! let out = client.publish(&[ev]).await?;
+//! println!("stored at {}", out[0].seq);
+//! # Ok(()) }
+//! ```
+
+use cds_events_model::FullEvent;
+use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::time::Duration;
+
+/// What the server answered for one published event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Appended {
+    pub id: String,
+    pub seq: u64,
+    #[serde(default)]
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct IngestOut {
+    events: Vec<Appended>,
+}
+
+/// One event of a query page, with its sequence number.
+#[derive(Debug, Deserialize)]
+pub struct PageItem {
+    pub seq: u64,
+    pub event: Box<RawValue>,
+}
+
+/// A query page.
+#[derive(Debug, Deserialize)]
+pub struct Page {
+    pub events: Vec<PageItem>,
+    pub next_cursor: Option<u64>,
+}
+
+/// The server's structured error.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct ApiErrorBody {
+    pub code: String,
+    pub message: String,
+    #[serde(default)]
+    pub details: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorEnvelope {
+    error: ApiErrorBody,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid server address {0:?}")]
+    BadUrl(String),
+    #[error("cannot reach the server: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("server answered {status}: {} ({})", .body.message, .body.code)]
+    Api { status: u16, body: ApiErrorBody },
+    #[error("server answered {status} with an unexpected body: {text}")]
+    Unexpected { status: u16, text: String },
+}
+
+/// A client of one cds-events server.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: url::Url,
+    token: Option<String>,
+}
+
+impl Client {
+    /// A client for the server at `base` (`http://127.0.0.1:8090`).
+    pub fn new(base: &str) -> Result<Client, ClientError> {
+        Self::builder(base, None, 64)
+    }
+
+    /// A client with a bearer token and at most `pool` idle connections.
+    pub fn builder(base: &str, token: Option<String>, pool: usize) -> Result<Client, ClientError> {
+        install_crypto_provider();
+        let base = url::Url::parse(base).map_err(|_| ClientError::BadUrl(base.to_owned()))?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(ClientError::BadUrl(base.to_string()));
+        }
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(pool)
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(10))
+            .build()?;
+        Ok(Client { http, base, token })
+    }
+
+    fn url(&self, path: &str) -> url::Url {
+        let mut u = self.base.clone();
+        let prefix = u.path().trim_end_matches('/').to_owned();
+        u.set_path(&format!("{prefix}{path}"));
+        u
+    }
+
+    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, self.url(path));
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    async fn check(resp: reqwest::Response) -> Result<reqwest::Response, ClientError> {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let text = resp.text().await?;
+        match serde_json::from_str::<ErrorEnvelope>(&text) {
+            Ok(env) => Err(ClientError::Api {
+                status: status.as_u16(),
+                body: env.error,
+            }),
+            Err(_) => Err(ClientError::Unexpected {
+                status: status.as_u16(),
+                text,
+            }),
+        }
+    }
+
+    /// Publishes events as one all-or-nothing batch.
+    pub async fn publish(&self, events: &[FullEvent]) -> Result<Vec<Appended>, ClientError> {
+        let mut body = String::from("[");
+        for (i, e) in events.iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str(&e.to_json());
+        }
+        body.push(']');
+        self.publish_raw(body, false).await
+    }
+
+    /// Publishes a pre-encoded body: a JSON event or array, or NDJSON.
+    pub async fn publish_raw(
+        &self,
+        body: String,
+        ndjson: bool,
+    ) -> Result<Vec<Appended>, ClientError> {
+        let ct = if ndjson {
+            "application/x-ndjson"
+        } else {
+            "application/json"
+        };
+        let resp = self
+            .req(reqwest::Method::POST, "/v2/events")
+            .header(CONTENT_TYPE, HeaderValue::from_static(ct))
+            .body(body)
+            .send()
+            .await?;
+        let out: IngestOut = Self::check(resp).await?.json().await?;
+        Ok(out.events)
+    }
+
+    /// One page of `GET /v2/events` with these query parameters.
+    pub async fn query(&self, params: &[(String, String)]) -> Result<Page, ClientError> {
+        let resp = self
+            .req(reqwest::Method::GET, "/v2/events")
+            .query(params)
+            .send()
+            .await?;
+        Ok(Self::check(resp).await?.json().await?)
+    }
+
+    /// The event with this id and its sequence number.
+    pub async fn get(&self, id: &str) -> Result<Option<(u64, Box<RawValue>)>, ClientError> {
+        let mut u = self.url("/v2/events/");
+        u.path_segments_mut()
+            .map_err(|_| ClientError::BadUrl(self.base.to_string()))?
+            .pop_if_empty()
+            .push(id);
+        let r = self.http.get(u);
+        let r = match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        };
+        let resp = r.send().await?;
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let resp = Self::check(resp).await?;
+        let seq = resp
+            .headers()
+            .get("cds-events-seq")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let text = resp.text().await?;
+        let raw = RawValue::from_string(text.clone())
+            .map_err(|_| ClientError::Unexpected { status: 200, text })?;
+        Ok(Some((seq, raw)))
+    }
+
+    /// A GET of any JSON endpoint (`/v2/events/types`, `/mon/status`).
+    pub async fn get_json(&self, path: &str) -> Result<serde_json::Value, ClientError> {
+        let resp = self.req(reqwest::Method::GET, path).send().await?;
+        Ok(Self::check(resp).await?.json().await?)
+    }
+}
+
+/// reqwest is built without a default TLS provider; pick ring once.
+fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}

@@ -83,6 +83,48 @@ impl Serialize for Timestamp {
     }
 }
 
+/// Every key of the full event, in wire order.
+pub const FULL_EVENT_KEYS: &[&str] = &[
+    "id",
+    "type",
+    "payload",
+    "project_key",
+    "purge_report_id",
+    "vcs_name",
+    "repository",
+    "repository_origin",
+    "workflow",
+    "workflow_run_id",
+    "run_job_id",
+    "run_number",
+    "run_attempt",
+    "region",
+    "hatchery",
+    "model_type",
+    "model_osarch",
+    "job_id",
+    "status",
+    "user_id",
+    "username",
+    "user_mail",
+    "run_result",
+    "entity",
+    "organization",
+    "permission",
+    "plugin",
+    "gpg_key",
+    "integration_model",
+    "integration",
+    "key_name",
+    "key_type",
+    "variable",
+    "notification",
+    "variable_set",
+    "item",
+    "concurrency",
+    "timestamp",
+];
+
 fn is_zero(n: &i64) -> bool {
     *n == 0
 }

@@ -1,0 +1,187 @@
+//! `query` and `types`.
+
+use crate::ServerArgs;
+use clap::{Args, ValueEnum};
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Project key(s), comma-separated.
+    #[arg(long)]
+    project: Option<String>,
+    /// Type(s): exact, comma-separated, or a prefix like `RunJob*`.
+    #[arg(long = "type")]
+    event_type: Option<String>,
+    #[arg(long)]
+    family: Option<String>,
+    #[arg(long)]
+    vcs: Option<String>,
+    #[arg(long)]
+    repository: Option<String>,
+    #[arg(long)]
+    workflow: Option<String>,
+    #[arg(long)]
+    workflow_run_id: Option<String>,
+    #[arg(long)]
+    run_job_id: Option<String>,
+    #[arg(long)]
+    job_id: Option<String>,
+    /// User id or name.
+    #[arg(long)]
+    user: Option<String>,
+    #[arg(long)]
+    region: Option<String>,
+    #[arg(long)]
+    hatchery: Option<String>,
+    #[arg(long)]
+    status: Option<String>,
+    /// RFC 3339 lower bound on the event time.
+    #[arg(long)]
+    since: Option<String>,
+    /// RFC 3339 upper bound on the event time.
+    #[arg(long)]
+    until: Option<String>,
+    /// Continue after this sequence number (a previous `next_cursor`).
+    #[arg(long)]
+    cursor: Option<u64>,
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    /// Newest first.
+    #[arg(long)]
+    desc: bool,
+    /// Follow `next_cursor` until the end.
+    #[arg(long)]
+    all: bool,
+    #[arg(long, short, value_enum, default_value = "table")]
+    output: Output,
+}
+
+pub async fn run(a: QueryArgs) -> anyhow::Result<()> {
+    let client = a.server.client(1)?;
+    let mut params: Vec<(String, String)> = [
+        ("project_key", &a.project),
+        ("type", &a.event_type),
+        ("family", &a.family),
+        ("vcs_name", &a.vcs),
+        ("repository", &a.repository),
+        ("workflow", &a.workflow),
+        ("workflow_run_id", &a.workflow_run_id),
+        ("run_job_id", &a.run_job_id),
+        ("job_id", &a.job_id),
+        ("user", &a.user),
+        ("region", &a.region),
+        ("hatchery", &a.hatchery),
+        ("status", &a.status),
+        ("since", &a.since),
+        ("until", &a.until),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_owned(), v.clone())))
+    .collect();
+    params.push(("limit".into(), a.limit.to_string()));
+    params.push(("order".into(), if a.desc { "desc" } else { "asc" }.into()));
+    let mut cursor = a.cursor;
+    if matches!(a.output, Output::Table) {
+        println!(
+            "{:>10}  {:<30}  {:<24}  {:<10}  {:<12}  ID",
+            "SEQ", "TIMESTAMP", "TYPE", "PROJECT", "STATUS"
+        );
+    }
+    loop {
+        let mut p = params.clone();
+        if let Some(c) = cursor {
+            p.push(("cursor".into(), c.to_string()));
+        }
+        let page = client.query(&p).await?;
+        for item in &page.events {
+            match a.output {
+                Output::Json => println!("{{\"seq\":{},\"event\":{}}}", item.seq, item.event.get()),
+                Output::Table => {
+                    let v: Value = serde_json::from_str(item.event.get())?;
+                    let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+                    println!(
+                        "{:>10}  {:<30}  {:<24}  {:<10}  {:<12}  {}",
+                        item.seq,
+                        s("timestamp"),
+                        s("type"),
+                        s("project_key"),
+                        s("status"),
+                        s("id")
+                    );
+                }
+            }
+        }
+        match page.next_cursor {
+            Some(c) if a.all => cursor = Some(c),
+            Some(c) => {
+                if matches!(a.output, Output::Table) {
+                    eprintln!("more: --cursor {c}");
+                }
+                break;
+            }
+            None => break,
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct TypesArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Print the catalogue built into this binary instead of asking a server.
+    #[arg(long)]
+    offline: bool,
+    #[arg(long, short, value_enum, default_value = "table")]
+    output: Output,
+}
+
+pub async fn types(a: TypesArgs) -> anyhow::Result<()> {
+    let cat: Value = if a.offline {
+        serde_json::to_value(cds_events_server::routes::events::catalogue())?
+    } else {
+        a.server.client(1)?.get_json("/v2/events/types").await?
+    };
+    match a.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&cat)?),
+        Output::Table => {
+            for f in cat["families"].as_array().into_iter().flatten() {
+                let fields: Vec<String> = f["fields"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|x| {
+                        let n = x["name"].as_str().unwrap_or("");
+                        if x["optional"].as_bool() == Some(true) {
+                            format!("{n}?")
+                        } else {
+                            n.to_owned()
+                        }
+                    })
+                    .collect();
+                let types: Vec<&str> = f["types"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .collect();
+                println!(
+                    "{} ({})\n  types:  {}\n  fields: {}",
+                    f["name"].as_str().unwrap_or(""),
+                    f["scope"].as_str().unwrap_or(""),
+                    types.join(", "),
+                    fields.join(", ")
+                );
+            }
+        }
+    }
+    Ok(())
+}

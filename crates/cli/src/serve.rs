@@ -1,0 +1,96 @@
+//! `serve` and `config`.
+
+use anyhow::Context;
+use cds_events_log::sqlite::Durability;
+use cds_events_server::config::Config;
+use clap::Args;
+use serde_json::{Map, Value};
+use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "CDS_EVENTS_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8090].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Data directory of the embedded log [default: ./cds-events-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// What an acknowledged event survives [default: power-loss].
+    #[arg(long, value_enum)]
+    durability: Option<DurabilityArg>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum DurabilityArg {
+    PowerLoss,
+    ProcessCrash,
+}
+
+impl ServeArgs {
+    /// Flags given on the command line, as a partial configuration.
+    fn load(&self) -> anyhow::Result<Config> {
+        let mut flags = Map::new();
+        if let Some(l) = &self.listen {
+            flags.insert("listen".into(), Value::String(l.clone()));
+        }
+        if let Some(d) = &self.data_dir {
+            flags.insert("data_dir".into(), Value::String(d.display().to_string()));
+        }
+        if let Some(d) = self.durability {
+            let d = match d {
+                DurabilityArg::PowerLoss => Durability::PowerLoss,
+                DurabilityArg::ProcessCrash => Durability::ProcessCrash,
+            };
+            flags.insert("storage".into(), serde_json::json!({ "durability": d }));
+        }
+        let flags = figment::providers::Serialized::defaults(Value::Object(flags));
+        Ok(Config::load(self.config.as_deref(), flags)?)
+    }
+}
+
+pub fn print_config(args: ServeArgs) -> anyhow::Result<()> {
+    print!("{}", args.load()?.to_toml_masked());
+    Ok(())
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.load()?;
+    let data_dir = config.data_dir.clone();
+    let durability = config.storage.durability;
+    let server = cds_events_server::Server::bind(config).await?;
+    let addr = server.local_addr().context("listener address")?;
+    tracing::info!(%addr, data_dir = %data_dir.display(), ?durability, "cds-events listening");
+    // A line on stdout that scripts and tests can wait for.
+    println!("listening on http://{addr}");
+    let shutdown = CancellationToken::new();
+    tokio::spawn(wait_for_signal(shutdown.clone()));
+    server.run(shutdown).await?;
+    Ok(())
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
+            _ = int.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,573 @@
+//! `simulate`: realistic CDS traffic for demos and load tests.
+//!
+//! The ingest workload replays what a CDS installation emits: projects with
+//! repositories, analyses and entities, and workflow runs that walk the whole
+//! run and job life of spec §2. The read workload measures the query API on
+//! whatever log the server holds.
+
+use crate::ServerArgs;
+use anyhow::{Context, bail};
+use cds_events_model::{EventType, FullEvent, Payload, Timestamp};
+use clap::{Args, ValueEnum};
+use hdrhistogram::Histogram;
+use rand::rngs::SmallRng;
+use rand::{RngExt, SeedableRng};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Workload {
+    /// Publish generated events.
+    Ingest,
+    /// Filtered pages and get-by-id against the existing log.
+    Read,
+}
+
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[arg(long, value_enum, default_value = "ingest")]
+    workload: Workload,
+    /// Number of CDS projects.
+    #[arg(long, default_value_t = 20)]
+    projects: usize,
+    /// Events per request (1 = one event per request).
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Target events/s (ingest) or requests/s (read) in all; 0 = as fast as possible.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Stop after this many events (ingest) or requests (read).
+    #[arg(long)]
+    events: Option<u64>,
+    /// Stop after this long (`30s`, `5m`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Approximate size of each event's JSON, bytes.
+    #[arg(long, default_value_t = 600)]
+    event_bytes: usize,
+    /// Random seed, for repeatable traffic.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn run(a: SimulateArgs) -> anyhow::Result<()> {
+    if a.events.is_none() && a.duration.is_none() {
+        bail!("give --events N or --duration D");
+    }
+    if a.connections == 0 || a.batch == 0 || a.projects == 0 {
+        bail!("--connections, --batch and --projects must be positive");
+    }
+    match a.workload {
+        Workload::Ingest => ingest(a).await,
+        Workload::Read => read(a).await,
+    }
+}
+
+/// Shared stop condition: a budget of units (events or requests) and a deadline.
+struct Budget {
+    left: AtomicU64,
+    deadline: Option<Instant>,
+}
+
+impl Budget {
+    /// Takes up to `n` units; 0 when the run is over.
+    fn take(&self, n: u64) -> u64 {
+        if self.deadline.is_some_and(|d| Instant::now() >= d) {
+            return 0;
+        }
+        let mut cur = self.left.load(Ordering::Relaxed);
+        loop {
+            if cur == 0 {
+                return 0;
+            }
+            let t = cur.min(n);
+            match self
+                .left
+                .compare_exchange(cur, cur - t, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return t,
+                Err(c) => cur = c,
+            }
+        }
+    }
+}
+
+fn new_hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds")
+}
+
+struct WorkerResult {
+    hist: Histogram<u64>,
+    hist2: Histogram<u64>,
+    units: u64,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+async fn ingest(a: SimulateArgs) -> anyhow::Result<()> {
+    let client = a.server.client(a.connections)?;
+    let budget = Arc::new(Budget {
+        left: AtomicU64::new(a.events.unwrap_or(u64::MAX)),
+        deadline: a.duration.map(|d| Instant::now() + d),
+    });
+    let per_request_interval = (a.rate > 0)
+        .then(|| Duration::from_secs_f64(a.batch as f64 * a.connections as f64 / a.rate as f64));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for w in 0..a.connections {
+        let client = client.clone();
+        let budget = Arc::clone(&budget);
+        let mut traffic = Traffic::new(
+            a.projects,
+            a.event_bytes,
+            a.seed.wrapping_mul(1000).wrapping_add(w as u64),
+        );
+        let batch = a.batch;
+        workers.push(tokio::spawn(async move {
+            let mut r = WorkerResult {
+                hist: new_hist(),
+                hist2: new_hist(),
+                units: 0,
+                errors: 0,
+                first_error: None,
+            };
+            let mut ticker = per_request_interval.map(|i| {
+                let mut t = tokio::time::interval(i);
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                t
+            });
+            loop {
+                let n = budget.take(batch as u64);
+                if n == 0 {
+                    break;
+                }
+                if let Some(t) = ticker.as_mut() {
+                    t.tick().await;
+                }
+                let mut body = String::with_capacity(n as usize * 700);
+                if n > 1 {
+                    body.push('[');
+                }
+                for i in 0..n {
+                    if i > 0 {
+                        body.push(',');
+                    }
+                    body.push_str(&traffic.next_event().to_json());
+                }
+                if n > 1 {
+                    body.push(']');
+                }
+                let t0 = Instant::now();
+                match client.publish_raw(body, false).await {
+                    Ok(_) => {
+                        let _ = r.hist.record(t0.elapsed().as_micros().max(1) as u64);
+                        r.units += n;
+                    }
+                    Err(e) => {
+                        r.errors += 1;
+                        if r.first_error.is_none() {
+                            r.first_error = Some(e.to_string());
+                        }
+                    }
+                }
+            }
+            r
+        }));
+    }
+    let (hist, _, units, errors, first_error) = collect(workers).await?;
+    let secs = started.elapsed().as_secs_f64();
+    summary(
+        &a,
+        "ingest",
+        secs,
+        units,
+        errors,
+        first_error,
+        &[("request", &hist)],
+        units as f64 / secs,
+    )
+}
+
+async fn collect(
+    workers: Vec<tokio::task::JoinHandle<WorkerResult>>,
+) -> anyhow::Result<(Histogram<u64>, Histogram<u64>, u64, u64, Option<String>)> {
+    let (mut hist, mut hist2) = (new_hist(), new_hist());
+    let (mut units, mut errors, mut first_error) = (0, 0, None);
+    for w in workers {
+        let r = w.await.context("worker failed")?;
+        hist.add(&r.hist).ok();
+        hist2.add(&r.hist2).ok();
+        units += r.units;
+        errors += r.errors;
+        first_error = first_error.or(r.first_error);
+    }
+    Ok((hist, hist2, units, errors, first_error))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn summary(
+    a: &SimulateArgs,
+    workload: &str,
+    secs: f64,
+    units: u64,
+    errors: u64,
+    first_error: Option<String>,
+    hists: &[(&str, &Histogram<u64>)],
+    rate: f64,
+) -> anyhow::Result<()> {
+    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    if a.json {
+        let mut lat = serde_json::Map::new();
+        for (name, h) in hists {
+            lat.insert(
+                (*name).into(),
+                serde_json::json!({"count": h.len(), "p50_ms": ms(h, 0.5), "p90_ms": ms(h, 0.9),
+                    "p99_ms": ms(h, 0.99), "max_ms": h.max() as f64 / 1000.0}),
+            );
+        }
+        println!(
+            "{}",
+            serde_json::json!({"workload": workload, "seconds": secs, "units": units, "per_second": rate,
+                "errors": errors, "batch": a.batch, "connections": a.connections, "latency": lat})
+        );
+    } else {
+        let unit = if workload == "ingest" {
+            "events"
+        } else {
+            "requests"
+        };
+        println!(
+            "{workload}: {units} {unit} in {secs:.2}s = {rate:.0} {unit}/s ({errors} failed requests)"
+        );
+        for (name, h) in hists {
+            if h.is_empty() {
+                continue;
+            }
+            println!(
+                "  {name:<8} n={:<8} p50={:.2}ms p90={:.2}ms p99={:.2}ms max={:.2}ms",
+                h.len(),
+                ms(h, 0.5),
+                ms(h, 0.9),
+                ms(h, 0.99),
+                h.max() as f64 / 1000.0
+            );
+        }
+    }
+    if let Some(e) = first_error {
+        eprintln!("first error: {e}");
+    }
+    if errors > 0 && units == 0 {
+        bail!("every request failed");
+    }
+    Ok(())
+}
+
+async fn read(a: SimulateArgs) -> anyhow::Result<()> {
+    let client = a.server.client(a.connections)?;
+    // What the log holds: its time span and a sample of ids.
+    let first = client.query(&[("limit".into(), "1".into())]).await?;
+    let last = client
+        .query(&[
+            ("limit".into(), "1".into()),
+            ("order".into(), "desc".into()),
+        ])
+        .await?;
+    let (Some(first), Some(last)) = (first.events.first(), last.events.first()) else {
+        bail!("the log is empty")
+    };
+    let ts = |raw: &serde_json::value::RawValue| -> anyhow::Result<i64> {
+        let v: serde_json::Value = serde_json::from_str(raw.get())?;
+        Ok(Timestamp::parse(v["timestamp"].as_str().unwrap_or(""))
+            .context("timestamp")?
+            .unix_nanos())
+    };
+    let (t0, t1) = (ts(&first.event)?, ts(&last.event)?);
+    let (s0, s1) = (first.seq, last.seq);
+    let mut rng = SmallRng::seed_from_u64(a.seed);
+    let mut ids = Vec::new();
+    for _ in 0..50 {
+        let c = rng.random_range(s0.saturating_sub(1)..s1.max(s0));
+        let page = client
+            .query(&[
+                ("limit".into(), "20".into()),
+                ("cursor".into(), c.to_string()),
+            ])
+            .await?;
+        for e in page.events {
+            let v: serde_json::Value = serde_json::from_str(e.event.get())?;
+            if let Some(id) = v["id"].as_str() {
+                ids.push(id.to_owned());
+            }
+        }
+    }
+    let ids = Arc::new(ids);
+    let budget = Arc::new(Budget {
+        left: AtomicU64::new(a.events.unwrap_or(u64::MAX)),
+        deadline: a.duration.map(|d| Instant::now() + d),
+    });
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for w in 0..a.connections {
+        let client = client.clone();
+        let budget = Arc::clone(&budget);
+        let ids = Arc::clone(&ids);
+        let projects = a.projects;
+        let mut rng = SmallRng::seed_from_u64(a.seed.wrapping_add(w as u64 + 1));
+        workers.push(tokio::spawn(async move {
+            let mut r = WorkerResult {
+                hist: new_hist(),
+                hist2: new_hist(),
+                units: 0,
+                errors: 0,
+                first_error: None,
+            };
+            const PREFIXES: [&str; 4] = ["Run*", "RunJob*", "Analysis*", "Entity*"];
+            while budget.take(1) == 1 {
+                let page = rng.random_bool(0.5);
+                let t = Instant::now();
+                let res = if page {
+                    let since = Timestamp::from_unix_nanos(rng.random_range(t0..=t1.max(t0)));
+                    let params = vec![
+                        (
+                            "project_key".to_owned(),
+                            project_key(rng.random_range(0..projects)),
+                        ),
+                        (
+                            "type".to_owned(),
+                            PREFIXES[rng.random_range(0..PREFIXES.len())].to_owned(),
+                        ),
+                        ("since".to_owned(), since.to_go_string()),
+                        ("limit".to_owned(), "100".to_owned()),
+                        ("order".to_owned(), "desc".to_owned()),
+                    ];
+                    client.query(&params).await.map(|_| ())
+                } else {
+                    let id = &ids[rng.random_range(0..ids.len())];
+                    client.get(id).await.map(|_| ())
+                };
+                let us = t.elapsed().as_micros().max(1) as u64;
+                match res {
+                    Ok(()) => {
+                        let _ = if page {
+                            r.hist.record(us)
+                        } else {
+                            r.hist2.record(us)
+                        };
+                        r.units += 1;
+                    }
+                    Err(e) => {
+                        r.errors += 1;
+                        r.first_error.get_or_insert(e.to_string());
+                    }
+                }
+            }
+            r
+        }));
+    }
+    let (pages, gets, units, errors, first_error) = collect(workers).await?;
+    let secs = started.elapsed().as_secs_f64();
+    summary(
+        &a,
+        "read",
+        secs,
+        units,
+        errors,
+        first_error,
+        &[("page", &pages), ("get", &gets)],
+        units as f64 / secs,
+    )
+}
+
+fn project_key(i: usize) -> String {
+    format!("PROJ{i:03}")
+}
+
+/// Generates CDS-like events in a plausible order.
+struct Traffic {
+    rng: SmallRng,
+    projects: usize,
+    queue: VecDeque<FullEvent>,
+    filler: String,
+    run_counter: u64,
+    event_bytes: usize,
+}
+
+const USERS: [(&str, &str); 4] = [
+    ("u-1", "alice"),
+    ("u-2", "bob"),
+    ("u-3", "carol"),
+    ("u-4", "dave"),
+];
+const WORKFLOWS: [&str; 4] = ["build", "test", "deploy", "release"];
+const JOBS: [&str; 5] = ["compile", "unit-tests", "lint", "package", "integration"];
+const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
+
+impl Traffic {
+    fn new(projects: usize, event_bytes: usize, seed: u64) -> Self {
+        Traffic {
+            rng: SmallRng::seed_from_u64(seed),
+            projects,
+            queue: VecDeque::new(),
+            filler: "x".repeat(event_bytes),
+            run_counter: 0,
+            event_bytes,
+        }
+    }
+
+    fn next_event(&mut self) -> FullEvent {
+        if self.queue.is_empty() {
+            self.scenario();
+        }
+        let mut e = self.queue.pop_front().expect("a scenario yields events");
+        e.timestamp = Timestamp::now();
+        e
+    }
+
+    fn payload(&mut self, e: &FullEvent) -> Payload {
+        let base = serde_json::json!({
+            "id": e.id, "project_key": e.project_key, "status": e.status,
+            "workflow_name": e.workflow, "vcs_server": e.vcs_name, "repository": e.repository,
+            "contexts": {"git": {"branch": "main", "ref": "refs/heads/main",
+                "sha": format!("{:040x}", self.rng.random::<u128>()), "author": e.username}},
+        });
+        let len = base.to_string().len() + 400;
+        let pad = self.event_bytes.saturating_sub(len).min(self.filler.len());
+        let mut v = base;
+        v["annotations"] = serde_json::json!({"note": &self.filler[..pad]});
+        Payload::from_value(&v).expect("json")
+    }
+
+    fn push(&mut self, mut e: FullEvent) {
+        e.payload = self.payload(&e);
+        self.queue.push_back(e);
+    }
+
+    fn scenario(&mut self) {
+        let p = project_key(self.rng.random_range(0..self.projects));
+        let (uid, uname) = USERS[self.rng.random_range(0..USERS.len())];
+        let repo = format!("{}/repo{}", p.to_lowercase(), self.rng.random_range(0..3));
+        let roll = self.rng.random_range(0..100);
+        if roll < 8 {
+            // A repository analysis, which may create or update entities.
+            for (t, status) in [
+                (EventType::AnalysisStart, "InProgress"),
+                (EventType::AnalysisDone, "Success"),
+            ] {
+                let mut e = FullEvent::new(t);
+                (e.project_key, e.vcs_name, e.repository, e.status) =
+                    (p.clone(), "github".into(), repo.clone(), status.into());
+                (e.user_id, e.username) = (uid.into(), uname.into());
+                self.push(e);
+            }
+            for w in WORKFLOWS.iter().take(self.rng.random_range(0..3)) {
+                let mut e = FullEvent::new(EventType::EntityUpdated);
+                (e.project_key, e.vcs_name, e.repository) =
+                    (p.clone(), "github".into(), repo.clone());
+                e.entity = format!("{w}.yml");
+                self.push(e);
+            }
+            return;
+        }
+        if roll < 10 {
+            let t = [
+                EventType::RepositoryCreated,
+                EventType::ProjectUpdated,
+                EventType::VariableSetItemUpdated,
+            ][self.rng.random_range(0..3)];
+            let mut e = FullEvent::new(t);
+            e.project_key = p.clone();
+            (e.user_id, e.username) = (uid.into(), uname.into());
+            if t == EventType::RepositoryCreated {
+                (e.vcs_name, e.repository) = ("github".into(), repo.clone());
+            }
+            if t == EventType::VariableSetItemUpdated {
+                (e.variable_set, e.item) = ("secrets".into(), "token".into());
+            }
+            self.push(e);
+            return;
+        }
+        // A workflow run through its whole life.
+        self.run_counter += 1;
+        let wf = WORKFLOWS[self.rng.random_range(0..WORKFLOWS.len())];
+        let run_id = uuid_like(&mut self.rng);
+        let run_number = self.run_counter as i64;
+        let run = |t: EventType, status: &str| {
+            let mut e = FullEvent::new(t);
+            (e.project_key, e.vcs_name, e.repository, e.repository_origin) =
+                (p.clone(), "github".into(), repo.clone(), repo.clone());
+            (e.workflow, e.workflow_run_id, e.run_number, e.run_attempt) =
+                (wf.into(), run_id.clone(), run_number, 1);
+            (e.status, e.user_id, e.username) = (status.into(), uid.into(), uname.into());
+            e.user_mail = format!("{uname}@example.org");
+            e
+        };
+        self.push(run(EventType::RunCrafted, "Crafting"));
+        self.push(run(EventType::RunBuilding, "Building"));
+        let region = REGIONS[self.rng.random_range(0..REGIONS.len())];
+        let jobs = self.rng.random_range(2..=4);
+        let mut failed = false;
+        for job in JOBS.iter().take(jobs) {
+            let run_job_id = uuid_like(&mut self.rng);
+            let ok = self.rng.random_range(0..20) > 0;
+            failed |= !ok;
+            let results = self.rng.random_range(0..=2);
+            let mut steps: Vec<(EventType, &str)> = vec![
+                (EventType::RunJobEnqueued, "Waiting"),
+                (EventType::RunJobScheduled, "Scheduling"),
+                (EventType::RunJobBuilding, "Building"),
+            ];
+            for _ in 0..results {
+                steps.push((EventType::RunJobRunResultAdded, "Building"));
+            }
+            steps.push((EventType::RunJobEnded, if ok { "Success" } else { "Fail" }));
+            for (t, status) in steps {
+                let mut e = FullEvent::new(t);
+                (e.project_key, e.vcs_name, e.repository, e.workflow) =
+                    (p.clone(), "github".into(), repo.clone(), wf.into());
+                (e.workflow_run_id, e.run_job_id, e.run_number, e.run_attempt) =
+                    (run_id.clone(), run_job_id.clone(), run_number, 1);
+                (e.region, e.job_id, e.status) = (region.into(), (*job).into(), status.into());
+                (e.user_id, e.username) = (uid.into(), uname.into());
+                if t != EventType::RunJobEnqueued {
+                    (e.hatchery, e.model_type, e.model_osarch) = (
+                        format!("swarm-{region}"),
+                        "docker".into(),
+                        "linux/amd64".into(),
+                    );
+                }
+                if t == EventType::RunJobRunResultAdded {
+                    e.run_result = format!("{job}-artifact.tar.gz");
+                    e.model_osarch.clear();
+                }
+                self.push(e);
+            }
+        }
+        self.push(run(
+            EventType::RunEnded,
+            if failed { "Fail" } else { "Success" },
+        ));
+    }
+}
+
+fn uuid_like(rng: &mut SmallRng) -> String {
+    let v: u128 = rng.random();
+    let h = format!("{v:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}

@@ -1,0 +1,197 @@
+//! The service configuration: one struct, defaults, loaded from a TOML file,
+//! then `CDS_EVENTS_…` environment variables, then command-line flags (each
+//! overriding the one before).
+
+use cds_events_log::sqlite::Durability;
+use cds_events_model::Limits;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Everything `cds-events serve` can be told.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: String,
+    /// Where the embedded log (and later, keys and tokens) live.
+    pub data_dir: PathBuf,
+    pub storage: StorageConfig,
+    pub ingest: IngestConfig,
+    pub query: QueryConfig,
+    pub retention: RetentionConfig,
+    /// How long in-flight requests get to finish after SIGTERM/SIGINT.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `power-loss` (fsync every commit) or `process-crash` (survives the
+    /// process being killed; the OS flushes later).
+    pub durability: Durability,
+    /// Read connections serving queries concurrently.
+    pub readers: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Largest request body, bytes (over it: 413).
+    pub max_body_bytes: usize,
+    /// Most events in one request (over it: 413).
+    pub max_batch_events: usize,
+    /// Per-event bounds: nesting depth, string and id sizes.
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueryConfig {
+    /// Page size when the request gives none.
+    pub default_limit: usize,
+    /// Largest page a request may ask for.
+    pub max_limit: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Delete events older than this (by event timestamp). Unset: keep forever.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Option<Duration>,
+    /// Keep at most this many events. Unset: no bound.
+    pub max_events: Option<u64>,
+    /// How often the purge runs.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Events deleted per purge transaction (small, so ingest never waits long).
+    pub batch: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8090".into(),
+            data_dir: PathBuf::from("./cds-events-data"),
+            storage: StorageConfig::default(),
+            ingest: IngestConfig::default(),
+            query: QueryConfig::default(),
+            retention: RetentionConfig::default(),
+            shutdown_grace: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            durability: Durability::default(),
+            readers: 4,
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_body_bytes: 32 * 1024 * 1024,
+            max_batch_events: 10_000,
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig {
+            default_limit: 100,
+            max_limit: 1000,
+        }
+    }
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            max_age: None,
+            max_events: None,
+            interval: Duration::from_secs(60),
+            batch: 1000,
+        }
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl Config {
+    /// Loads defaults ← `file` (if given) ← environment (`CDS_EVENTS_…`,
+    /// `__` between nested keys: `CDS_EVENTS_STORAGE__DURABILITY`) ← `flags`
+    /// (a partial configuration from the command line).
+    pub fn load(
+        file: Option<&Path>,
+        flags: Serialized<serde_json::Value>,
+    ) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig = fig.merge(
+            Env::prefixed("CDS_EVENTS_")
+                .split("__")
+                .filter(|k| Config::is_env_key(k.as_str())),
+        );
+        fig = fig.merge(flags);
+        let config: Config = fig.extract().map_err(|e| ConfigError(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Environment variables that belong to other parts of the tool (the CLI's
+    /// token, say) are not configuration keys of the server.
+    fn is_env_key(key: &str) -> bool {
+        let top = key.split('.').next().unwrap_or(key);
+        matches!(
+            top,
+            "listen" | "data_dir" | "storage" | "ingest" | "query" | "retention" | "shutdown_grace"
+        )
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.query.max_limit == 0
+            || self.query.default_limit == 0
+            || self.query.default_limit > self.query.max_limit
+        {
+            return Err(ConfigError(
+                "query.default_limit must be between 1 and query.max_limit".into(),
+            ));
+        }
+        if self.ingest.max_batch_events == 0 || self.ingest.max_body_bytes == 0 {
+            return Err(ConfigError("ingest limits must be positive".into()));
+        }
+        if self.retention.batch == 0 {
+            return Err(ConfigError("retention.batch must be positive".into()));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets masked (`cds-events config`).
+    pub fn to_toml_masked(&self) -> String {
+        // No field holds a secret yet; masking happens here when one does, so
+        // that `config` output is safe to paste in a ticket.
+        toml::to_string_pretty(self)
+            .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+}

@@ -1,0 +1,461 @@
+//! `/v2/events`: ingest, query, get by id, and the catalogue.
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::body::Body;
+use axum::extract::{Path, Query, State, rejection::QueryRejection};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use cds_events_log::{NewEvent, Order, Seq};
+use cds_events_model::{BatchError, EventFilter, EventType, Family, Timestamp};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+
+/// The header that carries an event's sequence number beside a bare event.
+pub const SEQ_HEADER: &str = "cds-events-seq";
+
+/// One stored event in the ingest answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AppendedOut {
+    pub id: String,
+    pub seq: u64,
+    /// The id was already stored: nothing was written; `seq` is the original.
+    pub duplicate: bool,
+}
+
+/// The ingest answer: one entry per event, in request order.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IngestOut {
+    pub events: Vec<AppendedOut>,
+}
+
+fn is_ndjson(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|ct| {
+            let ct = ct
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            matches!(
+                ct.as_str(),
+                "application/x-ndjson"
+                    | "application/ndjson"
+                    | "application/jsonl"
+                    | "application/x-jsonlines"
+            )
+        })
+        .unwrap_or(false)
+}
+
+/// Publish events.
+///
+/// The body is one event object, a JSON array of events, or NDJSON
+/// (`Content-Type: application/x-ndjson`). Each event may have the CDS
+/// producer (family) shape or the full-event shape. The batch is
+/// all-or-nothing; the answer comes after the commit.
+#[utoipa::path(
+    post, path = "/v2/events", tag = "events",
+    request_body(content = Vec<crate::openapi::FullEventSchema>, description = "one event, an array, or NDJSON",
+        content_type = "application/json"),
+    responses(
+        (status = 200, description = "every event committed (or already stored)", body = IngestOut),
+        (status = 400, description = "invalid events; details list each bad event's index and reason", body = crate::openapi::ErrorBody),
+        (status = 413, description = "body or batch too large", body = crate::openapi::ErrorBody),
+    )
+)]
+pub async fn ingest(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let max = st.config.ingest.max_body_bytes;
+    let bytes = axum::body::to_bytes(body, max).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+            || e.to_string().contains("length limit");
+        if too_large {
+            ApiError::too_large(format!("request body exceeds {max} bytes"))
+        } else {
+            ApiError::bad_request("invalid_body", format!("cannot read the request body: {e}"))
+        }
+    })?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_utf8",
+            format!("body is not valid UTF-8 at byte {}", e.valid_up_to()),
+        )
+    })?;
+    let limits = &st.config.ingest.limits;
+    let ndjson = is_ndjson(&headers);
+    let decoded = if ndjson {
+        cds_events_model::decode_ndjson_body(text, limits)
+    } else {
+        cds_events_model::decode_json_body(text, limits)
+    };
+    let events = match decoded {
+        Ok(events) => events,
+        Err(BatchError::Body(e)) => {
+            return Err(ApiError::bad_request("invalid_json", e.message.clone())
+                .with_details(vec![json!(e)]));
+        }
+        Err(BatchError::Items(errors)) => {
+            let details: Vec<serde_json::Value> = errors
+                .iter()
+                .map(|(i, e)| {
+                    let mut d = json!({"index": i});
+                    if ndjson {
+                        d["line"] = json!(cds_events_model::ndjson_line_of(text, *i));
+                    }
+                    if let (Some(obj), serde_json::Value::Object(err)) =
+                        (d.as_object_mut(), json!(e))
+                    {
+                        obj.extend(err);
+                    }
+                    d
+                })
+                .collect();
+            let first = &errors[0];
+            return Err(ApiError::bad_request(
+                "invalid_events",
+                format!(
+                    "{} invalid event(s); nothing was stored; first, at index {}: {}",
+                    errors.len(),
+                    first.0,
+                    first.1.message
+                ),
+            )
+            .with_details(details));
+        }
+    };
+    if events.is_empty() {
+        return Err(ApiError::bad_request(
+            "empty_batch",
+            "the request holds no event",
+        ));
+    }
+    if events.len() > st.config.ingest.max_batch_events {
+        return Err(ApiError::too_large(format!(
+            "batch of {} events exceeds the limit of {}",
+            events.len(),
+            st.config.ingest.max_batch_events
+        )));
+    }
+    metrics::histogram!("cds_events_ingest_batch_events").record(events.len() as f64);
+    let mut per_type = [0u64; 128];
+    for e in &events {
+        per_type[type_index(e.event_type)] += 1;
+    }
+    let batch: Vec<NewEvent> = events.into_iter().map(NewEvent::from).collect();
+    let out = st.log.append(batch).await?;
+    let dups = out.iter().filter(|a| a.duplicate).count() as u64;
+    for (i, n) in per_type.iter().enumerate() {
+        if *n > 0 {
+            metrics::counter!("cds_events_ingested_total", "type" => EventType::ALL[i].as_str())
+                .increment(*n);
+        }
+    }
+    if dups > 0 {
+        metrics::counter!("cds_events_duplicates_total").increment(dups);
+    }
+    let body = IngestOut {
+        events: out
+            .into_iter()
+            .map(|a| AppendedOut {
+                id: a.id,
+                seq: a.seq.0,
+                duplicate: a.duplicate,
+            })
+            .collect(),
+    };
+    Ok((StatusCode::OK, axum::Json(body)).into_response())
+}
+
+fn type_index(t: EventType) -> usize {
+    EventType::ALL.iter().position(|x| *x == t).unwrap_or(0)
+}
+
+/// Query-string filters of `GET /v2/events` (and, later, of the live streams).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsParams {
+    /// Project key; a comma-separated list means any of them.
+    pub project_key: Option<String>,
+    /// Exact type, comma-separated list, or prefix with a trailing `*` (`RunJob*`).
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub event_type: Option<String>,
+    /// Family name(s), comma-separated (`WorkflowRunJob`).
+    pub family: Option<String>,
+    pub vcs_name: Option<String>,
+    pub repository: Option<String>,
+    pub workflow: Option<String>,
+    pub workflow_run_id: Option<String>,
+    pub run_job_id: Option<String>,
+    pub job_id: Option<String>,
+    /// User id or username.
+    pub user: Option<String>,
+    pub region: Option<String>,
+    pub hatchery: Option<String>,
+    pub status: Option<String>,
+    /// RFC 3339; events at or after.
+    pub since: Option<String>,
+    /// RFC 3339; events at or before.
+    pub until: Option<String>,
+    /// A `next_cursor` from a previous page: continue after it.
+    pub cursor: Option<String>,
+    /// Page size (default 100, max 1000).
+    pub limit: Option<String>,
+    /// `asc` (oldest first, the default) or `desc`.
+    pub order: Option<String>,
+}
+
+fn nonempty(s: &Option<String>) -> Option<String> {
+    s.as_ref()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+fn parse_time(param: &str, v: &Option<String>) -> Result<Option<Timestamp>, ApiError> {
+    match nonempty(v) {
+        None => Ok(None),
+        Some(s) => Timestamp::parse(&s).map(Some).map_err(|e| {
+            ApiError::bad_param(param, format!("{s:?} is not an RFC 3339 timestamp ({e})"))
+        }),
+    }
+}
+
+impl EventsParams {
+    /// The filter part, validated.
+    pub fn filter(&self) -> Result<EventFilter, ApiError> {
+        let mut f = EventFilter {
+            projects: nonempty(&self.project_key)
+                .map(|p| {
+                    p.split(',')
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            vcs_name: nonempty(&self.vcs_name),
+            repository: nonempty(&self.repository),
+            workflow: nonempty(&self.workflow),
+            workflow_run_id: nonempty(&self.workflow_run_id),
+            run_job_id: nonempty(&self.run_job_id),
+            job_id: nonempty(&self.job_id),
+            user: nonempty(&self.user),
+            region: nonempty(&self.region),
+            hatchery: nonempty(&self.hatchery),
+            status: nonempty(&self.status),
+            since: parse_time("since", &self.since)?,
+            until: parse_time("until", &self.until)?,
+            ..EventFilter::default()
+        };
+        if let Some(t) = nonempty(&self.event_type) {
+            let types = cds_events_model::parse_types(&t)
+                .map_err(|e| ApiError::bad_param("type", e.message))?;
+            f.restrict_types(types);
+        }
+        if let Some(fam) = nonempty(&self.family) {
+            let types = cds_events_model::parse_families(&fam)
+                .map_err(|e| ApiError::bad_param("family", e.message))?;
+            f.restrict_types(types);
+        }
+        Ok(f)
+    }
+}
+
+pub fn params_rejection(e: QueryRejection) -> ApiError {
+    ApiError::bad_request("invalid_parameter", e.body_text())
+}
+
+/// Query the history.
+///
+/// Filters combine with AND. Pages follow the sequence order; pass
+/// `next_cursor` back as `cursor` for the next page (`null`: no more now).
+#[utoipa::path(
+    get, path = "/v2/events", tag = "events", params(EventsParams),
+    responses(
+        (status = 200, description = "a page of events, each with its sequence number beside it", body = crate::openapi::PageSchema),
+        (status = 400, description = "an invalid parameter, named in the error", body = crate::openapi::ErrorBody),
+    )
+)]
+pub async fn query(
+    State(st): State<AppState>,
+    params: Result<Query<EventsParams>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(params) = params.map_err(params_rejection)?;
+    let filter = params.filter()?;
+    let limit = match nonempty(&params.limit) {
+        None => st.config.query.default_limit,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if n >= 1 && n <= st.config.query.max_limit => n,
+            _ => {
+                return Err(ApiError::bad_param(
+                    "limit",
+                    format!("must be an integer from 1 to {}", st.config.query.max_limit),
+                ));
+            }
+        },
+    };
+    let order = match nonempty(&params.order).as_deref() {
+        None | Some("asc") => Order::Asc,
+        Some("desc") => Order::Desc,
+        Some(other) => {
+            return Err(ApiError::bad_param(
+                "order",
+                format!("{other:?} is neither asc nor desc"),
+            ));
+        }
+    };
+    let cursor = match nonempty(&params.cursor) {
+        None => None,
+        Some(c) => Some(Seq(c.parse::<u64>().map_err(|_| {
+            ApiError::bad_param("cursor", "must be a sequence number")
+        })?)),
+    };
+    let page = st
+        .log
+        .query(cds_events_log::Query {
+            filter,
+            cursor,
+            limit,
+            order,
+        })
+        .await?;
+    // The stored JSON is spliced in as is: no decode, no re-encode.
+    let mut body =
+        String::with_capacity(page.events.iter().map(|e| e.json.len() + 32).sum::<usize>() + 64);
+    body.push_str("{\"events\":[");
+    for (i, e) in page.events.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str("{\"seq\":");
+        body.push_str(&e.seq.0.to_string());
+        body.push_str(",\"event\":");
+        body.push_str(&e.json);
+        body.push('}');
+    }
+    body.push_str("],\"next_cursor\":");
+    match page.next_cursor {
+        Some(c) => body.push_str(&c.0.to_string()),
+        None => body.push_str("null"),
+    }
+    body.push('}');
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response())
+}
+
+/// Get one event by id.
+///
+/// The body is the bare full event; its sequence number is in the
+/// `cds-events-seq` header.
+#[utoipa::path(
+    get, path = "/v2/events/{id}", tag = "events",
+    params(("id" = String, Path, description = "the event id")),
+    responses(
+        (status = 200, description = "the full event", body = crate::openapi::FullEventSchema,
+            headers(("cds-events-seq" = u64, description = "the event's sequence number"))),
+        (status = 404, description = "no such event", body = crate::openapi::ErrorBody),
+    )
+)]
+pub async fn get(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let ev = st
+        .log
+        .get(&id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no event with this id"))?;
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (
+                header::HeaderName::from_static(SEQ_HEADER),
+                HeaderValue::from(ev.seq.0),
+            ),
+        ],
+        ev.json.to_string(),
+    )
+        .into_response())
+}
+
+/// A family in the catalogue.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FamilyOut {
+    pub name: &'static str,
+    /// `project` or `global`.
+    pub scope: &'static str,
+    pub fields: Vec<FieldOut>,
+    pub types: Vec<&'static str>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FieldOut {
+    pub name: &'static str,
+    /// CDS may leave it empty.
+    pub optional: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TypeOut {
+    #[serde(rename = "type")]
+    pub event_type: &'static str,
+    pub family: &'static str,
+    pub scope: &'static str,
+}
+
+/// The catalogue for clients to discover.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CatalogueOut {
+    pub families: Vec<FamilyOut>,
+    pub types: Vec<TypeOut>,
+}
+
+pub fn catalogue() -> CatalogueOut {
+    CatalogueOut {
+        families: Family::ALL
+            .iter()
+            .map(|f| FamilyOut {
+                name: f.as_str(),
+                scope: f.scope().as_str(),
+                fields: f
+                    .fields()
+                    .iter()
+                    .map(|s| FieldOut {
+                        name: s.name,
+                        optional: s.optional,
+                    })
+                    .collect(),
+                types: f.types().iter().map(|t| t.as_str()).collect(),
+            })
+            .collect(),
+        types: EventType::ALL
+            .iter()
+            .map(|t| TypeOut {
+                event_type: t.as_str(),
+                family: t.family().as_str(),
+                scope: t.scope().as_str(),
+            })
+            .collect(),
+    }
+}
+
+/// The event catalogue: families, types, scopes and context fields.
+#[utoipa::path(get, path = "/v2/events/types", tag = "events",
+    responses((status = 200, description = "the catalogue", body = CatalogueOut)))]
+pub async fn types() -> axum::Json<CatalogueOut> {
+    axum::Json(catalogue())
+}

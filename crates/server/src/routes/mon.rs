@@ -1,0 +1,72 @@
+//! `/mon/*`: health, version, metrics.
+
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::json;
+use utoipa::ToSchema;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VersionOut {
+    pub name: &'static str,
+    pub version: &'static str,
+}
+
+/// Health and storage figures.
+#[utoipa::path(get, path = "/mon/status", tag = "mon",
+    responses(
+        (status = 200, description = "healthy", body = crate::openapi::StatusSchema),
+        (status = 503, description = "the log cannot be read", body = crate::openapi::StatusSchema),
+    ))]
+pub async fn status(State(st): State<AppState>) -> Response {
+    let uptime = st.started.elapsed().as_secs();
+    match st.log.stats().await {
+        Ok(stats) => axum::Json(json!({
+            "status": "ok",
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_seconds": uptime,
+            "storage": stats,
+            "durability": st.config.storage.durability,
+        }))
+        .into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(
+                json!({"status": "unavailable", "version": env!("CARGO_PKG_VERSION"),
+                "uptime_seconds": uptime, "error": e.to_string()}),
+            ),
+        )
+            .into_response(),
+    }
+}
+
+/// The running version.
+#[utoipa::path(get, path = "/mon/version", tag = "mon",
+    responses((status = 200, description = "name and version", body = VersionOut)))]
+pub async fn version() -> axum::Json<VersionOut> {
+    axum::Json(VersionOut {
+        name: "cds-events",
+        version: env!("CARGO_PKG_VERSION"),
+    })
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/mon/metrics", tag = "mon",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
+pub async fn metrics(State(st): State<AppState>) -> Response {
+    if let Ok(stats) = st.log.stats().await {
+        metrics::gauge!("cds_events_log_events").set(stats.events as f64);
+        metrics::gauge!("cds_events_log_bytes").set(stats.bytes_on_disk as f64);
+        metrics::gauge!("cds_events_log_head_seq").set(stats.head_seq as f64);
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        st.metrics.render(),
+    )
+        .into_response()
+}
