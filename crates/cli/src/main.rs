@@ -27,13 +27,13 @@ enum Command {
     /// Print the effective configuration (file ← environment ← flags).
     Config(serve::ServeArgs),
     /// Publish events: one from flags, or a file / stdin of JSON or NDJSON.
-    Publish(publish::PublishArgs),
+    Publish(Box<publish::PublishArgs>),
     /// Query the history.
-    Query(query::QueryArgs),
+    Query(Box<query::QueryArgs>),
     /// List the event catalogue.
     Types(query::TypesArgs),
     /// Generate realistic CDS traffic, for demos and load tests.
-    Simulate(simulate::SimulateArgs),
+    Simulate(Box<simulate::SimulateArgs>),
 }
 
 /// Where the server is.
@@ -90,10 +90,10 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(a) => serve::serve(a).await,
             Command::Config(a) => serve::print_config(a),
-            Command::Publish(a) => publish::run(a).await,
-            Command::Query(a) => query::run(a).await,
+            Command::Publish(a) => publish::run(*a).await,
+            Command::Query(a) => query::run(*a).await,
             Command::Types(a) => query::types(a).await,
-            Command::Simulate(a) => simulate::run(a).await,
+            Command::Simulate(a) => simulate::run(*a).await,
         }
     });
     match result {

@@ -215,8 +215,10 @@ impl Client {
     }
 }
 
-/// reqwest is built without a default TLS provider; pick ring once.
-fn install_crypto_provider() {
+/// reqwest is built without a default TLS provider; this picks ring, once per
+/// process. Clients built here call it; call it yourself before building
+/// another reqwest client in the same process.
+pub fn install_crypto_provider() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();

@@ -82,6 +82,13 @@ impl DecodeError {
 /// (id, timestamp) applied.
 pub fn decode_event(text: &str, limits: &Limits) -> Result<FullEvent, DecodeError> {
     check_structure(text, limits)?;
+    if !text.trim_start().starts_with('{') {
+        return Err(DecodeError::new(
+            ErrorCode::NotAnObject,
+            None,
+            "an event must be a JSON object",
+        ));
+    }
     let mut de = serde_json::Deserializer::from_str(text);
     let wire: WireEvent<'_> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

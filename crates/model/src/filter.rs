@@ -35,7 +35,7 @@ fn eq(want: &Option<String>, have: &str) -> bool {
 impl EventFilter {
     /// Whether `e` satisfies every condition.
     pub fn matches(&self, e: &FullEvent) -> bool {
-        (self.projects.is_empty() || self.projects.iter().any(|p| *p == e.project_key))
+        (self.projects.is_empty() || self.projects.contains(&e.project_key))
             && self
                 .types
                 .as_ref()

@@ -162,9 +162,17 @@ impl Config {
     /// Environment variables that belong to other parts of the tool (the CLI's
     /// token, say) are not configuration keys of the server.
     fn is_env_key(key: &str) -> bool {
-        let top = key.split('.').next().unwrap_or(key);
+        // Figment hands the filter the key before lowercasing (`STORAGE.DURABILITY`).
+        let top = key
+            .split(['.'])
+            .next()
+            .unwrap_or(key)
+            .split("__")
+            .next()
+            .unwrap_or(key)
+            .to_ascii_lowercase();
         matches!(
-            top,
+            top.as_str(),
             "listen" | "data_dir" | "storage" | "ingest" | "query" | "retention" | "shutdown_grace"
         )
     }

@@ -123,10 +123,8 @@ impl Readers {
         })
         .await
         .map_err(|e| LogError::Storage(format!("reader task failed: {e}")))?;
-        if let Some(conn) = conn {
-            if let Ok(mut idle) = self.idle.lock() {
-                idle.push(conn);
-            }
+        if let (Some(conn), Ok(mut idle)) = (conn, self.idle.lock()) {
+            idle.push(conn);
         }
         r
     }

@@ -1,0 +1,226 @@
+//! Integration tests against the real `cds-events` binary, each on an
+//! ephemeral port with a temporary data directory.
+
+mod api;
+mod durability;
+mod ops;
+
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_cds-events");
+
+/// A running server process.
+#[derive(Debug)]
+pub struct TestServer {
+    pub child: Child,
+    pub base: String,
+    pub dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub http: reqwest::blocking::Client,
+    stderr: PathBuf,
+}
+
+/// Builds a server: `TestServer::builder().env(..).start()`.
+#[derive(Debug, Default)]
+pub struct Builder {
+    dir: Option<PathBuf>,
+    env: Vec<(String, String)>,
+    args: Vec<String>,
+}
+
+impl Builder {
+    pub fn dir(mut self, dir: &Path) -> Self {
+        self.dir = Some(dir.to_owned());
+        self
+    }
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.into());
+        self
+    }
+
+    pub fn start(self) -> TestServer {
+        let (tmp, dir) = match self.dir {
+            Some(d) => (None, d),
+            None => {
+                let t = tempfile::tempdir().expect("tempdir");
+                let d = t.path().to_owned();
+                (Some(t), d)
+            }
+        };
+        let stderr = dir.with_extension(format!("stderr-{}", std::process::id()));
+        let err_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&stderr)
+            .expect("stderr file");
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .args(&self.args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(err_file);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn cds-events");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().expect("a first line").expect("readable");
+        let base = first
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected: {first}"))
+            .to_owned();
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        cds_events_client::install_crypto_provider();
+        let http = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client");
+        TestServer {
+            child,
+            base,
+            dir,
+            _tmp: tmp,
+            http,
+            stderr,
+        }
+    }
+}
+
+impl TestServer {
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    pub fn start() -> TestServer {
+        Builder::default().start()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn post_json(&self, body: &Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url("/v2/events"))
+            .json(body)
+            .send()
+            .expect("post");
+        let status = r.status().as_u16();
+        (status, r.json().expect("json answer"))
+    }
+
+    pub fn post_raw(
+        &self,
+        body: impl Into<reqwest::blocking::Body>,
+        content_type: &str,
+    ) -> (u16, Value) {
+        let r = self
+            .http
+            .post(self.url("/v2/events"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .expect("post");
+        let status = r.status().as_u16();
+        (status, r.json().expect("json answer"))
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let r = self.http.get(self.url(path)).send().expect("get");
+        let status = r.status().as_u16();
+        (status, r.json().unwrap_or(Value::Null))
+    }
+
+    /// Every event (seq, event) the query returns, following cursors.
+    pub fn query_all(&self, params: &str) -> Vec<(u64, Value)> {
+        let mut out = Vec::new();
+        let mut cursor: Option<u64> = None;
+        loop {
+            let c = cursor.map(|c| format!("&cursor={c}")).unwrap_or_default();
+            let (status, page) = self.get(&format!("/v2/events?limit=1000{params}{c}"));
+            assert_eq!(status, 200, "{params}: {page}");
+            for item in page["events"].as_array().expect("events") {
+                out.push((item["seq"].as_u64().expect("seq"), item["event"].clone()));
+            }
+            match page["next_cursor"].as_u64() {
+                Some(n) => cursor = Some(n),
+                None => return out,
+            }
+        }
+    }
+
+    pub fn ids(&self, params: &str) -> Vec<String> {
+        self.query_all(params)
+            .into_iter()
+            .map(|(_, e)| e["id"].as_str().expect("id").to_owned())
+            .collect()
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reaped");
+    }
+
+    /// SIGTERM, then the exit status and what the server logged.
+    pub fn terminate(&mut self) -> (std::process::ExitStatus, String) {
+        let ok = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return (status, self.logs());
+            }
+            assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.stderr);
+    }
+}
+
+/// A run-job event of project `p`.
+pub fn job_event(p: &str, n: u64) -> Value {
+    json!({"type": "RunJobEnded", "project_key": p, "workflow": "build", "workflow_run_id": format!("run-{p}"),
+           "run_job_id": format!("rj-{n}"), "job_id": "compile", "run_number": n, "run_attempt": 1,
+           "region": "eu", "hatchery": "swarm", "status": "Success", "user_id": "u1", "username": "alice",
+           "payload": {"n": n}})
+}
+
+/// Polls `f` until it returns true or 20 s pass.
+pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

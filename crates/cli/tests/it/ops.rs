@@ -1,0 +1,277 @@
+//! Operating the service: monitoring, configuration, retention, the CLI.
+
+use crate::{BIN, TestServer, eventually, job_event};
+use serde_json::{Value, json};
+use std::process::Command;
+
+#[test]
+fn status_version_and_metrics_report_the_log() {
+    let s = TestServer::start();
+    s.post_json(&json!([job_event("P", 1), job_event("P", 2), {"type": "UserCreated", "user_id": "u", "username": "n"}]));
+    let (status, st) = s.get("/mon/status");
+    assert_eq!(status, 200);
+    assert_eq!(st["status"], json!("ok"));
+    assert_eq!(st["storage"]["events"], json!(3));
+    assert_eq!(st["storage"]["head_seq"], json!(3));
+    assert!(st["storage"]["bytes_on_disk"].as_u64().expect("bytes") > 0);
+    let (_, v) = s.get("/mon/version");
+    assert_eq!(v["version"], json!(env!("CARGO_PKG_VERSION")));
+    let text = s
+        .http
+        .get(s.url("/mon/metrics"))
+        .send()
+        .expect("metrics")
+        .text()
+        .expect("text");
+    for needle in [
+        "cds_events_ingested_total{type=\"RunJobEnded\"} 2",
+        "cds_events_ingested_total{type=\"UserCreated\"} 1",
+        "cds_events_http_request_duration_seconds_bucket",
+        "cds_events_commit_duration_seconds_bucket",
+        "cds_events_ingest_batch_events_bucket",
+        "cds_events_log_bytes",
+        "cds_events_log_events 3",
+    ] {
+        assert!(text.contains(needle), "metrics lack {needle}:\n{text}");
+    }
+}
+
+#[test]
+fn config_layers_file_then_environment_then_flags() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let file = tmp.path().join("c.toml");
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:1111\"\ndata_dir = \"/from/file\"\n[storage]\ndurability = \"process-crash\"\n[retention]\nmax_age = \"7days\"\n",
+    )
+    .expect("write");
+    let run = |env: &[(&str, &str)], args: &[&str]| -> String {
+        let mut c = Command::new(BIN);
+        c.arg("config").arg("--config").arg(&file).args(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf8")
+    };
+    let from_file = run(&[], &[]);
+    assert!(
+        from_file.contains("listen = \"127.0.0.1:1111\""),
+        "{from_file}"
+    );
+    assert!(from_file.contains("durability = \"process-crash\""));
+    assert!(from_file.contains("max_age = \"7days\""));
+    let env = run(
+        &[
+            ("CDS_EVENTS_LISTEN", "127.0.0.1:2222"),
+            ("CDS_EVENTS_STORAGE__DURABILITY", "power-loss"),
+        ],
+        &[],
+    );
+    assert!(
+        env.contains("listen = \"127.0.0.1:2222\"") && env.contains("durability = \"power-loss\""),
+        "{env}"
+    );
+    assert!(env.contains("data_dir = \"/from/file\""));
+    let flags = run(
+        &[("CDS_EVENTS_LISTEN", "127.0.0.1:2222")],
+        &["--listen", "127.0.0.1:3333", "--data-dir", "/flag"],
+    );
+    assert!(
+        flags.contains("listen = \"127.0.0.1:3333\"") && flags.contains("data_dir = \"/flag\""),
+        "{flags}"
+    );
+
+    // Mistakes are reported, not ignored.
+    std::fs::write(&file, "lisen = \"x\"\n").expect("write");
+    let out = Command::new(BIN)
+        .arg("config")
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lisen"));
+}
+
+#[test]
+fn retention_purges_oldest_first_and_cursors_continue() {
+    let s = TestServer::builder()
+        .env("CDS_EVENTS_RETENTION__MAX_EVENTS", "10")
+        .env("CDS_EVENTS_RETENTION__INTERVAL", "100ms")
+        .env("CDS_EVENTS_RETENTION__BATCH", "3")
+        .start();
+    let batch: Vec<Value> = (0..30).map(|i| job_event("P", i)).collect();
+    s.post_json(&json!(batch));
+    eventually("the purge to keep 10 events", || {
+        s.get("/mon/status").1["storage"]["events"] == json!(10)
+    });
+    let kept = s.query_all("");
+    assert_eq!(
+        kept.iter().map(|(q, _)| *q).collect::<Vec<_>>(),
+        (21..=30).collect::<Vec<u64>>()
+    );
+    let (_, page) = s.get("/v2/events?cursor=5&limit=1");
+    assert_eq!(
+        page["events"][0]["seq"],
+        json!(21),
+        "a cursor in the purged range continues at the oldest kept"
+    );
+}
+
+fn cli(s: &TestServer, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    use std::io::Write;
+    let mut c = Command::new(BIN);
+    c.args(args).env("CDS_EVENTS_SERVER", &s.base);
+    c.stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("spawn");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write");
+    } else {
+        drop(child.stdin.take());
+    }
+    let out = child.wait_with_output().expect("run");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn cli_publishes_queries_and_lists_types() {
+    let s = TestServer::start();
+    let (ok, out, err) = cli(
+        &s,
+        &[
+            "publish",
+            "--type",
+            "RunCrafted",
+            "--project",
+            "PROJ",
+            "--field",
+            "workflow=build",
+            "--field",
+            "run_number=7",
+            "--payload",
+            "{\"k\":1}",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert!(out.starts_with("1 "), "{out}");
+    let ndjson: String = (0..20)
+        .map(|i| format!("{}\n", job_event("PROJ", i)))
+        .collect();
+    let (ok, _, err) = cli(
+        &s,
+        &["publish", "--file", "-", "--batch", "7"],
+        Some(&ndjson),
+    );
+    assert!(ok, "{err}");
+    assert!(err.contains("published 20 events"), "{err}");
+    let (ok, _, err) = cli(&s, &["publish", "--type", "RunCrafted"], None);
+    assert!(!ok);
+    assert!(err.contains("project_key"), "{err}");
+    let bad = format!("{}\n{{\"type\":\"Nope\"}}\n", job_event("PROJ", 1));
+    let (ok, _, err) = cli(&s, &["publish", "--file", "-"], Some(&bad));
+    assert!(!ok);
+    assert!(err.contains("line 2"), "{err}");
+
+    let (ok, out, _) = cli(
+        &s,
+        &[
+            "query",
+            "--project",
+            "PROJ",
+            "--type",
+            "RunCrafted",
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    assert!(ok);
+    let line: Value = serde_json::from_str(out.trim()).expect("one json line");
+    assert_eq!(line["seq"], json!(1));
+    assert_eq!(line["event"]["run_number"], json!(7));
+    let (ok, out, _) = cli(
+        &s,
+        &["query", "--type", "RunJob*", "--limit", "5", "--all"],
+        None,
+    );
+    assert!(ok);
+    assert_eq!(out.lines().count(), 21, "header and 20 rows:\n{out}");
+    let (ok, out, _) = cli(&s, &["types"], None);
+    assert!(
+        ok && out.contains("WorkflowRunJob (project)") && out.contains("RunJobEnqueued"),
+        "{out}"
+    );
+}
+
+#[test]
+fn simulate_drives_realistic_traffic() {
+    let s = TestServer::start();
+    let (ok, out, err) = cli(
+        &s,
+        &[
+            "simulate",
+            "--events",
+            "3000",
+            "--batch",
+            "100",
+            "--connections",
+            "3",
+            "--projects",
+            "5",
+            "--json",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let summary: Value = serde_json::from_str(out.trim()).expect("json summary");
+    assert_eq!(summary["units"], json!(3000));
+    assert_eq!(summary["errors"], json!(0));
+    let all = s.query_all("");
+    assert_eq!(all.len(), 3000);
+    // The traffic covers the run and job life of spec §2.
+    for t in [
+        "RunCrafted",
+        "RunBuilding",
+        "RunJobEnqueued",
+        "RunJobScheduled",
+        "RunJobBuilding",
+        "RunJobEnded",
+        "RunEnded",
+        "AnalysisStart",
+    ] {
+        assert!(all.iter().any(|(_, e)| e["type"] == json!(t)), "no {t}");
+    }
+    let (ok, out, err) = cli(
+        &s,
+        &[
+            "simulate",
+            "--workload",
+            "read",
+            "--events",
+            "200",
+            "--projects",
+            "5",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert!(out.contains("read: 200 requests"), "{out}");
+}
