@@ -76,6 +76,12 @@ pub struct SqliteLog {
     head: watch::Receiver<Seq>,
     readers: Arc<Readers>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    checkpointer: Mutex<
+        Option<(
+            Arc<std::sync::atomic::AtomicBool>,
+            std::thread::JoinHandle<()>,
+        )>,
+    >,
 }
 
 #[derive(Debug)]
@@ -165,6 +171,9 @@ impl SqliteLog {
             Some(c) => c,
             None => conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?,
         };
+        // Checkpoints run on their own thread (below), off the writer's path.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = spawn_checkpointer(&path, opts.durability)?;
         let (head_tx, head_rx) = watch::channel(Seq(last_seq as u64));
         let writer = Writer {
             conn,
@@ -190,6 +199,7 @@ impl SqliteLog {
             head: head_rx,
             readers,
             writer: Mutex::new(Some(handle)),
+            checkpointer: Mutex::new(Some(checkpointer)),
         })
     }
 
@@ -210,6 +220,49 @@ impl SqliteLog {
     pub async fn explain(&self, query: Query) -> Result<Vec<String>, LogError> {
         self.readers.with(move |c| query::explain(c, &query)).await
     }
+}
+
+/// Above this size the write-ahead log is checkpointed and truncated even if
+/// that briefly holds the writer back.
+const MAX_WAL_BYTES: u64 = 256 * 1024 * 1024;
+
+/// Copies committed pages from the WAL into the database every 100 ms, so that
+/// the writer never pays for checkpoints inline. A page rewritten by many
+/// commits between two passes is copied once.
+fn spawn_checkpointer(
+    path: &Path,
+    durability: Durability,
+) -> Result<
+    (
+        Arc<std::sync::atomic::AtomicBool>,
+        std::thread::JoinHandle<()>,
+    ),
+    LogError,
+> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "synchronous", durability.synchronous())?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let wal = path.with_extension("db-wal");
+    let flag = Arc::clone(&stop);
+    let handle = std::thread::Builder::new()
+        .name("cds-events-log-checkpoint".into())
+        .spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                let big = std::fs::metadata(&wal)
+                    .map(|m| m.len() > MAX_WAL_BYTES)
+                    .unwrap_or(false);
+                let mode = if big { "TRUNCATE" } else { "PASSIVE" };
+                if let Err(e) =
+                    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))
+                {
+                    tracing::warn!(error = %e, mode, "checkpoint failed");
+                }
+            }
+        })
+        .map_err(io_err(path))?;
+    Ok((stop, handle))
 }
 
 #[async_trait]
@@ -319,6 +372,11 @@ impl EventLog for SqliteLog {
     }
 
     async fn close(&self) -> Result<(), LogError> {
+        let ckpt = self.checkpointer.lock().ok().and_then(|mut c| c.take());
+        if let Some((stop, handle)) = ckpt {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        }
         let r = self.call(|reply| Cmd::Close { reply }).await;
         let handle = self.writer.lock().ok().and_then(|mut h| h.take());
         if let Some(h) = handle {

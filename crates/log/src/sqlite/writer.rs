@@ -125,38 +125,59 @@ impl Writer {
         }
     }
 
+    /// Commits a group in one transaction. Requests fail only on storage
+    /// errors (duplicates are not errors), so the fast path has no savepoints;
+    /// if the group fails, each request is retried in a transaction of its
+    /// own so that one bad request cannot fail the others.
     fn commit_group(&mut self, group: Vec<(Vec<NewEvent>, Reply<Vec<Appended>>)>) {
         let started = Instant::now();
+        let events: usize = group.iter().map(|(e, _)| e.len()).sum();
+        let requests: Vec<&[NewEvent]> = group.iter().map(|(e, _)| e.as_slice()).collect();
+        let results = match self.commit(&requests) {
+            Ok(results) => results.into_iter().map(Ok).collect(),
+            Err(e) if group.len() == 1 => vec![Err(e)],
+            Err(e) => {
+                tracing::warn!(error = %e, requests = group.len(), "group commit failed; retrying requests one by one");
+                requests
+                    .iter()
+                    .map(|r| {
+                        self.commit(std::slice::from_ref(r))
+                            .map(|mut v| v.remove(0))
+                    })
+                    .collect::<Vec<_>>()
+            }
+        };
+        metrics::histogram!("cds_events_commit_duration_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("cds_events_commit_group_events").record(events as f64);
+        for ((_, reply), r) in group.into_iter().zip(results) {
+            let _ = reply.send(r);
+        }
+    }
+
+    /// One transaction over `requests`; on error nothing is kept and the
+    /// in-memory counters are restored.
+    fn commit(&mut self, requests: &[&[NewEvent]]) -> Result<Vec<Vec<Appended>>, LogError> {
         let first_seq = self.next_seq;
-        let mut results: Vec<Result<Vec<Appended>, LogError>> = Vec::with_capacity(group.len());
-        let mut inserted = 0i64;
-        let outcome = (|| -> Result<(), LogError> {
-            let mut tx = self
+        let mut zone_rows: Vec<(u64, i64)> = Vec::new();
+        let r = (|| -> Result<Vec<Vec<Appended>>, LogError> {
+            let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut out = Vec::with_capacity(requests.len());
+            for events in requests {
+                out.push(insert_request(
+                    &tx,
+                    events,
+                    &mut self.next_seq,
+                    &mut zone_rows,
+                )?);
+            }
             let mut zones: HashMap<u64, (i64, i64)> = HashMap::new();
-            for (events, _) in &group {
-                let mark = self.next_seq;
-                let mut req_zones: Vec<(u64, i64)> = Vec::new();
-                let sp = tx.savepoint()?;
-                let r = insert_request(&sp, events, &mut self.next_seq, &mut req_zones);
-                match r {
-                    Ok(out) => {
-                        sp.commit()?;
-                        inserted += req_zones.len() as i64;
-                        for (seq, ts) in req_zones {
-                            let z = zones.entry(seq >> ZONE_SHIFT).or_insert((ts, ts));
-                            z.0 = z.0.min(ts);
-                            z.1 = z.1.max(ts);
-                        }
-                        results.push(Ok(out));
-                    }
-                    Err(e) => {
-                        drop(sp);
-                        self.next_seq = mark;
-                        results.push(Err(e));
-                    }
-                }
+            for (seq, ts) in &zone_rows {
+                let z = zones.entry(seq >> ZONE_SHIFT).or_insert((*ts, *ts));
+                z.0 = z.0.min(*ts);
+                z.1 = z.1.max(*ts);
             }
             {
                 let mut st = tx.prepare_cached(
@@ -170,32 +191,23 @@ impl Writer {
             }
             if self.next_seq != first_seq {
                 meta_set(&tx, "last_seq", self.next_seq as i64 - 1)?;
-                meta_set(&tx, "count", self.count + inserted)?;
+                meta_set(&tx, "count", self.count + zone_rows.len() as i64)?;
             }
             tx.commit()?;
-            Ok(())
+            Ok(out)
         })();
-        match outcome {
-            Ok(()) => {
-                self.count += inserted;
-                let events: usize = group.iter().map(|(e, _)| e.len()).sum();
-                metrics::histogram!("cds_events_commit_duration_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                metrics::histogram!("cds_events_commit_group_events").record(events as f64);
+        match r {
+            Ok(out) => {
+                self.count += zone_rows.len() as i64;
                 if self.next_seq != first_seq {
                     self.head.send_replace(Seq(self.next_seq - 1));
                 }
-                for ((_, reply), r) in group.into_iter().zip(results) {
-                    let _ = reply.send(r);
-                }
+                Ok(out)
             }
             Err(e) => {
-                tracing::error!(error = %e, "group commit failed");
+                tracing::error!(error = %e, "commit failed");
                 self.next_seq = first_seq;
-                let msg = e.to_string();
-                for (_, reply) in group {
-                    let _ = reply.send(Err(LogError::Storage(msg.clone())));
-                }
+                Err(e)
             }
         }
     }
