@@ -52,6 +52,8 @@ pub struct SqliteOptions {
     pub writer_cache_kib: i64,
     /// Page cache of each reader, KiB.
     pub reader_cache_kib: i64,
+    /// Longest a query walks before answering what it found with a cursor.
+    pub query_budget: std::time::Duration,
 }
 
 impl Default for SqliteOptions {
@@ -61,6 +63,7 @@ impl Default for SqliteOptions {
             readers: 4,
             writer_cache_kib: 32 * 1024,
             reader_cache_kib: 8 * 1024,
+            query_budget: std::time::Duration::from_millis(500),
         }
     }
 }
@@ -75,6 +78,7 @@ pub struct SqliteLog {
     tx: mpsc::Sender<Cmd>,
     head: watch::Receiver<Seq>,
     readers: Arc<Readers>,
+    query_budget: std::time::Duration,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     checkpointer: Mutex<
         Option<(
@@ -175,8 +179,10 @@ impl SqliteLog {
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let checkpointer = spawn_checkpointer(&path, opts.durability)?;
         let (head_tx, head_rx) = watch::channel(Seq(last_seq as u64));
+        let streams = load_streams(&conn)?;
         let writer = Writer {
             conn,
+            streams,
             next_seq: last_seq as u64 + 1,
             count,
             head: head_tx,
@@ -198,6 +204,7 @@ impl SqliteLog {
             tx,
             head: head_rx,
             readers,
+            query_budget: opts.query_budget,
             writer: Mutex::new(Some(handle)),
             checkpointer: Mutex::new(Some(checkpointer)),
         })
@@ -220,6 +227,28 @@ impl SqliteLog {
     pub async fn explain(&self, query: Query) -> Result<Vec<String>, LogError> {
         self.readers.with(move |c| query::explain(c, &query)).await
     }
+}
+
+fn load_streams(
+    conn: &Connection,
+) -> Result<std::collections::HashMap<(String, &'static str), i64>, LogError> {
+    let mut st = conn.prepare("SELECT id, project_key, type FROM streams")?;
+    let rows = st.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    let mut out = std::collections::HashMap::new();
+    for row in rows {
+        let (id, project, t) = row?;
+        // A type this build no longer knows keeps its rows; no new event can use it.
+        if let Some(t) = cds_events_model::EventType::parse(&t) {
+            out.insert((project, t.as_str()), id);
+        }
+    }
+    Ok(out)
 }
 
 /// Above this size the write-ahead log is checkpointed and truncated even if
@@ -293,7 +322,8 @@ impl EventLog for SqliteLog {
     }
 
     async fn query(&self, q: Query) -> Result<Page, LogError> {
-        self.readers.with(move |c| query::run(c, &q)).await
+        let budget = self.query_budget;
+        self.readers.with(move |c| query::run(c, &q, budget)).await
     }
 
     async fn read_after(&self, after: Seq, limit: usize) -> Result<Vec<StoredEvent>, LogError> {

@@ -1,29 +1,60 @@
-//! Turns a [`Query`] into SQL that an index serves.
+//! Turns a [`Query`] into index walks.
 //!
-//! SQLite cannot merge several index ranges in sequence order, and sorting
-//! every row of a busy project to return 100 would be a scan in disguise. So
-//! the plan is ours: one branch per (project, type) pair — or per type, or per
-//! workflow run — each an ordered index range that stops at `limit`, then a
-//! merge of those few hundred candidates. Time bounds become sequence bounds
-//! through the zone map, so `since` never walks the history before it.
+//! The secondary indexes lead with the block number (`seq >> BLOCK_SHIFT`, see
+//! `schema.rs`), so a query walks blocks in the requested order and, in each
+//! block, seeks the index for its streams (project × type pairs) or its
+//! workflow run. It stops as soon as the page is full. Time bounds become
+//! block bounds through the zone map, so `since` never walks the history
+//! before it. A walk that finds little is bounded by a time budget: it then
+//! answers what it found with a cursor where it stopped, so a client that
+//! follows cursors still sees every match and no request runs away.
 
-use super::schema::ZONE_SHIFT;
+use super::schema::{BLOCK_SHIFT, run_hash};
 use crate::{LogError, Order, Page, Query, Seq, StoredEvent};
-use cds_events_model::EventType;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params_from_iter};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-/// Above this many branches a plain sequence scan is used instead.
-const MAX_BRANCHES: usize = 200;
+/// Above this many streams, seeking each one in every block costs more than
+/// reading the block's rows; the walk reads rows instead.
+const MAX_SEEK_STREAMS: usize = 64;
 
-/// The SQL and parameters for a query, or `None` when it can match nothing.
-pub(crate) fn plan(conn: &Connection, q: &Query) -> Result<Option<(String, Vec<Value>)>, LogError> {
+/// How a block is searched.
+#[derive(Debug)]
+enum Driver {
+    /// Seek `events_block_stream` for each of these streams.
+    Streams(Vec<i64>),
+    /// Seek `events_block_run` for this run hash.
+    Run(i64),
+    /// Read the block's rows in sequence order.
+    Scan,
+}
+
+#[derive(Debug)]
+struct Plan {
+    lo: i64,
+    hi: i64,
+    driver: Driver,
+    /// Conditions checked on each candidate row, with their parameters.
+    refine: String,
+    refine_params: Vec<Value>,
+}
+
+fn in_list(col: &str, n: usize) -> String {
+    let mut s = format!("{col} IN (");
+    for i in 0..n {
+        s.push_str(if i == 0 { "?" } else { ",?" });
+    }
+    s.push(')');
+    s
+}
+
+fn plan(conn: &Connection, q: &Query) -> Result<Option<Plan>, LogError> {
     let f = &q.filter;
     if f.types.as_ref().is_some_and(|t| t.is_empty()) {
         return Ok(None);
     }
-    let limit = q.limit.max(1);
     let mut lo: i64 = 1;
     let mut hi: i64 = i64::MAX;
     match (q.order, q.cursor) {
@@ -31,6 +62,11 @@ pub(crate) fn plan(conn: &Connection, q: &Query) -> Result<Option<(String, Vec<V
         (Order::Desc, Some(c)) => hi = hi.min(c.0 as i64 - 1),
         _ => {}
     }
+    let max_seq: Option<i64> = conn.query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))?;
+    let Some(max_seq) = max_seq else {
+        return Ok(None);
+    };
+    hi = hi.min(max_seq);
     if let Some(since) = f.since {
         let block: Option<i64> = conn
             .prepare_cached("SELECT MIN(block) FROM zones WHERE max_ts >= ?1")?
@@ -38,7 +74,7 @@ pub(crate) fn plan(conn: &Connection, q: &Query) -> Result<Option<(String, Vec<V
             .optional()?
             .flatten();
         match block {
-            Some(b) => lo = lo.max(b << ZONE_SHIFT),
+            Some(b) => lo = lo.max(b << BLOCK_SHIFT),
             None => return Ok(None),
         }
     }
@@ -49,7 +85,7 @@ pub(crate) fn plan(conn: &Connection, q: &Query) -> Result<Option<(String, Vec<V
             .optional()?
             .flatten();
         match block {
-            Some(b) => hi = hi.min(((b + 1) << ZONE_SHIFT) - 1),
+            Some(b) => hi = hi.min(((b + 1) << BLOCK_SHIFT) - 1),
             None => return Ok(None),
         }
     }
@@ -57,21 +93,47 @@ pub(crate) fn plan(conn: &Connection, q: &Query) -> Result<Option<(String, Vec<V
         return Ok(None);
     }
 
-    // Conditions every branch carries.
-    let mut common = String::from("seq >= ? AND seq <= ?");
-    let mut common_params: Vec<Value> = vec![Value::Integer(lo), Value::Integer(hi)];
-    let mut cond = |sql: &str, v: Value| {
-        common.push_str(" AND ");
-        common.push_str(sql);
-        common_params.push(v);
+    // Which streams (project × type pairs) can match.
+    let streams: Option<Vec<i64>> = if f.projects.is_empty() && f.types.is_none() {
+        None
+    } else {
+        let mut sql = String::from("SELECT id FROM streams WHERE 1");
+        let mut params: Vec<Value> = Vec::new();
+        if !f.projects.is_empty() {
+            sql.push_str(" AND ");
+            sql.push_str(&in_list("project_key", f.projects.len()));
+            params.extend(f.projects.iter().map(|p| Value::Text(p.clone())));
+        }
+        if let Some(types) = &f.types {
+            sql.push_str(" AND ");
+            sql.push_str(&in_list("type", types.len()));
+            params.extend(types.iter().map(|t| Value::Text(t.as_str().to_owned())));
+        }
+        let mut st = conn.prepare(&sql)?;
+        let ids = st
+            .query_map(params_from_iter(params), |r| r.get::<_, i64>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        Some(ids)
+    };
+
+    let mut refine = String::new();
+    let mut refine_params: Vec<Value> = Vec::new();
+    let mut cond = |sql: &str, vals: Vec<Value>| {
+        refine.push_str(" AND ");
+        refine.push_str(sql);
+        refine_params.extend(vals);
     };
     if let Some(s) = f.since {
-        cond("ts >= ?", Value::Integer(s.unix_nanos()));
+        cond("ts >= ?", vec![Value::Integer(s.unix_nanos())]);
     }
     if let Some(u) = f.until {
-        cond("ts <= ?", Value::Integer(u.unix_nanos()));
+        cond("ts <= ?", vec![Value::Integer(u.unix_nanos())]);
     }
-    for (col, v) in [
+    for (key, v) in [
+        ("workflow_run_id", &f.workflow_run_id),
         ("vcs_name", &f.vcs_name),
         ("repository", &f.repository),
         ("workflow", &f.workflow),
@@ -82,172 +144,176 @@ pub(crate) fn plan(conn: &Connection, q: &Query) -> Result<Option<(String, Vec<V
         ("status", &f.status),
     ] {
         if let Some(v) = v {
-            cond(&format!("{col} = ?"), Value::Text(v.clone()));
+            cond(
+                &format!("json_extract(body, '$.{key}') = ?"),
+                vec![Value::Text(v.clone())],
+            );
         }
     }
     if let Some(u) = &f.user {
-        common.push_str(" AND (user_id = ? OR username = ?)");
-        common_params.push(Value::Text(u.clone()));
-        common_params.push(Value::Text(u.clone()));
+        cond(
+            "(json_extract(body, '$.user_id') = ? OR json_extract(body, '$.username') = ?)",
+            vec![Value::Text(u.clone()), Value::Text(u.clone())],
+        );
     }
 
-    let dir = match q.order {
-        Order::Asc => "ASC",
-        Order::Desc => "DESC",
-    };
-    let types: Vec<EventType> = match &f.types {
-        Some(t) => t.iter().copied().collect(),
-        None => Vec::new(),
-    };
-
-    // Each branch: (index hint, extra condition, its params).
-    let mut branches: Vec<(&str, String, Vec<Value>)> = Vec::new();
-    if let Some(run) = &f.workflow_run_id {
-        let mut extra = String::from("workflow_run_id = ?");
-        let mut p = vec![Value::Text(run.clone())];
-        in_list(
-            &mut extra,
-            &mut p,
-            "project_key",
-            f.projects.iter().cloned(),
-        );
-        in_list(
-            &mut extra,
-            &mut p,
-            "type",
-            types.iter().map(|t| t.as_str().to_owned()),
-        );
-        branches.push(("events_run", extra, p));
-    } else if !f.projects.is_empty() {
-        let all = EventType::ALL;
-        let ts: &[EventType] = if types.is_empty() { all } else { &types };
-        if f.projects.len() * ts.len() <= MAX_BRANCHES {
-            for p in &f.projects {
-                for t in ts {
-                    branches.push((
-                        "events_project_type",
-                        "project_key = ? AND type = ?".to_owned(),
-                        vec![Value::Text(p.clone()), Value::Text(t.as_str().to_owned())],
-                    ));
-                }
+    let driver = match (&f.workflow_run_id, streams) {
+        (Some(run), streams) => {
+            if let Some(s) = streams {
+                cond(
+                    &in_list("stream", s.len()),
+                    s.into_iter().map(Value::Integer).collect(),
+                );
             }
-        } else {
-            let mut extra = String::from("1");
-            let mut p = Vec::new();
-            in_list(
-                &mut extra,
-                &mut p,
-                "project_key",
-                f.projects.iter().cloned(),
+            Driver::Run(run_hash(run))
+        }
+        (None, Some(s)) if s.len() <= MAX_SEEK_STREAMS => Driver::Streams(s),
+        (None, Some(s)) => {
+            cond(
+                &in_list("stream", s.len()),
+                s.into_iter().map(Value::Integer).collect(),
             );
-            in_list(
-                &mut extra,
-                &mut p,
-                "type",
-                types.iter().map(|t| t.as_str().to_owned()),
-            );
-            branches.push(("", extra, p));
+            Driver::Scan
         }
-    } else if !types.is_empty() && types.len() <= MAX_BRANCHES {
-        for t in &types {
-            branches.push((
-                "events_type",
-                "type = ?".to_owned(),
-                vec![Value::Text(t.as_str().to_owned())],
-            ));
-        }
-    } else {
-        branches.push(("", "1".to_owned(), Vec::new()));
-    }
-
-    let mut sql = String::from("SELECT s.seq, e.body FROM (");
-    let mut params: Vec<Value> = Vec::new();
-    let single = branches.len() == 1;
-    for (i, (index, extra, p)) in branches.into_iter().enumerate() {
-        if i > 0 {
-            sql.push_str(" UNION ALL ");
-        }
-        let hint = if index.is_empty() {
-            String::new()
-        } else {
-            format!(" INDEXED BY {index}")
-        };
-        let branch = format!(
-            "SELECT seq FROM events{hint} WHERE {extra} AND {common} ORDER BY seq {dir} LIMIT {limit}"
-        );
-        if single {
-            sql.push_str(&branch);
-        } else {
-            sql.push_str("SELECT seq FROM (");
-            sql.push_str(&branch);
-            sql.push(')');
-        }
-        params.extend(p);
-        params.extend(common_params.iter().cloned());
-    }
-    if !single {
-        sql.push_str(&format!(" ORDER BY seq {dir} LIMIT {limit}"));
-    }
-    sql.push_str(&format!(
-        ") s JOIN events e ON e.seq = s.seq ORDER BY s.seq {dir}"
-    ));
-    Ok(Some((sql, params)))
+        (None, None) => Driver::Scan,
+    };
+    Ok(Some(Plan {
+        lo,
+        hi,
+        driver,
+        refine,
+        refine_params,
+    }))
 }
 
-fn in_list(
-    sql: &mut String,
-    params: &mut Vec<Value>,
-    col: &str,
-    values: impl Iterator<Item = String>,
-) {
-    let values: Vec<String> = values.collect();
-    if values.is_empty() {
-        return;
-    }
-    sql.push_str(&format!(" AND {col} IN ("));
-    for (i, v) in values.into_iter().enumerate() {
-        if i > 0 {
-            sql.push(',');
+/// The SQL that finds the candidates of one block, and its parameters after
+/// the block's own (block number, low and high sequence).
+fn block_sql(p: &Plan) -> (String, Vec<Value>) {
+    let mut params = Vec::new();
+    let sql = match &p.driver {
+        Driver::Streams(s) => {
+            params.extend(s.iter().map(|x| Value::Integer(*x)));
+            format!(
+                "SELECT seq FROM events INDEXED BY events_block_stream
+                 WHERE (seq >> {BLOCK_SHIFT}) = ?1 AND seq >= ?2 AND seq <= ?3 AND {}{}",
+                in_list("stream", s.len()),
+                p.refine
+            )
         }
-        sql.push('?');
-        params.push(Value::Text(v));
-    }
-    sql.push(')');
+        Driver::Run(h) => {
+            params.push(Value::Integer(*h));
+            format!(
+                "SELECT seq FROM events INDEXED BY events_block_run
+                 WHERE (seq >> {BLOCK_SHIFT}) = ?1 AND seq >= ?2 AND seq <= ?3 AND run = ? AND run IS NOT NULL{}",
+                p.refine
+            )
+        }
+        Driver::Scan => format!(
+            "SELECT seq FROM events WHERE ?1 >= 0 AND seq >= ?2 AND seq <= ?3{}",
+            p.refine
+        ),
+    };
+    params.extend(p.refine_params.iter().cloned());
+    (sql, params)
 }
 
-pub(crate) fn run(conn: &Connection, q: &Query) -> Result<Page, LogError> {
+pub(crate) fn run(conn: &Connection, q: &Query, budget: Duration) -> Result<Page, LogError> {
+    let started = Instant::now();
     let tx = conn.unchecked_transaction()?;
-    let Some((sql, params)) = plan(&tx, q)? else {
+    let Some(plan) = plan(&tx, q)? else {
         return Ok(Page {
             events: Vec::new(),
             next_cursor: None,
         });
     };
+    let limit = q.limit.max(1);
+    let (sql, params) = block_sql(&plan);
     let mut st = tx.prepare_cached(&sql)?;
-    let rows = st.query_map(params_from_iter(params), |r| {
-        Ok(StoredEvent {
-            seq: Seq(r.get::<_, i64>(0)? as u64),
-            json: Arc::from(r.get::<_, String>(1)?),
-        })
-    })?;
-    let events = rows.collect::<Result<Vec<_>, _>>()?;
-    let next_cursor = if events.len() >= q.limit.max(1) {
-        events.last().map(|e| e.seq)
+    let (first_block, last_block) = (plan.lo >> BLOCK_SHIFT, plan.hi >> BLOCK_SHIFT);
+    let mut found: Vec<i64> = Vec::new();
+    let mut next_cursor = None;
+    let mut block = if q.order == Order::Asc {
+        first_block
     } else {
-        None
+        last_block
     };
+    loop {
+        let lo = plan.lo.max(block << BLOCK_SHIFT);
+        let hi = plan.hi.min(((block + 1) << BLOCK_SHIFT) - 1);
+        let mut all = vec![
+            Value::Integer(block),
+            Value::Integer(lo),
+            Value::Integer(hi),
+        ];
+        all.extend(params.iter().cloned());
+        let mut seqs = st
+            .query_map(params_from_iter(all), |r| r.get::<_, i64>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        if q.order == Order::Asc {
+            seqs.sort_unstable();
+        } else {
+            seqs.sort_unstable_by(|a, b| b.cmp(a));
+        }
+        found.extend(seqs);
+        if found.len() >= limit {
+            found.truncate(limit);
+            next_cursor = found.last().map(|s| Seq(*s as u64));
+            break;
+        }
+        let done = if q.order == Order::Asc {
+            block >= last_block
+        } else {
+            block <= first_block
+        };
+        if done {
+            break;
+        }
+        if started.elapsed() >= budget {
+            // Resume exactly where this walk stopped.
+            next_cursor = Some(Seq(if q.order == Order::Asc {
+                hi as u64
+            } else {
+                lo as u64
+            }));
+            break;
+        }
+        block += if q.order == Order::Asc { 1 } else { -1 };
+    }
+    let mut body = tx.prepare_cached("SELECT body FROM events WHERE seq = ?1")?;
+    let mut events = Vec::with_capacity(found.len());
+    for seq in found {
+        let json: String = body.query_row([seq], |r| r.get(0))?;
+        events.push(StoredEvent {
+            seq: Seq(seq as u64),
+            json: Arc::from(json),
+        });
+    }
     Ok(Page {
         events,
         next_cursor,
     })
 }
 
-/// `EXPLAIN QUERY PLAN` of the SQL a query would run, one line per step.
+/// How a query would run: the walk and SQLite's plan for one block.
 pub(crate) fn explain(conn: &Connection, q: &Query) -> Result<Vec<String>, LogError> {
-    let Some((sql, params)) = plan(conn, q)? else {
+    let Some(plan) = plan(conn, q)? else {
         return Ok(vec!["(matches nothing)".to_owned()]);
     };
+    let (sql, params) = block_sql(&plan);
+    let mut lines = vec![format!(
+        "walk blocks {}..={} by {:?}",
+        plan.lo >> BLOCK_SHIFT,
+        plan.hi >> BLOCK_SHIFT,
+        plan.driver
+    )];
+    let mut all = vec![
+        Value::Integer(plan.hi >> BLOCK_SHIFT),
+        Value::Integer(plan.lo),
+        Value::Integer(plan.hi),
+    ];
+    all.extend(params);
     let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
-    let rows = st.query_map(params_from_iter(params), |r| r.get::<_, String>(3))?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    let rows = st.query_map(params_from_iter(all), |r| r.get::<_, String>(3))?;
+    lines.extend(rows.collect::<Result<Vec<_>, _>>()?);
+    Ok(lines)
 }

@@ -6,7 +6,7 @@
 //! request does not take the others with it. Replies go out only after the
 //! commit, so an acknowledged event is durable at the configured level.
 
-use super::schema::{ZONE_SHIFT, meta_set};
+use super::schema::{BLOCK_SHIFT, meta_set, run_hash};
 use crate::{Appended, LogError, NewEvent, Retention, Seq};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::collections::HashMap;
@@ -41,13 +41,11 @@ const MAX_GROUP_EVENTS: usize = 50_000;
 
 pub(crate) struct Writer {
     pub conn: Connection,
+    /// Interned (project_key, type) pairs, mirroring the `streams` table.
+    pub streams: HashMap<(String, &'static str), i64>,
     pub next_seq: u64,
     pub count: i64,
     pub head: watch::Sender<Seq>,
-}
-
-fn opt(s: &str) -> Option<&str> {
-    if s.is_empty() { None } else { Some(s) }
 }
 
 impl Writer {
@@ -160,22 +158,24 @@ impl Writer {
     fn commit(&mut self, requests: &[&[NewEvent]]) -> Result<Vec<Vec<Appended>>, LogError> {
         let first_seq = self.next_seq;
         let mut zone_rows: Vec<(u64, i64)> = Vec::new();
+        let mut new_streams: Vec<(String, &'static str)> = Vec::new();
         let r = (|| -> Result<Vec<Vec<Appended>>, LogError> {
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut out = Vec::with_capacity(requests.len());
+            let mut ctx = InsertCtx {
+                next_seq: &mut self.next_seq,
+                zones: &mut zone_rows,
+                streams: &mut self.streams,
+                new_streams: &mut new_streams,
+            };
             for events in requests {
-                out.push(insert_request(
-                    &tx,
-                    events,
-                    &mut self.next_seq,
-                    &mut zone_rows,
-                )?);
+                out.push(insert_request(&tx, events, &mut ctx)?);
             }
             let mut zones: HashMap<u64, (i64, i64)> = HashMap::new();
             for (seq, ts) in &zone_rows {
-                let z = zones.entry(seq >> ZONE_SHIFT).or_insert((*ts, *ts));
+                let z = zones.entry(seq >> BLOCK_SHIFT).or_insert((*ts, *ts));
                 z.0 = z.0.min(*ts);
                 z.1 = z.1.max(*ts);
             }
@@ -207,6 +207,9 @@ impl Writer {
             Err(e) => {
                 tracing::error!(error = %e, "commit failed");
                 self.next_seq = first_seq;
+                for key in new_streams {
+                    self.streams.remove(&key);
+                }
                 Err(e)
             }
         }
@@ -258,7 +261,7 @@ impl Writer {
         let deleted = tx.execute("DELETE FROM events WHERE seq <= ?1", [bound])? as i64;
         tx.execute(
             "DELETE FROM zones WHERE block < ?1",
-            [(bound + 1) >> ZONE_SHIFT],
+            [(bound + 1) >> BLOCK_SHIFT],
         )?;
         meta_set(&tx, "count", self.count - deleted)?;
         tx.commit()?;
@@ -268,46 +271,51 @@ impl Writer {
     }
 }
 
+struct InsertCtx<'a> {
+    next_seq: &'a mut u64,
+    zones: &'a mut Vec<(u64, i64)>,
+    streams: &'a mut HashMap<(String, &'static str), i64>,
+    new_streams: &'a mut Vec<(String, &'static str)>,
+}
+
+fn stream_id(
+    conn: &Connection,
+    ctx: &mut InsertCtx<'_>,
+    project: &str,
+    t: &'static str,
+) -> Result<i64, LogError> {
+    if let Some(id) = ctx.streams.get(&(project.to_owned(), t)) {
+        return Ok(*id);
+    }
+    conn.prepare_cached("INSERT INTO streams(project_key, type) VALUES (?1, ?2)")?
+        .execute(params![project, t])?;
+    let id = conn.last_insert_rowid();
+    ctx.streams.insert((project.to_owned(), t), id);
+    ctx.new_streams.push((project.to_owned(), t));
+    Ok(id)
+}
+
 fn insert_request(
     conn: &Connection,
     events: &[NewEvent],
-    next_seq: &mut u64,
-    zones: &mut Vec<(u64, i64)>,
+    ctx: &mut InsertCtx<'_>,
 ) -> Result<Vec<Appended>, LogError> {
     let mut insert = conn.prepare_cached(
-        "INSERT INTO events(seq, id, type, project_key, ts, vcs_name, repository, workflow, workflow_run_id,
-                            run_job_id, job_id, user_id, username, region, hatchery, status, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+        "INSERT INTO events(seq, id, stream, ts, run, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT(id) DO NOTHING",
     )?;
     let mut existing = conn.prepare_cached("SELECT seq FROM events WHERE id = ?1")?;
     let mut out = Vec::with_capacity(events.len());
     for ne in events {
         let e = &ne.event;
-        let seq = *next_seq;
+        let seq = *ctx.next_seq;
         let ts = e.timestamp.unix_nanos();
-        let changed = insert.execute(params![
-            seq as i64,
-            e.id,
-            e.event_type.as_str(),
-            opt(&e.project_key),
-            ts,
-            opt(&e.vcs_name),
-            opt(&e.repository),
-            opt(&e.workflow),
-            opt(&e.workflow_run_id),
-            opt(&e.run_job_id),
-            opt(&e.job_id),
-            opt(&e.user_id),
-            opt(&e.username),
-            opt(&e.region),
-            opt(&e.hatchery),
-            opt(&e.status),
-            ne.json,
-        ])?;
+        let stream = stream_id(conn, ctx, &e.project_key, e.event_type.as_str())?;
+        let run = (!e.workflow_run_id.is_empty()).then(|| run_hash(&e.workflow_run_id));
+        let changed = insert.execute(params![seq as i64, e.id, stream, ts, run, ne.json])?;
         if changed == 1 {
-            *next_seq += 1;
-            zones.push((seq, ts));
+            *ctx.next_seq += 1;
+            ctx.zones.push((seq, ts));
             out.push(Appended {
                 id: e.id.clone(),
                 seq: Seq(seq),
