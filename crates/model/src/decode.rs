@@ -89,6 +89,14 @@ pub fn decode_event(text: &str, limits: &Limits) -> Result<FullEvent, DecodeErro
             "an event must be a JSON object",
         ));
     }
+    // Fast path: plain serde. Only a failing event pays for path tracking,
+    // which is decoded a second time to name the field.
+    let mut de = serde_json::Deserializer::from_str(text);
+    if let Ok(wire) = WireEvent::deserialize(&mut de) {
+        if de.end().is_ok() {
+            return wire.into_event(limits);
+        }
+    }
     let mut de = serde_json::Deserializer::from_str(text);
     let wire: WireEvent<'_> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -190,8 +198,13 @@ fn strip_position(msg: &str) -> String {
 /// Walks the whole document once, refusing duplicate keys, excessive depth and
 /// oversized strings, with the path of the offender.
 fn check_structure(text: &str, limits: &Limits) -> Result<(), DecodeError> {
-    let mut de = serde_json::Deserializer::from_str(text);
     // serde_json's own recursion guard (128) is a backstop; ours is tighter.
+    // Fast path without path tracking; a failure is walked again to name it.
+    let mut de = serde_json::Deserializer::from_str(text);
+    if (Checker { depth: 1, limits }).deserialize(&mut de).and_then(|()| de.end()).is_ok() {
+        return Ok(());
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
     let seed = Checker { depth: 1, limits };
     let mut track = serde_path_to_error::Track::new();
     let r = seed

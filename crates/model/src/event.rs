@@ -41,16 +41,34 @@ impl Timestamp {
         Timestamp(DateTime::<Utc>::from_timestamp_nanos(n).fixed_offset())
     }
 
-    /// Go's `time.RFC3339Nano` rendering.
+    /// Go's `time.RFC3339Nano` rendering. Written by hand: it runs for every
+    /// event encoded, and chrono's general formatter is several times slower.
     pub fn to_go_string(&self) -> String {
+        use chrono::{Datelike, Timelike};
+        use std::fmt::Write;
         let dt = self.0;
-        let mut out = dt.format("%Y-%m-%dT%H:%M:%S").to_string();
+        let mut out = String::with_capacity(36);
+        // Writing to a String cannot fail.
+        let _ = write!(
+            out,
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+            dt.year(),
+            dt.month(),
+            dt.day(),
+            dt.hour(),
+            dt.minute(),
+            dt.second()
+        );
         // chrono represents a leap second as nanos >= 1e9; Go has no such thing.
-        let nanos = dt.timestamp_subsec_nanos().min(999_999_999);
+        let nanos = dt.nanosecond().min(999_999_999);
         if nanos != 0 {
-            let frac = format!("{nanos:09}");
-            out.push('.');
-            out.push_str(frac.trim_end_matches('0'));
+            let mut digits = 9;
+            let mut n = nanos;
+            while n % 10 == 0 {
+                n /= 10;
+                digits -= 1;
+            }
+            let _ = write!(out, ".{n:0digits$}");
         }
         let offset = dt.offset().local_minus_utc();
         if offset == 0 {
@@ -58,7 +76,7 @@ impl Timestamp {
         } else {
             let sign = if offset < 0 { '-' } else { '+' };
             let abs = offset.unsigned_abs();
-            out.push_str(&format!("{sign}{:02}:{:02}", abs / 3600, (abs % 3600) / 60));
+            let _ = write!(out, "{sign}{:02}:{:02}", abs / 3600, (abs % 3600) / 60);
         }
         out
     }
