@@ -1,6 +1,9 @@
 //! `cds-events`: the one binary. `serve` runs the service; the other
 //! subcommands are clients of a running server.
 
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod publish;
 mod query;
 mod serve;

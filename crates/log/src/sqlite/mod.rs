@@ -282,7 +282,7 @@ fn spawn_checkpointer(
                 let big = std::fs::metadata(&wal)
                     .map(|m| m.len() > MAX_WAL_BYTES)
                     .unwrap_or(false);
-                let mode = if big { "TRUNCATE" } else { "PASSIVE" };
+                let mode = if big { "RESTART" } else { "PASSIVE" };
                 if let Err(e) =
                     conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))
                 {
