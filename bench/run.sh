@@ -49,7 +49,11 @@ sim --events "$LOG_EVENTS" --batch 500 --connections 8
 STATUS=$(curl -s "http://127.0.0.1:$PORT/mon/status")
 echo "   $STATUS"
 echo "$STATUS" | python3 -c 'import json,sys; s=json.load(sys.stdin)["storage"]; print("   bytes on disk per event: %.0f" % (s["bytes_on_disk"]/s["events"]))'
-echo "== read: filtered pages (project_key + type prefix + since, limit 100, newest first) and get by id, 4 connections"
+echo "== read: filtered pages (project_key + random type prefix + random since, limit 100, newest first), 2 connections"
+sim --workload pages --events 20000 --connections 2
+echo "== read: get by id (ids sampled across the log), 2 connections"
+sim --workload gets --events 20000 --connections 2
+echo "== read: both at once, 4 connections"
 sim --workload read --events 20000 --connections 4
 echo "   server peak RSS over fill and reads: $(peak_rss_mb) MB"
 stop

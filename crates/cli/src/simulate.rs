@@ -21,8 +21,12 @@ use std::time::{Duration, Instant};
 pub enum Workload {
     /// Publish generated events.
     Ingest,
-    /// Filtered pages and get-by-id against the existing log.
+    /// Filtered pages and get-by-id, half and half, against the existing log.
     Read,
+    /// Only filtered pages (project + type prefix + since, limit 100, newest first).
+    Pages,
+    /// Only get-by-id of ids sampled from the log.
+    Gets,
 }
 
 #[derive(Debug, Args)]
@@ -69,7 +73,7 @@ pub async fn run(a: SimulateArgs) -> anyhow::Result<()> {
     }
     match a.workload {
         Workload::Ingest => ingest(a).await,
-        Workload::Read => read(a).await,
+        Workload::Read | Workload::Pages | Workload::Gets => read(a).await,
     }
 }
 
@@ -323,6 +327,7 @@ async fn read(a: SimulateArgs) -> anyhow::Result<()> {
         let budget = Arc::clone(&budget);
         let ids = Arc::clone(&ids);
         let projects = a.projects;
+        let workload = a.workload;
         let mut rng = SmallRng::seed_from_u64(a.seed.wrapping_add(w as u64 + 1));
         workers.push(tokio::spawn(async move {
             let mut r = WorkerResult {
@@ -334,7 +339,11 @@ async fn read(a: SimulateArgs) -> anyhow::Result<()> {
             };
             const PREFIXES: [&str; 4] = ["Run*", "RunJob*", "Analysis*", "Entity*"];
             while budget.take(1) == 1 {
-                let page = rng.random_bool(0.5);
+                let page = match workload {
+                    Workload::Pages => true,
+                    Workload::Gets => false,
+                    _ => rng.random_bool(0.5),
+                };
                 let t = Instant::now();
                 let res = if page {
                     let since = Timestamp::from_unix_nanos(rng.random_range(t0..=t1.max(t0)));
@@ -411,7 +420,10 @@ impl Templates {
                 let e = traffic.next_event();
                 let json = e.to_json();
                 let start = ID_KEY.len() + e.id.len();
-                let end = json.rfind(TS_KEY).expect("a full event ends with its timestamp") + TS_KEY.len();
+                let end = json
+                    .rfind(TS_KEY)
+                    .expect("a full event ends with its timestamp")
+                    + TS_KEY.len();
                 json[start..end].to_owned()
             })
             .collect();
@@ -477,9 +489,15 @@ impl Traffic {
     /// that the whole event is about `event_bytes` long.
     fn push(&mut self, mut e: FullEvent) {
         let sha: u128 = self.rng.random();
-        let base = format!(r#"{{"git":{{"branch":"main","sha":"{sha:032x}{:08x}"}},"note":""#, sha as u32);
+        let base = format!(
+            r#"{{"git":{{"branch":"main","sha":"{sha:032x}{:08x}"}},"note":""#,
+            sha as u32
+        );
         e.payload = Payload::from_json(format!("{base}\"}}")).expect("json");
-        let pad = self.event_bytes.saturating_sub(e.to_json().len()).min(self.filler.len());
+        let pad = self
+            .event_bytes
+            .saturating_sub(e.to_json().len())
+            .min(self.filler.len());
         e.payload = Payload::from_json(format!("{base}{}\"}}", &self.filler[..pad])).expect("json");
         self.queue.push_back(e);
     }

@@ -201,7 +201,11 @@ fn check_structure(text: &str, limits: &Limits) -> Result<(), DecodeError> {
     // serde_json's own recursion guard (128) is a backstop; ours is tighter.
     // Fast path without path tracking; a failure is walked again to name it.
     let mut de = serde_json::Deserializer::from_str(text);
-    if (Checker { depth: 1, limits }).deserialize(&mut de).and_then(|()| de.end()).is_ok() {
+    if (Checker { depth: 1, limits })
+        .deserialize(&mut de)
+        .and_then(|()| de.end())
+        .is_ok()
+    {
         return Ok(());
     }
     let mut de = serde_json::Deserializer::from_str(text);
