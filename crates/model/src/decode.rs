@@ -92,10 +92,10 @@ pub fn decode_event(text: &str, limits: &Limits) -> Result<FullEvent, DecodeErro
     // Fast path: plain serde. Only a failing event pays for path tracking,
     // which is decoded a second time to name the field.
     let mut de = serde_json::Deserializer::from_str(text);
-    if let Ok(wire) = WireEvent::deserialize(&mut de) {
-        if de.end().is_ok() {
-            return wire.into_event(limits);
-        }
+    if let Ok(wire) = WireEvent::deserialize(&mut de)
+        && de.end().is_ok()
+    {
+        return wire.into_event(limits);
     }
     let mut de = serde_json::Deserializer::from_str(text);
     let wire: WireEvent<'_> = serde_path_to_error::deserialize(&mut de).map_err(|e| {
