@@ -1,0 +1,260 @@
+//! Grants, written as strings the way people know scopes from GitHub or
+//! GitLab, and what a principal holding them may do.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// One right given to a token.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Grant {
+    /// Everything, including managing tokens and reading the audit trail.
+    Admin,
+    /// Publish events: of every project and the global families (`publish`),
+    /// or of one project (`publish:PROJ`).
+    Publish(Option<String>),
+    /// Read a project's events (`read:PROJ`), or every project's (`read:*`).
+    Read(Option<String>),
+    /// Read the global-scope families (hatcheries, regions, users, plugins…).
+    ReadGlobal,
+    /// Manage a project's notifications (`manage-notifications:PROJ`).
+    ManageNotifications(String),
+}
+
+/// A grant string that is not one of the forms above.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "invalid grant {0:?}: expected admin, publish, publish:PROJ, read:PROJ, read:*, read-global or manage-notifications:PROJ"
+)]
+pub struct InvalidGrant(pub String);
+
+fn project(s: &str, whole: &str) -> Result<String, InvalidGrant> {
+    let ok = !s.is_empty()
+        && s.len() <= 128
+        && !s.contains(['*', ',', ' '])
+        && !s.chars().any(char::is_control);
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(InvalidGrant(whole.to_owned()))
+    }
+}
+
+impl FromStr for Grant {
+    type Err = InvalidGrant;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once(':') {
+            None => match s {
+                "admin" => Ok(Grant::Admin),
+                "publish" => Ok(Grant::Publish(None)),
+                "read-global" => Ok(Grant::ReadGlobal),
+                _ => Err(InvalidGrant(s.to_owned())),
+            },
+            Some(("publish", p)) => Ok(Grant::Publish(Some(project(p, s)?))),
+            Some(("read", "*")) => Ok(Grant::Read(None)),
+            Some(("read", p)) => Ok(Grant::Read(Some(project(p, s)?))),
+            Some(("manage-notifications", p)) => Ok(Grant::ManageNotifications(project(p, s)?)),
+            _ => Err(InvalidGrant(s.to_owned())),
+        }
+    }
+}
+
+impl fmt::Display for Grant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Grant::Admin => f.write_str("admin"),
+            Grant::Publish(None) => f.write_str("publish"),
+            Grant::Publish(Some(p)) => write!(f, "publish:{p}"),
+            Grant::Read(None) => f.write_str("read:*"),
+            Grant::Read(Some(p)) => write!(f, "read:{p}"),
+            Grant::ReadGlobal => f.write_str("read-global"),
+            Grant::ManageNotifications(p) => write!(f, "manage-notifications:{p}"),
+        }
+    }
+}
+
+impl Serialize for Grant {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Grant {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Who is calling: the token's id and name, and its grants.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Principal {
+    pub token_id: String,
+    pub name: String,
+    pub grants: Vec<Grant>,
+}
+
+/// The events a principal may read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadScope {
+    /// Every event.
+    Everything,
+    /// These projects (`None`: all of them) and, if `global`, the global families.
+    Some {
+        projects: Option<Vec<String>>,
+        global: bool,
+    },
+}
+
+impl Principal {
+    pub fn is_admin(&self) -> bool {
+        self.grants.contains(&Grant::Admin)
+    }
+
+    /// May publish an event of `project` (`""` for a global-scope event).
+    pub fn can_publish(&self, project: &str) -> bool {
+        self.grants.iter().any(|g| match g {
+            Grant::Admin | Grant::Publish(None) => true,
+            Grant::Publish(Some(p)) => !project.is_empty() && p == project,
+            _ => false,
+        })
+    }
+
+    /// May read events of `project` (`""` for a global-scope event).
+    pub fn can_read(&self, project: &str) -> bool {
+        self.grants.iter().any(|g| match g {
+            Grant::Admin => true,
+            Grant::ReadGlobal => project.is_empty(),
+            Grant::Read(None) => !project.is_empty(),
+            Grant::Read(Some(p)) => !project.is_empty() && p == project,
+            _ => false,
+        })
+    }
+
+    /// May manage the notifications of `project`.
+    pub fn can_manage_notifications(&self, project: &str) -> bool {
+        self.grants.iter().any(|g| match g {
+            Grant::Admin => true,
+            Grant::ManageNotifications(p) => p == project,
+            _ => false,
+        })
+    }
+
+    pub fn read_scope(&self) -> ReadScope {
+        if self.is_admin() {
+            return ReadScope::Everything;
+        }
+        let global = self.grants.contains(&Grant::ReadGlobal);
+        if self.grants.contains(&Grant::Read(None)) {
+            return if global {
+                ReadScope::Everything
+            } else {
+                ReadScope::Some {
+                    projects: None,
+                    global,
+                }
+            };
+        }
+        let mut projects: Vec<String> = self
+            .grants
+            .iter()
+            .filter_map(|g| match g {
+                Grant::Read(Some(p)) => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
+        projects.sort();
+        projects.dedup();
+        ReadScope::Some {
+            projects: Some(projects),
+            global,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(grants: &[&str]) -> Principal {
+        Principal {
+            token_id: "t".into(),
+            name: "n".into(),
+            grants: grants.iter().map(|g| g.parse().expect("grant")).collect(),
+        }
+    }
+
+    #[test]
+    fn grants_round_trip_and_refuse_nonsense() {
+        for s in [
+            "admin",
+            "publish",
+            "publish:PROJ",
+            "read:PROJ",
+            "read:*",
+            "read-global",
+            "manage-notifications:P",
+        ] {
+            assert_eq!(s.parse::<Grant>().expect(s).to_string(), s);
+        }
+        for s in [
+            "",
+            "root",
+            "read",
+            "read:",
+            "publish:*",
+            "read:A,B",
+            "manage-notifications:",
+            "write:P",
+            "admin:x",
+        ] {
+            assert!(s.parse::<Grant>().is_err(), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn each_grant_allows_what_it_says_and_nothing_else() {
+        let reader = principal(&["read:A"]);
+        assert!(reader.can_read("A") && !reader.can_read("B") && !reader.can_read(""));
+        assert!(!reader.can_publish("A") && !reader.can_manage_notifications("A"));
+        assert_eq!(
+            reader.read_scope(),
+            ReadScope::Some {
+                projects: Some(vec!["A".into()]),
+                global: false
+            }
+        );
+
+        let all = principal(&["read:*"]);
+        assert!(all.can_read("Z") && !all.can_read(""));
+        assert_eq!(
+            all.read_scope(),
+            ReadScope::Some {
+                projects: None,
+                global: false
+            }
+        );
+        assert_eq!(
+            principal(&["read:*", "read-global"]).read_scope(),
+            ReadScope::Everything
+        );
+
+        let global = principal(&["read-global"]);
+        assert!(global.can_read("") && !global.can_read("A"));
+
+        let pubp = principal(&["publish:A"]);
+        assert!(pubp.can_publish("A") && !pubp.can_publish("B") && !pubp.can_publish(""));
+        assert!(principal(&["publish"]).can_publish(""));
+
+        let admin = principal(&["admin"]);
+        assert!(
+            admin.can_read("A")
+                && admin.can_read("")
+                && admin.can_publish("")
+                && admin.can_manage_notifications("A")
+        );
+        assert_eq!(admin.read_scope(), ReadScope::Everything);
+        assert!(principal(&["manage-notifications:A"]).can_manage_notifications("A"));
+        assert!(!principal(&["manage-notifications:A"]).can_manage_notifications("B"));
+    }
+}

@@ -1,0 +1,191 @@
+//! The token store: creation, authentication, revocation, expiry, bootstrap,
+//! tickets and the audit trail.
+
+use cds_events_auth::*;
+use std::time::Duration;
+
+fn store(dir: &std::path::Path) -> TokenStore {
+    TokenStore::open(dir, Duration::from_secs(60)).expect("open")
+}
+
+fn admin(s: &TokenStore) -> Principal {
+    let dir = tempfile::tempdir().expect("tempdir");
+    match s
+        .bootstrap(Some("an-admin-token-long-enough"), dir.path())
+        .expect("bootstrap")
+    {
+        Bootstrap::FromEnv | Bootstrap::Existing => {}
+        other => panic!("{other:?}"),
+    }
+    s.authenticate("an-admin-token-long-enough").expect("admin")
+}
+
+#[test]
+fn a_created_token_authenticates_until_revoked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = store(dir.path());
+    let a = admin(&s);
+    let t = s
+        .create("ci", vec!["read:P".parse().expect("g")], None, &a)
+        .expect("create");
+    assert!(t.secret.starts_with("cdse_"));
+    let p = s.authenticate(&t.secret).expect("valid");
+    assert_eq!(p.token_id, t.info.id);
+    assert!(p.can_read("P"));
+    // A near miss is refused.
+    let mut wrong = t.secret.clone();
+    wrong.pop();
+    wrong.push('x');
+    assert!(s.authenticate(&wrong).is_none());
+    assert!(s.authenticate("").is_none());
+    assert!(s.authenticate("cdse_nothing").is_none());
+    assert!(s.revoke(&t.info.id, &a).expect("revoke"));
+    assert!(
+        s.authenticate(&t.secret).is_none(),
+        "revocation is immediate"
+    );
+    assert!(!s.revoke(&t.info.id, &a).expect("revoke"), "only once");
+    // The hash is all that is stored.
+    let db = std::fs::read(dir.path().join(AUTH_DB)).expect("db");
+    let secret_part = t.secret.rsplit('_').next().expect("secret");
+    assert!(
+        !db.windows(secret_part.len())
+            .any(|w| w == secret_part.as_bytes())
+    );
+}
+
+#[test]
+fn tokens_survive_a_restart_and_expiry_is_enforced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = store(dir.path());
+    let a = admin(&s);
+    let t = s
+        .create("later", vec![Grant::Publish(None)], None, &a)
+        .expect("create");
+    let soon = chrono::Utc::now() + chrono::Duration::milliseconds(300);
+    let e = s
+        .create("short", vec![Grant::Publish(None)], Some(soon), &a)
+        .expect("create");
+    assert!(s.authenticate(&e.secret).is_some());
+    assert!(
+        s.create("past", vec![Grant::Admin], Some(chrono::Utc::now()), &a)
+            .is_err()
+    );
+    assert!(s.create("none", vec![], None, &a).is_err());
+    drop(s);
+    let s = store(dir.path());
+    assert!(s.authenticate(&t.secret).is_some());
+    std::thread::sleep(Duration::from_millis(400));
+    assert!(s.authenticate(&e.secret).is_none(), "expired");
+    let names: Vec<String> = s
+        .list()
+        .expect("list")
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    assert_eq!(names, ["admin (CDS_EVENTS_ADMIN_TOKEN)", "later", "short"]);
+}
+
+#[test]
+fn bootstrap_generates_a_private_token_file_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = store(dir.path());
+    let Bootstrap::Generated { token, file } = s.bootstrap(None, dir.path()).expect("bootstrap")
+    else {
+        panic!("expected a generated token")
+    };
+    assert_eq!(
+        read_admin_token(dir.path()).as_deref(),
+        Some(token.as_str())
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&file).expect("meta").permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    assert!(s.authenticate(&token).expect("admin").is_admin());
+    drop(s);
+    let s = store(dir.path());
+    assert_eq!(
+        s.bootstrap(Some("another-token-entirely"), dir.path())
+            .expect("again"),
+        Bootstrap::Existing
+    );
+    assert!(
+        s.authenticate("another-token-entirely").is_none(),
+        "a later env token changes nothing"
+    );
+    assert_eq!(
+        read_admin_token(dir.path()).as_deref(),
+        Some(token.as_str())
+    );
+    assert!(
+        s.bootstrap(Some("short"), tempfile::tempdir().expect("t").path())
+            .is_ok(),
+        "existing store: ignored"
+    );
+    let fresh = tempfile::tempdir().expect("tempdir");
+    assert!(
+        store(fresh.path())
+            .bootstrap(Some("short"), fresh.path())
+            .is_err(),
+        "a weak env token is refused"
+    );
+}
+
+#[test]
+fn tickets_are_single_use_and_short_lived() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = TokenStore::open(dir.path(), Duration::from_millis(200)).expect("open");
+    let a = admin(&s);
+    let (ticket, ttl) = s.issue_ticket(&a).expect("ticket");
+    assert_eq!(ttl, Duration::from_millis(200));
+    assert_eq!(
+        s.redeem_ticket(&ticket).expect("first use").token_id,
+        a.token_id
+    );
+    assert!(s.redeem_ticket(&ticket).is_none(), "second use");
+    let (late, _) = s.issue_ticket(&a).expect("ticket");
+    std::thread::sleep(Duration::from_millis(250));
+    assert!(s.redeem_ticket(&late).is_none(), "expired");
+    let r = s
+        .create("r", vec![Grant::ReadGlobal], None, &a)
+        .expect("create");
+    let rp = s.authenticate(&r.secret).expect("r");
+    let (t, _) = s.issue_ticket(&rp).expect("ticket");
+    s.revoke(&r.info.id, &a).expect("revoke");
+    assert!(
+        s.redeem_ticket(&t).is_none(),
+        "a revoked token's tickets die with it"
+    );
+}
+
+#[test]
+fn the_audit_trail_records_creation_and_revocation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = store(dir.path());
+    let a = admin(&s);
+    let t = s
+        .create("bot", vec![Grant::Read(None)], None, &a)
+        .expect("create");
+    s.revoke(&t.info.id, &a).expect("revoke");
+    let trail = s.audit(10).expect("audit");
+    let actions: Vec<(&str, &str, &str)> = trail
+        .iter()
+        .map(|e| (e.actor.as_str(), e.action.as_str(), e.target.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("bootstrap", "token.revoke", t.info.id.as_str()),
+            ("bootstrap", "token.create", t.info.id.as_str()),
+            ("system", "token.create", "bootstrap")
+        ]
+    );
+    assert_eq!(trail[1].detail["grants"][0], "read:*");
+    let text = serde_json::to_string(&trail).expect("json");
+    assert!(!text.contains(&t.secret));
+}
