@@ -8,6 +8,7 @@ mod publish;
 mod query;
 mod serve;
 mod simulate;
+mod token;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -37,9 +38,12 @@ enum Command {
     Types(query::TypesArgs),
     /// Generate realistic CDS traffic, for demos and load tests.
     Simulate(Box<simulate::SimulateArgs>),
+    /// Manage access tokens (admin).
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
-/// Where the server is.
+/// Where the server is and how to prove who we are.
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
     /// Base URL of the cds-events server.
@@ -50,15 +54,48 @@ pub struct ServerArgs {
         global = true
     )]
     pub server: String,
+    /// Bearer token [default: $CDS_EVENTS_TOKEN, else the data directory's admin.token].
+    #[arg(long, global = true)]
+    pub token: Option<String>,
+    /// Data directory whose admin.token to use when no token is given.
+    #[arg(
+        long = "data-dir",
+        env = "CDS_EVENTS_DATA_DIR",
+        default_value = "./cds-events-data",
+        global = true
+    )]
+    pub data_dir: std::path::PathBuf,
+    /// A PEM file of CA certificates to trust (for a server with a private CA).
+    #[arg(long, global = true)]
+    pub ca_cert: Option<std::path::PathBuf>,
 }
 
 impl ServerArgs {
+    /// The token: `--token`, then `CDS_EVENTS_TOKEN`, then `<data-dir>/admin.token`.
+    pub fn token(&self) -> Option<String> {
+        self.token
+            .clone()
+            .or_else(|| {
+                std::env::var("CDS_EVENTS_TOKEN")
+                    .ok()
+                    .filter(|t| !t.is_empty())
+            })
+            .or_else(|| cds_events_auth::read_admin_token(&self.data_dir))
+    }
+
     pub fn client(&self, pool: usize) -> anyhow::Result<cds_events_client::Client> {
-        Ok(cds_events_client::Client::builder(
-            &self.server,
-            None,
+        let ca_cert_pem = match &self.ca_cert {
+            Some(p) => Some(
+                std::fs::read(p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))?,
+            ),
+            None => None,
+        };
+        let opts = cds_events_client::ClientOptions {
+            token: self.token(),
             pool,
-        )?)
+            ca_cert_pem,
+        };
+        Ok(cds_events_client::Client::with_options(&self.server, opts)?)
     }
 }
 
@@ -97,6 +134,7 @@ fn main() -> std::process::ExitCode {
             Command::Query(a) => query::run(*a).await,
             Command::Types(a) => query::types(a).await,
             Command::Simulate(a) => simulate::run(*a).await,
+            Command::Token(c) => token::run(c).await,
         }
     });
     match result {

@@ -22,6 +22,12 @@ pub struct ServeArgs {
     /// What an acknowledged event survives [default: power-loss].
     #[arg(long, value_enum)]
     durability: Option<DurabilityArg>,
+    /// PEM certificate chain: serve HTTPS (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -47,13 +53,19 @@ impl ServeArgs {
             };
             flags.insert("storage".into(), serde_json::json!({ "durability": d }));
         }
+        if let (Some(c), Some(k)) = (&self.tls_cert, &self.tls_key) {
+            flags.insert(
+                "tls".into(),
+                serde_json::json!({ "cert": c.display().to_string(), "key": k.display().to_string() }),
+            );
+        }
         let flags = figment::providers::Serialized::defaults(Value::Object(flags));
         Ok(Config::load(self.config.as_deref(), flags)?)
     }
 }
 
 pub fn print_config(args: ServeArgs) -> anyhow::Result<()> {
-    print!("{}", args.load()?.to_toml_masked());
+    print!("{}", args.load()?.to_toml());
     Ok(())
 }
 
@@ -63,9 +75,24 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let durability = config.storage.durability;
     let server = cds_events_server::Server::bind(config).await?;
     let addr = server.local_addr().context("listener address")?;
-    tracing::info!(%addr, data_dir = %data_dir.display(), ?durability, "cds-events listening");
+    let scheme = if server.is_tls() { "https" } else { "http" };
+    match server.bootstrap() {
+        cds_events_auth::Bootstrap::Generated { token, file } => {
+            // The one time this secret is shown; it is never logged.
+            println!(
+                "admin token (shown once, also in {}): {token}",
+                file.display()
+            );
+            tracing::info!(file = %file.display(), "generated the admin token");
+        }
+        cds_events_auth::Bootstrap::FromEnv => {
+            tracing::info!("admin token taken from CDS_EVENTS_ADMIN_TOKEN")
+        }
+        cds_events_auth::Bootstrap::Existing => {}
+    }
+    tracing::info!(%addr, data_dir = %data_dir.display(), ?durability, tls = server.is_tls(), "cds-events listening");
     // A line on stdout that scripts and tests can wait for.
-    println!("listening on http://{addr}");
+    println!("listening on {scheme}://{addr}");
     let shutdown = CancellationToken::new();
     tokio::spawn(wait_for_signal(shutdown.clone()));
     server.run(shutdown).await?;

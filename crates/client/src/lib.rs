@@ -65,12 +65,25 @@ struct ErrorEnvelope {
 pub enum ClientError {
     #[error("invalid server address {0:?}")]
     BadUrl(String),
+    #[error("the CA certificate is not valid PEM")]
+    BadCertificate,
     #[error("cannot reach the server: {0}")]
     Http(#[from] reqwest::Error),
     #[error("server answered {status}: {} ({})", .body.message, .body.code)]
     Api { status: u16, body: ApiErrorBody },
     #[error("server answered {status} with an unexpected body: {text}")]
     Unexpected { status: u16, text: String },
+}
+
+/// How to build a [`Client`].
+#[derive(Debug, Clone, Default)]
+pub struct ClientOptions {
+    /// Bearer token sent with every request.
+    pub token: Option<String>,
+    /// Most idle connections kept open.
+    pub pool: usize,
+    /// Extra trusted CA certificates (PEM), for a server with a private CA.
+    pub ca_cert_pem: Option<Vec<u8>>,
 }
 
 /// A client of one cds-events server.
@@ -89,17 +102,38 @@ impl Client {
 
     /// A client with a bearer token and at most `pool` idle connections.
     pub fn builder(base: &str, token: Option<String>, pool: usize) -> Result<Client, ClientError> {
+        Self::with_options(
+            base,
+            ClientOptions {
+                token,
+                pool,
+                ca_cert_pem: None,
+            },
+        )
+    }
+
+    /// A client with every option.
+    pub fn with_options(base: &str, opts: ClientOptions) -> Result<Client, ClientError> {
         install_crypto_provider();
         let base = url::Url::parse(base).map_err(|_| ClientError::BadUrl(base.to_owned()))?;
         if !matches!(base.scheme(), "http" | "https") {
             return Err(ClientError::BadUrl(base.to_string()));
         }
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(pool)
+        let mut b = reqwest::Client::builder()
+            .pool_max_idle_per_host(opts.pool)
             .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(10))
-            .build()?;
-        Ok(Client { http, base, token })
+            .connect_timeout(Duration::from_secs(10));
+        if let Some(pem) = &opts.ca_cert_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|_| ClientError::BadCertificate)?;
+            // Only these roots: a private CA is the point of giving one.
+            b = b.tls_certs_only(certs);
+        }
+        Ok(Client {
+            http: b.build()?,
+            base,
+            token: opts.token,
+        })
     }
 
     fn url(&self, path: &str) -> url::Url {
@@ -206,6 +240,25 @@ impl Client {
         let raw = RawValue::from_string(text.clone())
             .map_err(|_| ClientError::Unexpected { status: 200, text })?;
         Ok(Some((seq, raw)))
+    }
+
+    /// Any request with an optional JSON body; the JSON answer (`null` when
+    /// the answer has no body).
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<serde_json::Value, ClientError> {
+        let mut r = self.req(method, path);
+        if let Some(b) = body {
+            r = r.json(b);
+        }
+        let text = Self::check(r.send().await?).await?.text().await?;
+        if text.is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
+        serde_json::from_str(&text).map_err(|_| ClientError::Unexpected { status: 200, text })
     }
 
     /// A GET of any JSON endpoint (`/v2/events/types`, `/mon/status`).

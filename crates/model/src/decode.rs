@@ -47,6 +47,7 @@ pub enum ErrorCode {
     StringTooLong,
     WrongType,
     MissingField,
+    UnexpectedField,
     UnknownType,
     WrongFamily,
     InvalidTimestamp,
@@ -542,6 +543,18 @@ pub(crate) fn finish(mut ev: FullEvent, limits: &Limits) -> Result<FullEvent, De
             Some("project_key"),
             format!(
                 "type {} is project-scoped and needs a non-empty project_key",
+                ev.event_type
+            ),
+        ));
+    }
+    if ev.event_type.scope() == Scope::Global && !ev.project_key.is_empty() {
+        // Access to a global event is decided by its scope; a project key on
+        // it would make it readable by that project's readers too.
+        return Err(DecodeError::new(
+            ErrorCode::UnexpectedField,
+            Some("project_key"),
+            format!(
+                "type {} is global and cannot carry a project_key",
                 ev.event_type
             ),
         ));

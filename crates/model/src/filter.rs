@@ -8,7 +8,10 @@ use std::collections::BTreeSet;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EventFilter {
     /// Any of these projects (empty: any project, and global events too).
+    /// `""` stands for the global-scope events, which have no project.
     pub projects: Vec<String>,
+    /// Leave out the global-scope events (for readers without `read-global`).
+    pub exclude_global: bool,
     /// Any of these types (`None`: every type).
     pub types: Option<BTreeSet<EventType>>,
     pub vcs_name: Option<String>,
@@ -36,6 +39,7 @@ impl EventFilter {
     /// Whether `e` satisfies every condition.
     pub fn matches(&self, e: &FullEvent) -> bool {
         (self.projects.is_empty() || self.projects.contains(&e.project_key))
+            && !(self.exclude_global && e.project_key.is_empty())
             && self
                 .types
                 .as_ref()

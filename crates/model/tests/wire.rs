@@ -231,8 +231,13 @@ fn project_scoped_type_needs_a_project_key() {
             "{text}"
         );
     }
-    // Global types do not.
+    // Global types do not, and may not carry one.
     decode_event(r#"{"type":"RegionCreated","region":"eu"}"#, &limits()).expect("global");
+    let e = err(r#"{"type":"RegionCreated","region":"eu","project_key":"P"}"#);
+    assert_eq!(
+        (e.code, e.field.as_deref()),
+        (ErrorCode::UnexpectedField, Some("project_key"))
+    );
 }
 
 #[test]

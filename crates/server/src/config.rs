@@ -22,6 +22,9 @@ pub struct Config {
     pub ingest: IngestConfig,
     pub query: QueryConfig,
     pub retention: RetentionConfig,
+    pub auth: AuthConfig,
+    pub tls: TlsConfig,
+    pub http: HttpConfig,
     /// How long in-flight requests get to finish after SIGTERM/SIGINT.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -72,6 +75,59 @@ pub struct RetentionConfig {
     pub batch: usize,
 }
 
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Serve `/mon/metrics` without a token (otherwise: an admin token).
+    pub public_metrics: bool,
+    /// How long a ticket from `POST /v2/auth/ticket` stays valid.
+    #[serde(with = "humantime_serde")]
+    pub ticket_ttl: Duration,
+    /// Events per second each token may publish (unset: no limit).
+    pub publish_rate: Option<u32>,
+    /// Events a token may publish at once above its rate (default: one second's worth).
+    pub publish_burst: Option<u32>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            public_metrics: false,
+            ticket_ttl: Duration::from_secs(30),
+            publish_rate: None,
+            publish_burst: None,
+        }
+    }
+}
+
+/// Serve HTTPS when both are given (PEM files).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Largest request head (request line and headers), bytes; over it the
+    /// connection gets 431.
+    pub max_header_bytes: usize,
+    /// A client that sends no complete request head within this is dropped.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            max_header_bytes: 16 * 1024,
+            header_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -81,6 +137,9 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             query: QueryConfig::default(),
             retention: RetentionConfig::default(),
+            auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
+            http: HttpConfig::default(),
             shutdown_grace: Duration::from_secs(30),
         }
     }
@@ -173,7 +232,16 @@ impl Config {
             .to_ascii_lowercase();
         matches!(
             top.as_str(),
-            "listen" | "data_dir" | "storage" | "ingest" | "query" | "retention" | "shutdown_grace"
+            "listen"
+                | "data_dir"
+                | "storage"
+                | "ingest"
+                | "query"
+                | "retention"
+                | "auth"
+                | "tls"
+                | "http"
+                | "shutdown_grace"
         )
     }
 
@@ -189,16 +257,30 @@ impl Config {
         if self.ingest.max_batch_events == 0 || self.ingest.max_body_bytes == 0 {
             return Err(ConfigError("ingest limits must be positive".into()));
         }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(ConfigError("tls.cert and tls.key go together".into()));
+        }
+        if self.auth.publish_rate == Some(0) || self.auth.publish_burst == Some(0) {
+            return Err(ConfigError(
+                "auth.publish_rate and auth.publish_burst must be positive when set".into(),
+            ));
+        }
+        if self.http.max_header_bytes < 8192 {
+            return Err(ConfigError(
+                "http.max_header_bytes must be at least 8192".into(),
+            ));
+        }
         if self.retention.batch == 0 {
             return Err(ConfigError("retention.batch must be positive".into()));
         }
         Ok(())
     }
 
-    /// The effective configuration as TOML, secrets masked (`cds-events config`).
-    pub fn to_toml_masked(&self) -> String {
-        // No field holds a secret yet; masking happens here when one does, so
-        // that `config` output is safe to paste in a ticket.
+    /// The effective configuration as TOML (`cds-events config`). No field
+    /// holds a secret: tokens live in the token store, the bootstrap token
+    /// comes from `CDS_EVENTS_ADMIN_TOKEN` and is never part of it, and TLS
+    /// keys are given by path. So the output is safe to paste in a ticket.
+    pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self)
             .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
     }

@@ -4,6 +4,7 @@
 //! the log. Nothing here is called back by the log; later consumers (live
 //! streams, webhooks) hang off the log's head, not off the ingest handler.
 
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod openapi;
@@ -41,6 +42,10 @@ pub enum ServerError {
     },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+    #[error("cannot open the token store: {0}")]
+    Auth(#[from] cds_events_auth::AuthError),
+    #[error("cannot load the TLS certificate or key: {0}")]
+    Tls(String),
 }
 
 /// The process-wide Prometheus recorder (a recorder is global by nature).
@@ -86,16 +91,33 @@ async fn track_http(req: Request, next: Next) -> Response {
 }
 
 /// The router over a state; public so tests can drive it in-process.
+///
+/// Everything is behind [`auth::require_principal`] except the few routes
+/// listed as public here: a route added later is protected unless someone
+/// decides otherwise, in this one place.
 pub fn router(state: AppState) -> Router {
-    use routes::{events, mon};
-    Router::new()
+    use axum::routing::{delete, post};
+    use routes::{events, mon, tokens};
+    let protected = Router::new()
         .route("/v2/events", get(events::query).post(events::ingest))
         .route("/v2/events/types", get(events::types))
         .route("/v2/events/{id}", get(events::get))
+        .route("/v2/auth/tokens", get(tokens::list).post(tokens::create))
+        .route("/v2/auth/tokens/{id}", delete(tokens::revoke))
+        .route("/v2/auth/ticket", post(tokens::ticket))
+        .route("/v2/auth/audit", get(tokens::audit))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_principal,
+        ));
+    let public = Router::new()
         .route("/v2/openapi.json", get(openapi::openapi_json))
         .route("/mon/status", get(mon::status))
         .route("/mon/version", get(mon::version))
-        .route("/mon/metrics", get(mon::metrics))
+        // Public or admin-only by configuration; the handler decides.
+        .route("/mon/metrics", get(mon::metrics));
+    protected
+        .merge(public)
         .fallback(|| async { error::ApiError::not_found("no such endpoint") })
         .layer(axum::middleware::from_fn(track_http))
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
@@ -103,10 +125,21 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// A bound, not yet serving, server.
-#[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     state: AppState,
+    bootstrap: cds_events_auth::Bootstrap,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("listener", &self.listener)
+            .field("tls", &self.tls.is_some())
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Server {
@@ -121,6 +154,24 @@ impl Server {
         let log = tokio::task::spawn_blocking(move || SqliteLog::open(&data_dir, opts))
             .await
             .map_err(|e| cds_events_log::LogError::Storage(e.to_string()))??;
+        let auth = cds_events_auth::TokenStore::open(&config.data_dir, config.auth.ticket_ttl)?;
+        let env_token = std::env::var("CDS_EVENTS_ADMIN_TOKEN").ok();
+        let bootstrap = auth.bootstrap(env_token.as_deref(), &config.data_dir)?;
+        let tls = match (&config.tls.cert, &config.tls.key) {
+            (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
+            _ => None,
+        };
+        let publish_limiter = config.auth.publish_rate.map(|rate| {
+            let rate = std::num::NonZeroU32::new(rate).unwrap_or(std::num::NonZeroU32::MIN);
+            let burst = config
+                .auth
+                .publish_burst
+                .and_then(std::num::NonZeroU32::new)
+                .unwrap_or(rate);
+            Arc::new(governor::RateLimiter::keyed(
+                governor::Quota::per_second(rate).allow_burst(burst),
+            ))
+        });
         let listener =
             TcpListener::bind(&config.listen)
                 .await
@@ -130,11 +181,29 @@ impl Server {
                 })?;
         let state = AppState {
             log: Arc::new(log),
+            auth: Arc::new(auth),
+            publish_limiter,
             config: Arc::new(config),
             metrics: metrics_handle(),
             started: Instant::now(),
         };
-        Ok(Server { listener, state })
+        Ok(Server {
+            listener,
+            tls,
+            state,
+            bootstrap,
+        })
+    }
+
+    /// How the token store got its admin token at this start. A generated
+    /// token is in here once, for the caller to print.
+    pub fn bootstrap(&self) -> &cds_events_auth::Bootstrap {
+        &self.bootstrap
+    }
+
+    /// Whether this server speaks HTTPS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -144,7 +213,12 @@ impl Server {
     /// Serves until `shutdown` fires, then stops accepting, lets in-flight
     /// requests finish (up to the grace period) and closes the log cleanly.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServerError> {
-        let Server { listener, state } = self;
+        let Server {
+            listener,
+            tls,
+            state,
+            ..
+        } = self;
         let tasks = TaskTracker::new();
         let log = Arc::clone(&state.log);
         let config = Arc::clone(&state.config);
@@ -167,25 +241,120 @@ impl Server {
         });
         tasks.close();
         let app = router(state);
-        let grace = config.shutdown_grace;
-        let serve = axum::serve(listener, app).with_graceful_shutdown({
-            let s = shutdown.clone();
-            async move { s.cancelled().await }
-        });
-        let serve = async move { serve.await.map_err(ServerError::Serve) };
-        tokio::pin!(serve);
-        let result = tokio::select! {
-            r = &mut serve => r,
-            _ = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
-                tracing::warn!(grace_seconds = grace.as_secs(), "in-flight requests did not finish in time");
-                Ok(())
-            }
-        };
+        serve(listener, tls, app, &config, shutdown).await;
         tasks.wait().await;
         log.close().await?;
         tracing::info!("event log closed");
-        result
+        Ok(())
     }
+}
+
+/// The accept loop: HTTP/1.1 and HTTP/2, over TLS when configured, with a
+/// bound on request heads, graceful shutdown and a grace period.
+async fn serve(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    app: Router,
+    config: &Config,
+    shutdown: CancellationToken,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .max_buf_size(config.http.max_header_bytes)
+        .header_read_timeout(config.http.header_timeout)
+        .timer(TokioTimer::new());
+    builder
+        .http2()
+        .max_header_list_size(config.http.max_header_bytes as u32)
+        .timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let handshake_timeout = config.http.header_timeout;
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, don't spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let builder = Arc::clone(&builder);
+        let watcher = graceful.watcher();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            match tls {
+                None => {
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                }
+                Some(acceptor) => {
+                    let stream = match tokio::time::timeout(
+                        handshake_timeout,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "tls handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    let grace = config.shutdown_grace;
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(grace) => {
+            tracing::warn!(grace_seconds = grace.as_secs(), "in-flight requests did not finish in time");
+        }
+    }
+}
+
+fn tls_acceptor(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| ServerError::Tls(format!("{}: {e}", cert.display())))?;
+    if certs.is_empty() {
+        return Err(ServerError::Tls(format!(
+            "{}: no certificate",
+            cert.display()
+        )));
+    }
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| ServerError::Tls(format!("{}: {e}", key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServerError::Tls(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| ServerError::Tls(e.to_string()))?;
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(tls)))
 }
 
 /// Deletes events beyond the retention policy, oldest first, in small

@@ -112,8 +112,14 @@ pub struct StatusSchema {
         crate::routes::mon::status,
         crate::routes::mon::version,
         crate::routes::mon::metrics,
+        crate::routes::tokens::create,
+        crate::routes::tokens::list,
+        crate::routes::tokens::revoke,
+        crate::routes::tokens::ticket,
+        crate::routes::tokens::audit,
         openapi_json,
     ),
+    modifiers(&BearerScheme),
     components(schemas(
         FullEventSchema,
         ErrorBody,
@@ -124,6 +130,21 @@ pub struct StatusSchema {
     ))
 )]
 pub struct ApiDoc;
+
+/// Declares the `bearer` security scheme the paths refer to.
+#[derive(Debug)]
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
 
 /// This document.
 #[utoipa::path(get, path = "/v2/openapi.json", tag = "mon",

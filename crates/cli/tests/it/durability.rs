@@ -53,10 +53,7 @@ fn kill_9_while_publishing_loses_no_acknowledged_event() {
         let url = s.url("/v2/events");
         let acked = Arc::clone(&acked);
         publishers.push(std::thread::spawn(move || {
-            let http = reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(5))
-                .build()
-                .expect("client");
+            let http = crate::client_with_token(Some(crate::ADMIN));
             for i in 0.. {
                 let batch: Vec<_> = (0..50)
                     .map(|k| {

@@ -12,6 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_cds-events");
+/// The admin token every test server is bootstrapped with.
+pub const ADMIN: &str = "it-admin-token-0123456789abcdef";
 
 /// A running server process.
 #[derive(Debug)]
@@ -20,16 +22,48 @@ pub struct TestServer {
     pub base: String,
     pub dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
+    /// Requests made through it carry the admin token.
     pub http: reqwest::blocking::Client,
     stderr: PathBuf,
+    /// What the server printed before its "listening on" line.
+    pub stdout_before: Vec<String>,
+}
+
+/// A blocking client that sends `token` with every request.
+pub fn client_with_token(token: Option<&str>) -> reqwest::blocking::Client {
+    cds_events_client::install_crypto_provider();
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {t}").parse().expect("header"),
+        );
+    }
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .default_headers(headers)
+        .build()
+        .expect("client")
 }
 
 /// Builds a server: `TestServer::builder().env(..).start()`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Builder {
     dir: Option<PathBuf>,
     env: Vec<(String, String)>,
     args: Vec<String>,
+    admin_env: bool,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder {
+            dir: None,
+            env: Vec::new(),
+            args: Vec::new(),
+            admin_env: true,
+        }
+    }
 }
 
 impl Builder {
@@ -43,6 +77,11 @@ impl Builder {
     }
     pub fn arg(mut self, a: &str) -> Self {
         self.args.push(a.into());
+        self
+    }
+    /// Start without CDS_EVENTS_ADMIN_TOKEN (the server then generates one).
+    pub fn without_admin_env(mut self) -> Self {
+        self.admin_env = false;
         self
     }
 
@@ -69,27 +108,33 @@ impl Builder {
             .arg(dir.join("data"))
             .args(&self.args)
             .env_remove("RUST_LOG")
+            .env_remove("CDS_EVENTS_ADMIN_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(err_file);
+        if self.admin_env {
+            cmd.env("CDS_EVENTS_ADMIN_TOKEN", ADMIN);
+        }
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("spawn cds-events");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let first = lines.next().expect("a first line").expect("readable");
-        let base = first
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("unexpected: {first}"))
-            .to_owned();
+        let mut stdout_before = Vec::new();
+        let base = loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("server exited; stdout: {stdout_before:?}"))
+                .expect("readable");
+            if let Some(url) = line.strip_prefix("listening on ") {
+                break url.to_owned();
+            }
+            stdout_before.push(line);
+        };
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        cds_events_client::install_crypto_provider();
-        let http = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .expect("client");
+        let http = client_with_token(Some(ADMIN));
         TestServer {
             child,
             base,
@@ -97,6 +142,7 @@ impl Builder {
             _tmp: tmp,
             http,
             stderr,
+            stdout_before,
         }
     }
 }
@@ -108,6 +154,21 @@ impl TestServer {
 
     pub fn start() -> TestServer {
         Builder::default().start()
+    }
+
+    /// Creates a token with these grants (as the admin); returns its secret.
+    pub fn token(&self, grants: &[&str]) -> String {
+        let (status, body) = {
+            let r = self
+                .http
+                .post(self.url("/v2/auth/tokens"))
+                .json(&json!({"name": format!("test {grants:?}"), "grants": grants}))
+                .send()
+                .expect("post");
+            (r.status().as_u16(), r.json::<Value>().expect("json"))
+        };
+        assert_eq!(status, 201, "{body}");
+        body["token"].as_str().expect("token").to_owned()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -127,7 +127,9 @@ fn retention_purges_oldest_first_and_cursors_continue() {
 fn cli(s: &TestServer, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     use std::io::Write;
     let mut c = Command::new(BIN);
-    c.args(args).env("CDS_EVENTS_SERVER", &s.base);
+    c.args(args)
+        .env("CDS_EVENTS_SERVER", &s.base)
+        .env("CDS_EVENTS_TOKEN", crate::ADMIN);
     c.stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());

@@ -94,30 +94,34 @@ fn plan(conn: &Connection, q: &Query) -> Result<Option<Plan>, LogError> {
     }
 
     // Which streams (project × type pairs) can match.
-    let streams: Option<Vec<i64>> = if f.projects.is_empty() && f.types.is_none() {
-        None
-    } else {
-        let mut sql = String::from("SELECT id FROM streams WHERE 1");
-        let mut params: Vec<Value> = Vec::new();
-        if !f.projects.is_empty() {
-            sql.push_str(" AND ");
-            sql.push_str(&in_list("project_key", f.projects.len()));
-            params.extend(f.projects.iter().map(|p| Value::Text(p.clone())));
-        }
-        if let Some(types) = &f.types {
-            sql.push_str(" AND ");
-            sql.push_str(&in_list("type", types.len()));
-            params.extend(types.iter().map(|t| Value::Text(t.as_str().to_owned())));
-        }
-        let mut st = conn.prepare(&sql)?;
-        let ids = st
-            .query_map(params_from_iter(params), |r| r.get::<_, i64>(0))?
-            .collect::<Result<Vec<_>, _>>()?;
-        if ids.is_empty() {
-            return Ok(None);
-        }
-        Some(ids)
-    };
+    let streams: Option<Vec<i64>> =
+        if f.projects.is_empty() && f.types.is_none() && !f.exclude_global {
+            None
+        } else {
+            let mut sql = String::from("SELECT id FROM streams WHERE 1");
+            let mut params: Vec<Value> = Vec::new();
+            if f.exclude_global {
+                sql.push_str(" AND project_key != ''");
+            }
+            if !f.projects.is_empty() {
+                sql.push_str(" AND ");
+                sql.push_str(&in_list("project_key", f.projects.len()));
+                params.extend(f.projects.iter().map(|p| Value::Text(p.clone())));
+            }
+            if let Some(types) = &f.types {
+                sql.push_str(" AND ");
+                sql.push_str(&in_list("type", types.len()));
+                params.extend(types.iter().map(|t| Value::Text(t.as_str().to_owned())));
+            }
+            let mut st = conn.prepare(&sql)?;
+            let ids = st
+                .query_map(params_from_iter(params), |r| r.get::<_, i64>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            if ids.is_empty() {
+                return Ok(None);
+            }
+            Some(ids)
+        };
 
     let mut refine = String::new();
     let mut refine_params: Vec<Value> = Vec::new();

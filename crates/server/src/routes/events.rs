@@ -1,11 +1,13 @@
 //! `/v2/events`: ingest, query, get by id, and the catalogue.
 
+use crate::auth::{Caller, forbidden};
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::body::Body;
 use axum::extract::{Path, Query, State, rejection::QueryRejection};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use cds_events_auth::{Principal, ReadScope};
 use cds_events_log::{NewEvent, Order, Seq};
 use cds_events_model::{BatchError, EventFilter, EventType, Family, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -59,17 +61,21 @@ fn is_ndjson(headers: &HeaderMap) -> bool {
 /// producer (family) shape or the full-event shape. The batch is
 /// all-or-nothing; the answer comes after the commit.
 #[utoipa::path(
-    post, path = "/v2/events", tag = "events",
+    post, path = "/v2/events", tag = "events", security(("bearer" = [])),
     request_body(content = Vec<crate::openapi::FullEventSchema>, description = "one event, an array, or NDJSON",
         content_type = "application/json"),
     responses(
         (status = 200, description = "every event committed (or already stored)", body = IngestOut),
         (status = 400, description = "invalid events; details list each bad event's index and reason", body = crate::openapi::ErrorBody),
+        (status = 401, description = "no valid token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "an event outside the token's publish grants; nothing stored", body = crate::openapi::ErrorBody),
         (status = 413, description = "body or batch too large", body = crate::openapi::ErrorBody),
+        (status = 429, description = "the token's publish rate is exceeded; see Retry-After", body = crate::openapi::ErrorBody),
     )
 )]
 pub async fn ingest(
     State(st): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -145,6 +151,25 @@ pub async fn ingest(
             st.config.ingest.max_batch_events
         )));
     }
+    // The whole batch is refused if any event is outside the token's grants.
+    if let Some((i, e)) = events
+        .iter()
+        .enumerate()
+        .find(|(_, e)| !caller.can_publish(&e.project_key))
+    {
+        let what = if e.project_key.is_empty() {
+            "global events".to_owned()
+        } else {
+            format!("project {}", e.project_key)
+        };
+        return Err(forbidden(format!(
+            "this token may not publish {what}; nothing was stored"
+        ))
+        .with_details(vec![json!({"index": i, "field": "project_key"})]));
+    }
+    if let Some(limiter) = &st.publish_limiter {
+        check_rate(limiter, &caller, events.len())?;
+    }
     metrics::histogram!("cds_events_ingest_batch_events").record(events.len() as f64);
     let mut per_type = [0u64; 128];
     for e in &events {
@@ -173,6 +198,30 @@ pub async fn ingest(
             .collect(),
     };
     Ok((StatusCode::OK, axum::Json(body)).into_response())
+}
+
+/// Spends `n` events of the token's publish budget, or answers 429 with the
+/// seconds to wait in `Retry-After`.
+fn check_rate(
+    limiter: &crate::state::PublishLimiter,
+    caller: &Principal,
+    n: usize,
+) -> Result<(), ApiError> {
+    use governor::clock::{Clock, DefaultClock};
+    let n = std::num::NonZeroU32::new(n.min(u32::MAX as usize) as u32)
+        .unwrap_or(std::num::NonZeroU32::MIN);
+    match limiter.check_key_n(&caller.token_id, n) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(not_until)) => {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            Err(ApiError::too_many(
+                wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+            ))
+        }
+        Err(_) => Err(ApiError::too_many(1).with_details(vec![json!({
+            "message": "this batch is larger than the token's publish burst; send smaller batches"
+        })])),
+    }
 }
 
 fn type_index(t: EventType) -> usize {
@@ -269,6 +318,37 @@ impl EventsParams {
     }
 }
 
+/// Narrows a filter to what the caller may read. Asking for a project the
+/// token may not read is 403; asking for nothing in particular returns only
+/// what it may read.
+pub fn restrict_to_readable(caller: &Principal, filter: &mut EventFilter) -> Result<(), ApiError> {
+    if let Some(p) = filter.projects.iter().find(|p| !caller.can_read(p)) {
+        return Err(forbidden(format!("this token may not read project {p}")));
+    }
+    match caller.read_scope() {
+        ReadScope::Everything => {}
+        ReadScope::Some {
+            projects: None,
+            global,
+        } => filter.exclude_global |= !global,
+        ReadScope::Some {
+            projects: Some(mine),
+            global,
+        } => {
+            if filter.projects.is_empty() {
+                filter.projects = mine;
+                if global {
+                    filter.projects.push(String::new());
+                }
+                if filter.projects.is_empty() {
+                    return Err(forbidden("this token may not read events"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn params_rejection(e: QueryRejection) -> ApiError {
     ApiError::bad_request("invalid_parameter", e.body_text())
 }
@@ -278,18 +358,22 @@ pub fn params_rejection(e: QueryRejection) -> ApiError {
 /// Filters combine with AND. Pages follow the sequence order; pass
 /// `next_cursor` back as `cursor` for the next page (`null`: no more now).
 #[utoipa::path(
-    get, path = "/v2/events", tag = "events", params(EventsParams),
+    get, path = "/v2/events", tag = "events", params(EventsParams), security(("bearer" = [])),
     responses(
         (status = 200, description = "a page of events, each with its sequence number beside it", body = crate::openapi::PageSchema),
         (status = 400, description = "an invalid parameter, named in the error", body = crate::openapi::ErrorBody),
+        (status = 401, description = "no valid token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "a project the token may not read", body = crate::openapi::ErrorBody),
     )
 )]
 pub async fn query(
     State(st): State<AppState>,
+    caller: Caller,
     params: Result<Query<EventsParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = params.map_err(params_rejection)?;
-    let filter = params.filter()?;
+    let mut filter = params.filter()?;
+    restrict_to_readable(&caller, &mut filter)?;
     let limit = match nonempty(&params.limit) {
         None => st.config.query.default_limit,
         Some(l) => match l.parse::<usize>() {
@@ -362,12 +446,13 @@ pub async fn query(
 /// The body is the bare full event; its sequence number is in the
 /// `cds-events-seq` header.
 #[utoipa::path(
-    get, path = "/v2/events/{id}", tag = "events",
+    get, path = "/v2/events/{id}", tag = "events", security(("bearer" = [])),
     params(("id" = String, Path, description = "the event id")),
     responses(
         (status = 200, description = "the full event", body = crate::openapi::FullEventSchema,
             headers(("cds-events-seq" = u64, description = "the event's sequence number"))),
-        (status = 404, description = "no such event", body = crate::openapi::ErrorBody),
+        (status = 401, description = "no valid token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "no such event, or one the token may not read", body = crate::openapi::ErrorBody),
     )
 )]
 pub async fn get(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
@@ -454,8 +539,11 @@ pub fn catalogue() -> CatalogueOut {
 }
 
 /// The event catalogue: families, types, scopes and context fields.
-#[utoipa::path(get, path = "/v2/events/types", tag = "events",
-    responses((status = 200, description = "the catalogue", body = CatalogueOut)))]
+#[utoipa::path(get, path = "/v2/events/types", tag = "events", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the catalogue", body = CatalogueOut),
+        (status = 401, description = "no valid token", body = crate::openapi::ErrorBody),
+    ))]
 pub async fn types() -> axum::Json<CatalogueOut> {
     axum::Json(catalogue())
 }

@@ -1,2 +1,3 @@
 pub mod events;
 pub mod mon;
+pub mod tokens;

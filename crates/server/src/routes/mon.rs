@@ -53,9 +53,29 @@ pub async fn version() -> axum::Json<VersionOut> {
 }
 
 /// Prometheus metrics.
-#[utoipa::path(get, path = "/mon/metrics", tag = "mon",
-    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String)))]
-pub async fn metrics(State(st): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/mon/metrics", tag = "mon", security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String),
+        (status = 401, description = "no valid token (unless auth.public_metrics)", body = crate::openapi::ErrorBody),
+        (status = 403, description = "not an admin token (unless auth.public_metrics)", body = crate::openapi::ErrorBody),
+    ))]
+pub async fn metrics(State(st): State<AppState>, req: axum::extract::Request) -> Response {
+    if !st.config.auth.public_metrics {
+        let token = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim());
+        match token.and_then(|t| st.auth.authenticate(t)) {
+            None => return crate::auth::unauthorized(),
+            Some(p) if !p.is_admin() => {
+                return crate::auth::forbidden("this needs an admin token").into_response();
+            }
+            Some(_) => {}
+        }
+    }
     if let Ok(stats) = st.log.stats().await {
         metrics::gauge!("cds_events_log_events").set(stats.events as f64);
         metrics::gauge!("cds_events_log_bytes").set(stats.bytes_on_disk as f64);

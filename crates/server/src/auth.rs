@@ -1,0 +1,83 @@
+//! Authentication on the router's default path: every route that is not
+//! explicitly public goes through [`require_principal`], which puts the
+//! caller's [`Principal`] in the request; handlers then ask it what it may do.
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use cds_events_auth::Principal;
+
+/// 401, the same for a missing, malformed, unknown, expired or revoked token.
+pub fn unauthorized() -> Response {
+    let mut resp = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "a valid bearer token is required",
+    )
+    .into_response();
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    resp
+}
+
+/// 403 for a valid token without the right. The message names what was
+/// asked, never whether it exists.
+pub fn forbidden(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+}
+
+fn bearer(req: &Request) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+}
+
+/// A `ticket=` query parameter: how a browser (which cannot set headers on a
+/// WebSocket or an EventSource) authenticates a GET.
+fn ticket(req: &Request) -> Option<String> {
+    if req.method() != axum::http::Method::GET {
+        return None;
+    }
+    req.uri()
+        .query()?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("ticket=").map(str::to_owned))
+}
+
+pub async fn require_principal(
+    State(st): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let principal = match bearer(&req) {
+        Some(token) => st.auth.authenticate(token),
+        None => ticket(&req).and_then(|t| st.auth.redeem_ticket(&t)),
+    };
+    match principal {
+        Some(p) => {
+            tracing::Span::current().record("token_id", p.token_id.as_str());
+            req.extensions_mut().insert(p);
+            next.run(req).await
+        }
+        None => unauthorized(),
+    }
+}
+
+/// The caller, as established by [`require_principal`].
+pub type Caller = axum::Extension<Principal>;
+
+/// Admin-only routes.
+pub fn require_admin(p: &Principal) -> Result<(), ApiError> {
+    if p.is_admin() {
+        Ok(())
+    } else {
+        Err(forbidden("this needs an admin token"))
+    }
+}

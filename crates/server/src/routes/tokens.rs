@@ -1,0 +1,206 @@
+//! `/v2/auth/*`: tokens (admin only), tickets, the audit trail.
+
+use crate::auth::{Caller, require_admin};
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::{Path, Query, State, rejection::JsonRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use cds_events_auth::{AuditEntry, AuthError, Grant, TokenInfo};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Invalid(msg) => ApiError::bad_request("invalid_token_request", msg),
+            other => {
+                tracing::error!(error = %other, "token store failure");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "auth_store_error",
+                    "the token store failed; see server logs",
+                )
+            }
+        }
+    }
+}
+
+/// A token to create.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenIn {
+    pub name: String,
+    /// `admin`, `publish`, `publish:PROJ`, `read:PROJ`, `read:*`, `read-global`, `manage-notifications:PROJ`.
+    pub grants: Vec<String>,
+    /// RFC 3339; no expiry when absent.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A token as listed: never its secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenOut {
+    pub id: String,
+    pub name: String,
+    pub grants: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub created_by: Option<String>,
+}
+
+impl From<TokenInfo> for TokenOut {
+    fn from(t: TokenInfo) -> Self {
+        TokenOut {
+            id: t.id,
+            name: t.name,
+            grants: t.grants.iter().map(Grant::to_string).collect(),
+            created_at: t.created_at,
+            expires_at: t.expires_at,
+            created_by: t.created_by,
+        }
+    }
+}
+
+/// A token just created, with its secret: shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CreatedTokenOut {
+    #[serde(flatten)]
+    pub info: TokenOut,
+    /// The bearer secret. It is not stored and cannot be shown again.
+    pub token: String,
+}
+
+fn json_rejection(e: JsonRejection) -> ApiError {
+    ApiError::bad_request("invalid_body", e.body_text())
+}
+
+/// Create a token (admin).
+#[utoipa::path(post, path = "/v2/auth/tokens", tag = "auth", request_body = TokenIn,
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "created; `token` is shown this once", body = CreatedTokenOut),
+        (status = 400, description = "invalid name, grant or expiry", body = crate::openapi::ErrorBody),
+        (status = 401, description = "no valid token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "not an admin token", body = crate::openapi::ErrorBody),
+    ))]
+pub async fn create(
+    State(st): State<AppState>,
+    caller: Caller,
+    body: Result<Json<TokenIn>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    require_admin(&caller)?;
+    let Json(input) = body.map_err(json_rejection)?;
+    let mut grants = Vec::with_capacity(input.grants.len());
+    for (i, g) in input.grants.iter().enumerate() {
+        grants.push(g.parse::<Grant>().map_err(|e| {
+            ApiError::bad_request("invalid_grant", e.to_string()).with_details(vec![
+                json!({"field": format!("grants[{i}]"), "message": e.to_string()}),
+            ])
+        })?);
+    }
+    let created = st
+        .auth
+        .create(&input.name, grants, input.expires_at, &caller)?;
+    tracing::info!(token_id = %created.info.id, by = %caller.token_id, "token created");
+    let out = CreatedTokenOut {
+        info: created.info.into(),
+        token: created.secret,
+    };
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+/// List the active tokens (admin).
+#[utoipa::path(get, path = "/v2/auth/tokens", tag = "auth", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "the active tokens, without secrets", body = Vec<TokenOut>),
+        (status = 401, description = "no valid token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "not an admin token", body = crate::openapi::ErrorBody),
+    ))]
+pub async fn list(
+    State(st): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<TokenOut>>, ApiError> {
+    require_admin(&caller)?;
+    Ok(Json(
+        st.auth.list()?.into_iter().map(TokenOut::from).collect(),
+    ))
+}
+
+/// Revoke a token (admin); effective for the next request.
+#[utoipa::path(delete, path = "/v2/auth/tokens/{id}", tag = "auth", security(("bearer" = [])),
+    params(("id" = String, Path, description = "the token id")),
+    responses(
+        (status = 204, description = "revoked"),
+        (status = 401, description = "no valid token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "not an admin token", body = crate::openapi::ErrorBody),
+        (status = 404, description = "no such active token", body = crate::openapi::ErrorBody),
+    ))]
+pub async fn revoke(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    require_admin(&caller)?;
+    if st.auth.revoke(&id, &caller)? {
+        tracing::info!(token_id = %id, by = %caller.token_id, "token revoked");
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("no active token with this id"))
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TicketOut {
+    /// Pass as `?ticket=` on a GET, once, within `expires_in` seconds.
+    pub ticket: String,
+    pub expires_in: u64,
+}
+
+/// A short-lived, single-use ticket standing for the caller's token, for
+/// clients that cannot send headers (browser WebSocket, EventSource).
+#[utoipa::path(post, path = "/v2/auth/ticket", tag = "auth", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "a ticket", body = TicketOut),
+        (status = 401, description = "no valid token", body = crate::openapi::ErrorBody),
+    ))]
+pub async fn ticket(
+    State(st): State<AppState>,
+    caller: Caller,
+) -> Result<Json<TicketOut>, ApiError> {
+    let (ticket, ttl) = st.auth.issue_ticket(&caller)?;
+    Ok(Json(TicketOut {
+        ticket,
+        expires_in: ttl.as_secs(),
+    }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditParams {
+    /// Most entries to return (default 100, max 1000).
+    pub limit: Option<usize>,
+}
+
+/// The audit trail, newest first (admin).
+#[utoipa::path(get, path = "/v2/auth/audit", tag = "auth", params(AuditParams), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "token creations and revocations", body = Vec<serde_json::Value>),
+        (status = 401, description = "no valid token", body = crate::openapi::ErrorBody),
+        (status = 403, description = "not an admin token", body = crate::openapi::ErrorBody),
+    ))]
+pub async fn audit(
+    State(st): State<AppState>,
+    caller: Caller,
+    params: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<AuditEntry>>, ApiError> {
+    require_admin(&caller)?;
+    let Query(p) = params.map_err(crate::routes::events::params_rejection)?;
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_param("limit", "must be from 1 to 1000"));
+    }
+    Ok(Json(st.auth.audit(limit)?))
+}
