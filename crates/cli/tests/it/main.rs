@@ -2,6 +2,7 @@
 //! ephemeral port with a temporary data directory.
 
 mod api;
+mod auth;
 mod durability;
 mod ops;
 

@@ -455,12 +455,23 @@ pub async fn query(
         (status = 404, description = "no such event, or one the token may not read", body = crate::openapi::ErrorBody),
     )
 )]
-pub async fn get(State(st): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let ev = st
-        .log
-        .get(&id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("no event with this id"))?;
+pub async fn get(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::not_found("no event with this id");
+    let ev = st.log.get(&id).await?.ok_or_else(not_found)?;
+    // An event the caller may not read is indistinguishable from no event.
+    #[derive(Deserialize)]
+    struct Scope {
+        #[serde(default)]
+        project_key: String,
+    }
+    let scope: Scope = serde_json::from_str(&ev.json).map_err(|_| not_found())?;
+    if !caller.can_read(&scope.project_key) {
+        return Err(not_found());
+    }
     Ok((
         [
             (
