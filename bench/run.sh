@@ -13,6 +13,10 @@ DURABILITY=${DURABILITY:-process-crash}
 LOG_EVENTS=${EVENTS_10M:-10000000}
 PORT=${PORT:-18290}
 BIN=target/release/cds-events
+# Authentication is always on: the server takes this as its admin token,
+# simulate sends it.
+export CDS_EVENTS_ADMIN_TOKEN=${CDS_EVENTS_ADMIN_TOKEN:-bench-admin-token-$RANDOM$RANDOM$RANDOM}
+export CDS_EVENTS_TOKEN=$CDS_EVENTS_ADMIN_TOKEN
 
 cargo build --release --quiet
 DATA=$(mktemp -d)
@@ -46,7 +50,7 @@ stop
 start
 echo "== read: filling a log of $LOG_EVENTS events"
 sim --events "$LOG_EVENTS" --batch 500 --connections 8
-STATUS=$(curl -s "http://127.0.0.1:$PORT/mon/status")
+STATUS=$(curl -s "http://127.0.0.1:$PORT/mon/status")  # public
 echo "   $STATUS"
 echo "$STATUS" | python3 -c 'import json,sys; s=json.load(sys.stdin)["storage"]; print("   bytes on disk per event: %.0f" % (s["bytes_on_disk"]/s["events"]))'
 echo "== read: filtered pages (project_key + random type prefix + random since, limit 100, newest first), 2 connections"
