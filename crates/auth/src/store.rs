@@ -11,7 +11,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
@@ -92,14 +92,34 @@ impl From<rusqlite::Error> for AuthError {
 struct Record {
     hash: [u8; 32],
     info: TokenInfo,
+    /// Handed out, shared, on every successful authentication.
+    principal: Arc<Principal>,
 }
+
+impl Record {
+    fn new(hash: [u8; 32], info: TokenInfo) -> Self {
+        let principal = Arc::new(Principal {
+            token_id: info.id.clone(),
+            name: info.name.clone(),
+            grants: info.grants.clone(),
+        });
+        Record {
+            hash,
+            info,
+            principal,
+        }
+    }
+}
+
+/// Outstanding tickets by the hash of their text: who they stand for, until when.
+type Tickets = HashMap<[u8; 32], (Arc<Principal>, Instant)>;
 
 /// The token store.
 #[derive(Debug)]
 pub struct TokenStore {
     conn: Mutex<Connection>,
     active: RwLock<HashMap<String, Record>>,
-    tickets: Mutex<HashMap<[u8; 32], (Principal, Instant)>>,
+    tickets: Mutex<Tickets>,
     ticket_ttl: Duration,
 }
 
@@ -182,7 +202,7 @@ impl TokenStore {
                     expires_at,
                     created_by,
                 };
-                active.insert(id, Record { hash, info });
+                active.insert(id, Record::new(hash, info));
             }
         }
         Ok(TokenStore {
@@ -313,13 +333,7 @@ impl TokenStore {
         self.active
             .write()
             .map_err(|_| AuthError::Storage("token cache lock poisoned".into()))?
-            .insert(
-                info.id.clone(),
-                Record {
-                    hash,
-                    info: info.clone(),
-                },
-            );
+            .insert(info.id.clone(), Record::new(hash, info.clone()));
         Ok(())
     }
 
@@ -367,7 +381,7 @@ impl TokenStore {
 
     /// The principal of a bearer token, or `None` (unknown, revoked, expired
     /// or malformed: callers answer all of these the same way).
-    pub fn authenticate(&self, bearer: &str) -> Option<Principal> {
+    pub fn authenticate(&self, bearer: &str) -> Option<Arc<Principal>> {
         let (id, secret) = match bearer
             .strip_prefix(TOKEN_PREFIX)
             .and_then(|rest| rest.split_once('_'))
@@ -384,16 +398,15 @@ impl TokenStore {
         if record.info.expires_at.is_some_and(|e| e <= Utc::now()) {
             return None;
         }
-        Some(Principal {
-            token_id: record.info.id.clone(),
-            name: record.info.name.clone(),
-            grants: record.info.grants.clone(),
-        })
+        Some(Arc::clone(&record.principal))
     }
 
     /// A single-use ticket standing for `principal` for a short while, for
     /// clients that cannot set headers (a browser's WebSocket or EventSource).
-    pub fn issue_ticket(&self, principal: &Principal) -> Result<(String, Duration), AuthError> {
+    pub fn issue_ticket(
+        &self,
+        principal: &Arc<Principal>,
+    ) -> Result<(String, Duration), AuthError> {
         let ticket = format!("{TICKET_PREFIX}{}", random_text(32));
         let mut tickets = self
             .tickets
@@ -401,12 +414,15 @@ impl TokenStore {
             .map_err(|_| AuthError::Storage("ticket lock poisoned".into()))?;
         let now = Instant::now();
         tickets.retain(|_, (_, expires)| *expires > now);
-        tickets.insert(sha256(&ticket), (principal.clone(), now + self.ticket_ttl));
+        tickets.insert(
+            sha256(&ticket),
+            (Arc::clone(principal), now + self.ticket_ttl),
+        );
         Ok((ticket, self.ticket_ttl))
     }
 
     /// Redeems a ticket once.
-    pub fn redeem_ticket(&self, ticket: &str) -> Option<Principal> {
+    pub fn redeem_ticket(&self, ticket: &str) -> Option<Arc<Principal>> {
         let mut tickets = self.tickets.lock().ok()?;
         let (principal, expires) = tickets.remove(&sha256(ticket))?;
         (expires > Instant::now()).then_some(principal)

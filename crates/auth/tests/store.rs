@@ -8,7 +8,7 @@ fn store(dir: &std::path::Path) -> TokenStore {
     TokenStore::open(dir, Duration::from_secs(60)).expect("open")
 }
 
-fn admin(s: &TokenStore) -> Principal {
+fn admin(s: &TokenStore) -> std::sync::Arc<Principal> {
     let dir = tempfile::tempdir().expect("tempdir");
     match s
         .bootstrap(Some("an-admin-token-long-enough"), dir.path())

@@ -12,7 +12,11 @@ use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
 fn limits() -> Limits {
-    Limits { max_depth: 16, max_string_bytes: 4096, max_id_bytes: 128 }
+    Limits {
+        max_depth: 16,
+        max_string_bytes: 4096,
+        max_id_bytes: 128,
+    }
 }
 
 /// Any JSON value, shallow or nested, with some keys that the decoder knows.
@@ -21,19 +25,25 @@ fn json_value() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
         ".{0,20}".prop_map(Value::String),
     ];
     leaf.prop_recursive(24, 256, 8, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            prop::collection::vec((key(), inner), 0..8).prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            prop::collection::vec((key(), inner), 0..8)
+                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
         ]
     })
 }
 
 fn key() -> impl Strategy<Value = String> {
-    prop_oneof![prop::sample::select(FULL_EVENT_KEYS.to_vec()).prop_map(str::to_owned), "[a-z_]{1,12}"]
+    prop_oneof![
+        prop::sample::select(FULL_EVENT_KEYS.to_vec()).prop_map(str::to_owned),
+        "[a-z_]{1,12}"
+    ]
 }
 
 /// An object shaped like an event: a real or near-miss type and random fields.
@@ -74,7 +84,10 @@ fn valid_event() -> impl Strategy<Value = Value> {
             }
             m.insert("payload".into(), payload);
             let ts = chrono::DateTime::from_timestamp(secs, nanos).expect("in range");
-            m.insert("timestamp".into(), json!(ts.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)));
+            m.insert(
+                "timestamp".into(),
+                json!(ts.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+            );
             Value::Object(m)
         })
 }

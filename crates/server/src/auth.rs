@@ -71,7 +71,7 @@ pub async fn require_principal(
 }
 
 /// The caller, as established by [`require_principal`].
-pub type Caller = axum::Extension<Principal>;
+pub type Caller = axum::Extension<std::sync::Arc<Principal>>;
 
 /// Admin-only routes.
 pub fn require_admin(p: &Principal) -> Result<(), ApiError> {

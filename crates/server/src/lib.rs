@@ -80,10 +80,17 @@ async fn track_http(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().as_str().to_owned();
+    // Label values from a fixed set where possible: no allocation per request.
+    let method: &'static str = match *req.method() {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::POST => "POST",
+        axum::http::Method::PUT => "PUT",
+        axum::http::Method::DELETE => "DELETE",
+        _ => "other",
+    };
     let resp = next.run(req).await;
     let status = resp.status().as_u16().to_string();
-    metrics::histogram!("cds_events_http_request_duration_seconds", "route" => route.clone(), "method" => method.clone())
+    metrics::histogram!("cds_events_http_request_duration_seconds", "route" => route.clone(), "method" => method)
         .record(started.elapsed().as_secs_f64());
     metrics::counter!("cds_events_http_requests_total", "route" => route, "method" => method, "status" => status)
         .increment(1);

@@ -171,10 +171,11 @@ impl SqliteLog {
         let last_seq = schema::meta_get(&conn, "last_seq")?
             .unwrap_or(0)
             .max(max_seq);
-        let count = match schema::meta_get(&conn, "count")? {
-            Some(c) => c,
-            None => conn.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?,
-        };
+        let count = conn.query_row(
+            "SELECT COALESCE(MAX(seq) - MIN(seq) + 1, 0) FROM events",
+            [],
+            |r| r.get(0),
+        )?;
         // Checkpoints run on their own thread (below), off the writer's path.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let checkpointer = spawn_checkpointer(&path, opts.durability)?;
@@ -382,9 +383,9 @@ impl EventLog for SqliteLog {
         let wal_bytes = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
         self.readers
             .with(move |c| {
+                // Sequence numbers have no gaps and purges cut a prefix.
                 let (count, oldest): (i64, i64) = c.query_row(
-                    "SELECT (SELECT COALESCE((SELECT value FROM meta WHERE key = 'count'), 0)),
-                            COALESCE((SELECT MIN(seq) FROM events), 0)",
+                    "SELECT COALESCE(MAX(seq) - MIN(seq) + 1, 0), COALESCE(MIN(seq), 0) FROM events",
                     [],
                     |r| Ok((r.get(0)?, r.get(1)?)),
                 )?;

@@ -189,10 +189,10 @@ impl Writer {
                     st.execute(params![*block as i64, lo, hi])?;
                 }
             }
-            if self.next_seq != first_seq {
-                meta_set(&tx, "last_seq", self.next_seq as i64 - 1)?;
-                meta_set(&tx, "count", self.count + zone_rows.len() as i64)?;
-            }
+            // No bookkeeping rows: sequence numbers have no gaps and purges
+            // only cut a prefix, so the count is max - min + 1 and the last
+            // sequence is max(seq) (or, after a purge emptied the table, the
+            // `last_seq` the purge recorded).
             tx.commit()?;
             Ok(out)
         })();
@@ -263,7 +263,9 @@ impl Writer {
             "DELETE FROM zones WHERE block < ?1",
             [(bound + 1) >> BLOCK_SHIFT],
         )?;
-        meta_set(&tx, "count", self.count - deleted)?;
+        // Remembered so that sequence numbers never restart, even when the
+        // purge empties the table.
+        meta_set(&tx, "last_seq", self.next_seq as i64 - 1)?;
         tx.commit()?;
         self.count -= deleted;
         metrics::counter!("cds_events_purged_total").increment(deleted as u64);
