@@ -1,0 +1,337 @@
+//! Live fan-out of committed events to subscribers, with gap-free resume.
+//!
+//! One hub task follows the log's head ([`EventLog::head`]), reads each new
+//! event once, decodes it once, and routes it to the subscribers whose
+//! filter matches. Routing goes through an index by project, so an event
+//! costs about the same with 10 or 10,000 subscribers that do not watch its
+//! project. Each subscriber has a bounded queue: the hub never waits for a
+//! subscriber. One that falls behind is dropped from the hub and catches up
+//! from the log on its own ([`Feed`]), then rejoins — so it loses nothing,
+//! and slows nobody.
+//!
+//! The hub never calls back into the ingest path; it only reads the log.
+
+mod feed;
+
+pub use feed::{Feed, FeedError, FeedOptions};
+
+use cds_events_log::{EventLog, LogError, Seq, StoredEvent};
+use cds_events_model::{EventFilter, FullEvent};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// A committed event as the hub hands it out: decoded once, serialized once.
+#[derive(Debug)]
+pub struct LiveEvent {
+    pub seq: Seq,
+    pub event: FullEvent,
+    /// The stored full-event JSON, verbatim.
+    pub json: Arc<str>,
+    ws_ok: OnceLock<Arc<str>>,
+}
+
+impl LiveEvent {
+    pub fn new(stored: &StoredEvent) -> Option<LiveEvent> {
+        let event = stored.decode().ok()?;
+        Some(LiveEvent {
+            seq: stored.seq,
+            event,
+            json: Arc::clone(&stored.json),
+            ws_ok: OnceLock::new(),
+        })
+    }
+
+    /// CDS's websocket message for this event, `{"status":"OK","error":"","event":…}`,
+    /// with the sequence number beside the event. Built once, shared by every
+    /// websocket client that receives it.
+    pub fn ws_message(&self) -> Arc<str> {
+        Arc::clone(self.ws_ok.get_or_init(|| {
+            Arc::from(format!(
+                r#"{{"status":"OK","error":"","event":{},"seq":{}}}"#,
+                self.json, self.seq.0
+            ))
+        }))
+    }
+}
+
+/// What a subscriber wants. Implemented by the query filter and by the CDS
+/// websocket filter sets.
+pub trait Matcher: Send + Sync + fmt::Debug + 'static {
+    fn matches(&self, e: &FullEvent) -> bool;
+    /// The projects this matcher can match (`""` for global events), or `None`
+    /// when it may match any project. Used to index subscribers, so a matcher
+    /// must never match an event of a project it does not list.
+    fn projects(&self) -> Option<Vec<String>>;
+    /// The same condition as a log query, when it is one: catching up then
+    /// uses the log's indexes instead of reading every event.
+    fn as_filter(&self) -> Option<&EventFilter> {
+        None
+    }
+}
+
+impl Matcher for EventFilter {
+    fn matches(&self, e: &FullEvent) -> bool {
+        EventFilter::matches(self, e)
+    }
+    fn projects(&self) -> Option<Vec<String>> {
+        (!self.projects.is_empty()).then(|| self.projects.clone())
+    }
+    fn as_filter(&self) -> Option<&EventFilter> {
+        Some(self)
+    }
+}
+
+/// How a subscriber hears it was dropped for falling behind.
+#[derive(Debug, Default)]
+pub(crate) struct LagSignal {
+    lagged: AtomicBool,
+    notify: Notify,
+}
+
+impl LagSignal {
+    fn raise(&self) {
+        self.lagged.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+    pub(crate) fn take(&self) -> bool {
+        self.lagged.swap(false, Ordering::AcqRel)
+    }
+    pub(crate) async fn wait(&self) {
+        loop {
+            if self.lagged.load(Ordering::Acquire) {
+                return;
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+struct Subscriber {
+    matcher: Arc<dyn Matcher>,
+    projects: Option<Vec<String>>,
+    tx: mpsc::Sender<Arc<LiveEvent>>,
+    lag: Arc<LagSignal>,
+}
+
+enum Command {
+    Subscribe {
+        id: u64,
+        sub: Subscriber,
+        reply: oneshot::Sender<Seq>,
+    },
+    Unsubscribe(u64),
+}
+
+/// Figures for `/mon/status` and metrics.
+#[derive(Debug, Default)]
+pub struct HubStats {
+    pub subscribers: AtomicU64,
+    pub position: AtomicU64,
+    pub routed: AtomicU64,
+    pub lagged: AtomicU64,
+}
+
+/// The fan-out engine; cheap to clone.
+#[derive(Clone)]
+pub struct Hub {
+    cmd: mpsc::UnboundedSender<Command>,
+    next_id: Arc<AtomicU64>,
+    log: Arc<dyn EventLog>,
+    stats: Arc<HubStats>,
+}
+
+impl fmt::Debug for Hub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hub")
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Events read from the log per step.
+const READ_BATCH: usize = 1000;
+
+impl Hub {
+    /// Starts the hub task, following `log` from its current head.
+    pub fn start(log: Arc<dyn EventLog>, shutdown: CancellationToken) -> Hub {
+        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(HubStats::default());
+        let hub = Hub {
+            cmd: cmd_tx,
+            next_id: Arc::new(AtomicU64::new(1)),
+            log: Arc::clone(&log),
+            stats: Arc::clone(&stats),
+        };
+        tokio::spawn(run(log, cmd_rx, stats, shutdown));
+        hub
+    }
+
+    pub fn log(&self) -> &Arc<dyn EventLog> {
+        &self.log
+    }
+
+    pub fn stats(&self) -> &HubStats {
+        &self.stats
+    }
+
+    /// Registers a subscriber; answers the hub's position: every event after
+    /// it will arrive on `tx` (unless the subscriber lags).
+    pub(crate) async fn subscribe(
+        &self,
+        matcher: Arc<dyn Matcher>,
+        tx: mpsc::Sender<Arc<LiveEvent>>,
+        lag: Arc<LagSignal>,
+    ) -> Result<(u64, Seq), LogError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (reply, rx) = oneshot::channel();
+        let projects = matcher.projects();
+        let sub = Subscriber {
+            matcher,
+            projects,
+            tx,
+            lag,
+        };
+        self.cmd
+            .send(Command::Subscribe { id, sub, reply })
+            .map_err(|_| LogError::Closed)?;
+        let position = rx.await.map_err(|_| LogError::Closed)?;
+        Ok((id, position))
+    }
+
+    pub(crate) fn unsubscribe(&self, id: u64) {
+        let _ = self.cmd.send(Command::Unsubscribe(id));
+    }
+}
+
+#[derive(Default)]
+struct Index {
+    subs: HashMap<u64, Subscriber>,
+    by_project: HashMap<String, Vec<u64>>,
+    any: Vec<u64>,
+}
+
+impl Index {
+    fn insert(&mut self, id: u64, sub: Subscriber) {
+        match &sub.projects {
+            Some(ps) => {
+                for p in ps {
+                    self.by_project.entry(p.clone()).or_default().push(id);
+                }
+            }
+            None => self.any.push(id),
+        }
+        self.subs.insert(id, sub);
+    }
+
+    fn remove(&mut self, id: u64) {
+        let Some(sub) = self.subs.remove(&id) else {
+            return;
+        };
+        match &sub.projects {
+            Some(ps) => {
+                for p in ps {
+                    if let Some(v) = self.by_project.get_mut(p) {
+                        v.retain(|x| *x != id);
+                        if v.is_empty() {
+                            self.by_project.remove(p);
+                        }
+                    }
+                }
+            }
+            None => self.any.retain(|x| *x != id),
+        }
+    }
+}
+
+async fn run(
+    log: Arc<dyn EventLog>,
+    mut cmd_rx: mpsc::UnboundedReceiver<Command>,
+    stats: Arc<HubStats>,
+    shutdown: CancellationToken,
+) {
+    let mut head = log.head();
+    let mut position = *head.borrow_and_update();
+    stats.position.store(position.0, Ordering::Relaxed);
+    let mut index = Index::default();
+    let mut drop_list: Vec<u64> = Vec::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            cmd = cmd_rx.recv() => match cmd {
+                Some(Command::Subscribe { id, sub, reply }) => {
+                    if reply.send(position).is_ok() {
+                        index.insert(id, sub);
+                    }
+                }
+                Some(Command::Unsubscribe(id)) => index.remove(id),
+                None => return,
+            },
+            changed = head.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let target = *head.borrow_and_update();
+                while position < target {
+                    let batch = match log.read_after(position, READ_BATCH).await {
+                        Ok(b) => b,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "hub cannot read the log");
+                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                            break;
+                        }
+                    };
+                    let Some(last) = batch.last() else { break };
+                    position = last.seq;
+                    for stored in &batch {
+                        let Some(live) = LiveEvent::new(stored) else {
+                            tracing::error!(seq = stored.seq.0, "stored event does not decode; not routed");
+                            continue;
+                        };
+                        route(&index, Arc::new(live), &mut drop_list, &stats);
+                    }
+                    for id in drop_list.drain(..) {
+                        index.remove(id);
+                    }
+                }
+                stats.position.store(position.0, Ordering::Relaxed);
+            }
+        }
+        stats
+            .subscribers
+            .store(index.subs.len() as u64, Ordering::Relaxed);
+    }
+}
+
+fn route(index: &Index, live: Arc<LiveEvent>, drop_list: &mut Vec<u64>, stats: &HubStats) {
+    let by_project = index
+        .by_project
+        .get(&live.event.project_key)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    for id in by_project.iter().chain(index.any.iter()) {
+        let Some(sub) = index.subs.get(id) else {
+            continue;
+        };
+        if !sub.matcher.matches(&live.event) {
+            continue;
+        }
+        match sub.tx.try_send(Arc::clone(&live)) {
+            Ok(()) => {
+                stats.routed.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                // Never wait for a subscriber: it catches up from the log.
+                sub.lag.raise();
+                stats.lagged.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("cds_events_stream_lagged_total").increment(1);
+                drop_list.push(*id);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => drop_list.push(*id),
+        }
+    }
+}
