@@ -25,6 +25,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub tls: TlsConfig,
     pub http: HttpConfig,
+    pub stream: StreamConfig,
     /// How long in-flight requests get to finish after SIGTERM/SIGINT.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -128,6 +129,44 @@ impl Default for HttpConfig {
     }
 }
 
+/// Live streams (SSE, websockets).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamConfig {
+    /// Live events queued per connection before it counts as lagging and
+    /// catches up from the log instead.
+    pub queue: usize,
+    /// A connection further behind than this many events is told where to
+    /// resume and closed, rather than caught up.
+    pub max_catchup: u64,
+    /// Comment line sent on an idle SSE stream.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+    /// Websocket ping interval; a peer silent for two intervals is dropped.
+    #[serde(with = "humantime_serde")]
+    pub ping_interval: Duration,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            queue: 1024,
+            max_catchup: 1_000_000,
+            heartbeat: Duration::from_secs(15),
+            ping_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+impl StreamConfig {
+    pub fn feed_options(&self) -> cds_events_hub::FeedOptions {
+        cds_events_hub::FeedOptions {
+            queue: self.queue,
+            max_catchup: self.max_catchup,
+        }
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -140,6 +179,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
             http: HttpConfig::default(),
+            stream: StreamConfig::default(),
             shutdown_grace: Duration::from_secs(30),
         }
     }
@@ -241,6 +281,7 @@ impl Config {
                 | "auth"
                 | "tls"
                 | "http"
+                | "stream"
                 | "shutdown_grace"
         )
     }

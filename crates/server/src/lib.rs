@@ -108,6 +108,7 @@ pub fn router(state: AppState) -> Router {
     let protected = Router::new()
         .route("/v2/events", get(events::query).post(events::ingest))
         .route("/v2/events/types", get(events::types))
+        .route("/v2/events/stream", get(routes::stream::stream))
         .route("/v2/events/{id}", get(events::get))
         .route("/v2/auth/tokens", get(tokens::list).post(tokens::create))
         .route("/v2/auth/tokens/{id}", delete(tokens::revoke))
@@ -137,6 +138,7 @@ pub struct Server {
     tls: Option<tokio_rustls::TlsAcceptor>,
     state: AppState,
     bootstrap: cds_events_auth::Bootstrap,
+    hub_shutdown: CancellationToken,
 }
 
 impl std::fmt::Debug for Server {
@@ -186,8 +188,14 @@ impl Server {
                     addr: config.listen.clone(),
                     source,
                 })?;
+        let log: Arc<dyn EventLog> = Arc::new(log);
+        // The hub stops with the server (see `run`), which ends every live
+        // stream with a message saying where to resume.
+        let hub_shutdown = CancellationToken::new();
+        let hub = cds_events_hub::Hub::start(Arc::clone(&log), hub_shutdown.clone());
         let state = AppState {
-            log: Arc::new(log),
+            log,
+            hub,
             auth: Arc::new(auth),
             publish_limiter,
             config: Arc::new(config),
@@ -195,6 +203,7 @@ impl Server {
             started: Instant::now(),
         };
         Ok(Server {
+            hub_shutdown,
             listener,
             tls,
             state,
@@ -224,6 +233,7 @@ impl Server {
             listener,
             tls,
             state,
+            hub_shutdown,
             ..
         } = self;
         let tasks = TaskTracker::new();
@@ -244,6 +254,15 @@ impl Server {
                         _ = tokio::time::sleep(Duration::from_secs(5)) => metrics.run_upkeep(),
                     }
                 }
+            }
+        });
+        tasks.spawn({
+            let shutdown = shutdown.clone();
+            // Live streams would keep their connections open forever: stop
+            // the hub with the server so each stream says where to resume.
+            async move {
+                shutdown.cancelled().await;
+                hub_shutdown.cancel();
             }
         });
         tasks.close();

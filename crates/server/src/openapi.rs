@@ -109,6 +109,7 @@ pub struct StatusSchema {
         crate::routes::events::query,
         crate::routes::events::get,
         crate::routes::events::types,
+        crate::routes::stream::stream,
         crate::routes::mon::status,
         crate::routes::mon::version,
         crate::routes::mon::metrics,

@@ -13,6 +13,7 @@ pub type PublishLimiter = governor::DefaultKeyedRateLimiter<String>;
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub log: Arc<dyn EventLog>,
+    pub hub: cds_events_hub::Hub,
     pub auth: Arc<TokenStore>,
     pub publish_limiter: Option<Arc<PublishLimiter>>,
     pub config: Arc<Config>,

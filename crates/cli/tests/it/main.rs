@@ -5,6 +5,7 @@ mod api;
 mod auth;
 mod durability;
 mod ops;
+mod stream;
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};

@@ -1,3 +1,4 @@
 pub mod events;
 pub mod mon;
+pub mod stream;
 pub mod tokens;
