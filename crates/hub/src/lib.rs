@@ -11,8 +11,10 @@
 //!
 //! The hub never calls back into the ingest path; it only reads the log.
 
+pub mod cds;
 mod feed;
 
+pub use cds::{CdsFilterSet, FilterIn};
 pub use feed::{Feed, FeedError, FeedOptions};
 
 use cds_events_log::{EventLog, LogError, Seq, StoredEvent};

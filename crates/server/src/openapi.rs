@@ -110,6 +110,7 @@ pub struct StatusSchema {
         crate::routes::events::get,
         crate::routes::events::types,
         crate::routes::stream::stream,
+        crate::routes::ws::ws,
         crate::routes::mon::status,
         crate::routes::mon::version,
         crate::routes::mon::metrics,

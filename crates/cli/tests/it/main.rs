@@ -6,6 +6,7 @@ mod auth;
 mod durability;
 mod ops;
 mod stream;
+mod ws;
 
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};

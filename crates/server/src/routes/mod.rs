@@ -2,3 +2,4 @@ pub mod events;
 pub mod mon;
 pub mod stream;
 pub mod tokens;
+pub mod ws;

@@ -1,0 +1,196 @@
+//! `GET /v2/ws`: CDS's websocket protocol (spec §5), plus our superset:
+//! an `events` filter with the query API's conditions, and resume.
+//!
+//! The client sends a filter, an array of filters, or
+//! `{"filters":[…],"resume_from":N}`; each message replaces the whole set.
+//! `{"resume_from":N}` alone replays the current set from N. `?since=N` on the
+//! URL is the resume point of the first set. Every matching event arrives as
+//! `{"status":"OK","error":"","event":{…},"seq":N}`; a refused filter gets
+//! `{"status":"KO","error":"…"}` (with CDS's empty event) and the connection
+//! stays open.
+
+use crate::auth::Caller;
+use crate::state::AppState;
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::response::Response;
+use cds_events_auth::Principal;
+use cds_events_hub::{CdsFilterSet, Feed, FeedError, FilterIn, Matcher};
+use cds_events_log::Seq;
+use futures_util::{SinkExt, StreamExt};
+use serde::Deserialize;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WsParams {
+    /// Resume the first filter set after this sequence number.
+    pub since: Option<u64>,
+}
+
+/// The CDS websocket: live events by filter, with resume.
+#[utoipa::path(get, path = "/v2/ws", tag = "streams", params(WsParams), security(("bearer" = [])),
+    responses(
+        (status = 101, description = "websocket; see the module documentation for the protocol"),
+        (status = 401, description = "no valid token (or ticket)", body = crate::openapi::ErrorBody),
+    ))]
+pub async fn ws(
+    State(st): State<AppState>,
+    caller: Caller,
+    params: Query<WsParams>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let since = params.since.map(Seq);
+    let caller = Arc::clone(&caller.0);
+    upgrade.on_upgrade(move |socket| session(socket, st, caller, since))
+}
+
+/// CDS sends a zero event with its KO messages; clients decode it as such.
+const ZERO_EVENT: &str = r#"{"id":"","type":"","payload":null,"user_mail":"","concurrency":"","timestamp":"0001-01-01T00:00:00Z"}"#;
+
+fn ko(error: &str, resume_from: Option<Seq>) -> String {
+    let error = Value::String(error.to_owned());
+    match resume_from {
+        Some(r) => format!(
+            r#"{{"status":"KO","error":{error},"event":{ZERO_EVENT},"resume_from":{}}}"#,
+            r.0
+        ),
+        None => format!(r#"{{"status":"KO","error":{error},"event":{ZERO_EVENT}}}"#),
+    }
+}
+
+/// What a client message asks for.
+struct Request {
+    filters: Option<Vec<FilterIn>>,
+    resume_from: Option<Seq>,
+}
+
+fn parse_request(text: &str) -> Result<Request, String> {
+    let v: Value = serde_json::from_str(text).map_err(|e| format!("invalid message: {e}"))?;
+    let as_filters = |v: Value| -> Result<Vec<FilterIn>, String> {
+        match v {
+            Value::Array(items) => items
+                .into_iter()
+                .map(|i| serde_json::from_value(i).map_err(|e| format!("invalid filter: {e}")))
+                .collect(),
+            obj @ Value::Object(_) => Ok(vec![
+                serde_json::from_value(obj).map_err(|e| format!("invalid filter: {e}"))?,
+            ]),
+            _ => Err("a filter is a JSON object".into()),
+        }
+    };
+    match v {
+        Value::Object(mut m) if !m.contains_key("type") => {
+            let resume_from = match m.remove("resume_from") {
+                None | Some(Value::Null) => None,
+                Some(r) => Some(Seq(r
+                    .as_u64()
+                    .ok_or("resume_from must be a sequence number")?)),
+            };
+            let filters = m.remove("filters").map(as_filters).transpose()?;
+            if filters.is_none() && resume_from.is_none() {
+                return Err("invalid or empty given filter type: ".into());
+            }
+            Ok(Request {
+                filters,
+                resume_from,
+            })
+        }
+        other => Ok(Request {
+            filters: Some(as_filters(other)?),
+            resume_from: None,
+        }),
+    }
+}
+
+async fn session(socket: WebSocket, st: AppState, caller: Arc<Principal>, since: Option<Seq>) {
+    let _gauge = crate::routes::stream::ConnectionGauge::new("ws");
+    let (mut sink, mut stream) = socket.split();
+    let mut feed: Option<Feed> = None;
+    let mut matcher: Option<Arc<dyn Matcher>> = None;
+    let mut first_resume = since;
+    let ping_every = st.config.stream.ping_interval;
+    let mut ping = tokio::time::interval(ping_every);
+    ping.tick().await;
+    let mut last_heard = Instant::now();
+    loop {
+        tokio::select! {
+            msg = stream.next() => {
+                let Some(Ok(msg)) = msg else { break };
+                last_heard = Instant::now();
+                let text = match msg {
+                    Message::Text(t) => t,
+                    Message::Close(_) => break,
+                    _ => continue,
+                };
+                let request = match parse_request(&text) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        if sink.send(Message::Text(ko(&e, None).into())).await.is_err() { break }
+                        continue;
+                    }
+                };
+                if let Some(filters) = &request.filters {
+                    match CdsFilterSet::compile(filters, Arc::clone(&caller)) {
+                        Ok(set) => matcher = Some(Arc::new(set)),
+                        Err(e) => {
+                            if sink.send(Message::Text(ko(&e, None).into())).await.is_err() { break }
+                            continue;
+                        }
+                    }
+                }
+                let Some(m) = &matcher else {
+                    if sink.send(Message::Text(ko("no filter to resume", None).into())).await.is_err() { break }
+                    continue;
+                };
+                let after = request.resume_from.or(first_resume.take());
+                // The old set's subscription ends before the new one starts.
+                drop(feed.take());
+                match Feed::open(&st.hub, Arc::clone(m), after, st.config.stream.feed_options()).await {
+                    Ok(f) => feed = Some(f),
+                    Err(FeedError::Lagged { resume_from }) => {
+                        let _ = sink.send(Message::Text(ko("lagged", Some(resume_from)).into())).await;
+                        break;
+                    }
+                    Err(e) => {
+                        let _ = sink.send(Message::Text(ko(&e.to_string(), None).into())).await;
+                        break;
+                    }
+                }
+            }
+            next = next_event(&mut feed) => match next {
+                Ok(e) => {
+                    let text: Utf8Bytes = (*e.ws_message()).into();
+                    if sink.send(Message::Text(text)).await.is_err() { break }
+                }
+                Err(err) => {
+                    let resume = feed.as_ref().map(Feed::position);
+                    let reason = match &err {
+                        FeedError::Lagged { .. } => "lagged",
+                        _ => "server shutting down",
+                    };
+                    let at = match err { FeedError::Lagged { resume_from } => Some(resume_from), _ => resume };
+                    let _ = sink.send(Message::Text(ko(reason, at).into())).await;
+                    let _ = sink.send(Message::Close(None)).await;
+                    break;
+                }
+            },
+            _ = ping.tick() => {
+                if last_heard.elapsed() > ping_every * 2 {
+                    tracing::debug!(token_id = %caller.token_id, "websocket peer silent; closing");
+                    break;
+                }
+                if sink.send(Message::Ping(Default::default())).await.is_err() { break }
+            }
+        }
+    }
+}
+
+async fn next_event(feed: &mut Option<Feed>) -> Result<Arc<cds_events_hub::LiveEvent>, FeedError> {
+    match feed {
+        Some(f) => f.next().await,
+        None => std::future::pending().await,
+    }
+}
