@@ -19,12 +19,15 @@ pub enum Grant {
     ReadGlobal,
     /// Manage a project's notifications (`manage-notifications:PROJ`).
     ManageNotifications(String),
+    /// Take jobs from the queue of a region (`hatchery:REGION`), or of every
+    /// region (`hatchery:*`), on `/v2/hatchery/ws`.
+    Hatchery(Option<String>),
 }
 
 /// A grant string that is not one of the forms above.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "invalid grant {0:?}: expected admin, publish, publish:PROJ, read:PROJ, read:*, read-global or manage-notifications:PROJ"
+    "invalid grant {0:?}: expected admin, publish, publish:PROJ, read:PROJ, read:*, read-global, manage-notifications:PROJ, hatchery:REGION or hatchery:*"
 )]
 pub struct InvalidGrant(pub String);
 
@@ -54,6 +57,8 @@ impl FromStr for Grant {
             Some(("read", "*")) => Ok(Grant::Read(None)),
             Some(("read", p)) => Ok(Grant::Read(Some(project(p, s)?))),
             Some(("manage-notifications", p)) => Ok(Grant::ManageNotifications(project(p, s)?)),
+            Some(("hatchery", "*")) => Ok(Grant::Hatchery(None)),
+            Some(("hatchery", r)) => Ok(Grant::Hatchery(Some(project(r, s)?))),
             _ => Err(InvalidGrant(s.to_owned())),
         }
     }
@@ -69,6 +74,8 @@ impl fmt::Display for Grant {
             Grant::Read(Some(p)) => write!(f, "read:{p}"),
             Grant::ReadGlobal => f.write_str("read-global"),
             Grant::ManageNotifications(p) => write!(f, "manage-notifications:{p}"),
+            Grant::Hatchery(None) => f.write_str("hatchery:*"),
+            Grant::Hatchery(Some(r)) => write!(f, "hatchery:{r}"),
         }
     }
 }
@@ -140,6 +147,23 @@ impl Principal {
         })
     }
 
+    /// The regions whose job queue this principal may follow: `None` for
+    /// none, `Some(None)` for every region.
+    pub fn hatchery_regions(&self) -> Option<Option<Vec<String>>> {
+        if self.is_admin() || self.grants.contains(&Grant::Hatchery(None)) {
+            return Some(None);
+        }
+        let regions: Vec<String> = self
+            .grants
+            .iter()
+            .filter_map(|g| match g {
+                Grant::Hatchery(Some(r)) => Some(r.clone()),
+                _ => None,
+            })
+            .collect();
+        (!regions.is_empty()).then_some(Some(regions))
+    }
+
     pub fn read_scope(&self) -> ReadScope {
         if self.is_admin() {
             return ReadScope::Everything;
@@ -194,6 +218,8 @@ mod tests {
             "read:*",
             "read-global",
             "manage-notifications:P",
+            "hatchery:eu-west",
+            "hatchery:*",
         ] {
             assert_eq!(s.parse::<Grant>().expect(s).to_string(), s);
         }
@@ -256,5 +282,15 @@ mod tests {
         assert_eq!(admin.read_scope(), ReadScope::Everything);
         assert!(principal(&["manage-notifications:A"]).can_manage_notifications("A"));
         assert!(!principal(&["manage-notifications:A"]).can_manage_notifications("B"));
+        assert_eq!(principal(&["read:A"]).hatchery_regions(), None);
+        assert_eq!(
+            principal(&["hatchery:eu"]).hatchery_regions(),
+            Some(Some(vec!["eu".into()]))
+        );
+        assert_eq!(principal(&["hatchery:*"]).hatchery_regions(), Some(None));
+        assert!(
+            !principal(&["hatchery:*"]).can_read("A"),
+            "a hatchery reads the queue, not projects"
+        );
     }
 }

@@ -4,6 +4,7 @@
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+mod listen;
 mod publish;
 mod query;
 mod serve;
@@ -34,6 +35,8 @@ enum Command {
     Publish(Box<publish::PublishArgs>),
     /// Query the history.
     Query(Box<query::QueryArgs>),
+    /// Follow events live; reconnects and resumes without gaps.
+    Listen(Box<listen::ListenArgs>),
     /// List the event catalogue.
     Types(query::TypesArgs),
     /// Generate realistic CDS traffic, for demos and load tests.
@@ -132,6 +135,7 @@ fn main() -> std::process::ExitCode {
             Command::Config(a) => serve::print_config(a),
             Command::Publish(a) => publish::run(*a).await,
             Command::Query(a) => query::run(*a).await,
+            Command::Listen(a) => listen::run(*a).await,
             Command::Types(a) => query::types(a).await,
             Command::Simulate(a) => simulate::run(*a).await,
             Command::Token(c) => token::run(c).await,

@@ -300,3 +300,21 @@ impl Matcher for CdsFilterSet {
         Some(all)
     }
 }
+
+/// What a hatchery follows on `/v2/hatchery/ws`: the job queue (enqueued
+/// jobs and their later states) of the regions it may use, across projects.
+#[derive(Debug, Clone)]
+pub struct HatcheryQueue {
+    /// `None`: every region.
+    pub regions: Option<Vec<String>>,
+}
+
+impl Matcher for HatcheryQueue {
+    fn matches(&self, e: &FullEvent) -> bool {
+        QUEUE_TYPES.contains(&e.event_type)
+            && self.regions.as_ref().is_none_or(|r| r.contains(&e.region))
+    }
+    fn projects(&self) -> Option<Vec<String>> {
+        None
+    }
+}

@@ -14,7 +14,7 @@
 pub mod cds;
 mod feed;
 
-pub use cds::{CdsFilterSet, FilterIn};
+pub use cds::{CdsFilterSet, FilterIn, HatcheryQueue};
 pub use feed::{Feed, FeedError, FeedOptions};
 
 use cds_events_log::{EventLog, LogError, Seq, StoredEvent};

@@ -110,6 +110,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/events/types", get(events::types))
         .route("/v2/events/stream", get(routes::stream::stream))
         .route("/v2/ws", get(routes::ws::ws))
+        .route("/v2/hatchery/ws", get(routes::ws::hatchery_ws))
         .route("/v2/events/{id}", get(events::get))
         .route("/v2/auth/tokens", get(tokens::list).post(tokens::create))
         .route("/v2/auth/tokens/{id}", delete(tokens::revoke))

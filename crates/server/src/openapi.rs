@@ -111,6 +111,7 @@ pub struct StatusSchema {
         crate::routes::events::types,
         crate::routes::stream::stream,
         crate::routes::ws::ws,
+        crate::routes::ws::hatchery_ws,
         crate::routes::mon::status,
         crate::routes::mon::version,
         crate::routes::mon::metrics,

@@ -56,6 +56,7 @@ pub struct Builder {
     env: Vec<(String, String)>,
     args: Vec<String>,
     admin_env: bool,
+    listen: String,
 }
 
 impl Default for Builder {
@@ -65,6 +66,7 @@ impl Default for Builder {
             env: Vec::new(),
             args: Vec::new(),
             admin_env: true,
+            listen: "127.0.0.1:0".into(),
         }
     }
 }
@@ -80,6 +82,11 @@ impl Builder {
     }
     pub fn arg(mut self, a: &str) -> Self {
         self.args.push(a.into());
+        self
+    }
+    /// Listen on this address instead of an ephemeral port.
+    pub fn listen(mut self, addr: &str) -> Self {
+        self.listen = addr.into();
         self
     }
     /// Start without CDS_EVENTS_ADMIN_TOKEN (the server then generates one).
@@ -106,7 +113,7 @@ impl Builder {
         let mut cmd = Command::new(BIN);
         cmd.arg("serve")
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(&self.listen)
             .arg("--data-dir")
             .arg(dir.join("data"))
             .args(&self.args)

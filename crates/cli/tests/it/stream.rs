@@ -224,3 +224,58 @@ fn shutdown_tells_stream_clients_where_to_resume() {
         json!({"resume_from": 2})
     );
 }
+
+/// `cds-events listen` follows the stream, and after the server restarts it
+/// reconnects and resumes where it stopped: nothing missed, nothing twice.
+#[test]
+fn listen_reconnects_and_resumes_across_a_restart() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut s = TestServer::builder().dir(tmp.path()).start();
+    s.post_json(&json!(
+        (0..3).map(|i| job_event("A", i)).collect::<Vec<_>>()
+    ));
+    // The restarted server must be on the same address: take this one's port.
+    let port = s.base.rsplit(':').next().expect("port").to_owned();
+    let listener = std::process::Command::new(crate::BIN)
+        .args([
+            "listen",
+            "--server",
+            &s.base,
+            "--token",
+            ADMIN,
+            "--project",
+            "A",
+            "--since",
+            "0",
+            "--json",
+            "--count",
+            "6",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("listen");
+    std::thread::sleep(Duration::from_millis(800));
+    s.terminate();
+    drop(s);
+    let s = TestServer::builder()
+        .dir(tmp.path())
+        .listen(&format!("127.0.0.1:{port}"))
+        .start();
+    s.post_json(&json!(
+        (3..6).map(|i| job_event("A", i)).collect::<Vec<_>>()
+    ));
+    let out = listener.wait_with_output().expect("listen output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let seqs: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).expect("json")["seq"]
+                .as_u64()
+                .expect("seq")
+        })
+        .collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5, 6], "{stderr}");
+    assert!(stderr.contains("resuming after 3"), "{stderr}");
+}

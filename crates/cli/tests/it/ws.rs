@@ -229,3 +229,43 @@ fn shutdown_tells_websocket_clients_where_to_resume() {
     assert_eq!(msgs[2]["status"], json!("KO"));
     assert_eq!(msgs[2]["resume_from"], json!(2));
 }
+
+/// A hatchery follows the job queue of its regions, across projects, and
+/// needs a hatchery grant to do so.
+#[test]
+fn the_hatchery_queue_carries_the_jobs_of_its_regions() {
+    let s = TestServer::start();
+    let mut us = job_event("B", 7);
+    us["type"] = json!("RunJobEnqueued");
+    us["region"] = json!("us");
+    let mut eu = job_event("A", 8);
+    eu["type"] = json!("RunJobEnqueued");
+    s.post_json(&json!([eu, us, job_event("A", 9), {"type": "RunCrafted", "project_key": "A", "region": "eu"}]));
+    let hatchery = s.token(&["hatchery:eu"]);
+    let url = |who: &str| {
+        let url = format!(
+            "{}/v2/hatchery/ws?since=0",
+            s.base.replacen("http", "ws", 1)
+        );
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/clients/ws_client.py");
+        let out = Command::new("python3")
+            .arg(script)
+            .args([url, who.to_owned(), "1".into(), "10".into()])
+            .output()
+            .expect("python");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect::<Vec<Value>>()
+    };
+    let msgs = url(&hatchery);
+    assert_eq!(types(&msgs), ["RunJobEnqueued", "RunJobEnded"]);
+    assert!(msgs.iter().all(|m| m["event"]["region"] == json!("eu")));
+    let all = url(&s.token(&["hatchery:*"]));
+    assert_eq!(
+        types(&all),
+        ["RunJobEnqueued", "RunJobEnqueued", "RunJobEnded"]
+    );
+    let reader = url(&s.token(&["read:*"]));
+    assert_eq!(reader, [json!({"handshake_status": 403})]);
+}

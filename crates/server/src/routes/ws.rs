@@ -44,7 +44,32 @@ pub async fn ws(
 ) -> Response {
     let since = params.since.map(Seq);
     let caller = Arc::clone(&caller.0);
-    upgrade.on_upgrade(move |socket| session(socket, st, caller, since))
+    upgrade.on_upgrade(move |socket| session(socket, st, caller, since, None))
+}
+
+/// The hatchery queue: jobs enqueued in the regions the token may use
+/// (`hatchery:REGION`, `hatchery:*`), and their later states, so a hatchery
+/// can drop a job that was cancelled or taken. No filter to send; messages
+/// are CDS's; `?since=N` or `{"resume_from":N}` resume.
+#[utoipa::path(get, path = "/v2/hatchery/ws", tag = "streams", params(WsParams), security(("bearer" = [])),
+    responses(
+        (status = 101, description = "websocket of the job queue of the token's regions"),
+        (status = 401, description = "no valid token (or ticket)", body = crate::openapi::ErrorBody),
+        (status = 403, description = "the token has no hatchery grant", body = crate::openapi::ErrorBody),
+    ))]
+pub async fn hatchery_ws(
+    State(st): State<AppState>,
+    caller: Caller,
+    params: Query<WsParams>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, crate::error::ApiError> {
+    let Some(regions) = caller.hatchery_regions() else {
+        return Err(crate::auth::forbidden("this needs a hatchery:REGION grant"));
+    };
+    let since = params.since.map(Seq);
+    let caller = Arc::clone(&caller.0);
+    let queue: Arc<dyn Matcher> = Arc::new(cds_events_hub::HatcheryQueue { regions });
+    Ok(upgrade.on_upgrade(move |socket| session(socket, st, caller, since, Some(queue))))
 }
 
 /// CDS sends a zero event with its KO messages; clients decode it as such.
@@ -105,12 +130,43 @@ fn parse_request(text: &str) -> Result<Request, String> {
     }
 }
 
-async fn session(socket: WebSocket, st: AppState, caller: Arc<Principal>, since: Option<Seq>) {
+/// One websocket. `fixed` is the matcher of an endpoint whose client sends no
+/// filters (the hatchery queue); otherwise the client's messages set it.
+async fn session(
+    socket: WebSocket,
+    st: AppState,
+    caller: Arc<Principal>,
+    since: Option<Seq>,
+    fixed: Option<Arc<dyn Matcher>>,
+) {
     let _gauge = crate::routes::stream::ConnectionGauge::new("ws");
     let (mut sink, mut stream) = socket.split();
     let mut feed: Option<Feed> = None;
-    let mut matcher: Option<Arc<dyn Matcher>> = None;
+    let accepts_filters = fixed.is_none();
+    let mut matcher: Option<Arc<dyn Matcher>> = fixed;
     let mut first_resume = since;
+    if let Some(m) = &matcher {
+        match Feed::open(
+            &st.hub,
+            Arc::clone(m),
+            first_resume.take(),
+            st.config.stream.feed_options(),
+        )
+        .await
+        {
+            Ok(f) => feed = Some(f),
+            Err(e) => {
+                let resume = match e {
+                    FeedError::Lagged { resume_from } => Some(resume_from),
+                    _ => None,
+                };
+                let _ = sink
+                    .send(Message::Text(ko(&e.to_string(), resume).into()))
+                    .await;
+                return;
+            }
+        }
+    }
     let ping_every = st.config.stream.ping_interval;
     let mut ping = tokio::time::interval(ping_every);
     ping.tick().await;
@@ -132,6 +188,10 @@ async fn session(socket: WebSocket, st: AppState, caller: Arc<Principal>, since:
                         continue;
                     }
                 };
+                if request.filters.is_some() && !accepts_filters {
+                    if sink.send(Message::Text(ko("this endpoint takes no filters", None).into())).await.is_err() { break }
+                    continue;
+                }
                 if let Some(filters) = &request.filters {
                     match CdsFilterSet::compile(filters, Arc::clone(&caller)) {
                         Ok(set) => matcher = Some(Arc::new(set)),

@@ -9,7 +9,11 @@ import sys
 import websocket
 
 url, token, seconds, most = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
-ws = websocket.create_connection(url, header=[f"Authorization: Bearer {token}"], timeout=seconds)
+try:
+    ws = websocket.create_connection(url, header=[f"Authorization: Bearer {token}"], timeout=seconds)
+except websocket.WebSocketBadStatusException as e:
+    print('{"handshake_status": %d}' % e.status_code)
+    sys.exit(0)
 for message in sys.argv[5:]:
     ws.send(message)
 received = 0

@@ -1,0 +1,147 @@
+//! `listen`: follow events live, reconnecting without gaps.
+
+use crate::ServerArgs;
+use cds_events_client::{ClientError, StreamItem};
+use clap::Args;
+use serde_json::Value;
+use std::time::Duration;
+
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Project key(s), comma-separated.
+    #[arg(long)]
+    project: Option<String>,
+    /// Type(s): exact, comma-separated, or a prefix like `RunJob*`.
+    #[arg(long = "type")]
+    event_type: Option<String>,
+    #[arg(long)]
+    family: Option<String>,
+    #[arg(long)]
+    workflow: Option<String>,
+    #[arg(long)]
+    workflow_run_id: Option<String>,
+    #[arg(long)]
+    run_job_id: Option<String>,
+    #[arg(long)]
+    status: Option<String>,
+    /// User id or name.
+    #[arg(long)]
+    user: Option<String>,
+    #[arg(long)]
+    region: Option<String>,
+    #[arg(long)]
+    hatchery: Option<String>,
+    /// The job queue (as `cdsctl events listen --queue`): job state changes.
+    #[arg(long)]
+    queue: bool,
+    /// Start after this sequence number, or at this RFC 3339 time; without it, from now.
+    #[arg(long)]
+    since: Option<String>,
+    /// Print each event as JSON (`{"seq":…,"event":…}`) instead of a line.
+    #[arg(long)]
+    json: bool,
+    /// Stop after this many events.
+    #[arg(long)]
+    count: Option<u64>,
+}
+
+const QUEUE: &str = "RunJobEnqueued,RunJobBlocked,RunJobCancelled,RunJobSkipped,RunJobStopped,RunJobScheduled,RunJobBuilding,RunJobEnded";
+
+pub async fn run(a: ListenArgs) -> anyhow::Result<()> {
+    let client = a.server.client(1)?;
+    let event_type = if a.queue {
+        Some(a.event_type.clone().unwrap_or_else(|| QUEUE.to_owned()))
+    } else {
+        a.event_type.clone()
+    };
+    let mut params: Vec<(String, String)> = [
+        ("project_key", &a.project),
+        ("type", &event_type),
+        ("family", &a.family),
+        ("workflow", &a.workflow),
+        ("workflow_run_id", &a.workflow_run_id),
+        ("run_job_id", &a.run_job_id),
+        ("status", &a.status),
+        ("user", &a.user),
+        ("region", &a.region),
+        ("hatchery", &a.hatchery),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_owned(), v.clone())))
+    .collect();
+    // A number is a sequence to resume after; anything else a time filter
+    // replayed from the start of the log.
+    let mut last: Option<u64> = match a.since.as_deref().map(str::trim) {
+        None => None,
+        Some(s) => match s.parse::<u64>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                params.push(("since".into(), s.to_owned()));
+                Some(0)
+            }
+        },
+    };
+    let mut printed = 0u64;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let mut stream = match client.stream(&params, last).await {
+            Ok(s) => s,
+            Err(ClientError::Api { status, body }) if status < 500 => {
+                anyhow::bail!("{} ({})", body.message, body.code);
+            }
+            Err(e) => {
+                eprintln!(
+                    "cannot connect ({e}); retrying in {:.1}s",
+                    backoff.as_secs_f64()
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(200);
+        loop {
+            match stream.next().await {
+                Ok(Some(StreamItem::Event { seq, event })) => {
+                    last = Some(seq);
+                    if a.json {
+                        println!("{{\"seq\":{seq},\"event\":{}}}", event.get());
+                    } else {
+                        let v: Value = serde_json::from_str(event.get())?;
+                        let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+                        println!(
+                            "{seq:>10}  {}  {:<24}  {:<10}  {:<12}  {}",
+                            s("timestamp"),
+                            s("type"),
+                            s("project_key"),
+                            s("status"),
+                            s("id")
+                        );
+                    }
+                    printed += 1;
+                    if a.count.is_some_and(|c| printed >= c) {
+                        return Ok(());
+                    }
+                }
+                Ok(Some(StreamItem::Control { name, data })) => {
+                    if let Some(r) = data.get("resume_from").and_then(Value::as_u64) {
+                        last = Some(r);
+                    }
+                    eprintln!("server says {name}; resuming after {}", last.unwrap_or(0));
+                    break;
+                }
+                Ok(None) => {
+                    eprintln!("stream closed; resuming after {}", last.unwrap_or(0));
+                    break;
+                }
+                Err(e) => {
+                    eprintln!("stream broken ({e}); resuming after {}", last.unwrap_or(0));
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+    }
+}
