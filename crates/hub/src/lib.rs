@@ -38,7 +38,7 @@ pub struct LiveEvent {
 
 impl LiveEvent {
     pub fn new(stored: &StoredEvent) -> Option<LiveEvent> {
-        let event = stored.decode().ok()?;
+        let event = cds_events_model::decode_stored(&stored.json).ok()?;
         Some(LiveEvent {
             seq: stored.seq,
             event,
@@ -278,6 +278,11 @@ async fn run(
                     return;
                 }
                 let target = *head.borrow_and_update();
+                if index.subs.is_empty() {
+                    // Nobody listening: nothing to read. A subscriber that
+                    // arrives later starts from here (or catches up itself).
+                    position = target;
+                }
                 while position < target {
                     let batch = match log.read_after(position, READ_BATCH).await {
                         Ok(b) => b,

@@ -13,7 +13,7 @@ pub mod filter;
 pub use catalogue::*;
 pub use decode::{
     BatchError, DecodeError, ErrorCode, Limits, decode_event, decode_json_body, decode_ndjson_body,
-    ndjson_line_of,
+    decode_stored, ndjson_line_of,
 };
 pub use event::{FULL_EVENT_KEYS, FullEvent, Payload, Timestamp};
 pub use filter::{EventFilter, parse_families, parse_types};
