@@ -1,6 +1,6 @@
 //! `listen`: follow events live, reconnecting without gaps.
 
-use crate::ServerArgs;
+use crate::{FilterArgs, ServerArgs};
 use cds_events_client::{ClientError, StreamItem};
 use clap::Args;
 use serde_json::Value;
@@ -10,29 +10,8 @@ use std::time::Duration;
 pub struct ListenArgs {
     #[command(flatten)]
     server: ServerArgs,
-    /// Project key(s), comma-separated.
-    #[arg(long)]
-    project: Option<String>,
-    /// Type(s): exact, comma-separated, or a prefix like `RunJob*`.
-    #[arg(long = "type")]
-    event_type: Option<String>,
-    #[arg(long)]
-    family: Option<String>,
-    #[arg(long)]
-    workflow: Option<String>,
-    #[arg(long)]
-    workflow_run_id: Option<String>,
-    #[arg(long)]
-    run_job_id: Option<String>,
-    #[arg(long)]
-    status: Option<String>,
-    /// User id or name.
-    #[arg(long)]
-    user: Option<String>,
-    #[arg(long)]
-    region: Option<String>,
-    #[arg(long)]
-    hatchery: Option<String>,
+    #[command(flatten)]
+    filters: FilterArgs,
     /// The job queue (as `cdsctl events listen --queue`): job state changes.
     #[arg(long)]
     queue: bool,
@@ -51,26 +30,10 @@ const QUEUE: &str = "RunJobEnqueued,RunJobBlocked,RunJobCancelled,RunJobSkipped,
 
 pub async fn run(a: ListenArgs) -> anyhow::Result<()> {
     let client = a.server.client(1)?;
-    let event_type = if a.queue {
-        Some(a.event_type.clone().unwrap_or_else(|| QUEUE.to_owned()))
-    } else {
-        a.event_type.clone()
-    };
-    let mut params: Vec<(String, String)> = [
-        ("project_key", &a.project),
-        ("type", &event_type),
-        ("family", &a.family),
-        ("workflow", &a.workflow),
-        ("workflow_run_id", &a.workflow_run_id),
-        ("run_job_id", &a.run_job_id),
-        ("status", &a.status),
-        ("user", &a.user),
-        ("region", &a.region),
-        ("hatchery", &a.hatchery),
-    ]
-    .into_iter()
-    .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_owned(), v.clone())))
-    .collect();
+    let mut params = a.filters.params();
+    if a.queue && a.filters.event_type.is_none() {
+        params.push(("type".into(), QUEUE.to_owned()));
+    }
     // A number is a sequence to resume after; anything else a time filter
     // replayed from the start of the log.
     let mut last: Option<u64> = match a.since.as_deref().map(str::trim) {

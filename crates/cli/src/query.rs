@@ -1,6 +1,6 @@
 //! `query` and `types`.
 
-use crate::ServerArgs;
+use crate::{FilterArgs, ServerArgs};
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 
@@ -14,35 +14,8 @@ pub enum Output {
 pub struct QueryArgs {
     #[command(flatten)]
     server: ServerArgs,
-    /// Project key(s), comma-separated.
-    #[arg(long)]
-    project: Option<String>,
-    /// Type(s): exact, comma-separated, or a prefix like `RunJob*`.
-    #[arg(long = "type")]
-    event_type: Option<String>,
-    #[arg(long)]
-    family: Option<String>,
-    #[arg(long)]
-    vcs: Option<String>,
-    #[arg(long)]
-    repository: Option<String>,
-    #[arg(long)]
-    workflow: Option<String>,
-    #[arg(long)]
-    workflow_run_id: Option<String>,
-    #[arg(long)]
-    run_job_id: Option<String>,
-    #[arg(long)]
-    job_id: Option<String>,
-    /// User id or name.
-    #[arg(long)]
-    user: Option<String>,
-    #[arg(long)]
-    region: Option<String>,
-    #[arg(long)]
-    hatchery: Option<String>,
-    #[arg(long)]
-    status: Option<String>,
+    #[command(flatten)]
+    filters: FilterArgs,
     /// RFC 3339 lower bound on the event time.
     #[arg(long)]
     since: Option<String>,
@@ -66,26 +39,12 @@ pub struct QueryArgs {
 
 pub async fn run(a: QueryArgs) -> anyhow::Result<()> {
     let client = a.server.client(1)?;
-    let mut params: Vec<(String, String)> = [
-        ("project_key", &a.project),
-        ("type", &a.event_type),
-        ("family", &a.family),
-        ("vcs_name", &a.vcs),
-        ("repository", &a.repository),
-        ("workflow", &a.workflow),
-        ("workflow_run_id", &a.workflow_run_id),
-        ("run_job_id", &a.run_job_id),
-        ("job_id", &a.job_id),
-        ("user", &a.user),
-        ("region", &a.region),
-        ("hatchery", &a.hatchery),
-        ("status", &a.status),
-        ("since", &a.since),
-        ("until", &a.until),
-    ]
-    .into_iter()
-    .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_owned(), v.clone())))
-    .collect();
+    let mut params = a.filters.params();
+    for (k, v) in [("since", &a.since), ("until", &a.until)] {
+        if let Some(v) = v {
+            params.push((k.to_owned(), v.clone()));
+        }
+    }
     params.push(("limit".into(), a.limit.to_string()));
     params.push(("order".into(), if a.desc { "desc" } else { "asc" }.into()));
     let mut cursor = a.cursor;

@@ -118,6 +118,18 @@ struct WorkerResult {
     first_error: Option<String>,
 }
 
+impl WorkerResult {
+    fn new() -> Self {
+        WorkerResult {
+            hist: new_hist(),
+            hist2: new_hist(),
+            units: 0,
+            errors: 0,
+            first_error: None,
+        }
+    }
+}
+
 async fn ingest(a: SimulateArgs) -> anyhow::Result<()> {
     let client = a.server.client(a.connections)?;
     let budget = Arc::new(Budget {
@@ -140,13 +152,7 @@ async fn ingest(a: SimulateArgs) -> anyhow::Result<()> {
         let batch = a.batch;
         let mut sender = Publisher::new(&a.server, client)?;
         workers.push(tokio::spawn(async move {
-            let mut r = WorkerResult {
-                hist: new_hist(),
-                hist2: new_hist(),
-                units: 0,
-                errors: 0,
-                first_error: None,
-            };
+            let mut r = WorkerResult::new();
             let mut ticker = per_request_interval.map(|i| {
                 let mut t = tokio::time::interval(i);
                 t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -331,13 +337,7 @@ async fn read(a: SimulateArgs) -> anyhow::Result<()> {
         let workload = a.workload;
         let mut rng = SmallRng::seed_from_u64(a.seed.wrapping_add(w as u64 + 1));
         workers.push(tokio::spawn(async move {
-            let mut r = WorkerResult {
-                hist: new_hist(),
-                hist2: new_hist(),
-                units: 0,
-                errors: 0,
-                first_error: None,
-            };
+            let mut r = WorkerResult::new();
             const PREFIXES: [&str; 4] = ["Run*", "RunJob*", "Analysis*", "Entity*"];
             while budget.take(1) == 1 {
                 let page = match workload {

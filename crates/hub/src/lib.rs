@@ -321,6 +321,12 @@ fn route(index: &Index, live: Arc<LiveEvent>, drop_list: &mut Vec<u64>, stats: &
         .map(Vec::as_slice)
         .unwrap_or(&[]);
     for id in by_project.iter().chain(index.any.iter()) {
+        // Once a subscriber overflowed, it gets nothing more from this batch:
+        // a later event slipping into a freed slot would leave a hole before
+        // it, and the subscriber resumes after the last event it received.
+        if drop_list.contains(id) {
+            continue;
+        }
         let Some(sub) = index.subs.get(id) else {
             continue;
         };
@@ -340,5 +346,52 @@ fn route(index: &Index, live: Arc<LiveEvent>, drop_list: &mut Vec<u64>, stats: &
             }
             Err(mpsc::error::TrySendError::Closed(_)) => drop_list.push(*id),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cds_events_log::conformance::event;
+    use cds_events_model::EventType;
+
+    fn live(seq: u64) -> Arc<LiveEvent> {
+        let e = event(EventType::RunJobEnded, "A", seq as i64);
+        let json: Arc<str> = Arc::from(e.to_json());
+        Arc::new(LiveEvent {
+            seq: Seq(seq),
+            event: e,
+            json,
+            ws_ok: OnceLock::new(),
+        })
+    }
+
+    /// Regression: a subscriber that overflowed mid-batch and then freed a
+    /// slot used to receive the batch's later events, with a hole where the
+    /// overflowing one was; resuming after the last one received lost it.
+    #[test]
+    fn after_an_overflow_a_subscriber_gets_nothing_more_from_the_batch() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let lag = Arc::new(LagSignal::default());
+        let mut index = Index::default();
+        let matcher: Arc<dyn Matcher> = Arc::new(EventFilter::default());
+        index.insert(
+            1,
+            Subscriber {
+                matcher,
+                projects: None,
+                tx,
+                lag: Arc::clone(&lag),
+            },
+        );
+        let stats = HubStats::default();
+        let mut drop_list = Vec::new();
+        route(&index, live(1), &mut drop_list, &stats);
+        route(&index, live(2), &mut drop_list, &stats);
+        assert!(lag.take(), "the overflow was signalled");
+        assert_eq!(rx.try_recv().expect("first").seq, Seq(1));
+        route(&index, live(3), &mut drop_list, &stats);
+        assert!(rx.try_recv().is_err(), "nothing after the hole");
+        assert_eq!(drop_list, [1]);
     }
 }

@@ -33,6 +33,33 @@ fn batch(events: impl IntoIterator<Item = FullEvent>) -> Vec<NewEvent> {
     events.into_iter().map(NewEvent::from).collect()
 }
 
+/// Every sequence number a query returns, following `next_cursor` to the end.
+async fn follow_cursors(
+    log: &dyn EventLog,
+    filter: &EventFilter,
+    order: Order,
+    limit: usize,
+) -> Vec<u64> {
+    let mut all = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = log
+            .query(Query {
+                filter: filter.clone(),
+                cursor,
+                limit,
+                order,
+            })
+            .await
+            .expect("query");
+        all.extend(seqs(&page));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return all,
+        }
+    }
+}
+
 fn seqs(page: &crate::Page) -> Vec<u64> {
     page.events.iter().map(|e| e.seq.0).collect()
 }
@@ -285,24 +312,7 @@ pub async fn query_pages_in_both_orders(h: &dyn Harness) {
         ..Default::default()
     };
     for order in [Order::Asc, Order::Desc] {
-        let mut all = Vec::new();
-        let mut cursor = None;
-        loop {
-            let page = log
-                .query(Query {
-                    filter: filter.clone(),
-                    cursor,
-                    limit: 10,
-                    order,
-                })
-                .await
-                .expect("query");
-            all.extend(seqs(&page));
-            match page.next_cursor {
-                Some(c) => cursor = Some(c),
-                None => break,
-            }
-        }
+        let all = follow_cursors(log.as_ref(), &filter, order, 10).await;
         let mut want: Vec<u64> = (1..=25).collect();
         if order == Order::Desc {
             want.reverse();
@@ -363,24 +373,7 @@ pub async fn queries_span_many_blocks(h: &dyn Harness) {
             .map(|(i, _)| i as u64 + 1)
             .collect();
         for order in [Order::Asc, Order::Desc] {
-            let mut got = Vec::new();
-            let mut cursor = None;
-            loop {
-                let page = log
-                    .query(Query {
-                        filter: filter.clone(),
-                        cursor,
-                        limit: 997,
-                        order,
-                    })
-                    .await
-                    .expect("query");
-                got.extend(seqs(&page));
-                match page.next_cursor {
-                    Some(c) => cursor = Some(c),
-                    None => break,
-                }
-            }
+            let got = follow_cursors(log.as_ref(), &filter, order, 997).await;
             let mut want = want.clone();
             if order == Order::Desc {
                 want.reverse();

@@ -133,10 +133,12 @@ impl Builder {
         let mut lines = BufReader::new(stdout).lines();
         let mut stdout_before = Vec::new();
         let base = loop {
-            let line = lines
-                .next()
-                .unwrap_or_else(|| panic!("server exited; stdout: {stdout_before:?}"))
-                .expect("readable");
+            let Some(Ok(line)) = lines.next() else {
+                // Never leave a server behind when a test cannot start it.
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("server did not start; stdout: {stdout_before:?}");
+            };
             if let Some(url) = line.strip_prefix("listening on ") {
                 break url.to_owned();
             }

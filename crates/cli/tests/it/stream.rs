@@ -61,7 +61,7 @@ fn stream_client() -> reqwest::blocking::Client {
     );
     reqwest::blocking::Client::builder()
         .default_headers(headers)
-        .timeout(None)
+        .timeout(Duration::from_secs(120))
         .build()
         .expect("client")
 }
@@ -191,7 +191,7 @@ fn streams_obey_grants_and_accept_a_ticket() {
     ));
     cds_events_client::install_crypto_provider();
     let plain = reqwest::blocking::Client::builder()
-        .timeout(None)
+        .timeout(Duration::from_secs(120))
         .build()
         .expect("client");
     let resp = plain.get(&url).send().expect("stream");

@@ -313,7 +313,7 @@ fn a_stalled_client_neither_slows_others_nor_grows_memory() {
     std::thread::sleep(Duration::from_millis(300));
     // The other one: an SSE reader noting when each event arrives.
     let resp = reqwest::blocking::Client::builder()
-        .timeout(None)
+        .timeout(Duration::from_secs(120))
         .build()
         .expect("client")
         .get(s.url("/v2/events/stream"))
