@@ -64,3 +64,9 @@ echo "== read: both at once, 4 connections"
 sim --workload read --events 20000 --connections 4
 echo "   server peak RSS over fill and reads: $(peak_rss_mb) MB"
 stop
+
+start
+echo "== stream: 1 SSE subscriber (every event), 20,000 events/s published (100/request, 2 connections)"
+sim --events 200000 --batch 100 --connections 2 --rate 20000 --subscribers 1
+echo "   server peak RSS: $(peak_rss_mb) MB"
+stop

@@ -62,6 +62,10 @@ pub struct SimulateArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+    /// Ingest only: also follow the stream with this many SSE subscribers
+    /// (every event) and report publish-acknowledged → received latency.
+    #[arg(long, default_value_t = 0)]
+    subscribers: usize,
 }
 
 pub async fn run(a: SimulateArgs) -> anyhow::Result<()> {
@@ -138,6 +142,31 @@ async fn ingest(a: SimulateArgs) -> anyhow::Result<()> {
     });
     let per_request_interval = (a.rate > 0)
         .then(|| Duration::from_secs_f64(a.batch as f64 * a.connections as f64 / a.rate as f64));
+    // Subscribers first, so that they see every event published.
+    type Acks = Arc<std::sync::Mutex<std::collections::HashMap<u64, Instant>>>;
+    let acks: Option<Acks> = (a.subscribers > 0).then(Acks::default);
+    let publishing_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut subscribers = Vec::new();
+    for _ in 0..a.subscribers {
+        let mut stream = client.stream(&[], None).await?;
+        let done = Arc::clone(&publishing_done);
+        subscribers.push(tokio::spawn(async move {
+            let mut got: Vec<(u64, Instant)> = Vec::new();
+            loop {
+                let next = tokio::time::timeout(Duration::from_secs(2), stream.next()).await;
+                match next {
+                    Ok(Ok(Some(cds_events_client::StreamItem::Event { seq, .. }))) => {
+                        got.push((seq, Instant::now()))
+                    }
+                    Ok(Ok(Some(_))) | Ok(Ok(None)) | Ok(Err(_)) => break,
+                    // Quiet for 2 s after the publishers finished: all in.
+                    Err(_) if done.load(Ordering::Relaxed) => break,
+                    Err(_) => {}
+                }
+            }
+            got
+        }));
+    }
     let started = Instant::now();
     let mut workers = Vec::new();
     for w in 0..a.connections {
@@ -151,6 +180,7 @@ async fn ingest(a: SimulateArgs) -> anyhow::Result<()> {
         let mut templates = Templates::new(&mut traffic, TEMPLATES_PER_CONNECTION);
         let batch = a.batch;
         let mut sender = Publisher::new(&a.server, client)?;
+        let acks = acks.clone();
         workers.push(tokio::spawn(async move {
             let mut r = WorkerResult::new();
             let mut ticker = per_request_interval.map(|i| {
@@ -180,10 +210,15 @@ async fn ingest(a: SimulateArgs) -> anyhow::Result<()> {
                     body.push(']');
                 }
                 let t0 = Instant::now();
-                match sender.publish(body).await {
-                    Ok(()) => {
+                match sender.publish(body, acks.is_some()).await {
+                    Ok(seqs) => {
                         let _ = r.hist.record(t0.elapsed().as_micros().max(1) as u64);
                         r.units += n;
+                        if let Some(acks) = &acks {
+                            let now = Instant::now();
+                            let mut acks = acks.lock().unwrap_or_else(|p| p.into_inner());
+                            acks.extend(seqs.into_iter().map(|q| (q, now)));
+                        }
                     }
                     Err(e) => {
                         r.errors += 1;
@@ -198,6 +233,34 @@ async fn ingest(a: SimulateArgs) -> anyhow::Result<()> {
     }
     let (hist, _, units, errors, first_error) = collect(workers).await?;
     let secs = started.elapsed().as_secs_f64();
+    publishing_done.store(true, Ordering::Relaxed);
+    let mut delivery = new_hist();
+    let mut missing = 0u64;
+    if let Some(acks) = &acks {
+        let acks = acks.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        for s in subscribers {
+            let got = s.await.context("subscriber failed")?;
+            let received: std::collections::HashMap<u64, Instant> = got.into_iter().collect();
+            for (seq, acked) in &acks {
+                match received.get(seq) {
+                    // Received before its publisher heard the answer: 0.
+                    Some(at) => {
+                        let _ = delivery
+                            .record(at.saturating_duration_since(*acked).as_micros().max(1) as u64);
+                    }
+                    None => missing += 1,
+                }
+            }
+        }
+        if missing > 0 {
+            eprintln!("{missing} acknowledged events never reached a subscriber");
+        }
+    }
+    let hists: Vec<(&str, &Histogram<u64>)> = if acks.is_some() {
+        vec![("request", &hist), ("delivery", &delivery)]
+    } else {
+        vec![("request", &hist)]
+    };
     summary(
         &a,
         "ingest",
@@ -205,7 +268,7 @@ async fn ingest(a: SimulateArgs) -> anyhow::Result<()> {
         units,
         errors,
         first_error,
-        &[("request", &hist)],
+        &hists,
         units as f64 / secs,
     )
 }
@@ -435,11 +498,16 @@ impl Publisher {
         })
     }
 
-    async fn publish(&mut self, body: String) -> anyhow::Result<()> {
+    /// Publishes; answers the sequence numbers when `want_seqs`.
+    async fn publish(&mut self, body: String, want_seqs: bool) -> anyhow::Result<Vec<u64>> {
         match self {
             Publisher::Client(c) => {
-                c.publish_raw(body, false).await?;
-                Ok(())
+                let out = c.publish_raw(body, false).await?;
+                Ok(if want_seqs {
+                    out.into_iter().map(|a| a.seq).collect()
+                } else {
+                    Vec::new()
+                })
             }
             Publisher::Raw {
                 addr,
@@ -475,7 +543,15 @@ impl Publisher {
                         String::from_utf8_lossy(&body)
                     );
                 }
-                Ok(())
+                if !want_seqs {
+                    return Ok(Vec::new());
+                }
+                #[derive(serde::Deserialize)]
+                struct Out {
+                    events: Vec<cds_events_client::Appended>,
+                }
+                let out: Out = serde_json::from_slice(&body)?;
+                Ok(out.events.into_iter().map(|a| a.seq).collect())
             }
         }
     }
