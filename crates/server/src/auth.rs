@@ -62,7 +62,6 @@ pub async fn require_principal(
     };
     match principal {
         Some(p) => {
-            tracing::Span::current().record("token_id", p.token_id.as_str());
             req.extensions_mut().insert(p);
             next.run(req).await
         }

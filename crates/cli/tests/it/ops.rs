@@ -277,3 +277,32 @@ fn simulate_drives_realistic_traffic() {
     assert!(ok, "{err}");
     assert!(out.contains("read: 200 requests"), "{out}");
 }
+
+#[test]
+fn simulate_measures_delivery_to_subscribers() {
+    let s = TestServer::start();
+    let (ok, out, err) = cli(
+        &s,
+        &[
+            "simulate",
+            "--events",
+            "2000",
+            "--batch",
+            "50",
+            "--connections",
+            "2",
+            "--subscribers",
+            "2",
+            "--json",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert!(!err.contains("never reached"), "{err}");
+    let summary: Value = serde_json::from_str(out.trim()).expect("json summary");
+    assert_eq!(
+        summary["latency"]["delivery"]["count"],
+        json!(4000),
+        "2 subscribers x 2000 events: {summary}"
+    );
+}
