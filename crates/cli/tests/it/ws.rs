@@ -4,6 +4,28 @@ use crate::{ADMIN, TestServer, job_event};
 use serde_json::{Value, json};
 use std::process::Command;
 
+/// The Python `websocket-client` package, installed from PyPI on first use
+/// so that `cargo test --workspace` works on a fresh machine.
+pub fn ensure_websocket_client() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let present = Command::new("python3")
+            .args(["-c", "import websocket"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !present {
+            let ok = Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet", "websocket-client"])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(
+                ok,
+                "cannot install Python's websocket-client (pip install websocket-client)"
+            );
+        }
+    });
+}
+
 /// Runs the Python client: sends `messages`, returns what it received.
 fn python_ws(
     s: &TestServer,
@@ -15,6 +37,7 @@ fn python_ws(
 ) -> Vec<Value> {
     let url = format!("{}/v2/ws{query}", s.base.replacen("http", "ws", 1));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/clients/ws_client.py");
+    ensure_websocket_client();
     let out = Command::new("python3")
         .arg(script)
         .args([url, token.to_owned(), seconds.to_string(), most.to_string()])
@@ -205,6 +228,7 @@ fn shutdown_tells_websocket_clients_where_to_resume() {
     s.post_json(&json!([job_event("A", 1), job_event("A", 2)]));
     let url = format!("{}/v2/ws?since=0", s.base.replacen("http", "ws", 1));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/clients/ws_client.py");
+    ensure_websocket_client();
     let child = Command::new("python3")
         .arg(script)
         .args([
@@ -248,6 +272,7 @@ fn the_hatchery_queue_carries_the_jobs_of_its_regions() {
             s.base.replacen("http", "ws", 1)
         );
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/clients/ws_client.py");
+        ensure_websocket_client();
         let out = Command::new("python3")
             .arg(script)
             .args([url, who.to_owned(), "1".into(), "10".into()])
@@ -293,6 +318,7 @@ fn a_stalled_client_neither_slows_others_nor_grows_memory() {
     // The stalled one: subscribes to everything, then reads nothing.
     let url = format!("{}/v2/ws", s.base.replacen("http", "ws", 1));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/clients/ws_client.py");
+    ensure_websocket_client();
     let mut stalled = Command::new("python3")
         .arg(script)
         .args([
