@@ -15,7 +15,6 @@ pub mod sqlite;
 use async_trait::async_trait;
 use cds_events_model::{EventFilter, FullEvent};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,11 +66,6 @@ pub struct StoredEvent {
 }
 
 impl StoredEvent {
-    /// The stored JSON as a raw value, for embedding without re-encoding.
-    pub fn raw(&self) -> Box<RawValue> {
-        RawValue::from_string(self.json.to_string()).expect("the log stores valid JSON")
-    }
-
     /// Decodes the stored JSON back into a full event.
     pub fn decode(&self) -> Result<FullEvent, cds_events_model::DecodeError> {
         cds_events_model::decode_event(&self.json, &cds_events_model::Limits::default())
