@@ -167,12 +167,6 @@ pub struct CdsFilterSet {
     caller: Arc<Principal>,
 }
 
-fn opt(s: &Option<String>) -> Option<String> {
-    s.as_ref()
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
-}
-
 impl CdsFilterSet {
     /// Validates and compiles filters the way CDS does (same messages), and
     /// checks each against the caller's grants.
@@ -220,37 +214,25 @@ impl CdsFilterSet {
                     Compiled::Global
                 }
                 "events" => {
-                    let mut ef = EventFilter {
-                        projects: if pk.is_empty() {
-                            Vec::new()
-                        } else {
-                            pk.split(',')
-                                .map(|s| s.trim().to_owned())
-                                .filter(|s| !s.is_empty())
-                                .collect()
-                        },
-                        vcs_name: opt(&f.vcs_name),
-                        repository: opt(&f.repository),
-                        workflow: opt(&f.workflow),
-                        workflow_run_id: opt(&f.workflow_run_id),
-                        run_job_id: opt(&f.run_job_id),
-                        job_id: opt(&f.job_id),
-                        user: opt(&f.user),
-                        region: opt(&f.region),
-                        hatchery: opt(&f.hatchery),
-                        status: opt(&f.status),
-                        ..EventFilter::default()
-                    };
-                    if let Some(t) = opt(&f.types) {
-                        ef.restrict_types(
-                            cds_events_model::parse_types(&t).map_err(|e| e.message)?,
-                        );
+                    let ef = cds_events_model::FilterText {
+                        projects: Some(pk),
+                        types: f.types.as_deref(),
+                        family: f.family.as_deref(),
+                        vcs_name: f.vcs_name.as_deref(),
+                        repository: f.repository.as_deref(),
+                        workflow: f.workflow.as_deref(),
+                        workflow_run_id: f.workflow_run_id.as_deref(),
+                        run_job_id: f.run_job_id.as_deref(),
+                        job_id: f.job_id.as_deref(),
+                        user: f.user.as_deref(),
+                        region: f.region.as_deref(),
+                        hatchery: f.hatchery.as_deref(),
+                        status: f.status.as_deref(),
+                        since: None,
+                        until: None,
                     }
-                    if let Some(fam) = opt(&f.family) {
-                        ef.restrict_types(
-                            cds_events_model::parse_families(&fam).map_err(|e| e.message)?,
-                        );
-                    }
+                    .parse()
+                    .map_err(|e| e.message)?;
                     for p in &ef.projects {
                         readable(p)?;
                     }

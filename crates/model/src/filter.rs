@@ -135,3 +135,90 @@ pub fn parse_families(spec: &str) -> Result<BTreeSet<EventType>, DecodeError> {
     }
     Ok(out)
 }
+
+/// The filters as text, the way they arrive (a query string, a JSON filter
+/// object). Every way of asking for events turns its own keys into this, and
+/// [`FilterText::parse`] turns this into an [`EventFilter`]: trimming, comma
+/// lists, type prefixes, families and times are read in one place.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FilterText<'a> {
+    /// Comma-separated project keys.
+    pub projects: Option<&'a str>,
+    /// Exact types, comma list, or `Prefix*`.
+    pub types: Option<&'a str>,
+    /// Comma-separated family names.
+    pub family: Option<&'a str>,
+    pub vcs_name: Option<&'a str>,
+    pub repository: Option<&'a str>,
+    pub workflow: Option<&'a str>,
+    pub workflow_run_id: Option<&'a str>,
+    pub run_job_id: Option<&'a str>,
+    pub job_id: Option<&'a str>,
+    pub user: Option<&'a str>,
+    pub region: Option<&'a str>,
+    pub hatchery: Option<&'a str>,
+    pub status: Option<&'a str>,
+    /// RFC 3339.
+    pub since: Option<&'a str>,
+    /// RFC 3339.
+    pub until: Option<&'a str>,
+}
+
+fn text(s: Option<&str>) -> Option<&str> {
+    s.map(str::trim).filter(|v| !v.is_empty())
+}
+
+fn owned(s: Option<&str>) -> Option<String> {
+    text(s).map(str::to_owned)
+}
+
+fn time(field: &str, s: Option<&str>) -> Result<Option<Timestamp>, DecodeError> {
+    match text(s) {
+        None => Ok(None),
+        Some(s) => Timestamp::parse(s).map(Some).map_err(|e| {
+            DecodeError::new(
+                ErrorCode::InvalidTimestamp,
+                Some(field),
+                format!("{s:?} is not an RFC 3339 timestamp ({e})"),
+            )
+        }),
+    }
+}
+
+impl FilterText<'_> {
+    /// The filter, or an error whose `field` names the offending key
+    /// (`type`, `family`, `since`, `until`).
+    pub fn parse(&self) -> Result<EventFilter, DecodeError> {
+        let mut f = EventFilter {
+            projects: text(self.projects)
+                .map(|p| {
+                    p.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
+            vcs_name: owned(self.vcs_name),
+            repository: owned(self.repository),
+            workflow: owned(self.workflow),
+            workflow_run_id: owned(self.workflow_run_id),
+            run_job_id: owned(self.run_job_id),
+            job_id: owned(self.job_id),
+            user: owned(self.user),
+            region: owned(self.region),
+            hatchery: owned(self.hatchery),
+            status: owned(self.status),
+            since: time("since", self.since)?,
+            until: time("until", self.until)?,
+            ..EventFilter::default()
+        };
+        if let Some(t) = text(self.types) {
+            f.restrict_types(parse_types(t)?);
+        }
+        if let Some(fam) = text(self.family) {
+            f.restrict_types(parse_families(fam)?);
+        }
+        Ok(f)
+    }
+}

@@ -16,4 +16,4 @@ pub use decode::{
     decode_stored, ndjson_line_of,
 };
 pub use event::{FULL_EVENT_KEYS, FullEvent, Payload, Timestamp};
-pub use filter::{EventFilter, parse_families, parse_types};
+pub use filter::{EventFilter, FilterText, parse_families, parse_types};

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cds_events_auth::{Principal, ReadScope};
 use cds_events_log::{NewEvent, Order, Seq};
-use cds_events_model::{BatchError, EventFilter, EventType, Family, Timestamp};
+use cds_events_model::{BatchError, EventFilter, EventType, Family};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
@@ -269,52 +269,28 @@ fn nonempty(s: &Option<String>) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-fn parse_time(param: &str, v: &Option<String>) -> Result<Option<Timestamp>, ApiError> {
-    match nonempty(v) {
-        None => Ok(None),
-        Some(s) => Timestamp::parse(&s).map(Some).map_err(|e| {
-            ApiError::bad_param(param, format!("{s:?} is not an RFC 3339 timestamp ({e})"))
-        }),
-    }
-}
-
 impl EventsParams {
-    /// The filter part, validated.
+    /// The filter part, validated; an error names the parameter.
     pub fn filter(&self) -> Result<EventFilter, ApiError> {
-        let mut f = EventFilter {
-            projects: nonempty(&self.project_key)
-                .map(|p| {
-                    p.split(',')
-                        .map(|s| s.trim().to_owned())
-                        .filter(|s| !s.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default(),
-            vcs_name: nonempty(&self.vcs_name),
-            repository: nonempty(&self.repository),
-            workflow: nonempty(&self.workflow),
-            workflow_run_id: nonempty(&self.workflow_run_id),
-            run_job_id: nonempty(&self.run_job_id),
-            job_id: nonempty(&self.job_id),
-            user: nonempty(&self.user),
-            region: nonempty(&self.region),
-            hatchery: nonempty(&self.hatchery),
-            status: nonempty(&self.status),
-            since: parse_time("since", &self.since)?,
-            until: parse_time("until", &self.until)?,
-            ..EventFilter::default()
-        };
-        if let Some(t) = nonempty(&self.event_type) {
-            let types = cds_events_model::parse_types(&t)
-                .map_err(|e| ApiError::bad_param("type", e.message))?;
-            f.restrict_types(types);
+        cds_events_model::FilterText {
+            projects: self.project_key.as_deref(),
+            types: self.event_type.as_deref(),
+            family: self.family.as_deref(),
+            vcs_name: self.vcs_name.as_deref(),
+            repository: self.repository.as_deref(),
+            workflow: self.workflow.as_deref(),
+            workflow_run_id: self.workflow_run_id.as_deref(),
+            run_job_id: self.run_job_id.as_deref(),
+            job_id: self.job_id.as_deref(),
+            user: self.user.as_deref(),
+            region: self.region.as_deref(),
+            hatchery: self.hatchery.as_deref(),
+            status: self.status.as_deref(),
+            since: self.since.as_deref(),
+            until: self.until.as_deref(),
         }
-        if let Some(fam) = nonempty(&self.family) {
-            let types = cds_events_model::parse_families(&fam)
-                .map_err(|e| ApiError::bad_param("family", e.message))?;
-            f.restrict_types(types);
-        }
-        Ok(f)
+        .parse()
+        .map_err(|e| ApiError::bad_param(e.field.as_deref().unwrap_or("filter"), e.message))
     }
 }
 
