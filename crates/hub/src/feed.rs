@@ -133,6 +133,24 @@ impl Feed {
         }
     }
 
+    /// The next event if it is ready now, without waiting or reading the log:
+    /// lets a writer send what is already queued in one go. `None` does not
+    /// mean the end; call [`Feed::next`] then.
+    pub fn try_next(&mut self) -> Option<Arc<LiveEvent>> {
+        loop {
+            let e = match self.backlog.pop_front() {
+                Some(e) => e,
+                // Live events wait until a catch-up from the log is done.
+                None if self.catchup.is_some() => return None,
+                None => self.rx.try_recv().ok()?,
+            };
+            if e.seq > self.delivered {
+                self.delivered = e.seq;
+                return Some(e);
+            }
+        }
+    }
+
     /// Dropped by the hub for lagging: keep what was queued, subscribe again,
     /// and read the log between the two.
     async fn rejoin(&mut self) -> Result<(), FeedError> {

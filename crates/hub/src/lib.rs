@@ -23,40 +23,77 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-/// A committed event as the hub hands it out: decoded once, serialized once.
+/// A committed event as the hub hands it out: decoded once, and framed once
+/// per protocol, however many clients receive it.
 #[derive(Debug)]
 pub struct LiveEvent {
     pub seq: Seq,
     pub event: FullEvent,
     /// The stored full-event JSON, verbatim.
     pub json: Arc<str>,
-    ws_ok: OnceLock<Arc<str>>,
+    ws_ok: OnceLock<Bytes>,
+    sse: OnceLock<Bytes>,
 }
 
 impl LiveEvent {
     pub fn new(stored: &StoredEvent) -> Option<LiveEvent> {
         let event = cds_events_model::decode_stored(&stored.json).ok()?;
-        Some(LiveEvent {
-            seq: stored.seq,
+        Some(Self::from_parts(
+            stored.seq,
             event,
-            json: Arc::clone(&stored.json),
+            Arc::clone(&stored.json),
+        ))
+    }
+
+    fn from_parts(seq: Seq, event: FullEvent, json: Arc<str>) -> LiveEvent {
+        LiveEvent {
+            seq,
+            event,
+            json,
             ws_ok: OnceLock::new(),
-        })
+            sse: OnceLock::new(),
+        }
     }
 
     /// CDS's websocket message for this event, `{"status":"OK","error":"","event":…}`,
     /// with the sequence number beside the event. Built once, shared by every
-    /// websocket client that receives it.
-    pub fn ws_message(&self) -> Arc<str> {
-        Arc::clone(self.ws_ok.get_or_init(|| {
-            Arc::from(format!(
-                r#"{{"status":"OK","error":"","event":{},"seq":{}}}"#,
-                self.json, self.seq.0
-            ))
-        }))
+    /// websocket client that receives it (cloning `Bytes` copies nothing).
+    pub fn ws_message(&self) -> Bytes {
+        self.ws_ok
+            .get_or_init(|| {
+                Bytes::from(format!(
+                    r#"{{"status":"OK","error":"","event":{},"seq":{}}}"#,
+                    self.json, self.seq.0
+                ))
+            })
+            .clone()
+    }
+
+    /// The Server-Sent Events message for this event: `id:` the sequence
+    /// number, `data:` the full event on one line. Built once, shared.
+    pub fn sse_frame(&self) -> Bytes {
+        self.sse
+            .get_or_init(|| {
+                let mut out = String::with_capacity(self.json.len() + 32);
+                out.push_str("id: ");
+                out.push_str(&self.seq.0.to_string());
+                out.push_str("\ndata: ");
+                // A line break inside JSON can only be whitespace between
+                // tokens (strings escape theirs), so a space is equivalent and
+                // keeps the event on the one `data:` line SSE requires.
+                out.extend(self.json.chars().map(|c| match c {
+                    '\n' | '\r' => ' ',
+                    c => c,
+                }));
+                out.push_str("\n\n");
+                Bytes::from(out)
+            })
+            .clone()
     }
 }
 
@@ -358,12 +395,25 @@ mod tests {
     fn live(seq: u64) -> Arc<LiveEvent> {
         let e = event(EventType::RunJobEnded, "A", seq as i64);
         let json: Arc<str> = Arc::from(e.to_json());
-        Arc::new(LiveEvent {
-            seq: Seq(seq),
-            event: e,
-            json,
-            ws_ok: OnceLock::new(),
-        })
+        Arc::new(LiveEvent::from_parts(Seq(seq), e, json))
+    }
+
+    #[test]
+    fn an_sse_frame_keeps_a_multi_line_event_on_one_data_line() {
+        let e = event(EventType::RunJobEnded, "A", 1);
+        let pretty = e.to_json().replace("\",\"", "\",\r\n  \"");
+        assert!(pretty.contains('\n'));
+        let live = LiveEvent::from_parts(Seq(7), e, Arc::from(pretty.as_str()));
+        let frame = live.sse_frame();
+        let text = std::str::from_utf8(&frame).expect("utf-8");
+        let lines: Vec<&str> = text.split('\n').collect();
+        assert_eq!(lines.len(), 4, "{text:?}");
+        assert_eq!(lines[0], "id: 7");
+        let data = lines[1].strip_prefix("data: ").expect("a data line");
+        let a: serde_json::Value = serde_json::from_str(data).expect("json");
+        let b: serde_json::Value = serde_json::from_str(&pretty).expect("json");
+        assert_eq!(a, b);
+        assert_eq!((lines[2], lines[3]), ("", ""));
     }
 
     /// Regression: a subscriber that overflowed mid-batch and then freed a

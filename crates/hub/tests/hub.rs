@@ -86,12 +86,19 @@ async fn live_events_reach_only_matching_subscribers_in_order() {
     publish(&w.log, "B", 1).await;
     let ev = b.next().await.expect("event");
     let msg = ev.ws_message();
+    let text = std::str::from_utf8(&msg).expect("utf-8");
     assert!(
-        msg.starts_with(r#"{"status":"OK","error":"","event":{"id":"#),
-        "{msg}"
+        text.starts_with(r#"{"status":"OK","error":"","event":{"id":"#),
+        "{text}"
     );
-    assert!(msg.ends_with(&format!(r#","seq":{}}}"#, ev.seq.0)));
-    assert!(Arc::ptr_eq(&msg, &ev.ws_message()));
+    assert!(text.ends_with(&format!(r#","seq":{}}}"#, ev.seq.0)));
+    // Built once: every call shares the same buffer.
+    assert_eq!(msg.as_ptr(), ev.ws_message().as_ptr());
+    // So is the SSE frame: one `id:` line, one `data:` line.
+    let frame = ev.sse_frame();
+    assert_eq!(frame.as_ptr(), ev.sse_frame().as_ptr());
+    let expected = format!("id: {}\ndata: {}\n\n", ev.seq.0, ev.json);
+    assert_eq!(&frame[..], expected.as_bytes());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -142,9 +142,19 @@ pub struct StreamConfig {
     /// Comment line sent on an idle SSE stream.
     #[serde(with = "humantime_serde")]
     pub heartbeat: Duration,
-    /// Websocket ping interval; a peer silent for two intervals is dropped.
+    /// Websocket ping interval.
     #[serde(with = "humantime_serde")]
     pub ping_interval: Duration,
+    /// A websocket peer that has sent nothing (not even a pong) for this long,
+    /// or that has not taken a write for this long, is closed as dead.
+    #[serde(with = "humantime_serde")]
+    pub ping_timeout: Duration,
+    /// A `/v2/ws` connection that has set no filter after this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub filter_timeout: Duration,
+    /// Open streaming connections (SSE and websockets together) at most;
+    /// beyond it new ones get 503 with `Retry-After`.
+    pub max_connections: usize,
 }
 
 impl Default for StreamConfig {
@@ -154,6 +164,9 @@ impl Default for StreamConfig {
             max_catchup: 1_000_000,
             heartbeat: Duration::from_secs(15),
             ping_interval: Duration::from_secs(30),
+            ping_timeout: Duration::from_secs(60),
+            filter_timeout: Duration::from_secs(60),
+            max_connections: 16_384,
         }
     }
 }
@@ -313,6 +326,23 @@ impl Config {
         }
         if self.retention.batch == 0 {
             return Err(ConfigError("retention.batch must be positive".into()));
+        }
+        let s = &self.stream;
+        if s.ping_interval.is_zero() || s.ping_timeout <= s.ping_interval {
+            return Err(ConfigError(
+                "stream.ping_timeout must be longer than stream.ping_interval (both positive)"
+                    .into(),
+            ));
+        }
+        if s.heartbeat.is_zero() || s.filter_timeout.is_zero() || s.queue == 0 {
+            return Err(ConfigError(
+                "stream.heartbeat, stream.filter_timeout and stream.queue must be positive".into(),
+            ));
+        }
+        if s.max_connections == 0 {
+            return Err(ConfigError(
+                "stream.max_connections must be positive".into(),
+            ));
         }
         Ok(())
     }

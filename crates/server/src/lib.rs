@@ -195,6 +195,7 @@ impl Server {
         // stream with a message saying where to resume.
         let hub_shutdown = CancellationToken::new();
         let hub = cds_events_hub::Hub::start(Arc::clone(&log), hub_shutdown.clone());
+        let config_max_connections = config.stream.max_connections;
         let state = AppState {
             log,
             hub,
@@ -203,6 +204,7 @@ impl Server {
             config: Arc::new(config),
             metrics: metrics_handle(),
             started: Instant::now(),
+            connections: Arc::new(tokio::sync::Semaphore::new(config_max_connections)),
         };
         Ok(Server {
             hub_shutdown,

@@ -19,4 +19,6 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub metrics: PrometheusHandle,
     pub started: Instant,
+    /// Slots for open streaming connections (`stream.max_connections`).
+    pub connections: Arc<tokio::sync::Semaphore>,
 }

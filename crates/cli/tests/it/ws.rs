@@ -413,3 +413,150 @@ fn a_stalled_client_neither_slows_others_nor_grows_memory() {
     eprintln!("rss before {before} KiB, after {after} KiB, p99 {p99:?}");
     assert!(grown_mib < 40, "server grew by {grown_mib} MiB");
 }
+
+/// A websocket opened by hand over TCP: the handshake, then nothing unless
+/// the test writes it, so it can play a peer that never answers a ping.
+fn raw_websocket(s: &TestServer, path: &str) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let addr = s.base.trim_start_matches("http://");
+    let mut tcp = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Authorization: Bearer {ADMIN}\r\n\r\n"
+    )
+    .expect("handshake");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tcp.read_exact(&mut byte).expect("handshake answer");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    tcp
+}
+
+/// One masked text frame, as a client must send it.
+fn client_text_frame(text: &str) -> Vec<u8> {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    assert!(text.len() < 126);
+    let mut frame = vec![0x81, 0x80 | text.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// Reads until the server closes the connection; returns how long it took.
+fn time_until_closed(
+    tcp: &mut std::net::TcpStream,
+    most: std::time::Duration,
+) -> std::time::Duration {
+    use std::io::Read;
+    let start = std::time::Instant::now();
+    tcp.set_read_timeout(Some(most)).expect("timeout");
+    let mut buf = [0u8; 4096];
+    loop {
+        match tcp.read(&mut buf) {
+            Ok(0) => return start.elapsed(),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return start.elapsed(),
+            Err(e) => panic!("the server did not close the connection within {most:?}: {e}"),
+        }
+    }
+}
+
+/// A peer that stops answering pings (a dead host, a frozen laptop) is
+/// closed after `stream.ping_timeout`, not kept forever.
+#[test]
+fn a_peer_that_never_answers_pings_is_closed_after_the_ping_timeout() {
+    use std::io::Write;
+    use std::time::Duration;
+    let s = TestServer::builder()
+        .env("CDS_EVENTS_STREAM__PING_INTERVAL", "200ms")
+        .env("CDS_EVENTS_STREAM__PING_TIMEOUT", "700ms")
+        .start();
+    let mut tcp = raw_websocket(&s, "/v2/ws");
+    tcp.write_all(&client_text_frame(r#"{"type":"events"}"#))
+        .expect("filter");
+    let took = time_until_closed(&mut tcp, Duration::from_secs(10));
+    assert!(
+        took >= Duration::from_millis(600),
+        "closed too early: {took:?}"
+    );
+    // A client that answers pings (the Python client pongs by itself) stays
+    // past the timeout and gets an event published 1.5 s later.
+    let publisher = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            std::thread::sleep(Duration::from_millis(1500));
+            s.post_json(&job_event("A", 1))
+        });
+        python_ws(&s, "", ADMIN, &[json!({"type": "events"})], 10.0, 1)
+    });
+    assert_eq!(types(&publisher), ["RunJobEnded"], "{publisher:?}");
+}
+
+/// A websocket that never says what it wants is an idle connection; it is
+/// told why and closed after `stream.filter_timeout`.
+#[test]
+fn a_websocket_without_a_filter_is_closed_after_the_filter_timeout() {
+    use std::time::Duration;
+    let s = TestServer::builder()
+        .env("CDS_EVENTS_STREAM__FILTER_TIMEOUT", "500ms")
+        .start();
+    let mut tcp = raw_websocket(&s, "/v2/ws");
+    let took = time_until_closed(&mut tcp, Duration::from_secs(10));
+    assert!(
+        took >= Duration::from_millis(400),
+        "closed too early: {took:?}"
+    );
+    // The Python client hears the reason.
+    let msgs = python_ws(&s, "", ADMIN, &[], 3.0, 1);
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert_eq!(msgs[0]["status"], "KO");
+    assert!(
+        msgs[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("no filter set within")),
+        "{msgs:?}"
+    );
+}
+
+/// `stream.max_connections` bounds open streams: the next one gets 503 with
+/// `Retry-After`, and a slot freed by a closing stream is taken again.
+#[test]
+fn streaming_connections_beyond_the_limit_get_503_until_one_closes() {
+    use std::time::Duration;
+    let s = TestServer::builder()
+        .env("CDS_EVENTS_STREAM__MAX_CONNECTIONS", "2")
+        .start();
+    let first = raw_websocket(&s, "/v2/ws");
+    let http = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    let second = http
+        .get(s.url("/v2/events/stream"))
+        .bearer_auth(ADMIN)
+        .send()
+        .expect("stream");
+    assert_eq!(second.status(), 200);
+    let third = http
+        .get(s.url("/v2/events/stream"))
+        .bearer_auth(ADMIN)
+        .send()
+        .expect("stream");
+    assert_eq!(third.status(), 503);
+    assert_eq!(third.headers()["retry-after"], "5");
+    let body: Value = third.json().expect("json");
+    assert_eq!(body["error"]["code"], "too_many_connections");
+    drop(first);
+    crate::eventually("a freed slot", || {
+        http.get(s.url("/v2/events/stream"))
+            .bearer_auth(ADMIN)
+            .send()
+            .is_ok_and(|r| r.status() == 200)
+    });
+    drop(second);
+}

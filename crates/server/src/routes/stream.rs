@@ -5,15 +5,17 @@ use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::routes::events::{EventsParams, params_rejection, restrict_to_readable};
 use crate::state::AppState;
+use axum::body::Body;
 use axum::extract::{Query, State, rejection::QueryRejection};
 use axum::http::HeaderMap;
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
 use cds_events_hub::{Feed, FeedError, Matcher};
 use cds_events_log::Seq;
-use futures_util::Stream;
+use futures_util::StreamExt;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Where a client asked to resume: `Last-Event-ID` first (what a browser's
 /// EventSource sends when it reconnects), then `since=N`, then `cursor=N`.
@@ -62,8 +64,9 @@ pub async fn stream(
     caller: Caller,
     headers: HeaderMap,
     params: Result<Query<EventsParams>, QueryRejection>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(mut params) = params.map_err(params_rejection)?;
+    let slot = ConnectionSlot::acquire(&st, "sse")?;
     let after = resume_point(&headers, &mut params)?;
     let mut filter = params.filter()?;
     restrict_to_readable(&caller, &mut filter)?;
@@ -77,54 +80,123 @@ pub async fn stream(
             ),
             other => ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "unavailable", other.to_string()),
         })?;
-    let guard = ConnectionGauge::new("sse");
-    let first = Event::default()
-        .retry(Duration::from_secs(2))
-        .comment("connected");
-    let state = (Some(first), Some((feed, guard)));
-    let events = futures_util::stream::unfold(state, |(first, open)| async move {
-        if let Some(first) = first {
-            return Some((Ok(first), (None, open)));
-        }
-        let (mut feed, guard) = open?;
-        match feed.next().await {
-            Ok(e) => {
-                let ev = Event::default().id(e.seq.0.to_string()).data(&*e.json);
-                Some((Ok(ev), (None, Some((feed, guard)))))
-            }
-            Err(err) => {
-                let (name, resume_from) = match &err {
-                    FeedError::Lagged { resume_from } => ("lagged", *resume_from),
-                    _ => ("shutdown", feed.position()),
-                };
-                let ev = Event::default()
-                    .event(name)
-                    .data(format!(r#"{{"resume_from":{}}}"#, resume_from.0));
-                Some((Ok(ev), (None, None)))
-            }
-        }
-    });
-    Ok(Sse::new(events).keep_alive(
-        KeepAlive::new()
-            .interval(st.config.stream.heartbeat)
-            .text("heartbeat"),
-    ))
+    let mut heartbeat = tokio::time::interval(st.config.stream.heartbeat);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let sse = SseFeed {
+        feed: Some(feed),
+        heartbeat,
+        sent_since_tick: true,
+        _slot: slot,
+    };
+    let first = Bytes::from_static(b"retry: 2000\n: connected\n\n");
+    let body = futures_util::stream::once(async move { Ok::<_, Infallible>(first) }).chain(
+        futures_util::stream::unfold(sse, |mut s| async move {
+            s.next_chunk().await.map(|chunk| (Ok(chunk), s))
+        }),
+    );
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
 }
 
-/// Counts a live connection in `cds_events_stream_connections` for as long as
-/// it lives, however it ends.
-#[derive(Debug)]
-pub struct ConnectionGauge(&'static str);
+/// Events written per chunk at most: a client with a backlog gets it in
+/// large writes rather than one system call per event.
+const MAX_EVENTS_PER_CHUNK: usize = 64;
 
-impl ConnectionGauge {
-    pub fn new(kind: &'static str) -> Self {
-        metrics::gauge!("cds_events_stream_connections", "kind" => kind).increment(1.0);
-        ConnectionGauge(kind)
+/// One SSE connection's writer: the feed, framed with each event's shared
+/// `LiveEvent::sse_frame` (built once however many clients get it), plus the
+/// heartbeat comment when nothing else was sent for a whole interval.
+struct SseFeed {
+    feed: Option<Feed>,
+    heartbeat: tokio::time::Interval,
+    sent_since_tick: bool,
+    _slot: ConnectionSlot,
+}
+
+impl SseFeed {
+    /// The next bytes to write, or `None` when the stream ends.
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        let feed = self.feed.as_mut()?;
+        loop {
+            tokio::select! {
+                next = feed.next() => {
+                    self.sent_since_tick = true;
+                    return Some(match next {
+                        Ok(first) => {
+                            let Some(second) = feed.try_next() else { return Some(first.sse_frame()) };
+                            let mut chunk = BytesMut::with_capacity(4 * first.json.len());
+                            chunk.extend_from_slice(&first.sse_frame());
+                            chunk.extend_from_slice(&second.sse_frame());
+                            for _ in 2..MAX_EVENTS_PER_CHUNK {
+                                let Some(e) = feed.try_next() else { break };
+                                chunk.extend_from_slice(&e.sse_frame());
+                            }
+                            chunk.freeze()
+                        }
+                        Err(err) => {
+                            let (name, resume_from) = match &err {
+                                FeedError::Lagged { resume_from } => ("lagged", *resume_from),
+                                _ => ("shutdown", feed.position()),
+                            };
+                            self.feed = None;
+                            Bytes::from(format!(
+                                "event: {name}\ndata: {{\"resume_from\":{}}}\n\n",
+                                resume_from.0
+                            ))
+                        }
+                    });
+                }
+                _ = self.heartbeat.tick() => {
+                    if !std::mem::replace(&mut self.sent_since_tick, false) {
+                        return Some(Bytes::from_static(b": heartbeat\n\n"));
+                    }
+                }
+            }
+        }
     }
 }
 
-impl Drop for ConnectionGauge {
+/// One open streaming connection: holds one of `stream.max_connections`
+/// slots and counts in `cds_events_stream_connections` for as long as it
+/// lives, however it ends.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    kind: &'static str,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl ConnectionSlot {
+    /// A slot, or 503 with `Retry-After` when every one is taken.
+    pub fn acquire(st: &AppState, kind: &'static str) -> Result<Self, ApiError> {
+        let permit = Arc::clone(&st.connections)
+            .try_acquire_owned()
+            .map_err(|_| {
+                let mut e = ApiError::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "too_many_connections",
+                    format!(
+                        "{} streaming connections are open, the most this server takes (stream.max_connections); retry later",
+                        st.config.stream.max_connections
+                    ),
+                );
+                e.retry_after = Some(5);
+                e
+            })?;
+        metrics::gauge!("cds_events_stream_connections", "kind" => kind).increment(1.0);
+        Ok(ConnectionSlot {
+            kind,
+            _permit: permit,
+        })
+    }
+}
+
+impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        metrics::gauge!("cds_events_stream_connections", "kind" => self.0).decrement(1.0);
+        metrics::gauge!("cds_events_stream_connections", "kind" => self.kind).decrement(1.0);
     }
 }

@@ -10,13 +10,15 @@
 //! stays open.
 
 use crate::auth::Caller;
+use crate::routes::stream::ConnectionSlot;
 use crate::state::AppState;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::Response;
 use cds_events_auth::Principal;
-use cds_events_hub::{CdsFilterSet, Feed, FeedError, FilterIn, Matcher};
+use cds_events_hub::{CdsFilterSet, Feed, FeedError, FilterIn, LiveEvent, Matcher};
 use cds_events_log::Seq;
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::Value;
@@ -41,11 +43,31 @@ pub async fn ws(
     caller: Caller,
     params: Query<WsParams>,
     upgrade: WebSocketUpgrade,
-) -> Response {
+) -> Result<Response, crate::error::ApiError> {
+    let slot = ConnectionSlot::acquire(&st, "ws")?;
     let since = params.since.map(Seq);
     let caller = Arc::clone(&caller.0);
-    upgrade.on_upgrade(move |socket| session(socket, st, caller, since, None))
+    Ok(configure(upgrade).on_upgrade(move |socket| session(socket, st, slot, caller, since, None)))
 }
+
+/// Socket buffers sized for many mostly idle clients: tungstenite's default
+/// 128 KiB read buffer is touched in full on the first read, which alone
+/// would cost 128 KiB per connection. Clients send small filter messages.
+fn configure(upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
+    upgrade
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_message_size(MAX_CLIENT_MESSAGE)
+}
+
+const READ_BUFFER: usize = 4 * 1024;
+/// Queued messages are written out once this much is buffered (and at each
+/// flush): a backlog leaves in few large writes.
+const WRITE_BUFFER: usize = 32 * 1024;
+/// A client message is a filter set; 1 MiB is far beyond any real one.
+const MAX_CLIENT_MESSAGE: usize = 1024 * 1024;
+/// Events sent per flush at most.
+const MAX_EVENTS_PER_FLUSH: usize = 64;
 
 /// The hatchery queue: jobs enqueued in the regions the token may use
 /// (`hatchery:REGION`, `hatchery:*`), and their later states, so a hatchery
@@ -66,10 +88,12 @@ pub async fn hatchery_ws(
     let Some(regions) = caller.hatchery_regions() else {
         return Err(crate::auth::forbidden("this needs a hatchery:REGION grant"));
     };
+    let slot = ConnectionSlot::acquire(&st, "ws")?;
     let since = params.since.map(Seq);
     let caller = Arc::clone(&caller.0);
     let queue: Arc<dyn Matcher> = Arc::new(cds_events_hub::HatcheryQueue { regions });
-    Ok(upgrade.on_upgrade(move |socket| session(socket, st, caller, since, Some(queue))))
+    Ok(configure(upgrade)
+        .on_upgrade(move |socket| session(socket, st, slot, caller, since, Some(queue))))
 }
 
 /// CDS sends a zero event with its KO messages; clients decode it as such.
@@ -135,11 +159,11 @@ fn parse_request(text: &str) -> Result<Request, String> {
 async fn session(
     socket: WebSocket,
     st: AppState,
+    _slot: ConnectionSlot,
     caller: Arc<Principal>,
     since: Option<Seq>,
     fixed: Option<Arc<dyn Matcher>>,
 ) {
-    let _gauge = crate::routes::stream::ConnectionGauge::new("ws");
     let (mut sink, mut stream) = socket.split();
     let mut feed: Option<Feed> = None;
     let accepts_filters = fixed.is_none();
@@ -167,10 +191,13 @@ async fn session(
             }
         }
     }
-    let ping_every = st.config.stream.ping_interval;
-    let mut ping = tokio::time::interval(ping_every);
+    let limits = &st.config.stream;
+    let mut ping = tokio::time::interval(limits.ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
     let mut last_heard = Instant::now();
+    let filter_deadline = tokio::time::sleep(limits.filter_timeout);
+    tokio::pin!(filter_deadline);
     loop {
         tokio::select! {
             msg = stream.next() => {
@@ -222,8 +249,15 @@ async fn session(
             }
             next = next_event(&mut feed) => match next {
                 Ok(e) => {
-                    let text: Utf8Bytes = (*e.ws_message()).into();
-                    if sink.send(Message::Text(text)).await.is_err() { break }
+                    // This event and whatever else is already queued, in one
+                    // flush; a peer that takes none of it for `ping_timeout`
+                    // is dead.
+                    let Some(f) = feed.as_mut() else { break };
+                    let sent = tokio::time::timeout(limits.ping_timeout, send_batch(&mut sink, e, f)).await;
+                    if !matches!(sent, Ok(Ok(()))) {
+                        tracing::debug!(token_id = %caller.token_id, "websocket peer not reading; closing");
+                        break;
+                    }
                 }
                 Err(err) => {
                     let resume = feed.as_ref().map(Feed::position);
@@ -238,13 +272,43 @@ async fn session(
                 }
             },
             _ = ping.tick() => {
-                if last_heard.elapsed() > ping_every * 2 {
+                if last_heard.elapsed() > limits.ping_timeout {
                     tracing::debug!(token_id = %caller.token_id, "websocket peer silent; closing");
                     break;
                 }
-                if sink.send(Message::Ping(Default::default())).await.is_err() { break }
+                let ping = sink.send(Message::Ping(Default::default()));
+                if !matches!(tokio::time::timeout(limits.ping_timeout, ping).await, Ok(Ok(()))) { break }
+            }
+            _ = &mut filter_deadline, if matcher.is_none() => {
+                let why = format!("no filter set within {}s", limits.filter_timeout.as_secs_f64());
+                let _ = sink.send(Message::Text(ko(&why, None).into())).await;
+                let _ = sink.send(Message::Close(None)).await;
+                break;
             }
         }
+    }
+}
+
+/// Sends `first` and up to [`MAX_EVENTS_PER_FLUSH`] events already queued,
+/// then flushes once. Each message is the event's shared websocket text.
+async fn send_batch(
+    sink: &mut SplitSink<WebSocket, Message>,
+    first: Arc<LiveEvent>,
+    feed: &mut Feed,
+) -> Result<(), axum::Error> {
+    sink.feed(text_message(&first)).await?;
+    for _ in 1..MAX_EVENTS_PER_FLUSH {
+        let Some(e) = feed.try_next() else { break };
+        sink.feed(text_message(&e)).await?;
+    }
+    sink.flush().await
+}
+
+fn text_message(e: &LiveEvent) -> Message {
+    // The hub built the text once; checking it is UTF-8 costs no copy.
+    match Utf8Bytes::try_from(e.ws_message()) {
+        Ok(text) => Message::Text(text),
+        Err(_) => Message::Text(String::from_utf8_lossy(&e.ws_message()).into_owned().into()),
     }
 }
 
