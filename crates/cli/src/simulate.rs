@@ -5,6 +5,8 @@
 //! run and job life of spec §2. The read workload measures the query API on
 //! whatever log the server holds.
 
+mod subscribers;
+
 use crate::ServerArgs;
 use anyhow::{Context, bail};
 use cds_events_model::{EventType, FullEvent, Payload, Timestamp};
@@ -62,10 +64,20 @@ pub struct SimulateArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
-    /// Ingest only: also follow the stream with this many SSE subscribers
-    /// (every event) and report publish-acknowledged → received latency.
+    /// Ingest only: also follow the stream with this many subscribers and
+    /// report publish-acknowledged → received latency and lost events.
     #[arg(long, default_value_t = 0)]
     subscribers: usize,
+    /// How the subscribers connect.
+    #[arg(long, value_enum, default_value = "sse")]
+    subscriber_protocol: subscribers::Protocol,
+    /// What each subscriber follows: every event, or one project.
+    #[arg(long, value_enum, default_value = "all")]
+    subscribe: subscribers::Scope,
+    /// The server's process id (same machine): report its resident memory
+    /// before the subscribers connect and once they are connected and idle.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 pub async fn run(a: SimulateArgs) -> anyhow::Result<()> {
@@ -136,37 +148,58 @@ impl WorkerResult {
 
 async fn ingest(a: SimulateArgs) -> anyhow::Result<()> {
     let client = a.server.client(a.connections)?;
+    let per_request_interval = (a.rate > 0)
+        .then(|| Duration::from_secs_f64(a.batch as f64 * a.connections as f64 / a.rate as f64));
+    // Subscribers first, each from the current head, so that they see every
+    // event published.
+    let origin = Instant::now();
+    type Acks = Arc<std::sync::Mutex<std::collections::HashMap<u64, (u32, u16)>>>;
+    let acks: Option<Acks> = (a.subscribers > 0).then(Acks::default);
+    let subscribers = if a.subscribers > 0 {
+        let since = client
+            .query(&[("limit".into(), "1".into())])
+            .await?
+            .events
+            .first()
+            .map_or(0, |e| e.seq);
+        let before = a.server_pid.map(subscribers::rss_bytes).transpose()?;
+        let t0 = Instant::now();
+        let subs = subscribers::Subscribers::connect(
+            &a.server,
+            &client,
+            a.subscriber_protocol,
+            a.subscribe,
+            a.subscribers,
+            a.projects,
+            since,
+            origin,
+        )
+        .await?;
+        eprintln!(
+            "{} subscribers connected in {:.1}s",
+            a.subscribers,
+            t0.elapsed().as_secs_f64()
+        );
+        if let (Some(pid), Some(before)) = (a.server_pid, before) {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let after = subscribers::rss_bytes(pid)?;
+            eprintln!(
+                "server memory: {:.1} MiB before, {:.1} MiB with {} idle subscribers = {:.1} KiB per connection",
+                before as f64 / 1048576.0,
+                after as f64 / 1048576.0,
+                a.subscribers,
+                after.saturating_sub(before) as f64 / 1024.0 / a.subscribers as f64
+            );
+        }
+        Some(subs)
+    } else {
+        None
+    };
+    // The clock starts once the subscribers are in.
     let budget = Arc::new(Budget {
         left: AtomicU64::new(a.events.unwrap_or(u64::MAX)),
         deadline: a.duration.map(|d| Instant::now() + d),
     });
-    let per_request_interval = (a.rate > 0)
-        .then(|| Duration::from_secs_f64(a.batch as f64 * a.connections as f64 / a.rate as f64));
-    // Subscribers first, so that they see every event published.
-    type Acks = Arc<std::sync::Mutex<std::collections::HashMap<u64, Instant>>>;
-    let acks: Option<Acks> = (a.subscribers > 0).then(Acks::default);
-    let publishing_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut subscribers = Vec::new();
-    for _ in 0..a.subscribers {
-        let mut stream = client.stream(&[], None).await?;
-        let done = Arc::clone(&publishing_done);
-        subscribers.push(tokio::spawn(async move {
-            let mut got: Vec<(u64, Instant)> = Vec::new();
-            loop {
-                let next = tokio::time::timeout(Duration::from_secs(2), stream.next()).await;
-                match next {
-                    Ok(Ok(Some(cds_events_client::StreamItem::Event { seq, .. }))) => {
-                        got.push((seq, Instant::now()))
-                    }
-                    Ok(Ok(Some(_))) | Ok(Ok(None)) | Ok(Err(_)) => break,
-                    // Quiet for 2 s after the publishers finished: all in.
-                    Err(_) if done.load(Ordering::Relaxed) => break,
-                    Err(_) => {}
-                }
-            }
-            got
-        }));
-    }
     let started = Instant::now();
     let mut workers = Vec::new();
     for w in 0..a.connections {
@@ -183,6 +216,7 @@ async fn ingest(a: SimulateArgs) -> anyhow::Result<()> {
         let acks = acks.clone();
         workers.push(tokio::spawn(async move {
             let mut r = WorkerResult::new();
+            let mut projects: Vec<u16> = Vec::new();
             let mut ticker = per_request_interval.map(|i| {
                 let mut t = tokio::time::interval(i);
                 t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -197,6 +231,7 @@ async fn ingest(a: SimulateArgs) -> anyhow::Result<()> {
                     t.tick().await;
                 }
                 let mut body = String::with_capacity(n as usize * 700);
+                projects.clear();
                 if n > 1 {
                     body.push('[');
                 }
@@ -204,7 +239,10 @@ async fn ingest(a: SimulateArgs) -> anyhow::Result<()> {
                     if i > 0 {
                         body.push(',');
                     }
-                    templates.write(&mut body);
+                    let project = templates.write(&mut body);
+                    if acks.is_some() {
+                        projects.push(project);
+                    }
                 }
                 if n > 1 {
                     body.push(']');
@@ -215,9 +253,13 @@ async fn ingest(a: SimulateArgs) -> anyhow::Result<()> {
                         let _ = r.hist.record(t0.elapsed().as_micros().max(1) as u64);
                         r.units += n;
                         if let Some(acks) = &acks {
-                            let now = Instant::now();
+                            let now = subscribers::micros_since(origin);
                             let mut acks = acks.lock().unwrap_or_else(|p| p.into_inner());
-                            acks.extend(seqs.into_iter().map(|q| (q, now)));
+                            acks.extend(
+                                seqs.into_iter()
+                                    .zip(projects.drain(..))
+                                    .map(|(q, p)| (q, (now, p))),
+                            );
                         }
                     }
                     Err(e) => {
@@ -233,27 +275,15 @@ async fn ingest(a: SimulateArgs) -> anyhow::Result<()> {
     }
     let (hist, _, units, errors, first_error) = collect(workers).await?;
     let secs = started.elapsed().as_secs_f64();
-    publishing_done.store(true, Ordering::Relaxed);
     let mut delivery = new_hist();
-    let mut missing = 0u64;
-    if let Some(acks) = &acks {
-        let acks = acks.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        for s in subscribers {
-            let got = s.await.context("subscriber failed")?;
-            let received: std::collections::HashMap<u64, Instant> = got.into_iter().collect();
-            for (seq, acked) in &acks {
-                match received.get(seq) {
-                    // Received before its publisher heard the answer: 0.
-                    Some(at) => {
-                        let _ = delivery
-                            .record(at.saturating_duration_since(*acked).as_micros().max(1) as u64);
-                    }
-                    None => missing += 1,
-                }
-            }
-        }
+    if let (Some(acks), Some(subs)) = (&acks, subscribers) {
+        let received = subs.finish().await?;
+        let acks = std::mem::take(&mut *acks.lock().unwrap_or_else(|p| p.into_inner()));
+        let missing = lost_and_latency(&acks, &received, a.projects, &mut delivery);
+        let deliveries: usize = received.iter().map(|r| r.got.len()).sum();
+        eprintln!("{deliveries} deliveries to {} subscribers", received.len());
         if missing > 0 {
-            eprintln!("{missing} acknowledged events never reached a subscriber");
+            eprintln!("{missing} acknowledged events never reached a subscriber that follows them");
         }
     }
     let hists: Vec<(&str, &Histogram<u64>)> = if acks.is_some() {
@@ -271,6 +301,44 @@ async fn ingest(a: SimulateArgs) -> anyhow::Result<()> {
         &hists,
         units as f64 / secs,
     )
+}
+
+/// Counts the acknowledged events that a subscriber following them never
+/// received, and records each delivery's acknowledged → received latency.
+fn lost_and_latency(
+    acks: &std::collections::HashMap<u64, (u32, u16)>,
+    received: &[subscribers::Received],
+    projects: usize,
+    delivery: &mut Histogram<u64>,
+) -> u64 {
+    let mut all: Vec<u64> = acks.keys().copied().collect();
+    all.sort_unstable();
+    let mut by_project: Vec<Vec<u64>> = vec![Vec::new(); projects];
+    for seq in &all {
+        if let Some(list) = by_project.get_mut(acks[seq].1 as usize) {
+            list.push(*seq);
+        }
+    }
+    let mut missing = 0u64;
+    for r in received {
+        let expected = match r.project {
+            Some(p) => by_project.get(p as usize).map_or(&[][..], Vec::as_slice),
+            None => &all,
+        };
+        let mut got: Vec<u64> = r.got.iter().map(|(s, _)| *s).collect();
+        got.sort_unstable();
+        missing += expected
+            .iter()
+            .filter(|s| got.binary_search(s).is_err())
+            .count() as u64;
+        for (seq, at) in &r.got {
+            if let Some((acked, _)) = acks.get(seq) {
+                // Received before its publisher heard the answer: 0.
+                let _ = delivery.record(at.saturating_sub(*acked).max(1) as u64);
+            }
+        }
+    }
+    missing
 }
 
 async fn collect(
@@ -566,7 +634,8 @@ const TEMPLATES_PER_CONNECTION: usize = 8192;
 /// timestamp. Sending one costs a fresh UUID v7, a clock read and a copy, so
 /// every event sent is still unique and current.
 struct Templates {
-    middles: Vec<String>,
+    /// Each event's JSON between id and timestamp, and its project's index.
+    middles: Vec<(String, u16)>,
     next: usize,
 }
 
@@ -583,19 +652,27 @@ impl Templates {
                     .rfind(TS_KEY)
                     .expect("a full event ends with its timestamp")
                     + TS_KEY.len();
-                json[start..end].to_owned()
+                let project = e
+                    .project_key
+                    .trim_start_matches("PROJ")
+                    .parse()
+                    .unwrap_or(0);
+                (json[start..end].to_owned(), project)
             })
             .collect();
         Templates { middles, next: 0 }
     }
 
-    fn write(&mut self, out: &mut String) {
+    /// Writes the next event; answers its project's index.
+    fn write(&mut self, out: &mut String) -> u16 {
+        let (middle, project) = &self.middles[self.next];
         out.push_str(r#"{"id":""#);
         out.push_str(&uuid::Uuid::now_v7().to_string());
-        out.push_str(&self.middles[self.next]);
+        out.push_str(middle);
         out.push_str(&Timestamp::now().to_go_string());
         out.push_str("\"}");
         self.next = (self.next + 1) % self.middles.len();
+        *project
     }
 }
 
