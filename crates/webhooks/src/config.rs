@@ -1,0 +1,147 @@
+//! The webhooks configuration: one struct with defaults, each field
+//! documented. The server's loader fills it from file and environment (it maps
+//! `CDS_EVENTS_WEBHOOK_ALLOW_PRIVATE=1` to [`WebhooksConfig::allow_private`]).
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::time::Duration;
+
+/// How notifications are delivered.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Longest one attempt may take, from connecting to the end of the
+    /// response excerpt.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// The delay before each attempt: entry `n` is waited before attempt
+    /// `n + 1`, so the length is the number of attempts. The first entry is
+    /// normally `0s` (deliver at once).
+    #[serde(with = "durations")]
+    pub retry_schedule: Vec<Duration>,
+    /// Random spread applied to non-zero retry delays, as a fraction
+    /// (`0.1` = ±10 %), so that retries of many deliveries do not arrive in
+    /// lockstep.
+    pub jitter: f64,
+    /// A notification whose deliveries have kept failing (no success at all)
+    /// for this long is disabled at its next failure.
+    #[serde(with = "humantime_serde")]
+    pub disable_after: Duration,
+    /// How long the previous signing secret stays valid (and is signed with,
+    /// beside the new one) after a secret rotation.
+    #[serde(with = "humantime_serde")]
+    pub secret_overlap: Duration,
+    /// Allow webhook URLs that resolve to loopback, private, link-local,
+    /// CGNAT, multicast or cloud-metadata addresses. Off by default: a project
+    /// member must not be able to make the server call into its own network.
+    pub allow_private: bool,
+    /// Most attempts in flight at once towards one notification's endpoint.
+    pub max_in_flight_per_endpoint: usize,
+    /// Most bytes of a response body kept with an attempt (read at most that
+    /// much).
+    pub max_response_excerpt: usize,
+    /// The master key (base64 of 32 bytes) that encrypts headers and signing
+    /// secrets at rest. When absent, a key is generated in
+    /// `<data-dir>/webhooks.key` (mode 0600) and managed there.
+    #[serde(skip_serializing)]
+    pub key: Option<String>,
+    /// Former master keys (base64), used only to read values written under
+    /// them; every such value is re-encrypted with the current key at start.
+    #[serde(skip_serializing)]
+    pub previous_keys: Vec<String>,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        const MIN: u64 = 60;
+        const HOUR: u64 = 3600;
+        WebhooksConfig {
+            timeout: Duration::from_secs(10),
+            retry_schedule: [
+                0,
+                5,
+                5 * MIN,
+                30 * MIN,
+                2 * HOUR,
+                5 * HOUR,
+                10 * HOUR,
+                10 * HOUR,
+            ]
+            .into_iter()
+            .map(Duration::from_secs)
+            .collect(),
+            jitter: 0.1,
+            disable_after: Duration::from_secs(5 * 24 * HOUR),
+            secret_overlap: Duration::from_secs(24 * HOUR),
+            allow_private: false,
+            max_in_flight_per_endpoint: 16,
+            max_response_excerpt: 1024,
+            key: None,
+            previous_keys: Vec::new(),
+        }
+    }
+}
+
+/// Never prints the keys.
+impl fmt::Debug for WebhooksConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhooksConfig")
+            .field("timeout", &self.timeout)
+            .field("retry_schedule", &self.retry_schedule)
+            .field("jitter", &self.jitter)
+            .field("disable_after", &self.disable_after)
+            .field("secret_overlap", &self.secret_overlap)
+            .field("allow_private", &self.allow_private)
+            .field(
+                "max_in_flight_per_endpoint",
+                &self.max_in_flight_per_endpoint,
+            )
+            .field("max_response_excerpt", &self.max_response_excerpt)
+            .field("key", &self.key.as_ref().map(|_| "***"))
+            .field("previous_keys", &self.previous_keys.len())
+            .finish()
+    }
+}
+
+/// `Vec<Duration>` as a list of humantime strings (`["0s", "5s", "5m"]`).
+mod durations {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+        v.iter()
+            .map(|d| humantime_serde::Serde::from(*d))
+            .collect::<Vec<_>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+        let v: Vec<humantime_serde::Serde<Duration>> = Vec::deserialize(d)?;
+        Ok(v.into_iter().map(|d| d.into_inner()).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_through_json() {
+        let c = WebhooksConfig::default();
+        assert_eq!(c.retry_schedule.len(), 8);
+        let text = serde_json::to_string(&c).expect("serialize");
+        assert!(text.contains(r#""retry_schedule":["0s","5s","5m","30m","2h","5h","10h","10h"]"#));
+        let back: WebhooksConfig = serde_json::from_str(&text).expect("deserialize");
+        assert_eq!(back.retry_schedule, c.retry_schedule);
+        assert_eq!(back.disable_after, Duration::from_secs(5 * 24 * 3600));
+    }
+
+    #[test]
+    fn debug_hides_the_key() {
+        let c = WebhooksConfig {
+            key: Some("c2VjcmV0".into()),
+            ..Default::default()
+        };
+        assert!(!format!("{c:?}").contains("c2VjcmV0"));
+    }
+}

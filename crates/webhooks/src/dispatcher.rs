@@ -1,0 +1,142 @@
+//! The dispatcher: follows the log and turns every event that matches a
+//! notification into a delivery row, durably, before anything is sent.
+//!
+//! For each batch read after its position it writes the batch's deliveries
+//! and the new position in one transaction (see `store::writer`), then wakes
+//! the workers concerned. It never sends anything and never waits for a
+//! receiver, so a slow endpoint cannot hold the log back.
+
+use crate::Inner;
+use crate::store::NewDelivery;
+use cds_events_log::Seq;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// Events read from the log per transaction.
+const READ_BATCH: usize = 512;
+
+pub(crate) async fn run(inner: Arc<Inner>, shutdown: CancellationToken) {
+    let mut head = inner.log.head();
+    let start_head = *head.borrow_and_update();
+    let mut position = loop {
+        match start_position(&inner, start_head).await {
+            Ok(p) => break p,
+            Err(e) => {
+                tracing::error!(error = %e, "webhooks dispatcher cannot read its position");
+                if pause(&shutdown, Duration::from_secs(1)).await {
+                    return;
+                }
+            }
+        }
+    };
+    loop {
+        while position < *head.borrow_and_update() {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            match dispatch_batch(&inner, position).await {
+                Ok(Some(p)) => position = p,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, position = position.0, "webhooks dispatcher failed a batch; retrying");
+                    if pause(&shutdown, Duration::from_millis(500)).await {
+                        return;
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            changed = head.changed() => if changed.is_err() { return },
+        }
+    }
+}
+
+/// Sleeps, or returns `true` at shutdown.
+async fn pause(shutdown: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        _ = shutdown.cancelled() => true,
+        _ = tokio::time::sleep(d) => false,
+    }
+}
+
+/// The stored position; at the very first start, the log's head (history is
+/// not delivered), recorded at once so that events appended from now on are
+/// delivered even if the process stops before the next batch.
+async fn start_position(inner: &Inner, head: Seq) -> Result<Seq, crate::WebhooksError> {
+    match inner.store.position().await? {
+        Some(p) if p >= 0 && (p as u64) <= head.0 => Ok(Seq(p as u64)),
+        Some(p) => {
+            tracing::warn!(
+                position = p,
+                head = head.0,
+                "webhooks position is beyond the log's head (a new log?); starting at the head"
+            );
+            inner
+                .store
+                .insert_deliveries(Vec::new(), head.0 as i64)
+                .await?;
+            Ok(head)
+        }
+        None => {
+            inner
+                .store
+                .insert_deliveries(Vec::new(), head.0 as i64)
+                .await?;
+            Ok(head)
+        }
+    }
+}
+
+/// Reads, matches and records one batch; returns the new position, or `None`
+/// when the log had nothing after `position`.
+async fn dispatch_batch(inner: &Inner, position: Seq) -> Result<Option<Seq>, crate::WebhooksError> {
+    let batch = inner.log.read_after(position, READ_BATCH).await?;
+    let Some(last) = batch.last().map(|e| e.seq) else {
+        return Ok(None);
+    };
+    let index = inner.registry.index();
+    let mut rows = Vec::new();
+    let mut woken: HashMap<i64, Arc<tokio::sync::Notify>> = HashMap::new();
+    if !index.by_project.is_empty() {
+        for stored in &batch {
+            let event = match cds_events_model::decode_stored(&stored.json) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::error!(seq = stored.seq.0, error = %e, "stored event does not decode; no webhook delivery");
+                    continue;
+                }
+            };
+            let Some(targets) = index.by_project.get(&event.project_key) else {
+                continue;
+            };
+            let mut matched = false;
+            for t in targets.iter().filter(|t| t.matches(event.event_type)) {
+                rows.push(NewDelivery {
+                    notification: t.id,
+                    seq: stored.seq.0 as i64,
+                    event_id: event.id.clone(),
+                });
+                woken.entry(t.id).or_insert_with(|| Arc::clone(&t.wake));
+                matched = true;
+            }
+            if matched {
+                inner
+                    .cache
+                    .put(stored.seq.0 as i64, Arc::clone(&stored.json));
+            }
+        }
+    }
+    let created = rows.len();
+    inner.store.insert_deliveries(rows, last.0 as i64).await?;
+    if created > 0 {
+        metrics::counter!("cds_events_webhook_deliveries_created_total").increment(created as u64);
+    }
+    for wake in woken.values() {
+        wake.notify_one();
+    }
+    Ok(Some(last))
+}

@@ -1,0 +1,61 @@
+//! The crate's one error type. The HTTP layer maps each variant to a status.
+
+use cds_events_log::LogError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhooksError {
+    /// The notification (or delivery) does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A notification with this name already exists in the project.
+    #[error("notification {name} already exists")]
+    AlreadyExists { name: String },
+    /// A field of the request is invalid; `field` is its JSON path
+    /// (`webhook_url`, `filters.any-name.event[1]`, `auth.headers.X-Token`).
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// The operation cannot be done in this configuration (e.g. rotating a
+    /// master key that comes from the configuration).
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("webhooks storage error: {0}")]
+    Storage(String),
+    /// A stored value cannot be decrypted (wrong or missing master key).
+    #[error("webhooks key error: {0}")]
+    Key(String),
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    /// The change is stored but its event could not be appended to the log,
+    /// or the log could not be read.
+    #[error("event log error: {0}")]
+    Log(#[from] LogError),
+    #[error("http client error: {0}")]
+    Http(String),
+    #[error("webhooks are shut down")]
+    Closed,
+}
+
+impl WebhooksError {
+    pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        WebhooksError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for WebhooksError {
+    fn from(e: rusqlite::Error) -> Self {
+        WebhooksError::Storage(e.to_string())
+    }
+}
+
+pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> WebhooksError + '_ {
+    move |source| WebhooksError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}

@@ -1,0 +1,252 @@
+//! One HTTP attempt: the signed request, its outcome, nothing stored.
+//!
+//! The client follows no redirect (a 3xx is a failure: the receiver must give
+//! the final URL), uses no proxy from the environment, bounds every attempt by
+//! the configured timeout, and resolves names through [`ssrf::PublicOnly`]
+//! unless private targets are allowed.
+
+use crate::config::WebhooksConfig;
+use crate::error::WebhooksError;
+use crate::registry::Notification;
+use crate::signing::signature_header;
+use crate::ssrf;
+use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+/// The longest `Retry-After` honoured; a longer one is cut to this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+
+/// How an attempt ended (the `outcome` label of
+/// `cds_events_webhook_attempts_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeKind {
+    /// A 2xx answer.
+    Success,
+    /// Any other answer.
+    HttpError,
+    /// No complete answer within the timeout.
+    Timeout,
+    /// No connection, or the connection failed.
+    ConnectError,
+    /// The address is not public and private targets are not allowed.
+    Refused,
+}
+
+impl OutcomeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutcomeKind::Success => "success",
+            OutcomeKind::HttpError => "http_error",
+            OutcomeKind::Timeout => "timeout",
+            OutcomeKind::ConnectError => "connect_error",
+            OutcomeKind::Refused => "refused",
+        }
+    }
+}
+
+/// What one attempt gave.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptOutcome {
+    pub outcome: OutcomeKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
+    #[serde(serialize_with = "as_millis")]
+    pub latency: Duration,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The start of the response body (at most `max_response_excerpt` bytes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub response: Option<String>,
+    /// The receiver's `Retry-After` on a 429 or 503, capped at
+    /// [`MAX_RETRY_AFTER`].
+    #[serde(skip)]
+    pub retry_after: Option<Duration>,
+}
+
+fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+impl AttemptOutcome {
+    pub fn is_success(&self) -> bool {
+        self.outcome == OutcomeKind::Success
+    }
+
+    fn failed(outcome: OutcomeKind, started: Instant, error: String) -> Self {
+        AttemptOutcome {
+            outcome,
+            status_code: None,
+            latency: started.elapsed(),
+            error: Some(error),
+            response: None,
+            retry_after: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) struct Sender {
+    client: reqwest::Client,
+    allow_private: bool,
+    max_excerpt: usize,
+}
+
+impl Sender {
+    pub(crate) fn new(config: &WebhooksConfig) -> Result<Sender, WebhooksError> {
+        // reqwest is built without a default TLS provider (as in the client
+        // crate); install ring once per process, ignoring a provider that is
+        // already there.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut b = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .user_agent(concat!("cds-events-webhooks/", env!("CARGO_PKG_VERSION")));
+        if !config.allow_private {
+            b = b.dns_resolver(ssrf::PublicOnly);
+        }
+        let client = b.build().map_err(|e| WebhooksError::Http(e.to_string()))?;
+        Ok(Sender {
+            client,
+            allow_private: config.allow_private,
+            max_excerpt: config.max_response_excerpt,
+        })
+    }
+
+    /// Sends `body` to the notification's endpoint, signed as message
+    /// `msg_id` at the current time.
+    pub(crate) async fn send(&self, n: &Notification, msg_id: &str, body: &[u8]) -> AttemptOutcome {
+        let started = Instant::now();
+        if !self.allow_private
+            && let Err(r) = ssrf::check_url_host(&n.url)
+        {
+            return AttemptOutcome::failed(OutcomeKind::Refused, started, r.to_string());
+        }
+        let now_ms = crate::time::now_ms();
+        let ts = now_ms.div_euclid(1000);
+        let signature = signature_header(n.signing_secrets(now_ms), msg_id, ts, body);
+        let mut headers = n.header_map.clone();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let (Ok(id), Ok(sig)) = (
+            HeaderValue::from_str(msg_id),
+            HeaderValue::from_str(&signature),
+        ) else {
+            return AttemptOutcome::failed(
+                OutcomeKind::ConnectError,
+                started,
+                "cannot build the signature headers".into(),
+            );
+        };
+        headers.insert(WEBHOOK_ID, id);
+        headers.insert(WEBHOOK_TIMESTAMP, HeaderValue::from(ts));
+        headers.insert(WEBHOOK_SIGNATURE, sig);
+        let request = self
+            .client
+            .post(n.url.clone())
+            .headers(headers)
+            .body(body.to_vec());
+        let mut resp = match request.send().await {
+            Ok(r) => r,
+            Err(e) => return self.error_outcome(&e, started),
+        };
+        let status = resp.status();
+        let retry_after = if status.as_u16() == 429 || status.as_u16() == 503 {
+            resp.headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after)
+        } else {
+            None
+        };
+        // The status decides; the body is only an excerpt for the record, so
+        // failing to read it (timeout, reset) changes nothing.
+        let mut excerpt: Vec<u8> = Vec::new();
+        while excerpt.len() < self.max_excerpt {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    let take = chunk.len().min(self.max_excerpt - excerpt.len());
+                    excerpt.extend_from_slice(&chunk[..take]);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let ok = status.is_success();
+        AttemptOutcome {
+            outcome: if ok {
+                OutcomeKind::Success
+            } else {
+                OutcomeKind::HttpError
+            },
+            status_code: Some(status.as_u16()),
+            latency: started.elapsed(),
+            error: (!ok).then(|| format!("HTTP {status}")),
+            response: (!excerpt.is_empty()).then(|| String::from_utf8_lossy(&excerpt).into_owned()),
+            retry_after,
+        }
+    }
+
+    fn error_outcome(&self, e: &reqwest::Error, started: Instant) -> AttemptOutcome {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        let mut chain = Vec::new();
+        while let Some(err) = source {
+            if let Some(r) = err.downcast_ref::<ssrf::Refused>() {
+                return AttemptOutcome::failed(OutcomeKind::Refused, started, r.to_string());
+            }
+            let text = err.to_string();
+            if chain.last() != Some(&text) {
+                chain.push(text);
+            }
+            source = err.source();
+        }
+        let kind = if e.is_timeout() {
+            OutcomeKind::Timeout
+        } else {
+            OutcomeKind::ConnectError
+        };
+        AttemptOutcome::failed(kind, started, chain.join(": "))
+    }
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date, capped at
+/// [`MAX_RETRY_AFTER`].
+pub(crate) fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let d = match v.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            let at = httpdate::parse_http_date(v).ok()?;
+            at.duration_since(std::time::SystemTime::now())
+                .unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(d.min(MAX_RETRY_AFTER))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after("99999999"), Some(MAX_RETRY_AFTER));
+        let later = std::time::SystemTime::now() + Duration::from_secs(60);
+        let d = parse_retry_after(&httpdate::fmt_http_date(later)).expect("date");
+        assert!(
+            d > Duration::from_secs(55) && d <= Duration::from_secs(60),
+            "{d:?}"
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}

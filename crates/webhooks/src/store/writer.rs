@@ -1,0 +1,341 @@
+//! The single writer: owns the one read-write connection of `webhooks.db`.
+//!
+//! Attempt results arrive from every worker at once; the thread takes the
+//! first, then every other result already queued (up to a bound), and
+//! commits them in one transaction, so a burst of results costs one commit
+//! rather than one per delivery. Replies go out after the commit. Every other
+//! change (notifications, delivery creation with the log position, key
+//! rotation) is a command of its own, run in order: the registry in memory is
+//! changed here too, right after the commit, so it follows the database in
+//! the same order.
+
+use super::schema::meta_set;
+use crate::crypto::Keyring;
+use crate::error::WebhooksError;
+use crate::model::DeliveryStatus;
+use crate::registry::Registry;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::{mpsc, oneshot};
+
+pub(crate) type Reply<T> = oneshot::Sender<Result<T, WebhooksError>>;
+
+/// A delivery to create.
+#[derive(Debug, Clone)]
+pub(crate) struct NewDelivery {
+    pub notification: i64,
+    pub seq: i64,
+    pub event_id: String,
+}
+
+/// The outcome of one attempt, as recorded.
+#[derive(Debug)]
+pub(crate) struct AttemptRecord {
+    pub delivery: i64,
+    pub notification: i64,
+    /// Attempts made so far, this one included (its number).
+    pub attempts: i64,
+    /// Attempts of the current round, this one included.
+    pub tries: i64,
+    pub status: DeliveryStatus,
+    pub next_attempt_at: Option<i64>,
+    pub at: i64,
+    pub status_code: Option<u16>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+    pub response: Option<String>,
+    /// `Some(true)` when the endpoint failed, `Some(false)` when it
+    /// succeeded, `None` when it was not reached through no fault of its own.
+    pub endpoint_failed: Option<bool>,
+}
+
+/// What recording an attempt changed besides the delivery.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RecordAck {
+    /// The notification was disabled by this failure.
+    pub disabled: bool,
+}
+
+pub(crate) enum Cmd {
+    Deliveries {
+        rows: Vec<NewDelivery>,
+        position: i64,
+        reply: Reply<()>,
+    },
+    Record {
+        rec: AttemptRecord,
+        reply: Reply<RecordAck>,
+    },
+    Call(Box<dyn FnOnce(&mut WriterCtx) + Send>),
+    /// Runs what is queued, checkpoints, closes the connection, then answers.
+    Close {
+        reply: Reply<()>,
+    },
+}
+
+/// Most attempt results committed in one transaction.
+const MAX_GROUP: usize = 4096;
+
+/// What a writer command gets to work with.
+pub(crate) struct WriterCtx {
+    pub conn: Connection,
+    /// The keyring values are sealed with. Changed only here, so a rotation
+    /// and a write that seals a value can never interleave.
+    pub keyring: Keyring,
+    pub registry: Arc<Registry>,
+    pub disable_after_ms: i64,
+    /// Pending deliveries. Every change of a delivery's status goes through
+    /// this thread, so the count is kept exactly without ever counting rows.
+    pub pending: i64,
+}
+
+impl WriterCtx {
+    /// Moves the pending count (and its gauge) by `delta`.
+    pub(crate) fn add_pending(&mut self, delta: i64) {
+        self.pending += delta;
+        metrics::gauge!("cds_events_webhook_deliveries_pending").set(self.pending as f64);
+    }
+
+    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
+        let mut pending: Option<Cmd> = None;
+        loop {
+            let cmd = match pending.take() {
+                Some(c) => c,
+                None => match rx.blocking_recv() {
+                    Some(c) => c,
+                    None => break,
+                },
+            };
+            match cmd {
+                Cmd::Record { rec, reply } => {
+                    let mut group = vec![(rec, reply)];
+                    while group.len() < MAX_GROUP {
+                        match rx.try_recv() {
+                            Ok(Cmd::Record { rec, reply }) => group.push((rec, reply)),
+                            Ok(other) => {
+                                pending = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.record_group(group);
+                }
+                Cmd::Deliveries {
+                    rows,
+                    position,
+                    reply,
+                } => {
+                    let _ = reply.send(self.insert_deliveries(&rows, position));
+                }
+                Cmd::Call(f) => f(&mut self),
+                Cmd::Close { reply } => {
+                    rx.close();
+                    let mut replies = vec![reply];
+                    while let Ok(cmd) = rx.try_recv() {
+                        match cmd {
+                            Cmd::Record { rec, reply } => self.record_group(vec![(rec, reply)]),
+                            Cmd::Deliveries {
+                                rows,
+                                position,
+                                reply,
+                            } => {
+                                let _ = reply.send(self.insert_deliveries(&rows, position));
+                            }
+                            Cmd::Call(f) => f(&mut self),
+                            Cmd::Close { reply } => replies.push(reply),
+                        }
+                    }
+                    let r = self.checkpoint();
+                    // The connection is closed before anyone hears of it, so
+                    // the database can be opened again at once.
+                    drop(self);
+                    for reply in replies {
+                        let _ = reply.send(
+                            r.as_ref()
+                                .map(|_| ())
+                                .map_err(|e| WebhooksError::Storage(e.to_string())),
+                        );
+                    }
+                    return;
+                }
+            }
+        }
+        let _ = self.checkpoint();
+    }
+
+    fn checkpoint(&self) -> Result<(), WebhooksError> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(WebhooksError::from)
+    }
+
+    /// Creates the deliveries of one batch of events and moves the log
+    /// position past the batch, in one transaction: after a crash either both
+    /// happened or neither did, so re-reading from the stored position never
+    /// loses nor duplicates a delivery.
+    fn insert_deliveries(
+        &mut self,
+        rows: &[NewDelivery],
+        position: i64,
+    ) -> Result<(), WebhooksError> {
+        let now = crate::time::now_ms();
+        let mut inserted = 0i64;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            // A notification deleted since the batch was matched gets nothing.
+            let mut st = tx.prepare_cached(
+                "INSERT INTO deliveries(notification_id, event_seq, event_id, status, attempts, tries,
+                                        next_attempt_at, created_at, updated_at)
+                 SELECT ?1, ?2, ?3, 'pending', 0, 0, ?4, ?4, ?4
+                 WHERE EXISTS (SELECT 1 FROM notifications WHERE id = ?1)",
+            )?;
+            for r in rows {
+                inserted += st.execute(params![r.notification, r.seq, r.event_id, now])? as i64;
+            }
+        }
+        meta_set(&tx, "position", position)?;
+        tx.commit()?;
+        if inserted > 0 {
+            self.add_pending(inserted);
+        }
+        Ok(())
+    }
+
+    fn record_group(&mut self, group: Vec<(AttemptRecord, Reply<RecordAck>)>) {
+        let started = Instant::now();
+        let n = group.len();
+        let r = self.record_all(group.iter().map(|(r, _)| r));
+        metrics::histogram!("cds_events_webhook_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("cds_events_webhook_commit_group_results").record(n as f64);
+        match r {
+            Ok(acks) => {
+                for ((_, reply), ack) in group.into_iter().zip(acks) {
+                    let _ = reply.send(Ok(ack));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, results = n, "cannot record attempt results");
+                for (_, reply) in group {
+                    let _ = reply.send(Err(WebhooksError::Storage(e.to_string())));
+                }
+            }
+        }
+    }
+
+    fn record_all<'a>(
+        &mut self,
+        recs: impl Iterator<Item = &'a AttemptRecord>,
+    ) -> Result<Vec<RecordAck>, WebhooksError> {
+        let disable_after = self.disable_after_ms;
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut acks = Vec::new();
+        let mut disabled = Vec::new();
+        let mut transitions = Vec::new();
+        let mut finished = 0i64;
+        {
+            let mut update = tx.prepare_cached(
+                "UPDATE deliveries SET status = ?2, attempts = ?3, tries = ?4, next_attempt_at = ?5,
+                                       updated_at = ?6
+                 WHERE id = ?1",
+            )?;
+            let mut attempt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO attempts(delivery_id, n, at, status_code, latency_ms, error, response)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            let mut healthy = tx.prepare_cached(
+                "UPDATE notifications SET failing_since = NULL
+                 WHERE id = ?1 AND failing_since IS NOT NULL",
+            )?;
+            let mut failing = tx.prepare_cached(
+                "UPDATE notifications SET failing_since = COALESCE(failing_since, ?2)
+                 WHERE id = ?1 RETURNING failing_since, enabled",
+            )?;
+            let mut disable = tx.prepare_cached(
+                "UPDATE notifications SET enabled = 0, disabled_reason = ?2, last_modified = ?3
+                 WHERE id = ?1",
+            )?;
+            for r in recs {
+                let mut ack = RecordAck::default();
+                let changed = update.execute(params![
+                    r.delivery,
+                    r.status.as_str(),
+                    r.attempts,
+                    r.tries,
+                    r.next_attempt_at,
+                    r.at
+                ])?;
+                if changed == 0 {
+                    // The notification was deleted meanwhile.
+                    acks.push(ack);
+                    continue;
+                }
+                if r.status != DeliveryStatus::Pending {
+                    finished += 1;
+                }
+                attempt.execute(params![
+                    r.delivery,
+                    r.attempts,
+                    r.at,
+                    r.status_code,
+                    r.latency_ms,
+                    r.error,
+                    r.response
+                ])?;
+                if r.endpoint_failed == Some(false) && healthy.execute([r.notification])? == 1 {
+                    transitions.push((r.notification, None));
+                }
+                if r.endpoint_failed == Some(true) {
+                    let row: Option<(i64, bool)> = failing
+                        .query_row(params![r.notification, r.at], |x| {
+                            Ok((x.get(0)?, x.get(1)?))
+                        })
+                        .optional()?;
+                    if let Some((since, _)) = row
+                        && since == r.at
+                    {
+                        transitions.push((r.notification, Some(since)));
+                    }
+                    if let Some((since, true)) = row
+                        && r.at - since >= disable_after
+                    {
+                        let reason = format!(
+                            "disabled after failing continuously since {}",
+                            crate::time::to_datetime(since).to_rfc3339()
+                        );
+                        disable.execute(params![r.notification, reason, r.at])?;
+                        disabled.push((r.notification, reason, since, r.at));
+                        ack.disabled = true;
+                    }
+                }
+                acks.push(ack);
+            }
+        }
+        tx.commit()?;
+        if finished > 0 {
+            self.add_pending(-finished);
+        }
+        for (id, since) in transitions {
+            if let Some(n) = self.registry.get(id) {
+                n.set_failing_since(since);
+            }
+        }
+        for (id, reason, since, at) in disabled {
+            if let Some(n) = self.registry.get(id) {
+                let mut n = (*n).clone();
+                n.enabled = false;
+                n.disabled_reason = Some(reason);
+                n.set_failing_since(Some(since));
+                n.last_modified = at;
+                self.registry.put(n);
+            }
+        }
+        Ok(acks)
+    }
+}

@@ -1,0 +1,7 @@
+//! Integration tests of cds-events-webhooks: a real SQLite log, the real
+//! service, loopback receivers.
+
+mod crud;
+mod delivery;
+mod security;
+mod support;

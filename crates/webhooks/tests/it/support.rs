@@ -1,0 +1,319 @@
+//! The test world: a real SQLite log in a temporary directory, the webhooks
+//! service running over it, and loopback HTTP receivers that record what
+//! they get and answer as each test scripts.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use cds_events_log::sqlite::{SqliteLog, SqliteOptions};
+use cds_events_log::{EventLog, NewEvent};
+use cds_events_model::EventType;
+use cds_events_webhooks::{Actor, NotificationFilter, NotificationIn, Webhooks, WebhooksConfig};
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub fn actor() -> Actor {
+    Actor {
+        user_id: "u1".into(),
+        username: "alice".into(),
+    }
+}
+
+/// Fast retries, loopback allowed.
+pub fn config() -> WebhooksConfig {
+    WebhooksConfig {
+        timeout: Duration::from_secs(2),
+        retry_schedule: vec![
+            Duration::ZERO,
+            Duration::from_millis(50),
+            Duration::from_millis(100),
+        ],
+        jitter: 0.0,
+        allow_private: true,
+        ..Default::default()
+    }
+}
+
+pub fn schedule(ms: &[u64]) -> Vec<Duration> {
+    ms.iter().map(|m| Duration::from_millis(*m)).collect()
+}
+
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub log: Arc<dyn EventLog>,
+    pub hooks: Webhooks,
+    pub config: WebhooksConfig,
+    shutdown: CancellationToken,
+    run: tokio::task::JoinHandle<()>,
+}
+
+impl World {
+    pub async fn start(config: WebhooksConfig) -> World {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log: Arc<dyn EventLog> =
+            Arc::new(SqliteLog::open(dir.path(), SqliteOptions::default()).expect("log"));
+        World::open(dir, log, config).await
+    }
+
+    pub async fn open(
+        dir: tempfile::TempDir,
+        log: Arc<dyn EventLog>,
+        config: WebhooksConfig,
+    ) -> World {
+        let hooks = Webhooks::open(dir.path(), Arc::clone(&log), config.clone()).expect("open");
+        let shutdown = CancellationToken::new();
+        let run = {
+            let hooks = hooks.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { hooks.run(shutdown).await.expect("run") })
+        };
+        World {
+            dir,
+            log,
+            hooks,
+            config,
+            shutdown,
+            run,
+        }
+    }
+
+    /// Stops the service (as at a process exit) and gives back its data.
+    pub async fn stop(self) -> (tempfile::TempDir, Arc<dyn EventLog>, WebhooksConfig) {
+        self.shutdown.cancel();
+        tokio::time::timeout(WAIT, self.run)
+            .await
+            .expect("stops in time")
+            .expect("run task");
+        self.hooks.close().await.expect("close");
+        drop(self.hooks);
+        (self.dir, self.log, self.config)
+    }
+
+    pub async fn restart(self) -> World {
+        let (dir, log, config) = self.stop().await;
+        World::open(dir, log, config).await
+    }
+
+    /// Creates a notification to `url` in `project`, only for `RunJobEnded`
+    /// unless `filters` says otherwise.
+    pub async fn create(&self, project: &str, name: &str, url: &str) -> String {
+        self.create_with(project, input(name, url, &["^RunJobEnded$"]))
+            .await
+    }
+
+    pub async fn create_with(&self, project: &str, n: NotificationIn) -> String {
+        self.hooks
+            .create(project, n, &actor())
+            .await
+            .expect("create")
+            .secret
+    }
+
+    /// Appends `n` RunJobEnded events to `project`; returns their ids.
+    pub async fn publish(&self, project: &str, n: usize) -> Vec<String> {
+        self.publish_types(project, &vec![EventType::RunJobEnded; n])
+            .await
+    }
+
+    pub async fn publish_types(&self, project: &str, types: &[EventType]) -> Vec<String> {
+        let events: Vec<NewEvent> = types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                NewEvent::from(cds_events_log::conformance::event(
+                    *t,
+                    project,
+                    i as i64 + 1,
+                ))
+            })
+            .collect();
+        let ids = events.iter().map(|e| e.event.id.clone()).collect();
+        self.log.append(events).await.expect("append");
+        ids
+    }
+}
+
+pub fn input(name: &str, url: &str, exprs: &[&str]) -> NotificationIn {
+    let mut n = NotificationIn {
+        name: name.into(),
+        webhook_url: url.into(),
+        ..Default::default()
+    };
+    if !exprs.is_empty() {
+        n.filters.insert(
+            "f".into(),
+            NotificationFilter {
+                event: exprs.iter().map(|s| s.to_string()).collect(),
+            },
+        );
+    }
+    n
+}
+
+/// Polls `f` until it returns `Some`, or panics after [`WAIT`].
+pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// One request a receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub at: Instant,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    pub fn webhook_id(&self) -> &str {
+        self.header("webhook-id")
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).expect("json body")
+    }
+
+    pub fn event_id(&self) -> String {
+        self.json()["id"].as_str().unwrap_or("").to_owned()
+    }
+
+    pub fn event_type(&self) -> String {
+        self.json()["type"].as_str().unwrap_or("").to_owned()
+    }
+}
+
+/// How a receiver answers.
+pub enum Reply {
+    Status(u16),
+    WithHeader(u16, &'static str, String),
+    /// Never answers.
+    Hang,
+}
+
+type Script = dyn Fn(usize, &Received) -> Reply + Send + Sync;
+
+struct ReceiverState {
+    requests: Mutex<Vec<Received>>,
+    count: AtomicUsize,
+    arrived: Notify,
+    script: Box<Script>,
+}
+
+/// A loopback HTTP server that records every request.
+#[derive(Clone)]
+pub struct Receiver {
+    pub url: String,
+    pub port: u16,
+    state: Arc<ReceiverState>,
+}
+
+impl Receiver {
+    /// Answers 204 to everything.
+    pub async fn ok() -> Receiver {
+        Receiver::scripted(|_, _| Reply::Status(204)).await
+    }
+
+    /// Answers as `script(n, request)` says, `n` counting from 0.
+    pub async fn scripted(
+        script: impl Fn(usize, &Received) -> Reply + Send + Sync + 'static,
+    ) -> Receiver {
+        let state = Arc::new(ReceiverState {
+            requests: Mutex::new(Vec::new()),
+            count: AtomicUsize::new(0),
+            arrived: Notify::new(),
+            script: Box::new(script),
+        });
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(Arc::clone(&state));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Receiver {
+            url: format!("http://127.0.0.1:{port}/hook"),
+            port,
+            state,
+        }
+    }
+
+    pub fn requests(&self) -> Vec<Received> {
+        self.state.requests.lock().expect("lock").clone()
+    }
+
+    /// Waits until at least `n` requests arrived; returns them all.
+    pub async fn wait_for(&self, n: usize) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let notified = self.state.arrived.notified();
+            if self.state.requests.lock().expect("lock").len() >= n {
+                return self.requests();
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!(
+                    "timed out waiting for {n} requests, got {}",
+                    self.requests().len()
+                );
+            }
+        }
+    }
+}
+
+async fn handle(
+    State(state): State<Arc<ReceiverState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, HeaderMap, &'static str) {
+    let r = Received {
+        at: Instant::now(),
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    };
+    let n = state.count.fetch_add(1, Ordering::SeqCst);
+    let reply = (state.script)(n, &r);
+    state.requests.lock().expect("lock").push(r);
+    state.arrived.notify_waiters();
+    let mut h = HeaderMap::new();
+    let code = match reply {
+        Reply::Status(c) => c,
+        Reply::WithHeader(c, name, value) => {
+            h.insert(name, value.parse().expect("header value"));
+            c
+        }
+        Reply::Hang => {
+            std::future::pending::<()>().await;
+            500
+        }
+    };
+    (
+        StatusCode::from_u16(code).expect("status"),
+        h,
+        "receiver says hi",
+    )
+}
