@@ -5,6 +5,7 @@
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod listen;
+mod notification;
 mod publish;
 mod query;
 mod serve;
@@ -44,6 +45,9 @@ enum Command {
     /// Manage access tokens (admin).
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// Manage project notifications (webhooks) and their deliveries.
+    #[command(subcommand)]
+    Notification(notification::NotificationCommand),
 }
 
 /// The query API's filters as flags, shared by `query` and `listen`.
@@ -197,6 +201,7 @@ fn main() -> std::process::ExitCode {
             Command::Types(a) => query::types(a).await,
             Command::Simulate(a) => simulate::run(*a).await,
             Command::Token(c) => token::run(c).await,
+            Command::Notification(c) => notification::run(c).await,
         }
     });
     match result {

@@ -26,6 +26,8 @@ pub struct Config {
     pub tls: TlsConfig,
     pub http: HttpConfig,
     pub stream: StreamConfig,
+    /// Project notifications (webhooks): timeouts, retries, safety, keys.
+    pub webhooks: cds_events_webhooks::WebhooksConfig,
     /// How long in-flight requests get to finish after SIGTERM/SIGINT.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -193,6 +195,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             http: HttpConfig::default(),
             stream: StreamConfig::default(),
+            webhooks: cds_events_webhooks::WebhooksConfig::default(),
             shutdown_grace: Duration::from_secs(30),
         }
     }
@@ -266,7 +269,12 @@ impl Config {
                 .filter(|k| Config::is_env_key(k.as_str())),
         );
         fig = fig.merge(flags);
-        let config: Config = fig.extract().map_err(|e| ConfigError(e.to_string()))?;
+        let mut config: Config = fig.extract().map_err(|e| ConfigError(e.to_string()))?;
+        // The documented switch for private webhook targets, outside the
+        // `webhooks.` nesting so that it reads as the warning it is.
+        if let Ok(v) = std::env::var("CDS_EVENTS_WEBHOOK_ALLOW_PRIVATE") {
+            config.webhooks.allow_private = matches!(v.trim(), "1" | "true" | "yes");
+        }
         config.validate()?;
         Ok(config)
     }
@@ -295,6 +303,7 @@ impl Config {
                 | "tls"
                 | "http"
                 | "stream"
+                | "webhooks"
                 | "shutdown_grace"
         )
     }
@@ -342,6 +351,17 @@ impl Config {
         if s.max_connections == 0 {
             return Err(ConfigError(
                 "stream.max_connections must be positive".into(),
+            ));
+        }
+        let w = &self.webhooks;
+        if w.timeout.is_zero() || w.retry_schedule.is_empty() || w.max_in_flight_per_endpoint == 0 {
+            return Err(ConfigError(
+                "webhooks.timeout, webhooks.retry_schedule and webhooks.max_in_flight_per_endpoint must be positive / non-empty".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&w.jitter) {
+            return Err(ConfigError(
+                "webhooks.jitter is a fraction between 0 and 1".into(),
             ));
         }
         Ok(())

@@ -46,6 +46,8 @@ pub enum ServerError {
     Auth(#[from] cds_events_auth::AuthError),
     #[error("cannot load the TLS certificate or key: {0}")]
     Tls(String),
+    #[error("cannot open the notification store: {0}")]
+    Webhooks(#[from] cds_events_webhooks::WebhooksError),
 }
 
 /// The process-wide Prometheus recorder (a recorder is global by nature).
@@ -104,7 +106,7 @@ async fn track_http(req: Request, next: Next) -> Response {
 /// decides otherwise, in this one place.
 pub fn router(state: AppState) -> Router {
     use axum::routing::{delete, post};
-    use routes::{events, mon, tokens};
+    use routes::{events, mon, notifications, tokens};
     let protected = Router::new()
         .route("/v2/events", get(events::query).post(events::ingest))
         .route("/v2/events/types", get(events::types))
@@ -116,6 +118,56 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/auth/tokens/{id}", delete(tokens::revoke))
         .route("/v2/auth/ticket", post(tokens::ticket))
         .route("/v2/auth/audit", get(tokens::audit))
+        .route(
+            "/v2/project/{project}/notification",
+            get(notifications::list).post(notifications::create),
+        )
+        .route(
+            "/v2/project/{project}/notification/{name}",
+            get(notifications::get)
+                .put(notifications::update)
+                .delete(notifications::delete),
+        )
+        .route(
+            "/v2/project/{project}/notification/{name}/secret",
+            get(notifications::secret),
+        )
+        .route(
+            "/v2/project/{project}/notification/{name}/secret/rotate",
+            post(notifications::rotate_secret),
+        )
+        .route(
+            "/v2/project/{project}/notification/{name}/enable",
+            post(notifications::enable),
+        )
+        .route(
+            "/v2/project/{project}/notification/{name}/disable",
+            post(notifications::disable),
+        )
+        .route(
+            "/v2/project/{project}/notification/{name}/test",
+            post(notifications::test),
+        )
+        .route(
+            "/v2/project/{project}/notification/{name}/deliveries",
+            get(notifications::deliveries),
+        )
+        .route(
+            "/v2/project/{project}/notification/{name}/deliveries/{id}",
+            get(notifications::delivery),
+        )
+        .route(
+            "/v2/project/{project}/notification/{name}/deliveries/{id}/redeliver",
+            post(notifications::redeliver),
+        )
+        .route(
+            "/v2/project/{project}/notification/{name}/redeliver",
+            post(notifications::redeliver_failed),
+        )
+        .route(
+            "/v2/admin/webhooks/rotate-key",
+            post(notifications::rotate_key),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_principal,
@@ -195,6 +247,11 @@ impl Server {
         // stream with a message saying where to resume.
         let hub_shutdown = CancellationToken::new();
         let hub = cds_events_hub::Hub::start(Arc::clone(&log), hub_shutdown.clone());
+        let webhooks = cds_events_webhooks::Webhooks::open(
+            &config.data_dir,
+            Arc::clone(&log),
+            config.webhooks.clone(),
+        )?;
         let config_max_connections = config.stream.max_connections;
         let state = AppState {
             log,
@@ -205,6 +262,7 @@ impl Server {
             metrics: metrics_handle(),
             started: Instant::now(),
             connections: Arc::new(tokio::sync::Semaphore::new(config_max_connections)),
+            webhooks,
         };
         Ok(Server {
             hub_shutdown,
@@ -244,6 +302,16 @@ impl Server {
         let log = Arc::clone(&state.log);
         let config = Arc::clone(&state.config);
         let metrics = state.metrics.clone();
+        tasks.spawn({
+            let webhooks = state.webhooks.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                if let Err(e) = webhooks.run(shutdown).await {
+                    tracing::error!(error = %e, "webhook delivery stopped");
+                }
+            }
+        });
+        let webhooks = state.webhooks.clone();
         tasks.spawn(retention_loop(
             Arc::clone(&log),
             Arc::clone(&config),
@@ -273,6 +341,10 @@ impl Server {
         let app = router(state);
         serve(listener, tls, app, &config, shutdown).await;
         tasks.wait().await;
+        // Deliveries read the log: they stop first.
+        if let Err(e) = webhooks.close().await {
+            tracing::error!(error = %e, "closing the webhooks store failed");
+        }
         log.close().await?;
         tracing::info!("event log closed");
         Ok(())

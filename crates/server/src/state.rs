@@ -21,4 +21,6 @@ pub struct AppState {
     pub started: Instant,
     /// Slots for open streaming connections (`stream.max_connections`).
     pub connections: Arc<tokio::sync::Semaphore>,
+    /// Project notifications and their deliveries.
+    pub webhooks: cds_events_webhooks::Webhooks,
 }

@@ -7,7 +7,7 @@ use std::fmt;
 use std::time::Duration;
 
 /// How notifications are delivered.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct WebhooksConfig {
     /// Longest one attempt may take, from connecting to the end of the

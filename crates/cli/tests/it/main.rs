@@ -4,7 +4,9 @@
 mod api;
 mod auth;
 mod durability;
+mod notifications;
 mod ops;
+mod receiver;
 mod stream;
 mod ws;
 

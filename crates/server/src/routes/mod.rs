@@ -1,5 +1,6 @@
 pub mod events;
 pub mod mon;
+pub mod notifications;
 pub mod stream;
 pub mod tokens;
 pub mod ws;

@@ -1,0 +1,619 @@
+//! Project notifications (webhooks) end to end: the real server, real HTTP
+//! receivers on loopback, CDS's CRUD, Standard Webhooks signatures checked by
+//! a library no one here wrote, and a kill -9 with deliveries pending.
+
+use crate::receiver::Receiver;
+use crate::{ADMIN, BIN, TestServer, client_with_token, job_event};
+use serde_json::{Value, json};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A server that may call loopback receivers, with a quick retry schedule.
+fn webhook_server() -> crate::Builder {
+    TestServer::builder()
+        .env("CDS_EVENTS_WEBHOOK_ALLOW_PRIVATE", "1")
+        .env(
+            "CDS_EVENTS_WEBHOOKS__RETRY_SCHEDULE",
+            "[0s,100ms,100ms,100ms,100ms]",
+        )
+        .env("CDS_EVENTS_WEBHOOKS__JITTER", "0")
+        .env("CDS_EVENTS_WEBHOOKS__TIMEOUT", "2s")
+}
+
+fn send(
+    http: &reqwest::blocking::Client,
+    method: reqwest::Method,
+    url: String,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut r = http.request(method, url);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r.send().expect("request");
+    let status = r.status().as_u16();
+    let text = r.text().expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+fn create(s: &TestServer, project: &str, body: Value) -> Value {
+    let (status, out) = send(
+        &s.http,
+        reqwest::Method::POST,
+        s.url(&format!("/v2/project/{project}/notification")),
+        Some(body),
+    );
+    assert_eq!(status, 201, "{out}");
+    out
+}
+
+/// CDS's CRUD: unique names, validation naming the field, header values
+/// never shown again, grants, and an event in the log for every change.
+#[test]
+fn notification_crud_follows_cds_with_grants_masking_and_events() {
+    let s = webhook_server().start();
+    let rx = Receiver::ok();
+    let created = create(
+        &s,
+        "PROJ",
+        json!({"name": "slack", "webhook_url": rx.url, "filters": {"runs": {"event": ["Run.*"]}},
+               "auth": {"headers": {"Authorization": "Bearer hunter2-secret"}}}),
+    );
+    assert!(
+        created["secret"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("whsec_")),
+        "{created}"
+    );
+    assert_eq!(created["project_key"], "PROJ");
+    assert_eq!(created["auth"]["headers"]["Authorization"], "***");
+    // Read back: masked; the secret is not part of it.
+    let (status, got) = s.get("/v2/project/PROJ/notification/slack");
+    assert_eq!(status, 200);
+    assert_eq!(got["auth"]["headers"]["Authorization"], "***");
+    assert!(got.get("secret").is_none());
+    assert!(!got.to_string().contains("hunter2"));
+    // The same name again: 409.
+    let (status, err) = send(
+        &s.http,
+        reqwest::Method::POST,
+        s.url("/v2/project/PROJ/notification"),
+        Some(json!({"name": "slack", "webhook_url": rx.url})),
+    );
+    assert_eq!(status, 409, "{err}");
+    // An invalid expression is refused, naming it.
+    let (status, err) = send(
+        &s.http,
+        reqwest::Method::POST,
+        s.url("/v2/project/PROJ/notification"),
+        Some(
+            json!({"name": "bad", "webhook_url": rx.url, "filters": {"f": {"event": ["Run.*", "Run(["]}}}),
+        ),
+    );
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(
+        err["error"]["details"][0]["field"], "filters.f.event[1]",
+        "{err}"
+    );
+    // A reader may list but not change or see the secret.
+    let reader = client_with_token(Some(&s.token(&["read:PROJ"])));
+    let (status, list) = send(
+        &reader,
+        reqwest::Method::GET,
+        s.url("/v2/project/PROJ/notification"),
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(list.as_array().map(Vec::len), Some(1));
+    let (status, _) = send(
+        &reader,
+        reqwest::Method::GET,
+        s.url("/v2/project/PROJ/notification/slack/secret"),
+        None,
+    );
+    assert_eq!(status, 403);
+    let (status, _) = send(
+        &reader,
+        reqwest::Method::DELETE,
+        s.url("/v2/project/PROJ/notification/slack"),
+        None,
+    );
+    assert_eq!(status, 403);
+    // A manager of another project may not touch this one.
+    let other = client_with_token(Some(
+        &s.token(&["manage-notifications:OTHER", "read:OTHER"]),
+    ));
+    let (status, _) = send(
+        &other,
+        reqwest::Method::GET,
+        s.url("/v2/project/PROJ/notification"),
+        None,
+    );
+    assert_eq!(status, 403);
+    // A manager: round-trips the masked GET, header kept; the secret readable.
+    let manager = client_with_token(Some(&s.token(&["manage-notifications:PROJ", "read:PROJ"])));
+    let mut body = got.clone();
+    body["webhook_url"] = json!(format!("{}?v=2", rx.url));
+    let (status, updated) = send(
+        &manager,
+        reqwest::Method::PUT,
+        s.url("/v2/project/PROJ/notification/slack"),
+        Some(body),
+    );
+    assert_eq!(status, 200, "{updated}");
+    let (status, secret) = send(
+        &manager,
+        reqwest::Method::GET,
+        s.url("/v2/project/PROJ/notification/slack/secret"),
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(secret["secret"], created["secret"]);
+    // The header still goes out in clear to the receiver.
+    let (status, out) = send(
+        &manager,
+        reqwest::Method::POST,
+        s.url("/v2/project/PROJ/notification/slack/test"),
+        None,
+    );
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["outcome"], "success", "{out}");
+    let pings = rx.wait_for(1, Duration::from_secs(10));
+    assert_eq!(pings[0].header("authorization"), "Bearer hunter2-secret");
+    let (status, _) = send(
+        &manager,
+        reqwest::Method::DELETE,
+        s.url("/v2/project/PROJ/notification/slack"),
+        None,
+    );
+    assert_eq!(status, 204);
+    let (status, _) = s.get("/v2/project/PROJ/notification/slack");
+    assert_eq!(status, 404);
+    // Each change is an event of its own.
+    crate::eventually("three notification events", || {
+        let types: Vec<String> = s
+            .query_all("&family=Notification")
+            .iter()
+            .map(|(_, e)| e["type"].as_str().unwrap_or("").to_owned())
+            .collect();
+        types
+            == [
+                "NotificationCreated",
+                "NotificationUpdated",
+                "NotificationDeleted",
+            ]
+            || types
+                == [
+                    "NotificationDeleted",
+                    "NotificationUpdated",
+                    "NotificationCreated",
+                ]
+    });
+    // The secret header never reached the log or the server's output.
+    let log = s.query_all("&family=Notification");
+    assert!(!format!("{log:?}").contains("hunter2"));
+    assert!(!s.logs().contains("hunter2"));
+}
+
+/// Python's `standardwebhooks` package, installed from PyPI on first use.
+fn ensure_standardwebhooks() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let present = Command::new("python3")
+            .args(["-c", "import standardwebhooks"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if !present {
+            let ok = Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet", "standardwebhooks"])
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(
+                ok,
+                "cannot install Python's standardwebhooks (pip install standardwebhooks)"
+            );
+        }
+    });
+}
+
+/// Verifies one received call with the `standardwebhooks` library.
+fn python_verifies(secret: &str, got: &crate::receiver::Received) -> Result<(), String> {
+    ensure_standardwebhooks();
+    let script = r#"
+import json, sys
+from standardwebhooks.webhooks import Webhook
+secret, headers, body = sys.argv[1], json.loads(sys.argv[2]), sys.stdin.buffer.read()
+Webhook(secret).verify(body, headers)
+print("verified")
+"#;
+    let headers = json!({
+        "webhook-id": got.header("webhook-id"),
+        "webhook-timestamp": got.header("webhook-timestamp"),
+        "webhook-signature": got.header("webhook-signature"),
+    });
+    let mut child = Command::new("python3")
+        .args(["-c", script, secret, &headers.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&got.body)
+        .expect("body");
+    let out = child.wait_with_output().expect("python3");
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The signature of a real delivery verifies with the reference library;
+/// during a secret rotation both the old and the new secret verify it.
+#[test]
+fn the_standardwebhooks_library_verifies_our_signatures_through_a_rotation() {
+    let s = webhook_server().start();
+    let rx = Receiver::ok();
+    let created = create(
+        &s,
+        "PROJ",
+        json!({"name": "hook", "webhook_url": rx.url, "filters": {"jobs": {"event": ["^RunJob"]}}}),
+    );
+    let old = created["secret"].as_str().expect("secret").to_owned();
+    let (status, _) = s.post_json(&job_event("PROJ", 1));
+    assert_eq!(status, 200);
+    let got = rx.wait_for(1, Duration::from_secs(10));
+    let call = &got[0];
+    assert_eq!(call.json()["type"], "RunJobEnded");
+    assert!(
+        call.header("webhook-id").starts_with("msg_"),
+        "{:?}",
+        call.headers
+    );
+    python_verifies(&old, call).expect("the library accepts our signature");
+    // A wrong secret fails: the check is real.
+    let wrong = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    assert!(python_verifies(wrong, call).is_err());
+    // Rotate: the next call carries two signatures, each verifiable.
+    let (status, rotated) = send(
+        &s.http,
+        reqwest::Method::POST,
+        s.url("/v2/project/PROJ/notification/hook/secret/rotate"),
+        None,
+    );
+    assert_eq!(status, 200, "{rotated}");
+    let new = rotated["secret"].as_str().expect("secret").to_owned();
+    assert_ne!(new, old);
+    assert_eq!(rotated["previous"]["secret"], old.as_str());
+    s.post_json(&job_event("PROJ", 2));
+    let got = rx.wait_for(2, Duration::from_secs(10));
+    let call = got
+        .iter()
+        .find(|c| job_number(&c.json()) == Some(2))
+        .expect("the second event");
+    assert_eq!(call.header("webhook-signature").split(' ').count(), 2);
+    python_verifies(&new, call).expect("the new secret verifies");
+    python_verifies(&old, call).expect("the old secret still verifies during the overlap");
+}
+
+/// A receiver that fails three times then succeeds gets the event four
+/// times, with one `webhook-id`; the delivery records every attempt.
+#[test]
+fn three_failures_then_success_is_four_calls_with_one_webhook_id() {
+    let s = webhook_server().start();
+    let calls = std::sync::atomic::AtomicUsize::new(0);
+    let rx = Receiver::with(move |_| {
+        let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Some((if n < 3 { 500 } else { 204 }, Duration::ZERO))
+    });
+    create(
+        &s,
+        "PROJ",
+        json!({"name": "flaky", "webhook_url": rx.url, "filters": {"jobs": {"event": ["RunJobEnded"]}}}),
+    );
+    s.post_json(&job_event("PROJ", 1));
+    let got = rx.wait_for(4, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(rx.count(), 4, "no call after the success");
+    let ids: std::collections::HashSet<&str> = got.iter().map(|c| c.header("webhook-id")).collect();
+    assert_eq!(ids.len(), 1);
+    crate::eventually("the delivery recorded as succeeded", || {
+        let (_, page) = s.get("/v2/project/PROJ/notification/flaky/deliveries?status=succeeded");
+        page["deliveries"].as_array().is_some_and(|d| d.len() == 1)
+    });
+    let (_, page) = s.get("/v2/project/PROJ/notification/flaky/deliveries");
+    let id = page["deliveries"][0]["id"].as_str().expect("id").to_owned();
+    assert_eq!(id, *ids.iter().next().expect("id"));
+    let (status, detail) = s.get(&format!(
+        "/v2/project/PROJ/notification/flaky/deliveries/{id}"
+    ));
+    assert_eq!(status, 200);
+    let codes: Vec<u64> = detail["attempts"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .map(|a| a["status_code"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(codes, [500, 500, 500, 204], "{detail}");
+    // Redelivery sends it once more, same id.
+    let (status, _) = send(
+        &s.http,
+        reqwest::Method::POST,
+        s.url(&format!(
+            "/v2/project/PROJ/notification/flaky/deliveries/{id}/redeliver"
+        )),
+        None,
+    );
+    assert_eq!(status, 202);
+    let got = rx.wait_for(5, Duration::from_secs(10));
+    assert_eq!(got[4].header("webhook-id"), id);
+}
+
+/// Without the switch, a webhook may not call into the server's own network,
+/// whatever the URL says.
+#[test]
+fn private_targets_are_refused_unless_allowed() {
+    let s = TestServer::builder().start();
+    let rx = Receiver::ok();
+    create(&s, "PROJ", json!({"name": "inside", "webhook_url": rx.url}));
+    let (status, out) = send(
+        &s.http,
+        reqwest::Method::POST,
+        s.url("/v2/project/PROJ/notification/inside/test"),
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(out["outcome"], "refused", "{out}");
+    assert!(
+        out["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("CDS_EVENTS_WEBHOOK_ALLOW_PRIVATE")),
+        "{out}"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(rx.count(), 0, "the receiver was never called");
+}
+
+/// The acceptance test of durability: 10,000 deliveries pending, the server
+/// killed with SIGKILL mid-delivery, restarted: every event reaches the
+/// receiver; duplicates only for the attempts in flight at the kill.
+#[test]
+fn kill_9_with_10000_deliveries_pending_loses_none() {
+    const EVENTS: u64 = 10_000;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let builder = || webhook_server().dir(tmp.path());
+    let mut s = builder().start();
+    // The receiver is down (503) while the events are published: all 10,000
+    // deliveries are pending, retrying.
+    let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let h = std::sync::Arc::clone(&healthy);
+    let rx = Receiver::with(move |_| {
+        if h.load(std::sync::atomic::Ordering::SeqCst) {
+            Some((200, Duration::from_millis(5)))
+        } else {
+            Some((503, Duration::ZERO))
+        }
+    });
+    create(&s, "PROJ", json!({"name": "sink", "webhook_url": rx.url}));
+    for b in 0..(EVENTS / 1000) {
+        let batch: Vec<Value> = (0..1000).map(|i| job_event("PROJ", b * 1000 + i)).collect();
+        let (status, out) = s.post_json(&json!(batch));
+        assert_eq!(status, 200, "{out}");
+    }
+    crate::eventually("10,000 pending deliveries", || {
+        let (_, page) =
+            s.get("/v2/project/PROJ/notification/sink/deliveries?status=pending&limit=1000");
+        page["deliveries"]
+            .as_array()
+            .is_some_and(|d| d.len() == 1000)
+            && page["next_cursor"].is_string()
+    });
+    // It comes back; the server is killed while the first calls succeed, so
+    // some attempts are in flight.
+    healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+    let successes = |rx: &Receiver| {
+        rx.received()
+            .iter()
+            .filter(|c| c.status == Some(200))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while successes(&rx) < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "no success after the receiver came back"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    s.kill9();
+    let at_kill = successes(&rx);
+    assert!(
+        at_kill < EVENTS as usize / 2,
+        "{at_kill} delivered before the kill"
+    );
+    let s = builder().start();
+    // Every job event (NotificationCreated, an event of the project too,
+    // comes beside them).
+    let jobs = |calls: &[crate::receiver::Received]| {
+        calls
+            .iter()
+            .filter(|c| c.status == Some(200) && c.json()["type"] == "RunJobEnded")
+            .map(|c| (c.header("webhook-id").to_owned(), job_number(&c.json())))
+            .collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut got = jobs(&rx.received());
+    loop {
+        let mut unique: Vec<&String> = got.iter().map(|(id, _)| id).collect();
+        unique.sort_unstable();
+        unique.dedup();
+        if unique.len() >= EVENTS as usize {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {EVENTS} delivered",
+            unique.len()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        got = jobs(&rx.received());
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let got = jobs(&rx.received());
+    let mut ids: Vec<&String> = got.iter().map(|(id, _)| id).collect();
+    let total = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    let duplicates = total - ids.len();
+    eprintln!(
+        "kill -9 with {} pending ({at_kill} delivered); after the restart {} of {EVENTS} delivered, {duplicates} duplicates",
+        EVENTS as usize - at_kill,
+        ids.len()
+    );
+    assert_eq!(ids.len(), EVENTS as usize, "every delivery arrived");
+    // At most the attempts in flight at the kill (16 per endpoint by default).
+    assert!(duplicates <= 16, "{duplicates} duplicates");
+    let mut bodies: Vec<u64> = got.iter().filter_map(|(_, n)| *n).collect();
+    bodies.sort_unstable();
+    bodies.dedup();
+    assert_eq!(bodies.len() as u64, EVENTS, "each event's body arrived");
+    drop(s);
+}
+
+/// The `n` of `job_event(_, n)`, from its run job id.
+fn job_number(e: &Value) -> Option<u64> {
+    e["run_job_id"].as_str()?.strip_prefix("rj-")?.parse().ok()
+}
+
+fn p99(mut v: Vec<Duration>) -> Duration {
+    v.sort_unstable();
+    v[(v.len() * 99 / 100).min(v.len() - 1)]
+}
+
+/// Publishes `n` events one by one and returns each one's publish → receive
+/// latency at `rx`.
+fn latencies(s: &TestServer, rx: &Receiver, project: &str, n: u64) -> Vec<Duration> {
+    let before = rx.count();
+    let mut sent = Vec::new();
+    for i in 0..n {
+        sent.push(Instant::now());
+        let (status, _) = s.post_json(&job_event(project, i));
+        assert_eq!(status, 200);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let got = rx.wait_for(before + n as usize, Duration::from_secs(30));
+    got[before..]
+        .iter()
+        .map(|c| {
+            let n = job_number(&c.json()).expect("a job event") as usize;
+            c.at.saturating_duration_since(sent[n])
+        })
+        .collect()
+}
+
+/// An endpoint that hangs for the whole timeout on every call does not change
+/// another endpoint's latency.
+#[test]
+fn a_hanging_endpoint_does_not_slow_a_fast_one() {
+    let s = webhook_server()
+        .env("CDS_EVENTS_WEBHOOKS__TIMEOUT", "10s")
+        .start();
+    let fast = Receiver::ok();
+    let hanging = Receiver::with(|_| None);
+    create(&s, "FAST", json!({"name": "fast", "webhook_url": fast.url}));
+    fast.wait_for(1, Duration::from_secs(10));
+    // Warm-up, then the solo figure.
+    latencies(&s, &fast, "FAST", 50);
+    let solo = p99(latencies(&s, &fast, "FAST", 300));
+    create(
+        &s,
+        "SLOW",
+        json!({"name": "hangs", "webhook_url": hanging.url}),
+    );
+    // The hanging endpoint gets as much traffic as the fast one.
+    let publisher = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for i in 0..300 {
+                s.post_json(&job_event("SLOW", i));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        p99(latencies(&s, &fast, "FAST", 300))
+    });
+    let with_hanging = publisher;
+    eprintln!("fast endpoint p99: solo {solo:?}, beside a hanging one {with_hanging:?}");
+    assert!(hanging.count() >= 1, "the hanging endpoint was called");
+    // Within 10 %, or 5 ms for the noise of a shared 2-core machine.
+    let bound = (solo.mul_f64(1.1)).max(solo + Duration::from_millis(5));
+    assert!(
+        with_hanging <= bound,
+        "p99 {with_hanging:?} vs solo {solo:?}"
+    );
+}
+
+/// The CLI drives the same API.
+#[test]
+fn the_cli_adds_lists_tests_and_removes_notifications() {
+    let s = webhook_server().start();
+    let rx = Receiver::ok();
+    let cli = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["notification"])
+            .args(args)
+            .args(["--server", &s.base])
+            .env("CDS_EVENTS_TOKEN", ADMIN)
+            .output()
+            .expect("cds-events");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, secret, err) = cli(&[
+        "add",
+        "--project",
+        "PROJ",
+        "ci",
+        "--url",
+        &rx.url,
+        "--filter",
+        "runs=^Run",
+        "--filter",
+        "runs=RunJob.*",
+        "--header",
+        "X-Token: abc",
+    ]);
+    assert!(ok, "{err}");
+    assert!(secret.trim().starts_with("whsec_"), "{secret}");
+    let (ok, list, err) = cli(&["list", "--project", "PROJ"]);
+    assert!(ok, "{err}");
+    assert!(
+        list.contains("ci") && list.contains("runs=^Run,RunJob.*"),
+        "{list}"
+    );
+    let (ok, shown, _) = cli(&["show", "--project", "PROJ", "ci"]);
+    assert!(ok);
+    let shown: Value = serde_json::from_str(&shown).expect("json");
+    assert_eq!(shown["auth"]["headers"]["X-Token"], "***");
+    let (ok, out, err) = cli(&["test", "--project", "PROJ", "ci"]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        rx.wait_for(1, Duration::from_secs(5))[0].header("x-token"),
+        "abc"
+    );
+    let (ok, _, err) = cli(&["update", "--project", "PROJ", "ci", "--no-filters"]);
+    assert!(ok, "{err}");
+    let (ok, secret2, _) = cli(&["secret", "--project", "PROJ", "ci"]);
+    assert!(ok);
+    assert_eq!(secret2.trim(), secret.trim());
+    let (ok, _, err) = cli(&["rm", "--project", "PROJ", "ci"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = cli(&["show", "--project", "PROJ", "ci"]);
+    assert!(!ok && err.contains("not found"), "{err}");
+}

@@ -1,0 +1,373 @@
+//! `/v2/project/{projectKey}/notification…`: CDS's project notifications
+//! (spec §6) and what we add around them — signing secrets, deliveries,
+//! redelivery, a test ping. Thin: the `cds-events-webhooks` crate does the
+//! work; this file checks grants and maps errors.
+//!
+//! Reading (list, show, deliveries) needs `read:PROJECT`; anything that
+//! changes a notification, shows its secret or sends needs
+//! `manage-notifications:PROJECT`.
+
+use crate::auth::{Caller, forbidden, require_admin};
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::Json;
+use axum::extract::{Path, Query, State, rejection::JsonRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use cds_events_auth::Principal;
+use cds_events_webhooks::{Actor, DeliveryStatus, NotificationIn, WebhooksError};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+impl From<WebhooksError> for ApiError {
+    fn from(e: WebhooksError) -> Self {
+        match e {
+            WebhooksError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
+            WebhooksError::AlreadyExists { name } => ApiError::new(
+                StatusCode::CONFLICT,
+                "already_exists",
+                format!("a notification named {name} already exists in this project"),
+            ),
+            WebhooksError::Invalid { field, message } => {
+                ApiError::bad_request("invalid_notification", format!("{field}: {message}"))
+                    .with_details(vec![json!({"field": field, "message": message})])
+            }
+            WebhooksError::Unsupported(msg) => {
+                ApiError::new(StatusCode::CONFLICT, "unsupported", msg)
+            }
+            WebhooksError::Closed => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the server is shutting down",
+            ),
+            other => {
+                tracing::error!(error = %other, "webhooks failure");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "webhooks_error",
+                    "the notification store failed; see server logs",
+                )
+            }
+        }
+    }
+}
+
+fn json_rejection(e: JsonRejection) -> ApiError {
+    ApiError::bad_request("invalid_body", e.body_text())
+}
+
+fn actor(p: &Principal) -> Actor {
+    Actor {
+        user_id: p.token_id.clone(),
+        username: p.name.clone(),
+    }
+}
+
+fn may_read(p: &Principal, project: &str) -> Result<(), ApiError> {
+    if p.can_read(project) {
+        Ok(())
+    } else {
+        Err(forbidden(format!(
+            "this token may not read project {project}"
+        )))
+    }
+}
+
+fn may_manage(p: &Principal, project: &str) -> Result<(), ApiError> {
+    if p.can_manage_notifications(project) {
+        Ok(())
+    } else {
+        Err(forbidden(format!(
+            "this token may not manage the notifications of project {project} (manage-notifications:{project})"
+        )))
+    }
+}
+
+/// List a project's notifications (header values masked).
+#[utoipa::path(get, path = "/v2/project/{projectKey}/notification", tag = "notifications",
+    params(("projectKey" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, description = "the project's notifications, CDS JSON, header values masked", body = Object)))]
+pub async fn list(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(project): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    may_read(&caller, &project)?;
+    Ok(Json(json!(st.webhooks.list(&project).await?)))
+}
+
+/// Create a notification. The answer carries its signing secret (`secret`,
+/// `whsec_…`), shown this once; managers can read it again at `…/secret`.
+#[utoipa::path(post, path = "/v2/project/{projectKey}/notification", tag = "notifications",
+    params(("projectKey" = String, Path)), security(("bearer" = [])), request_body = Object,
+    responses(
+        (status = 201, description = "created; the notification plus `secret`", body = Object),
+        (status = 400, description = "an invalid field, named in details", body = crate::openapi::ErrorBody),
+        (status = 409, description = "the name is taken in this project", body = crate::openapi::ErrorBody),
+    ))]
+pub async fn create(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(project): Path<String>,
+    body: Result<Json<NotificationIn>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    may_manage(&caller, &project)?;
+    let Json(input) = body.map_err(json_rejection)?;
+    let created = st.webhooks.create(&project, input, &actor(&caller)).await?;
+    let mut out = json!(created.notification);
+    out["secret"] = Value::String(created.secret);
+    Ok((StatusCode::CREATED, Json(out)).into_response())
+}
+
+/// One notification (header values masked).
+#[utoipa::path(get, path = "/v2/project/{projectKey}/notification/{name}", tag = "notifications",
+    params(("projectKey" = String, Path), ("name" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, description = "the notification", body = Object),
+              (status = 404, description = "no such notification", body = crate::openapi::ErrorBody)))]
+pub async fn get(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((project, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    may_read(&caller, &project)?;
+    Ok(Json(json!(st.webhooks.get(&project, &name).await?)))
+}
+
+/// Replace a notification. A header value of `***` keeps the stored one, so
+/// what a GET returned can be sent back.
+#[utoipa::path(put, path = "/v2/project/{projectKey}/notification/{name}", tag = "notifications",
+    params(("projectKey" = String, Path), ("name" = String, Path)), security(("bearer" = [])), request_body = Object,
+    responses((status = 200, description = "the notification as stored", body = Object),
+              (status = 400, description = "an invalid field, named in details", body = crate::openapi::ErrorBody)))]
+pub async fn update(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((project, name)): Path<(String, String)>,
+    body: Result<Json<NotificationIn>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    may_manage(&caller, &project)?;
+    let Json(input) = body.map_err(json_rejection)?;
+    let out = st
+        .webhooks
+        .update(&project, &name, input, &actor(&caller))
+        .await?;
+    Ok(Json(json!(out)))
+}
+
+/// Delete a notification; its pending deliveries are dropped.
+#[utoipa::path(delete, path = "/v2/project/{projectKey}/notification/{name}", tag = "notifications",
+    params(("projectKey" = String, Path), ("name" = String, Path)), security(("bearer" = [])),
+    responses((status = 204, description = "deleted")))]
+pub async fn delete(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((project, name)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    may_manage(&caller, &project)?;
+    st.webhooks.delete(&project, &name, &actor(&caller)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The signing secret receivers should accept now (and the previous one
+/// during a rotation's overlap).
+#[utoipa::path(get, path = "/v2/project/{projectKey}/notification/{name}/secret", tag = "notifications",
+    params(("projectKey" = String, Path), ("name" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, description = "`{secret, previous?: {secret, valid_until}}`", body = Object)))]
+pub async fn secret(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((project, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    may_manage(&caller, &project)?;
+    Ok(Json(json!(st.webhooks.secret(&project, &name).await?)))
+}
+
+/// A new signing secret; the old one stays valid (and is signed with too)
+/// for `webhooks.secret_overlap`.
+#[utoipa::path(post, path = "/v2/project/{projectKey}/notification/{name}/secret/rotate", tag = "notifications",
+    params(("projectKey" = String, Path), ("name" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, description = "the new secret and the previous one", body = Object)))]
+pub async fn rotate_secret(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((project, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    may_manage(&caller, &project)?;
+    let out = st
+        .webhooks
+        .rotate_secret(&project, &name, &actor(&caller))
+        .await?;
+    Ok(Json(json!(out)))
+}
+
+/// Turn a notification back on, after it was disabled for failing (pending
+/// deliveries resume), or by hand.
+#[utoipa::path(post, path = "/v2/project/{projectKey}/notification/{name}/enable", tag = "notifications",
+    params(("projectKey" = String, Path), ("name" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, description = "the notification", body = Object)))]
+pub async fn enable(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((project, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    set_enabled(st, &caller, project, name, true).await
+}
+
+/// Turn a notification off: no new deliveries; pending ones wait.
+#[utoipa::path(post, path = "/v2/project/{projectKey}/notification/{name}/disable", tag = "notifications",
+    params(("projectKey" = String, Path), ("name" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, description = "the notification", body = Object)))]
+pub async fn disable(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((project, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    set_enabled(st, &caller, project, name, false).await
+}
+
+async fn set_enabled(
+    st: AppState,
+    caller: &Principal,
+    project: String,
+    name: String,
+    enabled: bool,
+) -> Result<Json<Value>, ApiError> {
+    may_manage(caller, &project)?;
+    let out = st
+        .webhooks
+        .set_enabled(&project, &name, enabled, &actor(caller))
+        .await?;
+    Ok(Json(json!(out)))
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveriesParams {
+    /// `pending`, `succeeded`, `failed` or `cancelled`.
+    pub status: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+/// A notification's deliveries, newest first.
+#[utoipa::path(get, path = "/v2/project/{projectKey}/notification/{name}/deliveries", tag = "notifications",
+    params(("projectKey" = String, Path), ("name" = String, Path), DeliveriesParams), security(("bearer" = [])),
+    responses((status = 200, description = "`{deliveries: […], next_cursor?}`", body = Object)))]
+pub async fn deliveries(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((project, name)): Path<(String, String)>,
+    params: Result<Query<DeliveriesParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    may_read(&caller, &project)?;
+    let Query(p) = params.map_err(crate::routes::events::params_rejection)?;
+    let status = match p.status.as_deref() {
+        None | Some("") => None,
+        Some(s) => Some(DeliveryStatus::parse(s).ok_or_else(|| {
+            ApiError::bad_param("status", "one of pending, succeeded, failed, cancelled")
+        })?),
+    };
+    let page = st
+        .webhooks
+        .deliveries(
+            &project,
+            &name,
+            status,
+            p.cursor.as_deref(),
+            p.limit.unwrap_or(100),
+        )
+        .await?;
+    Ok(Json(json!(page)))
+}
+
+/// One delivery with every attempt: time, status code, latency, error,
+/// response excerpt.
+#[utoipa::path(get, path = "/v2/project/{projectKey}/notification/{name}/deliveries/{id}", tag = "notifications",
+    params(("projectKey" = String, Path), ("name" = String, Path), ("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, description = "`{delivery, attempts}`", body = Object)))]
+pub async fn delivery(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((project, name, id)): Path<(String, String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    may_read(&caller, &project)?;
+    let d = st.webhooks.delivery(&project, &name, &id).await?;
+    Ok(Json(
+        json!({"delivery": d.delivery, "attempts": d.attempts}),
+    ))
+}
+
+/// Send one delivery again (same `webhook-id`, fresh attempt budget).
+#[utoipa::path(post, path = "/v2/project/{projectKey}/notification/{name}/deliveries/{id}/redeliver", tag = "notifications",
+    params(("projectKey" = String, Path), ("name" = String, Path), ("id" = String, Path)), security(("bearer" = [])),
+    responses((status = 202, description = "queued again", body = Object)))]
+pub async fn redeliver(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((project, name, id)): Path<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    may_manage(&caller, &project)?;
+    let d = st.webhooks.redeliver(&project, &name, &id).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!(d))).into_response())
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct RedeliverParams {
+    /// RFC 3339: every failed delivery created since then is sent again.
+    pub since: String,
+}
+
+/// Send again every failed delivery created since a time.
+#[utoipa::path(post, path = "/v2/project/{projectKey}/notification/{name}/redeliver", tag = "notifications",
+    params(("projectKey" = String, Path), ("name" = String, Path), RedeliverParams), security(("bearer" = [])),
+    responses((status = 202, description = "`{redelivered: N}`", body = Object)))]
+pub async fn redeliver_failed(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((project, name)): Path<(String, String)>,
+    params: Result<Query<RedeliverParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    may_manage(&caller, &project)?;
+    let Query(p) = params.map_err(crate::routes::events::params_rejection)?;
+    let since: DateTime<Utc> = DateTime::parse_from_rfc3339(&p.since)
+        .map_err(|_| ApiError::bad_param("since", "an RFC 3339 time"))?
+        .with_timezone(&Utc);
+    let n = st
+        .webhooks
+        .redeliver_failed_since(&project, &name, since)
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"redelivered": n}))).into_response())
+}
+
+/// Send a signed ping to the endpoint now and report how it went (not stored).
+#[utoipa::path(post, path = "/v2/project/{projectKey}/notification/{name}/test", tag = "notifications",
+    params(("projectKey" = String, Path), ("name" = String, Path)), security(("bearer" = [])),
+    responses((status = 200, description = "`{outcome, status_code?, latency, error?, response?}`", body = Object)))]
+pub async fn test(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path((project, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    may_manage(&caller, &project)?;
+    Ok(Json(json!(st.webhooks.test(&project, &name).await?)))
+}
+
+/// Rotate the master key that encrypts headers and secrets at rest (admin).
+#[utoipa::path(post, path = "/v2/admin/webhooks/rotate-key", tag = "notifications", security(("bearer" = [])),
+    responses((status = 204, description = "every value re-encrypted under a new key"),
+              (status = 409, description = "the key comes from the configuration", body = crate::openapi::ErrorBody)))]
+pub async fn rotate_key(
+    State(st): State<AppState>,
+    caller: Caller,
+) -> Result<StatusCode, ApiError> {
+    require_admin(&caller)?;
+    st.webhooks.rotate_key().await?;
+    tracing::info!(by = %caller.token_id, "webhooks master key rotated");
+    Ok(StatusCode::NO_CONTENT)
+}
