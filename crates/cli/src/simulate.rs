@@ -6,6 +6,7 @@
 //! whatever log the server holds.
 
 mod subscribers;
+mod webhooks;
 
 use crate::ServerArgs;
 use anyhow::{Context, bail};
@@ -78,6 +79,12 @@ pub struct SimulateArgs {
     /// before the subscribers connect and once they are connected and idle.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Ingest only: create this many project notifications (notification i
+    /// on project i mod --projects, every event of it) pointing at a webhook
+    /// receiver in this process, and report what it received. The server
+    /// needs CDS_EVENTS_WEBHOOK_ALLOW_PRIVATE=1. Removed at the end.
+    #[arg(long, default_value_t = 0)]
+    notifications: usize,
 }
 
 pub async fn run(a: SimulateArgs) -> anyhow::Result<()> {
@@ -195,6 +202,11 @@ async fn ingest(a: SimulateArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let sink = if a.notifications > 0 {
+        Some(webhooks::Sink::start(&client, a.notifications, a.projects).await?)
+    } else {
+        None
+    };
     // The clock starts once the subscribers are in.
     let budget = Arc::new(Budget {
         left: AtomicU64::new(a.events.unwrap_or(u64::MAX)),
@@ -286,11 +298,32 @@ async fn ingest(a: SimulateArgs) -> anyhow::Result<()> {
             eprintln!("{missing} acknowledged events never reached a subscriber that follows them");
         }
     }
-    let hists: Vec<(&str, &Histogram<u64>)> = if acks.is_some() {
+    let mut hists: Vec<(&str, &Histogram<u64>)> = if acks.is_some() {
         vec![("request", &hist), ("delivery", &delivery)]
     } else {
         vec![("request", &hist)]
     };
+    let webhook_report = match sink {
+        Some(sink) => {
+            // Every acknowledged event belongs to a project with a
+            // notification when --notifications >= --projects.
+            let expected = if a.notifications >= a.projects {
+                units
+            } else {
+                0
+            };
+            let r = sink.finish(&client, expected).await?;
+            eprintln!(
+                "webhooks: {} deliveries ({} expected) to {} endpoints at {:.0}/s, {} duplicates",
+                r.deliveries, expected, a.notifications, r.per_second, r.duplicates
+            );
+            Some(r)
+        }
+        None => None,
+    };
+    if let Some(r) = &webhook_report {
+        hists.push(("webhook", &r.latency));
+    }
     summary(
         &a,
         "ingest",

@@ -247,11 +247,17 @@ impl Server {
         // stream with a message saying where to resume.
         let hub_shutdown = CancellationToken::new();
         let hub = cds_events_hub::Hub::start(Arc::clone(&log), hub_shutdown.clone());
-        let webhooks = cds_events_webhooks::Webhooks::open(
-            &config.data_dir,
-            Arc::clone(&log),
-            config.webhooks.clone(),
-        )?;
+        // SQLite, the key file and re-encryption: off the async workers.
+        let webhooks = {
+            let (dir, log, wc) = (
+                config.data_dir.clone(),
+                Arc::clone(&log),
+                config.webhooks.clone(),
+            );
+            tokio::task::spawn_blocking(move || cds_events_webhooks::Webhooks::open(&dir, log, wc))
+                .await
+                .map_err(|e| cds_events_webhooks::WebhooksError::Storage(e.to_string()))??
+        };
         let config_max_connections = config.stream.max_connections;
         let state = AppState {
             log,

@@ -298,6 +298,14 @@ pub(crate) fn validate(n: NotificationIn) -> Result<Valid, WebhooksError> {
     if url.host().is_none() {
         return Err(WebhooksError::invalid("webhook_url", "the URL has no host"));
     }
+    // The URL is shown to readers and goes into events: credentials belong
+    // in `auth.headers`, which are encrypted and masked.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(WebhooksError::invalid(
+            "webhook_url",
+            "credentials in the URL are not accepted; put them in auth.headers (e.g. Authorization), which are encrypted and masked",
+        ));
+    }
     let count: usize = n.filters.values().map(|f| f.event.len()).sum();
     if count > MAX_EXPRESSIONS {
         return Err(WebhooksError::invalid(
@@ -432,6 +440,9 @@ mod tests {
         assert_eq!(field_of(validate(n)), "name");
         let mut n = input();
         n.webhook_url = "ftp://h/x".into();
+        assert_eq!(field_of(validate(n)), "webhook_url");
+        let mut n = input();
+        n.webhook_url = "https://user:secret@h/x".into();
         assert_eq!(field_of(validate(n)), "webhook_url");
         let mut n = input();
         n.filters.insert(

@@ -154,7 +154,9 @@ impl Sender {
             .body(body.to_vec());
         let mut resp = match request.send().await {
             Ok(r) => r,
-            Err(e) => return self.error_outcome(&e, started),
+            // reqwest's message names the URL, whose path or query may be
+            // a token (Slack-style hooks): records and logs get it without.
+            Err(e) => return self.error_outcome(&e.without_url(), started),
         };
         let status = resp.status();
         let retry_after = if status.as_u16() == 429 || status.as_u16() == 503 {
@@ -187,7 +189,7 @@ impl Sender {
             status_code: Some(status.as_u16()),
             latency: started.elapsed(),
             error: (!ok).then(|| format!("HTTP {status}")),
-            response: (!excerpt.is_empty()).then(|| String::from_utf8_lossy(&excerpt).into_owned()),
+            response: (!excerpt.is_empty()).then(|| excerpt_text(&excerpt, self.max_excerpt)),
             retry_after,
         }
     }
@@ -214,6 +216,20 @@ impl Sender {
     }
 }
 
+/// The kept start of a response body: at most `max` bytes of text, so that a
+/// binary body (each invalid byte becoming a 3-byte U+FFFD) stays in bounds.
+fn excerpt_text(bytes: &[u8], max: usize) -> String {
+    let mut text = String::from_utf8_lossy(bytes).into_owned();
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}
+
 /// `Retry-After` as delay-seconds or an HTTP date, capped at
 /// [`MAX_RETRY_AFTER`].
 pub(crate) fn parse_retry_after(v: &str) -> Option<Duration> {
@@ -232,6 +248,15 @@ pub(crate) fn parse_retry_after(v: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_binary_excerpt_stays_within_its_cap() {
+        let binary = vec![0xffu8; 1024];
+        let text = excerpt_text(&binary, 1024);
+        assert!(text.len() <= 1024, "{}", text.len());
+        assert!(text.starts_with('\u{fffd}'));
+        assert_eq!(excerpt_text(b"ok", 1024), "ok");
+    }
 
     #[test]
     fn retry_after_reads_seconds_and_dates() {

@@ -42,6 +42,10 @@ fn v4_reason(ip: Ipv4Addr) -> Option<&'static str> {
         "broadcast"
     } else if a == 100 && (b & 0xc0) == 64 {
         "shared address space (CGNAT)"
+    } else if a == 198 && (b & 0xfe) == 18 {
+        "benchmarking (198.18.0.0/15)"
+    } else if a == 192 && b == 0 && ip.octets()[2] == 0 {
+        "IETF protocol assignments (192.0.0.0/24)"
     } else if ip.is_multicast() {
         "multicast"
     } else if a >= 240 {
@@ -63,6 +67,21 @@ fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
     }
     if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
         return v4_reason(Ipv4Addr::from(((seg[6] as u32) << 16) | seg[7] as u32));
+    }
+    // SIIT (::ffff:0:a.b.c.d) also embeds the IPv4 address at the end.
+    if seg[..6] == [0, 0, 0, 0, 0xffff, 0] {
+        return v4_reason(Ipv4Addr::from(((seg[6] as u32) << 16) | seg[7] as u32));
+    }
+    // 6to4 (2002:AABB:CCDD::/48) tunnels to the IPv4 address AA.BB.CC.DD.
+    if seg[0] == 0x2002 {
+        return v4_reason(Ipv4Addr::from(((seg[1] as u32) << 16) | seg[2] as u32));
+    }
+    // Teredo and local-use NAT64 reach IPv4 hosts we cannot name here.
+    if seg[0] == 0x2001 && seg[1] == 0 {
+        return Some("Teredo (2001::/32)");
+    }
+    if seg[..3] == [0x64, 0xff9b, 1] {
+        return Some("local-use NAT64 (64:ff9b:1::/48)");
     }
     Some(
         if ip == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254) {
@@ -163,6 +182,13 @@ mod tests {
             ("::ffff:10.0.0.1", "private"),
             ("::ffff:169.254.169.254", "a cloud metadata address"),
             ("64:ff9b::a00:1", "private"),
+            ("198.18.0.1", "benchmarking (198.18.0.0/15)"),
+            ("192.0.0.8", "IETF protocol assignments (192.0.0.0/24)"),
+            ("2002:7f00:1::", "loopback"),
+            ("2002:a00:1::1", "private"),
+            ("::ffff:0:7f00:1", "loopback"),
+            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "Teredo (2001::/32)"),
+            ("64:ff9b:1::a00:1", "local-use NAT64 (64:ff9b:1::/48)"),
         ] {
             assert_eq!(reason(ip), Some(why), "{ip}");
         }

@@ -269,9 +269,10 @@ pub(crate) fn decide(
     let Some(delay) = config.retry_schedule.get(tries) else {
         return (DeliveryStatus::Failed, None);
     };
-    let delay = o
-        .retry_after
-        .unwrap_or_else(|| jittered(*delay, config.jitter));
+    // Retry-After may push the next attempt later, never earlier: a
+    // `Retry-After: 0` must not burn the whole schedule in seconds.
+    let scheduled = jittered(*delay, config.jitter);
+    let delay = o.retry_after.map_or(scheduled, |r| r.max(scheduled));
     (
         DeliveryStatus::Pending,
         Some(now + delay.as_millis().min(i64::MAX as u128 / 2) as i64),
@@ -348,10 +349,15 @@ mod tests {
             decide(
                 &c,
                 &due(0),
-                &outcome(Some(429), Some(Duration::from_secs(2))),
+                &outcome(Some(429), Some(Duration::from_secs(20))),
                 0
             ),
-            (DeliveryStatus::Pending, Some(2_000))
+            (DeliveryStatus::Pending, Some(20_000))
+        );
+        // A shorter Retry-After does not shorten the schedule.
+        assert_eq!(
+            decide(&c, &due(1), &outcome(Some(503), Some(Duration::ZERO)), 0),
+            (DeliveryStatus::Pending, Some(300_000))
         );
     }
 
