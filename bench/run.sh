@@ -4,6 +4,11 @@
 #
 #   bash bench/run.sh                 # everything (~5 min, ~10 GB of disk)
 #   EVENTS_10M=2000000 bash bench/run.sh   # a smaller log for the read phase
+#   PHASES="streams webhooks" bash bench/run.sh   # some phases only
+#
+# Phases: ingest (batch, single-event), read (10M log), streams (1 SSE at
+# 20k/s, 10,000 websockets at 1 %, 1,000 websockets x 1,000/s), webhooks
+# (deliveries across 50 endpoints; ingest with and without 50 notifications).
 #
 # Prints one line per phase; BENCHMARKS.md records the results.
 set -euo pipefail
@@ -11,6 +16,8 @@ cd "$(dirname "$0")/.."
 
 DURABILITY=${DURABILITY:-process-crash}
 LOG_EVENTS=${EVENTS_10M:-10000000}
+PHASES=${PHASES:-ingest read streams webhooks}
+want() { [[ " $PHASES " == *" $1 "* ]]; }
 PORT=${PORT:-18290}
 BIN=target/release/cds-events
 # Authentication is always on: the server takes this as its admin token,
@@ -27,17 +34,18 @@ start() {
   # Let the kernel write back what earlier phases (or runs) left dirty, so a
   # phase is not measured against someone else's flush.
   sync; sleep 2
-  "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA/d" --durability "$DURABILITY" >"$DATA/out" 2>"$DATA/err" &
+  CDS_EVENTS_WEBHOOK_ALLOW_PRIVATE=1 "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA/d" --durability "$DURABILITY" >"$DATA/out" 2>"$DATA/err" &
   PID=$!
   for _ in $(seq 100); do grep -q listening "$DATA/out" 2>/dev/null && return; sleep 0.1; done
   echo "server did not start"; cat "$DATA/err"; exit 1
 }
 stop() { kill "$PID"; wait "$PID" || true; }
 peak_rss_mb() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$PID/status"; }
-sim() { "$BIN" simulate --server "http://127.0.0.1:$PORT" --projects 100 "$@"; }
+sim() { "$BIN" simulate --server "http://127.0.0.1:$PORT" --projects "${PROJECTS:-100}" "$@"; }
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; commit $(git rev-parse --short HEAD); durability $DURABILITY"
 
+if want ingest; then
 start
 echo "== batch ingest: 500 events/request, 8 connections, 1M events"
 sim --events 1000000 --batch 500 --connections 8
@@ -50,6 +58,9 @@ sim --events 300000 --batch 1 --connections 64
 echo "   server peak RSS: $(peak_rss_mb) MB"
 stop
 
+fi
+
+if want read; then
 start
 echo "== read: filling a log of $LOG_EVENTS events"
 sim --events "$LOG_EVENTS" --batch 500 --connections 8
@@ -65,8 +76,44 @@ sim --workload read --events 20000 --connections 4
 echo "   server peak RSS over fill and reads: $(peak_rss_mb) MB"
 stop
 
+fi
+
+if want streams; then
 start
 echo "== stream: 1 SSE subscriber (every event), 20,000 events/s published (100/request, 2 connections)"
 sim --events 200000 --batch 100 --connections 2 --rate 20000 --subscribers 1
 echo "   server peak RSS: $(peak_rss_mb) MB"
 stop
+start
+echo "== stream: 10,000 websocket subscribers, each following 1 of 100 projects (1 % of the stream), 2,000 events/s for 30 s"
+sim --events 60000 --duration 30s --batch 10 --connections 1 --rate 2000 \
+    --subscribers 10000 --subscriber-protocol ws --subscribe project --server-pid "$PID"
+echo "   server peak RSS: $(peak_rss_mb) MB"
+stop
+
+start
+echo "== stream: 1,000 websocket subscribers, every event, 1,000 events/s for 30 s (1M deliveries/s offered)"
+sim --duration 30s --batch 10 --connections 4 --rate 1000 \
+    --subscribers 1000 --subscriber-protocol ws --subscribe all
+echo "   server peak RSS: $(peak_rss_mb) MB"
+stop
+fi
+
+if want webhooks; then
+start
+echo "== webhooks: 50 notifications (one per project, every event) to a local receiver, 15,000 events/s for 20 s"
+PROJECTS=50 sim --notifications 50 --duration 20s --batch 100 --connections 2 --rate 15000
+echo "   server peak RSS: $(peak_rss_mb) MB"
+stop
+
+start
+echo "== webhooks: batch ingest as fast as possible (500 events/request, 8 connections, 1M events), no notification"
+PROJECTS=50 sim --events 1000000 --batch 500 --connections 8
+stop
+
+start
+echo "== webhooks: the same with 50 notifications delivering every event"
+PROJECTS=50 sim --notifications 50 --events 1000000 --batch 500 --connections 8
+echo "   server peak RSS: $(peak_rss_mb) MB"
+stop
+fi
