@@ -221,6 +221,13 @@ async fn attempt(
             endpoint_failed: Some(outcome.outcome != OutcomeKind::Success),
         };
         match inner.store.record(rec).await {
+            // Redelivered meanwhile: due now, look again.
+            Ok(ack) if ack.superseded => {
+                return Done {
+                    id,
+                    next_due: Some(now_ms()),
+                };
+            }
             Ok(ack) if ack.disabled => inner.after_auto_disable(n.id).await,
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot record an attempt; the delivery will be sent again"),

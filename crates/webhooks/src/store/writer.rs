@@ -55,6 +55,9 @@ pub(crate) struct AttemptRecord {
 pub(crate) struct RecordAck {
     /// The notification was disabled by this failure.
     pub disabled: bool,
+    /// The result was not recorded: the delivery was deleted or redelivered
+    /// while the attempt was in flight.
+    pub superseded: bool,
 }
 
 pub(crate) enum Cmd {
@@ -240,10 +243,13 @@ impl WriterCtx {
         let mut transitions = Vec::new();
         let mut finished = 0i64;
         {
+            // Only if the delivery is still where this attempt found it
+            // (`tries` one lower): a redelivery made while the attempt was in
+            // flight resets `tries`, and must not be undone by its result.
             let mut update = tx.prepare_cached(
                 "UPDATE deliveries SET status = ?2, attempts = ?3, tries = ?4, next_attempt_at = ?5,
                                        updated_at = ?6
-                 WHERE id = ?1",
+                 WHERE id = ?1 AND tries = ?4 - 1",
             )?;
             let mut attempt = tx.prepare_cached(
                 "INSERT OR REPLACE INTO attempts(delivery_id, n, at, status_code, latency_ms, error, response)
@@ -272,7 +278,9 @@ impl WriterCtx {
                     r.at
                 ])?;
                 if changed == 0 {
-                    // The notification was deleted meanwhile.
+                    // Deleted meanwhile, or redelivered while in flight (the
+                    // redelivery stands; the worker sends it again).
+                    ack.superseded = true;
                     acks.push(ack);
                     continue;
                 }

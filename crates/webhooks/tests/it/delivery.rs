@@ -281,6 +281,47 @@ async fn continuous_failure_disables_and_enabling_resumes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivery_made_while_an_attempt_is_in_flight_is_not_undone_by_its_result() {
+    let w = World::start(WebhooksConfig {
+        // Two attempts: the second is the last, and hangs until the timeout.
+        retry_schedule: schedule(&[0, 0]),
+        timeout: Duration::from_millis(800),
+        ..config()
+    })
+    .await;
+    let rx = Receiver::scripted(|n, _| match n {
+        0 => Reply::Status(500),
+        1 => Reply::Hang,
+        _ => Reply::Status(200),
+    })
+    .await;
+    w.create("PROJ", "n", &rx.url).await;
+    w.publish_types("PROJ", &[EventType::RunJobEnded]).await;
+    // The last attempt is in flight: redeliver now.
+    let got = rx.wait_for(2).await;
+    let page = w
+        .hooks
+        .deliveries("PROJ", "n", None, None, 10)
+        .await
+        .expect("deliveries");
+    let d = page
+        .deliveries
+        .iter()
+        .find(|d| d.id == got[1].webhook_id())
+        .expect("the delivery in flight");
+    w.hooks
+        .redeliver("PROJ", "n", &d.id)
+        .await
+        .expect("redeliver");
+    // Its timeout must not turn the delivery into a dead letter: it is sent
+    // again and succeeds.
+    let ok = delivery_with_status(&w, "n", DeliveryStatus::Succeeded).await;
+    assert_eq!(ok.id, d.id);
+    let got = rx.wait_for(3).await;
+    assert_eq!(got[2].webhook_id(), d.id);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redelivery_sends_again_with_the_same_id_and_keeps_history() {
     let w = World::start(WebhooksConfig {
         retry_schedule: schedule(&[0]),
