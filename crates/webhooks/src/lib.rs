@@ -227,28 +227,16 @@ impl Webhooks {
         actor: &Actor,
     ) -> Result<NotificationOut, WebhooksError> {
         let v = model::validate(input)?;
-        let (project_s, name_s) = (project.to_owned(), name.to_owned());
-        let out = self
+        let (out, ()) = self
             .inner
-            .store
-            .call(move |ctx| {
-                let cur = ctx
-                    .registry
-                    .by_name(&project_s, &name_s)
-                    .ok_or_else(|| not_found(&project_s, &name_s))?;
-                let mut f = cur.fields();
-                f.headers = model::resolve_masked(v.headers, &cur.headers)?;
+            .change(project, name, move |f| {
+                f.headers = model::resolve_masked(v.headers, &f.headers)?;
                 f.name = v.name;
                 f.url = v.url.to_string();
                 f.filters = v.filters;
-                f.ordered = v.ordered.unwrap_or(cur.ordered);
-                set_enabled_fields(&mut f, v.enabled.unwrap_or(cur.enabled));
-                f.last_modified = now_ms();
-                let n = build(f)?;
-                store::write_notification(&ctx.conn, &ctx.keyring, &n.fields())?;
-                let out = n.out();
-                ctx.registry.put(n);
-                Ok(out)
+                f.ordered = v.ordered.unwrap_or(f.ordered);
+                set_enabled_fields(f, v.enabled.unwrap_or(f.enabled));
+                Ok(())
             })
             .await?;
         self.inner
@@ -292,7 +280,7 @@ impl Webhooks {
         enabled: bool,
         actor: &Actor,
     ) -> Result<NotificationOut, WebhooksError> {
-        let out = self
+        let (out, ()) = self
             .inner
             .change(project, name, move |f| {
                 set_enabled_fields(f, enabled);
@@ -308,7 +296,7 @@ impl Webhooks {
     /// The signing secrets a receiver should accept now.
     pub async fn secret(&self, project: &str, name: &str) -> Result<SecretOut, WebhooksError> {
         let n = self.inner.find(project, name)?;
-        Ok(secret_out(&n, now_ms()))
+        Ok(secret_out(&n.secret, n.previous.as_ref(), now_ms()))
     }
 
     /// Replaces the signing secret. The previous one stays valid (requests
@@ -325,26 +313,13 @@ impl Webhooks {
             .secret_overlap
             .as_millis()
             .min(i64::MAX as u128 / 2) as i64;
-        let (project_s, name_s) = (project.to_owned(), name.to_owned());
         let (out, secret) = self
             .inner
-            .store
-            .call(move |ctx| {
-                let cur = ctx
-                    .registry
-                    .by_name(&project_s, &name_s)
-                    .ok_or_else(|| not_found(&project_s, &name_s))?;
+            .change(project, name, move |f| {
                 let now = now_ms();
-                let mut f = cur.fields();
                 f.previous = Some((f.secret.clone(), now + overlap));
                 f.secret = SigningSecret::generate();
-                f.last_modified = now;
-                let n = build(f)?;
-                store::write_notification(&ctx.conn, &ctx.keyring, &n.fields())?;
-                let out = n.out();
-                let secret = secret_out(&n, now);
-                ctx.registry.put(n);
-                Ok((out, secret))
+                Ok(secret_out(&f.secret, f.previous.as_ref(), now))
             })
             .await?;
         self.inner
@@ -548,12 +523,16 @@ fn set_enabled_fields(f: &mut Fields, enabled: bool) {
     f.enabled = enabled;
 }
 
-fn secret_out(n: &Notification, now: i64) -> SecretOut {
+/// The secrets to accept at `now`: the current one, and the previous one
+/// while its overlap lasts.
+fn secret_out(
+    secret: &SigningSecret,
+    previous: Option<&(SigningSecret, i64)>,
+    now: i64,
+) -> SecretOut {
     SecretOut {
-        secret: n.secret.expose().to_owned(),
-        previous: n
-            .previous
-            .as_ref()
+        secret: secret.expose().to_owned(),
+        previous: previous
             .filter(|(_, until)| *until > now)
             .map(|(s, until)| PreviousSecret {
                 secret: s.expose().to_owned(),
@@ -590,15 +569,17 @@ impl Inner {
             .ok_or_else(|| WebhooksError::NotFound(format!("delivery {delivery_id}")))
     }
 
-    /// Applies `f` to a notification's fields on the writer thread.
-    async fn change<F>(
+    /// Applies `f` to a notification's fields on the writer thread, stores
+    /// and indexes the result; answers it with what `f` returned.
+    async fn change<F, T>(
         &self,
         project: &str,
         name: &str,
         f: F,
-    ) -> Result<NotificationOut, WebhooksError>
+    ) -> Result<(NotificationOut, T), WebhooksError>
     where
-        F: FnOnce(&mut Fields) -> Result<(), WebhooksError> + Send + 'static,
+        F: FnOnce(&mut Fields) -> Result<T, WebhooksError> + Send + 'static,
+        T: Send + 'static,
     {
         let (project, name) = (project.to_owned(), name.to_owned());
         self.store
@@ -608,13 +589,13 @@ impl Inner {
                     .by_name(&project, &name)
                     .ok_or_else(|| not_found(&project, &name))?;
                 let mut fields = cur.fields();
-                f(&mut fields)?;
+                let answer = f(&mut fields)?;
                 fields.last_modified = now_ms();
                 let n = build(fields)?;
                 store::write_notification(&ctx.conn, &ctx.keyring, &n.fields())?;
                 let out = n.out();
                 ctx.registry.put(n);
-                Ok(out)
+                Ok((out, answer))
             })
             .await
     }

@@ -102,6 +102,9 @@ impl WriterCtx {
 
     pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
         let mut pending: Option<Cmd> = None;
+        // Who asked to close: answered once what was queued before the close
+        // has run (the channel, closed, then drains and ends the loop).
+        let mut closing: Vec<Reply<()>> = Vec::new();
         loop {
             let cmd = match pending.take() {
                 Some(c) => c,
@@ -135,37 +138,21 @@ impl WriterCtx {
                 Cmd::Call(f) => f(&mut self),
                 Cmd::Close { reply } => {
                     rx.close();
-                    let mut replies = vec![reply];
-                    while let Ok(cmd) = rx.try_recv() {
-                        match cmd {
-                            Cmd::Record { rec, reply } => self.record_group(vec![(rec, reply)]),
-                            Cmd::Deliveries {
-                                rows,
-                                position,
-                                reply,
-                            } => {
-                                let _ = reply.send(self.insert_deliveries(&rows, position));
-                            }
-                            Cmd::Call(f) => f(&mut self),
-                            Cmd::Close { reply } => replies.push(reply),
-                        }
-                    }
-                    let r = self.checkpoint();
-                    // The connection is closed before anyone hears of it, so
-                    // the database can be opened again at once.
-                    drop(self);
-                    for reply in replies {
-                        let _ = reply.send(
-                            r.as_ref()
-                                .map(|_| ())
-                                .map_err(|e| WebhooksError::Storage(e.to_string())),
-                        );
-                    }
-                    return;
+                    closing.push(reply);
                 }
             }
         }
-        let _ = self.checkpoint();
+        let r = self.checkpoint();
+        // The connection is closed before anyone hears of it, so the database
+        // can be opened again at once.
+        drop(self);
+        for reply in closing {
+            let _ = reply.send(
+                r.as_ref()
+                    .map(|_| ())
+                    .map_err(|e| WebhooksError::Storage(e.to_string())),
+            );
+        }
     }
 
     fn checkpoint(&self) -> Result<(), WebhooksError> {
