@@ -254,6 +254,17 @@ fn pretty(v: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `POST …/{name}/enable` or `…/disable`.
+async fn set_enabled(a: NameArgs, action: &str, done: &str) -> anyhow::Result<()> {
+    let at = format!("{}/{action}", path(&a.project, Some(&a.name)));
+    a.server
+        .client(1)?
+        .send_json(Method::POST, &at, None)
+        .await?;
+    eprintln!("notification {} of {} {done}", a.name, a.project);
+    Ok(())
+}
+
 pub async fn run(cmd: NotificationCommand) -> anyhow::Result<()> {
     match cmd {
         NotificationCommand::Add(a) => {
@@ -445,22 +456,8 @@ pub async fn run(cmd: NotificationCommand) -> anyhow::Result<()> {
                 println!("{}", prev["secret"].as_str().unwrap_or(""));
             }
         }
-        NotificationCommand::Enable(a) => {
-            let at = format!("{}/enable", path(&a.project, Some(&a.name)));
-            a.server
-                .client(1)?
-                .send_json(Method::POST, &at, None)
-                .await?;
-            eprintln!("notification {} of {} enabled", a.name, a.project);
-        }
-        NotificationCommand::Disable(a) => {
-            let at = format!("{}/disable", path(&a.project, Some(&a.name)));
-            a.server
-                .client(1)?
-                .send_json(Method::POST, &at, None)
-                .await?;
-            eprintln!("notification {} of {} disabled", a.name, a.project);
-        }
+        NotificationCommand::Enable(a) => set_enabled(a, "enable", "enabled").await?,
+        NotificationCommand::Disable(a) => set_enabled(a, "disable", "disabled").await?,
         NotificationCommand::RotateKey(a) => {
             a.server
                 .client(1)?

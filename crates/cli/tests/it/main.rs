@@ -291,6 +291,33 @@ pub fn job_event(p: &str, n: u64) -> Value {
            "payload": {"n": n}})
 }
 
+/// A Python package from PyPI that a test runs (a client no one here wrote),
+/// installed on first use so that `cargo test --workspace` works on a fresh
+/// machine. `module` is what Python imports, `package` what pip installs.
+pub fn ensure_python_package(module: &str, package: &str) {
+    // The modules known present; checked once per test process.
+    static PRESENT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut known = PRESENT.lock().unwrap_or_else(|p| p.into_inner());
+    if known.iter().any(|m| m == module) {
+        return;
+    }
+    let present = Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !present {
+        let ok = Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", package])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            ok,
+            "cannot install Python's {package} (pip install {package})"
+        );
+    }
+    known.push(module.to_owned());
+}
+
 /// Polls `f` until it returns true or 20 s pass.
 pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -197,23 +197,7 @@ fn notification_crud_follows_cds_with_grants_masking_and_events() {
 
 /// Python's `standardwebhooks` package, installed from PyPI on first use.
 fn ensure_standardwebhooks() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let present = Command::new("python3")
-            .args(["-c", "import standardwebhooks"])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !present {
-            let ok = Command::new("python3")
-                .args(["-m", "pip", "install", "--quiet", "standardwebhooks"])
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(
-                ok,
-                "cannot install Python's standardwebhooks (pip install standardwebhooks)"
-            );
-        }
-    });
+    crate::ensure_python_package("standardwebhooks", "standardwebhooks");
 }
 
 /// Verifies one received call with the `standardwebhooks` library.

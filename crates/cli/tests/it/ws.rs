@@ -4,26 +4,9 @@ use crate::{ADMIN, TestServer, job_event};
 use serde_json::{Value, json};
 use std::process::Command;
 
-/// The Python `websocket-client` package, installed from PyPI on first use
-/// so that `cargo test --workspace` works on a fresh machine.
+/// The Python `websocket-client` package, installed from PyPI on first use.
 pub fn ensure_websocket_client() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let present = Command::new("python3")
-            .args(["-c", "import websocket"])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !present {
-            let ok = Command::new("python3")
-                .args(["-m", "pip", "install", "--quiet", "websocket-client"])
-                .status()
-                .is_ok_and(|s| s.success());
-            assert!(
-                ok,
-                "cannot install Python's websocket-client (pip install websocket-client)"
-            );
-        }
-    });
+    crate::ensure_python_package("websocket", "websocket-client");
 }
 
 /// Runs the Python client: sends `messages`, returns what it received.
