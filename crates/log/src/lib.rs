@@ -117,6 +117,10 @@ pub struct Page {
 pub struct Retention {
     pub max_age: Option<Duration>,
     pub max_events: Option<u64>,
+    /// Events from this sequence number on are kept whatever the limits say:
+    /// a consumer still needs them (pending webhook deliveries read their
+    /// event from the log when they are sent).
+    pub hold_from: Option<Seq>,
 }
 
 /// Figures for `/mon/status` and metrics.
@@ -180,6 +184,11 @@ pub trait EventLog: Send + Sync + fmt::Debug + 'static {
     /// the consumer read path. A position inside a purged range continues at
     /// the oldest kept event.
     async fn read_after(&self, after: Seq, limit: usize) -> Result<Vec<StoredEvent>, LogError>;
+
+    /// The events with these sequence numbers, in the order asked; those no
+    /// longer (or not yet) in the log are left out. One round trip for many
+    /// point reads (a webhook worker fetching the bodies of a page).
+    async fn read_seqs(&self, seqs: Vec<Seq>) -> Result<Vec<StoredEvent>, LogError>;
 
     /// The last committed sequence number; changes after every commit.
     fn head(&self) -> watch::Receiver<Seq>;

@@ -132,6 +132,44 @@ pub fn decode_stored(text: &str) -> Result<FullEvent, DecodeError> {
     wire.into_event(&Limits::default())
 }
 
+/// What routing needs of a stored event (one this system encoded): its id,
+/// type and project, read without building the rest. The payload and the
+/// other fields are skipped, not decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredHead<'a> {
+    pub id: Cow<'a, str>,
+    pub event_type: EventType,
+    pub project_key: Cow<'a, str>,
+}
+
+/// Reads a stored event's [`StoredHead`].
+pub fn peek_stored(text: &str) -> Result<StoredHead<'_>, DecodeError> {
+    #[derive(Deserialize)]
+    struct Head<'a> {
+        #[serde(borrow, default)]
+        id: Option<Cow<'a, str>>,
+        #[serde(rename = "type", borrow, default)]
+        event_type: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        project_key: Option<Cow<'a, str>>,
+    }
+    let head: Head<'_> = serde_json::from_str(text)
+        .map_err(|e| DecodeError::new(ErrorCode::InvalidJson, None, e.to_string()))?;
+    let name = head.event_type.unwrap_or_default();
+    let event_type = EventType::parse(&name).ok_or_else(|| {
+        DecodeError::new(
+            ErrorCode::UnknownType,
+            Some("type"),
+            format!("unknown event type {name:?}"),
+        )
+    })?;
+    Ok(StoredHead {
+        id: head.id.unwrap_or_default(),
+        event_type,
+        project_key: head.project_key.unwrap_or_default(),
+    })
+}
+
 /// Decodes a body that is one event object or a JSON array of them. Each
 /// element's error carries its index.
 pub fn decode_json_body(text: &str, limits: &Limits) -> Result<Vec<FullEvent>, BatchError> {

@@ -12,8 +12,8 @@ pub mod filter;
 
 pub use catalogue::*;
 pub use decode::{
-    BatchError, DecodeError, ErrorCode, Limits, decode_event, decode_json_body, decode_ndjson_body,
-    decode_stored, ndjson_line_of,
+    BatchError, DecodeError, ErrorCode, Limits, StoredHead, decode_event, decode_json_body,
+    decode_ndjson_body, decode_stored, ndjson_line_of, peek_stored,
 };
 pub use event::{FULL_EVENT_KEYS, FullEvent, Payload, Timestamp};
 pub use filter::{EventFilter, FilterText, parse_families, parse_types};

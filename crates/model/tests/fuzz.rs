@@ -138,5 +138,11 @@ proptest! {
         let both = decode_ndjson_body(&body, &Limits::default()).expect("ndjson");
         prop_assert_eq!(both.len(), 2);
         prop_assert_eq!(&both[1], &ev);
+        // What routing peeks at in the stored form agrees with the decode.
+        let stored = ev.to_json();
+        let head = peek_stored(&stored).expect("peek");
+        prop_assert_eq!(head.id.as_ref(), ev.id.as_str());
+        prop_assert_eq!(head.event_type, ev.event_type);
+        prop_assert_eq!(head.project_key.as_ref(), ev.project_key.as_str());
     }
 }

@@ -352,6 +352,30 @@ impl EventLog for SqliteLog {
             .await
     }
 
+    async fn read_seqs(&self, seqs: Vec<Seq>) -> Result<Vec<StoredEvent>, LogError> {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.readers
+            .with(move |c| {
+                let mut st = c.prepare_cached("SELECT body FROM events WHERE seq = ?1")?;
+                let mut out = Vec::with_capacity(seqs.len());
+                for seq in seqs {
+                    if let Some(body) = st
+                        .query_row([seq.0 as i64], |r| r.get::<_, String>(0))
+                        .optional()?
+                    {
+                        out.push(StoredEvent {
+                            seq,
+                            json: Arc::from(body),
+                        });
+                    }
+                }
+                Ok(out)
+            })
+            .await
+    }
+
     fn head(&self) -> watch::Receiver<Seq> {
         self.head.clone()
     }

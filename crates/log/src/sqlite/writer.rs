@@ -254,7 +254,15 @@ impl Writer {
                 (a, b) => a.or(b),
             };
         }
-        let Some(bound) = bound else { return Ok(0) };
+        let Some(mut bound) = bound else {
+            return Ok(0);
+        };
+        if let Some(hold) = retention.hold_from {
+            bound = bound.min(hold.0 as i64 - 1);
+        }
+        if bound < 1 {
+            return Ok(0);
+        }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
