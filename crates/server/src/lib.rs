@@ -320,6 +320,7 @@ impl Server {
         let webhooks = state.webhooks.clone();
         tasks.spawn(retention_loop(
             Arc::clone(&log),
+            webhooks.clone(),
             Arc::clone(&config),
             shutdown.clone(),
         ));
@@ -466,18 +467,33 @@ fn tls_acceptor(
 }
 
 /// Deletes events beyond the retention policy, oldest first, in small
-/// transactions with a pause between them so appends interleave.
-async fn retention_loop(log: Arc<dyn EventLog>, config: Arc<Config>, shutdown: CancellationToken) {
+/// transactions with a pause between them so appends interleave. Events that
+/// pending webhook deliveries still have to send are kept.
+async fn retention_loop(
+    log: Arc<dyn EventLog>,
+    webhooks: cds_events_webhooks::Webhooks,
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+) {
     let r = &config.retention;
-    let retention = Retention {
+    let mut retention = Retention {
         max_age: r.max_age,
         max_events: r.max_events,
+        hold_from: None,
     };
     if retention.max_age.is_none() && retention.max_events.is_none() {
         return;
     }
     loop {
         let mut purged = 0u64;
+        match webhooks.retention_hold().await {
+            Ok(hold) => retention.hold_from = hold,
+            Err(e) => {
+                // Not knowing what deliveries need, purge nothing this time.
+                tracing::warn!(error = %e, "cannot read what webhook deliveries hold; no purge");
+                retention.hold_from = Some(cds_events_log::Seq(0));
+            }
+        }
         loop {
             if shutdown.is_cancelled() {
                 return;

@@ -11,11 +11,13 @@ use crate::store::NewDelivery;
 use cds_events_log::Seq;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// Events read from the log per transaction.
 const READ_BATCH: usize = 512;
+/// How often the position is stored while it only follows the head.
+const IDLE_PERSIST: Duration = Duration::from_secs(1);
 
 pub(crate) async fn run(inner: Arc<Inner>, shutdown: CancellationToken) {
     let mut head = inner.log.head();
@@ -31,13 +33,33 @@ pub(crate) async fn run(inner: Arc<Inner>, shutdown: CancellationToken) {
             }
         }
     };
+    // While there is no notification at all, nothing is read: the position
+    // follows the head, and is stored at most once per `IDLE_PERSIST`.
+    let mut stored = position;
+    let mut stored_at = Instant::now();
     loop {
-        while position < *head.borrow_and_update() {
+        loop {
+            let target = *head.borrow_and_update();
+            if position >= target {
+                break;
+            }
             if shutdown.is_cancelled() {
-                return;
+                break;
+            }
+            // The head is read before the registry: an event after `target`
+            // may be one a notification created meanwhile must get.
+            if inner.registry.is_empty() {
+                position = target;
+                if stored_at.elapsed() >= IDLE_PERSIST {
+                    persist(&inner, &mut stored, &mut stored_at, position).await;
+                }
+                break;
             }
             match dispatch_batch(&inner, position).await {
-                Ok(Some(p)) => position = p,
+                Ok(Some(p)) => {
+                    position = p;
+                    (stored, stored_at) = (p, Instant::now());
+                }
                 Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(error = %e, position = position.0, "webhooks dispatcher failed a batch; retrying");
@@ -47,12 +69,32 @@ pub(crate) async fn run(inner: Arc<Inner>, shutdown: CancellationToken) {
                 }
             }
         }
+        let idle = (position > stored).then(|| stored_at + IDLE_PERSIST);
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => return,
-            changed = head.changed() => if changed.is_err() { return },
+            _ = shutdown.cancelled() => break,
+            changed = head.changed() => if changed.is_err() { break },
+            _ = tokio::time::sleep_until(idle.unwrap_or_else(Instant::now).into()), if idle.is_some() => {
+                persist(&inner, &mut stored, &mut stored_at, position).await;
+            }
         }
     }
+    if position > stored {
+        persist(&inner, &mut stored, &mut stored_at, position).await;
+    }
+}
+
+/// Stores the position reached without reading (no notification).
+async fn persist(inner: &Inner, stored: &mut Seq, stored_at: &mut Instant, position: Seq) {
+    match inner
+        .store
+        .insert_deliveries(Vec::new(), position.0 as i64)
+        .await
+    {
+        Ok(()) => *stored = position,
+        Err(e) => tracing::warn!(error = %e, "cannot store the webhooks position"),
+    }
+    *stored_at = Instant::now();
 }
 
 /// Sleeps, or returns `true` at shutdown.
@@ -94,7 +136,10 @@ async fn start_position(inner: &Inner, head: Seq) -> Result<Seq, crate::Webhooks
 /// Reads, matches and records one batch; returns the new position, or `None`
 /// when the log had nothing after `position`.
 async fn dispatch_batch(inner: &Inner, position: Seq) -> Result<Option<Seq>, crate::WebhooksError> {
-    let batch = inner.log.read_after(position, READ_BATCH).await?;
+    let batch = {
+        let _permit = inner.log_reads.acquire().await;
+        inner.log.read_after(position, READ_BATCH).await?
+    };
     let Some(last) = batch.last().map(|e| e.seq) else {
         return Ok(None);
     };
@@ -103,14 +148,16 @@ async fn dispatch_batch(inner: &Inner, position: Seq) -> Result<Option<Seq>, cra
     let mut woken: HashMap<i64, Arc<tokio::sync::Notify>> = HashMap::new();
     if !index.by_project.is_empty() {
         for stored in &batch {
-            let event = match cds_events_model::decode_stored(&stored.json) {
+            // Only the type and project route an event: the rest of it is
+            // not decoded.
+            let event = match cds_events_model::peek_stored(&stored.json) {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::error!(seq = stored.seq.0, error = %e, "stored event does not decode; no webhook delivery");
                     continue;
                 }
             };
-            let Some(targets) = index.by_project.get(&event.project_key) else {
+            let Some(targets) = index.by_project.get(event.project_key.as_ref()) else {
                 continue;
             };
             let mut matched = false;
@@ -118,7 +165,7 @@ async fn dispatch_batch(inner: &Inner, position: Seq) -> Result<Option<Seq>, cra
                 rows.push(NewDelivery {
                     notification: t.id,
                     seq: stored.seq.0 as i64,
-                    event_id: event.id.clone(),
+                    event_id: event.id.to_string(),
                 });
                 woken.entry(t.id).or_insert_with(|| Arc::clone(&t.wake));
                 matched = true;

@@ -36,7 +36,7 @@ pub use model::{
 pub use send::{AttemptOutcome, MAX_RETRY_AFTER, OutcomeKind};
 pub use store::DB_FILE;
 
-use cds_events_log::{EventLog, NewEvent};
+use cds_events_log::{EventLog, NewEvent, Seq};
 use cds_events_model::{EventType, NotificationEvent, Payload};
 use chrono::{DateTime, Utc};
 use registry::{Fields, Notification, Registry};
@@ -45,6 +45,7 @@ use signing::SigningSecret;
 use std::fmt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use store::Due;
 use time::now_ms;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -75,6 +76,10 @@ pub(crate) struct Inner {
     pub(crate) registry: Arc<Registry>,
     pub(crate) sender: send::Sender,
     pub(crate) cache: cache::EventCache,
+    /// Log reads in flight from this engine: at most one, so that a backlog
+    /// being sent never holds more than one of the log's reader connections
+    /// that queries and streams also wait for.
+    pub(crate) log_reads: tokio::sync::Semaphore,
     running: Mutex<Option<(TaskTracker, CancellationToken)>>,
 }
 
@@ -115,6 +120,7 @@ impl Webhooks {
                 registry,
                 sender,
                 cache: cache::EventCache::new(EVENT_CACHE_BYTES),
+                log_reads: tokio::sync::Semaphore::new(1),
                 running: Mutex::new(None),
             }),
         })
@@ -385,8 +391,8 @@ impl Webhooks {
             .store
             .read(move |c| {
                 let d = store::get_delivery(c, nid, row)?;
-                let a = match d {
-                    Some(_) => store::list_attempts(c, row)?,
+                let a = match &d {
+                    Some(d) => store::list_attempts(c, d)?,
                     None => Vec::new(),
                 };
                 Ok((d, a))
@@ -418,11 +424,14 @@ impl Webhooks {
                 let Some(before) = store::get_delivery(&ctx.conn, nid, row)? else {
                     return Ok(None);
                 };
-                ctx.conn.execute(
+                let tx = ctx.conn.transaction()?;
+                store::keep_success_as_attempt(&tx, nid, row)?;
+                tx.execute(
                     "UPDATE deliveries SET status = 'pending', tries = 0, next_attempt_at = ?3, updated_at = ?3
                      WHERE id = ?1 AND notification_id = ?2",
                     rusqlite::params![row, nid, now],
                 )?;
+                tx.commit()?;
                 if before.status != DeliveryStatus::Pending.as_str() {
                     ctx.add_pending(1);
                 }
@@ -463,6 +472,28 @@ impl Webhooks {
             self.inner.registry.wake(nid);
         }
         Ok(count)
+    }
+
+    /// The oldest event the engine still needs from the log (retention must
+    /// keep it and every later one): the first event the dispatcher has not
+    /// read yet, or the event of the oldest pending delivery of an enabled
+    /// notification, whichever comes first. A disabled notification holds
+    /// nothing: its deliveries pending past the retention are cancelled when
+    /// it is enabled again, and dead letters can be redelivered only while
+    /// their event is kept.
+    pub async fn retention_hold(&self) -> Result<Option<Seq>, WebhooksError> {
+        let enabled: Vec<i64> = self
+            .inner
+            .registry
+            .all()
+            .iter()
+            .filter(|n| n.enabled)
+            .map(|n| n.id)
+            .collect();
+        self.inner
+            .store
+            .read(move |c| store::retention_hold(c, &enabled))
+            .await
     }
 
     /// Sends a signed ping (type `Ping`, not stored) to the endpoint now,
@@ -652,6 +683,40 @@ impl Inner {
         if let Some(b) = self.cache.get(seq) {
             return Ok(Some(b));
         }
+        let _permit = self.log_reads.acquire().await;
         Ok(self.log.get(event_id).await?.map(|e| e.json))
+    }
+
+    /// Sets the bodies of a page of deliveries: from the cache, the rest in
+    /// one read of the log (a backlog larger than the cache would otherwise
+    /// cost one log read per delivery). Those left without (a failed read,
+    /// an event purged) are looked up again when sent.
+    pub(crate) async fn fill_bodies<'a>(&self, page: impl Iterator<Item = &'a mut Due>) {
+        let mut missing: Vec<&'a mut Due> = Vec::new();
+        for d in page.filter(|d| d.body.is_none()) {
+            match self.cache.get(d.seq) {
+                Some(b) => d.body = Some(b),
+                None => missing.push(d),
+            }
+        }
+        if missing.is_empty() {
+            return;
+        }
+        let seqs = missing.iter().map(|d| Seq(d.seq as u64)).collect();
+        let read = {
+            let _permit = self.log_reads.acquire().await;
+            self.log.read_seqs(seqs).await
+        };
+        match read {
+            Ok(events) => {
+                let mut events = events.into_iter().peekable();
+                for d in missing {
+                    if let Some(e) = events.next_if(|e| e.seq.0 as i64 == d.seq) {
+                        d.body = Some(e.json);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read a page of event bodies"),
+        }
     }
 }

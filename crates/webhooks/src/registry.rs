@@ -258,6 +258,11 @@ impl Registry {
         Arc::clone(&self.index.read().unwrap_or_else(|p| p.into_inner()))
     }
 
+    /// No notification in any project.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.index().by_project.is_empty()
+    }
+
     pub(crate) fn get(&self, id: i64) -> Option<Arc<Notification>> {
         self.state()
             .by_id
@@ -269,6 +274,15 @@ impl Registry {
         let st = self.state();
         let id = st.by_name.get(&(project.to_owned(), name.to_owned()))?;
         st.by_id.get(id).map(|s| Arc::clone(&s.current.borrow()))
+    }
+
+    /// Every notification, in no particular order.
+    pub(crate) fn all(&self) -> Vec<Arc<Notification>> {
+        self.state()
+            .by_id
+            .values()
+            .map(|s| Arc::clone(&s.current.borrow()))
+            .collect()
     }
 
     /// A project's notifications, by name.

@@ -101,6 +101,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut handle: WorkerHandle, shutdown: C
                 if queue.is_empty() {
                     break;
                 }
+                inner.fill_bodies(queue.iter_mut()).await;
             }
         } else if !queue.is_empty() {
             // Disabled: what was queued stays pending in the database.
@@ -166,7 +167,11 @@ async fn attempt(
     );
     let id = d.id;
     async move {
-        let body = match inner.event_body(d.seq, &d.event_id).await {
+        let body = match d.body.clone() {
+            Some(b) => Ok(Some(b)),
+            None => inner.event_body(d.seq, &d.event_id).await,
+        };
+        let body = match body {
             Ok(Some(b)) => b,
             Ok(None) => {
                 tracing::warn!("the event left the log before delivery; delivery cancelled");
@@ -321,6 +326,7 @@ mod tests {
             attempts: tries,
             tries,
             next_attempt_at: 0,
+            body: None,
         }
     }
 

@@ -14,6 +14,7 @@ use crate::model::{AttemptOut, DeliveryOut, DeliveryStatus, NotificationFilter};
 use crate::registry::{Fields, Notification, Registry};
 use crate::signing::SigningSecret;
 use crate::time::to_datetime;
+use cds_events_log::Seq;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -94,6 +95,8 @@ pub(crate) struct Due {
     pub attempts: i64,
     pub tries: i64,
     pub next_attempt_at: i64,
+    /// The event's JSON, when fetched with its page.
+    pub body: Option<Arc<str>>,
 }
 
 impl Store {
@@ -111,8 +114,8 @@ impl Store {
         let mut conn = Connection::open(&path)?;
         schema::configure(&conn)?;
         conn.execute_batch(schema::SCHEMA)?;
-        match schema::meta_get::<i64>(&conn, "schema_version")? {
-            None => schema::meta_set(&conn, "schema_version", schema::SCHEMA_VERSION)?,
+        match schema::migrate(&conn)? {
+            None | Some(1) => {}
             Some(v) if v == schema::SCHEMA_VERSION => {}
             Some(v) => {
                 return Err(WebhooksError::Storage(format!(
@@ -479,6 +482,7 @@ pub(crate) fn pending_page(
             attempts: r.get(3)?,
             tries: r.get(4)?,
             next_attempt_at: r.get::<_, Option<i64>>(5)?.unwrap_or(0),
+            body: None,
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
@@ -493,10 +497,14 @@ pub(crate) struct DeliveryRow {
     pub next_attempt_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The successful attempt kept in the row: status code, latency,
+    /// response excerpt.
+    pub ok: Option<(Option<u16>, i64, Option<String>)>,
 }
 
 const DELIVERY_COLUMNS: &str =
-    "id, event_id, event_seq, status, attempts, next_attempt_at, created_at, updated_at";
+    "id, event_id, event_seq, status, attempts, next_attempt_at, created_at, updated_at,
+     ok_status_code, ok_latency_ms, ok_response";
 
 fn delivery_of(r: &Row<'_>) -> rusqlite::Result<DeliveryRow> {
     Ok(DeliveryRow {
@@ -508,6 +516,10 @@ fn delivery_of(r: &Row<'_>) -> rusqlite::Result<DeliveryRow> {
         next_attempt_at: r.get(5)?,
         created_at: r.get(6)?,
         updated_at: r.get(7)?,
+        ok: match r.get::<_, Option<i64>>(9)? {
+            Some(latency) => Some((r.get(8)?, latency, r.get(10)?)),
+            None => None,
+        },
     })
 }
 
@@ -571,15 +583,17 @@ pub(crate) fn get_delivery(
         .optional()?)
 }
 
+/// Every attempt of a delivery, in order: its `attempts` rows, then the
+/// success kept in its row, if any.
 pub(crate) fn list_attempts(
     conn: &Connection,
-    delivery: i64,
+    delivery: &DeliveryRow,
 ) -> Result<Vec<AttemptOut>, WebhooksError> {
     let mut st = conn.prepare_cached(
         "SELECT n, at, status_code, latency_ms, error, response FROM attempts
          WHERE delivery_id = ?1 ORDER BY n",
     )?;
-    let rows = st.query_map([delivery], |r| {
+    let rows = st.query_map([delivery.id], |r| {
         Ok(AttemptOut {
             n: r.get::<_, i64>(0)?.clamp(0, u32::MAX as i64) as u32,
             at: to_datetime(r.get(1)?),
@@ -589,5 +603,57 @@ pub(crate) fn list_attempts(
             response: r.get(5)?,
         })
     })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    let mut all: Vec<AttemptOut> = rows.collect::<Result<_, _>>()?;
+    if let Some((status_code, latency, response)) = &delivery.ok {
+        all.push(AttemptOut {
+            n: delivery.attempts.clamp(0, u32::MAX as i64) as u32,
+            at: to_datetime(delivery.updated_at),
+            status_code: *status_code,
+            latency_ms: (*latency).max(0) as u64,
+            error: None,
+            response: response.clone(),
+        });
+    }
+    Ok(all)
+}
+
+/// See [`crate::Webhooks::retention_hold`]. Deliveries are created in log
+/// order, so a notification's oldest pending delivery (lowest id, found in
+/// `deliveries_by_status`) has its oldest pending event.
+pub(crate) fn retention_hold(
+    conn: &Connection,
+    notifications: &[i64],
+) -> Result<Option<Seq>, WebhooksError> {
+    let mut hold: Option<i64> = schema::meta_get::<i64>(conn, "position")?.map(|p| p + 1);
+    let mut st = conn.prepare_cached(
+        "SELECT event_seq FROM deliveries WHERE notification_id = ?1 AND status = 'pending'
+         ORDER BY id LIMIT 1",
+    )?;
+    for id in notifications {
+        if let Some(seq) = st.query_row([id], |r| r.get::<_, i64>(0)).optional()? {
+            hold = Some(hold.map_or(seq, |h| h.min(seq)));
+        }
+    }
+    Ok(hold.map(|s| Seq(s.max(0) as u64)))
+}
+
+/// Moves a success kept in a delivery's row into `attempts`, before the row
+/// is reused by a redelivery.
+pub(crate) fn keep_success_as_attempt(
+    conn: &Connection,
+    notification: i64,
+    delivery: i64,
+) -> Result<(), WebhooksError> {
+    conn.execute(
+        "INSERT OR IGNORE INTO attempts(delivery_id, n, at, status_code, latency_ms, error, response)
+         SELECT id, attempts, updated_at, ok_status_code, ok_latency_ms, NULL, ok_response
+         FROM deliveries WHERE id = ?1 AND notification_id = ?2 AND ok_latency_ms IS NOT NULL",
+        params![delivery, notification],
+    )?;
+    conn.execute(
+        "UPDATE deliveries SET ok_status_code = NULL, ok_latency_ms = NULL, ok_response = NULL
+         WHERE id = ?1 AND notification_id = ?2 AND ok_latency_ms IS NOT NULL",
+        params![delivery, notification],
+    )?;
+    Ok(())
 }

@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 /// Why each index exists:
 /// - `deliveries_due` (partial, pending rows only): a worker's page of due
@@ -10,6 +10,11 @@ pub(crate) const SCHEMA_VERSION: i64 = 1;
 ///   it when they are done, so it stays the size of the backlog;
 /// - `deliveries_by_status`: listing a notification's deliveries of one
 ///   status newest first, and an ordered notification's oldest pending one.
+///
+/// A successful attempt is kept in its delivery's row (`ok_*`, its time is
+/// `updated_at`, its number `attempts`) rather than as an `attempts` row:
+/// one row written per delivered event instead of two. Failed attempts have
+/// their rows. A redelivery moves a kept success into `attempts` first.
 ///
 /// Delivery ids use AUTOINCREMENT so that an id (the `webhook-id` receivers
 /// de-duplicate on) is never reused, even after deletions.
@@ -46,7 +51,10 @@ CREATE TABLE IF NOT EXISTS deliveries (
     tries INTEGER NOT NULL,
     next_attempt_at INTEGER,
     created_at INTEGER NOT NULL,
-    updated_at INTEGER NOT NULL
+    updated_at INTEGER NOT NULL,
+    ok_status_code INTEGER,
+    ok_latency_ms INTEGER,
+    ok_response TEXT
 );
 CREATE INDEX IF NOT EXISTS deliveries_due
     ON deliveries(notification_id, next_attempt_at, id) WHERE status = 'pending';
@@ -63,6 +71,27 @@ CREATE TABLE IF NOT EXISTS attempts (
     PRIMARY KEY (delivery_id, n)
 ) WITHOUT ROWID;
 ";
+
+/// Brings a database written by an earlier version to [`SCHEMA_VERSION`]
+/// (after [`SCHEMA`] has created what was missing). Returns the version it
+/// found.
+pub(crate) fn migrate(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    let found = meta_get::<i64>(conn, "schema_version")?;
+    if found == Some(1) {
+        // 1 → 2: successful attempts kept in the delivery's row.
+        conn.execute_batch(
+            "BEGIN;
+             ALTER TABLE deliveries ADD COLUMN ok_status_code INTEGER;
+             ALTER TABLE deliveries ADD COLUMN ok_latency_ms INTEGER;
+             ALTER TABLE deliveries ADD COLUMN ok_response TEXT;
+             COMMIT;",
+        )?;
+        meta_set(conn, "schema_version", 2)?;
+    } else if found.is_none() {
+        meta_set(conn, "schema_version", SCHEMA_VERSION)?;
+    }
+    Ok(found)
+}
 
 pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -94,4 +123,39 @@ pub(crate) fn meta_set<T: rusqlite::ToSql>(
     )?
     .execute(rusqlite::params![key, value])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_1_database_gains_the_success_columns() {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch(SCHEMA).expect("schema");
+        // What version 1 had: no ok_* columns, one delivery with a row.
+        conn.execute_batch(
+            "ALTER TABLE deliveries DROP COLUMN ok_status_code;
+             ALTER TABLE deliveries DROP COLUMN ok_latency_ms;
+             ALTER TABLE deliveries DROP COLUMN ok_response;
+             INSERT INTO deliveries(notification_id, event_seq, event_id, status, attempts, tries,
+                                    next_attempt_at, created_at, updated_at)
+             VALUES (1, 7, 'e', 'succeeded', 1, 1, NULL, 0, 0);",
+        )
+        .expect("v1");
+        meta_set(&conn, "schema_version", 1).expect("version");
+        assert_eq!(migrate(&conn).expect("migrate"), Some(1));
+        assert_eq!(
+            meta_get::<i64>(&conn, "schema_version").expect("get"),
+            Some(SCHEMA_VERSION)
+        );
+        let kept: (i64, Option<i64>) = conn
+            .query_row("SELECT event_seq, ok_latency_ms FROM deliveries", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .expect("row");
+        assert_eq!(kept, (7, None));
+        // Already current: nothing to do.
+        assert_eq!(migrate(&conn).expect("again"), Some(SCHEMA_VERSION));
+    }
 }

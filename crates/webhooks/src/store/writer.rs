@@ -80,6 +80,31 @@ pub(crate) enum Cmd {
 /// Most attempt results committed in one transaction.
 const MAX_GROUP: usize = 4096;
 
+/// Deliveries created per INSERT statement.
+const INSERT_CHUNK: usize = 64;
+
+/// `INSERT … VALUES (…), (…)` for `n` deliveries: `?1` is the time, then
+/// three parameters per row (notification, sequence number, event id).
+fn insert_sql(n: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO deliveries(notification_id, event_seq, event_id, status, attempts, tries,
+                                next_attempt_at, created_at, updated_at) VALUES ",
+    );
+    for i in 0..n {
+        let p = 2 + 3 * i;
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(?{}, ?{}, ?{}, 'pending', 0, 0, ?1, ?1, ?1)",
+            p,
+            p + 1,
+            p + 2
+        ));
+    }
+    sql
+}
+
 /// What a writer command gets to work with.
 pub(crate) struct WriterCtx {
     pub conn: Connection,
@@ -172,20 +197,27 @@ impl WriterCtx {
     ) -> Result<(), WebhooksError> {
         let now = crate::time::now_ms();
         let mut inserted = 0i64;
+        // A notification deleted since the batch was matched gets nothing.
+        // The registry follows the database on this thread, so it says.
+        let rows: Vec<&NewDelivery> = rows
+            .iter()
+            .filter(|r| self.registry.get(r.notification).is_some())
+            .collect();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            // A notification deleted since the batch was matched gets nothing.
-            let mut st = tx.prepare_cached(
-                "INSERT INTO deliveries(notification_id, event_seq, event_id, status, attempts, tries,
-                                        next_attempt_at, created_at, updated_at)
-                 SELECT ?1, ?2, ?3, 'pending', 0, 0, ?4, ?4, ?4
-                 WHERE EXISTS (SELECT 1 FROM notifications WHERE id = ?1)",
-            )?;
-            for r in rows {
-                inserted += st.execute(params![r.notification, r.seq, r.event_id, now])? as i64;
+        // Many rows per statement: one statement step (and one update of
+        // the AUTOINCREMENT counter) per chunk, not per delivery.
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let mut st = tx.prepare_cached(&insert_sql(chunk.len()))?;
+            let mut args: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(1 + 3 * chunk.len());
+            args.push(&now);
+            for r in chunk {
+                args.push(&r.notification);
+                args.push(&r.seq);
+                args.push(&r.event_id);
             }
+            inserted += st.execute(args.as_slice())? as i64;
         }
         meta_set(&tx, "position", position)?;
         tx.commit()?;
@@ -238,6 +270,13 @@ impl WriterCtx {
                                        updated_at = ?6
                  WHERE id = ?1 AND tries = ?4 - 1",
             )?;
+            // A success is kept in the row itself (see the schema).
+            let mut succeeded = tx.prepare_cached(
+                "UPDATE deliveries SET status = 'succeeded', attempts = ?2, tries = ?3,
+                                       next_attempt_at = NULL, updated_at = ?4,
+                                       ok_status_code = ?5, ok_latency_ms = ?6, ok_response = ?7
+                 WHERE id = ?1 AND tries = ?3 - 1",
+            )?;
             let mut attempt = tx.prepare_cached(
                 "INSERT OR REPLACE INTO attempts(delivery_id, n, at, status_code, latency_ms, error, response)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -256,14 +295,27 @@ impl WriterCtx {
             )?;
             for r in recs {
                 let mut ack = RecordAck::default();
-                let changed = update.execute(params![
-                    r.delivery,
-                    r.status.as_str(),
-                    r.attempts,
-                    r.tries,
-                    r.next_attempt_at,
-                    r.at
-                ])?;
+                let inline = r.status == DeliveryStatus::Succeeded && r.error.is_none();
+                let changed = if inline {
+                    succeeded.execute(params![
+                        r.delivery,
+                        r.attempts,
+                        r.tries,
+                        r.at,
+                        r.status_code,
+                        r.latency_ms,
+                        r.response
+                    ])?
+                } else {
+                    update.execute(params![
+                        r.delivery,
+                        r.status.as_str(),
+                        r.attempts,
+                        r.tries,
+                        r.next_attempt_at,
+                        r.at
+                    ])?
+                };
                 if changed == 0 {
                     // Deleted meanwhile, or redelivered while in flight (the
                     // redelivery stands; the worker sends it again).
@@ -274,15 +326,17 @@ impl WriterCtx {
                 if r.status != DeliveryStatus::Pending {
                     finished += 1;
                 }
-                attempt.execute(params![
-                    r.delivery,
-                    r.attempts,
-                    r.at,
-                    r.status_code,
-                    r.latency_ms,
-                    r.error,
-                    r.response
-                ])?;
+                if !inline {
+                    attempt.execute(params![
+                        r.delivery,
+                        r.attempts,
+                        r.at,
+                        r.status_code,
+                        r.latency_ms,
+                        r.error,
+                        r.response
+                    ])?;
+                }
                 if r.endpoint_failed == Some(false) && healthy.execute([r.notification])? == 1 {
                     transitions.push((r.notification, None));
                 }

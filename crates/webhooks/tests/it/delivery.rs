@@ -346,6 +346,27 @@ async fn redelivery_sends_again_with_the_same_id_and_keeps_history() {
     assert_eq!(detail.attempts.len(), 2);
     assert_eq!(detail.delivery.attempts, 2);
 
+    // A succeeded delivery sent again keeps its earlier success in history
+    // (a success is kept in the delivery's row until then).
+    let first_ok_at = detail.attempts[1].at;
+    w.hooks
+        .redeliver("PROJ", "n", &ok.id)
+        .await
+        .expect("redeliver a success");
+    rx.wait_for(3).await;
+    let detail = eventually("three attempts", || async {
+        let d = w.hooks.delivery("PROJ", "n", &ok.id).await.ok()?;
+        (d.delivery.status == DeliveryStatus::Succeeded && d.attempts.len() == 3).then_some(d)
+    })
+    .await;
+    let codes: Vec<Option<u16>> = detail.attempts.iter().map(|a| a.status_code).collect();
+    assert_eq!(codes, [Some(500), Some(200), Some(200)]);
+    assert_eq!(detail.attempts[1].at, first_ok_at);
+    assert_eq!(
+        detail.attempts.iter().map(|a| a.n).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+
     // Bulk: every failed delivery since a time.
     let since = chrono::Utc::now();
     let rx2 = Receiver::scripted(|n, _| Reply::Status(if n < 2 { 500 } else { 200 })).await;
@@ -527,6 +548,118 @@ async fn pending_deliveries_resume_after_a_restart() {
         "the failed one is sent again"
     );
     assert_eq!(per_id.len(), 2);
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_from_before_any_notification_are_not_delivered_after_a_restart() {
+    // No notification: the dispatcher follows the head without reading, and
+    // its position is still stored (at the latest when it stops).
+    let w = World::start(config()).await;
+    w.publish("PROJ", 5).await;
+    let w = w.restart().await;
+    let rx = Receiver::ok().await;
+    w.create("PROJ", "n", &rx.url).await;
+    let ids = w.publish("PROJ", 1).await;
+    let got = rx.wait_for(1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(rx.requests().len(), 1, "only the event after the creation");
+    assert_eq!(got[0].event_id(), ids[0]);
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_deliveries_hold_the_log_retention() {
+    use cds_events_log::{Retention, Seq};
+    let w = World::start(WebhooksConfig {
+        retry_schedule: schedule(&[0, 60_000]),
+        ..config()
+    })
+    .await;
+    let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let f = std::sync::Arc::clone(&fail);
+    let rx = Receiver::scripted(move |_, _| {
+        Reply::Status(if f.load(std::sync::atomic::Ordering::SeqCst) {
+            503
+        } else {
+            200
+        })
+    })
+    .await;
+    // Two events of another project first (1, 2), then the notification's
+    // own NotificationCreated (3): nobody needs them. Its deliveries are
+    // for 4 and 5.
+    w.publish("OTHER", 2).await;
+    w.create("PROJ", "n", &rx.url).await;
+    w.publish("PROJ", 2).await;
+    rx.wait_for(2).await;
+    let hold = eventually("the dispatcher past every event", || async {
+        let h = w.hooks.retention_hold().await.expect("hold")?;
+        (h == Seq(4)).then_some(h)
+    })
+    .await;
+    // Keep nothing, except what the hold says.
+    let keep_none = Retention {
+        max_events: Some(0),
+        hold_from: Some(hold),
+        ..Retention::default()
+    };
+    while w.log.purge(keep_none, 10).await.expect("purge") > 0 {}
+    assert_eq!(w.log.stats().await.expect("stats").oldest_seq, 4);
+    // Redelivered: its event is still there to send.
+    fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    let failed_or_pending = w
+        .hooks
+        .deliveries("PROJ", "n", None, None, 10)
+        .await
+        .expect("list");
+    for d in &failed_or_pending.deliveries {
+        w.hooks
+            .redeliver("PROJ", "n", &d.id)
+            .await
+            .expect("redeliver");
+    }
+    eventually("both delivered", || async {
+        let p = w
+            .hooks
+            .deliveries("PROJ", "n", Some(DeliveryStatus::Succeeded), None, 10)
+            .await
+            .ok()?;
+        (p.deliveries.len() == 2).then_some(())
+    })
+    .await;
+    // Nothing pending: the hold is the dispatcher's position, past the head.
+    assert_eq!(w.hooks.retention_hold().await.expect("hold"), Some(Seq(6)));
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_notification_holds_nothing() {
+    use cds_events_log::Seq;
+    let w = World::start(WebhooksConfig {
+        retry_schedule: schedule(&[0, 60_000]),
+        ..config()
+    })
+    .await;
+    let rx = Receiver::scripted(|_, _| Reply::Status(503)).await;
+    w.create("PROJ", "n", &rx.url).await;
+    w.publish("PROJ", 1).await;
+    rx.wait_for(1).await;
+    eventually("held by the pending delivery", || async {
+        // 1 is NotificationCreated, 2 the event.
+        (w.hooks.retention_hold().await.ok()? == Some(Seq(2))).then_some(())
+    })
+    .await;
+    w.hooks
+        .set_enabled("PROJ", "n", false, &actor())
+        .await
+        .expect("disable");
+    // The NotificationUpdated event is appended too: the position moves on.
+    eventually("released", || async {
+        let h = w.hooks.retention_hold().await.ok()??;
+        (h > Seq(2)).then_some(())
+    })
+    .await;
     w.stop().await;
 }
 
