@@ -3,7 +3,7 @@
 //! a library no one here wrote, and a kill -9 with deliveries pending.
 
 use crate::receiver::Receiver;
-use crate::{ADMIN, BIN, TestServer, client_with_token, job_event};
+use crate::{ADMIN, BIN, TestServer, client_with_token, exclusive_timing, job_event};
 use serde_json::{Value, json};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -368,6 +368,7 @@ fn private_targets_are_refused_unless_allowed() {
 /// receiver; duplicates only for the attempts in flight at the kill.
 #[test]
 fn kill_9_with_10000_deliveries_pending_loses_none() {
+    let _alone = exclusive_timing();
     const EVENTS: u64 = 10_000;
     let tmp = tempfile::tempdir().expect("tempdir");
     let builder = || webhook_server().dir(tmp.path());
@@ -504,6 +505,7 @@ fn latencies(s: &TestServer, rx: &Receiver, project: &str, n: u64) -> Vec<Durati
 /// another endpoint's latency.
 #[test]
 fn a_hanging_endpoint_does_not_slow_a_fast_one() {
+    let _alone = exclusive_timing();
     let s = webhook_server()
         .env("CDS_EVENTS_WEBHOOKS__TIMEOUT", "10s")
         .start();
