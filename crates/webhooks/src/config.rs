@@ -35,6 +35,10 @@ pub struct WebhooksConfig {
     /// CGNAT, multicast or cloud-metadata addresses. Off by default: a project
     /// member must not be able to make the server call into its own network.
     pub allow_private: bool,
+    /// Most notifications one project may have: each has a worker and its
+    /// own connections, and every event of the project is matched against
+    /// all of them.
+    pub max_per_project: usize,
     /// Most attempts in flight at once towards one notification's endpoint.
     pub max_in_flight_per_endpoint: usize,
     /// Most bytes of a response body kept with an attempt (read at most that
@@ -74,6 +78,7 @@ impl Default for WebhooksConfig {
             disable_after: Duration::from_secs(5 * 24 * HOUR),
             secret_overlap: Duration::from_secs(24 * HOUR),
             allow_private: false,
+            max_per_project: 100,
             max_in_flight_per_endpoint: 16,
             max_response_excerpt: 1024,
             key: None,
@@ -92,6 +97,7 @@ impl fmt::Debug for WebhooksConfig {
             .field("disable_after", &self.disable_after)
             .field("secret_overlap", &self.secret_overlap)
             .field("allow_private", &self.allow_private)
+            .field("max_per_project", &self.max_per_project)
             .field(
                 "max_in_flight_per_endpoint",
                 &self.max_in_flight_per_endpoint,

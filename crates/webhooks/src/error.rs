@@ -10,6 +10,9 @@ pub enum WebhooksError {
     /// A notification with this name already exists in the project.
     #[error("notification {name} already exists")]
     AlreadyExists { name: String },
+    /// The project has as many notifications as it may.
+    #[error("project {project} already has {limit} notifications, the most allowed")]
+    TooMany { project: String, limit: usize },
     /// A field of the request is invalid; `field` is its JSON path
     /// (`webhook_url`, `filters.any-name.event[1]`, `auth.headers.X-Token`).
     #[error("{field}: {message}")]

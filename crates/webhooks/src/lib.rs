@@ -201,10 +201,18 @@ impl Webhooks {
             failing_since: None,
             last_modified: now_ms(),
         };
+        let limit = self.inner.config.max_per_project;
         let out = self
             .inner
             .store
             .call(move |ctx| {
+                // Checked on the writer, where creations are serialized.
+                if ctx.registry.list(&fields.project).len() >= limit {
+                    return Err(WebhooksError::TooMany {
+                        project: fields.project.clone(),
+                        limit,
+                    });
+                }
                 let mut n = build(fields)?;
                 n.id = store::write_notification(&ctx.conn, &ctx.keyring, &n.fields())?;
                 let out = n.out();

@@ -47,6 +47,33 @@ fn create(s: &TestServer, project: &str, body: Value) -> Value {
     out
 }
 
+/// One notification too many for the project: a 409 saying so.
+#[test]
+fn the_per_project_limit_is_a_structured_409() {
+    let s = webhook_server()
+        .env("CDS_EVENTS_WEBHOOKS__MAX_PER_PROJECT", "1")
+        .start();
+    create(
+        &s,
+        "PROJ",
+        json!({"name": "one", "webhook_url": "https://example.com/"}),
+    );
+    let (status, out) = send(
+        &s.http,
+        reqwest::Method::POST,
+        s.url("/v2/project/PROJ/notification"),
+        Some(json!({"name": "two", "webhook_url": "https://example.com/"})),
+    );
+    assert_eq!(status, 409, "{out}");
+    assert_eq!(out["error"]["code"], "too_many_notifications", "{out}");
+    assert!(
+        out["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("1 notifications")),
+        "{out}"
+    );
+}
+
 /// CDS's CRUD: unique names, validation naming the field, header values
 /// never shown again, grants, and an event in the log for every change.
 #[test]

@@ -29,6 +29,11 @@ impl From<WebhooksError> for ApiError {
                 "already_exists",
                 format!("a notification named {name} already exists in this project"),
             ),
+            e @ WebhooksError::TooMany { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "too_many_notifications",
+                e.to_string(),
+            ),
             WebhooksError::Invalid { field, message } => {
                 ApiError::bad_request("invalid_notification", format!("{field}: {message}"))
                     .with_details(vec![json!({"field": field, "message": message})])

@@ -1,7 +1,7 @@
 use crate::support::*;
 use cds_events_log::{EventLog, Query};
 use cds_events_model::{EventFilter, EventType};
-use cds_events_webhooks::{MASK, NotificationAuth, WebhooksError};
+use cds_events_webhooks::{MASK, NotificationAuth, WebhooksConfig, WebhooksError};
 
 async fn notification_events(log: &dyn EventLog) -> Vec<serde_json::Value> {
     let page = log
@@ -120,6 +120,31 @@ async fn names_are_unique_per_project() {
         )
         .await;
     assert!(matches!(rename, Err(WebhooksError::AlreadyExists { .. })));
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_has_at_most_max_per_project_notifications() {
+    let w = World::start(WebhooksConfig {
+        max_per_project: 2,
+        ..config()
+    })
+    .await;
+    w.create("PROJ", "a", "https://example.com/").await;
+    w.create("PROJ", "b", "https://example.com/").await;
+    let third = w
+        .hooks
+        .create("PROJ", input("c", "https://example.com/", &[]), &actor())
+        .await;
+    assert!(
+        matches!(&third, Err(WebhooksError::TooMany { project, limit: 2 }) if project == "PROJ"),
+        "{third:?}"
+    );
+    // Per project; and deleting one makes room again.
+    w.create("OTHER", "c", "https://example.com/").await;
+    w.hooks.delete("PROJ", "a", &actor()).await.expect("delete");
+    w.create("PROJ", "c", "https://example.com/").await;
+    assert_eq!(w.hooks.list("PROJ").await.expect("list").len(), 2);
     w.stop().await;
 }
 
