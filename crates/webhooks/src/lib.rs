@@ -52,6 +52,8 @@ use tokio_util::task::TaskTracker;
 
 /// Event bodies kept in memory for fresh deliveries.
 const EVENT_CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// How often events left in the outbox are tried again.
+const OUTBOX_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 /// Most deliveries one listing page returns.
 pub const MAX_PAGE: usize = 1000;
 
@@ -80,6 +82,8 @@ pub(crate) struct Inner {
     /// being sent never holds more than one of the log's reader connections
     /// that queries and streams also wait for.
     pub(crate) log_reads: tokio::sync::Semaphore,
+    /// One outbox flush at a time.
+    outbox_flush: tokio::sync::Mutex<()>,
     running: Mutex<Option<(TaskTracker, CancellationToken)>>,
 }
 
@@ -121,6 +125,7 @@ impl Webhooks {
                 sender,
                 cache: cache::EventCache::new(EVENT_CACHE_BYTES),
                 log_reads: tokio::sync::Semaphore::new(1),
+                outbox_flush: tokio::sync::Mutex::new(()),
                 running: Mutex::new(None),
             }),
         })
@@ -143,6 +148,21 @@ impl Webhooks {
         }
         self.inner.start_workers();
         tracker.spawn(dispatcher::run(Arc::clone(&self.inner), shutdown.clone()));
+        // What a crash or a failing log left in the outbox, then a retry
+        // every few seconds.
+        tracker.spawn({
+            let inner = Arc::clone(&self.inner);
+            let shutdown = shutdown.clone();
+            async move {
+                loop {
+                    inner.flush_outbox().await;
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(OUTBOX_RETRY) => {}
+                    }
+                }
+            }
+        });
         shutdown.cancelled().await;
         self.inner.lock_running().take();
         tracker.close();
@@ -202,6 +222,7 @@ impl Webhooks {
             last_modified: now_ms(),
         };
         let limit = self.inner.config.max_per_project;
+        let actor = actor.clone();
         let out = self
             .inner
             .store
@@ -214,16 +235,20 @@ impl Webhooks {
                     });
                 }
                 let mut n = build(fields)?;
-                n.id = store::write_notification(&ctx.conn, &ctx.keyring, &n.fields())?;
+                let tx = ctx.conn.transaction()?;
+                n.id = store::write_notification(&tx, &ctx.keyring, &n.fields())?;
                 let out = n.out();
+                store::outbox_put(
+                    &tx,
+                    &notification_event(EventType::NotificationCreated, &out, &actor)?,
+                )?;
+                tx.commit()?;
                 ctx.registry.put(n);
                 Ok(out)
             })
             .await?;
         self.inner.start_workers();
-        self.inner
-            .emit(EventType::NotificationCreated, &out, actor)
-            .await?;
+        self.inner.flush_outbox().await;
         Ok(Created {
             notification: out,
             secret: text,
@@ -243,7 +268,7 @@ impl Webhooks {
         let v = model::validate(input)?;
         let (out, ()) = self
             .inner
-            .change(project, name, move |f| {
+            .change(project, name, actor, move |f| {
                 f.headers = model::resolve_masked(v.headers, &f.headers)?;
                 f.name = v.name;
                 f.url = v.url.to_string();
@@ -252,9 +277,6 @@ impl Webhooks {
                 set_enabled_fields(f, v.enabled.unwrap_or(f.enabled));
                 Ok(())
             })
-            .await?;
-        self.inner
-            .emit(EventType::NotificationUpdated, &out, actor)
             .await?;
         Ok(out)
     }
@@ -266,23 +288,22 @@ impl Webhooks {
         name: &str,
         actor: &Actor,
     ) -> Result<(), WebhooksError> {
-        let (project_s, name_s) = (project.to_owned(), name.to_owned());
-        let out = self
-            .inner
+        let (project_s, name_s, actor) = (project.to_owned(), name.to_owned(), actor.clone());
+        self.inner
             .store
             .call(move |ctx| {
                 let cur = ctx
                     .registry
                     .by_name(&project_s, &name_s)
                     .ok_or_else(|| not_found(&project_s, &name_s))?;
-                store::delete_notification(ctx, cur.id)?;
+                let event = notification_event(EventType::NotificationDeleted, &cur.out(), &actor)?;
+                store::delete_notification(ctx, cur.id, &event)?;
                 ctx.registry.remove(cur.id);
-                Ok(cur.out())
+                Ok(())
             })
             .await?;
-        self.inner
-            .emit(EventType::NotificationDeleted, &out, actor)
-            .await
+        self.inner.flush_outbox().await;
+        Ok(())
     }
 
     /// Enables (clearing the failure state; pending deliveries resume) or
@@ -296,13 +317,10 @@ impl Webhooks {
     ) -> Result<NotificationOut, WebhooksError> {
         let (out, ()) = self
             .inner
-            .change(project, name, move |f| {
+            .change(project, name, actor, move |f| {
                 set_enabled_fields(f, enabled);
                 Ok(())
             })
-            .await?;
-        self.inner
-            .emit(EventType::NotificationUpdated, &out, actor)
             .await?;
         Ok(out)
     }
@@ -327,17 +345,14 @@ impl Webhooks {
             .secret_overlap
             .as_millis()
             .min(i64::MAX as u128 / 2) as i64;
-        let (out, secret) = self
+        let (_, secret) = self
             .inner
-            .change(project, name, move |f| {
+            .change(project, name, actor, move |f| {
                 let now = now_ms();
                 f.previous = Some((f.secret.clone(), now + overlap));
                 f.secret = SigningSecret::generate();
                 Ok(secret_out(&f.secret, f.previous.as_ref(), now))
             })
-            .await?;
-        self.inner
-            .emit(EventType::NotificationUpdated, &out, actor)
             .await?;
         Ok(secret)
     }
@@ -550,6 +565,26 @@ fn build(f: Fields) -> Result<Notification, WebhooksError> {
     Notification::build(f).map_err(|e| WebhooksError::Storage(format!("cannot compile: {e}")))
 }
 
+/// The Notification event of a change, as the service's own.
+pub(crate) fn notification_event(
+    t: EventType,
+    out: &NotificationOut,
+    actor: &Actor,
+) -> Result<cds_events_model::FullEvent, WebhooksError> {
+    let payload = Payload::from_value(out)
+        .map_err(|e| WebhooksError::Storage(format!("cannot encode the event payload: {e}")))?;
+    NotificationEvent {
+        payload: Some(payload),
+        project_key: out.project_key.clone(),
+        notification: out.name.clone(),
+        user_id: actor.user_id.clone(),
+        username: actor.username.clone(),
+        ..Default::default()
+    }
+    .into_event(t)
+    .map_err(|e| WebhooksError::invalid(e.field.unwrap_or_default(), e.message))
+}
+
 fn not_found(project: &str, name: &str) -> WebhooksError {
     WebhooksError::NotFound(format!("notification {name} of project {project}"))
 }
@@ -614,14 +649,16 @@ impl Inner {
         &self,
         project: &str,
         name: &str,
+        actor: &Actor,
         f: F,
     ) -> Result<(NotificationOut, T), WebhooksError>
     where
         F: FnOnce(&mut Fields) -> Result<T, WebhooksError> + Send + 'static,
         T: Send + 'static,
     {
-        let (project, name) = (project.to_owned(), name.to_owned());
-        self.store
+        let (project, name, actor) = (project.to_owned(), name.to_owned(), actor.clone());
+        let r = self
+            .store
             .call(move |ctx| {
                 let cur = ctx
                     .registry
@@ -631,35 +668,62 @@ impl Inner {
                 let answer = f(&mut fields)?;
                 fields.last_modified = now_ms();
                 let n = build(fields)?;
-                store::write_notification(&ctx.conn, &ctx.keyring, &n.fields())?;
                 let out = n.out();
+                let tx = ctx.conn.transaction()?;
+                store::write_notification(&tx, &ctx.keyring, &n.fields())?;
+                store::outbox_put(
+                    &tx,
+                    &notification_event(EventType::NotificationUpdated, &out, &actor)?,
+                )?;
+                tx.commit()?;
                 ctx.registry.put(n);
                 Ok((out, answer))
             })
-            .await
+            .await?;
+        self.flush_outbox().await;
+        Ok(r)
     }
 
-    /// Appends the Notification event of a change, as the service's own.
-    async fn emit(
-        &self,
-        t: EventType,
-        out: &NotificationOut,
-        actor: &Actor,
-    ) -> Result<(), WebhooksError> {
-        let payload = Payload::from_value(out)
-            .map_err(|e| WebhooksError::Storage(format!("cannot encode the event payload: {e}")))?;
-        let event = NotificationEvent {
-            payload: Some(payload),
-            project_key: out.project_key.clone(),
-            notification: out.name.clone(),
-            user_id: actor.user_id.clone(),
-            username: actor.username.clone(),
-            ..Default::default()
+    /// Appends the events waiting in the outbox to the log, oldest first,
+    /// and removes them. Every notification change writes its event there
+    /// in the change's own transaction, so a crash or a failing log between
+    /// the change and the append loses nothing: this runs after each change,
+    /// at start and every few seconds. The log ignores an event id it
+    /// already has, so an append repeated after a crash stores nothing twice.
+    pub(crate) async fn flush_outbox(&self) {
+        let _one = self.outbox_flush.lock().await;
+        loop {
+            let rows = match self.store.read(|c| store::outbox_page(c, 256)).await {
+                Ok(rows) if rows.is_empty() => return,
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the notification events outbox");
+                    return;
+                }
+            };
+            let mut events = Vec::with_capacity(rows.len());
+            for (_, json) in &rows {
+                match cds_events_model::decode_stored(json) {
+                    Ok(e) => events.push(NewEvent::from(e)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "an outbox event does not decode; dropped")
+                    }
+                }
+            }
+            if let Err(e) = self.log.append(events).await {
+                tracing::warn!(error = %e, "cannot append notification events; they stay in the outbox");
+                return;
+            }
+            let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
+            if let Err(e) = self
+                .store
+                .call(move |ctx| store::outbox_remove(&ctx.conn, &ids))
+                .await
+            {
+                tracing::warn!(error = %e, "cannot clear the notification events outbox");
+                return;
+            }
         }
-        .into_event(t)
-        .map_err(|e| WebhooksError::invalid(e.field.unwrap_or_default(), e.message))?;
-        self.log.append(vec![NewEvent::from(event)]).await?;
-        Ok(())
     }
 
     /// After a failure disabled a notification: announce it.
@@ -673,12 +737,8 @@ impl Inner {
             reason = n.disabled_reason.as_deref().unwrap_or(""),
             "webhook notification disabled"
         );
-        if let Err(e) = self
-            .emit(EventType::NotificationUpdated, &n.out(), &Actor::system())
-            .await
-        {
-            tracing::error!(error = %e, "cannot append the event of a disabled notification");
-        }
+        // Its NotificationUpdated was written with the change.
+        self.flush_outbox().await;
     }
 
     /// An event's JSON: from the cache, or else from the log (`None` when the

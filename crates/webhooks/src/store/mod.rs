@@ -398,9 +398,15 @@ pub(crate) fn write_notification(
     }
 }
 
-/// Deletes a notification with its deliveries and their attempts.
-pub(crate) fn delete_notification(ctx: &mut WriterCtx, id: i64) -> Result<(), WebhooksError> {
+/// Deletes a notification with its deliveries and their attempts, and puts
+/// `event` (its NotificationDeleted) in the outbox, in one transaction.
+pub(crate) fn delete_notification(
+    ctx: &mut WriterCtx,
+    id: i64,
+    event: &cds_events_model::FullEvent,
+) -> Result<(), WebhooksError> {
     let tx = ctx.conn.transaction()?;
+    outbox_put(&tx, event)?;
     let pending: i64 = tx.query_row(
         "SELECT COUNT(*) FROM deliveries WHERE notification_id = ?1 AND status = 'pending'",
         [id],
@@ -615,6 +621,34 @@ pub(crate) fn list_attempts(
         });
     }
     Ok(all)
+}
+
+/// Puts an event in the outbox (see [`crate::Inner::flush_outbox`]).
+pub(crate) fn outbox_put(
+    conn: &Connection,
+    event: &cds_events_model::FullEvent,
+) -> Result<(), WebhooksError> {
+    conn.prepare_cached("INSERT INTO outbox(event) VALUES (?1)")?
+        .execute([event.to_json()])?;
+    Ok(())
+}
+
+/// The oldest events of the outbox, with their row ids.
+pub(crate) fn outbox_page(
+    conn: &Connection,
+    limit: usize,
+) -> Result<Vec<(i64, String)>, WebhooksError> {
+    let mut st = conn.prepare_cached("SELECT id, event FROM outbox ORDER BY id LIMIT ?1")?;
+    let rows = st.query_map([limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub(crate) fn outbox_remove(conn: &Connection, ids: &[i64]) -> Result<(), WebhooksError> {
+    let mut st = conn.prepare_cached("DELETE FROM outbox WHERE id = ?1")?;
+    for id in ids {
+        st.execute([id])?;
+    }
+    Ok(())
 }
 
 /// See [`crate::Webhooks::retention_hold`]. Deliveries are created in log

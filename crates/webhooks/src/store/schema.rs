@@ -16,6 +16,9 @@ pub(crate) const SCHEMA_VERSION: i64 = 2;
 /// one row written per delivered event instead of two. Failed attempts have
 /// their rows. A redelivery moves a kept success into `attempts` first.
 ///
+/// `outbox` holds the Notification events of changes, written in the
+/// change's transaction, until they are in the log.
+///
 /// Delivery ids use AUTOINCREMENT so that an id (the `webhook-id` receivers
 /// de-duplicate on) is never reused, even after deletions.
 pub(crate) const SCHEMA: &str = "
@@ -60,6 +63,10 @@ CREATE INDEX IF NOT EXISTS deliveries_due
     ON deliveries(notification_id, next_attempt_at, id) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_by_status
     ON deliveries(notification_id, status, id);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    event TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS attempts (
     delivery_id INTEGER NOT NULL,
     n INTEGER NOT NULL,

@@ -359,7 +359,21 @@ impl WriterCtx {
                             crate::time::to_datetime(since).to_rfc3339()
                         );
                         disable.execute(params![r.notification, reason, r.at])?;
-                        disabled.push((r.notification, reason, since, r.at));
+                        if let Some(n) = self.registry.get(r.notification) {
+                            let mut n = (*n).clone();
+                            n.enabled = false;
+                            n.disabled_reason = Some(reason);
+                            n.set_failing_since(Some(since));
+                            n.last_modified = r.at;
+                            // Announced with the change itself (outbox).
+                            let event = crate::notification_event(
+                                cds_events_model::EventType::NotificationUpdated,
+                                &n.out(),
+                                &crate::Actor::system(),
+                            )?;
+                            super::outbox_put(&tx, &event)?;
+                            disabled.push(n);
+                        }
                         ack.disabled = true;
                     }
                 }
@@ -375,15 +389,8 @@ impl WriterCtx {
                 n.set_failing_since(since);
             }
         }
-        for (id, reason, since, at) in disabled {
-            if let Some(n) = self.registry.get(id) {
-                let mut n = (*n).clone();
-                n.enabled = false;
-                n.disabled_reason = Some(reason);
-                n.set_failing_since(Some(since));
-                n.last_modified = at;
-                self.registry.put(n);
-            }
+        for n in disabled {
+            self.registry.put(n);
         }
         Ok(acks)
     }

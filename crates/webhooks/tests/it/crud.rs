@@ -99,6 +99,45 @@ async fn crud_round_trip_emits_notification_events() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_made_while_the_log_fails_gets_its_event_once_the_log_is_back() {
+    use cds_events_log::sqlite::{SqliteLog, SqliteOptions};
+    let w = World::start(config()).await;
+    // The log stops taking appends (as when its disk is full).
+    w.log.close().await.expect("close the log");
+    let created = w
+        .hooks
+        .create("PROJ", input("n", "https://example.com/", &[]), &actor())
+        .await
+        .expect("the change is stored even though its event cannot be appended yet");
+    let (dir, _, config) = w.stop().await;
+    let log: std::sync::Arc<dyn EventLog> = std::sync::Arc::new(
+        SqliteLog::open(dir.path(), SqliteOptions::default()).expect("reopen the log"),
+    );
+    assert!(notification_events(log.as_ref()).await.is_empty());
+    let w = World::open(dir, log, config).await;
+    let events = eventually("the event from the outbox", || async {
+        let e = notification_events(w.log.as_ref()).await;
+        (!e.is_empty()).then_some(e)
+    })
+    .await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["type"], "NotificationCreated");
+    assert_eq!(events[0]["notification"], created.notification.name);
+    // Later flushes (after another change) append nothing twice.
+    w.hooks
+        .set_enabled("PROJ", "n", false, &actor())
+        .await
+        .expect("disable");
+    let types: Vec<String> = notification_events(w.log.as_ref())
+        .await
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(types, ["NotificationCreated", "NotificationUpdated"]);
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_are_unique_per_project() {
     let w = World::start(config()).await;
     w.create("PROJ", "n", "https://example.com/").await;
