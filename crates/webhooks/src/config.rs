@@ -35,6 +35,11 @@ pub struct WebhooksConfig {
     /// CGNAT, multicast or cloud-metadata addresses. Off by default: a project
     /// member must not be able to make the server call into its own network.
     pub allow_private: bool,
+    /// Finished deliveries (succeeded, failed, cancelled) and their
+    /// attempts are deleted this long after their creation. Failed ones can
+    /// be redelivered until then.
+    #[serde(with = "humantime_serde")]
+    pub keep_deliveries: Duration,
     /// Most notifications one project may have: each has a worker and its
     /// own connections, and every event of the project is matched against
     /// all of them.
@@ -78,6 +83,7 @@ impl Default for WebhooksConfig {
             disable_after: Duration::from_secs(5 * 24 * HOUR),
             secret_overlap: Duration::from_secs(24 * HOUR),
             allow_private: false,
+            keep_deliveries: Duration::from_secs(14 * 24 * HOUR),
             max_per_project: 100,
             max_in_flight_per_endpoint: 16,
             max_response_excerpt: 1024,
@@ -97,6 +103,7 @@ impl fmt::Debug for WebhooksConfig {
             .field("disable_after", &self.disable_after)
             .field("secret_overlap", &self.secret_overlap)
             .field("allow_private", &self.allow_private)
+            .field("keep_deliveries", &self.keep_deliveries)
             .field("max_per_project", &self.max_per_project)
             .field(
                 "max_in_flight_per_endpoint",

@@ -52,6 +52,8 @@ use tokio_util::task::TaskTracker;
 
 /// Event bodies kept in memory for fresh deliveries.
 const EVENT_CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// How often finished deliveries and deleted notifications' rows are purged.
+const PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 /// How often events left in the outbox are tried again.
 const OUTBOX_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 /// Most deliveries one listing page returns.
@@ -148,6 +150,23 @@ impl Webhooks {
         }
         self.inner.start_workers();
         tracker.spawn(dispatcher::run(Arc::clone(&self.inner), shutdown.clone()));
+        tracker.spawn({
+            let me = self.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(PURGE_INTERVAL) => {}
+                    }
+                    match me.purge().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(deliveries = n, "webhook deliveries purged"),
+                        Err(e) => tracing::warn!(error = %e, "webhook delivery purge failed"),
+                    }
+                }
+            }
+        });
         // What a crash or a failing log left in the outbox, then a retry
         // every few seconds.
         tracker.spawn({
@@ -495,6 +514,34 @@ impl Webhooks {
             self.inner.registry.wake(nid);
         }
         Ok(count)
+    }
+
+    /// Deletes finished deliveries older than
+    /// [`WebhooksConfig::keep_deliveries`] and every delivery of deleted
+    /// notifications, in small transactions with a pause between them so
+    /// that attempt results interleave. Runs every minute while running;
+    /// returns how many deliveries went.
+    pub async fn purge(&self) -> Result<u64, WebhooksError> {
+        let keep = self
+            .inner
+            .config
+            .keep_deliveries
+            .as_millis()
+            .min(i64::MAX as u128 / 2) as i64;
+        let mut total = 0;
+        loop {
+            let before = now_ms() - keep;
+            let (n, more) = self
+                .inner
+                .store
+                .call(move |ctx| store::purge_step(&mut ctx.conn, before))
+                .await?;
+            total += n;
+            if !more {
+                return Ok(total);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     /// The oldest event the engine still needs from the log (retention must

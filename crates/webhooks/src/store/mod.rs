@@ -412,15 +412,70 @@ pub(crate) fn delete_notification(
         [id],
         |r| r.get(0),
     )?;
+    // Its deliveries, however many, go later in small transactions
+    // ([`purge_step`]): one long delete would hold the writer that every
+    // other notification's results wait for.
     tx.execute(
-        "DELETE FROM attempts WHERE delivery_id IN (SELECT id FROM deliveries WHERE notification_id = ?1)",
+        "INSERT OR IGNORE INTO purge_queue(notification_id) VALUES (?1)",
         [id],
     )?;
-    tx.execute("DELETE FROM deliveries WHERE notification_id = ?1", [id])?;
     tx.execute("DELETE FROM notifications WHERE id = ?1", [id])?;
     tx.commit()?;
     ctx.add_pending(-pending);
     Ok(())
+}
+
+/// Deliveries (with their attempts) deleted per transaction by the purge.
+pub(crate) const PURGE_CHUNK: i64 = 1000;
+
+/// One small transaction of clean-up: up to [`PURGE_CHUNK`] deliveries of a
+/// deleted notification, or else of those finished (not pending) and
+/// created before `finished_before` (ms). Returns how many deliveries went,
+/// and whether there may be more to do.
+pub(crate) fn purge_step(
+    conn: &mut Connection,
+    finished_before: i64,
+) -> Result<(u64, bool), WebhooksError> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let deleted_notification: Option<i64> = tx
+        .query_row("SELECT notification_id FROM purge_queue LIMIT 1", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    let n = match deleted_notification {
+        Some(nid) => {
+            let pick = "SELECT id FROM deliveries WHERE notification_id = ?1 ORDER BY id LIMIT ?2";
+            tx.execute(
+                &format!("DELETE FROM attempts WHERE delivery_id IN ({pick})"),
+                params![nid, PURGE_CHUNK],
+            )?;
+            let n = tx.execute(
+                &format!("DELETE FROM deliveries WHERE id IN ({pick})"),
+                params![nid, PURGE_CHUNK],
+            )?;
+            if n == 0 {
+                tx.execute("DELETE FROM purge_queue WHERE notification_id = ?1", [nid])?;
+            }
+            (n, true)
+        }
+        None => {
+            // Oldest first: ids grow with creation time, so the scan stops
+            // at the first chunk of old finished rows.
+            let pick = "SELECT id FROM deliveries WHERE status != 'pending' AND created_at < ?1
+                        ORDER BY id LIMIT ?2";
+            tx.execute(
+                &format!("DELETE FROM attempts WHERE delivery_id IN ({pick})"),
+                params![finished_before, PURGE_CHUNK],
+            )?;
+            let n = tx.execute(
+                &format!("DELETE FROM deliveries WHERE id IN ({pick})"),
+                params![finished_before, PURGE_CHUNK],
+            )?;
+            (n, n > 0)
+        }
+    };
+    tx.commit()?;
+    Ok((n.0 as u64, n.1))
 }
 
 /// Re-seals every sealed value under the current key (`all`), or only those

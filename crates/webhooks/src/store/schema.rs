@@ -16,7 +16,8 @@ pub(crate) const SCHEMA_VERSION: i64 = 2;
 /// one row written per delivered event instead of two. Failed attempts have
 /// their rows. A redelivery moves a kept success into `attempts` first.
 ///
-/// `outbox` holds the Notification events of changes, written in the
+/// `purge_queue` lists deleted notifications whose deliveries are still to
+/// be deleted (in chunks). `outbox` holds the Notification events of changes, written in the
 /// change's transaction, until they are in the log.
 ///
 /// Delivery ids use AUTOINCREMENT so that an id (the `webhook-id` receivers
@@ -63,6 +64,9 @@ CREATE INDEX IF NOT EXISTS deliveries_due
     ON deliveries(notification_id, next_attempt_at, id) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_by_status
     ON deliveries(notification_id, status, id);
+CREATE TABLE IF NOT EXISTS purge_queue (
+    notification_id INTEGER PRIMARY KEY
+);
 CREATE TABLE IF NOT EXISTS outbox (
     id INTEGER PRIMARY KEY,
     event TEXT NOT NULL

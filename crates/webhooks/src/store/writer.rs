@@ -295,6 +295,13 @@ impl WriterCtx {
             )?;
             for r in recs {
                 let mut ack = RecordAck::default();
+                // Its notification was deleted while the attempt was in
+                // flight: its rows wait for the purge, nothing is recorded.
+                if self.registry.get(r.notification).is_none() {
+                    ack.superseded = true;
+                    acks.push(ack);
+                    continue;
+                }
                 let inline = r.status == DeliveryStatus::Succeeded && r.error.is_none();
                 let changed = if inline {
                     succeeded.execute(params![

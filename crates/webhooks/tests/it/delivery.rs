@@ -664,6 +664,57 @@ async fn a_disabled_notification_holds_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_purge_deletes_finished_and_deleted_notifications_deliveries() {
+    let w = World::start(WebhooksConfig {
+        retry_schedule: schedule(&[0, 60_000]),
+        keep_deliveries: Duration::ZERO,
+        ..config()
+    })
+    .await;
+    let ok = Receiver::ok().await;
+    let failing = Receiver::scripted(|_, _| Reply::Status(503)).await;
+    w.create("PROJ", "ok", &ok.url).await;
+    w.create("PROJ", "failing", &failing.url).await;
+    w.create("GONE", "gone", &failing.url).await;
+    w.publish("PROJ", 2).await;
+    w.publish("GONE", 3).await;
+    ok.wait_for(2).await;
+    failing.wait_for(5).await;
+    let rows = |sql: &'static str| {
+        let conn = rusqlite::Connection::open(w.dir.path().join(cds_events_webhooks::DB_FILE))
+            .expect("open");
+        conn.query_row(sql, [], |r| r.get::<_, i64>(0))
+            .expect("count")
+    };
+    eventually(
+        "2 succeeded and 5 pending after a first failure",
+        || async {
+            (rows("SELECT COUNT(*) FROM deliveries WHERE status = 'succeeded'") == 2
+                && rows("SELECT COUNT(*) FROM attempts") == 5)
+                .then_some(())
+        },
+    )
+    .await;
+    // A deleted notification's deliveries wait for the purge.
+    w.hooks
+        .delete("GONE", "gone", &actor())
+        .await
+        .expect("delete");
+    assert_eq!(rows("SELECT COUNT(*) FROM deliveries"), 7);
+    assert_eq!(w.hooks.purge().await.expect("purge"), 2 + 3);
+    // Left: the pending ones of the notification that still exists.
+    assert_eq!(rows("SELECT COUNT(*) FROM deliveries"), 2);
+    assert_eq!(
+        rows("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'"),
+        2
+    );
+    assert_eq!(rows("SELECT COUNT(*) FROM attempts"), 2);
+    assert_eq!(rows("SELECT COUNT(*) FROM purge_queue"), 0);
+    assert_eq!(w.hooks.purge().await.expect("purge again"), 0);
+    w.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordered_mode_keeps_sequence_order_through_failures() {
     let w = World::start(WebhooksConfig {
         retry_schedule: schedule(&[0, 20, 20, 20]),
