@@ -306,3 +306,24 @@ fn simulate_measures_delivery_to_subscribers() {
         "2 subscribers x 2000 events: {summary}"
     );
 }
+
+/// `cds-events types | head`: a reader that closed its end is not a crash.
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    let s = TestServer::start();
+    // A pipe whose reading end is already closed: the first write fails
+    // with EPIPE, every time.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let out = Command::new(BIN)
+        .arg("types")
+        .env("CDS_EVENTS_SERVER", &s.base)
+        .env("CDS_EVENTS_TOKEN", crate::ADMIN)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
