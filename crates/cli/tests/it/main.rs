@@ -32,6 +32,8 @@ pub struct TestServer {
     stderr: PathBuf,
     /// What the server printed before its "listening on" line.
     pub stdout_before: Vec<String>,
+    /// Dropped last, after the server has stopped.
+    _turn: Option<SharedTurn>,
 }
 
 /// A blocking client that sends `token` with every request.
@@ -98,6 +100,7 @@ impl Builder {
     }
 
     pub fn start(self) -> TestServer {
+        let turn = shared_turn();
         let (tmp, dir) = match self.dir {
             Some(d) => (None, d),
             None => {
@@ -157,6 +160,7 @@ impl Builder {
             http,
             stderr,
             stdout_before,
+            _turn: turn,
         }
     }
 }
@@ -283,15 +287,63 @@ impl Drop for TestServer {
     }
 }
 
-/// A run-job event of project `p`.
-/// Held by the tests that load the machine most and by those that time
-/// latencies, so that a latency is never measured beside a 10,000-delivery
-/// backlog of another test on a 2-core machine.
-pub fn exclusive_timing() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+/// Every test server runs under a shared turn of this lock; a test that
+/// times latencies takes it alone ([`exclusive_timing`]), so that what it
+/// measures is never another test's load on a 2-core machine.
+static TURNS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+thread_local! {
+    /// This thread holds the exclusive turn: its own servers need no other.
+    static EXCLUSIVE_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Shared turns this thread holds. A second server of the same test
+    /// takes none: waiting for one behind a queued exclusive turn, which
+    /// waits for the first, would never end.
+    static SHARED_HERE: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
+/// A shared turn, counted per thread.
+#[derive(Debug)]
+pub struct SharedTurn {
+    _guard: std::sync::RwLockReadGuard<'static, ()>,
+}
+
+impl Drop for SharedTurn {
+    fn drop(&mut self) {
+        SHARED_HERE.with(|s| s.set(s.get().saturating_sub(1)));
+    }
+}
+
+/// The exclusive turn, held until dropped: waits for every running test
+/// server to stop, and new ones (of other tests) wait for it.
+#[derive(Debug)]
+pub struct ExclusiveTurn {
+    _guard: std::sync::RwLockWriteGuard<'static, ()>,
+}
+
+impl Drop for ExclusiveTurn {
+    fn drop(&mut self) {
+        EXCLUSIVE_HERE.with(|e| e.set(false));
+    }
+}
+
+pub fn exclusive_timing() -> ExclusiveTurn {
+    let guard = TURNS.write().unwrap_or_else(|p| p.into_inner());
+    EXCLUSIVE_HERE.with(|e| e.set(true));
+    ExclusiveTurn { _guard: guard }
+}
+
+/// A shared turn for a new test server (none when this thread already has
+/// the exclusive one).
+fn shared_turn() -> Option<SharedTurn> {
+    if EXCLUSIVE_HERE.with(|e| e.get()) || SHARED_HERE.with(|s| s.get()) > 0 {
+        return None;
+    }
+    let guard = TURNS.read().unwrap_or_else(|p| p.into_inner());
+    SHARED_HERE.with(|s| s.set(s.get() + 1));
+    Some(SharedTurn { _guard: guard })
+}
+
+/// A run-job event of project `p`.
 pub fn job_event(p: &str, n: u64) -> Value {
     json!({"type": "RunJobEnded", "project_key": p, "workflow": "build", "workflow_run_id": format!("run-{p}"),
            "run_job_id": format!("rj-{n}"), "job_id": "compile", "run_number": n, "run_attempt": 1,
