@@ -115,7 +115,7 @@ impl Webhooks {
         let keyring =
             crypto::Keyring::load(data_dir, config.key.as_deref(), &config.previous_keys)?;
         let registry = Arc::new(Registry::default());
-        let disable_after_ms = config.disable_after.as_millis().min(i64::MAX as u128) as i64;
+        let disable_after_ms = time::millis(config.disable_after);
         let store = store::Store::open(data_dir, keyring, Arc::clone(&registry), disable_after_ms)?;
         let sender = send::Sender::new(&config)?;
         Ok(Webhooks {
@@ -358,12 +358,7 @@ impl Webhooks {
         name: &str,
         actor: &Actor,
     ) -> Result<SecretOut, WebhooksError> {
-        let overlap = self
-            .inner
-            .config
-            .secret_overlap
-            .as_millis()
-            .min(i64::MAX as u128 / 2) as i64;
+        let overlap = time::millis(self.inner.config.secret_overlap);
         let (_, secret) = self
             .inner
             .change(project, name, actor, move |f| {
@@ -522,12 +517,7 @@ impl Webhooks {
     /// that attempt results interleave. Runs every minute while running;
     /// returns how many deliveries went.
     pub async fn purge(&self) -> Result<u64, WebhooksError> {
-        let keep = self
-            .inner
-            .config
-            .keep_deliveries
-            .as_millis()
-            .min(i64::MAX as u128 / 2) as i64;
+        let keep = time::millis(self.inner.config.keep_deliveries);
         let mut total = 0;
         loop {
             let before = now_ms() - keep;

@@ -220,7 +220,7 @@ async fn attempt(
             next_attempt_at: next_due,
             at,
             status_code: outcome.status_code,
-            latency_ms: outcome.latency.as_millis().min(i64::MAX as u128) as i64,
+            latency_ms: crate::time::millis(outcome.latency),
             error: outcome.error,
             response: outcome.response,
             endpoint_failed: Some(outcome.outcome != OutcomeKind::Success),
@@ -287,7 +287,7 @@ pub(crate) fn decide(
     let delay = o.retry_after.map_or(scheduled, |r| r.max(scheduled));
     (
         DeliveryStatus::Pending,
-        Some(now + delay.as_millis().min(i64::MAX as u128 / 2) as i64),
+        Some(now + crate::time::millis(delay)),
     )
 }
 

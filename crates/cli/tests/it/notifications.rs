@@ -533,32 +533,47 @@ fn latencies(s: &TestServer, rx: &Receiver, project: &str, n: u64) -> Vec<Durati
 #[test]
 fn a_hanging_endpoint_does_not_slow_a_fast_one() {
     let _alone = exclusive_timing();
+    // No disk sync per publish: its latency varies more on this machine
+    // than anything the hanging endpoint could do.
     let s = webhook_server()
         .env("CDS_EVENTS_WEBHOOKS__TIMEOUT", "10s")
+        .arg("--durability")
+        .arg("process-crash")
         .start();
     let fast = Receiver::ok();
     let hanging = Receiver::with(|_| None);
     create(&s, "FAST", json!({"name": "fast", "webhook_url": fast.url}));
     fast.wait_for(1, Duration::from_secs(10));
-    // Warm-up, then the solo figure.
+    // The fast endpoint's p99 while project SLOW gets as many events as
+    // FAST: the same load in both phases, only SLOW's endpoint differs.
+    let measure = || {
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                for i in 0..400 {
+                    s.post_json(&job_event("SLOW", i));
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            });
+            p99(latencies(&s, &fast, "FAST", 400))
+        })
+    };
+    // Each figure is the median of three p99s, so that one burst of the
+    // shared machine's noise does not decide.
+    let median_p99 = || {
+        let mut three = [measure(), measure(), measure()];
+        three.sort();
+        eprintln!("fast endpoint p99s: {three:?}");
+        three[1]
+    };
+    // Warm-up, then the solo figure: SLOW's events go nowhere.
     latencies(&s, &fast, "FAST", 50);
-    let solo = p99(latencies(&s, &fast, "FAST", 300));
+    let solo = median_p99();
     create(
         &s,
         "SLOW",
         json!({"name": "hangs", "webhook_url": hanging.url}),
     );
-    // The hanging endpoint gets as much traffic as the fast one.
-    let publisher = std::thread::scope(|scope| {
-        scope.spawn(|| {
-            for i in 0..300 {
-                s.post_json(&job_event("SLOW", i));
-                std::thread::sleep(Duration::from_millis(5));
-            }
-        });
-        p99(latencies(&s, &fast, "FAST", 300))
-    });
-    let with_hanging = publisher;
+    let with_hanging = median_p99();
     eprintln!("fast endpoint p99: solo {solo:?}, beside a hanging one {with_hanging:?}");
     assert!(hanging.count() >= 1, "the hanging endpoint was called");
     // Within 10 %, or 5 ms for the noise of a shared 2-core machine.

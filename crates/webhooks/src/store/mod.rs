@@ -442,16 +442,23 @@ pub(crate) fn purge_step(
             r.get(0)
         })
         .optional()?;
+    // Deletes the deliveries `pick` selects (`?1` = `arg`, `?2` = the chunk
+    // size) with their attempts; returns how many.
+    let delete = |pick: &str, arg: i64| -> rusqlite::Result<usize> {
+        tx.execute(
+            &format!("DELETE FROM attempts WHERE delivery_id IN ({pick})"),
+            params![arg, PURGE_CHUNK],
+        )?;
+        tx.execute(
+            &format!("DELETE FROM deliveries WHERE id IN ({pick})"),
+            params![arg, PURGE_CHUNK],
+        )
+    };
     let n = match deleted_notification {
         Some(nid) => {
-            let pick = "SELECT id FROM deliveries WHERE notification_id = ?1 ORDER BY id LIMIT ?2";
-            tx.execute(
-                &format!("DELETE FROM attempts WHERE delivery_id IN ({pick})"),
-                params![nid, PURGE_CHUNK],
-            )?;
-            let n = tx.execute(
-                &format!("DELETE FROM deliveries WHERE id IN ({pick})"),
-                params![nid, PURGE_CHUNK],
+            let n = delete(
+                "SELECT id FROM deliveries WHERE notification_id = ?1 ORDER BY id LIMIT ?2",
+                nid,
             )?;
             if n == 0 {
                 tx.execute("DELETE FROM purge_queue WHERE notification_id = ?1", [nid])?;
@@ -461,15 +468,10 @@ pub(crate) fn purge_step(
         None => {
             // Oldest first: ids grow with creation time, so the scan stops
             // at the first chunk of old finished rows.
-            let pick = "SELECT id FROM deliveries WHERE status != 'pending' AND created_at < ?1
-                        ORDER BY id LIMIT ?2";
-            tx.execute(
-                &format!("DELETE FROM attempts WHERE delivery_id IN ({pick})"),
-                params![finished_before, PURGE_CHUNK],
-            )?;
-            let n = tx.execute(
-                &format!("DELETE FROM deliveries WHERE id IN ({pick})"),
-                params![finished_before, PURGE_CHUNK],
+            let n = delete(
+                "SELECT id FROM deliveries WHERE status != 'pending' AND created_at < ?1
+                 ORDER BY id LIMIT ?2",
+                finished_before,
             )?;
             (n, n > 0)
         }

@@ -218,16 +218,7 @@ async fn continuous_failure_disables_and_enabling_resumes() {
         ..config()
     })
     .await;
-    let healthy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let h = std::sync::Arc::clone(&healthy);
-    let rx = Receiver::scripted(move |_, _| {
-        Reply::Status(if h.load(std::sync::atomic::Ordering::SeqCst) {
-            200
-        } else {
-            500
-        })
-    })
-    .await;
+    let (rx, healthy) = Receiver::failing_until_healed(500).await;
     w.create("PROJ", "n", &rx.url).await;
     w.publish("PROJ", 1).await;
     let off = eventually("the notification disabled", || async {
@@ -267,7 +258,7 @@ async fn continuous_failure_disables_and_enabling_resumes() {
     let before = rx.requests().len();
     assert_eq!(before, 2);
     let d = delivery_with_status(&w, "n", DeliveryStatus::Pending).await;
-    healthy.store(true, std::sync::atomic::Ordering::SeqCst);
+    healthy.heal();
     let on = w
         .hooks
         .set_enabled("PROJ", "n", true, &actor())
@@ -504,16 +495,7 @@ async fn pending_deliveries_resume_after_a_restart() {
         ..config()
     })
     .await;
-    let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let f = std::sync::Arc::clone(&fail);
-    let rx = Receiver::scripted(move |_, _| {
-        Reply::Status(if f.load(std::sync::atomic::Ordering::SeqCst) {
-            500
-        } else {
-            200
-        })
-    })
-    .await;
+    let (rx, fail) = Receiver::failing_until_healed(500).await;
     w.create("PROJ", "n", &rx.url).await;
     w.publish("PROJ", 1).await;
     rx.wait_for(1).await;
@@ -525,7 +507,7 @@ async fn pending_deliveries_resume_after_a_restart() {
         )])
         .await
         .expect("append");
-    fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    fail.heal();
     let w = World::open(dir, log, config).await;
     eventually("two succeeded deliveries", || async {
         let p = w
@@ -576,16 +558,7 @@ async fn pending_deliveries_hold_the_log_retention() {
         ..config()
     })
     .await;
-    let fail = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let f = std::sync::Arc::clone(&fail);
-    let rx = Receiver::scripted(move |_, _| {
-        Reply::Status(if f.load(std::sync::atomic::Ordering::SeqCst) {
-            503
-        } else {
-            200
-        })
-    })
-    .await;
+    let (rx, fail) = Receiver::failing_until_healed(503).await;
     // Two events of another project first (1, 2), then the notification's
     // own NotificationCreated (3): nobody needs them. Its deliveries are
     // for 4 and 5.
@@ -607,7 +580,7 @@ async fn pending_deliveries_hold_the_log_retention() {
     while w.log.purge(keep_none, 10).await.expect("purge") > 0 {}
     assert_eq!(w.log.stats().await.expect("stats").oldest_seq, 4);
     // Redelivered: its event is still there to send.
-    fail.store(false, std::sync::atomic::Ordering::SeqCst);
+    fail.heal();
     let failed_or_pending = w
         .hooks
         .deliveries("PROJ", "n", None, None, 10)

@@ -222,6 +222,16 @@ struct ReceiverState {
     script: Box<Script>,
 }
 
+/// Turns a [`Receiver::failing_until_healed`] healthy.
+#[derive(Clone)]
+pub struct Switch(Arc<std::sync::atomic::AtomicBool>);
+
+impl Switch {
+    pub fn heal(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 /// A loopback HTTP server that records every request.
 #[derive(Clone)]
 pub struct Receiver {
@@ -234,6 +244,21 @@ impl Receiver {
     /// Answers 204 to everything.
     pub async fn ok() -> Receiver {
         Receiver::scripted(|_, _| Reply::Status(204)).await
+    }
+
+    /// Answers `failing` until [`Switch::heal`] is called, 200 after.
+    pub async fn failing_until_healed(failing: u16) -> (Receiver, Switch) {
+        let switch = Switch(Arc::new(std::sync::atomic::AtomicBool::new(false)));
+        let healed = switch.clone();
+        let rx = Receiver::scripted(move |_, _| {
+            Reply::Status(if healed.0.load(Ordering::SeqCst) {
+                200
+            } else {
+                failing
+            })
+        })
+        .await;
+        (rx, switch)
     }
 
     /// Answers as `script(n, request)` says, `n` counting from 0.
