@@ -534,6 +534,15 @@ impl Webhooks {
         }
     }
 
+    /// Deliveries waiting to be sent (the
+    /// `cds_events_webhook_deliveries_pending` gauge).
+    pub async fn pending(&self) -> Result<u64, WebhooksError> {
+        self.inner
+            .store
+            .call(|ctx| Ok(ctx.pending.max(0) as u64))
+            .await
+    }
+
     /// The oldest event the engine still needs from the log (retention must
     /// keep it and every later one): the first event the dispatcher has not
     /// read yet, or the event of the oldest pending delivery of an enabled

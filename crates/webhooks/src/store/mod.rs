@@ -156,8 +156,10 @@ impl Store {
             })?;
             registry.put(n);
         }
+        // Rows of deleted notifications waiting for the purge are not pending.
         let pending: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM deliveries WHERE status = 'pending'",
+            "SELECT COUNT(*) FROM deliveries WHERE status = 'pending'
+             AND notification_id NOT IN (SELECT notification_id FROM purge_queue)",
             [],
             |r| r.get(0),
         )?;

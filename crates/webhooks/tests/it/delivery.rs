@@ -653,9 +653,9 @@ async fn the_purge_deletes_finished_and_deleted_notifications_deliveries() {
     w.publish("GONE", 3).await;
     ok.wait_for(2).await;
     failing.wait_for(5).await;
+    let db = w.dir.path().join(cds_events_webhooks::DB_FILE);
     let rows = |sql: &'static str| {
-        let conn = rusqlite::Connection::open(w.dir.path().join(cds_events_webhooks::DB_FILE))
-            .expect("open");
+        let conn = rusqlite::Connection::open(&db).expect("open");
         conn.query_row(sql, [], |r| r.get::<_, i64>(0))
             .expect("count")
     };
@@ -668,11 +668,16 @@ async fn the_purge_deletes_finished_and_deleted_notifications_deliveries() {
         },
     )
     .await;
-    // A deleted notification's deliveries wait for the purge.
+    // A deleted notification's deliveries wait for the purge, and are no
+    // longer pending, even after a restart.
+    assert_eq!(w.hooks.pending().await.expect("pending"), 5);
     w.hooks
         .delete("GONE", "gone", &actor())
         .await
         .expect("delete");
+    assert_eq!(w.hooks.pending().await.expect("pending"), 2);
+    let w = w.restart().await;
+    assert_eq!(w.hooks.pending().await.expect("pending"), 2);
     assert_eq!(rows("SELECT COUNT(*) FROM deliveries"), 7);
     assert_eq!(w.hooks.purge().await.expect("purge"), 2 + 3);
     // Left: the pending ones of the notification that still exists.
