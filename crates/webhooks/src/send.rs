@@ -2,8 +2,9 @@
 //!
 //! The client follows no redirect (a 3xx is a failure: the receiver must give
 //! the final URL), uses no proxy from the environment, bounds every attempt by
-//! the configured timeout, and resolves names through [`ssrf::PublicOnly`]
-//! unless private targets are allowed.
+//! the configured timeout, and resolves names through [`ssrf::Resolver`]
+//! (bounded lookups; public addresses only unless private targets are
+//! allowed).
 
 use crate::config::WebhooksConfig;
 use crate::error::WebhooksError;
@@ -103,16 +104,17 @@ impl Sender {
         // crate); install ring once per process, ignoring a provider that is
         // already there.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let mut b = reqwest::Client::builder()
+        let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
-            .user_agent(concat!("cds-events-webhooks/", env!("CARGO_PKG_VERSION")));
-        if !config.allow_private {
-            b = b.dns_resolver(ssrf::PublicOnly);
-        }
-        let client = b.build().map_err(|e| WebhooksError::Http(e.to_string()))?;
+            .user_agent(concat!("cds-events-webhooks/", env!("CARGO_PKG_VERSION")))
+            .dns_resolver(ssrf::Resolver {
+                public_only: !config.allow_private,
+            })
+            .build()
+            .map_err(|e| WebhooksError::Http(e.to_string()))?;
         Ok(Sender {
             client,
             allow_private: config.allow_private,

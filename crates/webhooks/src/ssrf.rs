@@ -118,16 +118,52 @@ pub(crate) fn check_url_host(url: &url::Url) -> Result<(), Refused> {
     }
 }
 
-/// The system resolver, keeping only public addresses.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct PublicOnly;
+/// Lookups of the system resolver running at once. Each holds a thread of
+/// tokio's blocking pool (shared with SQLite readers) for as long as the
+/// resolver takes, which an unresponsive DNS server makes seconds: without a
+/// bound, many endpoints' names could pile up hundreds of such threads.
+const MAX_LOOKUPS: usize = 16;
+static LOOKUPS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_LOOKUPS);
 
-impl Resolve for PublicOnly {
+/// Runs a blocking `f` on the blocking pool once `bound` lets it; the permit
+/// is held until `f` returns, even if the caller stopped waiting (a timed-out
+/// request), so the bound counts the threads really busy.
+async fn bounded_blocking<T: Send + 'static>(
+    bound: &'static tokio::sync::Semaphore,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<T> {
+    let permit = bound
+        .acquire()
+        .await
+        .map_err(|_| std::io::Error::other("resolver closed"))?;
+    tokio::task::spawn_blocking(move || {
+        let _held = permit;
+        f()
+    })
+    .await
+    .map_err(std::io::Error::other)
+}
+
+/// The system resolver, at most [`MAX_LOOKUPS`] lookups at once, keeping
+/// only public addresses unless private ones are allowed.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Resolver {
+    pub(crate) public_only: bool,
+}
+
+impl Resolve for Resolver {
     fn resolve(&self, name: Name) -> Resolving {
         let host = name.as_str().to_owned();
+        let public_only = self.public_only;
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: Vec<SocketAddr> = bounded_blocking(&LOOKUPS, move || {
+                std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), 0))
+                    .map(|a| a.collect::<Vec<_>>())
+            })
+            .await??;
+            if !public_only {
+                return Ok(Box::new(addrs.into_iter()) as Addrs);
+            }
             let mut refused = None;
             let kept: Vec<SocketAddr> = addrs
                 .into_iter()
@@ -152,6 +188,43 @@ impl Resolve for PublicOnly {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn blocking_lookups_never_exceed_their_bound() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static BOUND: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(3);
+        static RUNNING: AtomicUsize = AtomicUsize::new(0);
+        static MOST: AtomicUsize = AtomicUsize::new(0);
+        let tasks: Vec<_> = (0..20)
+            .map(|_| {
+                tokio::spawn(bounded_blocking(&BOUND, || {
+                    let now = RUNNING.fetch_add(1, Ordering::SeqCst) + 1;
+                    MOST.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    RUNNING.fetch_sub(1, Ordering::SeqCst);
+                }))
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task").expect("ran");
+        }
+        assert_eq!(MOST.load(Ordering::SeqCst), 3);
+        assert_eq!(BOUND.available_permits(), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_resolver_refuses_loopback_unless_allowed() {
+        let name = || "localhost".parse::<Name>().expect("name");
+        let refused = Resolver { public_only: true }.resolve(name()).await;
+        assert!(refused.is_err());
+        let allowed: Vec<SocketAddr> = Resolver { public_only: false }
+            .resolve(name())
+            .await
+            .expect("resolves")
+            .collect();
+        assert!(allowed.iter().all(|a| a.ip().is_loopback()), "{allowed:?}");
+        assert!(!allowed.is_empty());
+    }
 
     fn reason(s: &str) -> Option<&'static str> {
         refusal_reason(s.parse().expect("ip"))
