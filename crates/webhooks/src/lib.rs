@@ -427,11 +427,14 @@ impl Webhooks {
             .inner
             .store
             .read(move |c| {
-                let d = store::get_delivery(c, nid, row)?;
+                // One snapshot: the row and its attempts agree.
+                let tx = c.unchecked_transaction()?;
+                let d = store::get_delivery(&tx, nid, row)?;
                 let a = match &d {
-                    Some(d) => store::list_attempts(c, d)?,
+                    Some(d) => store::list_attempts(&tx, d)?,
                     None => Vec::new(),
                 };
+                tx.finish()?;
                 Ok((d, a))
             })
             .await?;

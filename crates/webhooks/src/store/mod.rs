@@ -616,20 +616,26 @@ pub(crate) fn list_deliveries(
     before: i64,
     limit: usize,
 ) -> Result<Vec<DeliveryRow>, WebhooksError> {
-    let mut st = conn.prepare_cached(&format!(
-        "SELECT {DELIVERY_COLUMNS} FROM deliveries
-         WHERE notification_id = ?1 AND status = ?2 AND id < ?3 ORDER BY id DESC LIMIT ?4"
-    ))?;
+    // One snapshot for all the ranges: a delivery changing status between
+    // two of them would otherwise be listed twice, or not at all.
+    let tx = conn.unchecked_transaction()?;
     let mut all = Vec::new();
-    for s in statuses {
-        let rows = st.query_map(
-            params![notification, s.as_str(), before, limit as i64],
-            delivery_of,
-        )?;
-        for r in rows {
-            all.push(r?);
+    {
+        let mut st = tx.prepare_cached(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries
+             WHERE notification_id = ?1 AND status = ?2 AND id < ?3 ORDER BY id DESC LIMIT ?4"
+        ))?;
+        for s in statuses {
+            let rows = st.query_map(
+                params![notification, s.as_str(), before, limit as i64],
+                delivery_of,
+            )?;
+            for r in rows {
+                all.push(r?);
+            }
         }
     }
+    tx.finish()?;
     all.sort_by_key(|r| std::cmp::Reverse(r.id));
     all.truncate(limit);
     Ok(all)
