@@ -550,14 +550,19 @@ async fn events_from_before_any_notification_are_not_delivered_after_a_restart()
     w.stop().await;
 }
 
+/// One attempt at once, the next a minute later: a failed delivery stays
+/// pending for the whole test.
+fn retry_in_a_minute() -> WebhooksConfig {
+    WebhooksConfig {
+        retry_schedule: schedule(&[0, 60_000]),
+        ..config()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_deliveries_hold_the_log_retention() {
     use cds_events_log::{Retention, Seq};
-    let w = World::start(WebhooksConfig {
-        retry_schedule: schedule(&[0, 60_000]),
-        ..config()
-    })
-    .await;
+    let w = World::start(retry_in_a_minute()).await;
     let (rx, fail) = Receiver::failing_until_healed(503).await;
     // Two events of another project first (1, 2), then the notification's
     // own NotificationCreated (3): nobody needs them. Its deliveries are
@@ -609,11 +614,7 @@ async fn pending_deliveries_hold_the_log_retention() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disabled_notification_holds_nothing() {
     use cds_events_log::Seq;
-    let w = World::start(WebhooksConfig {
-        retry_schedule: schedule(&[0, 60_000]),
-        ..config()
-    })
-    .await;
+    let w = World::start(retry_in_a_minute()).await;
     let rx = Receiver::scripted(|_, _| Reply::Status(503)).await;
     w.create("PROJ", "n", &rx.url).await;
     w.publish("PROJ", 1).await;
@@ -639,9 +640,8 @@ async fn a_disabled_notification_holds_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_purge_deletes_finished_and_deleted_notifications_deliveries() {
     let w = World::start(WebhooksConfig {
-        retry_schedule: schedule(&[0, 60_000]),
         keep_deliveries: Duration::ZERO,
-        ..config()
+        ..retry_in_a_minute()
     })
     .await;
     let ok = Receiver::ok().await;
