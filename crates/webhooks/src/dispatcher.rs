@@ -86,11 +86,7 @@ pub(crate) async fn run(inner: Arc<Inner>, shutdown: CancellationToken) {
 
 /// Stores the position reached without reading (no notification).
 async fn persist(inner: &Inner, stored: &mut Seq, stored_at: &mut Instant, position: Seq) {
-    match inner
-        .store
-        .insert_deliveries(Vec::new(), position.0 as i64)
-        .await
-    {
+    match inner.store.set_position(position).await {
         Ok(()) => *stored = position,
         Err(e) => tracing::warn!(error = %e, "cannot store the webhooks position"),
     }
@@ -109,28 +105,18 @@ async fn pause(shutdown: &CancellationToken, d: Duration) -> bool {
 /// not delivered), recorded at once so that events appended from now on are
 /// delivered even if the process stops before the next batch.
 async fn start_position(inner: &Inner, head: Seq) -> Result<Seq, crate::WebhooksError> {
-    match inner.store.position().await? {
-        Some(p) if p >= 0 && (p as u64) <= head.0 => Ok(Seq(p as u64)),
-        Some(p) => {
-            tracing::warn!(
-                position = p,
-                head = head.0,
-                "webhooks position is beyond the log's head (a new log?); starting at the head"
-            );
-            inner
-                .store
-                .insert_deliveries(Vec::new(), head.0 as i64)
-                .await?;
-            Ok(head)
-        }
-        None => {
-            inner
-                .store
-                .insert_deliveries(Vec::new(), head.0 as i64)
-                .await?;
-            Ok(head)
-        }
+    let stored = inner.store.position().await?;
+    match stored {
+        Some(p) if p >= 0 && (p as u64) <= head.0 => return Ok(Seq(p as u64)),
+        Some(p) => tracing::warn!(
+            position = p,
+            head = head.0,
+            "webhooks position is beyond the log's head (a new log?); starting at the head"
+        ),
+        None => {}
     }
+    inner.store.set_position(head).await?;
+    Ok(head)
 }
 
 /// Reads, matches and records one batch; returns the new position, or `None`

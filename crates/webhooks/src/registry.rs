@@ -263,6 +263,12 @@ impl Registry {
         self.index().by_project.is_empty()
     }
 
+    /// Whether the notification exists, without reading it (called for
+    /// every delivery created and every result recorded).
+    pub(crate) fn contains(&self, id: i64) -> bool {
+        self.state().by_id.contains_key(&id)
+    }
+
     pub(crate) fn get(&self, id: i64) -> Option<Arc<Notification>> {
         self.state()
             .by_id

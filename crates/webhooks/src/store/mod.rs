@@ -218,6 +218,11 @@ impl Store {
         self.readers.with(f).await
     }
 
+    /// Stores the dispatcher's position alone (no delivery to create).
+    pub(crate) async fn set_position(&self, position: Seq) -> Result<(), WebhooksError> {
+        self.insert_deliveries(Vec::new(), position.0 as i64).await
+    }
+
     pub(crate) async fn insert_deliveries(
         &self,
         rows: Vec<NewDelivery>,

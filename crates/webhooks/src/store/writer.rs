@@ -201,7 +201,7 @@ impl WriterCtx {
         // The registry follows the database on this thread, so it says.
         let rows: Vec<&NewDelivery> = rows
             .iter()
-            .filter(|r| self.registry.get(r.notification).is_some())
+            .filter(|r| self.registry.contains(r.notification))
             .collect();
         let tx = self
             .conn
@@ -297,7 +297,7 @@ impl WriterCtx {
                 let mut ack = RecordAck::default();
                 // Its notification was deleted while the attempt was in
                 // flight: its rows wait for the purge, nothing is recorded.
-                if self.registry.get(r.notification).is_none() {
+                if !self.registry.contains(r.notification) {
                     ack.superseded = true;
                     acks.push(ack);
                     continue;
