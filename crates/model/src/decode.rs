@@ -155,14 +155,7 @@ pub fn peek_stored(text: &str) -> Result<StoredHead<'_>, DecodeError> {
     }
     let head: Head<'_> = serde_json::from_str(text)
         .map_err(|e| DecodeError::new(ErrorCode::InvalidJson, None, e.to_string()))?;
-    let name = head.event_type.unwrap_or_default();
-    let event_type = EventType::parse(&name).ok_or_else(|| {
-        DecodeError::new(
-            ErrorCode::UnknownType,
-            Some("type"),
-            format!("unknown event type {name:?}"),
-        )
-    })?;
+    let event_type = event_type_of(head.event_type.as_deref())?;
     Ok(StoredHead {
         id: head.id.unwrap_or_default(),
         event_type,
@@ -493,33 +486,39 @@ struct WireEvent<'a> {
     concurrency: String,
 }
 
+/// The `type` field read as a catalogue type: missing, or unknown with the
+/// nearest names suggested.
+fn event_type_of(t: Option<&str>) -> Result<EventType, DecodeError> {
+    let type_str = match t {
+        Some(t) if !t.is_empty() => t,
+        _ => {
+            return Err(DecodeError::new(
+                ErrorCode::MissingField,
+                Some("type"),
+                "missing field type",
+            ));
+        }
+    };
+    EventType::parse(type_str).ok_or_else(|| {
+        let suggestions: Vec<&'static str> = EventType::suggest(type_str, 3)
+            .into_iter()
+            .map(EventType::as_str)
+            .collect();
+        DecodeError {
+            code: ErrorCode::UnknownType,
+            field: Some("type".to_owned()),
+            message: format!(
+                "unknown event type {type_str:?}; did you mean {}?",
+                suggestions.join(", ")
+            ),
+            suggestions,
+        }
+    })
+}
+
 impl WireEvent<'_> {
     fn into_event(self, limits: &Limits) -> Result<FullEvent, DecodeError> {
-        let type_str = match self.event_type {
-            Some(t) if !t.is_empty() => t,
-            _ => {
-                return Err(DecodeError::new(
-                    ErrorCode::MissingField,
-                    Some("type"),
-                    "missing field type",
-                ));
-            }
-        };
-        let event_type = EventType::parse(&type_str).ok_or_else(|| {
-            let suggestions: Vec<&'static str> = EventType::suggest(&type_str, 3)
-                .into_iter()
-                .map(EventType::as_str)
-                .collect();
-            DecodeError {
-                code: ErrorCode::UnknownType,
-                field: Some("type".to_owned()),
-                message: format!(
-                    "unknown event type {type_str:?}; did you mean {}?",
-                    suggestions.join(", ")
-                ),
-                suggestions,
-            }
-        })?;
+        let event_type = event_type_of(self.event_type.as_deref())?;
         let timestamp = match self.timestamp.as_deref() {
             None | Some("") => Timestamp::now(),
             Some(s) => {
