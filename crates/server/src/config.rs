@@ -364,6 +364,17 @@ impl Config {
                 "webhooks.jitter is a fraction between 0 and 1".into(),
             ));
         }
+        if !(0.0..=1.0).contains(&w.yield_cpu) {
+            return Err(ConfigError(
+                "webhooks.yield_cpu is a fraction between 0 and 1".into(),
+            ));
+        }
+        if w.yield_rate == 0 {
+            return Err(ConfigError(
+                "webhooks.yield_rate must be positive (deliveries per second while yielding)"
+                    .into(),
+            ));
+        }
         Ok(())
     }
 

@@ -49,6 +49,17 @@ pub struct WebhooksConfig {
     /// Most bytes of a response body kept with an attempt (read at most that
     /// much).
     pub max_response_excerpt: usize,
+    /// Ingest first: while events are being ingested and the machine's CPU
+    /// is saturated, deliveries slow down (they are durable and catch up
+    /// later) rather than take the CPU from ingest.
+    pub yield_to_ingest: bool,
+    /// The busy fraction of the machine's CPU (from `/proc/stat`, 0 to 1)
+    /// at which deliveries yield to ingest.
+    pub yield_cpu: f64,
+    /// While yielding: the slowest pace, in events read and attempts started
+    /// per second, and the step by which the pace grows when the CPU has
+    /// room.
+    pub yield_rate: u64,
     /// The master key (base64 of 32 bytes) that encrypts headers and signing
     /// secrets at rest. When absent, a key is generated in
     /// `<data-dir>/webhooks.key` (mode 0600) and managed there.
@@ -87,6 +98,9 @@ impl Default for WebhooksConfig {
             max_per_project: 100,
             max_in_flight_per_endpoint: 16,
             max_response_excerpt: 1024,
+            yield_to_ingest: true,
+            yield_cpu: 0.8,
+            yield_rate: 500,
             key: None,
             previous_keys: Vec::new(),
         }
@@ -110,6 +124,9 @@ impl fmt::Debug for WebhooksConfig {
                 &self.max_in_flight_per_endpoint,
             )
             .field("max_response_excerpt", &self.max_response_excerpt)
+            .field("yield_to_ingest", &self.yield_to_ingest)
+            .field("yield_cpu", &self.yield_cpu)
+            .field("yield_rate", &self.yield_rate)
             .field("key", &self.key.as_ref().map(|_| "***"))
             .field("previous_keys", &self.previous_keys.len())
             .finish()

@@ -33,6 +33,7 @@ pub(crate) async fn run(inner: Arc<Inner>, shutdown: CancellationToken) {
             }
         }
     };
+    inner.pressure.dispatched(position.0, 0);
     // While there is no notification at all, nothing is read: the position
     // follows the head, and is stored at most once per `IDLE_PERSIST`.
     let mut stored = position;
@@ -50,12 +51,17 @@ pub(crate) async fn run(inner: Arc<Inner>, shutdown: CancellationToken) {
             // may be one a notification created meanwhile must get.
             if inner.registry.is_empty() {
                 position = target;
+                inner.pressure.dispatched(position.0, 0);
                 if stored_at.elapsed() >= IDLE_PERSIST {
                     persist(&inner, &mut stored, &mut stored_at, position).await;
                 }
                 break;
             }
-            match dispatch_batch(&inner, position).await {
+            let limit = tokio::select! {
+                n = inner.pressure.admit_reads(READ_BATCH) => n,
+                _ = shutdown.cancelled() => break,
+            };
+            match dispatch_batch(&inner, position, limit).await {
                 Ok(Some(p)) => {
                     position = p;
                     (stored, stored_at) = (p, Instant::now());
@@ -119,12 +125,16 @@ async fn start_position(inner: &Inner, head: Seq) -> Result<Seq, crate::Webhooks
     Ok(head)
 }
 
-/// Reads, matches and records one batch; returns the new position, or `None`
+/// Reads (at most `limit` events), matches and records one batch; returns the new position, or `None`
 /// when the log had nothing after `position`.
-async fn dispatch_batch(inner: &Inner, position: Seq) -> Result<Option<Seq>, crate::WebhooksError> {
+async fn dispatch_batch(
+    inner: &Inner,
+    position: Seq,
+    limit: usize,
+) -> Result<Option<Seq>, crate::WebhooksError> {
     let batch = {
         let _permit = inner.log_reads.acquire().await;
-        inner.log.read_after(position, READ_BATCH).await?
+        inner.log.read_after(position, limit).await?
     };
     let Some(last) = batch.last().map(|e| e.seq) else {
         return Ok(None);
@@ -165,6 +175,7 @@ async fn dispatch_batch(inner: &Inner, position: Seq) -> Result<Option<Seq>, cra
     }
     let created = rows.len();
     inner.store.insert_deliveries(rows, last.0 as i64).await?;
+    inner.pressure.dispatched(last.0, created);
     if created > 0 {
         metrics::counter!("cds_events_webhook_deliveries_created_total").increment(created as u64);
     }

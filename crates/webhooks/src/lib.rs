@@ -5,7 +5,8 @@
 //! Data flows one way: the [`dispatcher`] follows the event log and records a
 //! delivery for every (event, matching notification) pair, durably, with its
 //! log position in the same transaction; one [`worker`] per notification
-//! sends its due deliveries and records every attempt. Nothing here is called
+//! sends its due deliveries and records every attempt; while ingest saturates
+//! the machine, [`pressure`] paces both. Nothing here is called
 //! by the ingest path, and this crate knows nothing of HTTP routes: the
 //! server maps [`Webhooks`]' methods to them and [`WebhooksError`] to
 //! statuses.
@@ -19,6 +20,7 @@ pub mod crypto;
 mod dispatcher;
 pub mod error;
 pub mod model;
+mod pressure;
 mod registry;
 mod send;
 pub mod signing;
@@ -84,6 +86,9 @@ pub(crate) struct Inner {
     /// being sent never holds more than one of the log's reader connections
     /// that queries and streams also wait for.
     pub(crate) log_reads: tokio::sync::Semaphore,
+    /// Ingest first: paces the dispatcher and the workers while the machine
+    /// is saturated and events are being ingested.
+    pub(crate) pressure: pressure::Pressure,
     /// One outbox flush at a time.
     outbox_flush: tokio::sync::Mutex<()>,
     running: Mutex<Option<(TaskTracker, CancellationToken)>>,
@@ -127,6 +132,7 @@ impl Webhooks {
                 sender,
                 cache: cache::EventCache::new(EVENT_CACHE_BYTES),
                 log_reads: tokio::sync::Semaphore::new(1),
+                pressure: pressure::Pressure::new(),
                 outbox_flush: tokio::sync::Mutex::new(()),
                 running: Mutex::new(None),
             }),
@@ -150,6 +156,17 @@ impl Webhooks {
         }
         self.inner.start_workers();
         tracker.spawn(dispatcher::run(Arc::clone(&self.inner), shutdown.clone()));
+        if self.inner.config.yield_to_ingest {
+            let inner = Arc::clone(&self.inner);
+            let shutdown = shutdown.clone();
+            let policy = pressure::Policy {
+                cpu: inner.config.yield_cpu,
+                floor: inner.config.yield_rate,
+            };
+            tracker.spawn(async move {
+                pressure::control(&inner.pressure, policy, inner.log.as_ref(), shutdown).await
+            });
+        }
         tracker.spawn({
             let me = self.clone();
             let shutdown = shutdown.clone();

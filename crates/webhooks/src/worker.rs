@@ -202,9 +202,13 @@ async fn attempt(
                 };
             }
         };
-        let at = now_ms();
-        let outcome = tokio::select! {
-            o = inner.sender.send(&n, &msg_id, body.as_bytes()) => o,
+        let (at, outcome) = tokio::select! {
+            o = async {
+                // Ingest first: paced while the machine is saturated.
+                inner.pressure.admit_send(d.attempts == 0).await;
+                let at = now_ms();
+                (at, inner.sender.send(&n, &msg_id, body.as_bytes()).await)
+            } => o,
             // Not recorded: the delivery stays pending and is sent again
             // after a restart (receivers de-duplicate by webhook-id).
             _ = shutdown.cancelled() => return Done { id, next_due: None },

@@ -97,6 +97,14 @@ fn config_layers_file_then_environment_then_flags() {
         .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("lisen"));
+    // So are values out of their range, by name.
+    let out = Command::new(BIN)
+        .arg("config")
+        .env("CDS_EVENTS_WEBHOOKS__YIELD_CPU", "1.5")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("webhooks.yield_cpu"));
 }
 
 #[test]

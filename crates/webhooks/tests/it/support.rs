@@ -211,6 +211,8 @@ pub enum Reply {
     WithHeader(u16, &'static str, String),
     /// Never answers.
     Hang,
+    /// Answers 204 once the switch is on.
+    HoldUntil(Switch),
 }
 
 type Script = dyn Fn(usize, &Received) -> Reply + Send + Sync;
@@ -258,6 +260,15 @@ impl Receiver {
             })
         })
         .await;
+        (rx, switch)
+    }
+
+    /// Holds every request until [`Switch::heal`] is called, then answers
+    /// 204.
+    pub async fn held_until_released() -> (Receiver, Switch) {
+        let switch = Switch(Arc::new(std::sync::atomic::AtomicBool::new(false)));
+        let released = switch.clone();
+        let rx = Receiver::scripted(move |_, _| Reply::HoldUntil(released.clone())).await;
         (rx, switch)
     }
 
@@ -334,6 +345,12 @@ async fn handle(
         Reply::Hang => {
             std::future::pending::<()>().await;
             500
+        }
+        Reply::HoldUntil(switch) => {
+            while !switch.0.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            204
         }
     };
     (
