@@ -76,6 +76,12 @@ impl Pressure {
 
     fn set(&self, rate: Option<u64>) {
         if let Some(r) = rate {
+            if self.rate().is_none() {
+                // Slots reserved by waiters let go when the last yield
+                // ended must not delay this one.
+                self.reads.reset();
+                self.sends.reset();
+            }
             self.reads.set_rate(r);
             self.sends.set_rate(r);
         }
@@ -109,6 +115,9 @@ impl Pressure {
     }
 
     async fn admit(&self, pacer: &Pacer, n: u64) {
+        if self.rate().is_none() {
+            return;
+        }
         let mut state = self.state.subscribe();
         if state.borrow_and_update().is_none() {
             return;
@@ -134,6 +143,10 @@ impl Pacer {
     fn set_rate(&self, per_second: u64) {
         self.interval_ns
             .store(1_000_000_000 / per_second.max(1), Ordering::Relaxed);
+    }
+
+    fn reset(&self) {
+        *self.next.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// The instant `n` units may start.
@@ -394,5 +407,10 @@ mod tests {
         let done = waiter.await.expect("join");
         assert!(done - t0 < Duration::from_millis(1600), "{:?}", done - t0);
         assert_eq!(p.admit_reads(512).await, 512);
+        // Yielding again starts a fresh schedule, whatever was reserved.
+        p.set(Some(10));
+        let t1 = Instant::now();
+        p.admit_send(false).await;
+        assert_eq!(t1.elapsed(), Duration::ZERO);
     }
 }
