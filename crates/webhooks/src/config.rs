@@ -57,8 +57,7 @@ pub struct WebhooksConfig {
     /// at which deliveries yield to ingest.
     pub yield_cpu: f64,
     /// While yielding: the slowest pace, in events read and attempts started
-    /// per second, and the step by which the pace grows when the CPU has
-    /// room.
+    /// per second.
     pub yield_rate: u64,
     /// The master key (base64 of 32 bytes) that encrypts headers and signing
     /// secrets at rest. When absent, a key is generated in
@@ -99,7 +98,7 @@ impl Default for WebhooksConfig {
             max_in_flight_per_endpoint: 16,
             max_response_excerpt: 1024,
             yield_to_ingest: true,
-            yield_cpu: 0.8,
+            yield_cpu: 0.9,
             yield_rate: 500,
             key: None,
             previous_keys: Vec::new(),

@@ -33,7 +33,6 @@ pub(crate) async fn run(inner: Arc<Inner>, shutdown: CancellationToken) {
             }
         }
     };
-    inner.pressure.dispatched(position.0, 0);
     // While there is no notification at all, nothing is read: the position
     // follows the head, and is stored at most once per `IDLE_PERSIST`.
     let mut stored = position;
@@ -51,7 +50,6 @@ pub(crate) async fn run(inner: Arc<Inner>, shutdown: CancellationToken) {
             // may be one a notification created meanwhile must get.
             if inner.registry.is_empty() {
                 position = target;
-                inner.pressure.dispatched(position.0, 0);
                 if stored_at.elapsed() >= IDLE_PERSIST {
                     persist(&inner, &mut stored, &mut stored_at, position).await;
                 }
@@ -175,7 +173,6 @@ async fn dispatch_batch(
     }
     let created = rows.len();
     inner.store.insert_deliveries(rows, last.0 as i64).await?;
-    inner.pressure.dispatched(last.0, created);
     if created > 0 {
         metrics::counter!("cds_events_webhook_deliveries_created_total").increment(created as u64);
     }

@@ -6,31 +6,39 @@
 //! the CDS process that sends it. On a machine that cannot do both at full
 //! speed, ingest therefore goes first.
 //!
-//! A controller samples the machine's CPU (`/proc/stat`) and the log's head
-//! every [`SAMPLE`]. It starts yielding when, during one sample, events were
-//! ingested, the CPU was busy at least `yield_cpu` of the time, and the
-//! engine fell behind ingest (its backlog — events not yet dispatched plus
-//! deliveries not yet tried once — grew by more than a quarter of what was
-//! ingested): an engine that keeps up is never slowed. While yielding, the
-//! dispatcher reads and the workers start attempts at a paced rate: it starts
-//! at `yield_rate` per second, grows by that much after each sample in which
-//! the CPU had room, and halves (never below `yield_rate`) after each sample
-//! in which it had none — so deliveries take what ingest leaves. It stops
-//! yielding when a sample saw no ingest, or a CPU busy less than
-//! `yield_cpu - HYSTERESIS`. Where `/proc/stat` cannot be read (not Linux),
-//! it never yields.
+//! A controller samples the machine's CPU (`/proc/stat`), the log's head and
+//! the attempts started every [`SAMPLE`]. Whenever events are being ingested
+//! (appended within the last [`QUIET`]) and a sample finds the CPU busy at
+//! least `yield_cpu` of the time, the dispatcher's reads and the workers'
+//! attempts are paced at `yield_rate` per second — unless ingest is only a
+//! trickle beside the deliveries (fewer events per second than half the
+//! attempts): its share of the CPU is then small, and a backlog being
+//! drained would be slowed for nothing. After a sample with a
+//! little room (less than [`BAND`] below the threshold) the pace is kept: on
+//! two cores ingest alone may leave that much idle, and deliveries growing
+//! into it slowed ingest by a quarter. After a sample with more room, it
+//! doubles — so deliveries take what ingest leaves. Full speed again when
+//! ingest stops, or when the CPU has room and the pace no longer holds
+//! deliveries back (fewer than half the attempts it allowed were made).
+//! Where `/proc/stat` cannot be read (not Linux), it never yields.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
 /// How often the CPU and the log's head are sampled.
 pub(crate) const SAMPLE: Duration = Duration::from_millis(250);
-/// How far below `yield_cpu` the CPU must fall to stop yielding while
-/// ingest goes on.
-pub(crate) const HYSTERESIS: f64 = 0.15;
+/// Below `yield_cpu` by less than this, the pace is kept; further below,
+/// it doubles.
+pub(crate) const BAND: f64 = 0.15;
+
+/// Ingest counts as stopped after this long without an append.
+pub(crate) const QUIET: Duration = Duration::from_secs(1);
+
+/// How often a paced rate hands out its permits.
+pub(crate) const REFILL: Duration = Duration::from_millis(10);
 
 /// What the engine does now, as seen by the dispatcher and the workers.
 pub(crate) struct Pressure {
@@ -38,12 +46,8 @@ pub(crate) struct Pressure {
     state: watch::Sender<Option<u64>>,
     reads: Pacer,
     sends: Pacer,
-    /// The dispatcher's position (a sequence number).
-    dispatched: AtomicU64,
-    /// Deliveries created, less first attempts started: how many wait for
-    /// their first try (up to a constant: rows left from a previous run are
-    /// not counted in, only the changes matter).
-    untried: AtomicI64,
+    /// Attempts started, ever.
+    attempts: AtomicU64,
 }
 
 impl Pressure {
@@ -52,21 +56,8 @@ impl Pressure {
             state: watch::Sender::new(None),
             reads: Pacer::default(),
             sends: Pacer::default(),
-            dispatched: AtomicU64::new(0),
-            untried: AtomicI64::new(0),
+            attempts: AtomicU64::new(0),
         }
-    }
-
-    /// The dispatcher reached `position`, creating `created` deliveries.
-    pub(crate) fn dispatched(&self, position: u64, created: usize) {
-        self.dispatched.store(position, Ordering::Relaxed);
-        self.untried.fetch_add(created as i64, Ordering::Relaxed);
-    }
-
-    /// The engine's backlog, given the log's head (up to a constant).
-    fn backlog(&self, head: u64) -> i64 {
-        let undispatched = head.saturating_sub(self.dispatched.load(Ordering::Relaxed));
-        undispatched as i64 + self.untried.load(Ordering::Relaxed)
     }
 
     /// The rate while yielding, `None` at full speed.
@@ -75,15 +66,10 @@ impl Pressure {
     }
 
     fn set(&self, rate: Option<u64>) {
-        if let Some(r) = rate {
-            if self.rate().is_none() {
-                // Slots reserved by waiters let go when the last yield
-                // ended must not delay this one.
-                self.reads.reset();
-                self.sends.reset();
-            }
-            self.reads.set_rate(r);
-            self.sends.set_rate(r);
+        if rate.is_some() && self.rate().is_none() {
+            // A new yield starts from nothing saved up.
+            self.reads.clear();
+            self.sends.clear();
         }
         self.state.send_if_modified(|s| {
             let changed = *s != rate;
@@ -92,29 +78,36 @@ impl Pressure {
         });
     }
 
-    /// Waits for the turn of one attempt (`first`: the delivery's first):
-    /// at once at full speed, paced while yielding (and at once if yielding
-    /// ends meanwhile).
-    pub(crate) async fn admit_send(&self, first: bool) {
-        self.admit(&self.sends, 1).await;
-        if first {
-            self.untried.fetch_sub(1, Ordering::Relaxed);
+    /// Hands out the permits of `elapsed` at the current rate (called every
+    /// [`REFILL`] while yielding). A rate change applies from the next
+    /// refill: waiters hold no reservation that would keep the old pace.
+    pub(crate) fn refill(&self, elapsed: Duration) {
+        if let Some(rate) = self.rate() {
+            self.reads.refill(rate, elapsed);
+            self.sends.refill(rate, elapsed);
         }
     }
 
+    /// Waits for the turn of one attempt: at once at full speed, paced
+    /// while yielding (and at once if yielding ends meanwhile).
+    pub(crate) async fn admit_send(&self) {
+        self.admit(&self.sends, 1).await;
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// How many events the dispatcher may read now, after waiting for their
-    /// turn: `max` at full speed; while yielding, a quarter of a second's
+    /// turn: `max` at full speed; while yielding, a twentieth of a second's
     /// worth.
     pub(crate) async fn admit_reads(&self, max: usize) -> usize {
         let Some(rate) = self.rate() else {
             return max;
         };
-        let n = ((rate / 4) as usize).clamp(1, max);
-        self.admit(&self.reads, n as u64).await;
+        let n = ((rate / 20) as usize).clamp(1, max);
+        self.admit(&self.reads, n as u32).await;
         n
     }
 
-    async fn admit(&self, pacer: &Pacer, n: u64) {
+    async fn admit(&self, pacer: &Pacer, n: u32) {
         if self.rate().is_none() {
             return;
         }
@@ -122,41 +115,56 @@ impl Pressure {
         if state.borrow_and_update().is_none() {
             return;
         }
-        let at = pacer.reserve(n);
         tokio::select! {
-            _ = tokio::time::sleep_until(at) => {}
+            permit = pacer.permits.acquire_many(n) => {
+                if let Ok(p) = permit {
+                    p.forget();
+                }
+            }
             _ = state.wait_for(Option::is_none) => {}
         }
     }
 }
 
-/// Spaces reservations `1 / rate` apart; a reservation made when the pacer
-/// has been idle starts now (no burst is saved up).
-#[derive(Default)]
+/// Permits handed out at a rate; waiters take them in turn (the semaphore
+/// is fair). At most a twentieth of a second's worth is saved up while no
+/// one waits.
 struct Pacer {
-    next: Mutex<Option<Instant>>,
-    /// Nanoseconds between two reservations.
-    interval_ns: AtomicU64,
+    permits: Semaphore,
+    /// The fraction of a permit not handed out yet.
+    carry: Mutex<f64>,
+}
+
+impl Default for Pacer {
+    fn default() -> Pacer {
+        Pacer {
+            permits: Semaphore::new(0),
+            carry: Mutex::new(0.0),
+        }
+    }
 }
 
 impl Pacer {
-    fn set_rate(&self, per_second: u64) {
-        self.interval_ns
-            .store(1_000_000_000 / per_second.max(1), Ordering::Relaxed);
+    fn refill(&self, rate: u64, elapsed: Duration) {
+        let mut carry = self.carry.lock().unwrap_or_else(|e| e.into_inner());
+        let due = rate as f64 * elapsed.as_secs_f64() + *carry;
+        let whole = due.floor();
+        *carry = due - whole;
+        let cap = (rate / 20).max(1) as usize;
+        let available = self.permits.available_permits();
+        if available > cap {
+            // Saved up at a higher rate.
+            self.permits.forget_permits(available - cap);
+        } else {
+            self.permits
+                .add_permits((whole as usize).min(cap - available));
+        }
     }
 
-    fn reset(&self) {
-        *self.next.lock().unwrap_or_else(|e| e.into_inner()) = None;
-    }
-
-    /// The instant `n` units may start.
-    fn reserve(&self, n: u64) -> Instant {
-        let step = Duration::from_nanos(self.interval_ns.load(Ordering::Relaxed).saturating_mul(n));
-        let now = Instant::now();
-        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
-        let start = next.map_or(now, |t| t.max(now));
-        *next = Some(start + step);
-        start
+    fn clear(&self) {
+        self.permits
+            .forget_permits(self.permits.available_permits());
+        *self.carry.lock().unwrap_or_else(|e| e.into_inner()) = 0.0;
     }
 }
 
@@ -165,10 +173,13 @@ impl Pacer {
 pub(crate) struct Sample {
     /// Busy fraction of the machine's CPU.
     pub(crate) busy: f64,
-    /// Events appended to the log.
+    /// Events appended to the log per second: over this sample or over the
+    /// last [`QUIET`], whichever is more (the sample sees a burst start at
+    /// once; ingest pauses for a checkpoint now and then, and yielding must
+    /// not end on each pause); not 0 if any was appended.
     pub(crate) ingested: u64,
-    /// How much the engine's backlog grew (negative: shrank).
-    pub(crate) behind: i64,
+    /// Attempts started, per second.
+    pub(crate) attempts: u64,
 }
 
 /// The policy, one sample at a time.
@@ -176,7 +187,7 @@ pub(crate) struct Sample {
 pub(crate) struct Policy {
     /// Busy fraction of the CPU that counts as saturated.
     pub(crate) cpu: f64,
-    /// The slowest pace (per second) while yielding, and the step it grows by.
+    /// The slowest pace (per second) while yielding.
     pub(crate) floor: u64,
 }
 
@@ -187,13 +198,18 @@ impl Policy {
             return None;
         }
         let floor = self.floor.max(1);
-        let busy = s.busy;
+        let trickle = s.ingested.saturating_mul(2) < s.attempts;
         match current {
-            None if busy >= self.cpu && s.behind > (s.ingested / 4) as i64 => Some(floor),
+            None if trickle => None,
+            // No room: the floor at once (halving took a second to get
+            // there, a second of ingest at half speed after each of its
+            // pauses).
+            _ if s.busy >= self.cpu => Some(floor),
             None => None,
-            Some(_) if busy < self.cpu - HYSTERESIS => None,
-            Some(rate) if busy >= self.cpu => Some((rate / 2).max(floor)),
-            Some(rate) => Some(rate.saturating_add(floor)),
+            // Room, and the pace holds nothing back: full speed.
+            Some(rate) if s.attempts < rate / 2 => None,
+            Some(rate) if s.busy >= self.cpu - BAND => Some(rate),
+            Some(rate) => Some(rate.saturating_mul(2)),
         }
     }
 }
@@ -244,6 +260,14 @@ impl CpuTimes {
     }
 }
 
+/// `n` over `d`, per second; at least 1 if `n` is not 0.
+fn per_second(n: u64, d: Duration) -> u64 {
+    if n == 0 {
+        return 0;
+    }
+    ((n as f64 / d.as_secs_f64().max(1e-3)) as u64).max(1)
+}
+
 /// Samples until `shutdown`, moving `pressure` by `policy`.
 pub(crate) async fn control(
     pressure: &Pressure,
@@ -256,13 +280,24 @@ pub(crate) async fn control(
         return;
     };
     let head = log.head();
-    let mut seen = head.borrow().0;
-    let mut backlog = pressure.backlog(seen);
+    // The head at each of the last samples, oldest first.
+    let window = (QUIET.as_millis() / SAMPLE.as_millis()).max(1) as usize;
+    let mut heads = std::collections::VecDeque::from(vec![head.borrow().0; window]);
+    let mut attempts = pressure.attempts.load(Ordering::Relaxed);
+    let mut last = Instant::now();
     let mut tick = tokio::time::interval(SAMPLE);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut refill = tokio::time::interval(REFILL);
+    refill.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut refilled = Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = refill.tick(), if pressure.rate().is_some() => {
+                pressure.refill(refilled.elapsed());
+                refilled = Instant::now();
+                continue;
+            }
             _ = tick.tick() => {}
         }
         let Some(now) = CpuTimes::read() else {
@@ -271,17 +306,33 @@ pub(crate) async fn control(
         let busy = now.busy_since(&cpu);
         cpu = now;
         let h = head.borrow().0;
-        let now_backlog = pressure.backlog(h);
+        let a = pressure.attempts.load(Ordering::Relaxed);
+        let elapsed = last.elapsed();
+        let previous = heads.back().copied().unwrap_or(h);
+        let oldest = heads.pop_front().unwrap_or(h);
+        last = Instant::now();
         let sample = Sample {
             busy,
-            ingested: h.saturating_sub(seen),
-            behind: now_backlog - backlog,
+            ingested: per_second(h.saturating_sub(previous), elapsed)
+                .max(per_second(h.saturating_sub(oldest), QUIET)),
+            attempts: per_second(a.saturating_sub(attempts), elapsed),
         };
-        (seen, backlog) = (h, now_backlog);
+        heads.push_back(h);
+        attempts = a;
         let before = pressure.rate();
+        tracing::trace!(
+            busy = sample.busy,
+            ingested = sample.ingested,
+            attempts = sample.attempts,
+            rate = ?before,
+            "webhook pacing sample"
+        );
         let after = policy.step(before, sample);
         if after == before {
             continue;
+        }
+        if before.is_none() {
+            refilled = Instant::now();
         }
         pressure.set(after);
         metrics::gauge!("cds_events_webhook_yield_rate").set(after.unwrap_or(0) as f64);
@@ -303,63 +354,55 @@ mod tests {
         floor: 500,
     };
 
-    /// A sample of 4,000 events ingested.
-    fn sample(busy: f64, behind: i64) -> Sample {
+    /// A sample of 4,000 events ingested per second, with `attempts` per
+    /// second.
+    fn sample(busy: f64, attempts: u64) -> Sample {
         Sample {
             busy,
             ingested: 4000,
-            behind,
+            attempts,
         }
     }
 
     #[test]
-    fn yields_only_to_ingest_on_a_busy_machine_when_behind() {
-        assert_eq!(P.step(None, sample(0.95, 3000)), Some(500));
+    fn yields_only_to_ingest_on_a_busy_machine() {
+        // The floor at once.
+        assert_eq!(P.step(None, sample(0.95, 5000)), Some(500));
         let idle = Sample {
             ingested: 0,
-            ..sample(0.95, 3000)
+            ..sample(0.95, 20_000)
         };
         assert_eq!(P.step(None, idle), None);
-        assert_eq!(P.step(None, sample(0.85, 3000)), None);
-        // Keeping up (the backlog grew by no more than a quarter of what
-        // came in): full speed, however busy.
-        assert_eq!(P.step(None, sample(1.0, 1000)), None);
-        assert_eq!(P.step(None, sample(1.0, -200)), None);
+        assert_eq!(P.step(None, sample(0.85, 5000)), None);
+        // A trickle of ingest beside a backlog being drained: full speed.
+        let trickle = Sample {
+            ingested: 100,
+            ..sample(1.0, 20_000)
+        };
+        assert_eq!(P.step(None, trickle), None);
         // Ingest stopped: full speed at once.
         assert_eq!(P.step(Some(4000), idle), None);
     }
 
     #[test]
     fn while_yielding_the_rate_takes_what_ingest_leaves() {
-        // Room: grows by the floor (falling behind or not).
-        assert_eq!(P.step(Some(500), sample(0.85, 3000)), Some(1000));
-        assert_eq!(P.step(Some(1000), sample(0.8, 0)), Some(1500));
-        // None: halves, never below the floor.
-        assert_eq!(P.step(Some(1500), sample(0.92, 0)), Some(750));
-        assert_eq!(P.step(Some(750), sample(0.99, 0)), Some(500));
-        assert_eq!(P.step(Some(500), sample(0.99, 0)), Some(500));
-        // Well below the threshold: full speed.
-        assert_eq!(P.step(Some(3000), sample(0.7, 3000)), None);
-        // A threshold of 0 yields while ingesting and falling behind, and
-        // then stays.
+        // No room: back to the floor.
+        assert_eq!(P.step(Some(10_000), sample(0.97, 10_000)), Some(500));
+        assert_eq!(P.step(Some(500), sample(0.99, 500)), Some(500));
+        // A little room: kept; more: doubles.
+        assert_eq!(P.step(Some(500), sample(0.85, 500)), Some(500));
+        assert_eq!(P.step(Some(500), sample(0.76, 500)), Some(500));
+        assert_eq!(P.step(Some(1000), sample(0.6, 1000)), Some(2000));
+        // Room, and the pace no longer binds: full speed.
+        assert_eq!(P.step(Some(8000), sample(0.6, 3000)), None);
+        assert_eq!(P.step(Some(8000), sample(0.8, 3000)), None);
+        // A threshold of 0 always yields while ingesting.
         let always = Policy {
             cpu: 0.0,
             floor: 20,
         };
-        assert_eq!(always.step(None, sample(0.0, 3000)), Some(20));
-        assert_eq!(always.step(Some(20), sample(0.0, 0)), Some(20));
-    }
-
-    #[tokio::test]
-    async fn the_backlog_counts_undispatched_events_and_untried_deliveries() {
-        let p = Pressure::new();
-        p.dispatched(100, 0);
-        assert_eq!(p.backlog(150), 50);
-        p.dispatched(150, 30);
-        assert_eq!(p.backlog(150), 30);
-        p.admit_send(true).await;
-        p.admit_send(false).await;
-        assert_eq!(p.backlog(160), 39);
+        assert_eq!(always.step(None, sample(0.0, 0)), Some(20));
+        assert_eq!(always.step(Some(20), sample(0.0, 20)), Some(20));
     }
 
     #[test]
@@ -379,38 +422,77 @@ mod tests {
         assert_eq!(CpuTimes::parse("cpu  x y\n"), None);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn paced_attempts_are_spaced_by_the_rate_and_released_when_yielding_ends() {
-        let p = std::sync::Arc::new(Pressure::new());
-        // Full speed: no wait at all.
-        let t0 = Instant::now();
-        p.admit_send(false).await;
-        assert_eq!(t0.elapsed(), Duration::ZERO);
-        p.set(Some(10));
-        for i in 0..5u64 {
-            p.admit_send(false).await;
-            assert_eq!(t0.elapsed(), Duration::from_millis(100 * i), "attempt {i}");
+    /// Refills `p` every [`REFILL`], as the controller does.
+    fn refilling(p: &std::sync::Arc<Pressure>) -> tokio::task::JoinHandle<()> {
+        let p = std::sync::Arc::clone(p);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(REFILL);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                p.refill(REFILL);
+            }
+        })
+    }
+
+    /// How long `n` attempts take to be admitted.
+    async fn time_of(p: &Pressure, n: usize) -> Duration {
+        let t = Instant::now();
+        for _ in 0..n {
+            p.admit_send().await;
         }
-        assert_eq!(p.admit_reads(512).await, 2);
-        // A waiter far in the queue is let go when yielding ends.
+        t.elapsed()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn paced_attempts_follow_the_rate_and_are_released_when_yielding_ends() {
+        let p = std::sync::Arc::new(Pressure::new());
+        let _refill = refilling(&p);
+        // Full speed: no wait at all.
+        assert_eq!(time_of(&p, 1000).await, Duration::ZERO);
+        assert_eq!(p.admit_reads(512).await, 512);
+        // 100 per second.
+        p.set(Some(100));
+        let t = time_of(&p, 50).await;
+        assert!(
+            t >= Duration::from_millis(490) && t <= Duration::from_millis(510),
+            "{t:?}"
+        );
+        // A new rate applies at the next refill, to the waiters already
+        // there too.
+        p.set(Some(1000));
+        let t = time_of(&p, 500).await;
+        assert!(
+            t >= Duration::from_millis(490) && t <= Duration::from_millis(510),
+            "{t:?}"
+        );
+        // The dispatcher reads a twentieth of a second's worth at a time.
+        assert_eq!(p.admit_reads(512).await, 50);
+        // Idle for a second: at most a twentieth of a second saved up.
+        p.set(Some(100));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        // 5 at once, 5 more at 100 per second.
+        let t = time_of(&p, 10).await;
+        assert!(
+            t >= Duration::from_millis(40) && t <= Duration::from_millis(60),
+            "{t:?}"
+        );
+        // Waiters far in the queue are let go when yielding ends.
+        p.set(Some(10));
         let waiter = {
             let p = std::sync::Arc::clone(&p);
-            tokio::spawn(async move {
-                for _ in 0..100 {
-                    p.admit_send(false).await;
-                }
-                Instant::now()
-            })
+            tokio::spawn(async move { time_of(&p, 100).await })
         };
         tokio::time::sleep(Duration::from_secs(1)).await;
         p.set(None);
-        let done = waiter.await.expect("join");
-        assert!(done - t0 < Duration::from_millis(1600), "{:?}", done - t0);
-        assert_eq!(p.admit_reads(512).await, 512);
-        // Yielding again starts a fresh schedule, whatever was reserved.
+        let t = waiter.await.expect("join");
+        assert!(
+            t >= Duration::from_secs(1) && t < Duration::from_millis(1100),
+            "{t:?}"
+        );
+        // Yielding again starts from nothing saved up.
+        tokio::time::sleep(Duration::from_secs(1)).await;
         p.set(Some(10));
-        let t1 = Instant::now();
-        p.admit_send(false).await;
-        assert_eq!(t1.elapsed(), Duration::ZERO);
+        assert!(time_of(&p, 1).await > Duration::ZERO);
     }
 }
