@@ -8,7 +8,8 @@
 #
 # Phases: ingest (batch, single-event), read (10M log), streams (1 SSE at
 # 20k/s, 10,000 websockets at 1 %, 1,000 websockets x 1,000/s), webhooks
-# (deliveries across 50 endpoints; ingest with and without 50 notifications).
+# (deliveries across 50 endpoints; batch and single-event ingest with and
+# without 50 notifications).
 #
 # Prints one line per phase; BENCHMARKS.md records the results.
 set -euo pipefail
@@ -115,5 +116,15 @@ start
 echo "== webhooks: the same with 50 notifications delivering every event"
 PROJECTS=50 sim --notifications 50 --events 1000000 --batch 500 --connections 8
 echo "   server peak RSS: $(peak_rss_mb) MB"
+stop
+
+start
+echo "== webhooks: single-event ingest (1 event/request, 64 connections, 300k events), no notification"
+PROJECTS=50 sim --events 300000 --batch 1 --connections 64
+stop
+
+start
+echo "== webhooks: the same with 50 notifications delivering every event"
+PROJECTS=50 sim --notifications 50 --events 300000 --batch 1 --connections 64
 stop
 fi
