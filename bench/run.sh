@@ -107,24 +107,22 @@ PROJECTS=50 sim --notifications 50 --duration 20s --batch 100 --connections 2 --
 echo "   server peak RSS: $(peak_rss_mb) MB"
 stop
 
-start
-echo "== webhooks: batch ingest as fast as possible (500 events/request, 8 connections, 1M events), no notification"
-PROJECTS=50 sim --events 1000000 --batch 500 --connections 8
-stop
-
-start
-echo "== webhooks: the same with 50 notifications delivering every event"
-PROJECTS=50 sim --notifications 50 --events 1000000 --batch 500 --connections 8
-echo "   server peak RSS: $(peak_rss_mb) MB"
-stop
-
-start
-echo "== webhooks: single-event ingest (1 event/request, 64 connections, 300k events), no notification"
-PROJECTS=50 sim --events 300000 --batch 1 --connections 64
-stop
-
-start
-echo "== webhooks: the same with 50 notifications delivering every event"
-PROJECTS=50 sim --notifications 50 --events 300000 --batch 1 --connections 64
-stop
+# Ingest as fast as possible (simulate arguments), without notification,
+# then with 50 delivering every event.
+ingest_pair() {
+  local what=$1; shift
+  start
+  echo "== webhooks: $what, no notification"
+  PROJECTS=50 sim "$@"
+  stop
+  start
+  echo "== webhooks: the same with 50 notifications delivering every event"
+  PROJECTS=50 sim --notifications 50 "$@"
+  echo "   server peak RSS: $(peak_rss_mb) MB"
+  stop
+}
+ingest_pair "batch ingest as fast as possible (500 events/request, 8 connections, 1M events)" \
+  --events 1000000 --batch 500 --connections 8
+ingest_pair "single-event ingest (1 event/request, 64 connections, 300k events)" \
+  --events 300000 --batch 1 --connections 64
 fi
