@@ -53,8 +53,9 @@ pub struct WebhooksConfig {
     /// is saturated, deliveries slow down (they are durable and catch up
     /// later) rather than take the CPU from ingest.
     pub yield_to_ingest: bool,
-    /// The busy fraction of the machine's CPU (from `/proc/stat`, 0 to 1)
-    /// at which deliveries yield to ingest.
+    /// The busy fraction (0 to 1) of the machine's CPU (`/proc/stat`), or of
+    /// the process's cgroup v2 CPU quota if that is busier, at which
+    /// deliveries yield to ingest.
     pub yield_cpu: f64,
     /// While yielding: the slowest pace, in events read and attempts started
     /// per second.

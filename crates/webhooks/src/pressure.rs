@@ -6,8 +6,10 @@
 //! the CDS process that sends it. On a machine that cannot do both at full
 //! speed, ingest therefore goes first.
 //!
-//! A controller samples the machine's CPU (`/proc/stat`), the log's head and
-//! the attempts started every [`SAMPLE`]. Whenever events are being ingested
+//! A controller samples the CPU, the log's head and the attempts started
+//! every [`SAMPLE`]. The CPU's busy fraction is the machine's (`/proc/stat`)
+//! or, in a container limited by a cgroup v2 `cpu.max`, the quota's if that
+//! is busier: the machine may be idle while the container is throttled. Whenever events are being ingested
 //! (appended within the last [`QUIET`]) and a sample finds the CPU busy at
 //! least `yield_cpu` of the time, the dispatcher's reads and the workers'
 //! attempts are paced at `yield_rate` per second — unless ingest is only a
@@ -20,8 +22,9 @@
 //! doubles — so deliveries take what ingest leaves. Full speed again when
 //! ingest stops, or when the CPU has room and the pace no longer holds
 //! deliveries back (fewer than half the attempts it allowed were made).
-//! Where `/proc/stat` cannot be read (not Linux), it never yields.
+//! Where neither can be read (not Linux), it never yields.
 
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -260,6 +263,111 @@ impl CpuTimes {
     }
 }
 
+/// A CPU quota this process runs under (cgroup v2 `cpu.max`, as a container
+/// limit sets it): the machine may be idle while the quota is spent.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Quota {
+    /// The `cpu.stat` of the cgroup that sets the limit.
+    stat: PathBuf,
+    /// The limit, in CPUs.
+    cpus: f64,
+}
+
+impl Quota {
+    /// This process's quota, if any.
+    fn find() -> Option<Quota> {
+        let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        Quota::at(Path::new("/sys/fs/cgroup"), &own)
+    }
+
+    /// The smallest quota set on the process's cgroup (from the text of
+    /// `/proc/self/cgroup`) or one of its ancestors, under `root`.
+    pub(crate) fn at(root: &Path, own: &str) -> Option<Quota> {
+        let rel = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+        let mut dir = root.join(rel.trim().trim_start_matches('/'));
+        let mut best: Option<Quota> = None;
+        while dir.starts_with(root) {
+            let cpus = std::fs::read_to_string(dir.join("cpu.max"))
+                .ok()
+                .and_then(|t| parse_cpu_max(&t));
+            if let Some(cpus) = cpus
+                && best.as_ref().is_none_or(|b| cpus < b.cpus)
+            {
+                best = Some(Quota {
+                    stat: dir.join("cpu.stat"),
+                    cpus,
+                });
+            }
+            if !dir.pop() {
+                break;
+            }
+        }
+        best
+    }
+
+    /// CPU time used by the cgroup so far.
+    fn usage(&self) -> Option<Duration> {
+        let text = std::fs::read_to_string(&self.stat).ok()?;
+        parse_usage(&text)
+    }
+}
+
+/// `cpu.max`: `"max 100000"` (no limit) or `"QUOTA PERIOD"` (µs), in CPUs.
+pub(crate) fn parse_cpu_max(text: &str) -> Option<f64> {
+    let mut parts = text.split_whitespace();
+    let quota: f64 = parts.next()?.parse().ok()?;
+    let period: f64 = parts.next()?.parse().ok()?;
+    (quota > 0.0 && period > 0.0).then(|| quota / period)
+}
+
+/// `usage_usec` of a `cpu.stat`.
+pub(crate) fn parse_usage(text: &str) -> Option<Duration> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("usage_usec "))
+        .and_then(|v| v.trim().parse().ok())
+        .map(Duration::from_micros)
+}
+
+/// How busy the CPU this process may use is: the machine's (`/proc/stat`)
+/// or its quota's, whichever is busier.
+struct CpuMeter {
+    machine: Option<CpuTimes>,
+    quota: Option<(Quota, Duration, Instant)>,
+}
+
+impl CpuMeter {
+    /// `None` where neither can be read (not Linux).
+    fn new() -> Option<CpuMeter> {
+        let machine = CpuTimes::read();
+        let quota = Quota::find().and_then(|q| {
+            let used = q.usage()?;
+            Some((q, used, Instant::now()))
+        });
+        (machine.is_some() || quota.is_some()).then_some(CpuMeter { machine, quota })
+    }
+
+    /// The busy fraction since the last call.
+    fn busy(&mut self) -> f64 {
+        let mut busy: f64 = 0.0;
+        if let Some(earlier) = self.machine
+            && let Some(now) = CpuTimes::read()
+        {
+            busy = now.busy_since(&earlier);
+            self.machine = Some(now);
+        }
+        if let Some((q, used, at)) = &mut self.quota
+            && let Some(now) = q.usage()
+        {
+            let wall = at.elapsed().as_secs_f64() * q.cpus;
+            if wall > 0.0 {
+                busy = busy.max(now.saturating_sub(*used).as_secs_f64() / wall);
+            }
+            (*used, *at) = (now, Instant::now());
+        }
+        busy.min(1.0)
+    }
+}
+
 /// `n` over `d`, per second; at least 1 if `n` is not 0.
 fn per_second(n: u64, d: Duration) -> u64 {
     if n == 0 {
@@ -275,10 +383,16 @@ pub(crate) async fn control(
     log: &dyn cds_events_log::EventLog,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    let Some(mut cpu) = CpuTimes::read() else {
+    let Some(mut cpu) = CpuMeter::new() else {
         tracing::info!("no /proc/stat here: webhook deliveries never yield to ingest");
         return;
     };
+    if let Some((q, ..)) = &cpu.quota {
+        tracing::info!(
+            cpus = q.cpus,
+            "webhook pacing counts against the CPU quota too"
+        );
+    }
     let head = log.head();
     // The head at each of the last samples, oldest first.
     let window = (QUIET.as_millis() / SAMPLE.as_millis()).max(1) as usize;
@@ -300,11 +414,7 @@ pub(crate) async fn control(
             }
             _ = tick.tick() => {}
         }
-        let Some(now) = CpuTimes::read() else {
-            continue;
-        };
-        let busy = now.busy_since(&cpu);
-        cpu = now;
+        let busy = cpu.busy();
         let h = head.borrow().0;
         let a = pressure.attempts.load(Ordering::Relaxed);
         let elapsed = last.elapsed();
@@ -420,6 +530,60 @@ mod tests {
         assert_eq!(a.busy_since(&a), 0.0);
         assert_eq!(CpuTimes::parse("intr 1 2 3\n"), None);
         assert_eq!(CpuTimes::parse("cpu  x y\n"), None);
+    }
+
+    #[test]
+    fn a_container_quota_is_found_on_the_cgroup_or_an_ancestor() {
+        assert_eq!(parse_cpu_max("max 100000\n"), None);
+        assert_eq!(parse_cpu_max("200000 100000\n"), Some(2.0));
+        assert_eq!(parse_cpu_max("50000 100000"), Some(0.5));
+        assert_eq!(parse_cpu_max("x"), None);
+        assert_eq!(
+            parse_usage("usage_usec 1500000\nuser_usec 1000000\n"),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(parse_usage("user_usec 1\n"), None);
+
+        let root = tempfile::tempdir().expect("tempdir");
+        let pod = root.path().join("kubepods/pod1");
+        let own = pod.join("ctr");
+        std::fs::create_dir_all(&own).expect("mkdir");
+        std::fs::write(own.join("cpu.max"), "max 100000\n").expect("write");
+        let proc_self = "0::/kubepods/pod1/ctr\n";
+        // No limit anywhere.
+        assert_eq!(Quota::at(root.path(), proc_self), None);
+        // The pod's limit holds for the container.
+        std::fs::write(pod.join("cpu.max"), "150000 100000\n").expect("write");
+        assert_eq!(
+            Quota::at(root.path(), proc_self),
+            Some(Quota {
+                stat: pod.join("cpu.stat"),
+                cpus: 1.5
+            })
+        );
+        // The smallest wins.
+        std::fs::write(own.join("cpu.max"), "50000 100000\n").expect("write");
+        assert_eq!(Quota::at(root.path(), proc_self).map(|q| q.cpus), Some(0.5));
+        // cgroup v1 only: nothing to read.
+        assert_eq!(Quota::at(root.path(), "4:cpu,cpuacct:/docker/x\n"), None);
+    }
+
+    #[test]
+    fn a_spent_quota_counts_as_a_busy_cpu() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stat = dir.path().join("cpu.stat");
+        std::fs::write(&stat, "usage_usec 1000\n").expect("write");
+        let q = Quota { stat, cpus: 0.5 };
+        let mut meter = CpuMeter {
+            machine: None,
+            quota: Some((q.clone(), q.usage().expect("usage"), Instant::now())),
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        assert_eq!(meter.busy(), 0.0);
+        std::thread::sleep(Duration::from_millis(20));
+        // A second of CPU in ~20 ms of a half-CPU quota: spent.
+        std::fs::write(&q.stat, "usage_usec 1001000\n").expect("write");
+        assert_eq!(meter.busy(), 1.0);
     }
 
     /// Refills `p` every [`REFILL`], as the controller does.
