@@ -123,8 +123,8 @@ async fn start_position(inner: &Inner, head: Seq) -> Result<Seq, crate::Webhooks
     Ok(head)
 }
 
-/// Reads (at most `limit` events), matches and records one batch; returns the new position, or `None`
-/// when the log had nothing after `position`.
+/// Reads (at most `limit` events), matches and records one batch; returns
+/// the new position, or `None` when the log had nothing after `position`.
 async fn dispatch_batch(
     inner: &Inner,
     position: Seq,
