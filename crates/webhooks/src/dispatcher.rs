@@ -83,6 +83,13 @@ pub(crate) async fn run(inner: Arc<Inner>, shutdown: CancellationToken) {
             }
         }
     }
+    // Stopping with no notification: the events appended until now need
+    // nothing, even those whose head change lost the race with the stop
+    // (the head first, then the registry, as above).
+    let target = *head.borrow();
+    if target > position && inner.registry.is_empty() {
+        position = target;
+    }
     if position > stored {
         persist(&inner, &mut stored, &mut stored_at, position).await;
     }
