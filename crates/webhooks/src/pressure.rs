@@ -114,10 +114,9 @@ impl Pressure {
         if self.rate().is_none() {
             return;
         }
+        // `wait_for` looks at the current state first: a yield that ended
+        // since the check above lets this go at once.
         let mut state = self.state.subscribe();
-        if state.borrow_and_update().is_none() {
-            return;
-        }
         tokio::select! {
             permit = pacer.permits.acquire_many(n) => {
                 if let Ok(p) = permit {
@@ -384,7 +383,9 @@ pub(crate) async fn control(
     shutdown: tokio_util::sync::CancellationToken,
 ) {
     let Some(mut cpu) = CpuMeter::new() else {
-        tracing::info!("no /proc/stat here: webhook deliveries never yield to ingest");
+        tracing::info!(
+            "neither /proc/stat nor a cgroup v2 CPU quota here: webhook deliveries never yield to ingest"
+        );
         return;
     };
     if let Some((q, ..)) = &cpu.quota {
