@@ -6,6 +6,7 @@
 //! duplicate keys, absurd nesting, huge strings, wrong JSON types — is refused
 //! with an error naming the field; nothing here panics on any input.
 
+use crate::envelope::with_context_fields;
 use crate::{EventType, FullEvent, Scope, Timestamp};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -396,95 +397,50 @@ impl Checker<'_> {
     }
 }
 
-fn null_as_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+/// Reads `null` as the field's empty value, as Go does.
+fn null_as_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
-fn null_as_zero<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    Ok(Option::<i64>::deserialize(d)?.unwrap_or_default())
-}
+macro_rules! wire_event {
+    ($($field:ident : $ty:ty $(= $always:ident)?),* $(,)?) => {
+        /// Every key of the full event; absent keys take their empty value,
+        /// `null` is read as empty (as Go does), unknown keys are ignored.
+        #[derive(Deserialize)]
+        struct WireEvent<'a> {
+            #[serde(default, deserialize_with = "null_as_default")]
+            id: String,
+            #[serde(rename = "type", borrow, default)]
+            event_type: Option<Cow<'a, str>>,
+            #[serde(default)]
+            payload: Option<Box<RawValue>>,
+            #[serde(default, borrow)]
+            timestamp: Option<Cow<'a, str>>,
+            $(
+                #[serde(default, deserialize_with = "null_as_default")]
+                $field: $ty,
+            )*
+        }
 
-/// Every key of the full event; absent keys take their empty value, `null` is
-/// read as empty (as Go does), unknown keys are ignored.
-#[derive(Deserialize)]
-struct WireEvent<'a> {
-    #[serde(default, deserialize_with = "null_as_empty")]
-    id: String,
-    #[serde(rename = "type", borrow, default)]
-    event_type: Option<Cow<'a, str>>,
-    #[serde(default)]
-    payload: Option<Box<RawValue>>,
-    #[serde(default, borrow)]
-    timestamp: Option<Cow<'a, str>>,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    project_key: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    purge_report_id: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    vcs_name: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    repository: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    repository_origin: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    workflow: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    workflow_run_id: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    run_job_id: String,
-    #[serde(default, deserialize_with = "null_as_zero")]
-    run_number: i64,
-    #[serde(default, deserialize_with = "null_as_zero")]
-    run_attempt: i64,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    region: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    hatchery: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    model_type: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    model_osarch: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    job_id: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    status: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    user_id: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    username: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    user_mail: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    run_result: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    entity: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    organization: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    permission: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    plugin: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    gpg_key: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    integration_model: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    integration: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    key_name: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    key_type: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    variable: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    notification: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    variable_set: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    item: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    concurrency: String,
+        impl WireEvent<'_> {
+            /// The full event, with its type and timestamp already checked.
+            fn assemble(self, event_type: EventType, timestamp: Timestamp) -> FullEvent {
+                FullEvent {
+                    id: self.id,
+                    event_type,
+                    payload: self.payload.map(crate::event::Payload).unwrap_or_default(),
+                    $($field: self.$field,)*
+                    timestamp,
+                }
+            }
+        }
+    };
 }
+with_context_fields!(wire_event);
 
 /// The `type` field read as a catalogue type: missing, or unknown with the
 /// nearest names suggested.
@@ -536,46 +492,7 @@ impl WireEvent<'_> {
                 }
             }
         };
-        let ev = FullEvent {
-            id: self.id,
-            event_type,
-            payload: self.payload.map(crate::event::Payload).unwrap_or_default(),
-            project_key: self.project_key,
-            purge_report_id: self.purge_report_id,
-            vcs_name: self.vcs_name,
-            repository: self.repository,
-            repository_origin: self.repository_origin,
-            workflow: self.workflow,
-            workflow_run_id: self.workflow_run_id,
-            run_job_id: self.run_job_id,
-            run_number: self.run_number,
-            run_attempt: self.run_attempt,
-            region: self.region,
-            hatchery: self.hatchery,
-            model_type: self.model_type,
-            model_osarch: self.model_osarch,
-            job_id: self.job_id,
-            status: self.status,
-            user_id: self.user_id,
-            username: self.username,
-            user_mail: self.user_mail,
-            run_result: self.run_result,
-            entity: self.entity,
-            organization: self.organization,
-            permission: self.permission,
-            plugin: self.plugin,
-            gpg_key: self.gpg_key,
-            integration_model: self.integration_model,
-            integration: self.integration,
-            key_name: self.key_name,
-            key_type: self.key_type,
-            variable: self.variable,
-            notification: self.notification,
-            variable_set: self.variable_set,
-            item: self.item,
-            concurrency: self.concurrency,
-            timestamp,
-        };
+        let ev = self.assemble(event_type, timestamp);
         finish(ev, limits)
     }
 }

@@ -1,8 +1,10 @@
 //! The flat full event (`FullEventV2`) and its exact JSON encoding (spec §3).
 
 use crate::EventType;
+use crate::envelope::{ContextValue, FULL_EVENT_KEYS, is_always, with_context_fields};
 use chrono::{DateTime, FixedOffset, SecondsFormat, Utc};
 use serde::Serialize;
+use serde::ser::SerializeStruct;
 use serde_json::value::RawValue;
 use std::fmt;
 
@@ -101,134 +103,61 @@ impl Serialize for Timestamp {
     }
 }
 
-/// Every key of the full event, in wire order.
-pub const FULL_EVENT_KEYS: &[&str] = &[
-    "id",
-    "type",
-    "payload",
-    "project_key",
-    "purge_report_id",
-    "vcs_name",
-    "repository",
-    "repository_origin",
-    "workflow",
-    "workflow_run_id",
-    "run_job_id",
-    "run_number",
-    "run_attempt",
-    "region",
-    "hatchery",
-    "model_type",
-    "model_osarch",
-    "job_id",
-    "status",
-    "user_id",
-    "username",
-    "user_mail",
-    "run_result",
-    "entity",
-    "organization",
-    "permission",
-    "plugin",
-    "gpg_key",
-    "integration_model",
-    "integration",
-    "key_name",
-    "key_type",
-    "variable",
-    "notification",
-    "variable_set",
-    "item",
-    "concurrency",
-    "timestamp",
-];
+macro_rules! full_event {
+    ($($field:ident : $ty:ty $(= $always:ident)?),* $(,)?) => {
+        /// The flat full event every consumer receives. Field order is the
+        /// wire order of CDS's `FullEventV2` (declared once in
+        /// [`crate::envelope`]); `Serialize` writes exactly spec §3: empty
+        /// strings and zero counters omitted, except `user_mail` and
+        /// `concurrency`, which are always present, and `payload`, which is
+        /// `null` when the producer sent none.
+        ///
+        /// The sequence number is deliberately not a field: it travels beside
+        /// the event, never inside it.
+        #[derive(Debug, Clone, PartialEq)]
+        pub struct FullEvent {
+            pub id: String,
+            pub event_type: EventType,
+            /// Stored and returned byte for byte.
+            pub payload: Payload,
+            $(pub $field: $ty,)*
+            pub timestamp: Timestamp,
+        }
 
-fn is_zero(n: &i64) -> bool {
-    *n == 0
-}
+        impl Serialize for FullEvent {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut st = s.serialize_struct("FullEvent", FULL_EVENT_KEYS.len())?;
+                st.serialize_field("id", &self.id)?;
+                st.serialize_field("type", &self.event_type)?;
+                st.serialize_field("payload", &self.payload)?;
+                $(
+                    if is_always!($($always)?) || !self.$field.is_empty_value() {
+                        st.serialize_field(stringify!($field), &self.$field)?;
+                    } else {
+                        st.skip_field(stringify!($field))?;
+                    }
+                )*
+                st.serialize_field("timestamp", &self.timestamp)?;
+                st.end()
+            }
+        }
 
-/// The flat full event every consumer receives. Field order is the wire order
-/// of CDS's `FullEventV2`; `Serialize` writes exactly spec §3: empty strings and
-/// zero counters omitted, except `user_mail` and `concurrency`, which are always
-/// present, and `payload`, which is `null` when the producer sent none.
-///
-/// The sequence number is deliberately not a field: it travels beside the
-/// event, never inside it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FullEvent {
-    pub id: String,
-    #[serde(rename = "type")]
-    pub event_type: EventType,
-    /// Stored and returned byte for byte.
-    pub payload: Payload,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub project_key: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub purge_report_id: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub vcs_name: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub repository: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub repository_origin: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub workflow: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub workflow_run_id: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub run_job_id: String,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub run_number: i64,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub run_attempt: i64,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub region: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub hatchery: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub model_type: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub model_osarch: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub job_id: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub status: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub user_id: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub username: String,
-    pub user_mail: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub run_result: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub entity: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub organization: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub permission: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub plugin: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub gpg_key: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub integration_model: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub integration: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub key_name: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub key_type: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub variable: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub notification: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub variable_set: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub item: String,
-    pub concurrency: String,
-    pub timestamp: Timestamp,
+        impl FullEvent {
+            /// An event of `event_type` with a fresh UUID v7, a `null`
+            /// payload, the current time and every context field empty.
+            pub fn new(event_type: EventType) -> Self {
+                FullEvent {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    event_type,
+                    payload: Payload::null(),
+                    $($field: <$ty>::default(),)*
+                    timestamp: Timestamp::now(),
+                }
+            }
+        }
+    };
 }
+with_context_fields!(full_event);
 
 /// An event's payload: any JSON value, kept as the exact text the producer sent.
 #[derive(Debug, Clone, Serialize)]
@@ -270,51 +199,6 @@ impl PartialEq for Payload {
 }
 
 impl FullEvent {
-    /// An event of `event_type` with a fresh UUID v7, a `null` payload, the
-    /// current time and every context field empty.
-    pub fn new(event_type: EventType) -> Self {
-        FullEvent {
-            id: uuid::Uuid::now_v7().to_string(),
-            event_type,
-            payload: Payload::null(),
-            project_key: String::new(),
-            purge_report_id: String::new(),
-            vcs_name: String::new(),
-            repository: String::new(),
-            repository_origin: String::new(),
-            workflow: String::new(),
-            workflow_run_id: String::new(),
-            run_job_id: String::new(),
-            run_number: 0,
-            run_attempt: 0,
-            region: String::new(),
-            hatchery: String::new(),
-            model_type: String::new(),
-            model_osarch: String::new(),
-            job_id: String::new(),
-            status: String::new(),
-            user_id: String::new(),
-            username: String::new(),
-            user_mail: String::new(),
-            run_result: String::new(),
-            entity: String::new(),
-            organization: String::new(),
-            permission: String::new(),
-            plugin: String::new(),
-            gpg_key: String::new(),
-            integration_model: String::new(),
-            integration: String::new(),
-            key_name: String::new(),
-            key_type: String::new(),
-            variable: String::new(),
-            notification: String::new(),
-            variable_set: String::new(),
-            item: String::new(),
-            concurrency: String::new(),
-            timestamp: Timestamp::now(),
-        }
-    }
-
     /// The exact wire JSON of spec §3.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a full event always serializes")

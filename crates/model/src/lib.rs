@@ -7,6 +7,7 @@
 
 pub mod catalogue;
 pub mod decode;
+pub mod envelope;
 pub mod event;
 pub mod filter;
 
@@ -15,5 +16,6 @@ pub use decode::{
     BatchError, DecodeError, ErrorCode, Limits, StoredHead, decode_event, decode_json_body,
     decode_ndjson_body, decode_stored, ndjson_line_of, peek_stored,
 };
-pub use event::{FULL_EVENT_KEYS, FullEvent, Payload, Timestamp};
+pub use envelope::{ENVELOPE, EnvelopeField, FULL_EVENT_KEYS, FieldKind};
+pub use event::{FullEvent, Payload, Timestamp};
 pub use filter::{EventFilter, FilterText, parse_families, parse_types};
