@@ -6,6 +6,7 @@ use cds_events_log::sqlite::{SqliteLog, SqliteOptions};
 use cds_events_log::{EventLog, NewEvent, Seq};
 use cds_events_model::{EventFilter, EventType};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -47,6 +48,21 @@ fn project(p: &str) -> Arc<EventFilter> {
         projects: vec![p.to_owned()],
         ..Default::default()
     })
+}
+
+/// Polls `cond` until it holds, or panics after 10 s naming `what`.
+async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let polled = async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(10), polled)
+        .await
+        .is_err()
+    {
+        panic!("timed out waiting for {what}");
+    }
 }
 
 async fn take(feed: &mut Feed, n: usize) -> Vec<u64> {
@@ -160,15 +176,10 @@ async fn a_subscriber_that_falls_behind_catches_up_from_the_log() {
     }
     // The fast one was never held back by the slow one.
     assert_eq!(take(&mut fast, 1000).await, want);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        w.hub
-            .stats()
-            .lagged
-            .load(std::sync::atomic::Ordering::Relaxed)
-            >= 1,
-        "the slow one lagged"
-    );
+    wait_until("the slow one lagged", || {
+        w.hub.stats().lagged.load(Ordering::Relaxed) >= 1
+    })
+    .await;
     assert_eq!(
         take(&mut slow, 1000).await,
         want,
@@ -186,8 +197,12 @@ async fn too_far_behind_is_told_where_to_resume() {
     let mut f = Feed::open(&w.hub, Arc::new(AnyOf(vec!["A".into()])), None, opts)
         .await
         .expect("feed");
-    publish(&w.log, "A", 500).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let last = *publish(&w.log, "A", 500).await.last().expect("published");
+    // Not one read until the hub has routed every event: the feed overflowed.
+    wait_until("the hub past the last event", || {
+        w.hub.stats().position.load(Ordering::Relaxed) >= last
+    })
+    .await;
     let mut got = Vec::new();
     let err = loop {
         match f.next().await {
