@@ -272,7 +272,7 @@ async fn set_enabled_false_holds_deliveries_until_enabled() {
     assert!(!off.enabled);
     // Disabled: no deliveries are created for new events.
     w.publish("PROJ", 2).await;
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    w.settled().await;
     assert!(rx.requests().is_empty());
     let page = w
         .hooks

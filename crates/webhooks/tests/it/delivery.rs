@@ -84,7 +84,7 @@ async fn no_filter_matches_every_event_of_the_project_and_no_other() {
         .await;
     // Its own NotificationCreated event is an event of the project too.
     let got = rx.wait_for(3).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    w.settled().await;
     let mut types: Vec<String> = rx.requests().iter().map(|r| r.event_type()).collect();
     types.sort();
     assert_eq!(types, ["AnalysisDone", "NotificationCreated", "RunCrafted"]);
@@ -116,7 +116,7 @@ async fn filters_match_event_types_unanchored() {
     )
     .await;
     rx.wait_for(3).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    w.settled().await;
     let mut types: Vec<String> = rx.requests().iter().map(|r| r.event_type()).collect();
     types.sort();
     assert_eq!(types, ["RunEnded", "RunJobEnded", "RunJobEnqueued"]);
@@ -135,7 +135,7 @@ async fn three_failures_then_success_is_four_requests_with_one_webhook_id() {
     w.publish("PROJ", 1).await;
     let got = rx.wait_for(4).await;
     let d = delivery_with_status(&w, "n", DeliveryStatus::Succeeded).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    w.settled().await;
     assert_eq!(rx.requests().len(), 4);
     assert!(got.iter().all(|r| r.webhook_id() == d.id));
     assert_eq!(d.attempts, 4);
@@ -185,7 +185,7 @@ async fn gone_stops_at_once() {
     w.create("PROJ", "n", &rx.url).await;
     w.publish("PROJ", 1).await;
     let d = delivery_with_status(&w, "n", DeliveryStatus::Failed).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    w.settled().await;
     assert_eq!(d.attempts, 1);
     assert_eq!(rx.requests().len(), 1);
     w.stop().await;
@@ -255,7 +255,8 @@ async fn continuous_failure_disables_and_enabling_resumes() {
     assert_eq!(e["payload"]["enabled"], false);
     assert_eq!(e["username"], "cds-events");
 
-    // While disabled the delivery waits.
+    // While disabled the delivery waits. No signal says its worker has
+    // parked: give a retry (due 50 ms on) the time to go out wrongly.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let before = rx.requests().len();
     assert_eq!(before, 2);
@@ -546,7 +547,7 @@ async fn events_from_before_any_notification_are_not_delivered_after_a_restart()
     w.create("PROJ", "n", &rx.url).await;
     let ids = w.publish("PROJ", 1).await;
     let got = rx.wait_for(1).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    w.settled().await;
     assert_eq!(rx.requests().len(), 1, "only the event after the creation");
     assert_eq!(got[0].event_id(), ids[0]);
     w.stop().await;
@@ -747,6 +748,8 @@ async fn a_hanging_endpoint_does_not_delay_another() {
     );
     // The hanging one has exactly its in-flight bound outstanding.
     slow.wait_for(4).await;
+    // No signal says the worker is waiting for a slot: give a fifth request
+    // the time to go out wrongly.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(slow.requests().len(), 4);
     // Shutdown does not wait for the hanging requests.
@@ -867,6 +870,8 @@ async fn calls_in_a_second_of_ingest(config: WebhooksConfig) -> usize {
             published
         })
     };
+    // The times are the scenario: a second of backlog, two to settle, and
+    // the one-second window the rate is counted in.
     tokio::time::sleep(Duration::from_secs(1)).await;
     release.heal();
     tokio::time::sleep(Duration::from_secs(2)).await;

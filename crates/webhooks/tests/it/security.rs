@@ -1,6 +1,5 @@
 use crate::support::*;
 use cds_events_webhooks::{DeliveryStatus, NotificationAuth, OutcomeKind, WebhooksConfig};
-use std::time::Duration;
 
 fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
@@ -177,7 +176,7 @@ async fn loopback_targets_are_refused_unless_allowed() {
                 .contains("is loopback")
         );
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    w.settled().await;
     assert!(rx.requests().is_empty(), "nothing reached the receiver");
     w.stop().await;
 }

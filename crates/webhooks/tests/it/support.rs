@@ -137,6 +137,22 @@ impl World {
         self.log.append(events).await.expect("append");
         ids
     }
+
+    /// Waits until the dispatcher has read every event appended so far and
+    /// no enabled notification has a delivery pending: from then on nothing
+    /// is sent until something new happens, so a test can assert that
+    /// something was not. (A delivery leaves `pending` only once its last
+    /// request was answered, and so recorded by the receiver.)
+    pub async fn settled(&self) {
+        let head = *self.log.head().borrow();
+        eventually("the dispatcher past the head, nothing pending", || async {
+            // The hold is the dispatcher's position + 1, or an enabled
+            // notification's oldest pending event if that comes first.
+            let hold = self.hooks.retention_hold().await.ok()??;
+            (hold > head).then_some(())
+        })
+        .await
+    }
 }
 
 pub fn input(name: &str, url: &str, exprs: &[&str]) -> NotificationIn {
@@ -224,13 +240,27 @@ struct ReceiverState {
     script: Box<Script>,
 }
 
-/// Turns a [`Receiver::failing_until_healed`] healthy.
+/// Turns a [`Receiver::failing_until_healed`] healthy, or releases a
+/// [`Receiver::held_until_released`].
 #[derive(Clone)]
-pub struct Switch(Arc<std::sync::atomic::AtomicBool>);
+pub struct Switch(Arc<tokio::sync::watch::Sender<bool>>);
 
 impl Switch {
+    fn new() -> Switch {
+        Switch(Arc::new(tokio::sync::watch::channel(false).0))
+    }
+
     pub fn heal(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.0.send_replace(true);
+    }
+
+    fn is_on(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    async fn turned_on(&self) {
+        // The sender lives in `self`: the channel cannot close while waiting.
+        let _ = self.0.subscribe().wait_for(|on| *on).await;
     }
 }
 
@@ -250,14 +280,10 @@ impl Receiver {
 
     /// Answers `failing` until [`Switch::heal`] is called, 200 after.
     pub async fn failing_until_healed(failing: u16) -> (Receiver, Switch) {
-        let switch = Switch(Arc::new(std::sync::atomic::AtomicBool::new(false)));
+        let switch = Switch::new();
         let healed = switch.clone();
         let rx = Receiver::scripted(move |_, _| {
-            Reply::Status(if healed.0.load(Ordering::SeqCst) {
-                200
-            } else {
-                failing
-            })
+            Reply::Status(if healed.is_on() { 200 } else { failing })
         })
         .await;
         (rx, switch)
@@ -266,7 +292,7 @@ impl Receiver {
     /// Holds every request until [`Switch::heal`] is called, then answers
     /// 204.
     pub async fn held_until_released() -> (Receiver, Switch) {
-        let switch = Switch(Arc::new(std::sync::atomic::AtomicBool::new(false)));
+        let switch = Switch::new();
         let released = switch.clone();
         let rx = Receiver::scripted(move |_, _| Reply::HoldUntil(released.clone())).await;
         (rx, switch)
@@ -347,9 +373,7 @@ async fn handle(
             500
         }
         Reply::HoldUntil(switch) => {
-            while !switch.0.load(Ordering::SeqCst) {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            switch.turned_on().await;
             204
         }
     };
