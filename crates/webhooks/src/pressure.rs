@@ -575,14 +575,21 @@ mod tests {
         let stat = dir.path().join("cpu.stat");
         std::fs::write(&stat, "usage_usec 1000\n").expect("write");
         let q = Quota { stat, cpus: 0.5 };
+        // The meter's last sample is set 20 ms back instead of waiting 20 ms.
+        let ago = || {
+            Instant::now()
+                .checked_sub(Duration::from_millis(20))
+                .expect("an uptime over 20 ms")
+        };
         let mut meter = CpuMeter {
             machine: None,
-            quota: Some((q.clone(), q.usage().expect("usage"), Instant::now())),
+            quota: Some((q.clone(), q.usage().expect("usage"), ago())),
         };
-        std::thread::sleep(Duration::from_millis(20));
         assert_eq!(meter.busy(), 0.0);
-        std::thread::sleep(Duration::from_millis(20));
-        // A second of CPU in ~20 ms of a half-CPU quota: spent.
+        if let Some((_, _, at)) = &mut meter.quota {
+            *at = ago();
+        }
+        // A second of CPU in 20 ms of a half-CPU quota: spent.
         std::fs::write(&q.stat, "usage_usec 1001000\n").expect("write");
         assert_eq!(meter.busy(), 1.0);
     }
