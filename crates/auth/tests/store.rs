@@ -2,10 +2,19 @@
 //! tickets and the audit trail.
 
 use cds_events_auth::*;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn store(dir: &std::path::Path) -> TokenStore {
     TokenStore::open(dir, Duration::from_secs(60)).expect("open")
+}
+
+/// Polls `cond` until it holds, or panics after 10 s naming `what`.
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 fn admin(s: &TokenStore) -> std::sync::Arc<Principal> {
@@ -75,7 +84,7 @@ fn tokens_survive_a_restart_and_expiry_is_enforced() {
     drop(s);
     let s = store(dir.path());
     assert!(s.authenticate(&t.secret).is_some());
-    std::thread::sleep(Duration::from_millis(400));
+    wait_until("the expiry time", || chrono::Utc::now() > soon);
     assert!(s.authenticate(&e.secret).is_none(), "expired");
     let names: Vec<String> = s
         .list()
@@ -148,8 +157,10 @@ fn tickets_are_single_use_and_short_lived() {
         a.token_id
     );
     assert!(s.redeem_ticket(&ticket).is_none(), "second use");
-    let (late, _) = s.issue_ticket(&a).expect("ticket");
-    std::thread::sleep(Duration::from_millis(250));
+    let (late, ttl) = s.issue_ticket(&a).expect("ticket");
+    // Issued before now: expired once `ttl` has passed from now.
+    let expired_by = Instant::now() + ttl;
+    wait_until("the ticket's expiry", || Instant::now() > expired_by);
     assert!(s.redeem_ticket(&late).is_none(), "expired");
     let r = s
         .create("r", vec![Grant::ReadGlobal], None, &a)
