@@ -378,11 +378,52 @@ pub fn ensure_python_package(module: &str, package: &str) {
     known.push(module.to_owned());
 }
 
-/// Polls `f` until it returns true or 20 s pass.
+/// How long a test waits for something that should happen (a bound for
+/// failures only: on success the wait ends as soon as it happens).
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Polls `f` until it returns true or [`WAIT`] passes.
 pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + WAIT;
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The lines a child process prints, read on a thread of their own so that
+/// a test can wait for the next one with a deadline (and act on it, e.g.
+/// stop the server once a client has seen what it must).
+#[derive(Debug)]
+pub struct Lines(std::sync::mpsc::Receiver<String>);
+
+impl Lines {
+    /// Reads `out` (a child's stdout or stderr) until it closes.
+    pub fn of(out: impl std::io::Read + Send + 'static) -> Lines {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines(rx)
+    }
+
+    /// The next line; panics, naming `what`, if none comes within [`WAIT`].
+    pub fn next(&self, what: &str) -> String {
+        use std::sync::mpsc::RecvTimeoutError;
+        match self.0.recv_timeout(WAIT) {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Timeout) => panic!("timed out waiting for {what}"),
+            Err(RecvTimeoutError::Disconnected) => panic!("the output ended before {what}"),
+        }
+    }
+
+    /// Every line left, once the output closes (the process has exited).
+    pub fn rest(self) -> Vec<String> {
+        self.0.into_iter().collect()
     }
 }

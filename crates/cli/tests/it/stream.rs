@@ -1,6 +1,6 @@
 //! Live streams: SSE with exact resume, through our client and through curl.
 
-use crate::{ADMIN, TestServer, client_with_token, job_event};
+use crate::{ADMIN, Lines, TestServer, client_with_token, job_event};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::sync::Arc;
@@ -212,8 +212,20 @@ fn shutdown_tells_stream_clients_where_to_resume() {
         .get(s.url("/v2/events/stream?since=0"))
         .send()
         .expect("stream");
-    let reader = std::thread::spawn(move || read_sse(resp, |m| m.event.is_some()));
-    std::thread::sleep(Duration::from_millis(300));
+    let (seen, events) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        read_sse(resp, |m| {
+            if m.id.is_some() {
+                let _ = seen.send(());
+            }
+            m.event.is_some()
+        })
+    });
+    for _ in 0..2 {
+        events
+            .recv_timeout(crate::WAIT)
+            .expect("both events on the stream");
+    }
     let (status, logs) = s.terminate();
     assert!(status.success(), "{logs}");
     let msgs = reader.join().expect("reader");
@@ -236,7 +248,7 @@ fn listen_reconnects_and_resumes_across_a_restart() {
     ));
     // The restarted server must be on the same address: take this one's port.
     let port = s.base.rsplit(':').next().expect("port").to_owned();
-    let listener = std::process::Command::new(crate::BIN)
+    let mut listener = std::process::Command::new(crate::BIN)
         .args([
             "listen",
             "--server",
@@ -255,7 +267,12 @@ fn listen_reconnects_and_resumes_across_a_restart() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("listen");
-    std::thread::sleep(Duration::from_millis(800));
+    let stdout = Lines::of(listener.stdout.take().expect("stdout"));
+    let stderr = Lines::of(listener.stderr.take().expect("stderr"));
+    // The server stops once the listener has printed the first three.
+    let mut lines: Vec<String> = (1..=3)
+        .map(|n| stdout.next(&format!("event {n} from listen")))
+        .collect();
     s.terminate();
     drop(s);
     let s = TestServer::builder()
@@ -265,11 +282,12 @@ fn listen_reconnects_and_resumes_across_a_restart() {
     s.post_json(&json!(
         (3..6).map(|i| job_event("A", i)).collect::<Vec<_>>()
     ));
-    let out = listener.wait_with_output().expect("listen output");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let seqs: Vec<u64> = String::from_utf8_lossy(&out.stdout)
-        .lines()
+    lines.extend(stdout.rest());
+    let stderr = stderr.rest().join("\n");
+    let status = listener.wait().expect("listen exit");
+    assert!(status.success(), "{stderr}");
+    let seqs: Vec<u64> = lines
+        .iter()
         .map(|l| {
             serde_json::from_str::<Value>(l).expect("json")["seq"]
                 .as_u64()

@@ -1,6 +1,6 @@
 //! CDS's websocket protocol, spoken by a Python `websocket-client`.
 
-use crate::{ADMIN, TestServer, job_event};
+use crate::{ADMIN, Lines, TestServer, job_event};
 use serde_json::{Value, json};
 use std::process::Command;
 
@@ -212,7 +212,7 @@ fn shutdown_tells_websocket_clients_where_to_resume() {
     let url = format!("{}/v2/ws?since=0", s.base.replacen("http", "ws", 1));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/clients/ws_client.py");
     ensure_websocket_client();
-    let child = Command::new("python3")
+    let mut child = Command::new("python3")
         .arg(script)
         .args([
             url,
@@ -224,12 +224,15 @@ fn shutdown_tells_websocket_clients_where_to_resume() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("python3");
-    std::thread::sleep(std::time::Duration::from_millis(800));
+    let out = Lines::of(child.stdout.take().expect("stdout"));
+    // The server stops once the client has both events.
+    let mut lines = vec![out.next("the first event"), out.next("the second event")];
     let (status, logs) = s.terminate();
     assert!(status.success(), "{logs}");
-    let out = child.wait_with_output().expect("client");
-    let msgs: Vec<Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
+    lines.extend(out.rest());
+    child.wait().expect("client");
+    let msgs: Vec<Value> = lines
+        .iter()
         .map(|l| serde_json::from_str(l).expect("json"))
         .collect();
     assert_eq!(msgs.len(), 3, "{msgs:?}");
@@ -298,8 +301,10 @@ fn a_stalled_client_neither_slows_others_nor_grows_memory() {
         .env("CDS_EVENTS_STREAM__QUEUE", "64")
         .start();
     let pid = s.child.id();
-    // The stalled one: subscribes to everything, then reads nothing.
-    let url = format!("{}/v2/ws", s.base.replacen("http", "ws", 1));
+    // The stalled one: subscribes to everything, reads the one event there
+    // is (so it is known to be subscribed), then reads nothing.
+    s.post_json(&job_event("A", 0));
+    let url = format!("{}/v2/ws?since=0", s.base.replacen("http", "ws", 1));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/clients/ws_client.py");
     ensure_websocket_client();
     let mut stalled = Command::new("python3")
@@ -308,18 +313,17 @@ fn a_stalled_client_neither_slows_others_nor_grows_memory() {
             url,
             ADMIN.to_owned(),
             "-60".into(),
-            "0".into(),
+            "1".into(),
             json!({"type": "events"}).to_string(),
         ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("python3");
-    let mut first = String::new();
-    BufReader::new(stalled.stdout.as_mut().expect("stdout"))
-        .read_line(&mut first)
-        .expect("line");
-    assert_eq!(first.trim(), "stalled");
-    std::thread::sleep(Duration::from_millis(300));
+    let out = Lines::of(stalled.stdout.take().expect("stdout"));
+    let first: Value =
+        serde_json::from_str(&out.next("the stalled client's one event")).expect("json");
+    assert_eq!(first["seq"], 1, "{first}");
+    assert_eq!(out.next("the client stalling"), "stalled");
     // The other one: an SSE reader noting when each event arrives.
     let resp = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(120))
@@ -332,10 +336,12 @@ fn a_stalled_client_neither_slows_others_nor_grows_memory() {
     // Two rounds: the first warms the server's caches, the second is measured.
     const BATCHES: u64 = 40;
     const PER_BATCH: u64 = 1000;
+    let (reading, started) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
         let mut arrivals: Vec<(u64, Instant)> = Vec::new();
         for line in BufReader::new(resp).lines() {
             let Ok(line) = line else { break };
+            let _ = reading.send(());
             if let Some(id) = line.strip_prefix("id: ") {
                 arrivals.push((id.parse().expect("id"), Instant::now()));
                 if arrivals.len() as u64 == BATCHES * PER_BATCH {
@@ -345,7 +351,10 @@ fn a_stalled_client_neither_slows_others_nor_grows_memory() {
         }
         arrivals
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // Publishing starts once the reader reads (the stream's first lines).
+    started
+        .recv_timeout(crate::WAIT)
+        .expect("the reader reading");
     let mut before = rss_kib(pid);
     let padding = "p".repeat(4000);
     let mut acked: Vec<(u64, Instant)> = Vec::new();
@@ -472,6 +481,7 @@ fn a_peer_that_never_answers_pings_is_closed_after_the_ping_timeout() {
     // past the timeout and gets an event published 1.5 s later.
     let publisher = std::thread::scope(|scope| {
         scope.spawn(|| {
+            // The wait is the test: well past the 700 ms ping timeout.
             std::thread::sleep(Duration::from_millis(1500));
             s.post_json(&job_event("A", 1))
         });

@@ -4,8 +4,8 @@ the `websocket-client` package from PyPI.
 usage: ws_client.py URL TOKEN SECONDS MAX MESSAGE...
 Sends each MESSAGE (JSON text), then prints every message received, one per
 line, until MAX messages or SECONDS of silence, or the server closes.
-A negative SECONDS is a stalled client: it sends, then reads nothing for
-that long, and exits."""
+A negative SECONDS is a stalled client: it sends, prints MAX messages and
+then "stalled", reads nothing more for that long, and exits."""
 import sys
 
 import websocket
@@ -20,6 +20,8 @@ for message in sys.argv[5:]:
     ws.send(message)
 if seconds < 0:
     import time
+    for _ in range(most):
+        print(ws.recv(), flush=True)
     print("stalled", flush=True)
     time.sleep(-seconds)
     sys.exit(0)
