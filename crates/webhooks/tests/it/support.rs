@@ -73,6 +73,12 @@ impl World {
             let shutdown = shutdown.clone();
             tokio::spawn(async move { hooks.run(shutdown).await.expect("run") })
         };
+        // At the very first start the dispatcher begins at the log's head as
+        // it finds it when it first runs: a test's events must come after.
+        eventually("the dispatcher's start position", || async {
+            hooks.retention_hold().await.ok()?
+        })
+        .await;
         World {
             dir,
             log,
