@@ -10,7 +10,13 @@
 //! pass the shared [`conformance`] suite.
 
 pub mod conformance;
+pub mod consumer;
 pub mod sqlite;
+
+pub use consumer::{
+    Checkpoint, Consumer, ConsumerError, DurableConsumers, FollowOptions, LogPositions,
+    PositionStore, RetentionHold, follow,
+};
 
 use async_trait::async_trait;
 use cds_events_model::{EventFilter, FullEvent};
