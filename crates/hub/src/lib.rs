@@ -21,12 +21,15 @@ use cds_events_log::{EventLog, LogError, Seq, StoredEvent};
 use cds_events_model::{EventFilter, FullEvent};
 use std::collections::HashMap;
 use std::fmt;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+
+use cds_events_log::{Checkpoint, Consumer, ConsumerError, FollowOptions, follow};
 
 /// A committed event as the hub hands it out: decoded once, and framed once
 /// per protocol, however many clients receive it.
@@ -205,7 +208,18 @@ impl Hub {
             log: Arc::clone(&log),
             stats: Arc::clone(&stats),
         };
-        tokio::spawn(run(log, cmd_rx, stats, shutdown));
+        let fanout = Fanout {
+            cmd_rx,
+            index: Index::default(),
+            drop_list: Vec::new(),
+            stats,
+        };
+        let options = FollowOptions {
+            batch: READ_BATCH,
+            retry: std::time::Duration::from_millis(100),
+            ..FollowOptions::default()
+        };
+        tokio::spawn(follow(log, fanout, options, shutdown));
         hub
     }
 
@@ -286,68 +300,81 @@ impl Index {
     }
 }
 
-async fn run(
-    log: Arc<dyn EventLog>,
-    mut cmd_rx: mpsc::UnboundedReceiver<Command>,
+/// The hub's side of the consumer loop: routes each batch, and serves
+/// subscribe and unsubscribe commands while the loop waits for the head.
+/// Not durable: it starts at the head, and a subscriber that missed events
+/// catches up from the log itself.
+struct Fanout {
+    cmd_rx: mpsc::UnboundedReceiver<Command>,
+    index: Index,
+    drop_list: Vec<u64>,
     stats: Arc<HubStats>,
-    shutdown: CancellationToken,
-) {
-    let mut head = log.head();
-    let mut position = *head.borrow_and_update();
-    stats.position.store(position.0, Ordering::Relaxed);
-    let mut index = Index::default();
-    let mut drop_list: Vec<u64> = Vec::new();
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => return,
-            cmd = cmd_rx.recv() => match cmd {
-                Some(Command::Subscribe { id, sub, reply }) => {
-                    if reply.send(position).is_ok() {
-                        index.insert(id, sub);
-                    }
-                }
-                Some(Command::Unsubscribe(id)) => index.remove(id),
-                None => return,
-            },
-            changed = head.changed() => {
-                if changed.is_err() {
-                    return;
-                }
-                let target = *head.borrow_and_update();
-                if index.subs.is_empty() {
-                    // Nobody listening: nothing to read. A subscriber that
-                    // arrives later starts from here (or catches up itself).
-                    position = target;
-                }
-                while position < target {
-                    let batch = match log.read_after(position, READ_BATCH).await {
-                        Ok(b) => b,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "hub cannot read the log");
-                            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                            break;
-                        }
-                    };
-                    let Some(last) = batch.last() else { break };
-                    position = last.seq;
-                    for stored in &batch {
-                        let Some(live) = LiveEvent::new(stored) else {
-                            tracing::error!(seq = stored.seq.0, "stored event does not decode; not routed");
-                            continue;
-                        };
-                        route(&index, Arc::new(live), &mut drop_list, &stats);
-                    }
-                    for id in drop_list.drain(..) {
-                        index.remove(id);
-                    }
-                }
-                stats.position.store(position.0, Ordering::Relaxed);
-            }
-        }
-        stats
+}
+
+impl Fanout {
+    fn count_subscribers(&self) {
+        self.stats
             .subscribers
-            .store(index.subs.len() as u64, Ordering::Relaxed);
+            .store(self.index.subs.len() as u64, Ordering::Relaxed);
+    }
+}
+
+impl Consumer for Fanout {
+    fn name(&self) -> &str {
+        "hub"
+    }
+
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint::Volatile
+    }
+
+    /// Nobody listening: nothing to read. A subscriber that arrives later
+    /// starts from the head (or catches up itself).
+    fn is_listening(&self) -> bool {
+        !self.index.subs.is_empty()
+    }
+
+    async fn handle(&mut self, batch: &[StoredEvent]) -> Result<(), ConsumerError> {
+        for stored in batch {
+            let Some(live) = LiveEvent::new(stored) else {
+                tracing::error!(
+                    seq = stored.seq.0,
+                    "stored event does not decode; not routed"
+                );
+                continue;
+            };
+            route(
+                &self.index,
+                Arc::new(live),
+                &mut self.drop_list,
+                &self.stats,
+            );
+        }
+        for id in self.drop_list.drain(..) {
+            self.index.remove(id);
+        }
+        self.count_subscribers();
+        Ok(())
+    }
+
+    /// A subscriber joins at the position reached: every event after it
+    /// goes to its queue.
+    async fn input(&mut self, position: Seq) -> ControlFlow<()> {
+        match self.cmd_rx.recv().await {
+            Some(Command::Subscribe { id, sub, reply }) => {
+                if reply.send(position).is_ok() {
+                    self.index.insert(id, sub);
+                }
+            }
+            Some(Command::Unsubscribe(id)) => self.index.remove(id),
+            None => return ControlFlow::Break(()),
+        }
+        self.count_subscribers();
+        ControlFlow::Continue(())
+    }
+
+    fn reached(&mut self, position: Seq) {
+        self.stats.position.store(position.0, Ordering::Relaxed);
     }
 }
 
