@@ -1,17 +1,21 @@
 //! The dispatcher: follows the log and turns every event that matches a
 //! notification into a delivery row, durably, before anything is sent.
 //!
-//! For each batch read after its position it writes the batch's deliveries
+//! A consumer driven by the log's one loop ([`cds_events_log::follow`]):
+//! for each batch read after its position it writes the batch's deliveries
 //! and the new position in one transaction (see `store::writer`), then wakes
 //! the workers concerned. It never sends anything and never waits for a
 //! receiver, so a slow endpoint cannot hold the log back.
 
 use crate::Inner;
 use crate::store::NewDelivery;
-use cds_events_log::Seq;
+use cds_events_log::{
+    Checkpoint, Consumer, ConsumerError, EventLog, FollowOptions, LogError, PositionStore, Seq,
+    StoredEvent, follow,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Events read from the log per transaction.
@@ -19,136 +23,96 @@ const READ_BATCH: usize = 512;
 /// How often the position is stored while it only follows the head.
 const IDLE_PERSIST: Duration = Duration::from_secs(1);
 
+/// Follows the log until `shutdown` (see [`cds_events_log::follow`]).
 pub(crate) async fn run(inner: Arc<Inner>, shutdown: CancellationToken) {
-    let mut head = inner.log.head();
-    let start_head = *head.borrow_and_update();
-    let mut position = loop {
-        match start_position(&inner, start_head).await {
-            Ok(p) => break p,
-            Err(e) => {
-                tracing::error!(error = %e, "webhooks dispatcher cannot read its position");
-                if pause(&shutdown, Duration::from_secs(1)).await {
-                    return;
-                }
-            }
-        }
+    let log = Arc::clone(&inner.log);
+    let options = FollowOptions {
+        batch: READ_BATCH,
+        retry: Duration::from_millis(500),
+        idle_persist: IDLE_PERSIST,
     };
-    // While there is no notification at all, nothing is read: the position
-    // follows the head, and is stored at most once per `IDLE_PERSIST`.
-    let mut stored = position;
-    let mut stored_at = Instant::now();
-    loop {
-        loop {
-            let target = *head.borrow_and_update();
-            if position >= target {
-                break;
-            }
-            if shutdown.is_cancelled() {
-                break;
-            }
-            // The head is read before the registry: an event after `target`
-            // may be one a notification created meanwhile must get.
-            if inner.registry.is_empty() {
-                position = target;
-                if stored_at.elapsed() >= IDLE_PERSIST {
-                    persist(&inner, &mut stored, &mut stored_at, position).await;
-                }
-                break;
-            }
-            let limit = tokio::select! {
-                n = inner.pressure.admit_reads(READ_BATCH) => n,
-                _ = shutdown.cancelled() => break,
-            };
-            match dispatch_batch(&inner, position, limit).await {
-                Ok(Some(p)) => {
-                    position = p;
-                    (stored, stored_at) = (p, Instant::now());
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, position = position.0, "webhooks dispatcher failed a batch; retrying");
-                    if pause(&shutdown, Duration::from_millis(500)).await {
-                        return;
-                    }
-                }
-            }
-        }
-        let idle = (position > stored).then(|| stored_at + IDLE_PERSIST);
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break,
-            changed = head.changed() => if changed.is_err() { break },
-            _ = tokio::time::sleep_until(idle.unwrap_or_else(Instant::now).into()), if idle.is_some() => {
-                persist(&inner, &mut stored, &mut stored_at, position).await;
-            }
-        }
+    follow(log, Dispatcher { inner }, options, shutdown).await;
+}
+
+/// The dispatcher as a consumer of the log. Its position lives in
+/// `webhooks.db`, written with each batch's deliveries.
+struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+impl Consumer for Dispatcher {
+    fn name(&self) -> &str {
+        "webhooks"
     }
-    // Stopping with no notification: the events appended until now need
-    // nothing, even those whose head change lost the race with the stop
-    // (the head first, then the registry, as above).
-    let target = *head.borrow();
-    if target > position && inner.registry.is_empty() {
-        position = target;
+
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint::WithBatch(Arc::new(Position(Arc::clone(&self.inner))))
     }
-    if position > stored {
-        persist(&inner, &mut stored, &mut stored_at, position).await;
+
+    /// While there is no notification at all, nothing is read: the position
+    /// follows the head.
+    fn is_listening(&self) -> bool {
+        !self.inner.registry.is_empty()
+    }
+
+    /// Ingest first: paced while the machine is saturated.
+    async fn admit(&mut self, max: usize) -> usize {
+        self.inner.pressure.admit_reads(max).await
+    }
+
+    /// One log read in flight from the whole engine (see `Inner::log_reads`).
+    async fn read(
+        &self,
+        log: &dyn EventLog,
+        after: Seq,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, LogError> {
+        let _permit = self.inner.log_reads.acquire().await;
+        log.read_after(after, limit).await
+    }
+
+    async fn handle(&mut self, batch: &[StoredEvent]) -> Result<(), ConsumerError> {
+        dispatch_batch(&self.inner, batch)
+            .await
+            .map_err(|e| ConsumerError::Handle(Box::new(e)))
     }
 }
 
-/// Stores the position reached without reading (no notification).
-async fn persist(inner: &Inner, stored: &mut Seq, stored_at: &mut Instant, position: Seq) {
-    match inner.store.set_position(position).await {
-        Ok(()) => *stored = position,
-        Err(e) => tracing::warn!(error = %e, "cannot store the webhooks position"),
+/// The dispatcher's position in `webhooks.db`.
+struct Position(Arc<Inner>);
+
+#[async_trait::async_trait]
+impl PositionStore for Position {
+    async fn load(&self) -> Result<Option<Seq>, ConsumerError> {
+        let stored = self.0.store.position().await.map_err(position_error)?;
+        // A negative position was never written: start at the head.
+        Ok(stored.and_then(|p| u64::try_from(p).ok()).map(Seq))
     }
-    *stored_at = Instant::now();
+
+    async fn save(&self, position: Seq) -> Result<(), ConsumerError> {
+        self.0
+            .store
+            .set_position(position)
+            .await
+            .map_err(position_error)
+    }
 }
 
-/// Sleeps, or returns `true` at shutdown.
-async fn pause(shutdown: &CancellationToken, d: Duration) -> bool {
-    tokio::select! {
-        _ = shutdown.cancelled() => true,
-        _ = tokio::time::sleep(d) => false,
-    }
+fn position_error(e: crate::WebhooksError) -> ConsumerError {
+    ConsumerError::Position(Box::new(e))
 }
 
-/// The stored position; at the very first start, the log's head (history is
-/// not delivered), recorded at once so that events appended from now on are
-/// delivered even if the process stops before the next batch.
-async fn start_position(inner: &Inner, head: Seq) -> Result<Seq, crate::WebhooksError> {
-    let stored = inner.store.position().await?;
-    match stored {
-        Some(p) if p >= 0 && (p as u64) <= head.0 => return Ok(Seq(p as u64)),
-        Some(p) => tracing::warn!(
-            position = p,
-            head = head.0,
-            "webhooks position is beyond the log's head (a new log?); starting at the head"
-        ),
-        None => {}
-    }
-    inner.store.set_position(head).await?;
-    Ok(head)
-}
-
-/// Reads (at most `limit` events), matches and records one batch; returns
-/// the new position, or `None` when the log had nothing after `position`.
-async fn dispatch_batch(
-    inner: &Inner,
-    position: Seq,
-    limit: usize,
-) -> Result<Option<Seq>, crate::WebhooksError> {
-    let batch = {
-        let _permit = inner.log_reads.acquire().await;
-        inner.log.read_after(position, limit).await?
-    };
+/// Matches and records one batch (never empty): its deliveries and the
+/// position of its last event, in one transaction.
+async fn dispatch_batch(inner: &Inner, batch: &[StoredEvent]) -> Result<(), crate::WebhooksError> {
     let Some(last) = batch.last().map(|e| e.seq) else {
-        return Ok(None);
+        return Ok(());
     };
     let index = inner.registry.index();
     let mut rows = Vec::new();
     let mut woken: HashMap<i64, Arc<tokio::sync::Notify>> = HashMap::new();
     if !index.by_project.is_empty() {
-        for stored in &batch {
+        for stored in batch {
             // Only the type and project route an event: the rest of it is
             // not decoded.
             let event = match cds_events_model::peek_stored(&stored.json) {
@@ -186,5 +150,5 @@ async fn dispatch_batch(
     for wake in woken.values() {
         wake.notify_one();
     }
-    Ok(Some(last))
+    Ok(())
 }
