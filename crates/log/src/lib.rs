@@ -11,6 +11,7 @@
 
 pub mod conformance;
 pub mod consumer;
+pub mod pacing;
 pub mod sqlite;
 
 pub use consumer::{

@@ -6,7 +6,7 @@
 //! delivery for every (event, matching notification) pair, durably, with its
 //! log position in the same transaction; one [`worker`] per notification
 //! sends its due deliveries and records every attempt; while ingest saturates
-//! the machine, [`pressure`] paces both. Nothing here is called
+//! the machine, [`cds_events_log::pacing`] paces both. Nothing here is called
 //! by the ingest path, and this crate knows nothing of HTTP routes: the
 //! server maps [`Webhooks`]' methods to them and [`WebhooksError`] to
 //! statuses.
@@ -20,7 +20,6 @@ pub mod crypto;
 mod dispatcher;
 pub mod error;
 pub mod model;
-mod pressure;
 mod registry;
 mod send;
 pub mod signing;
@@ -88,7 +87,7 @@ pub(crate) struct Inner {
     pub(crate) log_reads: tokio::sync::Semaphore,
     /// Ingest first: paces the dispatcher and the workers while the machine
     /// is saturated and events are being ingested.
-    pub(crate) pressure: pressure::Pressure,
+    pub(crate) pressure: cds_events_log::pacing::Pacing,
     /// One outbox flush at a time.
     outbox_flush: tokio::sync::Mutex<()>,
     running: Mutex<Option<(TaskTracker, CancellationToken)>>,
@@ -132,7 +131,10 @@ impl Webhooks {
                 sender,
                 cache: cache::EventCache::new(EVENT_CACHE_BYTES),
                 log_reads: tokio::sync::Semaphore::new(1),
-                pressure: pressure::Pressure::new(),
+                pressure: cds_events_log::pacing::Pacing::new(
+                    "webhook deliveries",
+                    "cds_events_webhook_yield_rate",
+                ),
                 outbox_flush: tokio::sync::Mutex::new(()),
                 running: Mutex::new(None),
             }),
@@ -159,12 +161,18 @@ impl Webhooks {
         if self.inner.config.yield_to_ingest {
             let inner = Arc::clone(&self.inner);
             let shutdown = shutdown.clone();
-            let policy = pressure::Policy {
+            let policy = cds_events_log::pacing::Policy {
                 cpu: inner.config.yield_cpu,
                 floor: inner.config.yield_rate,
             };
             tracker.spawn(async move {
-                pressure::control(&inner.pressure, policy, inner.log.as_ref(), shutdown).await
+                cds_events_log::pacing::control(
+                    &inner.pressure,
+                    policy,
+                    inner.log.as_ref(),
+                    shutdown,
+                )
+                .await
             });
         }
         tracker.spawn({

@@ -205,7 +205,7 @@ async fn attempt(
         let (at, outcome) = tokio::select! {
             o = async {
                 // Ingest first: paced while the machine is saturated.
-                inner.pressure.admit_send().await;
+                inner.pressure.admit_attempt().await;
                 let at = now_ms();
                 (at, inner.sender.send(&n, &msg_id, body.as_bytes()).await)
             } => o,
