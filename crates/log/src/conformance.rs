@@ -11,6 +11,9 @@ use cds_events_model::{EventFilter, EventType, FullEvent, Payload, Timestamp};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod consumers;
+pub use consumers::*;
+
 /// Opens a backend over one private store.
 #[async_trait]
 pub trait Harness: Send + Sync {
@@ -599,6 +602,7 @@ macro_rules! conformance_tests {
             reopening_keeps_events_and_sequence_continues,
             purge_deletes_oldest_first_and_cursors_continue,
             concurrent_appends_commit_in_sequence_order,
+            a_registered_consumers_hold_keeps_its_events_through_a_purge,
         );
     };
     (@each $make:expr; $($name:ident),+ $(,)?) => {

@@ -19,7 +19,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::get;
 use cds_events_log::sqlite::{SqliteLog, SqliteOptions};
-use cds_events_log::{EventLog, Retention};
+use cds_events_log::{DurableConsumers, EventLog, Retention};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -193,6 +193,9 @@ pub struct Server {
     state: AppState,
     bootstrap: cds_events_auth::Bootstrap,
     hub_shutdown: CancellationToken,
+    /// Every durable consumer of the log: retention keeps what the slowest
+    /// still needs.
+    consumers: DurableConsumers,
 }
 
 impl std::fmt::Debug for Server {
@@ -258,6 +261,8 @@ impl Server {
                 .await
                 .map_err(|e| cds_events_webhooks::WebhooksError::Storage(e.to_string()))??
         };
+        let consumers = DurableConsumers::default();
+        consumers.register(Arc::new(webhooks.clone()));
         let config_max_connections = config.stream.max_connections;
         let state = AppState {
             log,
@@ -272,6 +277,7 @@ impl Server {
         };
         Ok(Server {
             hub_shutdown,
+            consumers,
             listener,
             tls,
             state,
@@ -302,6 +308,7 @@ impl Server {
             tls,
             state,
             hub_shutdown,
+            consumers,
             ..
         } = self;
         let tasks = TaskTracker::new();
@@ -320,7 +327,7 @@ impl Server {
         let webhooks = state.webhooks.clone();
         tasks.spawn(retention_loop(
             Arc::clone(&log),
-            webhooks.clone(),
+            consumers,
             Arc::clone(&config),
             shutdown.clone(),
         ));
@@ -468,10 +475,11 @@ fn tls_acceptor(
 
 /// Deletes events beyond the retention policy, oldest first, in small
 /// transactions with a pause between them so appends interleave. Events that
-/// pending webhook deliveries still have to send are kept.
+/// a durable consumer still needs (the low-water mark over all of them:
+/// pending webhook deliveries, a sink's position) are kept.
 async fn retention_loop(
     log: Arc<dyn EventLog>,
-    webhooks: cds_events_webhooks::Webhooks,
+    consumers: DurableConsumers,
     config: Arc<Config>,
     shutdown: CancellationToken,
 ) {
@@ -486,11 +494,11 @@ async fn retention_loop(
     }
     loop {
         let mut purged = 0u64;
-        match webhooks.retention_hold().await {
+        match consumers.low_water_mark().await {
             Ok(hold) => retention.hold_from = hold,
             Err(e) => {
-                // Not knowing what deliveries need, purge nothing this time.
-                tracing::warn!(error = %e, "cannot read what webhook deliveries hold; no purge");
+                // Not knowing what a consumer needs, purge nothing this time.
+                tracing::warn!(consumer = %e.consumer, error = %e.error, "cannot read what a consumer holds; no purge");
                 retention.hold_from = Some(cds_events_log::Seq(0));
             }
         }

@@ -19,6 +19,7 @@ pub mod config;
 pub mod crypto;
 mod dispatcher;
 pub mod error;
+mod hold;
 pub mod model;
 mod registry;
 mod send;

@@ -40,7 +40,8 @@ use std::time::Duration;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Why a step of a consumer failed. [`follow`] logs it and tries the step
-/// again after [`FollowOptions::retry`].
+/// again after [`FollowOptions::retry`]; retention purges nothing while a
+/// consumer cannot say what it holds.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {
     /// Reading the log, or its `consumers` table, failed.
@@ -52,6 +53,9 @@ pub enum ConsumerError {
     /// The consumer failed to handle a batch.
     #[error("handling a batch: {0}")]
     Handle(#[source] BoxError),
+    /// The consumer cannot tell what it still needs from the log.
+    #[error("reading what it holds: {0}")]
+    Hold(#[source] BoxError),
 }
 
 /// Where a consumer's position is kept, and who writes it.

@@ -511,7 +511,7 @@ impl RetentionHold for Holds {
     async fn needs_from(&self) -> Result<Option<Seq>, ConsumerError> {
         self.1
             .map(|s| s.map(Seq))
-            .map_err(|()| ConsumerError::Position(Box::new(Failing)))
+            .map_err(|()| ConsumerError::Hold(Box::new(Failing)))
     }
 }
 
