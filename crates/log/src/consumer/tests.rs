@@ -179,14 +179,15 @@ struct Recorder {
     inputs: Option<mpsc::Receiver<oneshot::Sender<Seq>>>,
 }
 
-impl Recorder {
-    fn new(checkpoint: Checkpoint, seen: &Arc<Seen>) -> Recorder {
-        Recorder {
-            checkpoint,
-            seen: Arc::clone(seen),
-            inputs: None,
-        }
-    }
+/// A recorder keeping its position as `checkpoint` says, and what it does.
+fn recorder(checkpoint: Checkpoint) -> (Recorder, Arc<Seen>) {
+    let seen = Seen::new();
+    let consumer = Recorder {
+        checkpoint,
+        seen: Arc::clone(&seen),
+        inputs: None,
+    };
+    (consumer, seen)
 }
 
 impl Consumer for Recorder {
@@ -227,31 +228,48 @@ impl Consumer for Recorder {
     }
 }
 
-fn options(batch: usize) -> FollowOptions {
-    FollowOptions {
-        batch,
-        ..FollowOptions::default()
+/// A recorder following the log on its own task.
+struct Running {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Recorder>,
+}
+
+impl Running {
+    async fn stop(self) -> Recorder {
+        self.stop.cancel();
+        let consumer = tokio::time::timeout(DEADLINE, self.task)
+            .await
+            .expect("the loop stops")
+            .expect("the loop does not panic");
+        consumer.seen.reached.send_replace(None);
+        consumer
     }
 }
 
-/// Starts `follow` on its own task.
-fn start(
-    log: &Arc<MemLog>,
-    consumer: Recorder,
-    opts: FollowOptions,
-) -> (CancellationToken, tokio::task::JoinHandle<Recorder>) {
+/// Starts `follow` (default options, `batch` events per read) and waits
+/// until it has taken its start position.
+async fn start(log: &Arc<MemLog>, consumer: Recorder, batch: usize) -> Running {
+    let seen = Arc::clone(&consumer.seen);
     let stop = CancellationToken::new();
     let log: Arc<dyn EventLog> = Arc::clone(log) as Arc<dyn EventLog>;
+    let opts = FollowOptions {
+        batch,
+        ..FollowOptions::default()
+    };
     let task = tokio::spawn(follow(log, consumer, opts, stop.clone()));
-    (stop, task)
+    seen.reach(0).await;
+    Running { stop, task }
 }
 
-async fn stop(stop: CancellationToken, task: tokio::task::JoinHandle<Recorder>) -> Recorder {
-    stop.cancel();
-    tokio::time::timeout(DEADLINE, task)
-        .await
-        .expect("the loop stops")
-        .expect("the loop does not panic")
+/// Starts `consumer`, appends `n` events, waits until it handled them and
+/// stops it.
+async fn follow_through(log: &Arc<MemLog>, consumer: Recorder, batch: usize, n: usize) -> Recorder {
+    let seen = Arc::clone(&consumer.seen);
+    let run = start(log, consumer, batch).await;
+    let head = log.head.borrow().0;
+    log.push(n);
+    seen.reach(head + n as u64).await;
+    run.stop().await
 }
 
 #[tokio::test(start_paused = true)]
@@ -259,17 +277,13 @@ async fn a_first_start_begins_at_the_head_and_stores_it() {
     let log = MemLog::new();
     log.push(3);
     let saves = Arc::new(Saves::default());
-    let seen = Seen::new();
-    let (s, t) = start(
-        &log,
-        Recorder::new(Checkpoint::AfterBatch(saves.clone()), &seen),
-        options(10),
-    );
+    let (consumer, seen) = recorder(Checkpoint::AfterBatch(saves.clone()));
+    let run = start(&log, consumer, 10).await;
     seen.reach(3).await;
     assert_eq!(saves.all(), [3], "the head, stored at once");
     log.push(2);
     seen.reach(5).await;
-    stop(s, t).await;
+    run.stop().await;
     assert_eq!(seen.batches(), [vec![4, 5]], "history is not replayed");
 }
 
@@ -277,16 +291,8 @@ async fn a_first_start_begins_at_the_head_and_stores_it() {
 async fn after_batch_the_position_is_stored_after_each_batch() {
     let log = MemLog::new();
     let saves = Arc::new(Saves::default());
-    let seen = Seen::new();
-    let (s, t) = start(
-        &log,
-        Recorder::new(Checkpoint::AfterBatch(saves.clone()), &seen),
-        options(2),
-    );
-    seen.reach(0).await;
-    log.push(5);
-    seen.reach(5).await;
-    stop(s, t).await;
+    let (consumer, seen) = recorder(Checkpoint::AfterBatch(saves.clone()));
+    follow_through(&log, consumer, 2, 5).await;
     assert_eq!(seen.batches(), [vec![1, 2], vec![3, 4], vec![5]]);
     assert_eq!(saves.all(), [0, 2, 4, 5]);
 }
@@ -295,16 +301,8 @@ async fn after_batch_the_position_is_stored_after_each_batch() {
 async fn a_log_table_position_is_the_consumers_row() {
     let log = MemLog::new();
     let positions = Arc::new(LogPositions::new(log.clone(), "sink"));
-    let seen = Seen::new();
-    let (s, t) = start(
-        &log,
-        Recorder::new(Checkpoint::AfterBatch(positions.clone()), &seen),
-        options(10),
-    );
-    seen.reach(0).await;
-    log.push(3);
-    seen.reach(3).await;
-    stop(s, t).await;
+    let (consumer, _) = recorder(Checkpoint::AfterBatch(positions.clone()));
+    follow_through(&log, consumer, 10, 3).await;
     assert_eq!(
         log.consumer_position("sink").await.expect("position"),
         Some(Seq(3))
@@ -316,16 +314,8 @@ async fn a_log_table_position_is_the_consumers_row() {
 async fn with_batch_the_loop_leaves_a_handled_batch_position_to_the_consumer() {
     let log = MemLog::new();
     let saves = Arc::new(Saves::default());
-    let seen = Seen::new();
-    let (s, t) = start(
-        &log,
-        Recorder::new(Checkpoint::WithBatch(saves.clone()), &seen),
-        options(2),
-    );
-    seen.reach(0).await;
-    log.push(3);
-    seen.reach(3).await;
-    stop(s, t).await;
+    let (consumer, seen) = recorder(Checkpoint::WithBatch(saves.clone()));
+    follow_through(&log, consumer, 2, 3).await;
     assert_eq!(seen.batches(), [vec![1, 2], vec![3]]);
     assert_eq!(saves.all(), [0], "only the first start's head");
 }
@@ -334,18 +324,13 @@ async fn with_batch_the_loop_leaves_a_handled_batch_position_to_the_consumer() {
 async fn resumes_from_its_stored_position_after_a_restart() {
     let log = MemLog::new();
     let positions = Arc::new(LogPositions::new(log.clone(), "sink"));
-    let seen = Seen::new();
-    let consumer = Recorder::new(Checkpoint::AfterBatch(positions.clone()), &seen);
-    let (s, t) = start(&log, consumer, options(10));
-    seen.reach(0).await;
-    log.push(2);
-    seen.reach(2).await;
-    let consumer = stop(s, t).await;
+    let (consumer, seen) = recorder(Checkpoint::AfterBatch(positions));
+    let consumer = follow_through(&log, consumer, 10, 2).await;
     // Appended while it was stopped: handled after the restart.
     log.push(3);
-    let (s, t) = start(&log, consumer, options(10));
+    let run = start(&log, consumer, 10).await;
     seen.reach(5).await;
-    stop(s, t).await;
+    run.stop().await;
     assert_eq!(seen.batches(), [vec![1, 2], vec![3, 4, 5]]);
 }
 
@@ -355,16 +340,11 @@ async fn a_position_beyond_the_head_starts_at_the_head() {
     log.push(2);
     let saves = Arc::new(Saves::default());
     saves.save(Seq(9)).await.expect("save");
-    let seen = Seen::new();
-    let (s, t) = start(
-        &log,
-        Recorder::new(Checkpoint::WithBatch(saves.clone()), &seen),
-        options(10),
-    );
-    seen.reach(2).await;
+    let (consumer, seen) = recorder(Checkpoint::WithBatch(saves.clone()));
+    let run = start(&log, consumer, 10).await;
     log.push(1);
     seen.reach(3).await;
-    stop(s, t).await;
+    run.stop().await;
     assert_eq!(seen.batches(), [vec![3]]);
     assert_eq!(saves.all(), [9, 2]);
 }
@@ -373,15 +353,9 @@ async fn a_position_beyond_the_head_starts_at_the_head() {
 async fn follows_the_head_without_reading_while_nobody_listens() {
     let log = MemLog::new();
     let saves = Arc::new(Saves::default());
-    let seen = Seen::new();
+    let (consumer, seen) = recorder(Checkpoint::WithBatch(saves.clone()));
     seen.listening.store(false, Ordering::SeqCst);
-    let opts = options(10);
-    let (s, t) = start(
-        &log,
-        Recorder::new(Checkpoint::WithBatch(saves.clone()), &seen),
-        opts,
-    );
-    seen.reach(0).await;
+    let run = start(&log, consumer, 10).await;
     let started = Instant::now();
     log.push(4);
     seen.reach(4).await;
@@ -389,21 +363,22 @@ async fn follows_the_head_without_reading_while_nobody_listens() {
     seen.reach(6).await;
     assert_eq!(log.reads(), 0, "nothing read while nobody listens");
     // Stored once the idle period is over, not at every head change.
+    let idle_persist = FollowOptions::default().idle_persist;
     let mut stored = Vec::new();
     for _ in 0..100 {
         stored = saves.all();
         if stored.last() == Some(&6) {
             break;
         }
-        tokio::time::sleep(opts.idle_persist / 10).await;
+        tokio::time::sleep(idle_persist / 10).await;
     }
     assert_eq!(stored, [0, 6]);
-    assert!(started.elapsed() >= opts.idle_persist);
+    assert!(started.elapsed() >= idle_persist);
     // Someone listens: only what comes next is read.
     seen.listening.store(true, Ordering::SeqCst);
     log.push(1);
     seen.reach(7).await;
-    stop(s, t).await;
+    run.stop().await;
     assert_eq!(seen.batches(), [vec![7]]);
 }
 
@@ -414,17 +389,12 @@ async fn follows_the_head_without_reading_while_nobody_listens() {
 async fn a_stop_with_nobody_listening_stores_the_head_it_has_seen() {
     let log = MemLog::new();
     let saves = Arc::new(Saves::default());
-    let seen = Seen::new();
+    let (consumer, seen) = recorder(Checkpoint::WithBatch(saves.clone()));
     seen.listening.store(false, Ordering::SeqCst);
-    let (s, t) = start(
-        &log,
-        Recorder::new(Checkpoint::WithBatch(saves.clone()), &seen),
-        options(10),
-    );
-    seen.reach(0).await;
+    let run = start(&log, consumer, 10).await;
     // Both ready at once: the stop goes first.
     log.push(3);
-    stop(s, t).await;
+    run.stop().await;
     assert_eq!(saves.all(), [0, 3]);
     assert_eq!(log.reads(), 0);
 }
@@ -433,17 +403,12 @@ async fn a_stop_with_nobody_listening_stores_the_head_it_has_seen() {
 async fn stops_cleanly_and_reads_nothing_after_the_stop() {
     let log = MemLog::new();
     let positions = Arc::new(LogPositions::new(log.clone(), "sink"));
-    let seen = Seen::new();
-    let (s, t) = start(
-        &log,
-        Recorder::new(Checkpoint::AfterBatch(positions), &seen),
-        options(10),
-    );
-    seen.reach(0).await;
+    let (consumer, seen) = recorder(Checkpoint::AfterBatch(positions));
+    let run = start(&log, consumer, 10).await;
     log.push(2);
     seen.reach(2).await;
     let reads = log.reads();
-    stop(s, t).await;
+    run.stop().await;
     log.push(2);
     tokio::task::yield_now().await;
     assert_eq!(log.reads(), reads);
@@ -456,33 +421,27 @@ async fn stops_cleanly_and_reads_nothing_after_the_stop() {
 #[tokio::test(start_paused = true)]
 async fn retries_a_failed_read_and_a_failed_batch_after_a_pause() {
     let log = MemLog::new();
-    let seen = Seen::new();
-    let opts = options(10);
-    let (s, t) = start(&log, Recorder::new(Checkpoint::Volatile, &seen), opts);
-    seen.reach(0).await;
+    let (consumer, seen) = recorder(Checkpoint::Volatile);
+    let run = start(&log, consumer, 10).await;
     log.failing_reads.store(1, Ordering::SeqCst);
     seen.failing_handles.store(1, Ordering::SeqCst);
     let started = Instant::now();
     log.push(3);
     seen.reach(3).await;
-    assert!(
-        started.elapsed() >= opts.retry * 2,
-        "{:?}",
-        started.elapsed()
-    );
+    let retry = FollowOptions::default().retry;
+    assert!(started.elapsed() >= retry * 2, "{:?}", started.elapsed());
     assert_eq!(log.reads(), 3, "a failed read, a failed batch, then one");
-    stop(s, t).await;
+    run.stop().await;
     assert_eq!(seen.batches(), [vec![1, 2, 3]], "handled once");
 }
 
 #[tokio::test(start_paused = true)]
 async fn inputs_are_served_while_waiting_with_the_position_reached() {
     let log = MemLog::new();
-    let seen = Seen::new();
     let (tx, rx) = mpsc::channel(1);
-    let mut consumer = Recorder::new(Checkpoint::Volatile, &seen);
+    let (mut consumer, seen) = recorder(Checkpoint::Volatile);
     consumer.inputs = Some(rx);
-    let (_s, t) = start(&log, consumer, options(10));
+    let run = start(&log, consumer, 10).await;
     let ask = || async {
         let (reply, answer) = oneshot::channel();
         tx.send(reply).await.expect("the loop is running");
@@ -492,9 +451,9 @@ async fn inputs_are_served_while_waiting_with_the_position_reached() {
     log.push(4);
     seen.reach(4).await;
     assert_eq!(ask().await, Seq(4));
-    // Its inputs closed: the loop stops.
+    // Its inputs closed: the loop stops by itself.
     drop(tx);
-    tokio::time::timeout(DEADLINE, t)
+    tokio::time::timeout(DEADLINE, run.task)
         .await
         .expect("the loop stops")
         .expect("no panic");
