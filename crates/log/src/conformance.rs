@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod consumers;
+mod ordering;
 pub use consumers::*;
+pub use ordering::*;
 
 /// Opens a backend over one private store.
 #[async_trait]
@@ -550,41 +552,6 @@ pub async fn purge_deletes_oldest_first_and_cursors_continue(h: &dyn Harness) {
     log.close().await.expect("close");
 }
 
-pub async fn concurrent_appends_commit_in_sequence_order(h: &dyn Harness) {
-    let log = h.open().await;
-    let mut tasks = Vec::new();
-    for t in 0..8 {
-        let log = Arc::clone(&log);
-        tasks.push(tokio::spawn(async move {
-            let mut mine = Vec::new();
-            for i in 0..20 {
-                let out = log
-                    .append(batch((0..5).map(|k| {
-                        event(EventType::RunJobEnded, &format!("P{t}"), i * 10 + k)
-                    })))
-                    .await
-                    .expect("append");
-                // Within one request, sequence numbers are consecutive.
-                assert!(out.windows(2).all(|w| w[1].seq.0 == w[0].seq.0 + 1));
-                mine.extend(out.into_iter().map(|a| a.seq.0));
-            }
-            mine
-        }));
-    }
-    let mut all = Vec::new();
-    for t in tasks {
-        let mine = t.await.expect("task");
-        assert!(
-            mine.windows(2).all(|w| w[0] < w[1]),
-            "a client sees its own events in order"
-        );
-        all.extend(mine);
-    }
-    all.sort_unstable();
-    assert_eq!(all, (1..=800).collect::<Vec<u64>>(), "no gap, no duplicate");
-    log.close().await.expect("close");
-}
-
 /// Runs every check of the suite against a backend. `$make` is an expression
 /// giving a fresh [`Harness`] (a new, empty store) each time it is evaluated.
 #[macro_export]
@@ -602,6 +569,7 @@ macro_rules! conformance_tests {
             reopening_keeps_events_and_sequence_continues,
             purge_deletes_oldest_first_and_cursors_continue,
             concurrent_appends_commit_in_sequence_order,
+            a_reader_following_the_head_never_sees_an_event_below_one_it_has_seen,
             a_registered_consumers_hold_keeps_its_events_through_a_purge,
         );
     };
