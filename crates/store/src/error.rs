@@ -1,0 +1,59 @@
+//! The crate's one error type.
+
+use std::path::PathBuf;
+
+/// What can go wrong in the plumbing. Users map it into their own error
+/// type at their edge (the SQLite driver's errors stay behind it).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Any other SQLite failure.
+    #[error(transparent)]
+    Sqlite(rusqlite::Error),
+    /// The database stayed locked by another connection past the busy
+    /// timeout.
+    #[error("{0}")]
+    Busy(String),
+    /// The database was written by a newer build.
+    #[error("{} has schema version {found}, this build knows {known}", path.display())]
+    SchemaTooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    /// The database is at a version no migration starts from.
+    #[error("{} has schema version {found}, and no migration starts from it", path.display())]
+    NoMigration { path: PathBuf, found: i64 },
+    /// A migration step failed; nothing of that step was kept.
+    #[error("{} cannot be migrated from version {from}: {source}", path.display())]
+    Migration {
+        path: PathBuf,
+        from: i64,
+        source: Box<Error>,
+    },
+    /// The writer or the reader pool was closed.
+    #[error("the store is closed")]
+    Closed,
+    /// A thread of the store could not be started.
+    #[error("cannot start thread {name}: {source}")]
+    Spawn {
+        name: String,
+        source: std::io::Error,
+    },
+    /// A blocking task (a reader's query) panicked or was cancelled.
+    #[error("a storage task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        match e {
+            rusqlite::Error::SqliteFailure(f, ref msg)
+                if f.code == rusqlite::ErrorCode::DatabaseBusy
+                    || f.code == rusqlite::ErrorCode::DatabaseLocked =>
+            {
+                Error::Busy(msg.clone().unwrap_or_else(|| f.to_string()))
+            }
+            other => Error::Sqlite(other),
+        }
+    }
+}
