@@ -23,6 +23,7 @@ use async_trait::async_trait;
 use cds_events_model::{EventFilter, FullEvent};
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -143,34 +144,30 @@ pub struct LogStats {
     pub bytes_on_disk: u64,
 }
 
-/// Storage failures.
+/// Storage failures. A backend's own errors stay inside it: what callers
+/// act on is named here, anything else is [`LogError::Backend`].
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
+    /// The backend failed; the error is its own (for logs, not for matching).
     #[error("storage error: {0}")]
-    Storage(String),
-    #[error("i/o error on {path}: {source}")]
+    Backend(Box<dyn std::error::Error + Send + Sync>),
+    #[error("i/o error on {}: {source}", path.display())]
     Io {
-        path: String,
+        path: PathBuf,
         source: std::io::Error,
+    },
+    /// The store was written by a newer build, which this one cannot read.
+    #[error("{} has schema version {found}, this build knows {known}", path.display())]
+    SchemaTooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
     },
     #[error("the log is closed")]
     Closed,
+    /// The store stayed locked past its timeout; retrying may succeed.
     #[error("the log is busy: {0}")]
     Busy(String),
-}
-
-impl From<rusqlite::Error> for LogError {
-    fn from(e: rusqlite::Error) -> Self {
-        match e {
-            rusqlite::Error::SqliteFailure(f, ref msg)
-                if f.code == rusqlite::ErrorCode::DatabaseBusy
-                    || f.code == rusqlite::ErrorCode::DatabaseLocked =>
-            {
-                LogError::Busy(msg.clone().unwrap_or_else(|| f.to_string()))
-            }
-            other => LogError::Storage(other.to_string()),
-        }
-    }
 }
 
 /// The event log. Implementations are shared as `Arc<dyn EventLog>`.

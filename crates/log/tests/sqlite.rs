@@ -167,3 +167,73 @@ async fn a_walk_out_of_budget_resumes_where_it_stopped() {
     assert_eq!(got, (0..50).map(|i| i * 1000 + 1).collect::<Vec<u64>>());
     log.close().await.expect("close");
 }
+
+/// `events.db` as the builds before the store crate wrote it: the layout of
+/// schema version 1 and its meta rows (here after a purge emptied the table).
+fn previous_build_db(dir: &std::path::Path, version: i64) {
+    let conn = rusqlite::Connection::open(dir.join(cds_events_log::sqlite::DB_FILE)).expect("open");
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         CREATE TABLE streams (id INTEGER PRIMARY KEY, project_key TEXT NOT NULL,
+                               type TEXT NOT NULL, UNIQUE (project_key, type));
+         CREATE INDEX streams_type ON streams(type);
+         CREATE TABLE events (seq INTEGER PRIMARY KEY, id TEXT NOT NULL, stream INTEGER NOT NULL,
+                              ts INTEGER NOT NULL, run INTEGER, body TEXT NOT NULL);
+         CREATE UNIQUE INDEX events_id ON events(id);
+         CREATE INDEX events_block_stream ON events(seq >> 14, stream);
+         CREATE INDEX events_block_run ON events(seq >> 14, run) WHERE run IS NOT NULL;
+         CREATE TABLE zones (block INTEGER PRIMARY KEY, min_ts INTEGER NOT NULL, max_ts INTEGER NOT NULL);
+         CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+         CREATE TABLE consumers (name TEXT PRIMARY KEY, seq INTEGER NOT NULL, updated_at INTEGER NOT NULL);
+         INSERT INTO streams(project_key, type) VALUES ('P', 'ProjectCreated');
+         INSERT INTO meta VALUES ('last_seq', 41);
+         INSERT INTO consumers VALUES ('sink', 40, 0);",
+    )
+    .expect("previous layout");
+    conn.execute("INSERT INTO meta VALUES ('schema_version', ?1)", [version])
+        .expect("version");
+}
+
+#[tokio::test]
+async fn a_database_of_the_previous_build_opens_and_continues() {
+    let h = Sqlite::new();
+    previous_build_db(h.dir.path(), 1);
+    let log = SqliteLog::open(h.dir.path(), SqliteOptions::default()).expect("open");
+    assert_eq!(*log.head().borrow(), cds_events_log::Seq(41));
+    assert_eq!(
+        log.consumer_position("sink").await.expect("position"),
+        Some(cds_events_log::Seq(40))
+    );
+    let appended = log
+        .append(vec![NewEvent::from(event(
+            EventType::ProjectCreated,
+            "P",
+            1,
+        ))])
+        .await
+        .expect("append");
+    assert_eq!(appended[0].seq, cds_events_log::Seq(42));
+    log.close().await.expect("close");
+    let log = SqliteLog::open(h.dir.path(), SqliteOptions::default()).expect("reopen");
+    assert_eq!(*log.head().borrow(), cds_events_log::Seq(42));
+    log.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_database_of_a_newer_build_is_refused_naming_it() {
+    let h = Sqlite::new();
+    previous_build_db(h.dir.path(), 2);
+    let e = SqliteLog::open(h.dir.path(), SqliteOptions::default()).expect_err("refused");
+    match &e {
+        cds_events_log::LogError::SchemaTooNew { path, found, known } => {
+            assert_eq!(path.file_name(), Some(std::ffi::OsStr::new("events.db")));
+            assert_eq!((*found, *known), (2, 1));
+        }
+        other => panic!("unexpected error: {other}"),
+    }
+    assert!(
+        e.to_string()
+            .contains("events.db has schema version 2, this build knows 1"),
+        "{e}"
+    );
+}

@@ -219,7 +219,7 @@ impl Server {
         let data_dir = config.data_dir.clone();
         let log = tokio::task::spawn_blocking(move || SqliteLog::open(&data_dir, opts))
             .await
-            .map_err(|e| cds_events_log::LogError::Storage(e.to_string()))??;
+            .map_err(|e| cds_events_log::LogError::Backend(Box::new(e)))??;
         let auth = cds_events_auth::TokenStore::open(&config.data_dir, config.auth.ticket_ttl)?;
         let env_token = std::env::var("CDS_EVENTS_ADMIN_TOKEN").ok();
         let bootstrap = auth.bootstrap(env_token.as_deref(), &config.data_dir)?;

@@ -61,7 +61,7 @@ impl MemLog {
 }
 
 fn unsupported() -> LogError {
-    LogError::Storage("not in the test double".into())
+    LogError::Backend("not in the test double".into())
 }
 
 #[async_trait]

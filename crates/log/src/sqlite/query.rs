@@ -10,7 +10,8 @@
 //! follows cursors still sees every match and no request runs away.
 
 use super::schema::{BLOCK_SHIFT, run_hash};
-use crate::{LogError, Order, Page, Query, Seq, StoredEvent};
+use crate::{Order, Page, Query, Seq, StoredEvent};
+use cds_events_store::Error;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params_from_iter};
 use std::sync::Arc;
@@ -50,7 +51,7 @@ fn in_list(col: &str, n: usize) -> String {
     s
 }
 
-fn plan(conn: &Connection, q: &Query) -> Result<Option<Plan>, LogError> {
+fn plan(conn: &Connection, q: &Query) -> Result<Option<Plan>, Error> {
     let f = &q.filter;
     if f.types.as_ref().is_some_and(|t| t.is_empty()) {
         return Ok(None);
@@ -221,7 +222,7 @@ fn block_sql(p: &Plan) -> (String, Vec<Value>) {
     (sql, params)
 }
 
-pub(crate) fn run(conn: &Connection, q: &Query, budget: Duration) -> Result<Page, LogError> {
+pub(crate) fn run(conn: &Connection, q: &Query, budget: Duration) -> Result<Page, Error> {
     let started = Instant::now();
     let tx = conn.unchecked_transaction()?;
     let Some(plan) = plan(&tx, q)? else {
@@ -299,7 +300,7 @@ pub(crate) fn run(conn: &Connection, q: &Query, budget: Duration) -> Result<Page
 }
 
 /// How a query would run: the walk and SQLite's plan for one block.
-pub(crate) fn explain(conn: &Connection, q: &Query) -> Result<Vec<String>, LogError> {
+pub(crate) fn explain(conn: &Connection, q: &Query) -> Result<Vec<String>, Error> {
     let Some(plan) = plan(conn, q)? else {
         return Ok(vec!["(matches nothing)".to_owned()]);
     };

@@ -1,6 +1,6 @@
-//! The SQLite schema and connection settings.
+//! The SQLite schema of `events.db`.
 
-use rusqlite::Connection;
+use cds_events_store::{MetaKey, Schema};
 
 /// Sequence numbers are grouped in blocks of `1 << BLOCK_SHIFT` events. The
 /// secondary indexes lead with the block number, so every insert lands in the
@@ -9,7 +9,17 @@ use rusqlite::Connection;
 /// there are. Queries walk the blocks in order (see `query.rs`).
 pub(crate) const BLOCK_SHIFT: u32 = 14;
 
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+/// The layout, at version 1 (the first).
+pub(crate) const LAYOUT: Schema = Schema {
+    create: SCHEMA,
+    version: 1,
+    unversioned: 1,
+    migrations: &[],
+};
+
+/// The last sequence number ever assigned, written when a purge may have
+/// deleted it (see `writer.rs`).
+pub(crate) const LAST_SEQ: MetaKey<i64> = MetaKey::new("last_seq");
 
 /// Why each index exists:
 /// - `events_id`: idempotent append and get-by-id;
@@ -23,6 +33,9 @@ pub(crate) const SCHEMA_VERSION: i64 = 1;
 /// Other context fields are read from the stored JSON when a query filters
 /// on them; they always come with, or after, an indexed condition or a
 /// bounded scan.
+///
+/// `meta` (`schema_version`, `last_seq`) keeps the layout version 1 gave it;
+/// the store crate reads and writes it (`MetaKey`).
 pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS streams (
     id INTEGER PRIMARY KEY,
@@ -66,33 +79,4 @@ pub(crate) fn run_hash(run: &str) -> i64 {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     (h >> 1) as i64
-}
-
-/// Settings common to the writer and the readers.
-pub(crate) fn configure(
-    conn: &Connection,
-    synchronous: &str,
-    cache_kib: i64,
-) -> rusqlite::Result<()> {
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", synchronous)?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.pragma_update(None, "cache_size", -cache_kib)?;
-    conn.pragma_update(None, "temp_store", "MEMORY")?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    Ok(())
-}
-
-pub(crate) fn meta_get(conn: &Connection, key: &str) -> rusqlite::Result<Option<i64>> {
-    use rusqlite::OptionalExtension;
-    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-        .optional()
-}
-
-pub(crate) fn meta_set(conn: &Connection, key: &str, value: i64) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO meta(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-    )?
-    .execute(rusqlite::params![key, value])?;
-    Ok(())
 }

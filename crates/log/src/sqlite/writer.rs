@@ -1,25 +1,31 @@
-//! The single writer: owns the one read-write connection and group-commits.
+//! The log's commands to the single writer thread, and what each does.
 //!
-//! Every append request is queued here. The thread takes the first request,
-//! then everything else already waiting (up to a bound), and commits them all
-//! in one transaction, each request in its own savepoint so that a failing
-//! request does not take the others with it. Replies go out only after the
-//! commit, so an acknowledged event is durable at the configured level.
+//! Every append request is queued on the store crate's [`Writer`]
+//! (`cds_events_store::Writer`), which takes the first request, then
+//! everything else already waiting (up to [`MAX_GROUP_EVENTS`] events), and
+//! hands the group to [`LogWriter::commit_group`]: all of it in one
+//! transaction, so that a burst of appends costs one commit. Replies go out
+//! only after the commit, so an acknowledged event is durable at the
+//! configured level. Purges and consumer positions run alone, in queue order.
+//!
+//! [`Writer`]: cds_events_store::Writer
 
-use super::schema::{BLOCK_SHIFT, meta_set, run_hash};
-use crate::{Appended, LogError, NewEvent, Retention, Seq};
+use super::schema::{BLOCK_SHIFT, LAST_SEQ, run_hash};
+use crate::{Appended, NewEvent, Retention, Seq};
+use cds_events_store::{Error, Handler};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::collections::HashMap;
 use std::time::Instant;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 
-pub(crate) type Reply<T> = oneshot::Sender<Result<T, LogError>>;
+pub(crate) type Reply<T> = cds_events_store::Reply<T>;
 
+/// An append request, which joins groups: its events and where its outcome
+/// goes.
+pub(crate) type Append = (Vec<NewEvent>, Reply<Vec<Appended>>);
+
+/// The requests that run alone.
 pub(crate) enum Cmd {
-    Append {
-        events: Vec<NewEvent>,
-        reply: Reply<Vec<Appended>>,
-    },
     Purge {
         retention: Retention,
         batch: usize,
@@ -30,16 +36,14 @@ pub(crate) enum Cmd {
         seq: Seq,
         reply: Reply<()>,
     },
-    Close {
-        reply: Reply<()>,
-    },
 }
 
 /// Most events committed in one transaction: bounds commit latency and the
 /// memory held by queued requests.
 const MAX_GROUP_EVENTS: usize = 50_000;
 
-pub(crate) struct Writer {
+/// The writer thread's state.
+pub(crate) struct LogWriter {
     pub conn: Connection,
     /// Interned (project_key, type) pairs, mirroring the `streams` table.
     pub streams: HashMap<(String, &'static str), i64>,
@@ -48,86 +52,20 @@ pub(crate) struct Writer {
     pub head: watch::Sender<Seq>,
 }
 
-impl Writer {
-    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
-        let mut pending: Option<Cmd> = None;
-        loop {
-            let cmd = match pending.take() {
-                Some(c) => c,
-                None => match rx.blocking_recv() {
-                    Some(c) => c,
-                    None => break,
-                },
-            };
-            match cmd {
-                Cmd::Append { events, reply } => {
-                    let mut total = events.len();
-                    let mut group = vec![(events, reply)];
-                    while total < MAX_GROUP_EVENTS {
-                        match rx.try_recv() {
-                            Ok(Cmd::Append { events, reply }) => {
-                                total += events.len();
-                                group.push((events, reply));
-                            }
-                            Ok(other) => {
-                                pending = Some(other);
-                                break;
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    self.commit_group(group);
-                }
-                Cmd::Purge {
-                    retention,
-                    batch,
-                    reply,
-                } => {
-                    let _ = reply.send(self.purge(retention, batch));
-                }
-                Cmd::SetConsumer { name, seq, reply } => {
-                    let r = self
-                        .conn
-                        .prepare_cached(
-                            "INSERT INTO consumers(name, seq, updated_at) VALUES (?1, ?2, strftime('%s','now'))
-                             ON CONFLICT(name) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at",
-                        )
-                        .and_then(|mut st| st.execute(params![name, seq.0 as i64]))
-                        .map(|_| ())
-                        .map_err(LogError::from);
-                    let _ = reply.send(r);
-                }
-                Cmd::Close { reply } => {
-                    // Answer everything already queued before closing.
-                    rx.close();
-                    while let Ok(cmd) = rx.try_recv() {
-                        match cmd {
-                            Cmd::Append { events, reply } => {
-                                self.commit_group(vec![(events, reply)])
-                            }
-                            Cmd::Purge { reply, .. } => drop(reply.send(Err(LogError::Closed))),
-                            Cmd::SetConsumer { reply, .. } => {
-                                drop(reply.send(Err(LogError::Closed)))
-                            }
-                            Cmd::Close { reply } => drop(reply.send(Ok(()))),
-                        }
-                    }
-                    let r = self
-                        .conn
-                        .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-                        .map_err(LogError::from);
-                    let _ = reply.send(r);
-                    return;
-                }
-            }
-        }
+impl Handler for LogWriter {
+    type Member = Append;
+    type Command = Cmd;
+    const MAX_GROUP: usize = MAX_GROUP_EVENTS;
+
+    fn weight(request: &Append) -> usize {
+        request.0.len()
     }
 
     /// Commits a group in one transaction. Requests fail only on storage
-    /// errors (duplicates are not errors), so the fast path has no savepoints;
-    /// if the group fails, each request is retried in a transaction of its
-    /// own so that one bad request cannot fail the others.
-    fn commit_group(&mut self, group: Vec<(Vec<NewEvent>, Reply<Vec<Appended>>)>) {
+    /// errors (duplicates are not errors), so the fast path has no
+    /// savepoints; if the group fails, each request is retried in a
+    /// transaction of its own so that one bad request cannot fail the others.
+    fn commit_group(&mut self, group: Vec<Append>) {
         let started = Instant::now();
         let events: usize = group.iter().map(|(e, _)| e.len()).sum();
         let requests: Vec<&[NewEvent]> = group.iter().map(|(e, _)| e.as_slice()).collect();
@@ -153,13 +91,58 @@ impl Writer {
         }
     }
 
+    fn run(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Purge {
+                retention,
+                batch,
+                reply,
+            } => {
+                let _ = reply.send(self.purge(retention, batch));
+            }
+            Cmd::SetConsumer { name, seq, reply } => {
+                let r = self
+                    .conn
+                    .prepare_cached(
+                        "INSERT INTO consumers(name, seq, updated_at) VALUES (?1, ?2, strftime('%s','now'))
+                         ON CONFLICT(name) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at",
+                    )
+                    .and_then(|mut st| st.execute(params![name, seq.0 as i64]))
+                    .map(|_| ())
+                    .map_err(Error::from);
+                let _ = reply.send(r);
+            }
+        }
+    }
+
+    /// Appends queued behind a close are still committed; anything else is
+    /// answered "closed".
+    fn after_close(&mut self, cmd: Cmd) -> Option<Cmd> {
+        match cmd {
+            Cmd::Purge { reply, .. } => {
+                let _ = reply.send(Err(Error::Closed));
+                None
+            }
+            Cmd::SetConsumer { reply, .. } => {
+                let _ = reply.send(Err(Error::Closed));
+                None
+            }
+        }
+    }
+
+    fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl LogWriter {
     /// One transaction over `requests`; on error nothing is kept and the
     /// in-memory counters are restored.
-    fn commit(&mut self, requests: &[&[NewEvent]]) -> Result<Vec<Vec<Appended>>, LogError> {
+    fn commit(&mut self, requests: &[&[NewEvent]]) -> Result<Vec<Vec<Appended>>, Error> {
         let first_seq = self.next_seq;
         let mut zone_rows: Vec<(u64, i64)> = Vec::new();
         let mut new_streams: Vec<(String, &'static str)> = Vec::new();
-        let r = (|| -> Result<Vec<Vec<Appended>>, LogError> {
+        let r = (|| -> Result<Vec<Vec<Appended>>, Error> {
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -215,7 +198,7 @@ impl Writer {
         }
     }
 
-    fn purge(&mut self, retention: Retention, batch: usize) -> Result<u64, LogError> {
+    fn purge(&mut self, retention: Retention, batch: usize) -> Result<u64, Error> {
         let batch = batch.max(1) as i64;
         let mut bound: Option<i64> = None;
         if let Some(max) = retention.max_events {
@@ -273,7 +256,7 @@ impl Writer {
         )?;
         // Remembered so that sequence numbers never restart, even when the
         // purge empties the table.
-        meta_set(&tx, "last_seq", self.next_seq as i64 - 1)?;
+        LAST_SEQ.set(&tx, &(self.next_seq as i64 - 1))?;
         tx.commit()?;
         self.count -= deleted;
         metrics::counter!("cds_events_purged_total").increment(deleted as u64);
@@ -293,7 +276,7 @@ fn stream_id(
     ctx: &mut InsertCtx<'_>,
     project: &str,
     t: &'static str,
-) -> Result<i64, LogError> {
+) -> Result<i64, Error> {
     if let Some(id) = ctx.streams.get(&(project.to_owned(), t)) {
         return Ok(*id);
     }
@@ -309,7 +292,7 @@ fn insert_request(
     conn: &Connection,
     events: &[NewEvent],
     ctx: &mut InsertCtx<'_>,
-) -> Result<Vec<Appended>, LogError> {
+) -> Result<Vec<Appended>, Error> {
     let mut insert = conn.prepare_cached(
         "INSERT INTO events(seq, id, stream, ts, run, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT(id) DO NOTHING",
