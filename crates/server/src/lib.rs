@@ -259,7 +259,7 @@ impl Server {
             );
             tokio::task::spawn_blocking(move || cds_events_webhooks::Webhooks::open(&dir, log, wc))
                 .await
-                .map_err(|e| cds_events_webhooks::WebhooksError::Storage(e.to_string()))??
+                .map_err(|e| cds_events_webhooks::WebhooksError::Backend(Box::new(e)))??
         };
         let consumers = DurableConsumers::default();
         consumers.register(Arc::new(webhooks.clone()));

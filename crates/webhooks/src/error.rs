@@ -1,6 +1,10 @@
 //! The crate's one error type. The HTTP layer maps each variant to a status.
+//!
+//! The database's own errors stay behind [`WebhooksError::Backend`]; the
+//! conversions from them live with the store (`store/mod.rs`).
 
 use cds_events_log::LogError;
+use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebhooksError {
@@ -21,8 +25,32 @@ pub enum WebhooksError {
     /// master key that comes from the configuration).
     #[error("{0}")]
     Unsupported(String),
+    /// The database failed; the error is the store's own (for logs, not for
+    /// matching).
     #[error("webhooks storage error: {0}")]
-    Storage(String),
+    Backend(Box<dyn std::error::Error + Send + Sync>),
+    /// `webhooks.db` was written by a newer build, which this one cannot
+    /// read.
+    #[error("{} has schema version {found}, this build knows {known}", path.display())]
+    SchemaTooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    /// A stored notification's value cannot be read back (edited by hand, or
+    /// written by a bug).
+    #[error("stored notification {uid} is unreadable: {problem}")]
+    Unreadable { uid: String, problem: String },
+    /// A notification's values do not compile (URL, headers, filters): they
+    /// were validated when written, so this is a stored row edited by hand.
+    #[error("notification {uid} does not compile: {problem}")]
+    Compile { uid: String, problem: String },
+    /// A value could not be encoded as JSON.
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        what: &'static str,
+        source: serde_json::Error,
+    },
     /// A stored value cannot be decrypted (wrong or missing master key).
     #[error("webhooks key error: {0}")]
     Key(String),
@@ -47,12 +75,6 @@ impl WebhooksError {
             field: field.into(),
             message: message.into(),
         }
-    }
-}
-
-impl From<rusqlite::Error> for WebhooksError {
-    fn from(e: rusqlite::Error) -> Self {
-        WebhooksError::Storage(e.to_string())
     }
 }
 

@@ -637,7 +637,8 @@ impl Webhooks {
 }
 
 fn build(f: Fields) -> Result<Notification, WebhooksError> {
-    Notification::build(f).map_err(|e| WebhooksError::Storage(format!("cannot compile: {e}")))
+    let uid = f.uid.clone();
+    Notification::build(f).map_err(|problem| WebhooksError::Compile { uid, problem })
 }
 
 /// The Notification event of a change, as the service's own.
@@ -646,8 +647,10 @@ pub(crate) fn notification_event(
     out: &NotificationOut,
     actor: &Actor,
 ) -> Result<cds_events_model::FullEvent, WebhooksError> {
-    let payload = Payload::from_value(out)
-        .map_err(|e| WebhooksError::Storage(format!("cannot encode the event payload: {e}")))?;
+    let payload = Payload::from_value(out).map_err(|source| WebhooksError::Encode {
+        what: "the event payload",
+        source,
+    })?;
     NotificationEvent {
         payload: Some(payload),
         project_key: out.project_key.clone(),

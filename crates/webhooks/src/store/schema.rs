@@ -1,8 +1,34 @@
-//! The SQLite schema of `webhooks.db` and its connection settings.
+//! The SQLite schema of `webhooks.db`, its migrations and its connection
+//! settings.
 
-use rusqlite::{Connection, OptionalExtension};
+use cds_events_store::{ConnOptions, Error, MetaKey, Migration, Schema, Step, Synchronous};
+use rusqlite::Connection;
 
 pub(crate) const SCHEMA_VERSION: i64 = 2;
+
+/// The current layout and how earlier ones reach it.
+pub(crate) const LAYOUT: Schema = Schema {
+    create: SCHEMA,
+    version: SCHEMA_VERSION,
+    // The store has always written its version: tables without one were
+    // made by `SCHEMA` of this build (interrupted before the version).
+    unversioned: SCHEMA_VERSION,
+    migrations: &[Migration {
+        from: 1,
+        // 1 → 2: successful attempts kept in the delivery's row.
+        step: Step::Sql(
+            "ALTER TABLE deliveries ADD COLUMN ok_status_code INTEGER;
+             ALTER TABLE deliveries ADD COLUMN ok_latency_ms INTEGER;
+             ALTER TABLE deliveries ADD COLUMN ok_response TEXT;",
+        ),
+    }],
+};
+
+/// Random, fixed at creation: part of every public delivery id.
+pub(crate) const EPOCH: MetaKey<String> = MetaKey::new("epoch");
+
+/// The last log position the dispatcher has turned into deliveries.
+pub(crate) const POSITION: MetaKey<i64> = MetaKey::new("position");
 
 /// Why each index exists:
 /// - `deliveries_due` (partial, pending rows only): a worker's page of due
@@ -83,57 +109,33 @@ CREATE TABLE IF NOT EXISTS attempts (
 ) WITHOUT ROWID;
 ";
 
-/// Brings a database written by an earlier version to [`SCHEMA_VERSION`]
-/// (after [`SCHEMA`] has created what was missing). Returns the version it
-/// found.
-pub(crate) fn migrate(conn: &Connection) -> rusqlite::Result<Option<i64>> {
-    let found = meta_get::<i64>(conn, "schema_version")?;
-    if found == Some(1) {
-        // 1 → 2: successful attempts kept in the delivery's row.
-        conn.execute_batch(
-            "BEGIN;
-             ALTER TABLE deliveries ADD COLUMN ok_status_code INTEGER;
-             ALTER TABLE deliveries ADD COLUMN ok_latency_ms INTEGER;
-             ALTER TABLE deliveries ADD COLUMN ok_response TEXT;
-             COMMIT;",
-        )?;
-        meta_set(conn, "schema_version", 2)?;
-    } else if found.is_none() {
-        meta_set(conn, "schema_version", SCHEMA_VERSION)?;
+/// Creates what is missing and brings a database written by an earlier
+/// version to [`SCHEMA_VERSION`]. Returns the version it found.
+pub(crate) fn migrate(conn: &Connection) -> Result<Option<i64>, Error> {
+    LAYOUT.apply(conn)
+}
+
+/// The writer's connection. In WAL mode `synchronous=NORMAL` loses nothing on
+/// a process crash (kill -9), only on power loss; delivery records are
+/// recreated from the log position on the same terms.
+pub(crate) fn writer_options() -> ConnOptions {
+    ConnOptions {
+        synchronous: Synchronous::Normal,
+        cache_kib: Some(8192),
+        foreign_keys: false,
+        temp_store_memory: false,
+        ..ConnOptions::default()
     }
-    Ok(found)
 }
 
-pub(crate) fn configure(conn: &Connection) -> rusqlite::Result<()> {
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    // In WAL mode NORMAL loses nothing on a process crash (kill -9), only on
-    // power loss; delivery records are recreated from the log position on
-    // the same terms.
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.pragma_update(None, "cache_size", -8192)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    Ok(())
-}
-
-pub(crate) fn meta_get<T: rusqlite::types::FromSql>(
-    conn: &Connection,
-    key: &str,
-) -> rusqlite::Result<Option<T>> {
-    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-        .optional()
-}
-
-pub(crate) fn meta_set<T: rusqlite::ToSql>(
-    conn: &Connection,
-    key: &str,
-    value: T,
-) -> rusqlite::Result<()> {
-    conn.prepare_cached(
-        "INSERT INTO meta(key, value) VALUES (?1, ?2)
-         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-    )?
-    .execute(rusqlite::params![key, value])?;
-    Ok(())
+/// The readers' connections: SQLite's default cache.
+pub(crate) fn reader_options() -> ConnOptions {
+    ConnOptions {
+        synchronous: Synchronous::Normal,
+        foreign_keys: false,
+        temp_store_memory: false,
+        ..ConnOptions::default()
+    }
 }
 
 #[cfg(test)]
@@ -154,10 +156,14 @@ mod tests {
              VALUES (1, 7, 'e', 'succeeded', 1, 1, NULL, 0, 0);",
         )
         .expect("v1");
-        meta_set(&conn, "schema_version", 1).expect("version");
+        cds_events_store::meta::SCHEMA_VERSION
+            .set(&conn, &1)
+            .expect("version");
         assert_eq!(migrate(&conn).expect("migrate"), Some(1));
         assert_eq!(
-            meta_get::<i64>(&conn, "schema_version").expect("get"),
+            cds_events_store::meta::SCHEMA_VERSION
+                .get(&conn)
+                .expect("get"),
             Some(SCHEMA_VERSION)
         );
         let kept: (i64, Option<i64>) = conn
@@ -168,5 +174,20 @@ mod tests {
         assert_eq!(kept, (7, None));
         // Already current: nothing to do.
         assert_eq!(migrate(&conn).expect("again"), Some(SCHEMA_VERSION));
+    }
+
+    #[test]
+    fn a_database_of_a_newer_build_is_refused() {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch(SCHEMA).expect("schema");
+        cds_events_store::meta::SCHEMA_VERSION
+            .set(&conn, &(SCHEMA_VERSION + 1))
+            .expect("version");
+        let e = migrate(&conn).expect_err("refused");
+        assert!(
+            matches!(e, Error::SchemaTooNew { found, known, .. }
+                if found == SCHEMA_VERSION + 1 && known == SCHEMA_VERSION),
+            "{e}"
+        );
     }
 }

@@ -1,25 +1,28 @@
-//! The single writer: owns the one read-write connection of `webhooks.db`.
+//! The commands of the single writer thread of `webhooks.db`, and what each
+//! does.
 //!
-//! Attempt results arrive from every worker at once; the thread takes the
-//! first, then every other result already queued (up to a bound), and
-//! commits them in one transaction, so a burst of results costs one commit
-//! rather than one per delivery. Replies go out after the commit. Every other
-//! change (notifications, delivery creation with the log position, key
-//! rotation) is a command of its own, run in order: the registry in memory is
-//! changed here too, right after the commit, so it follows the database in
-//! the same order.
+//! The thread is the store crate's (`cds_events_store::Writer`). Attempt
+//! results arrive from every worker at once; the thread takes the first,
+//! then every other result already queued (up to [`MAX_GROUP`]), and
+//! [`WriterCtx::commit_group`] commits them in one transaction, so a burst of
+//! results costs one commit rather than one per delivery. Replies go out
+//! after the commit. Every other change (notifications, delivery creation
+//! with the log position, key rotation) is a command of its own, run in
+//! order: the registry in memory is changed here too, right after the
+//! commit, so it follows the database in the same order. At close, what is
+//! queued still runs.
 
-use super::schema::meta_set;
+use super::schema::POSITION;
 use crate::crypto::Keyring;
 use crate::error::WebhooksError;
 use crate::model::DeliveryStatus;
 use crate::registry::Registry;
+use cds_events_store::Handler;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::{mpsc, oneshot};
 
-pub(crate) type Reply<T> = oneshot::Sender<Result<T, WebhooksError>>;
+pub(crate) type Reply<T> = cds_events_store::Reply<T, WebhooksError>;
 
 /// A delivery to create.
 #[derive(Debug, Clone)]
@@ -66,15 +69,7 @@ pub(crate) enum Cmd {
         position: i64,
         reply: Reply<()>,
     },
-    Record {
-        rec: AttemptRecord,
-        reply: Reply<RecordAck>,
-    },
     Call(Box<dyn FnOnce(&mut WriterCtx) + Send>),
-    /// Runs what is queued, checkpoints, closes the connection, then answers.
-    Close {
-        reply: Reply<()>,
-    },
 }
 
 /// Most attempt results committed in one transaction.
@@ -118,72 +113,64 @@ pub(crate) struct WriterCtx {
     pub pending: i64,
 }
 
+/// An attempt's result to record, which joins groups.
+pub(crate) type Record = (AttemptRecord, Reply<RecordAck>);
+
+impl Handler for WriterCtx {
+    type Member = Record;
+    type Command = Cmd;
+    const MAX_GROUP: usize = MAX_GROUP;
+
+    fn weight(_: &Record) -> usize {
+        1
+    }
+
+    fn commit_group(&mut self, group: Vec<Record>) {
+        let started = Instant::now();
+        let n = group.len();
+        let r = self.record_all(group.iter().map(|(r, _)| r));
+        metrics::histogram!("cds_events_webhook_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("cds_events_webhook_commit_group_results").record(n as f64);
+        match r {
+            Ok(acks) => {
+                for ((_, reply), ack) in group.into_iter().zip(acks) {
+                    let _ = reply.send(Ok(ack));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, results = n, "cannot record attempt results");
+                // Every request of the group failed the same way.
+                for (_, reply) in group {
+                    let _ = reply.send(Err(WebhooksError::Backend(e.to_string().into())));
+                }
+            }
+        }
+    }
+
+    fn run(&mut self, cmd: Cmd) {
+        match cmd {
+            Cmd::Deliveries {
+                rows,
+                position,
+                reply,
+            } => {
+                let _ = reply.send(self.insert_deliveries(&rows, position));
+            }
+            Cmd::Call(f) => f(self),
+        }
+    }
+
+    fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
 impl WriterCtx {
     /// Moves the pending count (and its gauge) by `delta`.
     pub(crate) fn add_pending(&mut self, delta: i64) {
         self.pending += delta;
         metrics::gauge!("cds_events_webhook_deliveries_pending").set(self.pending as f64);
-    }
-
-    pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Cmd>) {
-        let mut pending: Option<Cmd> = None;
-        // Who asked to close: answered once what was queued before the close
-        // has run (the channel, closed, then drains and ends the loop).
-        let mut closing: Vec<Reply<()>> = Vec::new();
-        loop {
-            let cmd = match pending.take() {
-                Some(c) => c,
-                None => match rx.blocking_recv() {
-                    Some(c) => c,
-                    None => break,
-                },
-            };
-            match cmd {
-                Cmd::Record { rec, reply } => {
-                    let mut group = vec![(rec, reply)];
-                    while group.len() < MAX_GROUP {
-                        match rx.try_recv() {
-                            Ok(Cmd::Record { rec, reply }) => group.push((rec, reply)),
-                            Ok(other) => {
-                                pending = Some(other);
-                                break;
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    self.record_group(group);
-                }
-                Cmd::Deliveries {
-                    rows,
-                    position,
-                    reply,
-                } => {
-                    let _ = reply.send(self.insert_deliveries(&rows, position));
-                }
-                Cmd::Call(f) => f(&mut self),
-                Cmd::Close { reply } => {
-                    rx.close();
-                    closing.push(reply);
-                }
-            }
-        }
-        let r = self.checkpoint();
-        // The connection is closed before anyone hears of it, so the database
-        // can be opened again at once.
-        drop(self);
-        for reply in closing {
-            let _ = reply.send(
-                r.as_ref()
-                    .map(|_| ())
-                    .map_err(|e| WebhooksError::Storage(e.to_string())),
-            );
-        }
-    }
-
-    fn checkpoint(&self) -> Result<(), WebhooksError> {
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-            .map_err(WebhooksError::from)
     }
 
     /// Creates the deliveries of one batch of events and moves the log
@@ -219,34 +206,12 @@ impl WriterCtx {
             }
             inserted += st.execute(args.as_slice())? as i64;
         }
-        meta_set(&tx, "position", position)?;
+        POSITION.set(&tx, &position)?;
         tx.commit()?;
         if inserted > 0 {
             self.add_pending(inserted);
         }
         Ok(())
-    }
-
-    fn record_group(&mut self, group: Vec<(AttemptRecord, Reply<RecordAck>)>) {
-        let started = Instant::now();
-        let n = group.len();
-        let r = self.record_all(group.iter().map(|(r, _)| r));
-        metrics::histogram!("cds_events_webhook_commit_seconds")
-            .record(started.elapsed().as_secs_f64());
-        metrics::histogram!("cds_events_webhook_commit_group_results").record(n as f64);
-        match r {
-            Ok(acks) => {
-                for ((_, reply), ack) in group.into_iter().zip(acks) {
-                    let _ = reply.send(Ok(ack));
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, results = n, "cannot record attempt results");
-                for (_, reply) in group {
-                    let _ = reply.send(Err(WebhooksError::Storage(e.to_string())));
-                }
-            }
-        }
     }
 
     fn record_all<'a>(
