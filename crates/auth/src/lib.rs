@@ -5,11 +5,13 @@
 //! (`read:PROJ`, `publish`, `admin`…). This crate decides who may do what; the
 //! server applies it on every route.
 
+mod error;
 mod grants;
 mod store;
 
+pub use error::AuthError;
 pub use grants::{Grant, InvalidGrant, Principal, ReadScope};
 pub use store::{
-    ADMIN_TOKEN_FILE, AUTH_DB, AuditEntry, AuthError, Bootstrap, CreatedToken, TokenInfo,
-    TokenStore, read_admin_token,
+    ADMIN_TOKEN_FILE, AUTH_DB, AuditEntry, Bootstrap, CreatedToken, TokenInfo, TokenStore,
+    read_admin_token,
 };

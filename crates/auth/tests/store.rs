@@ -200,3 +200,83 @@ fn the_audit_trail_records_creation_and_revocation() {
     let text = serde_json::to_string(&trail).expect("json");
     assert!(!text.contains(&t.secret));
 }
+
+/// `auth.db` as the builds before the store crate wrote it: its two tables,
+/// no `meta` table and no schema version, one admin token from the
+/// environment.
+fn previous_build_db(dir: &std::path::Path) {
+    use sha2::Digest;
+    let conn = rusqlite::Connection::open(dir.join(AUTH_DB)).expect("open");
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         CREATE TABLE tokens (id TEXT PRIMARY KEY, name TEXT NOT NULL, grants TEXT NOT NULL,
+                              hash BLOB NOT NULL, created_at TEXT NOT NULL, expires_at TEXT,
+                              created_by TEXT, revoked_at TEXT);
+         CREATE TABLE audit (seq INTEGER PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL,
+                             action TEXT NOT NULL, target TEXT NOT NULL, detail TEXT NOT NULL);
+         INSERT INTO audit(at, actor, action, target, detail)
+         VALUES ('2024-01-01 00:00:00+00:00', 'system', 'token.create', 'bootstrap', '{}');",
+    )
+    .expect("previous layout");
+    let hash = sha2::Sha256::digest(b"an-admin-token-long-enough").to_vec();
+    conn.execute(
+        "INSERT INTO tokens(id, name, grants, hash, created_at)
+         VALUES ('bootstrap', 'admin (CDS_EVENTS_ADMIN_TOKEN)', '[\"admin\"]', ?1,
+                 '2024-01-01 00:00:00+00:00')",
+        [hash],
+    )
+    .expect("token");
+}
+
+#[test]
+fn a_store_of_the_previous_build_opens_with_its_tokens_and_gets_version_1() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    previous_build_db(dir.path());
+    let s = store(dir.path());
+    let a = s
+        .authenticate("an-admin-token-long-enough")
+        .expect("the stored admin token still works");
+    assert_eq!(
+        s.bootstrap(None, dir.path()).expect("bootstrap"),
+        Bootstrap::Existing
+    );
+    s.create("ci", vec![Grant::Publish(None)], None, &a)
+        .expect("create");
+    assert_eq!(s.audit(10).expect("audit").len(), 2);
+    drop(s);
+    let conn = rusqlite::Connection::open(dir.path().join(AUTH_DB)).expect("open");
+    let version: i64 = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'schema_version'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("version written at first open");
+    assert_eq!(version, 1);
+    drop(conn);
+    // And it opens again.
+    let s = store(dir.path());
+    assert_eq!(s.list().expect("list").len(), 2);
+}
+
+#[test]
+fn a_store_of_a_newer_build_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(store(dir.path()));
+    let conn = rusqlite::Connection::open(dir.path().join(AUTH_DB)).expect("open");
+    conn.execute("UPDATE meta SET value = 2 WHERE key = 'schema_version'", [])
+        .expect("v2");
+    drop(conn);
+    let e = TokenStore::open(dir.path(), Duration::from_secs(60)).expect_err("refused");
+    assert!(
+        matches!(
+            e,
+            AuthError::SchemaTooNew {
+                found: 2,
+                known: 1,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}

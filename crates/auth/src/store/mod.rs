@@ -1,29 +1,57 @@
 //! Tokens: stored as SHA-256 hashes in `<data-dir>/auth.db`, checked from an
 //! in-memory copy (so revocation takes effect at once and a request costs no
-//! I/O), with an audit trail of every change.
+//! I/O), with an audit trail of every change ([`audit`]), single-use tickets
+//! ([`tickets`]) and the first admin token ([`bootstrap`]).
+//!
+//! The connection, its pragmas, the schema version and the `meta` table are
+//! the store crate's (`cds_events_store`); SQLite's errors become
+//! [`AuthError`]s here and nowhere else.
 
-use crate::{Grant, Principal};
+mod audit;
+mod bootstrap;
+mod schema;
+mod tickets;
+
+use crate::{AuthError, Grant, Principal};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use bootstrap::BOOTSTRAP_ID;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use subtle::ConstantTimeEq;
+use tickets::Tickets;
+
+pub use audit::AuditEntry;
+pub use bootstrap::{ADMIN_TOKEN_FILE, Bootstrap, read_admin_token};
 
 /// The file name of the token store inside the data directory.
 pub const AUTH_DB: &str = "auth.db";
-/// Where a generated admin token is written (mode 0600) for the local CLI.
-pub const ADMIN_TOKEN_FILE: &str = "admin.token";
-/// The id of the admin token given by `CDS_EVENTS_ADMIN_TOKEN`, whose text
-/// is whatever the operator chose rather than one of ours.
-const BOOTSTRAP_ID: &str = "bootstrap";
 const TOKEN_PREFIX: &str = "cdse_";
-const TICKET_PREFIX: &str = "cdst_";
+
+impl From<cds_events_store::Error> for AuthError {
+    fn from(e: cds_events_store::Error) -> Self {
+        use cds_events_store::Error;
+        match e {
+            Error::SchemaTooNew { path, found, known } => {
+                AuthError::SchemaTooNew { path, found, known }
+            }
+            other => AuthError::Backend(Box::new(other)),
+        }
+    }
+}
+
+/// For `?` in this module's SQL; the driver's error is kept, boxed.
+impl From<rusqlite::Error> for AuthError {
+    fn from(e: rusqlite::Error) -> Self {
+        cds_events_store::Error::from(e).into()
+    }
+}
 
 /// A token as listed: never its secret.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -44,48 +72,6 @@ pub struct TokenInfo {
 pub struct CreatedToken {
     pub info: TokenInfo,
     pub secret: String,
-}
-
-/// One entry of the audit trail.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct AuditEntry {
-    pub seq: i64,
-    pub at: DateTime<Utc>,
-    /// The token id that acted (`"system"` for bootstrap).
-    pub actor: String,
-    pub action: String,
-    pub target: String,
-    pub detail: serde_json::Value,
-}
-
-/// How the store got its first admin token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Bootstrap {
-    /// The store already had tokens: nothing was done.
-    Existing,
-    /// `CDS_EVENTS_ADMIN_TOKEN` became the admin token.
-    FromEnv,
-    /// A token was generated and written to `file`; print it once.
-    Generated { token: String, file: PathBuf },
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum AuthError {
-    #[error("token store error: {0}")]
-    Storage(String),
-    #[error("i/o error on {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    Invalid(String),
-}
-
-impl From<rusqlite::Error> for AuthError {
-    fn from(e: rusqlite::Error) -> Self {
-        AuthError::Storage(e.to_string())
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -111,9 +97,6 @@ impl Record {
     }
 }
 
-/// Outstanding tickets by the hash of their text: who they stand for, until when.
-type Tickets = HashMap<[u8; 32], (Arc<Principal>, Instant)>;
-
 /// The token store.
 #[derive(Debug)]
 pub struct TokenStore {
@@ -138,27 +121,6 @@ fn random_id() -> String {
         .collect()
 }
 
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS tokens (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    grants TEXT NOT NULL,
-    hash BLOB NOT NULL,
-    created_at TEXT NOT NULL,
-    expires_at TEXT,
-    created_by TEXT,
-    revoked_at TEXT
-);
-CREATE TABLE IF NOT EXISTS audit (
-    seq INTEGER PRIMARY KEY,
-    at TEXT NOT NULL,
-    actor TEXT NOT NULL,
-    action TEXT NOT NULL,
-    target TEXT NOT NULL,
-    detail TEXT NOT NULL
-);
-";
-
 impl TokenStore {
     /// Opens (creating if needed) the store in `data_dir`.
     pub fn open(data_dir: &Path, ticket_ttl: Duration) -> Result<TokenStore, AuthError> {
@@ -166,10 +128,8 @@ impl TokenStore {
             path: data_dir.display().to_string(),
             source,
         })?;
-        let conn = Connection::open(data_dir.join(AUTH_DB))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.execute_batch(SCHEMA)?;
+        let conn = cds_events_store::open(&data_dir.join(AUTH_DB), &schema::options())?;
+        schema::LAYOUT.apply(&conn)?;
         let mut active = HashMap::new();
         {
             let mut st = conn.prepare(
@@ -188,12 +148,15 @@ impl TokenStore {
             })?;
             for row in rows {
                 let (id, name, grants, hash, created_at, expires_at, created_by) = row?;
-                let grants: Vec<Grant> = serde_json::from_str(&grants).map_err(|e| {
-                    AuthError::Storage(format!("token {id}: unreadable grants: {e}"))
+                let grants: Vec<Grant> =
+                    serde_json::from_str(&grants).map_err(|e| AuthError::Unreadable {
+                        id: id.clone(),
+                        problem: format!("unreadable grants: {e}"),
+                    })?;
+                let hash: [u8; 32] = hash.try_into().map_err(|_| AuthError::Unreadable {
+                    id: id.clone(),
+                    problem: "bad hash length".into(),
                 })?;
-                let hash: [u8; 32] = hash
-                    .try_into()
-                    .map_err(|_| AuthError::Storage(format!("token {id}: bad hash length")))?;
                 let info = TokenInfo {
                     id: id.clone(),
                     name,
@@ -216,52 +179,7 @@ impl TokenStore {
     fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, AuthError> {
         self.conn
             .lock()
-            .map_err(|_| AuthError::Storage("token store lock poisoned".into()))
-    }
-
-    /// Gives an empty store its admin token: `env_token` if set, else a
-    /// generated one written to `<data_dir>/admin.token` (0600). A store
-    /// that ever had a token is left alone.
-    pub fn bootstrap(
-        &self,
-        env_token: Option<&str>,
-        data_dir: &Path,
-    ) -> Result<Bootstrap, AuthError> {
-        let any: i64 = self
-            .conn()?
-            .query_row("SELECT COUNT(*) FROM tokens", [], |r| r.get(0))?;
-        if any > 0 {
-            return Ok(Bootstrap::Existing);
-        }
-        let admin = vec![Grant::Admin];
-        match env_token.map(str::trim).filter(|t| !t.is_empty()) {
-            Some(token) => {
-                if token.len() < 16 {
-                    return Err(AuthError::Invalid(
-                        "CDS_EVENTS_ADMIN_TOKEN must be at least 16 characters".into(),
-                    ));
-                }
-                let info = TokenInfo {
-                    id: BOOTSTRAP_ID.into(),
-                    name: "admin (CDS_EVENTS_ADMIN_TOKEN)".into(),
-                    grants: admin,
-                    created_at: Utc::now(),
-                    expires_at: None,
-                    created_by: None,
-                };
-                self.insert(&info, sha256(token), "system")?;
-                Ok(Bootstrap::FromEnv)
-            }
-            None => {
-                let created = self.create_with_actor("admin (generated)", admin, None, "system")?;
-                let file = data_dir.join(ADMIN_TOKEN_FILE);
-                write_secret_file(&file, &created.secret)?;
-                Ok(Bootstrap::Generated {
-                    token: created.secret,
-                    file,
-                })
-            }
-        }
+            .map_err(|_| AuthError::Poisoned("token store"))
     }
 
     /// Creates a token for `actor` (a principal's token id).
@@ -312,8 +230,10 @@ impl TokenStore {
     }
 
     fn insert(&self, info: &TokenInfo, hash: [u8; 32], actor: &str) -> Result<(), AuthError> {
-        let grants =
-            serde_json::to_string(&info.grants).map_err(|e| AuthError::Storage(e.to_string()))?;
+        let grants = serde_json::to_string(&info.grants).map_err(|source| AuthError::Encode {
+            what: "grants",
+            source,
+        })?;
         {
             let mut conn = self.conn()?;
             let tx = conn.transaction()?;
@@ -321,7 +241,7 @@ impl TokenStore {
                 "INSERT INTO tokens(id, name, grants, hash, created_at, expires_at, created_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![info.id, info.name, grants, hash.to_vec(), info.created_at, info.expires_at, info.created_by],
             )?;
-            audit(
+            audit::record(
                 &tx,
                 actor,
                 "token.create",
@@ -332,7 +252,7 @@ impl TokenStore {
         }
         self.active
             .write()
-            .map_err(|_| AuthError::Storage("token cache lock poisoned".into()))?
+            .map_err(|_| AuthError::Poisoned("token cache"))?
             .insert(info.id.clone(), Record::new(hash, info.clone()));
         Ok(())
     }
@@ -348,7 +268,7 @@ impl TokenStore {
         if n == 0 {
             return Ok(false);
         }
-        audit(
+        audit::record(
             &tx,
             &actor.token_id,
             "token.revoke",
@@ -359,11 +279,11 @@ impl TokenStore {
         // Effective for the very next request.
         self.active
             .write()
-            .map_err(|_| AuthError::Storage("token cache lock poisoned".into()))?
+            .map_err(|_| AuthError::Poisoned("token cache"))?
             .remove(id);
         self.tickets
             .lock()
-            .map_err(|_| AuthError::Storage("ticket lock poisoned".into()))?
+            .map_err(|_| AuthError::Poisoned("ticket"))?
             .retain(|_, (p, _)| p.token_id != id);
         Ok(true)
     }
@@ -373,7 +293,7 @@ impl TokenStore {
         let active = self
             .active
             .read()
-            .map_err(|_| AuthError::Storage("token cache lock poisoned".into()))?;
+            .map_err(|_| AuthError::Poisoned("token cache"))?;
         let mut out: Vec<TokenInfo> = active.values().map(|r| r.info.clone()).collect();
         out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         Ok(out)
@@ -400,100 +320,4 @@ impl TokenStore {
         }
         Some(Arc::clone(&record.principal))
     }
-
-    /// A single-use ticket standing for `principal` for a short while, for
-    /// clients that cannot set headers (a browser's WebSocket or EventSource).
-    pub fn issue_ticket(
-        &self,
-        principal: &Arc<Principal>,
-    ) -> Result<(String, Duration), AuthError> {
-        let ticket = format!("{TICKET_PREFIX}{}", random_text(32));
-        let mut tickets = self
-            .tickets
-            .lock()
-            .map_err(|_| AuthError::Storage("ticket lock poisoned".into()))?;
-        let now = Instant::now();
-        tickets.retain(|_, (_, expires)| *expires > now);
-        tickets.insert(
-            sha256(&ticket),
-            (Arc::clone(principal), now + self.ticket_ttl),
-        );
-        Ok((ticket, self.ticket_ttl))
-    }
-
-    /// Redeems a ticket once.
-    pub fn redeem_ticket(&self, ticket: &str) -> Option<Arc<Principal>> {
-        let mut tickets = self.tickets.lock().ok()?;
-        let (principal, expires) = tickets.remove(&sha256(ticket))?;
-        (expires > Instant::now()).then_some(principal)
-    }
-
-    /// The newest audit entries, newest first.
-    pub fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, AuthError> {
-        let conn = self.conn()?;
-        let mut st = conn.prepare(
-            "SELECT seq, at, actor, action, target, detail FROM audit ORDER BY seq DESC LIMIT ?1",
-        )?;
-        let rows = st.query_map([limit as i64], |r| {
-            Ok(AuditEntry {
-                seq: r.get(0)?,
-                at: r.get(1)?,
-                actor: r.get(2)?,
-                action: r.get(3)?,
-                target: r.get(4)?,
-                detail: serde_json::from_str(&r.get::<_, String>(5)?)
-                    .unwrap_or(serde_json::Value::Null),
-            })
-        })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
-    }
-}
-
-fn audit(
-    conn: &Connection,
-    actor: &str,
-    action: &str,
-    target: &str,
-    detail: serde_json::Value,
-) -> Result<(), AuthError> {
-    conn.execute(
-        "INSERT INTO audit(at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![Utc::now(), actor, action, target, detail.to_string()],
-    )?;
-    Ok(())
-}
-
-/// Writes a secret readable by its owner only.
-fn write_secret_file(path: &Path, secret: &str) -> Result<(), AuthError> {
-    use std::io::Write;
-    let io = |source| AuthError::Io {
-        path: path.display().to_string(),
-        source,
-    };
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path).map_err(io)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        f.set_permissions(std::fs::Permissions::from_mode(0o600))
-            .map_err(io)?;
-    }
-    f.write_all(secret.as_bytes()).map_err(io)?;
-    f.write_all(b"\n").map_err(io)?;
-    f.sync_all().map_err(io)?;
-    Ok(())
-}
-
-/// Reads the admin token file of a data directory, if there is one.
-pub fn read_admin_token(data_dir: &Path) -> Option<String> {
-    std::fs::read_to_string(data_dir.join(ADMIN_TOKEN_FILE))
-        .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
 }

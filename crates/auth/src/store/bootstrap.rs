@@ -1,0 +1,106 @@
+//! The first admin token: from `CDS_EVENTS_ADMIN_TOKEN`, or generated and
+//! written to a file only its owner can read, for the local CLI.
+
+use super::{TokenInfo, TokenStore, sha256};
+use crate::{AuthError, Grant};
+use chrono::Utc;
+use std::path::{Path, PathBuf};
+
+/// Where a generated admin token is written (mode 0600) for the local CLI.
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+/// The id of the admin token given by `CDS_EVENTS_ADMIN_TOKEN`, whose text
+/// is whatever the operator chose rather than one of ours.
+pub(super) const BOOTSTRAP_ID: &str = "bootstrap";
+
+/// How the store got its first admin token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// The store already had tokens: nothing was done.
+    Existing,
+    /// `CDS_EVENTS_ADMIN_TOKEN` became the admin token.
+    FromEnv,
+    /// A token was generated and written to `file`; print it once.
+    Generated { token: String, file: PathBuf },
+}
+
+impl TokenStore {
+    /// Gives an empty store its admin token: `env_token` if set, else a
+    /// generated one written to `<data_dir>/admin.token` (0600). A store
+    /// that ever had a token is left alone.
+    pub fn bootstrap(
+        &self,
+        env_token: Option<&str>,
+        data_dir: &Path,
+    ) -> Result<Bootstrap, AuthError> {
+        let any: i64 = self
+            .conn()?
+            .query_row("SELECT COUNT(*) FROM tokens", [], |r| r.get(0))?;
+        if any > 0 {
+            return Ok(Bootstrap::Existing);
+        }
+        let admin = vec![Grant::Admin];
+        match env_token.map(str::trim).filter(|t| !t.is_empty()) {
+            Some(token) => {
+                if token.len() < 16 {
+                    return Err(AuthError::Invalid(
+                        "CDS_EVENTS_ADMIN_TOKEN must be at least 16 characters".into(),
+                    ));
+                }
+                let info = TokenInfo {
+                    id: BOOTSTRAP_ID.into(),
+                    name: "admin (CDS_EVENTS_ADMIN_TOKEN)".into(),
+                    grants: admin,
+                    created_at: Utc::now(),
+                    expires_at: None,
+                    created_by: None,
+                };
+                self.insert(&info, sha256(token), "system")?;
+                Ok(Bootstrap::FromEnv)
+            }
+            None => {
+                let created = self.create_with_actor("admin (generated)", admin, None, "system")?;
+                let file = data_dir.join(ADMIN_TOKEN_FILE);
+                write_secret_file(&file, &created.secret)?;
+                Ok(Bootstrap::Generated {
+                    token: created.secret,
+                    file,
+                })
+            }
+        }
+    }
+}
+
+/// Writes a secret readable by its owner only.
+fn write_secret_file(path: &Path, secret: &str) -> Result<(), AuthError> {
+    use std::io::Write;
+    let io = |source| AuthError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(io)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io)?;
+    }
+    f.write_all(secret.as_bytes()).map_err(io)?;
+    f.write_all(b"\n").map_err(io)?;
+    f.sync_all().map_err(io)?;
+    Ok(())
+}
+
+/// Reads the admin token file of a data directory, if there is one.
+pub fn read_admin_token(data_dir: &Path) -> Option<String> {
+    std::fs::read_to_string(data_dir.join(ADMIN_TOKEN_FILE))
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
