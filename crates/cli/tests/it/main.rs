@@ -4,6 +4,7 @@
 mod api;
 mod auth;
 mod durability;
+mod hardening;
 mod notifications;
 mod ops;
 mod receiver;
@@ -37,6 +38,23 @@ pub struct TestServer {
 }
 
 /// A blocking client that sends `token` with every request.
+/// One request with an optional JSON body: the status and the JSON answer
+/// (`null` when the body is empty or not JSON).
+pub fn call(
+    client: &reqwest::blocking::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let mut r = client.request(method, url);
+    if let Some(b) = body {
+        r = r.json(b);
+    }
+    let r = r.send().expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().unwrap_or(Value::Null))
+}
+
 pub fn client_with_token(token: Option<&str>) -> reqwest::blocking::Client {
     cds_events_client::install_crypto_provider();
     let mut headers = reqwest::header::HeaderMap::new();
