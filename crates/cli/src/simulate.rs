@@ -111,6 +111,14 @@ struct Budget {
 }
 
 impl Budget {
+    /// The run's `--events` and `--duration`, the clock starting now.
+    fn starting_now(a: &SimulateArgs) -> Budget {
+        Budget {
+            left: AtomicU64::new(a.events.unwrap_or(u64::MAX)),
+            deadline: a.duration.map(|d| Instant::now() + d),
+        }
+    }
+
     /// Takes up to `n` units; 0 when the run is over.
     fn take(&self, n: u64) -> u64 {
         if self.deadline.is_some_and(|d| Instant::now() >= d) {
@@ -212,10 +220,7 @@ async fn ingest(a: SimulateArgs) -> anyhow::Result<()> {
         None
     };
     // The clock starts once the subscribers are in.
-    let budget = Arc::new(Budget {
-        left: AtomicU64::new(a.events.unwrap_or(u64::MAX)),
-        deadline: a.duration.map(|d| Instant::now() + d),
-    });
+    let budget = Arc::new(Budget::starting_now(&a));
     let started = Instant::now();
     let mut workers = Vec::new();
     for w in 0..a.connections {
@@ -491,10 +496,7 @@ async fn read(a: SimulateArgs) -> anyhow::Result<()> {
         }
     }
     let ids = Arc::new(ids);
-    let budget = Arc::new(Budget {
-        left: AtomicU64::new(a.events.unwrap_or(u64::MAX)),
-        deadline: a.duration.map(|d| Instant::now() + d),
-    });
+    let budget = Arc::new(Budget::starting_now(&a));
     let started = Instant::now();
     let mut workers = Vec::new();
     for w in 0..a.connections {
