@@ -1,7 +1,7 @@
 //! The crate's one error type.
 //!
 //! The database's own errors stay behind [`AuthError::Backend`]; the
-//! conversions from them live with the store (`store/mod.rs`).
+//! conversions from them live with each backend (`sqlite/mod.rs`).
 
 use std::path::PathBuf;
 
@@ -18,6 +18,9 @@ pub enum AuthError {
         found: i64,
         known: i64,
     },
+    /// A token of this id is already stored (revoked or not).
+    #[error("token {id} already exists")]
+    TokenExists { id: String },
     /// A stored token cannot be read back (edited by hand, or written by a
     /// bug).
     #[error("token {id}: {problem}")]

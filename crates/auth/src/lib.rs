@@ -4,14 +4,23 @@
 //! SHA-256 hashes and compared in constant time. Grants are strings
 //! (`read:PROJ`, `publish`, `admin`…). This crate decides who may do what; the
 //! server applies it on every route.
+//!
+//! [`TokenStore`] holds the policy over a [`TokenBackend`], where tokens, the
+//! audit trail and tickets are kept: [`sqlite::SqliteTokens`] (the embedded
+//! default).
 
+mod backend;
 mod error;
 mod grants;
+mod records;
+pub mod sqlite;
 mod store;
 
+pub use backend::TokenBackend;
 pub use error::AuthError;
 pub use grants::{Grant, InvalidGrant, Principal, ReadScope};
-pub use store::{
-    ADMIN_TOKEN_FILE, AUTH_DB, AuditEntry, Bootstrap, CreatedToken, TokenInfo, TokenStore,
-    read_admin_token,
+pub use records::{
+    AuditEntry, CreatedToken, NewAuditEntry, SecretHash, StoredToken, Ticket, TokenInfo,
 };
+pub use sqlite::AUTH_DB;
+pub use store::{ADMIN_TOKEN_FILE, Bootstrap, TokenStore, read_admin_token};

@@ -1,8 +1,8 @@
 //! The first admin token: from `CDS_EVENTS_ADMIN_TOKEN`, or generated and
 //! written to a file only its owner can read, for the local CLI.
 
-use super::{TokenInfo, TokenStore, sha256};
-use crate::{AuthError, Grant};
+use super::TokenStore;
+use crate::{AuthError, Grant, SecretHash, TokenInfo};
 use chrono::Utc;
 use std::path::{Path, PathBuf};
 
@@ -32,10 +32,7 @@ impl TokenStore {
         env_token: Option<&str>,
         data_dir: &Path,
     ) -> Result<Bootstrap, AuthError> {
-        let any: i64 = self
-            .conn()?
-            .query_row("SELECT COUNT(*) FROM tokens", [], |r| r.get(0))?;
-        if any > 0 {
+        if self.backend.ever_had_a_token()? {
             return Ok(Bootstrap::Existing);
         }
         let admin = vec![Grant::Admin];
@@ -54,7 +51,7 @@ impl TokenStore {
                     expires_at: None,
                     created_by: None,
                 };
-                self.insert(&info, sha256(token), "system")?;
+                self.insert(info, SecretHash::of(token), "system")?;
                 Ok(Bootstrap::FromEnv)
             }
             None => {

@@ -1,16 +1,15 @@
-//! Tickets: single-use, short-lived stand-ins for a principal, held in
-//! memory only (a restart invalidates them, which their lifetime allows).
+//! Tickets: single-use, short-lived stand-ins for a token, for clients that
+//! cannot set headers. The ticket's text is made here and only its hash goes
+//! to the backend, which takes it once; the principal comes from this
+//! instance's active tokens, so a revoked token's tickets redeem nothing.
 
-use super::{TokenStore, random_text, sha256};
-use crate::{AuthError, Principal};
-use std::collections::HashMap;
+use super::{TokenStore, random_text};
+use crate::{AuthError, Principal, SecretHash, Ticket};
+use chrono::{DateTime, TimeDelta, Utc};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const TICKET_PREFIX: &str = "cdst_";
-
-/// Outstanding tickets by the hash of their text: who they stand for, until when.
-pub(super) type Tickets = HashMap<[u8; 32], (Arc<Principal>, Instant)>;
 
 impl TokenStore {
     /// A single-use ticket standing for `principal` for a short while, for
@@ -20,23 +19,38 @@ impl TokenStore {
         principal: &Arc<Principal>,
     ) -> Result<(String, Duration), AuthError> {
         let ticket = format!("{TICKET_PREFIX}{}", random_text(32));
-        let mut tickets = self
-            .tickets
-            .lock()
-            .map_err(|_| AuthError::Poisoned("ticket"))?;
-        let now = Instant::now();
-        tickets.retain(|_, (_, expires)| *expires > now);
-        tickets.insert(
-            sha256(&ticket),
-            (Arc::clone(principal), now + self.ticket_ttl),
-        );
+        let now = Utc::now();
+        self.backend.sweep_tickets(now)?;
+        self.backend.store_ticket(&Ticket {
+            hash: SecretHash::of(&ticket),
+            token_id: principal.token_id.clone(),
+            expires_at: expiry(now, self.ticket_ttl),
+        })?;
         Ok((ticket, self.ticket_ttl))
     }
 
     /// Redeems a ticket once.
     pub fn redeem_ticket(&self, ticket: &str) -> Option<Arc<Principal>> {
-        let mut tickets = self.tickets.lock().ok()?;
-        let (principal, expires) = tickets.remove(&sha256(ticket))?;
-        (expires > Instant::now()).then_some(principal)
+        let token_id = match self
+            .backend
+            .take_ticket(&SecretHash::of(ticket), Utc::now())
+        {
+            Ok(id) => id?,
+            Err(error) => {
+                // The caller answers as for an unknown ticket; the cause is
+                // for the operator.
+                tracing::error!(%error, "ticket store failure");
+                return None;
+            }
+        };
+        self.principal(&token_id)
     }
+}
+
+/// `now + ttl`, saturating: a lifetime too long for the calendar never ends.
+fn expiry(now: DateTime<Utc>, ttl: Duration) -> DateTime<Utc> {
+    TimeDelta::from_std(ttl)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }

@@ -1,0 +1,64 @@
+//! The storage seam of the token store: what every instance must share once
+//! several run side by side (tokens, the audit trail, browser tickets), as
+//! one trait.
+//!
+//! [`TokenStore`](crate::TokenStore) keeps the policy (secrets, validation,
+//! the in-memory copy of the active tokens that authenticates a request
+//! without I/O); a [`TokenBackend`] keeps records and answers for them. A
+//! backend never sees a secret (tokens and tickets reach it as their
+//! [`SecretHash`]) and never decides who may do what. Every backend passes
+//! the [`conformance`](crate::conformance) suite.
+
+use crate::{AuditEntry, AuthError, NewAuditEntry, SecretHash, StoredToken, Ticket, TokenInfo};
+use chrono::{DateTime, Utc};
+
+/// Where tokens, the audit trail and tickets are kept.
+///
+/// Calls block (the token store's API is synchronous, and each call is one
+/// short statement or transaction). Timestamps come back to the microsecond
+/// at least.
+pub trait TokenBackend: Send + Sync + std::fmt::Debug {
+    /// Stores a new token and its audit entry, both or neither. An id already
+    /// stored (even revoked) is refused with [`AuthError::TokenExists`].
+    fn insert_token(&self, token: &StoredToken, audit: &NewAuditEntry) -> Result<(), AuthError>;
+
+    /// Marks an active token revoked at `audit.at`, writes `audit` in the
+    /// same transaction and drops the token's outstanding tickets. `false`
+    /// (and nothing written) if there is no such active token.
+    fn revoke_token(&self, id: &str, audit: &NewAuditEntry) -> Result<bool, AuthError>;
+
+    /// The tokens not revoked (expired ones included), oldest first, then by
+    /// id.
+    fn list_tokens(&self) -> Result<Vec<TokenInfo>, AuthError>;
+
+    /// The tokens not revoked with their hashes, in no order: what a token
+    /// store loads to authenticate.
+    fn active_tokens(&self) -> Result<Vec<StoredToken>, AuthError>;
+
+    /// Whether this store ever held a token, revoked ones included: a store
+    /// that did is never bootstrapped again.
+    fn ever_had_a_token(&self) -> Result<bool, AuthError>;
+
+    /// Appends an entry to the audit trail on its own.
+    fn append_audit(&self, entry: &NewAuditEntry) -> Result<(), AuthError>;
+
+    /// The newest `limit` audit entries, newest first.
+    fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, AuthError>;
+
+    /// Keeps a ticket until it is taken, expires and is swept, or its token
+    /// is revoked.
+    fn store_ticket(&self, ticket: &Ticket) -> Result<(), AuthError>;
+
+    /// Takes the ticket of this hash, once: the token id it stands for if it
+    /// is still outstanding and `now` is before its expiry. Whatever the
+    /// answer, the ticket is gone afterwards, even when several take it at
+    /// the same time.
+    fn take_ticket(
+        &self,
+        hash: &SecretHash,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, AuthError>;
+
+    /// Drops the tickets expired at `now`; how many.
+    fn sweep_tickets(&self, now: DateTime<Utc>) -> Result<usize, AuthError>;
+}

@@ -1,0 +1,239 @@
+//! The SQLite [`TokenBackend`]: tokens and the audit trail in
+//! `<data-dir>/auth.db`, tickets in memory ([`tickets`] says why).
+//!
+//! The connection, its pragmas, the schema version and the `meta` table are
+//! the store crate's (`cds_events_store`); SQLite's errors become
+//! [`AuthError`]s here and nowhere else. This module keeps records: it never
+//! sees a secret and never decides who may do what.
+
+mod schema;
+mod tickets;
+
+use crate::{
+    AuditEntry, AuthError, Grant, NewAuditEntry, SecretHash, StoredToken, Ticket, TokenBackend,
+    TokenInfo,
+};
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, ErrorCode, params};
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use tickets::Tickets;
+
+/// The file name of the token store inside the data directory.
+pub const AUTH_DB: &str = "auth.db";
+
+impl From<cds_events_store::Error> for AuthError {
+    fn from(e: cds_events_store::Error) -> Self {
+        use cds_events_store::Error;
+        match e {
+            Error::SchemaTooNew { path, found, known } => {
+                AuthError::SchemaTooNew { path, found, known }
+            }
+            other => AuthError::Backend(Box::new(other)),
+        }
+    }
+}
+
+/// For `?` in this module's SQL; the driver's error is kept, boxed.
+impl From<rusqlite::Error> for AuthError {
+    fn from(e: rusqlite::Error) -> Self {
+        cds_events_store::Error::from(e).into()
+    }
+}
+
+/// Tokens and the audit trail in `auth.db`, tickets in memory.
+///
+/// One connection behind a mutex: every call is one short statement or
+/// transaction, and authentication never comes here (the token store answers
+/// it from memory), so there is nothing for a pool to share.
+#[derive(Debug)]
+pub struct SqliteTokens {
+    conn: Mutex<Connection>,
+    tickets: Tickets,
+}
+
+impl SqliteTokens {
+    /// Opens (creating if needed) `<data_dir>/auth.db`, bringing an older
+    /// layout up to date and refusing a newer one.
+    pub fn open(data_dir: &Path) -> Result<SqliteTokens, AuthError> {
+        std::fs::create_dir_all(data_dir).map_err(|source| AuthError::Io {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
+        let conn = cds_events_store::open(&data_dir.join(AUTH_DB), &schema::options())?;
+        schema::LAYOUT.apply(&conn)?;
+        Ok(SqliteTokens {
+            conn: Mutex::new(conn),
+            tickets: Tickets::default(),
+        })
+    }
+
+    fn conn(&self) -> Result<MutexGuard<'_, Connection>, AuthError> {
+        self.conn
+            .lock()
+            .map_err(|_| AuthError::Poisoned("token store"))
+    }
+
+    /// The tokens not revoked, in no order.
+    fn select_active(&self) -> Result<Vec<StoredToken>, AuthError> {
+        let conn = self.conn()?;
+        let mut st = conn.prepare(
+            "SELECT id, name, grants, hash, created_at, expires_at, created_by FROM tokens
+             WHERE revoked_at IS NULL",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Vec<u8>>(3)?,
+                r.get::<_, DateTime<Utc>>(4)?,
+                r.get::<_, Option<DateTime<Utc>>>(5)?,
+                r.get::<_, Option<String>>(6)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, name, grants, hash, created_at, expires_at, created_by) = row?;
+            let grants: Vec<Grant> =
+                serde_json::from_str(&grants).map_err(|e| AuthError::Unreadable {
+                    id: id.clone(),
+                    problem: format!("unreadable grants: {e}"),
+                })?;
+            let hash = SecretHash::from_bytes(&hash).ok_or_else(|| AuthError::Unreadable {
+                id: id.clone(),
+                problem: "bad hash length".into(),
+            })?;
+            let info = TokenInfo {
+                id,
+                name,
+                grants,
+                created_at,
+                expires_at,
+                created_by,
+            };
+            out.push(StoredToken { info, hash });
+        }
+        Ok(out)
+    }
+}
+
+/// Writes an audit entry in the caller's transaction.
+fn record(conn: &Connection, e: &NewAuditEntry) -> Result<(), AuthError> {
+    conn.execute(
+        "INSERT INTO audit(at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![e.at, e.actor, e.action, e.target, e.detail.to_string()],
+    )?;
+    Ok(())
+}
+
+impl TokenBackend for SqliteTokens {
+    fn insert_token(&self, token: &StoredToken, audit: &NewAuditEntry) -> Result<(), AuthError> {
+        let info = &token.info;
+        let grants = serde_json::to_string(&info.grants).map_err(|source| AuthError::Encode {
+            what: "grants",
+            source,
+        })?;
+        let mut conn = self.conn()?;
+        let tx = conn.transaction()?;
+        tx.execute(
+            "INSERT INTO tokens(id, name, grants, hash, created_at, expires_at, created_by)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                info.id,
+                info.name,
+                grants,
+                token.hash.as_bytes().as_slice(),
+                info.created_at,
+                info.expires_at,
+                info.created_by
+            ],
+        )
+        .map_err(|e| match e.sqlite_error_code() {
+            Some(ErrorCode::ConstraintViolation) => AuthError::TokenExists {
+                id: info.id.clone(),
+            },
+            _ => e.into(),
+        })?;
+        record(&tx, audit)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn revoke_token(&self, id: &str, audit: &NewAuditEntry) -> Result<bool, AuthError> {
+        {
+            let mut conn = self.conn()?;
+            let tx = conn.transaction()?;
+            let n = tx.execute(
+                "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                params![id, audit.at],
+            )?;
+            if n == 0 {
+                return Ok(false);
+            }
+            record(&tx, audit)?;
+            tx.commit()?;
+        }
+        self.tickets.drop_token(id)?;
+        Ok(true)
+    }
+
+    fn list_tokens(&self) -> Result<Vec<TokenInfo>, AuthError> {
+        // Sorted here rather than in SQL: `created_at` is text, and rows of
+        // older builds may spell a time differently from this one.
+        let mut out: Vec<TokenInfo> = self.select_active()?.into_iter().map(|t| t.info).collect();
+        out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        Ok(out)
+    }
+
+    fn active_tokens(&self) -> Result<Vec<StoredToken>, AuthError> {
+        self.select_active()
+    }
+
+    fn ever_had_a_token(&self) -> Result<bool, AuthError> {
+        let any: bool =
+            self.conn()?
+                .query_row("SELECT EXISTS (SELECT 1 FROM tokens)", [], |r| r.get(0))?;
+        Ok(any)
+    }
+
+    fn append_audit(&self, entry: &NewAuditEntry) -> Result<(), AuthError> {
+        record(&*self.conn()?, entry)
+    }
+
+    fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, AuthError> {
+        let conn = self.conn()?;
+        let mut st = conn.prepare(
+            "SELECT seq, at, actor, action, target, detail FROM audit ORDER BY seq DESC LIMIT ?1",
+        )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = st.query_map([limit], |r| {
+            Ok(AuditEntry {
+                seq: r.get(0)?,
+                at: r.get(1)?,
+                actor: r.get(2)?,
+                action: r.get(3)?,
+                target: r.get(4)?,
+                detail: serde_json::from_str(&r.get::<_, String>(5)?)
+                    .unwrap_or(serde_json::Value::Null),
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn store_ticket(&self, ticket: &Ticket) -> Result<(), AuthError> {
+        self.tickets.store(ticket)
+    }
+
+    fn take_ticket(
+        &self,
+        hash: &SecretHash,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>, AuthError> {
+        self.tickets.take(hash, now)
+    }
+
+    fn sweep_tickets(&self, now: DateTime<Utc>) -> Result<usize, AuthError> {
+        self.tickets.sweep(now)
+    }
+}
