@@ -7,9 +7,10 @@
 //!
 //! [`TokenStore`] holds the policy over a [`TokenBackend`], where tokens, the
 //! audit trail and tickets are kept: [`sqlite::SqliteTokens`] (the embedded
-//! default).
+//! default). Every backend must pass the shared [`conformance`] suite.
 
 mod backend;
+pub mod conformance;
 mod error;
 mod grants;
 mod records;

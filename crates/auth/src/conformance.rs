@@ -1,0 +1,366 @@
+//! The conformance suite every [`TokenBackend`] must pass.
+//!
+//! Each check is a plain function over a [`Harness`]; a backend runs them all
+//! with [`conformance_tests!`](crate::conformance_tests) in its own test file.
+//! A harness opens the backend over a store of its own, and can open the same
+//! store again (a restart).
+//!
+//! Nothing here may depend on one backend: the fixtures' times are whole
+//! seconds (a backend keeps at least microseconds), every ticket stands for a
+//! stored token (a backend may enforce it), and no ticket is expected to
+//! survive a reopening (a backend may keep tickets in memory).
+
+use crate::{
+    AuthError, Grant, NewAuditEntry, SecretHash, StoredToken, Ticket, TokenBackend, TokenInfo,
+};
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use std::sync::{Arc, Barrier};
+
+/// Opens a backend over one private store.
+pub trait Harness: Send + Sync {
+    /// Opens the store (again, to check what survives a restart).
+    fn open(&self) -> Arc<dyn TokenBackend>;
+}
+
+/// A fixed time, `secs` after an arbitrary origin.
+fn at(secs: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_700_000_000 + secs, 0).expect("a time in range")
+}
+
+/// A token of id `id` whose secret is `secret`, created at `at(created)`.
+fn token(id: &str, secret: &str, created: i64) -> StoredToken {
+    StoredToken {
+        info: TokenInfo {
+            id: id.into(),
+            name: format!("token {id}"),
+            grants: vec![Grant::Read(Some("P".into())), Grant::Publish(None)],
+            created_at: at(created),
+            expires_at: Some(at(created + 3600)),
+            created_by: Some("admin".into()),
+        },
+        hash: SecretHash::of(secret),
+    }
+}
+
+fn change(action: &str, target: &str, secs: i64) -> NewAuditEntry {
+    NewAuditEntry {
+        at: at(secs),
+        actor: "admin".into(),
+        action: action.into(),
+        target: target.into(),
+        detail: json!({"n": secs, "list": ["a", 1]}),
+    }
+}
+
+/// Stores a token of id `id` (its secret is `secret-<id>`) created at
+/// `at(created)`, with its audit entry.
+fn insert(b: &dyn TokenBackend, id: &str, created: i64) -> StoredToken {
+    let t = token(id, &format!("secret-{id}"), created);
+    b.insert_token(&t, &change("token.create", id, created))
+        .expect("insert");
+    t
+}
+
+fn revoke(b: &dyn TokenBackend, id: &str, secs: i64) -> bool {
+    let mut e = change("token.revoke", id, secs);
+    e.detail = serde_json::Value::Null;
+    b.revoke_token(id, &e).expect("revoke")
+}
+
+fn ids(tokens: &[TokenInfo]) -> Vec<&str> {
+    tokens.iter().map(|t| t.id.as_str()).collect()
+}
+
+fn active_ids(b: &dyn TokenBackend) -> Vec<String> {
+    let mut out: Vec<String> = b
+        .active_tokens()
+        .expect("active")
+        .into_iter()
+        .map(|t| t.info.id)
+        .collect();
+    out.sort();
+    out
+}
+
+fn ticket(text: &str, token_id: &str, expires: i64) -> Ticket {
+    Ticket {
+        hash: SecretHash::of(text),
+        token_id: token_id.into(),
+        expires_at: at(expires),
+    }
+}
+
+fn store_ticket(b: &dyn TokenBackend, text: &str, token_id: &str, expires: i64) -> Ticket {
+    let t = ticket(text, token_id, expires);
+    b.store_ticket(&t).expect("store ticket");
+    t
+}
+
+fn take(b: &dyn TokenBackend, t: &Ticket, now: i64) -> Option<String> {
+    b.take_ticket(&t.hash, at(now)).expect("take")
+}
+
+pub fn a_token_is_stored_only_as_its_hash(h: &dyn Harness) {
+    let secret = "cdse-conformance-secret-0123456789";
+    let t = token("a1", secret, 0);
+    let mut bare = token("a2", "another-secret-entirely", 1);
+    bare.info.expires_at = None;
+    bare.info.created_by = None;
+    let b = h.open();
+    b.insert_token(&t, &change("token.create", "a1", 0))
+        .expect("insert");
+    b.insert_token(&bare, &change("token.create", "a2", 1))
+        .expect("insert");
+    drop(b);
+    let b = h.open();
+    let mut stored = b.active_tokens().expect("active");
+    stored.sort_by(|x, y| x.info.id.cmp(&y.info.id));
+    assert_eq!(
+        stored,
+        [t, bare],
+        "every field comes back as it went in, after a reopening"
+    );
+    assert!(stored[0].hash.matches(secret));
+    assert!(!stored[0].hash.matches("cdse-conformance-secret-012345678"));
+    // The backend was never given the secret, so nothing it answers holds it.
+    let answers = format!(
+        "{stored:?} {:?} {:?}",
+        b.list_tokens().expect("list"),
+        b.audit(10).expect("audit")
+    );
+    assert!(!answers.contains(secret));
+}
+
+pub fn a_token_id_is_stored_once(h: &dyn Harness) {
+    let b = h.open();
+    let first = insert(&*b, "a1", 0);
+    let again = token("a1", "a-second-secret", 5);
+    let refused = |secs, why: &str| {
+        let e = b
+            .insert_token(&again, &change("token.create", "a1", secs))
+            .expect_err(why);
+        assert!(
+            matches!(&e, AuthError::TokenExists { id } if id == "a1"),
+            "{why}: {e}"
+        );
+    };
+    refused(5, "the same id twice");
+    assert_eq!(
+        b.audit(10).expect("audit").len(),
+        1,
+        "the refused insert wrote no audit entry"
+    );
+    assert_eq!(b.active_tokens().expect("active"), [first]);
+    assert!(revoke(&*b, "a1", 6));
+    refused(7, "a revoked id is not reused");
+}
+
+pub fn revoking_writes_the_audit_entry_with_the_change(h: &dyn Harness) {
+    let b = h.open();
+    insert(&*b, "a1", 0);
+    insert(&*b, "a2", 1);
+    let mut entry = change("token.revoke", "a1", 10);
+    entry.actor = "a2".into();
+    assert!(b.revoke_token("a1", &entry).expect("revoke"));
+    let trail = b.audit(10).expect("audit");
+    assert_eq!(trail.len(), 3);
+    let newest = &trail[0];
+    assert_eq!(
+        (
+            newest.at,
+            newest.actor.as_str(),
+            newest.action.as_str(),
+            newest.target.as_str(),
+            &newest.detail
+        ),
+        (entry.at, "a2", "token.revoke", "a1", &entry.detail)
+    );
+    assert_eq!(active_ids(&*b), ["a2"]);
+    assert!(!revoke(&*b, "a1", 11), "only once");
+    assert!(!revoke(&*b, "no-such-token", 12));
+    assert_eq!(
+        b.audit(10).expect("audit").len(),
+        3,
+        "a revocation that changed nothing is not recorded"
+    );
+}
+
+pub fn a_revoked_token_stays_revoked_after_reopening(h: &dyn Harness) {
+    let b = h.open();
+    insert(&*b, "a1", 0);
+    insert(&*b, "a2", 1);
+    assert!(revoke(&*b, "a1", 2));
+    drop(b);
+    let b = h.open();
+    assert_eq!(active_ids(&*b), ["a2"]);
+    assert_eq!(ids(&b.list_tokens().expect("list")), ["a2"]);
+}
+
+pub fn list_is_the_active_tokens_oldest_first(h: &dyn Harness) {
+    let b = h.open();
+    insert(&*b, "c", 30);
+    insert(&*b, "b", 10);
+    insert(&*b, "a", 10);
+    insert(&*b, "d", 20);
+    assert!(revoke(&*b, "d", 40));
+    assert_eq!(
+        ids(&b.list_tokens().expect("list")),
+        ["a", "b", "c"],
+        "by creation time, then by id"
+    );
+}
+
+pub fn the_bootstrap_marker_survives_reopening(h: &dyn Harness) {
+    let b = h.open();
+    assert!(!b.ever_had_a_token().expect("marker"), "a new store");
+    insert(&*b, "a1", 0);
+    assert!(b.ever_had_a_token().expect("marker"));
+    assert!(revoke(&*b, "a1", 1));
+    drop(b);
+    assert!(
+        h.open().ever_had_a_token().expect("marker"),
+        "a store whose every token was revoked still had one"
+    );
+}
+
+pub fn audit_is_newest_first_and_limited(h: &dyn Harness) {
+    let b = h.open();
+    for i in 0..5 {
+        b.append_audit(&change("test.step", &format!("t{i}"), i))
+            .expect("append");
+    }
+    insert(&*b, "a1", 5);
+    let all = b.audit(10).expect("audit");
+    let targets: Vec<&str> = all.iter().map(|e| e.target.as_str()).collect();
+    assert_eq!(targets, ["a1", "t4", "t3", "t2", "t1", "t0"]);
+    assert!(
+        all.windows(2).all(|w| w[0].seq > w[1].seq),
+        "seq decreases down the list: {all:?}"
+    );
+    let top = b.audit(2).expect("audit");
+    assert_eq!(top, all[..2]);
+    let e = &all[1];
+    assert_eq!(
+        (e.at, e.actor.as_str(), e.action.as_str(), &e.detail),
+        (
+            at(4),
+            "admin",
+            "test.step",
+            &json!({"n": 4, "list": ["a", 1]})
+        )
+    );
+    drop(b);
+    assert_eq!(
+        h.open().audit(3).expect("audit"),
+        all[..3],
+        "the trail survives a reopening"
+    );
+}
+
+pub fn a_ticket_is_taken_once(h: &dyn Harness) {
+    let b = h.open();
+    insert(&*b, "a1", 0);
+    let t = store_ticket(&*b, "cdst_once", "a1", 60);
+    assert_eq!(take(&*b, &t, 0).as_deref(), Some("a1"));
+    assert_eq!(take(&*b, &t, 1), None, "a second take finds nothing");
+    let unknown = ticket("cdst_never-stored", "a1", 60);
+    assert_eq!(take(&*b, &unknown, 0), None);
+}
+
+pub fn an_expired_ticket_is_not_taken(h: &dyn Harness) {
+    let b = h.open();
+    insert(&*b, "a1", 0);
+    let late = store_ticket(&*b, "cdst_late", "a1", 10);
+    assert_eq!(take(&*b, &late, 11), None);
+    let edge = store_ticket(&*b, "cdst_edge", "a1", 10);
+    assert_eq!(take(&*b, &edge, 10), None, "at its expiry a ticket is gone");
+    assert_eq!(
+        take(&*b, &edge, 0),
+        None,
+        "a take that found it expired consumed it"
+    );
+}
+
+pub fn expired_tickets_are_swept(h: &dyn Harness) {
+    let b = h.open();
+    insert(&*b, "a1", 0);
+    store_ticket(&*b, "cdst_old", "a1", 5);
+    store_ticket(&*b, "cdst_edge", "a1", 10);
+    let live = store_ticket(&*b, "cdst_live", "a1", 20);
+    assert_eq!(b.sweep_tickets(at(10)).expect("sweep"), 2);
+    assert_eq!(b.sweep_tickets(at(10)).expect("sweep"), 0);
+    assert_eq!(
+        take(&*b, &live, 10).as_deref(),
+        Some("a1"),
+        "a live ticket is kept"
+    );
+}
+
+pub fn revoking_a_token_drops_its_tickets(h: &dyn Harness) {
+    let b = h.open();
+    insert(&*b, "a1", 0);
+    insert(&*b, "a2", 0);
+    let of_a1 = store_ticket(&*b, "cdst_a1", "a1", 60);
+    let of_a2 = store_ticket(&*b, "cdst_a2", "a2", 60);
+    assert!(revoke(&*b, "a1", 1));
+    assert_eq!(take(&*b, &of_a1, 2), None);
+    assert_eq!(take(&*b, &of_a2, 2).as_deref(), Some("a2"));
+}
+
+pub fn a_ticket_taken_by_many_at_once_is_taken_once(h: &dyn Harness) {
+    const TAKERS: usize = 8;
+    let b = h.open();
+    insert(&*b, "a1", 0);
+    for round in 0..20 {
+        let t = store_ticket(&*b, &format!("cdst_race-{round}"), "a1", 60);
+        let start = Barrier::new(TAKERS);
+        let won = std::thread::scope(|s| {
+            let takers: Vec<_> = (0..TAKERS)
+                .map(|_| {
+                    s.spawn(|| {
+                        start.wait();
+                        take(&*b, &t, 0).is_some()
+                    })
+                })
+                .collect();
+            takers
+                .into_iter()
+                .map(|t| t.join().expect("taker"))
+                .filter(|won| *won)
+                .count()
+        });
+        assert_eq!(won, 1, "round {round}: taken {won} times");
+    }
+}
+
+/// Runs the whole suite on the backend a harness expression opens: one line
+/// in a backend's test file, `cds_events_auth::conformance_tests!(MyHarness::new());`.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@each $make;
+            a_token_is_stored_only_as_its_hash,
+            a_token_id_is_stored_once,
+            revoking_writes_the_audit_entry_with_the_change,
+            a_revoked_token_stays_revoked_after_reopening,
+            list_is_the_active_tokens_oldest_first,
+            the_bootstrap_marker_survives_reopening,
+            audit_is_newest_first_and_limited,
+            a_ticket_is_taken_once,
+            an_expired_ticket_is_not_taken,
+            expired_tickets_are_swept,
+            revoking_a_token_drops_its_tickets,
+            a_ticket_taken_by_many_at_once_is_taken_once,
+        );
+    };
+    (@each $make:expr; $($name:ident),+ $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                let harness = $make;
+                $crate::conformance::$name(&harness);
+            }
+        )+
+    };
+}
