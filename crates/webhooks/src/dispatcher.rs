@@ -7,7 +7,7 @@
 //! the workers concerned. It never sends anything and never waits for a
 //! receiver, so a slow endpoint cannot hold the log back.
 
-use crate::Inner;
+use crate::engine::Inner;
 use crate::store::NewDelivery;
 use cds_events_log::{
     Checkpoint, Consumer, ConsumerError, EventLog, FollowOptions, LogError, PositionStore, Seq,

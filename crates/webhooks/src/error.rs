@@ -70,6 +70,16 @@ pub enum WebhooksError {
 }
 
 impl WebhooksError {
+    /// The notification `name` of `project` does not exist.
+    pub(crate) fn no_notification(project: &str, name: &str) -> Self {
+        WebhooksError::NotFound(format!("notification {name} of project {project}"))
+    }
+
+    /// The delivery `id` (public) does not exist.
+    pub(crate) fn no_delivery(id: &str) -> Self {
+        WebhooksError::NotFound(format!("delivery {id}"))
+    }
+
     pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         WebhooksError::Invalid {
             field: field.into(),

@@ -8,8 +8,8 @@
 //! one delivery at a time in sequence order, and a delivery waiting for a
 //! retry holds back the later ones of that notification only.
 
-use crate::Inner;
 use crate::config::WebhooksConfig;
+use crate::engine::Inner;
 use crate::model::DeliveryStatus;
 use crate::registry::{Notification, WorkerHandle};
 use crate::send::{AttemptOutcome, OutcomeKind};
@@ -68,11 +68,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut handle: WorkerHandle, shutdown: C
                 need_fetch = false;
                 let limit = if ordered { 1 } else { claimed.len() + PAGE };
                 let id = current.id;
-                match inner
-                    .store
-                    .read(move |c| crate::store::pending_page(c, id, ordered, limit))
-                    .await
-                {
+                match inner.store.due(id, ordered, limit).await {
                     Ok(rows) => {
                         // A full page: there may be more behind it.
                         need_fetch = rows.len() == limit && !ordered;

@@ -4,10 +4,129 @@
 use super::schema::POSITION;
 use super::{Due, Store};
 use crate::error::WebhooksError;
-use crate::model::{AttemptOut, DeliveryOut, DeliveryStatus};
-use crate::time::to_datetime;
+use crate::model::{AttemptOut, DeliveryStatus};
+use crate::time::{now_ms, to_datetime};
 use cds_events_log::Seq;
 use rusqlite::{Connection, OptionalExtension, Row, params};
+
+impl Store {
+    /// A worker's next deliveries (see [`pending_page`]).
+    pub(crate) async fn due(
+        &self,
+        notification: i64,
+        ordered: bool,
+        limit: usize,
+    ) -> Result<Vec<Due>, WebhooksError> {
+        self.read(move |c| pending_page(c, notification, ordered, limit))
+            .await
+    }
+
+    /// A notification's deliveries (see [`list_deliveries`]).
+    pub(crate) async fn list_deliveries(
+        &self,
+        notification: i64,
+        statuses: Vec<DeliveryStatus>,
+        before: i64,
+        limit: usize,
+    ) -> Result<Vec<DeliveryRow>, WebhooksError> {
+        self.read(move |c| list_deliveries(c, notification, &statuses, before, limit))
+            .await
+    }
+
+    /// One delivery of a notification and every attempt made for it, read in
+    /// one snapshot (the row and its attempts agree).
+    pub(crate) async fn delivery(
+        &self,
+        notification: i64,
+        id: i64,
+    ) -> Result<Option<(DeliveryRow, Vec<AttemptOut>)>, WebhooksError> {
+        self.read(move |c| {
+            let tx = c.unchecked_transaction()?;
+            let found = match get_delivery(&tx, notification, id)? {
+                Some(d) => {
+                    let attempts = list_attempts(&tx, &d)?;
+                    Some((d, attempts))
+                }
+                None => None,
+            };
+            tx.finish()?;
+            Ok(found)
+        })
+        .await
+    }
+
+    /// Puts a delivery back to pending, due now, with a fresh attempt budget;
+    /// its attempts are kept. Returns it as it is now, `None` when the
+    /// notification has no such delivery.
+    pub(crate) async fn redeliver(
+        &self,
+        notification: i64,
+        id: i64,
+    ) -> Result<Option<DeliveryRow>, WebhooksError> {
+        self.call(move |ctx| {
+            let now = now_ms();
+            let Some(before) = get_delivery(&ctx.conn, notification, id)? else {
+                return Ok(None);
+            };
+            let tx = ctx.conn.transaction()?;
+            keep_success_as_attempt(&tx, notification, id)?;
+            tx.execute(
+                "UPDATE deliveries SET status = 'pending', tries = 0, next_attempt_at = ?3, updated_at = ?3
+                 WHERE id = ?1 AND notification_id = ?2",
+                params![id, notification, now],
+            )?;
+            tx.commit()?;
+            if before.status != DeliveryStatus::Pending.as_str() {
+                ctx.add_pending(1);
+            }
+            get_delivery(&ctx.conn, notification, id)
+        })
+        .await
+    }
+
+    /// Redelivers every failed delivery of a notification created at or
+    /// after `since` (ms); returns how many.
+    pub(crate) async fn redeliver_failed_since(
+        &self,
+        notification: i64,
+        since: i64,
+    ) -> Result<u64, WebhooksError> {
+        self.call(move |ctx| {
+            let now = now_ms();
+            let n = ctx.conn.execute(
+                "UPDATE deliveries SET status = 'pending', tries = 0, next_attempt_at = ?3, updated_at = ?3
+                 WHERE notification_id = ?1 AND status = 'failed' AND created_at >= ?2",
+                params![notification, since, now],
+            )?;
+            ctx.add_pending(n as i64);
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    /// One small transaction of clean-up (see [`purge_step`]).
+    pub(crate) async fn purge_step(
+        &self,
+        finished_before: i64,
+    ) -> Result<(u64, bool), WebhooksError> {
+        self.call(move |ctx| purge_step(&mut ctx.conn, finished_before))
+            .await
+    }
+
+    /// Deliveries waiting to be sent.
+    pub(crate) async fn pending(&self) -> Result<u64, WebhooksError> {
+        self.call(|ctx| Ok(ctx.pending.max(0) as u64)).await
+    }
+
+    /// What retention must keep for the dispatcher and the pending
+    /// deliveries of the `enabled` notifications (see [`retention_hold`]).
+    pub(crate) async fn retention_hold(
+        &self,
+        enabled: Vec<i64>,
+    ) -> Result<Option<Seq>, WebhooksError> {
+        self.read(move |c| retention_hold(c, &enabled)).await
+    }
+}
 
 /// Deliveries (with their attempts) deleted per transaction by the purge.
 pub(crate) const PURGE_CHUNK: i64 = 1000;
@@ -16,10 +135,7 @@ pub(crate) const PURGE_CHUNK: i64 = 1000;
 /// deleted notification, or else of those finished (not pending) and
 /// created before `finished_before` (ms). Returns how many deliveries went,
 /// and whether there may be more to do.
-pub(crate) fn purge_step(
-    conn: &mut Connection,
-    finished_before: i64,
-) -> Result<(u64, bool), WebhooksError> {
+fn purge_step(conn: &mut Connection, finished_before: i64) -> Result<(u64, bool), WebhooksError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let deleted_notification: Option<i64> = tx
         .query_row("SELECT notification_id FROM purge_queue LIMIT 1", [], |r| {
@@ -66,7 +182,7 @@ pub(crate) fn purge_step(
 
 /// The next deliveries a worker may send: pending, by due time (or, for an
 /// ordered notification, by id: sequence order), at most `limit`.
-pub(crate) fn pending_page(
+fn pending_page(
     conn: &Connection,
     notification: i64,
     ordered: bool,
@@ -129,28 +245,10 @@ fn delivery_of(r: &Row<'_>) -> rusqlite::Result<DeliveryRow> {
     })
 }
 
-impl DeliveryRow {
-    pub(crate) fn out(self, store: &Store) -> DeliveryOut {
-        let status = DeliveryStatus::parse(&self.status).unwrap_or(DeliveryStatus::Pending);
-        DeliveryOut {
-            id: store.delivery_uid(self.id),
-            event_id: self.event_id,
-            event_seq: self.event_seq.max(0) as u64,
-            status,
-            attempts: self.attempts.clamp(0, u32::MAX as i64) as u32,
-            next_attempt_at: (status == DeliveryStatus::Pending)
-                .then(|| self.next_attempt_at.map(to_datetime))
-                .flatten(),
-            created_at: to_datetime(self.created_at),
-            updated_at: to_datetime(self.updated_at),
-        }
-    }
-}
-
 /// A notification's deliveries with id below `before`, newest first, of the
 /// given statuses: one index range per status, merged, so each costs at most
 /// `limit` rows however many other deliveries there are.
-pub(crate) fn list_deliveries(
+fn list_deliveries(
     conn: &Connection,
     notification: i64,
     statuses: &[DeliveryStatus],
@@ -182,7 +280,7 @@ pub(crate) fn list_deliveries(
     Ok(all)
 }
 
-pub(crate) fn get_delivery(
+fn get_delivery(
     conn: &Connection,
     notification: i64,
     id: i64,
@@ -197,7 +295,7 @@ pub(crate) fn get_delivery(
 
 /// Every attempt of a delivery, in order: its `attempts` rows, then the
 /// success kept in its row, if any.
-pub(crate) fn list_attempts(
+fn list_attempts(
     conn: &Connection,
     delivery: &DeliveryRow,
 ) -> Result<Vec<AttemptOut>, WebhooksError> {
@@ -232,10 +330,7 @@ pub(crate) fn list_attempts(
 /// See [`crate::Webhooks::retention_hold`]. Deliveries are created in log
 /// order, so a notification's oldest pending delivery (lowest id, found in
 /// `deliveries_by_status`) has its oldest pending event.
-pub(crate) fn retention_hold(
-    conn: &Connection,
-    notifications: &[i64],
-) -> Result<Option<Seq>, WebhooksError> {
+fn retention_hold(conn: &Connection, notifications: &[i64]) -> Result<Option<Seq>, WebhooksError> {
     let mut hold: Option<i64> = POSITION.get(conn)?.map(|p| p + 1);
     let mut st = conn.prepare_cached(
         "SELECT event_seq FROM deliveries WHERE notification_id = ?1 AND status = 'pending'
@@ -251,7 +346,7 @@ pub(crate) fn retention_hold(
 
 /// Moves a success kept in a delivery's row into `attempts`, before the row
 /// is reused by a redelivery.
-pub(crate) fn keep_success_as_attempt(
+fn keep_success_as_attempt(
     conn: &Connection,
     notification: i64,
     delivery: i64,

@@ -21,12 +21,10 @@ use crate::error::{WebhooksError, io_err};
 use crate::registry::{Notification, Registry};
 use cds_events_log::Seq;
 use cds_events_store::{ReaderPool, Writer};
-pub(crate) use deliveries::{
-    get_delivery, keep_success_as_attempt, list_attempts, list_deliveries, pending_page,
-    purge_step, retention_hold,
-};
-pub(crate) use notifications::{delete_notification, reseal, write_notification};
-pub(crate) use outbox::{outbox_page, outbox_put, outbox_remove};
+pub(crate) use deliveries::DeliveryRow;
+use notifications::reseal;
+pub(crate) use notifications::{Announce, Edit};
+use outbox::outbox_put;
 use rusqlite::Connection;
 use std::path::Path;
 use std::sync::Arc;
@@ -147,7 +145,7 @@ impl Store {
     }
 
     /// Runs `f` on the writer thread.
-    pub(crate) async fn call<T, F>(&self, f: F) -> Result<T, WebhooksError>
+    async fn call<T, F>(&self, f: F) -> Result<T, WebhooksError>
     where
         T: Send + 'static,
         F: FnOnce(&mut WriterCtx) -> Result<T, WebhooksError> + Send + 'static,
@@ -162,7 +160,7 @@ impl Store {
     }
 
     /// Runs `f` on a read connection, off the async runtime.
-    pub(crate) async fn read<T, F>(&self, f: F) -> Result<T, WebhooksError>
+    async fn read<T, F>(&self, f: F) -> Result<T, WebhooksError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, WebhooksError> + Send + 'static,

@@ -1,15 +1,131 @@
 //! Notification rows: loading them (opening their sealed values), writing
 //! them (sealing), deleting them, and re-sealing under a new key.
 
-use super::WriterCtx;
 use super::outbox::outbox_put;
+use super::{Store, WriterCtx};
 use crate::crypto::Keyring;
 use crate::error::WebhooksError;
 use crate::model::NotificationFilter;
-use crate::registry::Fields;
+use crate::registry::{Fields, Notification};
 use crate::signing::SigningSecret;
+use cds_events_model::FullEvent;
 use rusqlite::{Connection, Row, params};
 use std::collections::BTreeMap;
+
+/// A change to a notification's fields, made on the writer with the fields
+/// as they are there.
+pub(crate) type Edit = Box<dyn FnOnce(&mut Fields) -> Result<(), WebhooksError> + Send>;
+
+/// The event announcing a change, made of the notification as the change
+/// leaves it (as it was, for a deletion); written to the outbox in the
+/// change's own transaction.
+pub(crate) type Announce =
+    Box<dyn FnOnce(&Notification) -> Result<FullEvent, WebhooksError> + Send>;
+
+impl Store {
+    /// Stores a new notification (`id` 0) with the event `announce` makes of
+    /// it, unless its project already has `limit`; returns it with its id.
+    pub(crate) async fn create_notification(
+        &self,
+        fields: Fields,
+        limit: usize,
+        announce: Announce,
+    ) -> Result<Notification, WebhooksError> {
+        self.call(move |ctx| {
+            // Checked on the writer, where creations are serialized.
+            if ctx.registry.list(&fields.project).len() >= limit {
+                return Err(WebhooksError::TooMany {
+                    project: fields.project.clone(),
+                    limit,
+                });
+            }
+            let mut n = build(fields)?;
+            let tx = ctx.conn.transaction()?;
+            n.id = write_notification(&tx, &ctx.keyring, &n.fields())?;
+            outbox_put(&tx, &announce(&n)?)?;
+            tx.commit()?;
+            ctx.registry.put(n.clone());
+            Ok(n)
+        })
+        .await
+    }
+
+    /// Applies `edit` to the notification `name` of `project` and stores the
+    /// result with the event `announce` makes of it; returns the
+    /// notification as changed.
+    pub(crate) async fn update_notification(
+        &self,
+        project: &str,
+        name: &str,
+        edit: Edit,
+        announce: Announce,
+    ) -> Result<Notification, WebhooksError> {
+        let (project, name) = (project.to_owned(), name.to_owned());
+        self.call(move |ctx| {
+            let cur = ctx
+                .registry
+                .by_name(&project, &name)
+                .ok_or_else(|| WebhooksError::no_notification(&project, &name))?;
+            let mut fields = cur.fields();
+            edit(&mut fields)?;
+            let n = build(fields)?;
+            let event = announce(&n)?;
+            let tx = ctx.conn.transaction()?;
+            write_notification(&tx, &ctx.keyring, &n.fields())?;
+            outbox_put(&tx, &event)?;
+            tx.commit()?;
+            ctx.registry.put(n.clone());
+            Ok(n)
+        })
+        .await
+    }
+
+    /// Deletes the notification `name` of `project` with the event
+    /// `announce` makes of it (its deliveries go later, see
+    /// [`delete_notification`]).
+    pub(crate) async fn delete_notification(
+        &self,
+        project: &str,
+        name: &str,
+        announce: Announce,
+    ) -> Result<(), WebhooksError> {
+        let (project, name) = (project.to_owned(), name.to_owned());
+        self.call(move |ctx| {
+            let cur = ctx
+                .registry
+                .by_name(&project, &name)
+                .ok_or_else(|| WebhooksError::no_notification(&project, &name))?;
+            let event = announce(&cur)?;
+            delete_notification(ctx, cur.id, &event)?;
+            ctx.registry.remove(cur.id);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Rotates the file-managed master key: the new key is written to the
+    /// keyring file beside the old one, every sealed value is re-sealed
+    /// with it in one transaction, then the old key leaves the file.
+    /// Returns how many values were re-sealed.
+    pub(crate) async fn rotate_key(&self) -> Result<usize, WebhooksError> {
+        self.call(|ctx| {
+            let rotated = ctx.keyring.rotated()?;
+            // From here on new values are sealed with the new key, even
+            // if re-sealing fails (the old key stays in the file then,
+            // and the next start finishes the job).
+            ctx.keyring = rotated;
+            let n = reseal(&mut ctx.conn, &ctx.keyring, true)?;
+            ctx.keyring = ctx.keyring.pruned()?;
+            Ok(n)
+        })
+        .await
+    }
+}
+
+fn build(f: Fields) -> Result<Notification, WebhooksError> {
+    let uid = f.uid.clone();
+    Notification::build(f).map_err(|problem| WebhooksError::Compile { uid, problem })
+}
 
 const SEALED_COLUMNS: [&str; 3] = ["headers", "secret", "previous_secret"];
 
@@ -150,7 +266,7 @@ pub(crate) fn write_notification(
 
 /// Deletes a notification with its deliveries and their attempts, and puts
 /// `event` (its NotificationDeleted) in the outbox, in one transaction.
-pub(crate) fn delete_notification(
+fn delete_notification(
     ctx: &mut WriterCtx,
     id: i64,
     event: &cds_events_model::FullEvent,

@@ -338,7 +338,7 @@ impl WriterCtx {
                             n.set_failing_since(Some(since));
                             n.last_modified = r.at;
                             // Announced with the change itself (outbox).
-                            let event = crate::notification_event(
+                            let event = crate::events::notification_event(
                                 cds_events_model::EventType::NotificationUpdated,
                                 &n.out(),
                                 &crate::Actor::system(),

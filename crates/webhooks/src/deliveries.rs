@@ -1,0 +1,188 @@
+//! The deliveries as the API shows them: listings by status, one delivery
+//! with its attempts, redelivery, the purge of old rows, the pending count,
+//! what retention must keep, and the test ping.
+//!
+//! Public delivery ids (`msg_…`, also the `webhook-id` of every attempt) are
+//! made and parsed here; the rows are the store's, read and changed only
+//! through its named operations.
+
+use crate::engine::Inner;
+use crate::error::WebhooksError;
+use crate::model::{DeliveryOut, DeliveryPage, DeliveryStatus};
+use crate::send::AttemptOutcome;
+use crate::store::DeliveryRow;
+use crate::time::{self, now_ms, to_datetime};
+use crate::{DeliveryDetail, MAX_PAGE};
+use cds_events_log::Seq;
+use chrono::{DateTime, Utc};
+
+/// The pause between two purge transactions, so that attempt results
+/// interleave with a long purge.
+const PURGE_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
+
+impl Inner {
+    /// See [`crate::Webhooks::deliveries`].
+    pub(crate) async fn deliveries(
+        &self,
+        project: &str,
+        name: &str,
+        status: Option<DeliveryStatus>,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<DeliveryPage, WebhooksError> {
+        let n = self.find(project, name)?;
+        let before = match cursor {
+            Some(c) => self
+                .store
+                .delivery_row(c)
+                .ok_or_else(|| WebhooksError::invalid("cursor", "not a cursor of this listing"))?,
+            None => i64::MAX,
+        };
+        let limit = limit.clamp(1, MAX_PAGE);
+        let statuses: Vec<DeliveryStatus> = match status {
+            Some(s) => vec![s],
+            None => DeliveryStatus::ALL.to_vec(),
+        };
+        let mut rows = self
+            .store
+            .list_deliveries(n.id, statuses, before, limit + 1)
+            .await?;
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let next_cursor = if more {
+            rows.last().map(|r| self.store.delivery_uid(r.id))
+        } else {
+            None
+        };
+        Ok(DeliveryPage {
+            deliveries: rows.into_iter().map(|r| self.delivery_out(r)).collect(),
+            next_cursor,
+        })
+    }
+
+    /// See [`crate::Webhooks::delivery`].
+    pub(crate) async fn delivery(
+        &self,
+        project: &str,
+        name: &str,
+        delivery_id: &str,
+    ) -> Result<DeliveryDetail, WebhooksError> {
+        let n = self.find(project, name)?;
+        let row = self.delivery_row(delivery_id)?;
+        let (d, attempts) = self
+            .store
+            .delivery(n.id, row)
+            .await?
+            .ok_or_else(|| WebhooksError::no_delivery(delivery_id))?;
+        Ok(DeliveryDetail {
+            delivery: self.delivery_out(d),
+            attempts,
+        })
+    }
+
+    /// See [`crate::Webhooks::redeliver`].
+    pub(crate) async fn redeliver(
+        &self,
+        project: &str,
+        name: &str,
+        delivery_id: &str,
+    ) -> Result<DeliveryOut, WebhooksError> {
+        let n = self.find(project, name)?;
+        let row = self.delivery_row(delivery_id)?;
+        let d = self
+            .store
+            .redeliver(n.id, row)
+            .await?
+            .ok_or_else(|| WebhooksError::no_delivery(delivery_id))?;
+        self.registry.wake(n.id);
+        Ok(self.delivery_out(d))
+    }
+
+    /// See [`crate::Webhooks::redeliver_failed_since`].
+    pub(crate) async fn redeliver_failed_since(
+        &self,
+        project: &str,
+        name: &str,
+        since: DateTime<Utc>,
+    ) -> Result<u64, WebhooksError> {
+        let n = self.find(project, name)?;
+        let count = self
+            .store
+            .redeliver_failed_since(n.id, since.timestamp_millis())
+            .await?;
+        if count > 0 {
+            self.registry.wake(n.id);
+        }
+        Ok(count)
+    }
+
+    /// See [`crate::Webhooks::purge`].
+    pub(crate) async fn purge(&self) -> Result<u64, WebhooksError> {
+        let keep = time::millis(self.config.keep_deliveries);
+        let mut total = 0;
+        loop {
+            let (n, more) = self.store.purge_step(now_ms() - keep).await?;
+            total += n;
+            if !more {
+                return Ok(total);
+            }
+            tokio::time::sleep(PURGE_PAUSE).await;
+        }
+    }
+
+    /// See [`crate::Webhooks::retention_hold`].
+    pub(crate) async fn retention_hold(&self) -> Result<Option<Seq>, WebhooksError> {
+        let enabled: Vec<i64> = self
+            .registry
+            .all()
+            .iter()
+            .filter(|n| n.enabled)
+            .map(|n| n.id)
+            .collect();
+        self.store.retention_hold(enabled).await
+    }
+
+    /// See [`crate::Webhooks::test`].
+    pub(crate) async fn test(
+        &self,
+        project: &str,
+        name: &str,
+    ) -> Result<AttemptOutcome, WebhooksError> {
+        let n = self.find(project, name)?;
+        let body = serde_json::json!({
+            "id": uuid::Uuid::now_v7().to_string(),
+            "type": "Ping",
+            "payload": {"notification": n.name},
+            "project_key": n.project,
+            "notification": n.name,
+            "user_mail": "",
+            "concurrency": "",
+            "timestamp": cds_events_model::Timestamp::now().to_go_string(),
+        })
+        .to_string();
+        let msg_id = format!("msg_test_{}", uuid::Uuid::now_v7().simple());
+        Ok(self.sender.send(&n, &msg_id, body.as_bytes()).await)
+    }
+
+    fn delivery_row(&self, delivery_id: &str) -> Result<i64, WebhooksError> {
+        self.store
+            .delivery_row(delivery_id)
+            .ok_or_else(|| WebhooksError::no_delivery(delivery_id))
+    }
+
+    fn delivery_out(&self, d: DeliveryRow) -> DeliveryOut {
+        let status = DeliveryStatus::parse(&d.status).unwrap_or(DeliveryStatus::Pending);
+        DeliveryOut {
+            id: self.store.delivery_uid(d.id),
+            event_id: d.event_id,
+            event_seq: d.event_seq.max(0) as u64,
+            status,
+            attempts: d.attempts.clamp(0, u32::MAX as i64) as u32,
+            next_attempt_at: (status == DeliveryStatus::Pending)
+                .then(|| d.next_attempt_at.map(to_datetime))
+                .flatten(),
+            created_at: to_datetime(d.created_at),
+            updated_at: to_datetime(d.updated_at),
+        }
+    }
+}

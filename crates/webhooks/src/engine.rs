@@ -1,0 +1,181 @@
+//! The engine: the state every part of the service shares ([`Inner`]), how
+//! it opens, and the tasks it runs until shutdown (the dispatcher, one
+//! worker per notification, CPU pacing, the purge and the outbox retry).
+//!
+//! It owns the lifetimes of those tasks and nothing else: what a change of a
+//! notification does is in `notifications`, the delivery listings in
+//! `deliveries`, and every read or write of `webhooks.db` goes through
+//! `store`. It never runs SQL.
+
+use crate::config::WebhooksConfig;
+use crate::error::{WebhooksError, io_err};
+use crate::registry::{Notification, Registry};
+use crate::{cache, crypto, dispatcher, send, store, time, worker};
+use cds_events_log::EventLog;
+use cds_events_log::pacing::{Pacing, Policy};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Event bodies kept in memory for fresh deliveries.
+const EVENT_CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// How often finished deliveries and deleted notifications' rows are purged.
+const PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often events left in the outbox are tried again.
+const OUTBOX_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+pub(crate) struct Inner {
+    pub(crate) config: WebhooksConfig,
+    pub(crate) log: Arc<dyn EventLog>,
+    pub(crate) store: store::Store,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) sender: send::Sender,
+    pub(crate) cache: cache::EventCache,
+    /// Log reads in flight from this engine: at most one, so that a backlog
+    /// being sent never holds more than one of the log's reader connections
+    /// that queries and streams also wait for.
+    pub(crate) log_reads: tokio::sync::Semaphore,
+    /// Ingest first: paces the dispatcher and the workers while the machine
+    /// is saturated and events are being ingested.
+    pub(crate) pressure: Pacing,
+    /// One outbox flush at a time.
+    pub(crate) outbox_flush: tokio::sync::Mutex<()>,
+    running: Mutex<Option<(TaskTracker, CancellationToken)>>,
+}
+
+impl Inner {
+    /// Opens (creating) `data_dir/webhooks.db` and the keyring, re-encrypting
+    /// values written under a previous master key.
+    pub(crate) fn open(
+        data_dir: &Path,
+        log: Arc<dyn EventLog>,
+        config: WebhooksConfig,
+    ) -> Result<Inner, WebhooksError> {
+        if config.retry_schedule.is_empty() {
+            return Err(WebhooksError::invalid(
+                "retry_schedule",
+                "needs at least one entry (the delay before the first attempt)",
+            ));
+        }
+        std::fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
+        let keyring =
+            crypto::Keyring::load(data_dir, config.key.as_deref(), &config.previous_keys)?;
+        let registry = Arc::new(Registry::default());
+        let disable_after_ms = time::millis(config.disable_after);
+        let store = store::Store::open(data_dir, keyring, Arc::clone(&registry), disable_after_ms)?;
+        let sender = send::Sender::new(&config)?;
+        Ok(Inner {
+            config,
+            log,
+            store,
+            registry,
+            sender,
+            cache: cache::EventCache::new(EVENT_CACHE_BYTES),
+            log_reads: tokio::sync::Semaphore::new(1),
+            pressure: Pacing::new("webhook deliveries", "cds_events_webhook_yield_rate"),
+            outbox_flush: tokio::sync::Mutex::new(()),
+            running: Mutex::new(None),
+        })
+    }
+
+    /// See [`crate::Webhooks::run`].
+    pub(crate) async fn run(
+        self: &Arc<Self>,
+        shutdown: CancellationToken,
+    ) -> Result<(), WebhooksError> {
+        let tracker = TaskTracker::new();
+        {
+            let mut running = self.lock_running();
+            if running.is_some() {
+                return Err(WebhooksError::Unsupported(
+                    "webhooks are already running".into(),
+                ));
+            }
+            *running = Some((tracker.clone(), shutdown.clone()));
+        }
+        self.start_workers();
+        tracker.spawn(dispatcher::run(Arc::clone(self), shutdown.clone()));
+        if self.config.yield_to_ingest {
+            let inner = Arc::clone(self);
+            let shutdown = shutdown.clone();
+            let policy = Policy {
+                cpu: inner.config.yield_cpu,
+                floor: inner.config.yield_rate,
+            };
+            tracker.spawn(async move {
+                cds_events_log::pacing::control(
+                    &inner.pressure,
+                    policy,
+                    inner.log.as_ref(),
+                    shutdown,
+                )
+                .await
+            });
+        }
+        tracker.spawn({
+            let inner = Arc::clone(self);
+            let shutdown = shutdown.clone();
+            async move {
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(PURGE_INTERVAL) => {}
+                    }
+                    match inner.purge().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(deliveries = n, "webhook deliveries purged"),
+                        Err(e) => tracing::warn!(error = %e, "webhook delivery purge failed"),
+                    }
+                }
+            }
+        });
+        // What a crash or a failing log left in the outbox, then a retry
+        // every few seconds.
+        tracker.spawn({
+            let inner = Arc::clone(self);
+            let shutdown = shutdown.clone();
+            async move {
+                loop {
+                    inner.flush_outbox().await;
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(OUTBOX_RETRY) => {}
+                    }
+                }
+            }
+        });
+        shutdown.cancelled().await;
+        self.lock_running().take();
+        tracker.close();
+        tracker.wait().await;
+        self.registry.reset_workers();
+        Ok(())
+    }
+
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, Option<(TaskTracker, CancellationToken)>> {
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts the workers of notifications that have none, when running.
+    pub(crate) fn start_workers(self: &Arc<Self>) {
+        let running = self.lock_running();
+        let Some((tracker, shutdown)) = running.as_ref() else {
+            return;
+        };
+        for handle in self.registry.take_unstarted() {
+            tracker.spawn(worker::run(Arc::clone(self), handle, shutdown.clone()));
+        }
+    }
+
+    /// The notification `name` of `project`, as in memory.
+    pub(crate) fn find(
+        &self,
+        project: &str,
+        name: &str,
+    ) -> Result<Arc<Notification>, WebhooksError> {
+        self.registry
+            .by_name(project, name)
+            .ok_or_else(|| WebhooksError::no_notification(project, name))
+    }
+}

@@ -1,0 +1,230 @@
+//! What a change of a notification does: create, replace, delete, enable or
+//! disable, and the signing secrets. Each change is validated here, made by
+//! the store in one transaction with its Notification event (the outbox),
+//! then the event goes to the log.
+//!
+//! Reads come from the registry (memory); nothing here touches the database
+//! but through the store's named operations.
+
+use crate::engine::Inner;
+use crate::error::WebhooksError;
+use crate::events::notification_event;
+use crate::model::{
+    self, Actor, Created, NotificationIn, NotificationOut, PreviousSecret, SecretOut,
+};
+use crate::registry::{Fields, Notification};
+use crate::signing::SigningSecret;
+use crate::store::{Announce, Edit};
+use crate::time::{self, now_ms};
+use cds_events_model::EventType;
+use std::sync::Arc;
+
+impl Inner {
+    /// See [`crate::Webhooks::list`].
+    pub(crate) fn list(&self, project: &str) -> Vec<NotificationOut> {
+        self.registry
+            .list(project)
+            .iter()
+            .map(|n| n.out())
+            .collect()
+    }
+
+    /// See [`crate::Webhooks::create`].
+    pub(crate) async fn create(
+        self: &Arc<Self>,
+        project: &str,
+        input: NotificationIn,
+        actor: &Actor,
+    ) -> Result<Created, WebhooksError> {
+        model::validate_project(project)?;
+        let v = model::validate(input)?;
+        let headers = model::resolve_masked(v.headers, &Default::default())?;
+        let secret = SigningSecret::generate();
+        let text = secret.expose().to_owned();
+        let fields = Fields {
+            id: 0,
+            uid: uuid::Uuid::now_v7().to_string(),
+            project: project.to_owned(),
+            name: v.name,
+            url: v.url.to_string(),
+            filters: v.filters,
+            headers,
+            secret,
+            previous: None,
+            enabled: v.enabled.unwrap_or(true),
+            ordered: v.ordered.unwrap_or(false),
+            disabled_reason: None,
+            failing_since: None,
+            last_modified: now_ms(),
+        };
+        let n = self
+            .store
+            .create_notification(
+                fields,
+                self.config.max_per_project,
+                announce(EventType::NotificationCreated, actor),
+            )
+            .await?;
+        self.start_workers();
+        self.flush_outbox().await;
+        Ok(Created {
+            notification: n.out(),
+            secret: text,
+        })
+    }
+
+    /// See [`crate::Webhooks::update`].
+    pub(crate) async fn update(
+        &self,
+        project: &str,
+        name: &str,
+        input: NotificationIn,
+        actor: &Actor,
+    ) -> Result<NotificationOut, WebhooksError> {
+        let v = model::validate(input)?;
+        let n = self
+            .change(
+                project,
+                name,
+                actor,
+                Box::new(move |f| {
+                    f.headers = model::resolve_masked(v.headers, &f.headers)?;
+                    f.name = v.name;
+                    f.url = v.url.to_string();
+                    f.filters = v.filters;
+                    f.ordered = v.ordered.unwrap_or(f.ordered);
+                    set_enabled_fields(f, v.enabled.unwrap_or(f.enabled));
+                    Ok(())
+                }),
+            )
+            .await?;
+        Ok(n.out())
+    }
+
+    /// See [`crate::Webhooks::delete`].
+    pub(crate) async fn delete(
+        &self,
+        project: &str,
+        name: &str,
+        actor: &Actor,
+    ) -> Result<(), WebhooksError> {
+        self.store
+            .delete_notification(
+                project,
+                name,
+                announce(EventType::NotificationDeleted, actor),
+            )
+            .await?;
+        self.flush_outbox().await;
+        Ok(())
+    }
+
+    /// See [`crate::Webhooks::set_enabled`].
+    pub(crate) async fn set_enabled(
+        &self,
+        project: &str,
+        name: &str,
+        enabled: bool,
+        actor: &Actor,
+    ) -> Result<NotificationOut, WebhooksError> {
+        let n = self
+            .change(
+                project,
+                name,
+                actor,
+                Box::new(move |f| {
+                    set_enabled_fields(f, enabled);
+                    Ok(())
+                }),
+            )
+            .await?;
+        Ok(n.out())
+    }
+
+    /// See [`crate::Webhooks::secret`].
+    pub(crate) fn secret(&self, project: &str, name: &str) -> Result<SecretOut, WebhooksError> {
+        let n = self.find(project, name)?;
+        Ok(secret_out(&n, now_ms()))
+    }
+
+    /// See [`crate::Webhooks::rotate_secret`].
+    pub(crate) async fn rotate_secret(
+        &self,
+        project: &str,
+        name: &str,
+        actor: &Actor,
+    ) -> Result<SecretOut, WebhooksError> {
+        let overlap = time::millis(self.config.secret_overlap);
+        let now = now_ms();
+        let n = self
+            .change(
+                project,
+                name,
+                actor,
+                Box::new(move |f| {
+                    f.previous = Some((f.secret.clone(), now + overlap));
+                    f.secret = SigningSecret::generate();
+                    Ok(())
+                }),
+            )
+            .await?;
+        Ok(secret_out(&n, now))
+    }
+
+    /// Applies `edit` to a notification's fields in the store (with its
+    /// NotificationUpdated), then sends the event to the log.
+    async fn change(
+        &self,
+        project: &str,
+        name: &str,
+        actor: &Actor,
+        edit: Edit,
+    ) -> Result<Notification, WebhooksError> {
+        let edit: Edit = Box::new(move |f| {
+            edit(f)?;
+            f.last_modified = now_ms();
+            Ok(())
+        });
+        let n = self
+            .store
+            .update_notification(
+                project,
+                name,
+                edit,
+                announce(EventType::NotificationUpdated, actor),
+            )
+            .await?;
+        self.flush_outbox().await;
+        Ok(n)
+    }
+}
+
+/// The event of type `t` by `actor` for a notification.
+fn announce(t: EventType, actor: &Actor) -> Announce {
+    let actor = actor.clone();
+    Box::new(move |n| notification_event(t, &n.out(), &actor))
+}
+
+fn set_enabled_fields(f: &mut Fields, enabled: bool) {
+    if enabled && !f.enabled {
+        f.disabled_reason = None;
+        f.failing_since = None;
+    }
+    f.enabled = enabled;
+}
+
+/// The secrets to accept at `now`: the current one, and the previous one
+/// while its overlap lasts.
+fn secret_out(n: &Notification, now: i64) -> SecretOut {
+    SecretOut {
+        secret: n.secret.expose().to_owned(),
+        previous: n
+            .previous
+            .as_ref()
+            .filter(|(_, until)| *until > now)
+            .map(|(s, until)| PreviousSecret {
+                secret: s.expose().to_owned(),
+                valid_until: time::to_datetime(*until),
+            }),
+    }
+}
