@@ -2,6 +2,7 @@
 //! reading the log again. Bounded in bytes; the oldest sequence numbers go
 //! first. A miss (a retry hours later, a restart) reads the log by event id.
 
+use cds_events_log::Seq;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
@@ -13,7 +14,7 @@ pub(crate) struct EventCache {
 
 #[derive(Debug, Default)]
 struct Inner {
-    by_seq: BTreeMap<i64, Arc<str>>,
+    by_seq: BTreeMap<Seq, Arc<str>>,
     bytes: usize,
 }
 
@@ -25,7 +26,7 @@ impl EventCache {
         }
     }
 
-    pub(crate) fn put(&self, seq: i64, json: Arc<str>) {
+    pub(crate) fn put(&self, seq: Seq, json: Arc<str>) {
         let mut c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         c.bytes += json.len();
         if let Some(old) = c.by_seq.insert(seq, json) {
@@ -39,7 +40,7 @@ impl EventCache {
         }
     }
 
-    pub(crate) fn get(&self, seq: i64) -> Option<Arc<str>> {
+    pub(crate) fn get(&self, seq: Seq) -> Option<Arc<str>> {
         let c = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         c.by_seq.get(&seq).cloned()
     }
@@ -52,10 +53,10 @@ mod tests {
     #[test]
     fn evicts_oldest_beyond_budget() {
         let c = EventCache::new(10);
-        c.put(1, Arc::from("aaaa"));
-        c.put(2, Arc::from("bbbb"));
-        c.put(3, Arc::from("cccc"));
-        assert!(c.get(1).is_none());
-        assert_eq!(c.get(3).as_deref(), Some("cccc"));
+        c.put(Seq(1), Arc::from("aaaa"));
+        c.put(Seq(2), Arc::from("bbbb"));
+        c.put(Seq(3), Arc::from("cccc"));
+        assert!(c.get(Seq(1)).is_none());
+        assert_eq!(c.get(Seq(3)).as_deref(), Some("cccc"));
     }
 }

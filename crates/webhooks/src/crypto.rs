@@ -82,9 +82,10 @@ pub(crate) enum KeySource {
     File(PathBuf),
 }
 
-/// The current key and the previous ones.
+/// The current key and the previous ones: what a store seals and opens
+/// notification values with.
 #[derive(Clone)]
-pub(crate) struct Keyring {
+pub struct Keyring {
     current: MasterKey,
     previous: Vec<MasterKey>,
     pub(crate) source: KeySource,
@@ -118,7 +119,7 @@ impl Keyring {
     /// The configured key (with its previous keys), or else the file's,
     /// generating the file when missing. Keys left in the file are kept for
     /// opening when the configuration takes over.
-    pub(crate) fn load(
+    pub fn load(
         data_dir: &Path,
         key: Option<&str>,
         previous: &[String],

@@ -8,12 +8,11 @@
 
 use crate::engine::Inner;
 use crate::error::WebhooksError;
-use crate::model::{DeliveryOut, DeliveryPage, DeliveryStatus};
+use crate::model::{AttemptOut, DeliveryOut, DeliveryPage, DeliveryStatus};
 use crate::send::AttemptOutcome;
-use crate::store::DeliveryRow;
+use crate::store::{Attempt, Delivery, DeliveryId};
 use crate::time::{self, now_ms, to_datetime};
 use crate::{DeliveryDetail, MAX_PAGE};
-use cds_events_log::Seq;
 use chrono::{DateTime, Utc};
 
 /// The pause between two purge transactions, so that attempt results
@@ -31,13 +30,13 @@ impl Inner {
         limit: usize,
     ) -> Result<DeliveryPage, WebhooksError> {
         let n = self.find(project, name)?;
-        let before = match cursor {
-            Some(c) => self
-                .store
-                .delivery_row(c)
-                .ok_or_else(|| WebhooksError::invalid("cursor", "not a cursor of this listing"))?,
-            None => i64::MAX,
-        };
+        let before =
+            match cursor {
+                Some(c) => Some(self.delivery_row(c).ok_or_else(|| {
+                    WebhooksError::invalid("cursor", "not a cursor of this listing")
+                })?),
+                None => None,
+            };
         let limit = limit.clamp(1, MAX_PAGE);
         let statuses: Vec<DeliveryStatus> = match status {
             Some(s) => vec![s],
@@ -50,7 +49,7 @@ impl Inner {
         let more = rows.len() > limit;
         rows.truncate(limit);
         let next_cursor = if more {
-            rows.last().map(|r| self.store.delivery_uid(r.id))
+            rows.last().map(|r| self.delivery_uid(r.id))
         } else {
             None
         };
@@ -68,7 +67,7 @@ impl Inner {
         delivery_id: &str,
     ) -> Result<DeliveryDetail, WebhooksError> {
         let n = self.find(project, name)?;
-        let row = self.delivery_row(delivery_id)?;
+        let row = self.known_delivery(delivery_id)?;
         let (d, attempts) = self
             .store
             .delivery(n.id, row)
@@ -76,7 +75,7 @@ impl Inner {
             .ok_or_else(|| WebhooksError::no_delivery(delivery_id))?;
         Ok(DeliveryDetail {
             delivery: self.delivery_out(d),
-            attempts,
+            attempts: attempts.into_iter().map(attempt_out).collect(),
         })
     }
 
@@ -88,7 +87,7 @@ impl Inner {
         delivery_id: &str,
     ) -> Result<DeliveryOut, WebhooksError> {
         let n = self.find(project, name)?;
-        let row = self.delivery_row(delivery_id)?;
+        let row = self.known_delivery(delivery_id)?;
         let d = self
             .store
             .redeliver(n.id, row)
@@ -121,25 +120,13 @@ impl Inner {
         let keep = time::millis(self.config.keep_deliveries);
         let mut total = 0;
         loop {
-            let (n, more) = self.store.purge_step(now_ms() - keep).await?;
-            total += n;
-            if !more {
+            let step = self.store.purge_step(now_ms() - keep).await?;
+            total += step.deliveries;
+            if !step.more {
                 return Ok(total);
             }
             tokio::time::sleep(PURGE_PAUSE).await;
         }
-    }
-
-    /// See [`crate::Webhooks::retention_hold`].
-    pub(crate) async fn retention_hold(&self) -> Result<Option<Seq>, WebhooksError> {
-        let enabled: Vec<i64> = self
-            .registry
-            .all()
-            .iter()
-            .filter(|n| n.enabled)
-            .map(|n| n.id)
-            .collect();
-        self.store.retention_hold(enabled).await
     }
 
     /// See [`crate::Webhooks::test`].
@@ -164,25 +151,49 @@ impl Inner {
         Ok(self.sender.send(&n, &msg_id, body.as_bytes()).await)
     }
 
-    fn delivery_row(&self, delivery_id: &str) -> Result<i64, WebhooksError> {
-        self.store
-            .delivery_row(delivery_id)
+    /// The public id of a delivery (also its `webhook-id`): `msg_`, the
+    /// store's epoch, the row id.
+    pub(crate) fn delivery_uid(&self, id: DeliveryId) -> String {
+        format!("msg_{}{}", self.store.epoch(), id.0)
+    }
+
+    /// The row id of a public delivery id of this store.
+    fn delivery_row(&self, uid: &str) -> Option<DeliveryId> {
+        uid.strip_prefix("msg_")?
+            .strip_prefix(self.store.epoch())?
+            .parse()
+            .ok()
+            .map(DeliveryId)
+    }
+
+    fn known_delivery(&self, delivery_id: &str) -> Result<DeliveryId, WebhooksError> {
+        self.delivery_row(delivery_id)
             .ok_or_else(|| WebhooksError::no_delivery(delivery_id))
     }
 
-    fn delivery_out(&self, d: DeliveryRow) -> DeliveryOut {
-        let status = DeliveryStatus::parse(&d.status).unwrap_or(DeliveryStatus::Pending);
+    fn delivery_out(&self, d: Delivery) -> DeliveryOut {
         DeliveryOut {
-            id: self.store.delivery_uid(d.id),
+            id: self.delivery_uid(d.id),
             event_id: d.event_id,
-            event_seq: d.event_seq.max(0) as u64,
-            status,
+            event_seq: d.event_seq.0,
+            status: d.status,
             attempts: d.attempts.clamp(0, u32::MAX as i64) as u32,
-            next_attempt_at: (status == DeliveryStatus::Pending)
+            next_attempt_at: (d.status == DeliveryStatus::Pending)
                 .then(|| d.next_attempt_at.map(to_datetime))
                 .flatten(),
             created_at: to_datetime(d.created_at),
             updated_at: to_datetime(d.updated_at),
         }
+    }
+}
+
+fn attempt_out(a: Attempt) -> AttemptOut {
+    AttemptOut {
+        n: a.n.clamp(0, u32::MAX as i64) as u32,
+        at: to_datetime(a.at),
+        status_code: a.status_code,
+        latency_ms: a.latency_ms.max(0) as u64,
+        error: a.error,
+        response: a.response,
     }
 }

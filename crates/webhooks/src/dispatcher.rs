@@ -3,12 +3,12 @@
 //!
 //! A consumer driven by the log's one loop ([`cds_events_log::follow`]):
 //! for each batch read after its position it writes the batch's deliveries
-//! and the new position in one transaction (see `store::writer`), then wakes
+//! and the new position in one transaction (see `store::NotificationStore::create_deliveries`), then wakes
 //! the workers concerned. It never sends anything and never waits for a
 //! receiver, so a slow endpoint cannot hold the log back.
 
 use crate::engine::Inner;
-use crate::store::NewDelivery;
+use crate::store::{NewDelivery, NotificationId};
 use cds_events_log::{
     Checkpoint, Consumer, ConsumerError, EventLog, FollowOptions, LogError, PositionStore, Seq,
     StoredEvent, follow,
@@ -84,15 +84,14 @@ struct Position(Arc<Inner>);
 #[async_trait::async_trait]
 impl PositionStore for Position {
     async fn load(&self) -> Result<Option<Seq>, ConsumerError> {
-        let stored = self.0.store.position().await.map_err(position_error)?;
-        // A negative position was never written: start at the head.
-        Ok(stored.and_then(|p| u64::try_from(p).ok()).map(Seq))
+        self.0.store.position().await.map_err(position_error)
     }
 
     async fn save(&self, position: Seq) -> Result<(), ConsumerError> {
+        // The position alone: no delivery to create.
         self.0
             .store
-            .set_position(position)
+            .create_deliveries(Vec::new(), position)
             .await
             .map_err(position_error)
     }
@@ -110,7 +109,7 @@ async fn dispatch_batch(inner: &Inner, batch: &[StoredEvent]) -> Result<(), crat
     };
     let index = inner.registry.index();
     let mut rows = Vec::new();
-    let mut woken: HashMap<i64, Arc<tokio::sync::Notify>> = HashMap::new();
+    let mut woken: HashMap<NotificationId, Arc<tokio::sync::Notify>> = HashMap::new();
     if !index.by_project.is_empty() {
         for stored in batch {
             // Only the type and project route an event: the rest of it is
@@ -129,21 +128,19 @@ async fn dispatch_batch(inner: &Inner, batch: &[StoredEvent]) -> Result<(), crat
             for t in targets.iter().filter(|t| t.matches(event.event_type)) {
                 rows.push(NewDelivery {
                     notification: t.id,
-                    seq: stored.seq.0 as i64,
+                    seq: stored.seq,
                     event_id: event.id.to_string(),
                 });
                 woken.entry(t.id).or_insert_with(|| Arc::clone(&t.wake));
                 matched = true;
             }
             if matched {
-                inner
-                    .cache
-                    .put(stored.seq.0 as i64, Arc::clone(&stored.json));
+                inner.cache.put(stored.seq, Arc::clone(&stored.json));
             }
         }
     }
     let created = rows.len();
-    inner.store.insert_deliveries(rows, last.0 as i64).await?;
+    inner.store.create_deliveries(rows, last).await?;
     if created > 0 {
         metrics::counter!("cds_events_webhook_deliveries_created_total").increment(created as u64);
     }

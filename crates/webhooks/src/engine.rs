@@ -10,7 +10,9 @@
 use crate::config::WebhooksConfig;
 use crate::error::{WebhooksError, io_err};
 use crate::registry::{Notification, Registry};
-use crate::{cache, crypto, dispatcher, send, store, time, worker};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{Mirror, NotificationStore, StoreOptions};
+use crate::{cache, crypto, dispatcher, send, worker};
 use cds_events_log::EventLog;
 use cds_events_log::pacing::{Pacing, Policy};
 use std::path::Path;
@@ -28,7 +30,7 @@ const OUTBOX_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 pub(crate) struct Inner {
     pub(crate) config: WebhooksConfig,
     pub(crate) log: Arc<dyn EventLog>,
-    pub(crate) store: store::Store,
+    pub(crate) store: Arc<dyn NotificationStore>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) sender: send::Sender,
     pub(crate) cache: cache::EventCache,
@@ -62,8 +64,13 @@ impl Inner {
         let keyring =
             crypto::Keyring::load(data_dir, config.key.as_deref(), &config.previous_keys)?;
         let registry = Arc::new(Registry::default());
-        let disable_after_ms = time::millis(config.disable_after);
-        let store = store::Store::open(data_dir, keyring, Arc::clone(&registry), disable_after_ms)?;
+        let options = StoreOptions {
+            disable_after: config.disable_after,
+        };
+        // The store tells the registry of every stored notification now,
+        // and of every change from then on.
+        let mirror: Arc<dyn Mirror> = registry.clone();
+        let store = Arc::new(SqliteStore::open(data_dir, keyring, mirror, options)?);
         let sender = send::Sender::new(&config)?;
         Ok(Inner {
             config,

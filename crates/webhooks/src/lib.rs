@@ -11,8 +11,13 @@
 //! server maps [`Webhooks`]' methods to them and [`WebhooksError`] to
 //! statuses.
 //!
-//! Storage is `webhooks.db` (SQLite, WAL) in the data directory; headers and
-//! signing secrets are encrypted at rest ([`crypto`]).
+//! Storage is a [`store::NotificationStore`]: `webhooks.db` (SQLite, WAL)
+//! in the data directory ([`store::sqlite`]); headers and signing secrets are
+//! encrypted at rest ([`crypto`]).
+//!
+//! This file is the facade: each method of [`Webhooks`] is one call into the
+//! module that owns it (`engine`, `notifications`, `deliveries`, `outbox`,
+//! `keys`, `bodies`).
 
 mod bodies;
 mod cache;
@@ -22,7 +27,6 @@ mod deliveries;
 mod dispatcher;
 mod engine;
 pub mod error;
-mod events;
 mod hold;
 mod keys;
 pub mod model;
@@ -32,7 +36,7 @@ mod registry;
 mod send;
 pub mod signing;
 pub mod ssrf;
-mod store;
+pub mod store;
 mod time;
 mod worker;
 
@@ -43,7 +47,7 @@ pub use model::{
     NotificationFilter, NotificationIn, NotificationOut, PreviousSecret, SecretOut,
 };
 pub use send::{AttemptOutcome, MAX_RETRY_AFTER, OutcomeKind};
-pub use store::DB_FILE;
+pub use store::sqlite::DB_FILE;
 
 use cds_events_log::{EventLog, Seq};
 use chrono::{DateTime, Utc};
@@ -249,7 +253,7 @@ impl Webhooks {
     /// it is enabled again, and dead letters can be redelivered only while
     /// their event is kept.
     pub async fn retention_hold(&self) -> Result<Option<Seq>, WebhooksError> {
-        self.inner.retention_hold().await
+        self.inner.store.retention_hold().await
     }
 
     /// Sends a signed ping (type `Ping`, not stored) to the endpoint now,

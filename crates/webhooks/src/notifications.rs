@@ -3,20 +3,19 @@
 //! the store in one transaction with its Notification event (the outbox),
 //! then the event goes to the log.
 //!
-//! Reads come from the registry (memory); nothing here touches the database
-//! but through the store's named operations.
+//! Reads come from the registry (memory), which the store keeps in step;
+//! nothing here touches the database but through the store's named
+//! operations.
 
 use crate::engine::Inner;
 use crate::error::WebhooksError;
-use crate::events::notification_event;
 use crate::model::{
     self, Actor, Created, NotificationIn, NotificationOut, PreviousSecret, SecretOut,
 };
-use crate::registry::{Fields, Notification};
+use crate::registry::Notification;
 use crate::signing::SigningSecret;
-use crate::store::{Announce, Edit};
+use crate::store::{Edit, NotificationId, NotificationRecord};
 use crate::time::{self, now_ms};
-use cds_events_model::EventType;
 use std::sync::Arc;
 
 impl Inner {
@@ -41,8 +40,8 @@ impl Inner {
         let headers = model::resolve_masked(v.headers, &Default::default())?;
         let secret = SigningSecret::generate();
         let text = secret.expose().to_owned();
-        let fields = Fields {
-            id: 0,
+        let n = NotificationRecord {
+            id: NotificationId(0),
             uid: uuid::Uuid::now_v7().to_string(),
             project: project.to_owned(),
             name: v.name,
@@ -57,13 +56,11 @@ impl Inner {
             failing_since: None,
             last_modified: now_ms(),
         };
+        // Refused before anything is stored if it does not compile.
+        Notification::build(n.clone())?;
         let n = self
             .store
-            .create_notification(
-                fields,
-                self.config.max_per_project,
-                announce(EventType::NotificationCreated, actor),
-            )
+            .create_notification(n, self.config.max_per_project, actor)
             .await?;
         self.start_workers();
         self.flush_outbox().await;
@@ -108,13 +105,7 @@ impl Inner {
         name: &str,
         actor: &Actor,
     ) -> Result<(), WebhooksError> {
-        self.store
-            .delete_notification(
-                project,
-                name,
-                announce(EventType::NotificationDeleted, actor),
-            )
-            .await?;
+        self.store.delete_notification(project, name, actor).await?;
         self.flush_outbox().await;
         Ok(())
     }
@@ -144,7 +135,7 @@ impl Inner {
     /// See [`crate::Webhooks::secret`].
     pub(crate) fn secret(&self, project: &str, name: &str) -> Result<SecretOut, WebhooksError> {
         let n = self.find(project, name)?;
-        Ok(secret_out(&n, now_ms()))
+        Ok(secret_out(&n.secret, n.previous.as_ref(), now_ms()))
     }
 
     /// See [`crate::Webhooks::rotate_secret`].
@@ -168,10 +159,10 @@ impl Inner {
                 }),
             )
             .await?;
-        Ok(secret_out(&n, now))
+        Ok(secret_out(&n.secret, n.previous.as_ref(), now))
     }
 
-    /// Applies `edit` to a notification's fields in the store (with its
+    /// Applies `edit` to a notification in the store (with its
     /// NotificationUpdated), then sends the event to the log.
     async fn change(
         &self,
@@ -179,33 +170,24 @@ impl Inner {
         name: &str,
         actor: &Actor,
         edit: Edit,
-    ) -> Result<Notification, WebhooksError> {
+    ) -> Result<NotificationRecord, WebhooksError> {
         let edit: Edit = Box::new(move |f| {
             edit(f)?;
             f.last_modified = now_ms();
+            // Refused before anything is stored if it does not compile.
+            Notification::build(f.clone())?;
             Ok(())
         });
         let n = self
             .store
-            .update_notification(
-                project,
-                name,
-                edit,
-                announce(EventType::NotificationUpdated, actor),
-            )
+            .update_notification(project, name, edit, actor)
             .await?;
         self.flush_outbox().await;
         Ok(n)
     }
 }
 
-/// The event of type `t` by `actor` for a notification.
-fn announce(t: EventType, actor: &Actor) -> Announce {
-    let actor = actor.clone();
-    Box::new(move |n| notification_event(t, &n.out(), &actor))
-}
-
-fn set_enabled_fields(f: &mut Fields, enabled: bool) {
+fn set_enabled_fields(f: &mut NotificationRecord, enabled: bool) {
     if enabled && !f.enabled {
         f.disabled_reason = None;
         f.failing_since = None;
@@ -215,12 +197,14 @@ fn set_enabled_fields(f: &mut Fields, enabled: bool) {
 
 /// The secrets to accept at `now`: the current one, and the previous one
 /// while its overlap lasts.
-fn secret_out(n: &Notification, now: i64) -> SecretOut {
+fn secret_out(
+    secret: &SigningSecret,
+    previous: Option<&(SigningSecret, i64)>,
+    now: i64,
+) -> SecretOut {
     SecretOut {
-        secret: n.secret.expose().to_owned(),
-        previous: n
-            .previous
-            .as_ref()
+        secret: secret.expose().to_owned(),
+        previous: previous
             .filter(|(_, until)| *until > now)
             .map(|(s, until)| PreviousSecret {
                 secret: s.expose().to_owned(),

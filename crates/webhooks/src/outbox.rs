@@ -7,6 +7,7 @@
 //! log did not take, except one that no longer decodes.
 
 use crate::engine::Inner;
+use crate::store::NotificationId;
 use cds_events_log::NewEvent;
 
 /// Outbox events appended per log append.
@@ -29,8 +30,8 @@ impl Inner {
                 }
             };
             let mut events = Vec::with_capacity(rows.len());
-            for (_, json) in &rows {
-                match cds_events_model::decode_stored(json) {
+            for row in &rows {
+                match cds_events_model::decode_stored(&row.event) {
                     Ok(e) => events.push(NewEvent::from(e)),
                     Err(e) => {
                         tracing::error!(error = %e, "an outbox event does not decode; dropped")
@@ -41,7 +42,7 @@ impl Inner {
                 tracing::warn!(error = %e, "cannot append notification events; they stay in the outbox");
                 return;
             }
-            let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
+            let ids: Vec<i64> = rows.iter().map(|row| row.id).collect();
             if let Err(e) = self.store.remove_from_outbox(ids).await {
                 tracing::warn!(error = %e, "cannot clear the notification events outbox");
                 return;
@@ -50,7 +51,7 @@ impl Inner {
     }
 
     /// After a failure disabled a notification: announce it.
-    pub(crate) async fn after_auto_disable(&self, id: i64) {
+    pub(crate) async fn after_auto_disable(&self, id: NotificationId) {
         let Some(n) = self.registry.get(id) else {
             return;
         };

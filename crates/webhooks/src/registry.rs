@@ -1,13 +1,14 @@
 //! The notifications in memory: their decrypted, compiled form, the matching
 //! index the dispatcher reads, and the channels to their workers.
 //!
-//! Only the store's writer thread changes the registry, right after the
+//! Only the store changes the registry, as its [`Mirror`], right after the
 //! transaction that changed the database, so memory and disk never disagree
 //! in order. Everything else reads snapshots (`Arc`s).
 
-use crate::model::{MASK, NotificationAuth, NotificationFilter, NotificationOut};
+use crate::error::WebhooksError;
+use crate::model::{NotificationFilter, NotificationOut};
 use crate::signing::SigningSecret;
-use crate::time::to_datetime;
+use crate::store::{Mirror, NotificationId, NotificationRecord};
 use cds_events_model::EventType;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use std::collections::{BTreeMap, HashMap};
@@ -19,7 +20,7 @@ use tokio::sync::{Notify, watch};
 /// One notification, decrypted and compiled.
 #[derive(Clone)]
 pub(crate) struct Notification {
-    pub id: i64,
+    pub id: NotificationId,
     pub uid: String,
     pub project: String,
     pub name: String,
@@ -63,28 +64,16 @@ impl fmt::Debug for Notification {
 
 const NOT_FAILING: i64 = i64::MIN;
 
-/// The stored fields of a notification, before compilation.
-pub(crate) struct Fields {
-    pub id: i64,
-    pub uid: String,
-    pub project: String,
-    pub name: String,
-    pub url: String,
-    pub filters: BTreeMap<String, NotificationFilter>,
-    pub headers: BTreeMap<String, String>,
-    pub secret: SigningSecret,
-    pub previous: Option<(SigningSecret, i64)>,
-    pub enabled: bool,
-    pub ordered: bool,
-    pub disabled_reason: Option<String>,
-    pub failing_since: Option<i64>,
-    pub last_modified: i64,
-}
-
 impl Notification {
-    /// Compiles stored fields. Values were validated when written; a value
-    /// that no longer compiles (a stored row edited by hand) is an error.
-    pub(crate) fn build(f: Fields) -> Result<Notification, String> {
+    /// Compiles a stored notification. Values were validated when written;
+    /// a value that no longer compiles (a stored row edited by hand) is an
+    /// error.
+    pub(crate) fn build(f: NotificationRecord) -> Result<Notification, WebhooksError> {
+        let uid = f.uid.clone();
+        Notification::compile(f).map_err(|problem| WebhooksError::Compile { uid, problem })
+    }
+
+    fn compile(f: NotificationRecord) -> Result<Notification, String> {
         let url = url::Url::parse(&f.url).map_err(|e| format!("url: {e}"))?;
         let mut header_map = HeaderMap::with_capacity(f.headers.len());
         for (k, v) in &f.headers {
@@ -131,9 +120,9 @@ impl Notification {
         })
     }
 
-    /// The fields, to derive a changed notification from this one.
-    pub(crate) fn fields(&self) -> Fields {
-        Fields {
+    /// The notification as stored.
+    pub(crate) fn record(&self) -> NotificationRecord {
+        NotificationRecord {
             id: self.id,
             uid: self.uid.clone(),
             project: self.project.clone(),
@@ -161,26 +150,9 @@ impl Notification {
             .store(v.unwrap_or(NOT_FAILING), Ordering::Relaxed);
     }
 
+    /// As the API shows it.
     pub(crate) fn out(&self) -> NotificationOut {
-        NotificationOut {
-            id: self.uid.clone(),
-            project_key: self.project.clone(),
-            name: self.name.clone(),
-            last_modified: to_datetime(self.last_modified),
-            webhook_url: self.url.to_string(),
-            filters: self.filters.clone(),
-            auth: NotificationAuth {
-                headers: self
-                    .headers
-                    .keys()
-                    .map(|k| (k.clone(), MASK.to_owned()))
-                    .collect(),
-            },
-            enabled: self.enabled,
-            ordered: self.ordered,
-            disabled_reason: self.disabled_reason.clone(),
-            failing_since: self.failing_since().map(to_datetime),
-        }
+        self.record().out()
     }
 
     /// The secrets to sign with at `now_ms`: the current one, and the
@@ -198,7 +170,7 @@ impl Notification {
 /// What the dispatcher needs to route one event to one notification.
 #[derive(Debug)]
 pub(crate) struct Target {
-    pub id: i64,
+    pub id: NotificationId,
     pub types: Option<Arc<[bool]>>,
     pub wake: Arc<Notify>,
 }
@@ -223,8 +195,8 @@ pub(crate) struct Slot {
 
 #[derive(Default)]
 struct State {
-    by_id: HashMap<i64, Slot>,
-    by_name: HashMap<(String, String), i64>,
+    by_id: HashMap<NotificationId, Slot>,
+    by_name: HashMap<(String, String), NotificationId>,
 }
 
 /// Handed to a new worker.
@@ -263,13 +235,7 @@ impl Registry {
         self.index().by_project.is_empty()
     }
 
-    /// Whether the notification exists, without reading it (called for
-    /// every delivery created and every result recorded).
-    pub(crate) fn contains(&self, id: i64) -> bool {
-        self.state().by_id.contains_key(&id)
-    }
-
-    pub(crate) fn get(&self, id: i64) -> Option<Arc<Notification>> {
+    pub(crate) fn get(&self, id: NotificationId) -> Option<Arc<Notification>> {
         self.state()
             .by_id
             .get(&id)
@@ -280,15 +246,6 @@ impl Registry {
         let st = self.state();
         let id = st.by_name.get(&(project.to_owned(), name.to_owned()))?;
         st.by_id.get(id).map(|s| Arc::clone(&s.current.borrow()))
-    }
-
-    /// Every notification, in no particular order.
-    pub(crate) fn all(&self) -> Vec<Arc<Notification>> {
-        self.state()
-            .by_id
-            .values()
-            .map(|s| Arc::clone(&s.current.borrow()))
-            .collect()
     }
 
     /// A project's notifications, by name.
@@ -334,7 +291,7 @@ impl Registry {
     }
 
     /// Removes a notification; its worker sees its channel close and stops.
-    pub(crate) fn remove(&self, id: i64) {
+    pub(crate) fn remove(&self, id: NotificationId) {
         let mut st = self.state();
         if let Some(slot) = st.by_id.remove(&id) {
             let n = Arc::clone(&slot.current.borrow());
@@ -367,7 +324,7 @@ impl Registry {
         }
     }
 
-    pub(crate) fn wake(&self, id: i64) {
+    pub(crate) fn wake(&self, id: NotificationId) {
         if let Some(s) = self.state().by_id.get(&id) {
             s.wake.notify_one();
         }
@@ -397,5 +354,23 @@ impl Registry {
             }
         }
         *index = Arc::new(MatchIndex { by_project });
+    }
+}
+
+/// The store tells the registry of every committed change.
+impl Mirror for Registry {
+    fn put(&self, n: NotificationRecord) -> Result<(), WebhooksError> {
+        Registry::put(self, Notification::build(n)?);
+        Ok(())
+    }
+
+    fn remove(&self, id: NotificationId) {
+        Registry::remove(self, id);
+    }
+
+    fn failing_since(&self, id: NotificationId, since: Option<i64>) {
+        if let Some(n) = self.get(id) {
+            n.set_failing_since(since);
+        }
     }
 }

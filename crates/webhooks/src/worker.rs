@@ -8,12 +8,13 @@
 //! one delivery at a time in sequence order, and a delivery waiting for a
 //! retry holds back the later ones of that notification only.
 
+use crate::bodies::Job;
 use crate::config::WebhooksConfig;
 use crate::engine::Inner;
 use crate::model::DeliveryStatus;
 use crate::registry::{Notification, WorkerHandle};
 use crate::send::{AttemptOutcome, OutcomeKind};
-use crate::store::{AttemptRecord, Due};
+use crate::store::{AttemptResult, DeliveryId, Due};
 use crate::time::now_ms;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -29,15 +30,15 @@ const PAGE: usize = 64;
 /// A finished attempt: which delivery, and when it is due again (if it was
 /// rescheduled).
 struct Done {
-    id: i64,
+    id: DeliveryId,
     next_due: Option<i64>,
 }
 
 pub(crate) async fn run(inner: Arc<Inner>, mut handle: WorkerHandle, shutdown: CancellationToken) {
-    let mut queue: VecDeque<Due> = VecDeque::new();
+    let mut queue: VecDeque<Job> = VecDeque::new();
     // Deliveries queued or in flight: a page read while their results are
     // not committed yet must not hand them out twice.
-    let mut claimed: HashSet<i64> = HashSet::new();
+    let mut claimed: HashSet<DeliveryId> = HashSet::new();
     let mut inflight: JoinSet<Done> = JoinSet::new();
     let mut need_fetch = true;
     let mut next_wake: Option<i64> = None;
@@ -86,7 +87,7 @@ pub(crate) async fn run(inner: Arc<Inner>, mut handle: WorkerHandle, shutdown: C
                                 break;
                             }
                             claimed.insert(d.id);
-                            queue.push_back(d);
+                            queue.push_back(Job::from(d));
                         }
                     }
                     Err(e) => {
@@ -101,8 +102,8 @@ pub(crate) async fn run(inner: Arc<Inner>, mut handle: WorkerHandle, shutdown: C
             }
         } else if !queue.is_empty() {
             // Disabled: what was queued stays pending in the database.
-            for d in queue.drain(..) {
-                claimed.remove(&d.id);
+            for job in queue.drain(..) {
+                claimed.remove(&job.due.id);
             }
         }
         let sleep = next_wake
@@ -118,8 +119,8 @@ pub(crate) async fn run(inner: Arc<Inner>, mut handle: WorkerHandle, shutdown: C
                 current = Arc::clone(&handle.current.borrow_and_update());
                 // The filters, order or state may have changed: start over
                 // from the database.
-                for d in queue.drain(..) {
-                    claimed.remove(&d.id);
+                for job in queue.drain(..) {
+                    claimed.remove(&job.due.id);
                 }
                 need_fetch = true;
             }
@@ -149,10 +150,11 @@ pub(crate) async fn run(inner: Arc<Inner>, mut handle: WorkerHandle, shutdown: C
 async fn attempt(
     inner: Arc<Inner>,
     n: Arc<Notification>,
-    d: Due,
+    job: Job,
     shutdown: CancellationToken,
 ) -> Done {
-    let msg_id = inner.store.delivery_uid(d.id);
+    let Job { due: d, body } = job;
+    let msg_id = inner.delivery_uid(d.id);
     let span = tracing::info_span!(
         "webhook_attempt",
         delivery_id = %msg_id,
@@ -163,7 +165,7 @@ async fn attempt(
     );
     let id = d.id;
     async move {
-        let body = match d.body.clone() {
+        let body = match body {
             Some(b) => Ok(Some(b)),
             None => inner.event_body(d.seq, &d.event_id).await,
         };
@@ -171,7 +173,7 @@ async fn attempt(
             Ok(Some(b)) => b,
             Ok(None) => {
                 tracing::warn!("the event left the log before delivery; delivery cancelled");
-                let rec = AttemptRecord {
+                let rec = AttemptResult {
                     delivery: d.id,
                     notification: n.id,
                     attempts: d.attempts + 1,
@@ -211,7 +213,7 @@ async fn attempt(
         };
         let (status, next_due) = decide(&inner.config, &d, &outcome, now_ms());
         observe(&outcome, status);
-        let rec = AttemptRecord {
+        let rec = AttemptResult {
             delivery: d.id,
             notification: n.id,
             attempts: d.attempts + 1,
@@ -320,13 +322,12 @@ mod tests {
 
     fn due(tries: i64) -> Due {
         Due {
-            id: 1,
-            seq: 1,
+            id: DeliveryId(1),
+            seq: cds_events_log::Seq(1),
             event_id: "e".into(),
             attempts: tries,
             tries,
             next_attempt_at: 0,
-            body: None,
         }
     }
 

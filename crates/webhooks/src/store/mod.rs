@@ -1,222 +1,228 @@
-//! `webhooks.db`: notifications (headers and secrets sealed), deliveries,
-//! attempts and the dispatcher's log position.
+//! Where notifications, deliveries, attempts, the dispatcher's log position
+//! and the outbox of Notification events are kept: the
+//! [`NotificationStore`] trait and its backends, one folder each ([`sqlite`]
+//! now; PostgreSQL next).
 //!
-//! The plumbing is the store crate's (`cds_events_store`): one writer thread
-//! makes every change ([`writer`] says what each command does); a small pool
-//! of read-only connections serves the workers' pages of due deliveries and
-//! the listings, concurrently with it (WAL readers never block the writer).
-//! Here is the SQL: the layout ([`schema`]), the notification rows
-//! ([`notifications`]), the deliveries ([`deliveries`]) and the outbox
-//! ([`outbox`]). SQLite's errors become [`WebhooksError`]s here and nowhere
-//! else.
+//! The engine holds a store as `Arc<dyn NotificationStore>` and names what
+//! it wants done; how it is done (SQL, transactions, a writer thread) stays
+//! inside the backend. A backend's own errors become
+//! [`WebhooksError::Backend`] inside the backend: no driver type crosses
+//! this trait.
+//!
+//! What every backend must hold to (the suite checks each):
+//! - a change and its consequences are one transaction: a notification
+//!   change with its Notification event in the outbox; a batch of
+//!   deliveries with the dispatcher's position; an automatic disabling
+//!   with its event;
+//! - the [`Mirror`] it is given hears of every committed notification
+//!   change in commit order, and never of one that was not committed;
+//! - writes are serialized per store (the per-project cap and the unique
+//!   names hold under concurrent creations), and a result or a batch for a
+//!   notification deleted meanwhile changes nothing;
+//! - header values and secrets are sealed at rest with the keyring it was
+//!   opened with, and never logged.
+//!
+//! A store must never send anything, read the log, or decide a retry: it
+//! records what the engine decided.
 
-mod deliveries;
-mod notifications;
-mod outbox;
-mod schema;
-pub(crate) mod writer;
+mod records;
+pub mod sqlite;
 
-use crate::crypto::Keyring;
-use crate::error::{WebhooksError, io_err};
-use crate::registry::{Notification, Registry};
+use crate::error::WebhooksError;
+use crate::model::{Actor, DeliveryStatus};
+use async_trait::async_trait;
 use cds_events_log::Seq;
-use cds_events_store::{ReaderPool, Writer};
-pub(crate) use deliveries::DeliveryRow;
-use notifications::reseal;
-pub(crate) use notifications::{Announce, Edit};
-use outbox::outbox_put;
-use rusqlite::Connection;
-use std::path::Path;
-use std::sync::Arc;
-use writer::Cmd;
-pub(crate) use writer::{AttemptRecord, NewDelivery, RecordAck, WriterCtx};
+pub use records::{
+    Attempt, AttemptResult, Delivery, DeliveryId, Due, NewDelivery, NotificationId,
+    NotificationRecord, OutboxEntry, Purged, RecordAck,
+};
+use std::time::Duration;
 
-/// The file name of the database inside the data directory.
-pub const DB_FILE: &str = "webhooks.db";
+/// Most deliveries (with their attempts) one [`NotificationStore::purge_step`]
+/// deletes: a purge never holds the writer that attempt results wait for
+/// longer than one such chunk.
+pub const PURGE_CHUNK: u64 = 1000;
 
-const READERS: usize = 4;
+/// A change to a notification, applied by the store to the notification as
+/// it is stored, under its write lock: what the change keeps comes from
+/// there, never from a copy read earlier. An error leaves everything as it
+/// was.
+pub type Edit = Box<dyn FnOnce(&mut NotificationRecord) -> Result<(), WebhooksError> + Send>;
 
-#[derive(Debug)]
-pub(crate) struct Store {
-    writer: Writer<WriterCtx>,
-    readers: ReaderPool,
-    /// Random, fixed at creation: part of every public delivery id, so that
-    /// ids from a recreated database never collide with earlier ones.
-    epoch: String,
+/// The engine's notifications in memory, which a store keeps in step with
+/// its commits: told of every stored notification at open, then of every
+/// committed change, in commit order, from the one place the store orders
+/// its writes. It must not call back into the store.
+pub trait Mirror: Send + Sync {
+    /// A notification as it now is (opened, created or changed). An error
+    /// (one that cannot be used, a row edited by hand) fails the store's
+    /// open; after a commit it is only logged.
+    fn put(&self, n: NotificationRecord) -> Result<(), WebhooksError>;
+
+    /// A notification was deleted.
+    fn remove(&self, id: NotificationId);
+
+    /// A notification started failing at `since`, or (`None`) succeeded
+    /// again.
+    fn failing_since(&self, id: NotificationId, since: Option<i64>);
 }
 
-impl From<cds_events_store::Error> for WebhooksError {
-    fn from(e: cds_events_store::Error) -> Self {
-        use cds_events_store::Error;
-        match e {
-            Error::Closed => WebhooksError::Closed,
-            Error::SchemaTooNew { path, found, known } => {
-                WebhooksError::SchemaTooNew { path, found, known }
-            }
-            other => WebhooksError::Backend(Box::new(other)),
-        }
-    }
+/// What the store decides by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// A failure at least this long after a notification started failing
+    /// disables it.
+    pub disable_after: Duration,
 }
 
-/// For `?` in this crate's SQL; the driver's error is kept, boxed.
-impl From<rusqlite::Error> for WebhooksError {
-    fn from(e: rusqlite::Error) -> Self {
-        cds_events_store::Error::from(e).into()
-    }
-}
+/// Notifications, deliveries, attempts, the dispatcher's position and the
+/// outbox. Shared as `Arc<dyn NotificationStore>`.
+#[async_trait]
+pub trait NotificationStore: Send + Sync + 'static {
+    /// Random, fixed when the store was created: part of every public
+    /// delivery id, so that ids from a recreated store never collide with
+    /// earlier ones.
+    fn epoch(&self) -> &str;
 
-/// A due (or, for ordered notifications, next) delivery.
-#[derive(Debug, Clone)]
-pub(crate) struct Due {
-    pub id: i64,
-    pub seq: i64,
-    pub event_id: String,
-    pub attempts: i64,
-    pub tries: i64,
-    pub next_attempt_at: i64,
-    /// The event's JSON, when fetched with its page.
-    pub body: Option<Arc<str>>,
-}
+    // Notifications. Each change writes its Notification event (by `actor`)
+    // to the outbox in its own transaction, then tells the mirror.
 
-impl Store {
-    /// Opens (creating) the database, re-seals values written under a
-    /// previous key, loads every notification into `registry` and starts the
-    /// writer thread.
-    pub(crate) fn open(
-        data_dir: &Path,
-        keyring: Keyring,
-        registry: Arc<Registry>,
-        disable_after_ms: i64,
-    ) -> Result<Store, WebhooksError> {
-        std::fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
-        let path = data_dir.join(DB_FILE);
-        let mut conn = cds_events_store::open(&path, &schema::writer_options())?;
-        schema::migrate(&conn)?;
-        let epoch = match schema::EPOCH.get(&conn)? {
-            Some(e) => e,
-            None => {
-                let e = random_epoch();
-                schema::EPOCH.set(&conn, &e)?;
-                e
-            }
-        };
-        let resealed = reseal(&mut conn, &keyring, false)?;
-        if resealed > 0 {
-            tracing::info!(
-                values = resealed,
-                "re-sealed webhook secrets under the current key"
-            );
-        }
-        let keyring = if keyring.has_previous()
-            && matches!(keyring.source, crate::crypto::KeySource::File(_))
-        {
-            // Every value is under the current key now (an interrupted
-            // rotation is finished here).
-            keyring.pruned()?
-        } else {
-            keyring
-        };
-        for f in notifications::load_all(&conn, &keyring)? {
-            let uid = f.uid.clone();
-            let n = Notification::build(f)
-                .map_err(|problem| WebhooksError::Compile { uid, problem })?;
-            registry.put(n);
-        }
-        // Rows of deleted notifications waiting for the purge are not pending.
-        let pending: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM deliveries WHERE status = 'pending'
-             AND notification_id NOT IN (SELECT notification_id FROM purge_queue)",
-            [],
-            |r| r.get(0),
-        )?;
-        let mut ctx = WriterCtx {
-            conn,
-            keyring,
-            registry,
-            disable_after_ms,
-            pending: 0,
-        };
-        ctx.add_pending(pending);
-        Ok(Store {
-            writer: Writer::spawn("cds-events-webhooks-writer", 8192, ctx)?,
-            readers: ReaderPool::new(&path, READERS, schema::reader_options()),
-            epoch,
-        })
-    }
-
-    /// Runs `f` on the writer thread.
-    async fn call<T, F>(&self, f: F) -> Result<T, WebhooksError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut WriterCtx) -> Result<T, WebhooksError> + Send + 'static,
-    {
-        self.writer
-            .request(|reply| {
-                Cmd::Call(Box::new(move |ctx: &mut WriterCtx| {
-                    let _ = reply.send(f(ctx));
-                }))
-            })
-            .await
-    }
-
-    /// Runs `f` on a read connection, off the async runtime.
-    async fn read<T, F>(&self, f: F) -> Result<T, WebhooksError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, WebhooksError> + Send + 'static,
-    {
-        self.readers.with(f).await
-    }
-
-    /// Stores the dispatcher's position alone (no delivery to create).
-    pub(crate) async fn set_position(&self, position: Seq) -> Result<(), WebhooksError> {
-        self.insert_deliveries(Vec::new(), position.0 as i64).await
-    }
-
-    pub(crate) async fn insert_deliveries(
+    /// Stores a new notification (`n.id` is ignored) with its
+    /// NotificationCreated, unless its project already has `limit`
+    /// ([`WebhooksError::TooMany`]) or a notification of that name
+    /// ([`WebhooksError::AlreadyExists`]). Returns it with its id.
+    async fn create_notification(
         &self,
-        rows: Vec<NewDelivery>,
-        position: i64,
-    ) -> Result<(), WebhooksError> {
-        self.writer
-            .request(|reply| Cmd::Deliveries {
-                rows,
-                position,
-                reply,
-            })
-            .await
-    }
+        n: NotificationRecord,
+        limit: usize,
+        actor: &Actor,
+    ) -> Result<NotificationRecord, WebhooksError>;
 
-    pub(crate) async fn record(&self, rec: AttemptRecord) -> Result<RecordAck, WebhooksError> {
-        self.writer.request_grouped(|reply| (rec, reply)).await
-    }
+    /// Applies `edit` to the notification `name` of `project` and stores the
+    /// result with its NotificationUpdated; returns it.
+    /// [`WebhooksError::NotFound`] when there is none,
+    /// [`WebhooksError::AlreadyExists`] when renamed onto another.
+    async fn update_notification(
+        &self,
+        project: &str,
+        name: &str,
+        edit: Edit,
+        actor: &Actor,
+    ) -> Result<NotificationRecord, WebhooksError>;
 
-    /// Finishes queued writes and closes the database.
-    pub(crate) async fn close(&self) -> Result<(), WebhooksError> {
-        Ok(self.writer.close().await?)
-    }
+    /// Deletes the notification `name` of `project` with its
+    /// NotificationDeleted. Its deliveries stop counting as pending at once
+    /// and are deleted later by [`NotificationStore::purge_step`].
+    async fn delete_notification(
+        &self,
+        project: &str,
+        name: &str,
+        actor: &Actor,
+    ) -> Result<(), WebhooksError>;
 
-    pub(crate) async fn position(&self) -> Result<Option<i64>, WebhooksError> {
-        self.read(|c| Ok(schema::POSITION.get(c)?)).await
-    }
+    // The dispatcher.
 
-    /// The public id of a delivery (also its `webhook-id`).
-    pub(crate) fn delivery_uid(&self, id: i64) -> String {
-        format!("msg_{}{id}", self.epoch)
-    }
+    /// The last log position the dispatcher turned into deliveries.
+    async fn position(&self) -> Result<Option<Seq>, WebhooksError>;
 
-    /// The row id of a public delivery id of this database.
-    pub(crate) fn delivery_row(&self, uid: &str) -> Option<i64> {
-        uid.strip_prefix("msg_")?
-            .strip_prefix(self.epoch.as_str())?
-            .parse()
-            .ok()
-    }
-}
+    /// Creates a batch's deliveries (due now) and moves the position to
+    /// `position`, in one transaction: after a crash both happened or
+    /// neither did. Deliveries of a notification deleted meanwhile are left
+    /// out.
+    async fn create_deliveries(
+        &self,
+        batch: Vec<NewDelivery>,
+        position: Seq,
+    ) -> Result<(), WebhooksError>;
 
-fn random_epoch() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    (0..8)
-        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
-        .collect()
+    // The workers.
+
+    /// A notification's next pending deliveries, at most `limit`: by due
+    /// time (then id), or by id (log order) when `ordered`. Due later ones
+    /// are included: the worker waits for them.
+    async fn due(
+        &self,
+        notification: NotificationId,
+        ordered: bool,
+        limit: usize,
+    ) -> Result<Vec<Due>, WebhooksError>;
+
+    /// Records an attempt's result: the delivery's new state and the
+    /// attempt; the notification's failure state (cleared by a success, set
+    /// by the first failure, told to the mirror); and, for a failure at
+    /// least `disable_after` after it started failing, the notification
+    /// disabled with its NotificationUpdated (by the system). Results
+    /// arriving together may share a transaction.
+    async fn record(&self, result: AttemptResult) -> Result<RecordAck, WebhooksError>;
+
+    // The API.
+
+    /// A notification's deliveries of the given statuses with an id below
+    /// `before` (all when `None`), newest first, at most `limit`, read in
+    /// one snapshot: a delivery changing status meanwhile is listed once.
+    async fn list_deliveries(
+        &self,
+        notification: NotificationId,
+        statuses: Vec<DeliveryStatus>,
+        before: Option<DeliveryId>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>, WebhooksError>;
+
+    /// One delivery of a notification with every attempt made for it, in
+    /// order, read in one snapshot.
+    async fn delivery(
+        &self,
+        notification: NotificationId,
+        id: DeliveryId,
+    ) -> Result<Option<(Delivery, Vec<Attempt>)>, WebhooksError>;
+
+    /// Puts a delivery back to pending, due now, with a fresh attempt budget
+    /// (its attempts are kept, its id too); returns it as it now is, `None`
+    /// when the notification has no such delivery.
+    async fn redeliver(
+        &self,
+        notification: NotificationId,
+        id: DeliveryId,
+    ) -> Result<Option<Delivery>, WebhooksError>;
+
+    /// Redelivers every failed delivery of a notification created at or
+    /// after `since`; returns how many.
+    async fn redeliver_failed_since(
+        &self,
+        notification: NotificationId,
+        since: i64,
+    ) -> Result<u64, WebhooksError>;
+
+    /// One small transaction of clean-up: up to [`PURGE_CHUNK`] deliveries
+    /// of a deleted notification, or else of those finished (not pending)
+    /// and created before `finished_before`.
+    async fn purge_step(&self, finished_before: i64) -> Result<Purged, WebhooksError>;
+
+    /// Deliveries pending, those of deleted notifications left out.
+    async fn pending(&self) -> Result<u64, WebhooksError>;
+
+    /// The oldest log position still needed: the one after the dispatcher's
+    /// position, or the event of the oldest pending delivery of an enabled
+    /// notification if that comes first; `None` before any position.
+    async fn retention_hold(&self) -> Result<Option<Seq>, WebhooksError>;
+
+    // The outbox.
+
+    /// The oldest events of the outbox, at most `limit`, oldest first.
+    async fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>, WebhooksError>;
+
+    /// Removes events from the outbox (once they are in the log).
+    async fn remove_from_outbox(&self, ids: Vec<i64>) -> Result<(), WebhooksError>;
+
+    // Keys and life.
+
+    /// Rotates the file-managed master key: the new key is written beside
+    /// the old one, every sealed value is re-sealed with it in one
+    /// transaction, then the old key leaves the file; no write seals a value
+    /// in between. Returns how many values were re-sealed.
+    async fn rotate_key(&self) -> Result<usize, WebhooksError>;
+
+    /// Finishes queued writes and closes the store; every later call fails
+    /// with [`WebhooksError::Closed`].
+    async fn close(&self) -> Result<(), WebhooksError>;
 }

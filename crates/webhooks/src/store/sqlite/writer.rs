@@ -8,65 +8,31 @@
 //! results costs one commit rather than one per delivery. Replies go out
 //! after the commit. Every other change (notifications, delivery creation
 //! with the log position, key rotation) is a command of its own, run in
-//! order: the registry in memory is changed here too, right after the
-//! commit, so it follows the database in the same order. At close, what is
-//! queued still runs.
+//! order: the mirror is told here too, right after the commit, so the
+//! engine's memory follows the database in the same order. At close, what
+//! is queued still runs.
 
+use super::notifications::by_id;
+use super::outbox::outbox_put;
 use super::schema::POSITION;
 use crate::crypto::Keyring;
 use crate::error::WebhooksError;
-use crate::model::DeliveryStatus;
-use crate::registry::Registry;
+use crate::model::{Actor, DeliveryStatus};
+use crate::store::{AttemptResult, Mirror, NewDelivery, NotificationId, RecordAck};
+use cds_events_log::Seq;
+use cds_events_model::EventType;
 use cds_events_store::Handler;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub(crate) type Reply<T> = cds_events_store::Reply<T, WebhooksError>;
+pub(super) type Reply<T> = cds_events_store::Reply<T, WebhooksError>;
 
-/// A delivery to create.
-#[derive(Debug, Clone)]
-pub(crate) struct NewDelivery {
-    pub notification: i64,
-    pub seq: i64,
-    pub event_id: String,
-}
-
-/// The outcome of one attempt, as recorded.
-#[derive(Debug)]
-pub(crate) struct AttemptRecord {
-    pub delivery: i64,
-    pub notification: i64,
-    /// Attempts made so far, this one included (its number).
-    pub attempts: i64,
-    /// Attempts of the current round, this one included.
-    pub tries: i64,
-    pub status: DeliveryStatus,
-    pub next_attempt_at: Option<i64>,
-    pub at: i64,
-    pub status_code: Option<u16>,
-    pub latency_ms: i64,
-    pub error: Option<String>,
-    pub response: Option<String>,
-    /// `Some(true)` when the endpoint failed, `Some(false)` when it
-    /// succeeded, `None` when it was not reached through no fault of its own.
-    pub endpoint_failed: Option<bool>,
-}
-
-/// What recording an attempt changed besides the delivery.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct RecordAck {
-    /// The notification was disabled by this failure.
-    pub disabled: bool,
-    /// The result was not recorded: the delivery was deleted or redelivered
-    /// while the attempt was in flight.
-    pub superseded: bool,
-}
-
-pub(crate) enum Cmd {
+pub(super) enum Cmd {
     Deliveries {
-        rows: Vec<NewDelivery>,
-        position: i64,
+        batch: Vec<NewDelivery>,
+        position: Seq,
         reply: Reply<()>,
     },
     Call(Box<dyn FnOnce(&mut WriterCtx) + Send>),
@@ -101,12 +67,17 @@ fn insert_sql(n: usize) -> String {
 }
 
 /// What a writer command gets to work with.
-pub(crate) struct WriterCtx {
+pub(super) struct WriterCtx {
     pub conn: Connection,
     /// The keyring values are sealed with. Changed only here, so a rotation
     /// and a write that seals a value can never interleave.
     pub keyring: Keyring,
-    pub registry: Arc<Registry>,
+    /// Told of every committed notification change, from here only.
+    pub mirror: Arc<dyn Mirror>,
+    /// The notifications that exist: a batch's deliveries and a result for
+    /// one deleted meanwhile change nothing. Kept here, where creations and
+    /// deletions are made, so it is exact without a lookup per row.
+    pub live: HashSet<NotificationId>,
     pub disable_after_ms: i64,
     /// Pending deliveries. Every change of a delivery's status goes through
     /// this thread, so the count is kept exactly without ever counting rows.
@@ -114,7 +85,7 @@ pub(crate) struct WriterCtx {
 }
 
 /// An attempt's result to record, which joins groups.
-pub(crate) type Record = (AttemptRecord, Reply<RecordAck>);
+pub(super) type Record = (AttemptResult, Reply<RecordAck>);
 
 impl Handler for WriterCtx {
     type Member = Record;
@@ -151,11 +122,11 @@ impl Handler for WriterCtx {
     fn run(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::Deliveries {
-                rows,
+                batch,
                 position,
                 reply,
             } => {
-                let _ = reply.send(self.insert_deliveries(&rows, position));
+                let _ = reply.send(self.insert_deliveries(&batch, position));
             }
             Cmd::Call(f) => f(self),
         }
@@ -168,7 +139,7 @@ impl Handler for WriterCtx {
 
 impl WriterCtx {
     /// Moves the pending count (and its gauge) by `delta`.
-    pub(crate) fn add_pending(&mut self, delta: i64) {
+    pub(super) fn add_pending(&mut self, delta: i64) {
         self.pending += delta;
         metrics::gauge!("cds_events_webhook_deliveries_pending").set(self.pending as f64);
     }
@@ -180,15 +151,15 @@ impl WriterCtx {
     fn insert_deliveries(
         &mut self,
         rows: &[NewDelivery],
-        position: i64,
+        position: Seq,
     ) -> Result<(), WebhooksError> {
         let now = crate::time::now_ms();
         let mut inserted = 0i64;
         // A notification deleted since the batch was matched gets nothing.
-        // The registry follows the database on this thread, so it says.
-        let rows: Vec<&NewDelivery> = rows
+        let rows: Vec<(i64, i64, &str)> = rows
             .iter()
-            .filter(|r| self.registry.contains(r.notification))
+            .filter(|r| self.live.contains(&r.notification))
+            .map(|r| (r.notification.0, r.seq.0 as i64, r.event_id.as_str()))
             .collect();
         let tx = self
             .conn
@@ -199,14 +170,14 @@ impl WriterCtx {
             let mut st = tx.prepare_cached(&insert_sql(chunk.len()))?;
             let mut args: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(1 + 3 * chunk.len());
             args.push(&now);
-            for r in chunk {
-                args.push(&r.notification);
-                args.push(&r.seq);
-                args.push(&r.event_id);
+            for (notification, seq, event_id) in chunk {
+                args.push(notification);
+                args.push(seq);
+                args.push(event_id);
             }
             inserted += st.execute(args.as_slice())? as i64;
         }
-        POSITION.set(&tx, &position)?;
+        POSITION.set(&tx, &(position.0 as i64))?;
         tx.commit()?;
         if inserted > 0 {
             self.add_pending(inserted);
@@ -216,7 +187,7 @@ impl WriterCtx {
 
     fn record_all<'a>(
         &mut self,
-        recs: impl Iterator<Item = &'a AttemptRecord>,
+        recs: impl Iterator<Item = &'a AttemptResult>,
     ) -> Result<Vec<RecordAck>, WebhooksError> {
         let disable_after = self.disable_after_ms;
         let tx = self
@@ -262,7 +233,7 @@ impl WriterCtx {
                 let mut ack = RecordAck::default();
                 // Its notification was deleted while the attempt was in
                 // flight: its rows wait for the purge, nothing is recorded.
-                if !self.registry.contains(r.notification) {
+                if !self.live.contains(&r.notification) {
                     ack.superseded = true;
                     acks.push(ack);
                     continue;
@@ -270,7 +241,7 @@ impl WriterCtx {
                 let inline = r.status == DeliveryStatus::Succeeded && r.error.is_none();
                 let changed = if inline {
                     succeeded.execute(params![
-                        r.delivery,
+                        r.delivery.0,
                         r.attempts,
                         r.tries,
                         r.at,
@@ -280,7 +251,7 @@ impl WriterCtx {
                     ])?
                 } else {
                     update.execute(params![
-                        r.delivery,
+                        r.delivery.0,
                         r.status.as_str(),
                         r.attempts,
                         r.tries,
@@ -300,7 +271,7 @@ impl WriterCtx {
                 }
                 if !inline {
                     attempt.execute(params![
-                        r.delivery,
+                        r.delivery.0,
                         r.attempts,
                         r.at,
                         r.status_code,
@@ -309,12 +280,12 @@ impl WriterCtx {
                         r.response
                     ])?;
                 }
-                if r.endpoint_failed == Some(false) && healthy.execute([r.notification])? == 1 {
+                if r.endpoint_failed == Some(false) && healthy.execute([r.notification.0])? == 1 {
                     transitions.push((r.notification, None));
                 }
                 if r.endpoint_failed == Some(true) {
                     let row: Option<(i64, bool)> = failing
-                        .query_row(params![r.notification, r.at], |x| {
+                        .query_row(params![r.notification.0, r.at], |x| {
                             Ok((x.get(0)?, x.get(1)?))
                         })
                         .optional()?;
@@ -330,20 +301,13 @@ impl WriterCtx {
                             "disabled after failing continuously since {}",
                             crate::time::to_datetime(since).to_rfc3339()
                         );
-                        disable.execute(params![r.notification, reason, r.at])?;
-                        if let Some(n) = self.registry.get(r.notification) {
-                            let mut n = (*n).clone();
-                            n.enabled = false;
-                            n.disabled_reason = Some(reason);
-                            n.set_failing_since(Some(since));
-                            n.last_modified = r.at;
-                            // Announced with the change itself (outbox).
-                            let event = crate::events::notification_event(
-                                cds_events_model::EventType::NotificationUpdated,
-                                &n.out(),
-                                &crate::Actor::system(),
+                        disable.execute(params![r.notification.0, reason, r.at])?;
+                        // Announced with the change itself (outbox).
+                        if let Some(n) = by_id(&tx, &self.keyring, r.notification)? {
+                            outbox_put(
+                                &tx,
+                                &n.event(EventType::NotificationUpdated, &Actor::system())?,
                             )?;
-                            super::outbox_put(&tx, &event)?;
                             disabled.push(n);
                         }
                         ack.disabled = true;
@@ -357,12 +321,10 @@ impl WriterCtx {
             self.add_pending(-finished);
         }
         for (id, since) in transitions {
-            if let Some(n) = self.registry.get(id) {
-                n.set_failing_since(since);
-            }
+            self.mirror.failing_since(id, since);
         }
         for n in disabled {
-            self.registry.put(n);
+            self.tell(n);
         }
         Ok(acks)
     }

@@ -1,0 +1,207 @@
+//! What goes in and out of a [`NotificationStore`](super::NotificationStore):
+//! plain values, the same for every backend. Times are unix milliseconds,
+//! log positions are [`Seq`]s, row ids are newtypes; nothing here knows a
+//! database.
+
+use crate::error::WebhooksError;
+use crate::model::{
+    Actor, DeliveryStatus, MASK, NotificationAuth, NotificationFilter, NotificationOut,
+};
+use crate::signing::SigningSecret;
+use crate::time::to_datetime;
+use cds_events_log::Seq;
+use cds_events_model::{EventType, FullEvent, NotificationEvent, Payload};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A notification's id in its store (never reused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NotificationId(pub i64);
+
+/// A delivery's id in its store, growing with creation: never reused, even
+/// after a purge, so that the public id made of it (the `webhook-id`
+/// receivers de-duplicate on) never names two deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DeliveryId(pub i64);
+
+/// A notification as stored, its header values and secrets in the clear (a
+/// store seals them at rest). `Debug` shows neither.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NotificationRecord {
+    /// Given by the store at creation (ignored when creating).
+    pub id: NotificationId,
+    /// The public id (`NotificationOut::id`), given by the caller.
+    pub uid: String,
+    pub project: String,
+    pub name: String,
+    pub url: String,
+    pub filters: BTreeMap<String, NotificationFilter>,
+    pub headers: BTreeMap<String, String>,
+    pub secret: SigningSecret,
+    /// The secret before the last rotation and until when it still signs.
+    pub previous: Option<(SigningSecret, i64)>,
+    pub enabled: bool,
+    pub ordered: bool,
+    pub disabled_reason: Option<String>,
+    /// The first failure since the last success.
+    pub failing_since: Option<i64>,
+    pub last_modified: i64,
+}
+
+impl fmt::Debug for NotificationRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NotificationRecord")
+            .field("id", &self.id)
+            .field("uid", &self.uid)
+            .field("project", &self.project)
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("headers", &self.headers.keys().collect::<Vec<_>>())
+            .field("enabled", &self.enabled)
+            .field("ordered", &self.ordered)
+            .field("failing_since", &self.failing_since)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NotificationRecord {
+    /// As the API shows it: header values masked, secrets absent.
+    pub fn out(&self) -> NotificationOut {
+        NotificationOut {
+            id: self.uid.clone(),
+            project_key: self.project.clone(),
+            name: self.name.clone(),
+            last_modified: to_datetime(self.last_modified),
+            webhook_url: self.url.clone(),
+            filters: self.filters.clone(),
+            auth: NotificationAuth {
+                headers: self
+                    .headers
+                    .keys()
+                    .map(|k| (k.clone(), MASK.to_owned()))
+                    .collect(),
+            },
+            enabled: self.enabled,
+            ordered: self.ordered,
+            disabled_reason: self.disabled_reason.clone(),
+            failing_since: self.failing_since.map(to_datetime),
+        }
+    }
+
+    /// The Notification event of type `t` (created, updated, deleted)
+    /// announcing this notification as it is, made by `actor`. A store
+    /// writes it to its outbox in the change's own transaction.
+    pub fn event(&self, t: EventType, actor: &Actor) -> Result<FullEvent, WebhooksError> {
+        let out = self.out();
+        let payload = Payload::from_value(&out).map_err(|source| WebhooksError::Encode {
+            what: "the event payload",
+            source,
+        })?;
+        NotificationEvent {
+            payload: Some(payload),
+            project_key: out.project_key,
+            notification: out.name,
+            user_id: actor.user_id.clone(),
+            username: actor.username.clone(),
+            ..Default::default()
+        }
+        .into_event(t)
+        .map_err(|e| WebhooksError::invalid(e.field.unwrap_or_default(), e.message))
+    }
+}
+
+/// A delivery to create: one event for one notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDelivery {
+    pub notification: NotificationId,
+    pub seq: Seq,
+    pub event_id: String,
+}
+
+/// The outcome of one attempt, to record.
+#[derive(Debug, Clone)]
+pub struct AttemptResult {
+    pub delivery: DeliveryId,
+    pub notification: NotificationId,
+    /// Attempts made so far, this one included (its number).
+    pub attempts: i64,
+    /// Attempts of the current round, this one included: the result counts
+    /// only if the delivery is still at `tries - 1` (not redelivered while
+    /// the attempt was in flight).
+    pub tries: i64,
+    /// `Pending` (with `next_attempt_at`) for a retry, else how it ended.
+    pub status: DeliveryStatus,
+    pub next_attempt_at: Option<i64>,
+    pub at: i64,
+    pub status_code: Option<u16>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+    /// The start of the response body.
+    pub response: Option<String>,
+    /// `Some(true)` when the endpoint failed, `Some(false)` when it
+    /// succeeded, `None` when it was not reached through no fault of its own.
+    pub endpoint_failed: Option<bool>,
+}
+
+/// What recording an attempt changed besides the delivery.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordAck {
+    /// The notification was disabled by this failure.
+    pub disabled: bool,
+    /// The result was not recorded: the delivery was deleted or redelivered
+    /// while the attempt was in flight.
+    pub superseded: bool,
+}
+
+/// A due (or, for ordered notifications, next) delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Due {
+    pub id: DeliveryId,
+    pub seq: Seq,
+    pub event_id: String,
+    pub attempts: i64,
+    pub tries: i64,
+    pub next_attempt_at: i64,
+}
+
+/// A delivery as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub id: DeliveryId,
+    pub event_id: String,
+    pub event_seq: Seq,
+    pub status: DeliveryStatus,
+    /// Attempts made, over every round of redelivery.
+    pub attempts: i64,
+    pub next_attempt_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// One recorded attempt of a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// 1 for the first attempt of the delivery.
+    pub n: i64,
+    pub at: i64,
+    pub status_code: Option<u16>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+    pub response: Option<String>,
+}
+
+/// An event waiting in the outbox, as its stored JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    pub id: i64,
+    pub event: String,
+}
+
+/// What one purge step did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Purged {
+    /// Deliveries deleted (with their attempts).
+    pub deliveries: u64,
+    /// Whether there may be more to delete.
+    pub more: bool,
+}
