@@ -1,7 +1,8 @@
 //! Where notifications, deliveries, attempts, the dispatcher's log position
 //! and the outbox of Notification events are kept: the
-//! [`NotificationStore`] trait and its backends, one folder each ([`sqlite`]
-//! now; PostgreSQL next).
+//! [`NotificationStore`] trait, its conformance suite ([`conformance`]) and
+//! its backends, one folder each ([`sqlite`] now; PostgreSQL next, running
+//! the same suite).
 //!
 //! The engine holds a store as `Arc<dyn NotificationStore>` and names what
 //! it wants done; how it is done (SQL, transactions, a writer thread) stays
@@ -25,6 +26,7 @@
 //! A store must never send anything, read the log, or decide a retry: it
 //! records what the engine decided.
 
+pub mod conformance;
 mod records;
 pub mod sqlite;
 

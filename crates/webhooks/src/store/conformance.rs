@@ -1,0 +1,309 @@
+//! The conformance suite every [`NotificationStore`] backend must pass.
+//!
+//! Each check is a plain async function over a [`Harness`]; a backend runs
+//! them all with [`conformance_tests!`](crate::conformance_tests) in one
+//! line of its own test file. A harness opens the backend on storage of its
+//! own, and can open the same storage again (the restart of a process). The
+//! checks use the trait alone: nothing here knows a database, so the next
+//! backend runs them unchanged.
+
+use super::{
+    AttemptResult, Delivery, DeliveryId, Due, Edit, Mirror, NewDelivery, NotificationId,
+    NotificationRecord, NotificationStore, StoreOptions,
+};
+use crate::error::WebhooksError;
+use crate::model::{Actor, DeliveryStatus};
+use crate::signing::SigningSecret;
+use crate::time::now_ms;
+use async_trait::async_trait;
+use cds_events_log::Seq;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+mod deliveries;
+mod lifecycle;
+mod notifications;
+pub use deliveries::*;
+pub use lifecycle::*;
+pub use notifications::*;
+
+/// Opens a backend over one private storage.
+#[async_trait]
+pub trait Harness: Send + Sync {
+    /// Opens the store (again, after a `close`, to check persistence),
+    /// telling `mirror` of its notifications.
+    async fn open(
+        &self,
+        mirror: Arc<dyn Mirror>,
+        options: StoreOptions,
+    ) -> Arc<dyn NotificationStore>;
+}
+
+/// What the mirror heard, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Heard {
+    Put(NotificationId),
+    Removed(NotificationId),
+    Failing(NotificationId, Option<i64>),
+}
+
+/// A mirror that keeps the notifications it is told of, and what it heard.
+#[derive(Debug, Default)]
+struct Recorder {
+    state: Mutex<(BTreeMap<NotificationId, NotificationRecord>, Vec<Heard>)>,
+}
+
+impl Recorder {
+    fn get(&self, id: NotificationId) -> Option<NotificationRecord> {
+        self.lock().0.get(&id).cloned()
+    }
+
+    fn len(&self) -> usize {
+        self.lock().0.len()
+    }
+
+    fn heard(&self) -> Vec<Heard> {
+        self.lock().1.clone()
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, (BTreeMap<NotificationId, NotificationRecord>, Vec<Heard>)> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Mirror for Recorder {
+    fn put(&self, n: NotificationRecord) -> Result<(), WebhooksError> {
+        let mut st = self.lock();
+        st.1.push(Heard::Put(n.id));
+        st.0.insert(n.id, n);
+        Ok(())
+    }
+
+    fn remove(&self, id: NotificationId) {
+        let mut st = self.lock();
+        st.1.push(Heard::Removed(id));
+        st.0.remove(&id);
+    }
+
+    fn failing_since(&self, id: NotificationId, since: Option<i64>) {
+        let mut st = self.lock();
+        st.1.push(Heard::Failing(id, since));
+        if let Some(n) = st.0.get_mut(&id) {
+            n.failing_since = since;
+        }
+    }
+}
+
+/// A store opened by the suite, with the mirror it tells.
+struct Opened {
+    store: Arc<dyn NotificationStore>,
+    mirror: Arc<Recorder>,
+}
+
+/// Long enough that no check disables a notification unless it means to.
+const NEVER: Duration = Duration::from_secs(5 * 24 * 3600);
+
+async fn open(h: &dyn Harness) -> Opened {
+    open_with(h, NEVER).await
+}
+
+async fn open_with(h: &dyn Harness, disable_after: Duration) -> Opened {
+    let mirror = Arc::new(Recorder::default());
+    let store = h.open(mirror.clone(), StoreOptions { disable_after }).await;
+    Opened { store, mirror }
+}
+
+fn actor() -> Actor {
+    Actor {
+        user_id: "u1".into(),
+        username: "alice".into(),
+    }
+}
+
+/// A notification to create: `name` in `project`, one header, a new secret.
+fn notification(project: &str, name: &str) -> NotificationRecord {
+    NotificationRecord {
+        id: NotificationId(0),
+        uid: format!("uid-{project}-{name}-{}", now_ms()),
+        project: project.into(),
+        name: name.into(),
+        url: format!("https://example.com/{name}"),
+        filters: BTreeMap::new(),
+        headers: [("Authorization".to_owned(), "Bearer t".to_owned())].into(),
+        secret: SigningSecret::generate(),
+        previous: None,
+        enabled: true,
+        ordered: false,
+        disabled_reason: None,
+        failing_since: None,
+        last_modified: now_ms(),
+    }
+}
+
+/// An edit that cannot fail.
+fn set(f: impl FnOnce(&mut NotificationRecord) + Send + 'static) -> Edit {
+    Box::new(move |n| {
+        f(n);
+        Ok(())
+    })
+}
+
+async fn create(s: &dyn NotificationStore, project: &str, name: &str) -> NotificationRecord {
+    s.create_notification(notification(project, name), 100, &actor())
+        .await
+        .expect("create")
+}
+
+/// Creates one delivery per sequence number for `n`, with the position at
+/// the last; returns their ids, oldest first.
+async fn deliver(
+    s: &dyn NotificationStore,
+    n: &NotificationRecord,
+    seqs: impl IntoIterator<Item = u64>,
+) -> Vec<DeliveryId> {
+    let batch: Vec<NewDelivery> = seqs
+        .into_iter()
+        .map(|seq| NewDelivery {
+            notification: n.id,
+            seq: Seq(seq),
+            event_id: format!("event-{seq}"),
+        })
+        .collect();
+    let last = batch.last().map_or(Seq(0), |d| d.seq);
+    let count = batch.len();
+    s.create_deliveries(batch, last).await.expect("deliveries");
+    let mut ids: Vec<DeliveryId> = listed(s, n, &DeliveryStatus::ALL)
+        .await
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    ids.sort();
+    ids.split_off(ids.len() - count)
+}
+
+/// Every delivery of `n` of these statuses, newest first.
+async fn listed(
+    s: &dyn NotificationStore,
+    n: &NotificationRecord,
+    statuses: &[DeliveryStatus],
+) -> Vec<Delivery> {
+    s.list_deliveries(n.id, statuses.to_vec(), None, 100_000)
+        .await
+        .expect("list")
+}
+
+/// The pending delivery `id` of `n`, as a worker would page it.
+async fn due_one(s: &dyn NotificationStore, n: &NotificationRecord, id: DeliveryId) -> Due {
+    s.due(n.id, true, 100_000)
+        .await
+        .expect("due")
+        .into_iter()
+        .find(|d| d.id == id)
+        .expect("pending")
+}
+
+/// The state of delivery `id` of `n`.
+async fn state(s: &dyn NotificationStore, n: &NotificationRecord, id: DeliveryId) -> Delivery {
+    s.delivery(n.id, id).await.expect("read").expect("found").0
+}
+
+/// The result of the next attempt of `d`, ending it as `status`.
+fn result(n: &NotificationRecord, d: &Due, status: DeliveryStatus, at: i64) -> AttemptResult {
+    let ok = status == DeliveryStatus::Succeeded;
+    AttemptResult {
+        delivery: d.id,
+        notification: n.id,
+        attempts: d.attempts + 1,
+        tries: d.tries + 1,
+        status,
+        next_attempt_at: (status == DeliveryStatus::Pending).then_some(at + 60_000),
+        at,
+        status_code: Some(if ok { 200 } else { 500 }),
+        latency_ms: 12,
+        error: (!ok).then(|| "HTTP 500".to_owned()),
+        response: Some(if ok { "ok" } else { "down" }.to_owned()),
+        endpoint_failed: Some(!ok),
+    }
+}
+
+/// Records the next attempt of delivery `id`, ending it as `status`.
+async fn attempt(
+    s: &dyn NotificationStore,
+    n: &NotificationRecord,
+    id: DeliveryId,
+    status: DeliveryStatus,
+) -> super::RecordAck {
+    let d = due_one(s, n, id).await;
+    s.record(result(n, &d, status, now_ms()))
+        .await
+        .expect("record")
+}
+
+/// The types of the events in the outbox, oldest first.
+async fn outbox_types(s: &dyn NotificationStore) -> Vec<String> {
+    s.outbox(1000)
+        .await
+        .expect("outbox")
+        .iter()
+        .map(|e| {
+            cds_events_model::decode_stored(&e.event)
+                .expect("an outbox event decodes")
+                .event_type
+                .as_str()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// Runs every check of the suite as a test, each on a harness made by
+/// `$make`.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($make:expr) => {
+        $crate::conformance_tests!(@each $make;
+            a_created_notification_reads_back_after_a_reopen,
+            names_are_unique_per_project,
+            the_per_project_cap_is_enforced,
+            the_per_project_cap_holds_under_concurrent_creations,
+            an_update_applies_the_edit_to_the_notification_as_stored,
+            a_failed_edit_changes_nothing,
+            changing_a_missing_notification_is_not_found,
+            every_change_puts_its_event_in_the_outbox,
+            the_outbox_keeps_an_event_until_removed,
+            the_mirror_hears_every_committed_change_in_order,
+            a_key_rotation_keeps_every_value_readable,
+            deliveries_and_position_are_written_together,
+            deliveries_of_a_deleted_notification_are_not_created,
+            due_deliveries_come_by_due_time_or_in_log_order_when_ordered,
+            a_recorded_success_ends_the_delivery,
+            a_recorded_failure_reschedules_the_delivery,
+            a_result_for_a_redelivered_delivery_is_superseded,
+            a_result_for_a_deleted_notification_is_superseded,
+            a_first_failure_marks_the_notification_failing_and_a_success_clears_it,
+            a_failure_past_disable_after_disables_the_notification_with_its_event,
+            listings_are_newest_first_per_status_and_page_below_a_delivery,
+            listing_every_status_reads_one_snapshot,
+            a_delivery_lists_its_attempts_in_order,
+            redeliver_resets_the_attempt_budget_and_keeps_the_id,
+            redeliver_failed_since_takes_failed_deliveries_created_since,
+            pending_counts_what_waits_to_be_sent,
+            a_deleted_notifications_rows_are_purged_in_chunks,
+            finished_deliveries_are_purged_once_old,
+            delivery_ids_are_never_reused,
+            retention_hold_is_the_oldest_pending_delivery_of_an_enabled_notification,
+            the_epoch_is_fixed_at_creation,
+        );
+    };
+    (@each $make:expr; $($name:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let harness = $make;
+                $crate::store::conformance::$name(&harness).await;
+            }
+        )+
+    };
+}
