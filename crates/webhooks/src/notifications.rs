@@ -80,20 +80,15 @@ impl Inner {
     ) -> Result<NotificationOut, WebhooksError> {
         let v = model::validate(input)?;
         let n = self
-            .change(
-                project,
-                name,
-                actor,
-                Box::new(move |f| {
-                    f.headers = model::resolve_masked(v.headers, &f.headers)?;
-                    f.name = v.name;
-                    f.url = v.url.to_string();
-                    f.filters = v.filters;
-                    f.ordered = v.ordered.unwrap_or(f.ordered);
-                    set_enabled_fields(f, v.enabled.unwrap_or(f.enabled));
-                    Ok(())
-                }),
-            )
+            .change(project, name, actor, move |f: &mut NotificationRecord| {
+                f.headers = model::resolve_masked(v.headers, &f.headers)?;
+                f.name = v.name;
+                f.url = v.url.to_string();
+                f.filters = v.filters;
+                f.ordered = v.ordered.unwrap_or(f.ordered);
+                set_enabled_fields(f, v.enabled.unwrap_or(f.enabled));
+                Ok(())
+            })
             .await?;
         Ok(n.out())
     }
@@ -119,15 +114,10 @@ impl Inner {
         actor: &Actor,
     ) -> Result<NotificationOut, WebhooksError> {
         let n = self
-            .change(
-                project,
-                name,
-                actor,
-                Box::new(move |f| {
-                    set_enabled_fields(f, enabled);
-                    Ok(())
-                }),
-            )
+            .change(project, name, actor, move |f: &mut NotificationRecord| {
+                set_enabled_fields(f, enabled);
+                Ok(())
+            })
             .await?;
         Ok(n.out())
     }
@@ -148,16 +138,11 @@ impl Inner {
         let overlap = time::millis(self.config.secret_overlap);
         let now = now_ms();
         let n = self
-            .change(
-                project,
-                name,
-                actor,
-                Box::new(move |f| {
-                    f.previous = Some((f.secret.clone(), now + overlap));
-                    f.secret = SigningSecret::generate();
-                    Ok(())
-                }),
-            )
+            .change(project, name, actor, move |f: &mut NotificationRecord| {
+                f.previous = Some((f.secret.clone(), now + overlap));
+                f.secret = SigningSecret::generate();
+                Ok(())
+            })
             .await?;
         Ok(secret_out(&n.secret, n.previous.as_ref(), now))
     }
@@ -169,7 +154,7 @@ impl Inner {
         project: &str,
         name: &str,
         actor: &Actor,
-        edit: Edit,
+        edit: impl FnOnce(&mut NotificationRecord) -> Result<(), WebhooksError> + Send + 'static,
     ) -> Result<NotificationRecord, WebhooksError> {
         let edit: Edit = Box::new(move |f| {
             edit(f)?;

@@ -116,6 +116,13 @@ async fn open_with(h: &dyn Harness, disable_after: Duration) -> Opened {
     Opened { store, mirror }
 }
 
+/// A store with one notification: `slack` of project `P`.
+async fn open_with_one(h: &dyn Harness) -> (Opened, NotificationRecord) {
+    let o = open(h).await;
+    let n = create(o.store.as_ref(), "P", "slack").await;
+    (o, n)
+}
+
 fn actor() -> Actor {
     Actor {
         user_id: "u1".into(),

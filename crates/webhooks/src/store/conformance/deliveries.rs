@@ -3,7 +3,7 @@
 
 use super::{
     Harness, Heard, actor, attempt, create, deliver, due_one, listed, open, open_with,
-    outbox_types, result, state,
+    open_with_one, outbox_types, result, state,
 };
 use crate::model::DeliveryStatus;
 use crate::store::{DeliveryId, NewDelivery, NotificationStore, RecordAck};
@@ -67,9 +67,8 @@ pub async fn deliveries_of_a_deleted_notification_are_not_created(h: &dyn Harnes
 }
 
 pub async fn due_deliveries_come_by_due_time_or_in_log_order_when_ordered(h: &dyn Harness) {
-    let o = open(h).await;
+    let (o, n) = open_with_one(h).await;
     let s = o.store.as_ref();
-    let n = create(s, "P", "slack").await;
     let ids = deliver(s, &n, [1, 2, 3]).await;
     // The first one failed and waits a minute.
     attempt(s, &n, ids[0], DeliveryStatus::Pending).await;
@@ -95,9 +94,8 @@ pub async fn due_deliveries_come_by_due_time_or_in_log_order_when_ordered(h: &dy
 }
 
 pub async fn a_recorded_success_ends_the_delivery(h: &dyn Harness) {
-    let o = open(h).await;
+    let (o, n) = open_with_one(h).await;
     let s = o.store.as_ref();
-    let n = create(s, "P", "slack").await;
     let id = deliver(s, &n, [1]).await[0];
     let ack = attempt(s, &n, id, DeliveryStatus::Succeeded).await;
     assert_eq!(ack, RecordAck::default());
@@ -118,9 +116,8 @@ pub async fn a_recorded_success_ends_the_delivery(h: &dyn Harness) {
 }
 
 pub async fn a_recorded_failure_reschedules_the_delivery(h: &dyn Harness) {
-    let o = open(h).await;
+    let (o, n) = open_with_one(h).await;
     let s = o.store.as_ref();
-    let n = create(s, "P", "slack").await;
     let id = deliver(s, &n, [1]).await[0];
     let d = due_one(s, &n, id).await;
     let at = now_ms();
@@ -144,9 +141,8 @@ pub async fn a_recorded_failure_reschedules_the_delivery(h: &dyn Harness) {
 }
 
 pub async fn a_result_for_a_redelivered_delivery_is_superseded(h: &dyn Harness) {
-    let o = open(h).await;
+    let (o, n) = open_with_one(h).await;
     let s = o.store.as_ref();
-    let n = create(s, "P", "slack").await;
     let id = deliver(s, &n, [1]).await[0];
     attempt(s, &n, id, DeliveryStatus::Pending).await;
     // The second attempt is in flight when the delivery is redelivered.
@@ -167,9 +163,8 @@ pub async fn a_result_for_a_redelivered_delivery_is_superseded(h: &dyn Harness) 
 }
 
 pub async fn a_result_for_a_deleted_notification_is_superseded(h: &dyn Harness) {
-    let o = open(h).await;
+    let (o, n) = open_with_one(h).await;
     let s = o.store.as_ref();
-    let n = create(s, "P", "slack").await;
     let id = deliver(s, &n, [1]).await[0];
     let in_flight = due_one(s, &n, id).await;
     s.delete_notification("P", "slack", &actor())
@@ -187,9 +182,8 @@ pub async fn a_result_for_a_deleted_notification_is_superseded(h: &dyn Harness) 
 pub async fn a_first_failure_marks_the_notification_failing_and_a_success_clears_it(
     h: &dyn Harness,
 ) {
-    let o = open(h).await;
+    let (o, n) = open_with_one(h).await;
     let s = o.store.as_ref();
-    let n = create(s, "P", "slack").await;
     let ids = deliver(s, &n, [1, 2, 3]).await;
     let first = due_one(s, &n, ids[0]).await;
     let since = now_ms();
@@ -261,9 +255,8 @@ pub async fn a_failure_past_disable_after_disables_the_notification_with_its_eve
 }
 
 pub async fn listings_are_newest_first_per_status_and_page_below_a_delivery(h: &dyn Harness) {
-    let o = open(h).await;
+    let (o, n) = open_with_one(h).await;
     let s = o.store.as_ref();
-    let n = create(s, "P", "slack").await;
     let other = create(s, "P", "other").await;
     let ids = deliver(s, &n, 1..=5).await;
     deliver(s, &other, [6]).await;
@@ -325,9 +318,8 @@ pub async fn listing_every_status_reads_one_snapshot(h: &dyn Harness) {
 }
 
 pub async fn a_delivery_lists_its_attempts_in_order(h: &dyn Harness) {
-    let o = open(h).await;
+    let (o, n) = open_with_one(h).await;
     let s = o.store.as_ref();
-    let n = create(s, "P", "slack").await;
     let id = deliver(s, &n, [1]).await[0];
     attempt(s, &n, id, DeliveryStatus::Pending).await;
     attempt(s, &n, id, DeliveryStatus::Pending).await;
@@ -346,9 +338,8 @@ pub async fn a_delivery_lists_its_attempts_in_order(h: &dyn Harness) {
 }
 
 pub async fn redeliver_resets_the_attempt_budget_and_keeps_the_id(h: &dyn Harness) {
-    let o = open(h).await;
+    let (o, n) = open_with_one(h).await;
     let s = o.store.as_ref();
-    let n = create(s, "P", "slack").await;
     let id = deliver(s, &n, [1]).await[0];
     attempt(s, &n, id, DeliveryStatus::Pending).await;
     attempt(s, &n, id, DeliveryStatus::Succeeded).await;
@@ -384,9 +375,8 @@ pub async fn redeliver_resets_the_attempt_budget_and_keeps_the_id(h: &dyn Harnes
 }
 
 pub async fn redeliver_failed_since_takes_failed_deliveries_created_since(h: &dyn Harness) {
-    let o = open(h).await;
+    let (o, n) = open_with_one(h).await;
     let s = o.store.as_ref();
-    let n = create(s, "P", "slack").await;
     let ids = deliver(s, &n, [1, 2, 3]).await;
     attempt(s, &n, ids[0], DeliveryStatus::Failed).await;
     attempt(s, &n, ids[1], DeliveryStatus::Failed).await;

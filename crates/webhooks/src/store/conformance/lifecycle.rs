@@ -1,7 +1,7 @@
 //! What the store keeps and for how long: the purge, ids that never come
 //! back, what retention must hold, the epoch.
 
-use super::{Harness, actor, attempt, create, deliver, listed, open, set};
+use super::{Harness, actor, attempt, create, deliver, listed, open, open_with_one, set};
 use crate::model::DeliveryStatus;
 use crate::store::{PURGE_CHUNK, Purged};
 use crate::time::now_ms;
@@ -53,9 +53,8 @@ pub async fn a_deleted_notifications_rows_are_purged_in_chunks(h: &dyn Harness) 
 }
 
 pub async fn finished_deliveries_are_purged_once_old(h: &dyn Harness) {
-    let o = open(h).await;
+    let (o, n) = open_with_one(h).await;
     let s = o.store.as_ref();
-    let n = create(s, "P", "slack").await;
     let ids = deliver(s, &n, [1, 2, 3, 4]).await;
     attempt(s, &n, ids[0], DeliveryStatus::Succeeded).await;
     attempt(s, &n, ids[1], DeliveryStatus::Failed).await;
@@ -82,9 +81,8 @@ pub async fn finished_deliveries_are_purged_once_old(h: &dyn Harness) {
 }
 
 pub async fn delivery_ids_are_never_reused(h: &dyn Harness) {
-    let o = open(h).await;
+    let (o, n) = open_with_one(h).await;
     let s = o.store.as_ref();
-    let n = create(s, "P", "slack").await;
     let first = deliver(s, &n, [1, 2]).await;
     for id in &first {
         attempt(s, &n, *id, DeliveryStatus::Succeeded).await;

@@ -1,7 +1,7 @@
 //! Notifications: what is stored, unique names, the per-project cap,
 //! changes with their events in the outbox, the mirror, key rotation.
 
-use super::{Harness, Heard, actor, create, notification, open, outbox_types, set};
+use super::{Harness, Heard, actor, create, notification, open, open_with_one, outbox_types, set};
 use crate::error::WebhooksError;
 use crate::model::DeliveryStatus;
 use crate::signing::SigningSecret;
@@ -116,9 +116,8 @@ pub async fn the_per_project_cap_holds_under_concurrent_creations(h: &dyn Harnes
 }
 
 pub async fn an_update_applies_the_edit_to_the_notification_as_stored(h: &dyn Harness) {
-    let o = open(h).await;
+    let (o, n) = open_with_one(h).await;
     let s = o.store.as_ref();
-    let n = create(s, "P", "slack").await;
     let d = super::deliver(s, &n, [1]).await[0];
     // The failure state moves with results, not with edits: an edit keeps
     // what is stored now.
@@ -149,9 +148,8 @@ pub async fn an_update_applies_the_edit_to_the_notification_as_stored(h: &dyn Ha
 }
 
 pub async fn a_failed_edit_changes_nothing(h: &dyn Harness) {
-    let o = open(h).await;
+    let (o, n) = open_with_one(h).await;
     let s = o.store.as_ref();
-    let n = create(s, "P", "slack").await;
     let heard = o.mirror.heard();
     let r = s
         .update_notification(

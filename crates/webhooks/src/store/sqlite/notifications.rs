@@ -54,7 +54,7 @@ impl WriterCtx {
         actor: &Actor,
     ) -> Result<NotificationRecord, WebhooksError> {
         let tx = self.conn.transaction()?;
-        let mut n = by_name(&tx, &self.keyring, project, name)?
+        let mut n = open_one(&tx, &self.keyring, Which::Named(project, name))?
             .ok_or_else(|| WebhooksError::no_notification(project, name))?;
         edit(&mut n)?;
         write_notification(&tx, &self.keyring, &n, false)?;
@@ -73,7 +73,7 @@ impl WriterCtx {
         actor: &Actor,
     ) -> Result<(), WebhooksError> {
         let tx = self.conn.transaction()?;
-        let n = by_name(&tx, &self.keyring, project, name)?
+        let n = open_one(&tx, &self.keyring, Which::Named(project, name))?
             .ok_or_else(|| WebhooksError::no_notification(project, name))?;
         outbox_put(&tx, &n.event(EventType::NotificationDeleted, actor)?)?;
         let pending: i64 = tx.query_row(
@@ -118,33 +118,26 @@ impl WriterCtx {
     }
 }
 
-/// The notification `name` of `project`, opened.
-fn by_name(
-    conn: &Connection,
-    keyring: &Keyring,
-    project: &str,
-    name: &str,
-) -> Result<Option<NotificationRecord>, WebhooksError> {
-    let mut st = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM notifications WHERE project = ?1 AND name = ?2"
-    ))?;
-    let mut rows = st.query(params![project, name])?;
-    match rows.next()? {
-        Some(r) => Ok(Some(record_of(r, keyring)?)),
-        None => Ok(None),
-    }
+/// Which notification to open.
+pub(super) enum Which<'a> {
+    Named(&'a str, &'a str),
+    Id(NotificationId),
 }
 
-/// The notification `id`, opened.
-pub(super) fn by_id(
+/// One notification, opened.
+pub(super) fn open_one(
     conn: &Connection,
     keyring: &Keyring,
-    id: NotificationId,
+    which: Which<'_>,
 ) -> Result<Option<NotificationRecord>, WebhooksError> {
+    let (filter, args): (&str, &[&dyn rusqlite::ToSql]) = match &which {
+        Which::Named(project, name) => ("project = ?1 AND name = ?2", params![*project, *name]),
+        Which::Id(id) => ("id = ?1", params![id.0]),
+    };
     let mut st = conn.prepare_cached(&format!(
-        "SELECT {COLUMNS} FROM notifications WHERE id = ?1"
+        "SELECT {COLUMNS} FROM notifications WHERE {filter}"
     ))?;
-    let mut rows = st.query([id.0])?;
+    let mut rows = st.query(args)?;
     match rows.next()? {
         Some(r) => Ok(Some(record_of(r, keyring)?)),
         None => Ok(None),

@@ -12,7 +12,7 @@
 //! engine's memory follows the database in the same order. At close, what
 //! is queued still runs.
 
-use super::notifications::by_id;
+use super::notifications::{Which, open_one};
 use super::outbox::outbox_put;
 use super::schema::POSITION;
 use crate::crypto::Keyring;
@@ -303,7 +303,7 @@ impl WriterCtx {
                         );
                         disable.execute(params![r.notification.0, reason, r.at])?;
                         // Announced with the change itself (outbox).
-                        if let Some(n) = by_id(&tx, &self.keyring, r.notification)? {
+                        if let Some(n) = open_one(&tx, &self.keyring, Which::Id(r.notification))? {
                             outbox_put(
                                 &tx,
                                 &n.event(EventType::NotificationUpdated, &Actor::system())?,
