@@ -262,7 +262,7 @@ impl Registry {
     }
 
     /// Adds or replaces a notification (waking its worker).
-    pub(crate) fn put(&self, n: Notification) {
+    fn insert(&self, n: Notification) {
         let n = Arc::new(n);
         let mut st = self.state();
         let mut projects = vec![n.project.clone()];
@@ -291,7 +291,7 @@ impl Registry {
     }
 
     /// Removes a notification; its worker sees its channel close and stops.
-    pub(crate) fn remove(&self, id: NotificationId) {
+    fn delete(&self, id: NotificationId) {
         let mut st = self.state();
         if let Some(slot) = st.by_id.remove(&id) {
             let n = Arc::clone(&slot.current.borrow());
@@ -360,12 +360,12 @@ impl Registry {
 /// The store tells the registry of every committed change.
 impl Mirror for Registry {
     fn put(&self, n: NotificationRecord) -> Result<(), WebhooksError> {
-        Registry::put(self, Notification::build(n)?);
+        self.insert(Notification::build(n)?);
         Ok(())
     }
 
     fn remove(&self, id: NotificationId) {
-        Registry::remove(self, id);
+        self.delete(id);
     }
 
     fn failing_since(&self, id: NotificationId, since: Option<i64>) {
