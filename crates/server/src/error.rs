@@ -1,10 +1,19 @@
 //! The single error exit of the HTTP API: every failure becomes
 //! `{"error":{"code","message","details"}}` with the right status.
+//!
+//! Every domain error (log, token store, webhooks, a rejected query string or
+//! body) is turned into an [`ApiError`] here, by one `From` each, so that a
+//! handler only writes `?`. Nothing else in the server builds an error body.
 
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use cds_events_auth::AuthError;
 use cds_events_log::LogError;
+use cds_events_webhooks::WebhooksError;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
+use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -101,4 +110,132 @@ impl From<LogError> for ApiError {
             }
         }
     }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Invalid(msg) => ApiError::bad_request("invalid_token_request", msg),
+            other => {
+                tracing::error!(error = %other, "token store failure");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "auth_store_error",
+                    "the token store failed; see server logs",
+                )
+            }
+        }
+    }
+}
+
+impl From<WebhooksError> for ApiError {
+    fn from(e: WebhooksError) -> Self {
+        match e {
+            WebhooksError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
+            WebhooksError::AlreadyExists { name } => ApiError::new(
+                StatusCode::CONFLICT,
+                "already_exists",
+                format!("a notification named {name} already exists in this project"),
+            ),
+            e @ WebhooksError::TooMany { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "too_many_notifications",
+                e.to_string(),
+            ),
+            WebhooksError::Invalid { field, message } => {
+                ApiError::bad_request("invalid_notification", format!("{field}: {message}"))
+                    .with_details(vec![json!({"field": field, "message": message})])
+            }
+            WebhooksError::Unsupported(msg) => {
+                ApiError::new(StatusCode::CONFLICT, "unsupported", msg)
+            }
+            WebhooksError::Closed => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "the server is shutting down",
+            ),
+            other => {
+                tracing::error!(error = %other, "webhooks failure");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "webhooks_error",
+                    "the notification store failed; see server logs",
+                )
+            }
+        }
+    }
+}
+
+/// A query string that does not fit the handler's parameters.
+impl From<QueryRejection> for ApiError {
+    fn from(e: QueryRejection) -> Self {
+        ApiError::bad_request("invalid_parameter", e.body_text())
+    }
+}
+
+/// A JSON body that does not fit the handler's input.
+impl From<JsonRejection> for ApiError {
+    fn from(e: JsonRejection) -> Self {
+        ApiError::bad_request("invalid_body", e.body_text())
+    }
+}
+
+/// `{"error":{"code","message","details"}}`.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorBody {
+    pub error: ErrorInner,
+}
+
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorInner {
+    pub code: String,
+    pub message: String,
+    /// For a batch: one entry per bad event, with `index` (and `line` for NDJSON), `field`, `code`, `message`.
+    pub details: Vec<serde_json::Value>,
+}
+
+/// The error answers most routes share, for the OpenAPI document: a handler
+/// lists its own statuses and adds one of these.
+macro_rules! error_responses {
+    ($($(#[$doc:meta])* $name:ident: $(($status:literal, $description:literal)),+;)+) => {$(
+        $(#[$doc])*
+        #[derive(Debug)]
+        pub struct $name;
+
+        impl utoipa::IntoResponses for $name {
+            fn responses() -> std::collections::BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+                [$(($status, $description)),+]
+                    .into_iter()
+                    .map(|(status, description): (u16, &str)| {
+                        (status.to_string(), error_response(description))
+                    })
+                    .collect()
+            }
+        }
+    )+};
+}
+
+fn error_response(description: &str) -> RefOr<utoipa::openapi::Response> {
+    let body = RefOr::Ref(utoipa::openapi::Ref::from_schema_name(ErrorBody::name()));
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/json",
+            ContentBuilder::new().schema(Some(body)).build(),
+        )
+        .build()
+        .into()
+}
+
+error_responses! {
+    /// 401 for a route that takes a bearer token.
+    NoToken: (401, "no valid token");
+    /// 401 for a route that takes a bearer token or a `?ticket=`.
+    NoTokenOrTicket: (401, "no valid token (or ticket)");
+    /// 401 and 403 for an admin-only route.
+    AdminOnly: (401, "no valid token"), (403, "not an admin token");
+    /// 401 and 403 for a route that reads a project.
+    ProjectReader: (401, "no valid token"), (403, "a project the token may not read");
 }

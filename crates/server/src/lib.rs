@@ -7,8 +7,11 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod extract;
 pub mod openapi;
 pub mod routes;
+pub mod schema;
+pub mod slot;
 pub mod state;
 
 use crate::config::Config;
@@ -17,7 +20,6 @@ use axum::Router;
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
-use axum::routing::get;
 use cds_events_log::sqlite::{SqliteLog, SqliteOptions};
 use cds_events_log::{DurableConsumers, EventLog, Retention};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -101,83 +103,25 @@ async fn track_http(req: Request, next: Next) -> Response {
 
 /// The router over a state; public so tests can drive it in-process.
 ///
-/// Everything is behind [`auth::require_principal`] except the few routes
-/// listed as public here: a route added later is protected unless someone
-/// decides otherwise, in this one place.
+/// Each resource brings its own router; this only merges them. Everything is
+/// behind [`auth::require_principal`] except the public list below: a route
+/// added later is protected unless someone decides otherwise, in this one
+/// place.
 pub fn router(state: AppState) -> Router {
-    use axum::routing::{delete, post};
-    use routes::{events, mon, notifications, tokens};
+    use routes::{events, mon, notifications, stream, tokens, ws};
     let protected = Router::new()
-        .route("/v2/events", get(events::query).post(events::ingest))
-        .route("/v2/events/types", get(events::types))
-        .route("/v2/events/stream", get(routes::stream::stream))
-        .route("/v2/ws", get(routes::ws::ws))
-        .route("/v2/hatchery/ws", get(routes::ws::hatchery_ws))
-        .route("/v2/events/{id}", get(events::get))
-        .route("/v2/auth/tokens", get(tokens::list).post(tokens::create))
-        .route("/v2/auth/tokens/{id}", delete(tokens::revoke))
-        .route("/v2/auth/ticket", post(tokens::ticket))
-        .route("/v2/auth/audit", get(tokens::audit))
-        .route(
-            "/v2/project/{project}/notification",
-            get(notifications::list).post(notifications::create),
-        )
-        .route(
-            "/v2/project/{project}/notification/{name}",
-            get(notifications::get)
-                .put(notifications::update)
-                .delete(notifications::delete),
-        )
-        .route(
-            "/v2/project/{project}/notification/{name}/secret",
-            get(notifications::secret),
-        )
-        .route(
-            "/v2/project/{project}/notification/{name}/secret/rotate",
-            post(notifications::rotate_secret),
-        )
-        .route(
-            "/v2/project/{project}/notification/{name}/enable",
-            post(notifications::enable),
-        )
-        .route(
-            "/v2/project/{project}/notification/{name}/disable",
-            post(notifications::disable),
-        )
-        .route(
-            "/v2/project/{project}/notification/{name}/test",
-            post(notifications::test),
-        )
-        .route(
-            "/v2/project/{project}/notification/{name}/deliveries",
-            get(notifications::deliveries),
-        )
-        .route(
-            "/v2/project/{project}/notification/{name}/deliveries/{id}",
-            get(notifications::delivery),
-        )
-        .route(
-            "/v2/project/{project}/notification/{name}/deliveries/{id}/redeliver",
-            post(notifications::redeliver),
-        )
-        .route(
-            "/v2/project/{project}/notification/{name}/redeliver",
-            post(notifications::redeliver_failed),
-        )
-        .route(
-            "/v2/admin/webhooks/rotate-key",
-            post(notifications::rotate_key),
-        )
+        .merge(events::router())
+        .merge(stream::router())
+        .merge(ws::router())
+        .merge(tokens::router())
+        .merge(notifications::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_principal,
         ));
-    let public = Router::new()
-        .route("/v2/openapi.json", get(openapi::openapi_json))
-        .route("/mon/status", get(mon::status))
-        .route("/mon/version", get(mon::version))
-        // Public or admin-only by configuration; the handler decides.
-        .route("/mon/metrics", get(mon::metrics));
+    // Public: the document, and `/mon/*` (whose metrics route asks for an
+    // admin token itself unless configured public).
+    let public = Router::new().merge(openapi::router()).merge(mon::router());
     protected
         .merge(public)
         .fallback(|| async { error::ApiError::not_found("no such endpoint") })

@@ -1,18 +1,30 @@
 //! `/v2/events`: ingest, query, get by id, and the catalogue.
 
 use crate::auth::{Caller, forbidden};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody, NoToken, ProjectReader};
+use crate::extract::{EventsParams, restrict_to_readable};
+use crate::schema::{FullEventSchema, PageSchema};
 use crate::state::AppState;
+use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, State, rejection::QueryRejection};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cds_events_auth::{Principal, ReadScope};
+use axum::routing;
+use cds_events_auth::Principal;
 use cds_events_log::{NewEvent, Order, Seq};
-use cds_events_model::{BatchError, EventFilter, EventType, Family};
+use cds_events_model::{BatchError, EventType, Family};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
+
+/// `/v2/events`, `/v2/events/types` and `/v2/events/{id}`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v2/events", routing::get(query).post(ingest))
+        .route("/v2/events/types", routing::get(types))
+        .route("/v2/events/{id}", routing::get(get))
+}
 
 /// The header that carries an event's sequence number beside a bare event.
 pub const SEQ_HEADER: &str = "cds-events-seq";
@@ -62,15 +74,15 @@ fn is_ndjson(headers: &HeaderMap) -> bool {
 /// all-or-nothing; the answer comes after the commit.
 #[utoipa::path(
     post, path = "/v2/events", tag = "events", security(("bearer" = [])),
-    request_body(content = Vec<crate::openapi::FullEventSchema>, description = "one event, an array, or NDJSON",
+    request_body(content = Vec<FullEventSchema>, description = "one event, an array, or NDJSON",
         content_type = "application/json"),
     responses(
         (status = 200, description = "every event committed (or already stored)", body = IngestOut),
-        (status = 400, description = "invalid events; details list each bad event's index and reason", body = crate::openapi::ErrorBody),
-        (status = 401, description = "no valid token", body = crate::openapi::ErrorBody),
-        (status = 403, description = "an event outside the token's publish grants; nothing stored", body = crate::openapi::ErrorBody),
-        (status = 413, description = "body or batch too large", body = crate::openapi::ErrorBody),
-        (status = 429, description = "the token's publish rate is exceeded; see Retry-After", body = crate::openapi::ErrorBody),
+        (status = 400, description = "invalid events; details list each bad event's index and reason", body = ErrorBody),
+        NoToken,
+        (status = 403, description = "an event outside the token's publish grants; nothing stored", body = ErrorBody),
+        (status = 413, description = "body or batch too large", body = ErrorBody),
+        (status = 429, description = "the token's publish rate is exceeded; see Retry-After", body = ErrorBody),
     )
 )]
 pub async fn ingest(
@@ -228,105 +240,10 @@ fn type_index(t: EventType) -> usize {
     EventType::ALL.iter().position(|x| *x == t).unwrap_or(0)
 }
 
-/// Query-string filters of `GET /v2/events` (and, later, of the live streams).
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct EventsParams {
-    /// Project key; a comma-separated list means any of them.
-    pub project_key: Option<String>,
-    /// Exact type, comma-separated list, or prefix with a trailing `*` (`RunJob*`).
-    #[serde(rename = "type")]
-    #[param(rename = "type")]
-    pub event_type: Option<String>,
-    /// Family name(s), comma-separated (`WorkflowRunJob`).
-    pub family: Option<String>,
-    pub vcs_name: Option<String>,
-    pub repository: Option<String>,
-    pub workflow: Option<String>,
-    pub workflow_run_id: Option<String>,
-    pub run_job_id: Option<String>,
-    pub job_id: Option<String>,
-    /// User id or username.
-    pub user: Option<String>,
-    pub region: Option<String>,
-    pub hatchery: Option<String>,
-    pub status: Option<String>,
-    /// RFC 3339; events at or after.
-    pub since: Option<String>,
-    /// RFC 3339; events at or before.
-    pub until: Option<String>,
-    /// A `next_cursor` from a previous page: continue after it.
-    pub cursor: Option<String>,
-    /// Page size (default 100, max 1000).
-    pub limit: Option<String>,
-    /// `asc` (oldest first, the default) or `desc`.
-    pub order: Option<String>,
-}
-
 fn nonempty(s: &Option<String>) -> Option<String> {
     s.as_ref()
         .map(|v| v.trim().to_owned())
         .filter(|v| !v.is_empty())
-}
-
-impl EventsParams {
-    /// The filter part, validated; an error names the parameter.
-    pub fn filter(&self) -> Result<EventFilter, ApiError> {
-        cds_events_model::FilterText {
-            projects: self.project_key.as_deref(),
-            types: self.event_type.as_deref(),
-            family: self.family.as_deref(),
-            vcs_name: self.vcs_name.as_deref(),
-            repository: self.repository.as_deref(),
-            workflow: self.workflow.as_deref(),
-            workflow_run_id: self.workflow_run_id.as_deref(),
-            run_job_id: self.run_job_id.as_deref(),
-            job_id: self.job_id.as_deref(),
-            user: self.user.as_deref(),
-            region: self.region.as_deref(),
-            hatchery: self.hatchery.as_deref(),
-            status: self.status.as_deref(),
-            since: self.since.as_deref(),
-            until: self.until.as_deref(),
-        }
-        .parse()
-        .map_err(|e| ApiError::bad_param(e.field.as_deref().unwrap_or("filter"), e.message))
-    }
-}
-
-/// Narrows a filter to what the caller may read. Asking for a project the
-/// token may not read is 403; asking for nothing in particular returns only
-/// what it may read.
-pub fn restrict_to_readable(caller: &Principal, filter: &mut EventFilter) -> Result<(), ApiError> {
-    if let Some(p) = filter.projects.iter().find(|p| !caller.can_read(p)) {
-        return Err(forbidden(format!("this token may not read project {p}")));
-    }
-    match caller.read_scope() {
-        ReadScope::Everything => {}
-        ReadScope::Some {
-            projects: None,
-            global,
-        } => filter.exclude_global |= !global,
-        ReadScope::Some {
-            projects: Some(mine),
-            global,
-        } => {
-            if filter.projects.is_empty() {
-                filter.projects = mine;
-                if global {
-                    filter.projects.push(String::new());
-                }
-                if filter.projects.is_empty() {
-                    return Err(forbidden("this token may not read events"));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-pub fn params_rejection(e: QueryRejection) -> ApiError {
-    ApiError::bad_request("invalid_parameter", e.body_text())
 }
 
 /// Query the history.
@@ -336,10 +253,9 @@ pub fn params_rejection(e: QueryRejection) -> ApiError {
 #[utoipa::path(
     get, path = "/v2/events", tag = "events", params(EventsParams), security(("bearer" = [])),
     responses(
-        (status = 200, description = "a page of events, each with its sequence number beside it", body = crate::openapi::PageSchema),
-        (status = 400, description = "an invalid parameter, named in the error", body = crate::openapi::ErrorBody),
-        (status = 401, description = "no valid token", body = crate::openapi::ErrorBody),
-        (status = 403, description = "a project the token may not read", body = crate::openapi::ErrorBody),
+        (status = 200, description = "a page of events, each with its sequence number beside it", body = PageSchema),
+        (status = 400, description = "an invalid parameter, named in the error", body = ErrorBody),
+        ProjectReader,
     )
 )]
 pub async fn query(
@@ -347,7 +263,7 @@ pub async fn query(
     caller: Caller,
     params: Result<Query<EventsParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(params) = params.map_err(params_rejection)?;
+    let Query(params) = params?;
     let mut filter = params.filter()?;
     restrict_to_readable(&caller, &mut filter)?;
     let limit = match nonempty(&params.limit) {
@@ -425,10 +341,10 @@ pub async fn query(
     get, path = "/v2/events/{id}", tag = "events", security(("bearer" = [])),
     params(("id" = String, Path, description = "the event id")),
     responses(
-        (status = 200, description = "the full event", body = crate::openapi::FullEventSchema,
+        (status = 200, description = "the full event", body = FullEventSchema,
             headers(("cds-events-seq" = u64, description = "the event's sequence number"))),
-        (status = 401, description = "no valid token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "no such event, or one the token may not read", body = crate::openapi::ErrorBody),
+        NoToken,
+        (status = 404, description = "no such event, or one the token may not read", body = ErrorBody),
     )
 )]
 pub async fn get(
@@ -529,7 +445,7 @@ pub fn catalogue() -> CatalogueOut {
 #[utoipa::path(get, path = "/v2/events/types", tag = "events", security(("bearer" = [])),
     responses(
         (status = 200, description = "the catalogue", body = CatalogueOut),
-        (status = 401, description = "no valid token", body = crate::openapi::ErrorBody),
+        NoToken,
     ))]
 pub async fn types() -> axum::Json<CatalogueOut> {
     axum::Json(catalogue())

@@ -1,12 +1,25 @@
 //! `/mon/*`: health, version, metrics.
 
+use crate::error::ErrorBody;
+use crate::schema::StatusSchema;
 use crate::state::AppState;
+use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use serde::Serialize;
 use serde_json::json;
 use utoipa::ToSchema;
+
+/// `/mon/*`, public: a probe or a scraper has no token. `/mon/metrics` asks
+/// for an admin token itself unless `auth.public_metrics`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/mon/status", get(status))
+        .route("/mon/version", get(version))
+        .route("/mon/metrics", get(metrics))
+}
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct VersionOut {
@@ -17,8 +30,8 @@ pub struct VersionOut {
 /// Health and storage figures.
 #[utoipa::path(get, path = "/mon/status", tag = "mon",
     responses(
-        (status = 200, description = "healthy", body = crate::openapi::StatusSchema),
-        (status = 503, description = "the log cannot be read", body = crate::openapi::StatusSchema),
+        (status = 200, description = "healthy", body = StatusSchema),
+        (status = 503, description = "the log cannot be read", body = StatusSchema),
     ))]
 pub async fn status(State(st): State<AppState>) -> Response {
     let uptime = st.started.elapsed().as_secs();
@@ -56,8 +69,8 @@ pub async fn version() -> axum::Json<VersionOut> {
 #[utoipa::path(get, path = "/mon/metrics", tag = "mon", security((), ("bearer" = [])),
     responses(
         (status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String),
-        (status = 401, description = "no valid token (unless auth.public_metrics)", body = crate::openapi::ErrorBody),
-        (status = 403, description = "not an admin token (unless auth.public_metrics)", body = crate::openapi::ErrorBody),
+        (status = 401, description = "no valid token (unless auth.public_metrics)", body = ErrorBody),
+        (status = 403, description = "not an admin token (unless auth.public_metrics)", body = ErrorBody),
     ))]
 pub async fn metrics(State(st): State<AppState>, req: axum::extract::Request) -> Response {
     if !st.config.auth.public_metrics {

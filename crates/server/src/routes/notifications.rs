@@ -8,58 +8,64 @@
 //! `manage-notifications:PROJECT`.
 
 use crate::auth::{Caller, forbidden, require_admin};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
-use axum::Json;
 use axum::extract::{Path, Query, State, rejection::JsonRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::routing::{self, post};
+use axum::{Json, Router};
 use cds_events_auth::Principal;
-use cds_events_webhooks::{Actor, DeliveryStatus, NotificationIn, WebhooksError};
+use cds_events_webhooks::{Actor, DeliveryStatus, NotificationIn};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-impl From<WebhooksError> for ApiError {
-    fn from(e: WebhooksError) -> Self {
-        match e {
-            WebhooksError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
-            WebhooksError::AlreadyExists { name } => ApiError::new(
-                StatusCode::CONFLICT,
-                "already_exists",
-                format!("a notification named {name} already exists in this project"),
-            ),
-            e @ WebhooksError::TooMany { .. } => ApiError::new(
-                StatusCode::CONFLICT,
-                "too_many_notifications",
-                e.to_string(),
-            ),
-            WebhooksError::Invalid { field, message } => {
-                ApiError::bad_request("invalid_notification", format!("{field}: {message}"))
-                    .with_details(vec![json!({"field": field, "message": message})])
-            }
-            WebhooksError::Unsupported(msg) => {
-                ApiError::new(StatusCode::CONFLICT, "unsupported", msg)
-            }
-            WebhooksError::Closed => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "shutting_down",
-                "the server is shutting down",
-            ),
-            other => {
-                tracing::error!(error = %other, "webhooks failure");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "webhooks_error",
-                    "the notification store failed; see server logs",
-                )
-            }
-        }
-    }
-}
-
-fn json_rejection(e: JsonRejection) -> ApiError {
-    ApiError::bad_request("invalid_body", e.body_text())
+/// `/v2/project/{project}/notification…` and the admin's key rotation.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v2/project/{project}/notification",
+            routing::get(list).post(create),
+        )
+        .route(
+            "/v2/project/{project}/notification/{name}",
+            routing::get(get).put(update).delete(delete),
+        )
+        .route(
+            "/v2/project/{project}/notification/{name}/secret",
+            routing::get(secret),
+        )
+        .route(
+            "/v2/project/{project}/notification/{name}/secret/rotate",
+            post(rotate_secret),
+        )
+        .route(
+            "/v2/project/{project}/notification/{name}/enable",
+            post(enable),
+        )
+        .route(
+            "/v2/project/{project}/notification/{name}/disable",
+            post(disable),
+        )
+        .route("/v2/project/{project}/notification/{name}/test", post(test))
+        .route(
+            "/v2/project/{project}/notification/{name}/deliveries",
+            routing::get(deliveries),
+        )
+        .route(
+            "/v2/project/{project}/notification/{name}/deliveries/{id}",
+            routing::get(delivery),
+        )
+        .route(
+            "/v2/project/{project}/notification/{name}/deliveries/{id}/redeliver",
+            post(redeliver),
+        )
+        .route(
+            "/v2/project/{project}/notification/{name}/redeliver",
+            post(redeliver_failed),
+        )
+        .route("/v2/admin/webhooks/rotate-key", post(rotate_key))
 }
 
 fn actor(p: &Principal) -> Actor {
@@ -108,8 +114,8 @@ pub async fn list(
     params(("projectKey" = String, Path)), security(("bearer" = [])), request_body = Object,
     responses(
         (status = 201, description = "created; the notification plus `secret`", body = Object),
-        (status = 400, description = "an invalid field, named in details", body = crate::openapi::ErrorBody),
-        (status = 409, description = "the name is taken in this project", body = crate::openapi::ErrorBody),
+        (status = 400, description = "an invalid field, named in details", body = ErrorBody),
+        (status = 409, description = "the name is taken in this project", body = ErrorBody),
     ))]
 pub async fn create(
     State(st): State<AppState>,
@@ -118,7 +124,7 @@ pub async fn create(
     body: Result<Json<NotificationIn>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     may_manage(&caller, &project)?;
-    let Json(input) = body.map_err(json_rejection)?;
+    let Json(input) = body?;
     let created = st.webhooks.create(&project, input, &actor(&caller)).await?;
     let mut out = json!(created.notification);
     out["secret"] = Value::String(created.secret);
@@ -129,7 +135,7 @@ pub async fn create(
 #[utoipa::path(get, path = "/v2/project/{projectKey}/notification/{name}", tag = "notifications",
     params(("projectKey" = String, Path), ("name" = String, Path)), security(("bearer" = [])),
     responses((status = 200, description = "the notification", body = Object),
-              (status = 404, description = "no such notification", body = crate::openapi::ErrorBody)))]
+              (status = 404, description = "no such notification", body = ErrorBody)))]
 pub async fn get(
     State(st): State<AppState>,
     caller: Caller,
@@ -144,7 +150,7 @@ pub async fn get(
 #[utoipa::path(put, path = "/v2/project/{projectKey}/notification/{name}", tag = "notifications",
     params(("projectKey" = String, Path), ("name" = String, Path)), security(("bearer" = [])), request_body = Object,
     responses((status = 200, description = "the notification as stored", body = Object),
-              (status = 400, description = "an invalid field, named in details", body = crate::openapi::ErrorBody)))]
+              (status = 400, description = "an invalid field, named in details", body = ErrorBody)))]
 pub async fn update(
     State(st): State<AppState>,
     caller: Caller,
@@ -152,7 +158,7 @@ pub async fn update(
     body: Result<Json<NotificationIn>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     may_manage(&caller, &project)?;
-    let Json(input) = body.map_err(json_rejection)?;
+    let Json(input) = body?;
     let out = st
         .webhooks
         .update(&project, &name, input, &actor(&caller))
@@ -269,7 +275,7 @@ pub async fn deliveries(
     params: Result<Query<DeliveriesParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     may_read(&caller, &project)?;
-    let Query(p) = params.map_err(crate::routes::events::params_rejection)?;
+    let Query(p) = params?;
     let status = match p.status.as_deref() {
         None | Some("") => None,
         Some(s) => Some(DeliveryStatus::parse(s).ok_or_else(|| {
@@ -339,7 +345,7 @@ pub async fn redeliver_failed(
     params: Result<Query<RedeliverParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     may_manage(&caller, &project)?;
-    let Query(p) = params.map_err(crate::routes::events::params_rejection)?;
+    let Query(p) = params?;
     let since: DateTime<Utc> = DateTime::parse_from_rfc3339(&p.since)
         .map_err(|_| ApiError::bad_param("since", "an RFC 3339 time"))?
         .with_timezone(&Utc);
@@ -366,7 +372,7 @@ pub async fn test(
 /// Rotate the master key that encrypts headers and secrets at rest (admin).
 #[utoipa::path(post, path = "/v2/admin/webhooks/rotate-key", tag = "notifications", security(("bearer" = [])),
     responses((status = 204, description = "every value re-encrypted under a new key"),
-              (status = 409, description = "the key comes from the configuration", body = crate::openapi::ErrorBody)))]
+              (status = 409, description = "the key comes from the configuration", body = ErrorBody)))]
 pub async fn rotate_key(
     State(st): State<AppState>,
     caller: Caller,

@@ -2,20 +2,28 @@
 //! and exact resume (`Last-Event-ID`, `?since=N` or `?cursor=N`).
 
 use crate::auth::Caller;
-use crate::error::ApiError;
-use crate::routes::events::{EventsParams, params_rejection, restrict_to_readable};
+use crate::error::{ApiError, ErrorBody, NoTokenOrTicket};
+use crate::extract::{EventsParams, restrict_to_readable};
+use crate::slot::ConnectionSlot;
 use crate::state::AppState;
+use axum::Router;
 use axum::body::Body;
 use axum::extract::{Query, State, rejection::QueryRejection};
 use axum::http::HeaderMap;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 use bytes::{Bytes, BytesMut};
 use cds_events_hub::{Feed, FeedError, Matcher};
 use cds_events_log::Seq;
 use futures_util::StreamExt;
 use std::convert::Infallible;
 use std::sync::Arc;
+
+/// `/v2/events/stream`.
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v2/events/stream", get(stream))
+}
 
 /// Where a client asked to resume: `Last-Event-ID` first (what a browser's
 /// EventSource sends when it reconnects), then `since=N`, then `cursor=N`.
@@ -55,9 +63,9 @@ fn resume_point(headers: &HeaderMap, params: &mut EventsParams) -> Result<Option
 #[utoipa::path(get, path = "/v2/events/stream", tag = "events", params(EventsParams), security(("bearer" = [])),
     responses(
         (status = 200, description = "text/event-stream of full events, id = sequence number", content_type = "text/event-stream", body = String),
-        (status = 400, description = "an invalid parameter", body = crate::openapi::ErrorBody),
-        (status = 401, description = "no valid token (or ticket)", body = crate::openapi::ErrorBody),
-        (status = 403, description = "a project the token may not read", body = crate::openapi::ErrorBody),
+        (status = 400, description = "an invalid parameter", body = ErrorBody),
+        NoTokenOrTicket,
+        (status = 403, description = "a project the token may not read", body = ErrorBody),
     ))]
 pub async fn stream(
     State(st): State<AppState>,
@@ -65,7 +73,7 @@ pub async fn stream(
     headers: HeaderMap,
     params: Result<Query<EventsParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Query(mut params) = params.map_err(params_rejection)?;
+    let Query(mut params) = params?;
     let slot = ConnectionSlot::acquire(&st, "sse")?;
     let after = resume_point(&headers, &mut params)?;
     let mut filter = params.filter()?;
@@ -158,45 +166,5 @@ impl SseFeed {
                 }
             }
         }
-    }
-}
-
-/// One open streaming connection: holds one of `stream.max_connections`
-/// slots and counts in `cds_events_stream_connections` for as long as it
-/// lives, however it ends.
-#[derive(Debug)]
-pub struct ConnectionSlot {
-    kind: &'static str,
-    _permit: tokio::sync::OwnedSemaphorePermit,
-}
-
-impl ConnectionSlot {
-    /// A slot, or 503 with `Retry-After` when every one is taken.
-    pub fn acquire(st: &AppState, kind: &'static str) -> Result<Self, ApiError> {
-        let permit = Arc::clone(&st.connections)
-            .try_acquire_owned()
-            .map_err(|_| {
-                let mut e = ApiError::new(
-                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                    "too_many_connections",
-                    format!(
-                        "{} streaming connections are open, the most this server takes (stream.max_connections); retry later",
-                        st.config.stream.max_connections
-                    ),
-                );
-                e.retry_after = Some(5);
-                e
-            })?;
-        metrics::gauge!("cds_events_stream_connections", "kind" => kind).increment(1.0);
-        Ok(ConnectionSlot {
-            kind,
-            _permit: permit,
-        })
-    }
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        metrics::gauge!("cds_events_stream_connections", "kind" => self.kind).decrement(1.0);
     }
 }

@@ -1,32 +1,26 @@
 //! `/v2/auth/*`: tokens (admin only), tickets, the audit trail.
 
 use crate::auth::{Caller, require_admin};
-use crate::error::ApiError;
+use crate::error::{AdminOnly, ApiError, ErrorBody, NoToken};
 use crate::state::AppState;
-use axum::Json;
 use axum::extract::{Path, Query, State, rejection::JsonRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use cds_events_auth::{AuditEntry, AuthError, Grant, TokenInfo};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use cds_events_auth::{AuditEntry, Grant, TokenInfo};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-impl From<AuthError> for ApiError {
-    fn from(e: AuthError) -> Self {
-        match e {
-            AuthError::Invalid(msg) => ApiError::bad_request("invalid_token_request", msg),
-            other => {
-                tracing::error!(error = %other, "token store failure");
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "auth_store_error",
-                    "the token store failed; see server logs",
-                )
-            }
-        }
-    }
+/// `/v2/auth/*`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v2/auth/tokens", get(list).post(create))
+        .route("/v2/auth/tokens/{id}", delete(revoke))
+        .route("/v2/auth/ticket", post(ticket))
+        .route("/v2/auth/audit", get(audit))
 }
 
 /// A token to create.
@@ -73,18 +67,13 @@ pub struct CreatedTokenOut {
     pub token: String,
 }
 
-fn json_rejection(e: JsonRejection) -> ApiError {
-    ApiError::bad_request("invalid_body", e.body_text())
-}
-
 /// Create a token (admin).
 #[utoipa::path(post, path = "/v2/auth/tokens", tag = "auth", request_body = TokenIn,
     security(("bearer" = [])),
     responses(
         (status = 201, description = "created; `token` is shown this once", body = CreatedTokenOut),
-        (status = 400, description = "invalid name, grant or expiry", body = crate::openapi::ErrorBody),
-        (status = 401, description = "no valid token", body = crate::openapi::ErrorBody),
-        (status = 403, description = "not an admin token", body = crate::openapi::ErrorBody),
+        (status = 400, description = "invalid name, grant or expiry", body = ErrorBody),
+        AdminOnly,
     ))]
 pub async fn create(
     State(st): State<AppState>,
@@ -92,7 +81,7 @@ pub async fn create(
     body: Result<Json<TokenIn>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     require_admin(&caller)?;
-    let Json(input) = body.map_err(json_rejection)?;
+    let Json(input) = body?;
     let mut grants = Vec::with_capacity(input.grants.len());
     for (i, g) in input.grants.iter().enumerate() {
         grants.push(g.parse::<Grant>().map_err(|e| {
@@ -116,8 +105,7 @@ pub async fn create(
 #[utoipa::path(get, path = "/v2/auth/tokens", tag = "auth", security(("bearer" = [])),
     responses(
         (status = 200, description = "the active tokens, without secrets", body = Vec<TokenOut>),
-        (status = 401, description = "no valid token", body = crate::openapi::ErrorBody),
-        (status = 403, description = "not an admin token", body = crate::openapi::ErrorBody),
+        AdminOnly,
     ))]
 pub async fn list(
     State(st): State<AppState>,
@@ -134,9 +122,8 @@ pub async fn list(
     params(("id" = String, Path, description = "the token id")),
     responses(
         (status = 204, description = "revoked"),
-        (status = 401, description = "no valid token", body = crate::openapi::ErrorBody),
-        (status = 403, description = "not an admin token", body = crate::openapi::ErrorBody),
-        (status = 404, description = "no such active token", body = crate::openapi::ErrorBody),
+        AdminOnly,
+        (status = 404, description = "no such active token", body = ErrorBody),
     ))]
 pub async fn revoke(
     State(st): State<AppState>,
@@ -164,7 +151,7 @@ pub struct TicketOut {
 #[utoipa::path(post, path = "/v2/auth/ticket", tag = "auth", security(("bearer" = [])),
     responses(
         (status = 200, description = "a ticket", body = TicketOut),
-        (status = 401, description = "no valid token", body = crate::openapi::ErrorBody),
+        NoToken,
     ))]
 pub async fn ticket(
     State(st): State<AppState>,
@@ -188,8 +175,7 @@ pub struct AuditParams {
 #[utoipa::path(get, path = "/v2/auth/audit", tag = "auth", params(AuditParams), security(("bearer" = [])),
     responses(
         (status = 200, description = "token creations and revocations", body = Vec<serde_json::Value>),
-        (status = 401, description = "no valid token", body = crate::openapi::ErrorBody),
-        (status = 403, description = "not an admin token", body = crate::openapi::ErrorBody),
+        AdminOnly,
     ))]
 pub async fn audit(
     State(st): State<AppState>,
@@ -197,7 +183,7 @@ pub async fn audit(
     params: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<AuditEntry>>, ApiError> {
     require_admin(&caller)?;
-    let Query(p) = params.map_err(crate::routes::events::params_rejection)?;
+    let Query(p) = params?;
     let limit = p.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_param("limit", "must be from 1 to 1000"));

@@ -10,11 +10,14 @@
 //! stays open.
 
 use crate::auth::Caller;
-use crate::routes::stream::ConnectionSlot;
+use crate::error::{ApiError, ErrorBody, NoTokenOrTicket};
+use crate::slot::ConnectionSlot;
 use crate::state::AppState;
+use axum::Router;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::Response;
+use axum::routing::get;
 use cds_events_auth::Principal;
 use cds_events_hub::{CdsFilterSet, Feed, FeedError, FilterIn, LiveEvent, Matcher};
 use cds_events_log::Seq;
@@ -24,6 +27,13 @@ use serde::Deserialize;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
+
+/// `/v2/ws` and the hatchery queue, `/v2/hatchery/ws`.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v2/ws", get(ws))
+        .route("/v2/hatchery/ws", get(hatchery_ws))
+}
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -36,14 +46,14 @@ pub struct WsParams {
 #[utoipa::path(get, path = "/v2/ws", tag = "streams", params(WsParams), security(("bearer" = [])),
     responses(
         (status = 101, description = "websocket; see the module documentation for the protocol"),
-        (status = 401, description = "no valid token (or ticket)", body = crate::openapi::ErrorBody),
+        NoTokenOrTicket,
     ))]
 pub async fn ws(
     State(st): State<AppState>,
     caller: Caller,
     params: Query<WsParams>,
     upgrade: WebSocketUpgrade,
-) -> Result<Response, crate::error::ApiError> {
+) -> Result<Response, ApiError> {
     let slot = ConnectionSlot::acquire(&st, "ws")?;
     let since = params.since.map(Seq);
     let caller = Arc::clone(&caller.0);
@@ -76,15 +86,15 @@ const MAX_EVENTS_PER_FLUSH: usize = 64;
 #[utoipa::path(get, path = "/v2/hatchery/ws", tag = "streams", params(WsParams), security(("bearer" = [])),
     responses(
         (status = 101, description = "websocket of the job queue of the token's regions"),
-        (status = 401, description = "no valid token (or ticket)", body = crate::openapi::ErrorBody),
-        (status = 403, description = "the token has no hatchery grant", body = crate::openapi::ErrorBody),
+        NoTokenOrTicket,
+        (status = 403, description = "the token has no hatchery grant", body = ErrorBody),
     ))]
 pub async fn hatchery_ws(
     State(st): State<AppState>,
     caller: Caller,
     params: Query<WsParams>,
     upgrade: WebSocketUpgrade,
-) -> Result<Response, crate::error::ApiError> {
+) -> Result<Response, ApiError> {
     let Some(regions) = caller.hatchery_regions() else {
         return Err(crate::auth::forbidden("this needs a hatchery:REGION grant"));
     };
