@@ -11,10 +11,8 @@
 //!
 //! The hub never calls back into the ingest path; it only reads the log.
 
-pub mod cds;
 mod feed;
 
-pub use cds::{CdsFilterSet, FilterIn, HatcheryQueue};
 pub use feed::{Feed, FeedError, FeedOptions};
 
 use cds_events_log::{EventLog, LogError, Seq, StoredEvent};
@@ -100,8 +98,9 @@ impl LiveEvent {
     }
 }
 
-/// What a subscriber wants. Implemented by the query filter and by the CDS
-/// websocket filter sets.
+/// What a subscriber wants. Implemented here by the query filter; the server
+/// implements it for CDS's websocket filter sets and the hatchery queue,
+/// which it checks against the caller's grants before subscribing.
 pub trait Matcher: Send + Sync + fmt::Debug + 'static {
     fn matches(&self, e: &FullEvent) -> bool;
     /// The projects this matcher can match (`""` for global events), or `None`

@@ -25,7 +25,7 @@ use utoipa::OpenApi;
         crate::routes::events::types,
         crate::routes::stream::stream,
         crate::routes::ws::ws,
-        crate::routes::ws::hatchery_ws,
+        crate::routes::ws::hatchery::hatchery_ws,
         crate::routes::mon::status,
         crate::routes::mon::version,
         crate::routes::mon::metrics,

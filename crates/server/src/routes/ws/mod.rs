@@ -1,5 +1,6 @@
 //! `GET /v2/ws`: CDS's websocket protocol (spec §5), plus our superset:
-//! an `events` filter with the query API's conditions, and resume.
+//! an `events` filter with the query API's conditions, and resume; and the
+//! hatchery queue, `GET /v2/hatchery/ws`, on the same session.
 //!
 //! The client sends a filter, an array of filters, or
 //! `{"filters":[…],"resume_from":N}`; each message replaces the whole set.
@@ -8,9 +9,16 @@
 //! `{"status":"OK","error":"","event":{…},"seq":N}`; a refused filter gets
 //! `{"status":"KO","error":"…"}` (with CDS's empty event) and the connection
 //! stays open.
+//!
+//! The protocol and the grants are the server's: [`cds`] turns CDS's filters
+//! into a hub [`Matcher`] bounded by what the caller may read, [`hatchery`]
+//! the regions of a hatchery token. The hub only routes events to matchers.
+
+pub mod cds;
+pub mod hatchery;
 
 use crate::auth::Caller;
-use crate::error::{ApiError, ErrorBody, NoTokenOrTicket};
+use crate::error::{ApiError, NoTokenOrTicket};
 use crate::slot::ConnectionSlot;
 use crate::state::AppState;
 use axum::Router;
@@ -18,9 +26,11 @@ use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::response::Response;
 use axum::routing::get;
+use cds::{CdsFilterSet, parse_request};
 use cds_events_auth::Principal;
-use cds_events_hub::{CdsFilterSet, Feed, FeedError, FilterIn, LiveEvent, Matcher};
+use cds_events_hub::{Feed, FeedError, LiveEvent, Matcher};
 use cds_events_log::Seq;
+use cds_events_model::EventType;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
@@ -32,8 +42,20 @@ use std::time::Instant;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v2/ws", get(ws))
-        .route("/v2/hatchery/ws", get(hatchery_ws))
+        .route("/v2/hatchery/ws", get(hatchery::hatchery_ws))
 }
+
+/// The job queue: what a `queue` filter and the hatchery queue receive.
+const QUEUE_TYPES: &[EventType] = &[
+    EventType::RunJobEnqueued,
+    EventType::RunJobBlocked,
+    EventType::RunJobCancelled,
+    EventType::RunJobSkipped,
+    EventType::RunJobStopped,
+    EventType::RunJobScheduled,
+    EventType::RunJobBuilding,
+    EventType::RunJobEnded,
+];
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -54,10 +76,25 @@ pub async fn ws(
     params: Query<WsParams>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    open(st, &caller, &params, upgrade, None)
+}
+
+/// Takes a connection slot and upgrades to a [`session`]. `fixed` is the
+/// matcher of an endpoint whose client sends no filters.
+fn open(
+    st: AppState,
+    caller: &Caller,
+    params: &WsParams,
+    upgrade: WebSocketUpgrade,
+    fixed: Option<Arc<dyn Matcher>>,
+) -> Result<Response, ApiError> {
     let slot = ConnectionSlot::acquire(&st, "ws")?;
     let since = params.since.map(Seq);
     let caller = Arc::clone(&caller.0);
-    Ok(configure(upgrade).on_upgrade(move |socket| session(socket, st, slot, caller, since, None)))
+    Ok(
+        configure(upgrade)
+            .on_upgrade(move |socket| session(socket, st, slot, caller, since, fixed)),
+    )
 }
 
 /// Socket buffers sized for many mostly idle clients: tungstenite's default
@@ -79,33 +116,6 @@ const MAX_CLIENT_MESSAGE: usize = 1024 * 1024;
 /// Events sent per flush at most.
 const MAX_EVENTS_PER_FLUSH: usize = 64;
 
-/// The hatchery queue: jobs enqueued in the regions the token may use
-/// (`hatchery:REGION`, `hatchery:*`), and their later states, so a hatchery
-/// can drop a job that was cancelled or taken. No filter to send; messages
-/// are CDS's; `?since=N` or `{"resume_from":N}` resume.
-#[utoipa::path(get, path = "/v2/hatchery/ws", tag = "streams", params(WsParams), security(("bearer" = [])),
-    responses(
-        (status = 101, description = "websocket of the job queue of the token's regions"),
-        NoTokenOrTicket,
-        (status = 403, description = "the token has no hatchery grant", body = ErrorBody),
-    ))]
-pub async fn hatchery_ws(
-    State(st): State<AppState>,
-    caller: Caller,
-    params: Query<WsParams>,
-    upgrade: WebSocketUpgrade,
-) -> Result<Response, ApiError> {
-    let Some(regions) = caller.hatchery_regions() else {
-        return Err(crate::auth::forbidden("this needs a hatchery:REGION grant"));
-    };
-    let slot = ConnectionSlot::acquire(&st, "ws")?;
-    let since = params.since.map(Seq);
-    let caller = Arc::clone(&caller.0);
-    let queue: Arc<dyn Matcher> = Arc::new(cds_events_hub::HatcheryQueue { regions });
-    Ok(configure(upgrade)
-        .on_upgrade(move |socket| session(socket, st, slot, caller, since, Some(queue))))
-}
-
 /// CDS sends a zero event with its KO messages; clients decode it as such.
 const ZERO_EVENT: &str = r#"{"id":"","type":"","payload":null,"user_mail":"","concurrency":"","timestamp":"0001-01-01T00:00:00Z"}"#;
 
@@ -117,50 +127,6 @@ fn ko(error: &str, resume_from: Option<Seq>) -> String {
             r.0
         ),
         None => format!(r#"{{"status":"KO","error":{error},"event":{ZERO_EVENT}}}"#),
-    }
-}
-
-/// What a client message asks for.
-struct Request {
-    filters: Option<Vec<FilterIn>>,
-    resume_from: Option<Seq>,
-}
-
-fn parse_request(text: &str) -> Result<Request, String> {
-    let v: Value = serde_json::from_str(text).map_err(|e| format!("invalid message: {e}"))?;
-    let as_filters = |v: Value| -> Result<Vec<FilterIn>, String> {
-        match v {
-            Value::Array(items) => items
-                .into_iter()
-                .map(|i| serde_json::from_value(i).map_err(|e| format!("invalid filter: {e}")))
-                .collect(),
-            obj @ Value::Object(_) => Ok(vec![
-                serde_json::from_value(obj).map_err(|e| format!("invalid filter: {e}"))?,
-            ]),
-            _ => Err("a filter is a JSON object".into()),
-        }
-    };
-    match v {
-        Value::Object(mut m) if !m.contains_key("type") => {
-            let resume_from = match m.remove("resume_from") {
-                None | Some(Value::Null) => None,
-                Some(r) => Some(Seq(r
-                    .as_u64()
-                    .ok_or("resume_from must be a sequence number")?)),
-            };
-            let filters = m.remove("filters").map(as_filters).transpose()?;
-            if filters.is_none() && resume_from.is_none() {
-                return Err("invalid or empty given filter type: ".into());
-            }
-            Ok(Request {
-                filters,
-                resume_from,
-            })
-        }
-        other => Ok(Request {
-            filters: Some(as_filters(other)?),
-            resume_from: None,
-        }),
     }
 }
 
@@ -221,7 +187,7 @@ async fn session(
                 let request = match parse_request(&text) {
                     Ok(r) => r,
                     Err(e) => {
-                        if sink.send(Message::Text(ko(&e, None).into())).await.is_err() { break }
+                        if sink.send(Message::Text(ko(&e.to_string(), None).into())).await.is_err() { break }
                         continue;
                     }
                 };
@@ -233,7 +199,7 @@ async fn session(
                     match CdsFilterSet::compile(filters, Arc::clone(&caller)) {
                         Ok(set) => matcher = Some(Arc::new(set)),
                         Err(e) => {
-                            if sink.send(Message::Text(ko(&e, None).into())).await.is_err() { break }
+                            if sink.send(Message::Text(ko(&e.to_string(), None).into())).await.is_err() { break }
                             continue;
                         }
                     }
@@ -322,7 +288,7 @@ fn text_message(e: &LiveEvent) -> Message {
     }
 }
 
-async fn next_event(feed: &mut Option<Feed>) -> Result<Arc<cds_events_hub::LiveEvent>, FeedError> {
+async fn next_event(feed: &mut Option<Feed>) -> Result<Arc<LiveEvent>, FeedError> {
     match feed {
         Some(f) => f.next().await,
         None => std::future::pending().await,

@@ -1,11 +1,48 @@
-//! CDS's websocket filters (spec §5), and our `events` superset, as a
-//! [`Matcher`] bounded by what the caller may read.
+//! CDS's websocket messages and filters (spec §5), and our `events`
+//! superset: what a client may send, parsed and checked against the caller's
+//! grants once, then kept as a hub [`Matcher`] that never matches an event
+//! the caller may not read.
+//!
+//! Every refusal is a [`Refused`] whose text is what CDS answers in its KO
+//! message; the session sends it and keeps the connection open.
 
-use crate::Matcher;
+use super::QUEUE_TYPES;
 use cds_events_auth::{Principal, ReadScope};
-use cds_events_model::{EventFilter, EventType, FullEvent, Scope};
+use cds_events_hub::Matcher;
+use cds_events_log::Seq;
+use cds_events_model::{DecodeError, EventFilter, EventType, FullEvent, Scope};
 use serde::Deserialize;
+use serde_json::Value;
 use std::sync::Arc;
+
+/// Why a client message or filter was refused; the text goes in the KO.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("invalid message: {0}")]
+    Message(serde_json::Error),
+    #[error("invalid filter: {0}")]
+    Filter(serde_json::Error),
+    #[error("a filter is a JSON object")]
+    NotAnObject,
+    #[error("resume_from must be a sequence number")]
+    ResumeFrom,
+    /// CDS's words, for an unknown type and for a message that asks nothing.
+    #[error("invalid or empty given filter type: {0}")]
+    FilterType(String),
+    #[error("missing project key")]
+    MissingProject,
+    #[error("missing project key or report id")]
+    MissingReport,
+    #[error("unknown project_runs_params key {0:?}")]
+    RunParam(String),
+    #[error("not allowed to read project {0}")]
+    Project(String),
+    #[error("not allowed to read global events")]
+    Global,
+    /// An `events` filter's conditions, as the query API words them.
+    #[error("{}", .0.message)]
+    Events(DecodeError),
+}
 
 /// Types a `project` filter receives.
 const PROJECT_TYPES: &[EventType] = &[
@@ -21,18 +58,6 @@ const RUN_TYPES: &[EventType] = &[
     EventType::RunEnded,
     EventType::RunRestart,
 ];
-/// Types a `queue` filter receives.
-pub const QUEUE_TYPES: &[EventType] = &[
-    EventType::RunJobEnqueued,
-    EventType::RunJobBlocked,
-    EventType::RunJobCancelled,
-    EventType::RunJobSkipped,
-    EventType::RunJobStopped,
-    EventType::RunJobScheduled,
-    EventType::RunJobBuilding,
-    EventType::RunJobEnded,
-];
-
 /// One filter as a client sends it: CDS's four keys, plus the query API's
 /// keys for our `events` type.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -80,7 +105,7 @@ struct RunParams {
 }
 
 impl RunParams {
-    fn parse(q: &str) -> Result<RunParams, String> {
+    fn parse(q: &str) -> Result<RunParams, Refused> {
         let mut p = RunParams::default();
         for (k, v) in url::form_urlencoded::parse(q.trim_start_matches('?').as_bytes()) {
             let v = Some(v.into_owned());
@@ -90,7 +115,7 @@ impl RunParams {
                 "branch" | "ref" => p.branch = v,
                 "status" => p.status = v,
                 "user" | "username" => p.user = v,
-                other => return Err(format!("unknown project_runs_params key {other:?}")),
+                other => return Err(Refused::RunParam(other.to_owned())),
             }
         }
         Ok(p)
@@ -170,20 +195,20 @@ pub struct CdsFilterSet {
 impl CdsFilterSet {
     /// Validates and compiles filters the way CDS does (same messages), and
     /// checks each against the caller's grants.
-    pub fn compile(filters: &[FilterIn], caller: Arc<Principal>) -> Result<CdsFilterSet, String> {
+    pub fn compile(filters: &[FilterIn], caller: Arc<Principal>) -> Result<CdsFilterSet, Refused> {
         let mut out = Vec::with_capacity(filters.len());
-        let readable = |p: &str| -> Result<(), String> {
+        let readable = |p: &str| -> Result<(), Refused> {
             if caller.can_read(p) {
                 Ok(())
             } else {
-                Err(format!("not allowed to read project {p}"))
+                Err(Refused::Project(p.to_owned()))
             }
         };
         for f in filters {
             let pk = f.project_key.trim();
             let compiled = match f.filter_type.as_str() {
                 "project" | "project-runs" if pk.is_empty() => {
-                    return Err("missing project key".into());
+                    return Err(Refused::MissingProject);
                 }
                 "project" => {
                     readable(pk)?;
@@ -198,7 +223,7 @@ impl CdsFilterSet {
                 }
                 "project-purge-report" => {
                     if pk.is_empty() || f.purge_report_id.trim().is_empty() {
-                        return Err("missing project key or report id".into());
+                        return Err(Refused::MissingReport);
                     }
                     readable(pk)?;
                     Compiled::PurgeReport {
@@ -209,7 +234,7 @@ impl CdsFilterSet {
                 "queue" => Compiled::Queue,
                 "global" => {
                     if !caller.can_read("") {
-                        return Err("not allowed to read global events".into());
+                        return Err(Refused::Global);
                     }
                     Compiled::Global
                 }
@@ -232,13 +257,13 @@ impl CdsFilterSet {
                         until: None,
                     }
                     .parse()
-                    .map_err(|e| e.message)?;
+                    .map_err(Refused::Events)?;
                     for p in &ef.projects {
                         readable(p)?;
                     }
                     Compiled::Events(ef)
                 }
-                other => return Err(format!("invalid or empty given filter type: {other}")),
+                other => return Err(Refused::FilterType(other.to_owned())),
             };
             out.push(compiled);
         }
@@ -283,20 +308,142 @@ impl Matcher for CdsFilterSet {
     }
 }
 
-/// What a hatchery follows on `/v2/hatchery/ws`: the job queue (enqueued
-/// jobs and their later states) of the regions it may use, across projects.
-#[derive(Debug, Clone)]
-pub struct HatcheryQueue {
-    /// `None`: every region.
-    pub regions: Option<Vec<String>>,
+/// What a client message asks for.
+#[derive(Debug)]
+pub struct Request {
+    /// A new filter set, replacing the whole current one.
+    pub filters: Option<Vec<FilterIn>>,
+    pub resume_from: Option<Seq>,
 }
 
-impl Matcher for HatcheryQueue {
-    fn matches(&self, e: &FullEvent) -> bool {
-        QUEUE_TYPES.contains(&e.event_type)
-            && self.regions.as_ref().is_none_or(|r| r.contains(&e.region))
+/// A client message: a filter, an array of filters, or
+/// `{"filters":[…],"resume_from":N}` (either key alone too).
+pub fn parse_request(text: &str) -> Result<Request, Refused> {
+    let v: Value = serde_json::from_str(text).map_err(Refused::Message)?;
+    let as_filters = |v: Value| -> Result<Vec<FilterIn>, Refused> {
+        match v {
+            Value::Array(items) => items
+                .into_iter()
+                .map(|i| serde_json::from_value(i).map_err(Refused::Filter))
+                .collect(),
+            obj @ Value::Object(_) => {
+                Ok(vec![serde_json::from_value(obj).map_err(Refused::Filter)?])
+            }
+            _ => Err(Refused::NotAnObject),
+        }
+    };
+    match v {
+        Value::Object(mut m) if !m.contains_key("type") => {
+            let resume_from = match m.remove("resume_from") {
+                None | Some(Value::Null) => None,
+                Some(r) => Some(Seq(r.as_u64().ok_or(Refused::ResumeFrom)?)),
+            };
+            let filters = m.remove("filters").map(as_filters).transpose()?;
+            if filters.is_none() && resume_from.is_none() {
+                return Err(Refused::FilterType(String::new()));
+            }
+            Ok(Request {
+                filters,
+                resume_from,
+            })
+        }
+        other => Ok(Request {
+            filters: Some(as_filters(other)?),
+            resume_from: None,
+        }),
     }
-    fn projects(&self) -> Option<Vec<String>> {
-        None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cds_events_auth::Grant;
+
+    fn reader(grants: &[&str]) -> Arc<Principal> {
+        Arc::new(Principal {
+            token_id: "t".into(),
+            name: "t".into(),
+            grants: grants
+                .iter()
+                .map(|g| g.parse::<Grant>().expect("grant"))
+                .collect(),
+        })
+    }
+
+    fn compile(filters: serde_json::Value, grants: &[&str]) -> Result<CdsFilterSet, Refused> {
+        let request = parse_request(&filters.to_string()).expect("a filter message");
+        CdsFilterSet::compile(&request.filters.expect("filters"), reader(grants))
+    }
+
+    fn refusal(r: Result<CdsFilterSet, Refused>) -> String {
+        match r {
+            Ok(set) => panic!("accepted: {set:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn a_message_that_asks_nothing_is_refused_in_cds_words() {
+        let e = parse_request("{}").expect_err("refused");
+        assert_eq!(e.to_string(), "invalid or empty given filter type: ");
+        let e = parse_request("[1]").expect_err("refused");
+        assert!(e.to_string().starts_with("invalid filter: "), "{e}");
+        let e = parse_request(r#"{"resume_from":"x"}"#).expect_err("refused");
+        assert_eq!(e.to_string(), "resume_from must be a sequence number");
+    }
+
+    #[test]
+    fn filters_and_resume_come_in_one_message_or_alone() {
+        let r = parse_request(r#"{"filters":[{"type":"queue"}],"resume_from":4}"#).expect("ok");
+        assert_eq!(
+            (r.filters.map(|f| f.len()), r.resume_from),
+            (Some(1), Some(Seq(4)))
+        );
+        let r = parse_request(r#"{"resume_from":4}"#).expect("ok");
+        assert!(r.filters.is_none());
+        let r = parse_request(r#"{"type":"global"}"#).expect("ok");
+        assert_eq!(r.filters.map(|f| f.len()), Some(1));
+    }
+
+    #[test]
+    fn a_filter_outside_the_grants_is_refused_in_cds_words() {
+        let grants = ["read:A"];
+        let e = compile(
+            serde_json::json!({"type": "project", "project_key": "B"}),
+            &grants,
+        );
+        assert_eq!(refusal(e), "not allowed to read project B");
+        let e = compile(serde_json::json!({"type": "global"}), &grants);
+        assert_eq!(refusal(e), "not allowed to read global events");
+        let e = compile(
+            serde_json::json!({"type": "events", "project_key": "A,B"}),
+            &grants,
+        );
+        assert_eq!(refusal(e), "not allowed to read project B");
+        let e = compile(serde_json::json!({"type": "nope"}), &grants);
+        assert_eq!(refusal(e), "invalid or empty given filter type: nope");
+        let e = compile(serde_json::json!({"type": "project"}), &grants);
+        assert_eq!(refusal(e), "missing project key");
+    }
+
+    #[test]
+    fn an_events_filter_refuses_an_unknown_type_as_the_query_api_does() {
+        let e = compile(
+            serde_json::json!({"type": "events", "types": "Nope"}),
+            &["admin"],
+        );
+        assert!(refusal(e).starts_with("unknown event type \"Nope\""));
+    }
+
+    #[test]
+    fn a_queue_filter_of_a_reader_of_few_projects_is_indexed_under_those() {
+        let set = compile(
+            serde_json::json!({"type": "queue"}),
+            &["read:A", "read-global"],
+        )
+        .expect("accepted");
+        assert_eq!(set.projects(), Some(vec!["A".to_owned(), String::new()]));
+        let set = compile(serde_json::json!({"type": "queue"}), &["admin"]).expect("accepted");
+        assert_eq!(set.projects(), None);
     }
 }

@@ -1,0 +1,55 @@
+//! `GET /v2/hatchery/ws`: the job queue of the regions a hatchery token may
+//! use (`hatchery:REGION`, `hatchery:*`), across projects. The client sends
+//! no filter: its grants are the filter.
+
+use super::{QUEUE_TYPES, WsParams, open};
+use crate::auth::{Caller, forbidden};
+use crate::error::{ApiError, ErrorBody, NoTokenOrTicket};
+use crate::state::AppState;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Query, State};
+use axum::response::Response;
+use cds_events_hub::Matcher;
+use cds_events_model::FullEvent;
+use std::sync::Arc;
+
+/// What a hatchery follows: the job queue (enqueued jobs and their later
+/// states) of the regions it may use.
+#[derive(Debug, Clone)]
+pub struct HatcheryQueue {
+    /// `None`: every region.
+    pub regions: Option<Vec<String>>,
+}
+
+impl Matcher for HatcheryQueue {
+    fn matches(&self, e: &FullEvent) -> bool {
+        QUEUE_TYPES.contains(&e.event_type)
+            && self.regions.as_ref().is_none_or(|r| r.contains(&e.region))
+    }
+    fn projects(&self) -> Option<Vec<String>> {
+        None
+    }
+}
+
+/// The hatchery queue: jobs enqueued in the regions the token may use
+/// (`hatchery:REGION`, `hatchery:*`), and their later states, so a hatchery
+/// can drop a job that was cancelled or taken. No filter to send; messages
+/// are CDS's; `?since=N` or `{"resume_from":N}` resume.
+#[utoipa::path(get, path = "/v2/hatchery/ws", tag = "streams", params(WsParams), security(("bearer" = [])),
+    responses(
+        (status = 101, description = "websocket of the job queue of the token's regions"),
+        NoTokenOrTicket,
+        (status = 403, description = "the token has no hatchery grant", body = ErrorBody),
+    ))]
+pub async fn hatchery_ws(
+    State(st): State<AppState>,
+    caller: Caller,
+    params: Query<WsParams>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let Some(regions) = caller.hatchery_regions() else {
+        return Err(forbidden("this needs a hatchery:REGION grant"));
+    };
+    let queue: Arc<dyn Matcher> = Arc::new(HatcheryQueue { regions });
+    open(st, &caller, &params, upgrade, Some(queue))
+}
