@@ -9,6 +9,7 @@
 //! audit trail and tickets are kept: [`sqlite::SqliteTokens`] (the embedded
 //! default). Every backend must pass the shared [`conformance`] suite.
 
+mod api;
 mod backend;
 pub mod conformance;
 mod error;

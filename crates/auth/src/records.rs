@@ -31,18 +31,10 @@ pub struct CreatedToken {
     pub secret: String,
 }
 
-/// One entry of the audit trail, as stored: `seq` is given by the backend,
-/// increasing in the order entries were written.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct AuditEntry {
-    pub seq: i64,
-    pub at: DateTime<Utc>,
-    /// The token id that acted (`"system"` for bootstrap).
-    pub actor: String,
-    pub action: String,
-    pub target: String,
-    pub detail: serde_json::Value,
-}
+/// One entry of the audit trail, as stored and as the API shows it (declared
+/// once, with the API's bodies): `seq` is given by the backend, increasing
+/// in the order entries were written.
+pub use cds_events_model::api::AuditEntry;
 
 /// An audit entry to write; the backend gives it its `seq`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -233,6 +233,12 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// A time as the server writes it in JSON (chrono's serde form), for the
+/// tables that print one.
+pub fn wire_time(t: &chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
 /// A path flag shared by several commands.
 pub fn existing_file(p: &str) -> Result<PathBuf, String> {
     let path = PathBuf::from(p);

@@ -1,11 +1,15 @@
 //! `notification add|list|show|update|rm|deliveries|delivery|redeliver|test|
 //! secret|enable|disable|rotate-key`: project notifications (webhooks).
 
-use crate::ServerArgs;
+use crate::{ServerArgs, wire_time};
 use anyhow::{Context, bail};
+use cds_events_model::api::{
+    DeliveryStatus, NotificationAuth, NotificationFilter, NotificationIn, NotificationOut,
+    OutcomeKind,
+};
+use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
-use reqwest::Method;
-use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
 
 #[derive(Debug, Subcommand)]
 pub enum NotificationCommand {
@@ -124,8 +128,8 @@ pub struct DeliveriesArgs {
     project: String,
     name: String,
     /// pending, succeeded, failed or cancelled.
-    #[arg(long)]
-    status: Option<String>,
+    #[arg(long, value_parser = delivery_status)]
+    status: Option<DeliveryStatus>,
     #[arg(long, default_value_t = 50)]
     limit: usize,
     /// Print JSON.
@@ -159,7 +163,7 @@ pub struct RedeliverArgs {
     id: Option<String>,
     /// Send again every failed delivery created since this RFC 3339 time.
     #[arg(long)]
-    failed_since: Option<String>,
+    failed_since: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Args)]
@@ -174,72 +178,57 @@ pub struct SecretArgs {
     rotate: bool,
 }
 
-fn path(project: &str, name: Option<&str>) -> String {
-    match name {
-        Some(n) => format!("/v2/project/{project}/notification/{n}"),
-        None => format!("/v2/project/{project}/notification"),
-    }
+fn delivery_status(s: &str) -> Result<DeliveryStatus, String> {
+    DeliveryStatus::parse(s)
+        .ok_or_else(|| "one of pending, succeeded, failed, cancelled".to_owned())
 }
 
 /// `NAME=REGEX` flags into CDS's `{"NAME":{"event":[…]}}`. No splitting on
 /// commas: a regular expression may hold one (`a{1,3}`).
-fn parse_filters(filters: &[String]) -> anyhow::Result<Map<String, Value>> {
-    let mut out: Map<String, Value> = Map::new();
+fn parse_filters(filters: &[String]) -> anyhow::Result<BTreeMap<String, NotificationFilter>> {
+    let mut out: BTreeMap<String, NotificationFilter> = BTreeMap::new();
     for f in filters {
         let (name, expr) = f
             .split_once('=')
             .with_context(|| format!("--filter {f:?}: expected NAME=REGEX"))?;
-        let entry = out
-            .entry(name.trim().to_owned())
-            .or_insert_with(|| json!({"event": []}));
-        if let Some(list) = entry["event"].as_array_mut() {
-            list.push(Value::String(expr.to_owned()));
-        }
+        out.entry(name.trim().to_owned())
+            .or_default()
+            .event
+            .push(expr.to_owned());
     }
     Ok(out)
 }
 
-/// `Name: value` headers into a JSON object.
-fn parse_headers(headers: &[String]) -> anyhow::Result<Map<String, Value>> {
-    let mut out = Map::new();
+/// `Name: value` headers.
+fn parse_headers(headers: &[String]) -> anyhow::Result<NotificationAuth> {
+    let mut out = NotificationAuth::default();
     for h in headers {
         let (name, value) = h
             .split_once(':')
             .context("--header: expected `Name: value`, got a line without ':'")?;
-        out.insert(
-            name.trim().to_owned(),
-            Value::String(value.trim().to_owned()),
-        );
+        out.headers
+            .insert(name.trim().to_owned(), value.trim().to_owned());
     }
     Ok(out)
 }
 
-fn print_table(list: &Value) {
+fn print_table(list: &[NotificationOut]) {
     println!(
         "{:<24}  {:<8}  {:<7}  {:<40}  FILTERS",
         "NAME", "ENABLED", "ORDERED", "URL"
     );
-    for n in list.as_array().into_iter().flatten() {
-        let filters: Vec<String> = n["filters"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, v)| {
-                let exprs: Vec<&str> = v["event"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .collect();
-                format!("{k}={}", exprs.join(","))
-            })
+    for n in list {
+        let filters: Vec<String> = n
+            .filters
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.event.join(",")))
             .collect();
         println!(
             "{:<24}  {:<8}  {:<7}  {:<40}  {}",
-            n["name"].as_str().unwrap_or(""),
-            n["enabled"],
-            n["ordered"],
-            n["webhook_url"].as_str().unwrap_or(""),
+            n.name,
+            n.enabled,
+            n.ordered,
+            n.webhook_url,
             if filters.is_empty() {
                 "(every event)".to_owned()
             } else {
@@ -249,58 +238,36 @@ fn print_table(list: &Value) {
     }
 }
 
-fn pretty(v: &Value) -> anyhow::Result<()> {
+fn pretty(v: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
-}
-
-/// `POST …/{name}/enable` or `…/disable`.
-async fn set_enabled(a: NameArgs, action: &str, done: &str) -> anyhow::Result<()> {
-    let at = format!("{}/{action}", path(&a.project, Some(&a.name)));
-    a.server
-        .client(1)?
-        .send_json(Method::POST, &at, None)
-        .await?;
-    eprintln!("notification {} of {} {done}", a.name, a.project);
     Ok(())
 }
 
 pub async fn run(cmd: NotificationCommand) -> anyhow::Result<()> {
     match cmd {
         NotificationCommand::Add(a) => {
-            let url = a.fields.url.context("--url is required")?;
-            let mut body = json!({"name": a.name, "webhook_url": url});
-            let filters = parse_filters(&a.fields.filters)?;
-            if !filters.is_empty() {
-                body["filters"] = Value::Object(filters);
-            }
             let headers = parse_headers(&a.fields.headers)?;
-            if !headers.is_empty() {
-                body["auth"] = json!({"headers": headers});
-            }
-            if let Some(o) = a.fields.ordered {
-                body["ordered"] = Value::Bool(o);
-            }
+            let input = NotificationIn {
+                name: a.name,
+                webhook_url: a.fields.url.context("--url is required")?,
+                filters: parse_filters(&a.fields.filters)?,
+                auth: (!headers.headers.is_empty()).then_some(headers),
+                enabled: None,
+                ordered: a.fields.ordered,
+            };
             let out = a
                 .server
                 .client(1)?
-                .send_json(Method::POST, &path(&a.project, None), Some(&body))
+                .create_notification(&a.project, &input)
                 .await?;
             eprintln!(
                 "created notification {} in {}; its signing secret, shown this once:",
-                a.name, a.project
+                input.name, a.project
             );
-            println!(
-                "{}",
-                out["secret"].as_str().context("no secret in the answer")?
-            );
+            println!("{}", out.secret);
         }
         NotificationCommand::List(a) => {
-            let out = a
-                .server
-                .client(1)?
-                .get_json(&path(&a.project, None))
-                .await?;
+            let out = a.server.client(1)?.notifications(&a.project).await?;
             if a.json {
                 pretty(&out)?;
             } else {
@@ -311,53 +278,55 @@ pub async fn run(cmd: NotificationCommand) -> anyhow::Result<()> {
             let out = a
                 .server
                 .client(1)?
-                .get_json(&path(&a.project, Some(&a.name)))
+                .notification(&a.project, &a.name)
                 .await?;
             pretty(&out)?;
         }
         NotificationCommand::Update(a) => {
             let client = a.server.client(1)?;
-            let at = path(&a.project, Some(&a.name));
             // Start from what is stored: header values come back masked, and
             // a masked value sent back keeps the stored one.
-            let current = client.get_json(&at).await?;
-            let mut body = json!({
-                "name": a.rename.as_deref().unwrap_or(&a.name),
-                "webhook_url": a.fields.url.as_deref().map_or(current["webhook_url"].clone(), |u| json!(u)),
-                "filters": current["filters"],
-                "auth": current["auth"],
-                "ordered": a.fields.ordered.map_or(current["ordered"].clone(), Value::Bool),
-            });
-            if a.no_filters {
-                body["filters"] = json!({});
+            let current = client.notification(&a.project, &a.name).await?;
+            let filters = if a.no_filters {
+                BTreeMap::new()
             } else if !a.fields.filters.is_empty() {
-                body["filters"] = Value::Object(parse_filters(&a.fields.filters)?);
-            }
-            if a.no_headers {
-                body["auth"] = json!({"headers": {}});
+                parse_filters(&a.fields.filters)?
+            } else {
+                current.filters
+            };
+            let auth = if a.no_headers {
+                NotificationAuth::default()
             } else if !a.fields.headers.is_empty() {
-                body["auth"] = json!({"headers": parse_headers(&a.fields.headers)?});
-            }
-            let out = client.send_json(Method::PUT, &at, Some(&body)).await?;
+                parse_headers(&a.fields.headers)?
+            } else {
+                current.auth
+            };
+            let input = NotificationIn {
+                name: a.rename.unwrap_or_else(|| a.name.clone()),
+                webhook_url: a.fields.url.unwrap_or(current.webhook_url),
+                filters,
+                auth: Some(auth),
+                enabled: None,
+                ordered: Some(a.fields.ordered.unwrap_or(current.ordered)),
+            };
+            let out = client
+                .update_notification(&a.project, &a.name, &input)
+                .await?;
             pretty(&out)?;
         }
         NotificationCommand::Rm(a) => {
             a.server
                 .client(1)?
-                .send_json(Method::DELETE, &path(&a.project, Some(&a.name)), None)
+                .delete_notification(&a.project, &a.name)
                 .await?;
             eprintln!("deleted notification {} of {}", a.name, a.project);
         }
         NotificationCommand::Deliveries(a) => {
-            let mut q = format!(
-                "{}/deliveries?limit={}",
-                path(&a.project, Some(&a.name)),
-                a.limit
-            );
-            if let Some(s) = &a.status {
-                q.push_str(&format!("&status={s}"));
-            }
-            let out = a.server.client(1)?.get_json(&q).await?;
+            let out = a
+                .server
+                .client(1)?
+                .deliveries(&a.project, &a.name, a.status, None, a.limit)
+                .await?;
             if a.json {
                 pretty(&out)?;
             } else {
@@ -365,15 +334,16 @@ pub async fn run(cmd: NotificationCommand) -> anyhow::Result<()> {
                     "{:<26}  {:<10}  {:>8}  {:>10}  {:<25}  EVENT",
                     "ID", "STATUS", "ATTEMPTS", "SEQ", "NEXT ATTEMPT"
                 );
-                for d in out["deliveries"].as_array().into_iter().flatten() {
+                for d in &out.deliveries {
+                    let next = d.next_attempt_at.as_ref().map(wire_time);
                     println!(
                         "{:<26}  {:<10}  {:>8}  {:>10}  {:<25}  {}",
-                        d["id"].as_str().unwrap_or(""),
-                        d["status"].as_str().unwrap_or(""),
-                        d["attempts"],
-                        d["event_seq"],
-                        d["next_attempt_at"].as_str().unwrap_or("-"),
-                        d["event_id"].as_str().unwrap_or("")
+                        d.id,
+                        d.status,
+                        d.attempts,
+                        d.event_seq,
+                        next.as_deref().unwrap_or("-"),
+                        d.event_id
                     );
                 }
             }
@@ -382,39 +352,22 @@ pub async fn run(cmd: NotificationCommand) -> anyhow::Result<()> {
             let out = a
                 .server
                 .client(1)?
-                .get_json(&format!(
-                    "{}/deliveries/{}",
-                    path(&a.project, Some(&a.name)),
-                    a.id
-                ))
+                .delivery(&a.project, &a.name, &a.id)
                 .await?;
             pretty(&out)?;
         }
         NotificationCommand::Redeliver(a) => {
-            let base = path(&a.project, Some(&a.name));
             let client = a.server.client(1)?;
             match (a.id, a.failed_since) {
                 (Some(id), None) => {
-                    client
-                        .send_json(
-                            Method::POST,
-                            &format!("{base}/deliveries/{id}/redeliver"),
-                            None,
-                        )
-                        .await?;
+                    client.redeliver(&a.project, &a.name, &id).await?;
                     eprintln!("delivery {id} queued again");
                 }
                 (None, Some(since)) => {
-                    let since_q: String =
-                        url::form_urlencoded::byte_serialize(since.as_bytes()).collect();
                     let out = client
-                        .send_json(
-                            Method::POST,
-                            &format!("{base}/redeliver?since={since_q}"),
-                            None,
-                        )
+                        .redeliver_failed_since(&a.project, &a.name, since)
                         .await?;
-                    eprintln!("{} failed deliveries queued again", out["redelivered"]);
+                    eprintln!("{} failed deliveries queued again", out.redelivered);
                 }
                 _ => bail!("give a delivery id or --failed-since"),
             }
@@ -423,48 +376,47 @@ pub async fn run(cmd: NotificationCommand) -> anyhow::Result<()> {
             let out = a
                 .server
                 .client(1)?
-                .send_json(
-                    Method::POST,
-                    &format!("{}/test", path(&a.project, Some(&a.name))),
-                    None,
-                )
+                .test_notification(&a.project, &a.name)
                 .await?;
             pretty(&out)?;
-            if out["outcome"] != "success" {
+            if out.outcome != OutcomeKind::Success {
                 bail!("the endpoint did not accept the ping");
             }
         }
         NotificationCommand::Secret(a) => {
-            let base = path(&a.project, Some(&a.name));
             let client = a.server.client(1)?;
             let out = if a.rotate {
                 client
-                    .send_json(Method::POST, &format!("{base}/secret/rotate"), None)
+                    .rotate_notification_secret(&a.project, &a.name)
                     .await?
             } else {
-                client.get_json(&format!("{base}/secret")).await?
+                client.notification_secret(&a.project, &a.name).await?
             };
-            println!(
-                "{}",
-                out["secret"].as_str().context("no secret in the answer")?
-            );
-            if let Some(prev) = out.get("previous").filter(|p| !p.is_null()) {
+            println!("{}", out.secret);
+            if let Some(prev) = out.previous {
                 eprintln!(
                     "the previous secret stays valid until {}:",
-                    prev["valid_until"].as_str().unwrap_or("?")
+                    wire_time(&prev.valid_until)
                 );
-                println!("{}", prev["secret"].as_str().unwrap_or(""));
+                println!("{}", prev.secret);
             }
         }
-        NotificationCommand::Enable(a) => set_enabled(a, "enable", "enabled").await?,
-        NotificationCommand::Disable(a) => set_enabled(a, "disable", "disabled").await?,
+        NotificationCommand::Enable(a) => set_enabled(a, true, "enabled").await?,
+        NotificationCommand::Disable(a) => set_enabled(a, false, "disabled").await?,
         NotificationCommand::RotateKey(a) => {
-            a.server
-                .client(1)?
-                .send_json(Method::POST, "/v2/admin/webhooks/rotate-key", None)
-                .await?;
+            a.server.client(1)?.rotate_webhooks_key().await?;
             eprintln!("every stored header and secret is now encrypted under a new master key");
         }
     }
+    Ok(())
+}
+
+/// `POST …/{name}/enable` or `…/disable`.
+async fn set_enabled(a: NameArgs, enabled: bool, done: &str) -> anyhow::Result<()> {
+    a.server
+        .client(1)?
+        .set_notification_enabled(&a.project, &a.name, enabled)
+        .await?;
+    eprintln!("notification {} of {} {done}", a.name, a.project);
     Ok(())
 }

@@ -1,9 +1,9 @@
 //! `token create|list|revoke|audit`.
 
-use crate::ServerArgs;
-use anyhow::Context;
+use crate::{ServerArgs, wire_time};
+use cds_events_model::api::TokenIn;
+use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
@@ -29,7 +29,7 @@ pub struct CreateArgs {
     grants: Vec<String>,
     /// RFC 3339 expiry.
     #[arg(long)]
-    expires_at: Option<String>,
+    expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Args)]
@@ -52,67 +52,52 @@ pub struct RevokeArgs {
 pub async fn run(cmd: TokenCommand) -> anyhow::Result<()> {
     match cmd {
         TokenCommand::Create(a) => {
-            let client = a.server.client(1)?;
-            let mut body = json!({"name": a.name, "grants": a.grants});
-            if let Some(e) = a.expires_at {
-                body["expires_at"] = Value::String(e);
-            }
-            let out = client
-                .send_json(reqwest::Method::POST, "/v2/auth/tokens", Some(&body))
-                .await?;
-            let token = out["token"].as_str().context("no token in the answer")?;
+            let input = TokenIn {
+                name: a.name,
+                grants: a.grants,
+                expires_at: a.expires_at,
+            };
+            let out = a.server.client(1)?.create_token(&input).await?;
             eprintln!(
-                "created token {} ({}); the secret below is shown this once:",
-                out["id"], out["name"]
+                "created token {:?} ({:?}); the secret below is shown this once:",
+                out.info.id, out.info.name
             );
-            println!("{token}");
+            println!("{}", out.token);
         }
         TokenCommand::List(a) => {
-            let out = a.server.client(1)?.get_json("/v2/auth/tokens").await?;
+            let out = a.server.client(1)?.tokens().await?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
                 println!("{:<18}  {:<30}  {:<25}  GRANTS", "ID", "NAME", "EXPIRES");
-                for t in out.as_array().into_iter().flatten() {
-                    let grants: Vec<&str> = t["grants"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(Value::as_str)
-                        .collect();
+                for t in &out {
+                    let expires = t.expires_at.map(|e| wire_time(&e));
                     println!(
                         "{:<18}  {:<30}  {:<25}  {}",
-                        t["id"].as_str().unwrap_or(""),
-                        t["name"].as_str().unwrap_or(""),
-                        t["expires_at"].as_str().unwrap_or("never"),
-                        grants.join(" ")
+                        t.id,
+                        t.name,
+                        expires.as_deref().unwrap_or("never"),
+                        t.grants.join(" ")
                     );
                 }
             }
         }
         TokenCommand::Revoke(a) => {
-            a.server
-                .client(1)?
-                .send_json(
-                    reqwest::Method::DELETE,
-                    &format!("/v2/auth/tokens/{}", a.id),
-                    None,
-                )
-                .await?;
+            a.server.client(1)?.revoke_token(&a.id).await?;
             eprintln!("revoked {}", a.id);
         }
         TokenCommand::Audit(a) => {
-            let out = a.server.client(1)?.get_json("/v2/auth/audit").await?;
+            let out = a.server.client(1)?.audit(None).await?;
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
-                for e in out.as_array().into_iter().flatten() {
+                for e in &out {
                     println!(
                         "{}  {:<12}  {:<14}  {}",
-                        e["at"].as_str().unwrap_or(""),
-                        e["actor"].as_str().unwrap_or(""),
-                        e["action"].as_str().unwrap_or(""),
-                        e["target"].as_str().unwrap_or("")
+                        wire_time(&e.at),
+                        e.actor,
+                        e.action,
+                        e.target
                     );
                 }
             }

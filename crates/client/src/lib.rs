@@ -1,5 +1,8 @@
 //! A typed Rust client for the cds-events HTTP API.
 //!
+//! Bodies other than events (notifications, deliveries, tokens) are the
+//! types of `cds_events_model::api`, the same the server writes.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), cds_events_client::ClientError> {
 //! use cds_events_client::Client;
@@ -13,8 +16,12 @@
 //! # Ok(()) }
 //! ```
 
+mod notifications;
+mod tokens;
+
 use cds_events_model::FullEvent;
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::time::Duration;
@@ -213,18 +220,42 @@ impl Client {
         Ok(Self::check(resp).await?.json().await?)
     }
 
-    /// The event with this id and its sequence number.
-    pub async fn get(&self, id: &str) -> Result<Option<(u64, Box<RawValue>)>, ClientError> {
-        let mut u = self.url("/v2/events/");
+    /// A request to the path made of `segments`, each percent-encoded (a
+    /// project key, a name or an id may hold any character).
+    fn req_at(
+        &self,
+        method: reqwest::Method,
+        segments: &[&str],
+    ) -> Result<reqwest::RequestBuilder, ClientError> {
+        let mut u = self.url("/");
         u.path_segments_mut()
             .map_err(|_| ClientError::BadUrl(self.base.to_string()))?
             .pop_if_empty()
-            .push(id);
-        let r = self.http.get(u);
-        let r = match &self.token {
+            .extend(segments);
+        let r = self.http.request(method, u);
+        Ok(match &self.token {
             Some(t) => r.bearer_auth(t),
             None => r,
-        };
+        })
+    }
+
+    /// Sends `r`, checks the status and reads the JSON answer as `T`.
+    async fn read<T: DeserializeOwned>(r: reqwest::RequestBuilder) -> Result<T, ClientError> {
+        let resp = Self::check(r.send().await?).await?;
+        let status = resp.status().as_u16();
+        let text = resp.text().await?;
+        serde_json::from_str(&text).map_err(|_| ClientError::Unexpected { status, text })
+    }
+
+    /// Sends `r` and checks the status; the answer has no body.
+    async fn done(r: reqwest::RequestBuilder) -> Result<(), ClientError> {
+        Self::check(r.send().await?).await?;
+        Ok(())
+    }
+
+    /// The event with this id and its sequence number.
+    pub async fn get(&self, id: &str) -> Result<Option<(u64, Box<RawValue>)>, ClientError> {
+        let r = self.req_at(reqwest::Method::GET, &["v2", "events", id])?;
         let resp = r.send().await?;
         if resp.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
@@ -240,25 +271,6 @@ impl Client {
         let raw = RawValue::from_string(text.clone())
             .map_err(|_| ClientError::Unexpected { status: 200, text })?;
         Ok(Some((seq, raw)))
-    }
-
-    /// Any request with an optional JSON body; the JSON answer (`null` when
-    /// the answer has no body).
-    pub async fn send_json(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<&serde_json::Value>,
-    ) -> Result<serde_json::Value, ClientError> {
-        let mut r = self.req(method, path);
-        if let Some(b) = body {
-            r = r.json(b);
-        }
-        let text = Self::check(r.send().await?).await?.text().await?;
-        if text.is_empty() {
-            return Ok(serde_json::Value::Null);
-        }
-        serde_json::from_str(&text).map_err(|_| ClientError::Unexpected { status: 200, text })
     }
 
     /// A GET of any JSON endpoint (`/v2/events/types`, `/mon/status`).

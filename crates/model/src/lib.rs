@@ -3,8 +3,10 @@
 //! This crate owns what an event *is*: its types and families
 //! ([`catalogue`]), the flat full event and its exact JSON ([`event`]), and
 //! how incoming JSON becomes one ([`decode`]). It does no I/O and knows nothing
-//! of storage or HTTP.
+//! of storage. [`api`] holds the shapes of the HTTP API's other bodies
+//! (notifications, tokens), as plain data the server and the client share.
 
+pub mod api;
 pub mod catalogue;
 pub mod decode;
 pub mod envelope;

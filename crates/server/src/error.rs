@@ -238,4 +238,14 @@ error_responses! {
     AdminOnly: (401, "no valid token"), (403, "not an admin token");
     /// 401 and 403 for a route that reads a project.
     ProjectReader: (401, "no valid token"), (403, "a project the token may not read");
+    /// 401 and 403 for a route that changes a project's notifications.
+    ProjectManager: (401, "no valid token"),
+        (403, "the token may not manage this project's notifications");
+    /// 401, 403 and 404 for a route that reads one notification.
+    NotificationReader: (401, "no valid token"), (403, "a project the token may not read"),
+        (404, "no such notification (or delivery)");
+    /// 401, 403 and 404 for a route that changes or sends one notification.
+    NotificationManager: (401, "no valid token"),
+        (403, "the token may not manage this project's notifications"),
+        (404, "no such notification (or delivery)");
 }

@@ -89,3 +89,80 @@ pub fn router() -> Router<AppState> {
 pub async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
     axum::Json(ApiDoc::openapi())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cds_events_model::api::{
+        DeliveryOut, DeliveryStatus, NotificationAuth, NotificationOut, TokenOut,
+    };
+    use serde_json::Value;
+    use std::collections::BTreeSet;
+
+    /// The properties the document gives a schema.
+    fn properties(doc: &Value, schema: &str) -> BTreeSet<String> {
+        doc["components"]["schemas"][schema]["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{schema} has no properties in the document"))
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// The keys a value has on the wire, every optional one filled in.
+    fn keys(value: impl serde::Serialize) -> BTreeSet<String> {
+        match serde_json::to_value(value).expect("serializes") {
+            Value::Object(m) => m.keys().cloned().collect(),
+            other => panic!("not an object: {other}"),
+        }
+    }
+
+    #[test]
+    fn the_document_lists_every_field_of_a_notification_a_delivery_and_a_token() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).expect("document");
+        let now = chrono::Utc::now();
+        let notification = NotificationOut {
+            id: "n".into(),
+            project_key: "PROJ".into(),
+            name: "slack".into(),
+            last_modified: now,
+            webhook_url: "https://example.com/hook".into(),
+            filters: Default::default(),
+            auth: NotificationAuth::default(),
+            enabled: false,
+            ordered: false,
+            disabled_reason: Some("failing".into()),
+            failing_since: Some(now),
+        };
+        let delivery = DeliveryOut {
+            id: "msg_1".into(),
+            event_id: "e".into(),
+            event_seq: 1,
+            status: DeliveryStatus::Pending,
+            attempts: 0,
+            next_attempt_at: Some(now),
+            created_at: now,
+            updated_at: now,
+        };
+        let token = TokenOut {
+            id: "t".into(),
+            name: "ci".into(),
+            grants: vec!["read:*".into()],
+            created_at: now,
+            expires_at: Some(now),
+            created_by: Some("admin".into()),
+        };
+        assert_eq!(properties(&doc, "NotificationOut"), keys(&notification));
+        assert_eq!(properties(&doc, "DeliveryOut"), keys(&delivery));
+        assert_eq!(properties(&doc, "TokenOut"), keys(&token));
+        // The bodies that carry them refer to them rather than to `Object`.
+        let body = |path: &str, method: &str, status: &str| {
+            doc["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
+                .to_string()
+        };
+        let one = "/v2/project/{projectKey}/notification/{name}";
+        assert!(body(one, "get", "200").contains("NotificationOut"));
+        assert!(body(&format!("{one}/deliveries"), "get", "200").contains("DeliveryPage"));
+        assert!(body("/v2/auth/tokens", "get", "200").contains("TokenOut"));
+    }
+}

@@ -43,8 +43,9 @@ mod worker;
 pub use config::WebhooksConfig;
 pub use error::WebhooksError;
 pub use model::{
-    Actor, AttemptOut, Created, DeliveryOut, DeliveryPage, DeliveryStatus, MASK, NotificationAuth,
-    NotificationFilter, NotificationIn, NotificationOut, PreviousSecret, SecretOut,
+    Actor, AttemptOut, CreatedNotificationOut, DeliveryDetail, DeliveryOut, DeliveryPage,
+    DeliveryStatus, MASK, NotificationAuth, NotificationFilter, NotificationIn, NotificationOut,
+    PreviousSecret, SecretOut,
 };
 pub use send::{AttemptOutcome, MAX_RETRY_AFTER, OutcomeKind};
 pub use store::sqlite::DB_FILE;
@@ -52,7 +53,6 @@ pub use store::sqlite::DB_FILE;
 use cds_events_log::{EventLog, Seq};
 use chrono::{DateTime, Utc};
 use engine::Inner;
-use serde::Serialize;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -73,13 +73,6 @@ impl fmt::Debug for Webhooks {
             .field("registry", &self.inner.registry)
             .finish_non_exhaustive()
     }
-}
-
-/// One delivery with its attempts.
-#[derive(Debug, Clone, Serialize)]
-pub struct DeliveryDetail {
-    pub delivery: DeliveryOut,
-    pub attempts: Vec<AttemptOut>,
 }
 
 impl Webhooks {
@@ -126,7 +119,7 @@ impl Webhooks {
         project: &str,
         input: NotificationIn,
         actor: &Actor,
-    ) -> Result<Created, WebhooksError> {
+    ) -> Result<CreatedNotificationOut, WebhooksError> {
         self.inner.create(project, input, actor).await
     }
 

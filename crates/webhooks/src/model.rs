@@ -1,16 +1,18 @@
-//! The notification as CDS's JSON has it (spec §6), the delivery records, and
-//! the validation of what a client sends.
+//! The validation of what a client sends, and who made a change. The shapes
+//! themselves (the notification as CDS's JSON has it, spec §6, and the
+//! delivery records) are the API's, declared once in
+//! `cds_events_model::api` and re-exported here.
 
 use crate::error::WebhooksError;
-use chrono::{DateTime, Utc};
 use reqwest::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fmt;
 
-/// What a header value is shown as; sent back on update, it keeps the stored
-/// value.
-pub const MASK: &str = "***";
+pub use cds_events_model::api::{
+    AttemptOut, CreatedNotificationOut, DeliveryDetail, DeliveryOut, DeliveryPage, DeliveryStatus,
+    MASK, NotificationAuth, NotificationFilter, NotificationIn, NotificationOut, PreviousSecret,
+    SecretOut,
+};
 
 /// Headers a notification may not set: the signature scheme and the framing
 /// belong to the sender.
@@ -48,198 +50,6 @@ impl Actor {
             username: "cds-events".into(),
         }
     }
-}
-
-/// One named filter: the event-type expressions it matches.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NotificationFilter {
-    /// Regular expressions matched, unanchored, against the event type.
-    #[serde(default)]
-    pub event: Vec<String>,
-}
-
-/// Headers added to every request. `Debug` shows names only.
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NotificationAuth {
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-}
-
-impl fmt::Debug for NotificationAuth {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NotificationAuth")
-            .field("headers", &self.headers.keys().collect::<Vec<_>>())
-            .finish()
-    }
-}
-
-/// A notification as a client creates or replaces it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NotificationIn {
-    pub name: String,
-    pub webhook_url: String,
-    /// No filters: every event of the project.
-    #[serde(default)]
-    pub filters: BTreeMap<String, NotificationFilter>,
-    #[serde(default)]
-    pub auth: Option<NotificationAuth>,
-    /// Default `true`.
-    #[serde(default)]
-    pub enabled: Option<bool>,
-    /// Deliver one at a time in event order. Default `false`.
-    #[serde(default)]
-    pub ordered: Option<bool>,
-}
-
-/// A notification as returned: header values masked, secrets absent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NotificationOut {
-    pub id: String,
-    pub project_key: String,
-    pub name: String,
-    pub last_modified: DateTime<Utc>,
-    pub webhook_url: String,
-    pub filters: BTreeMap<String, NotificationFilter>,
-    pub auth: NotificationAuth,
-    pub enabled: bool,
-    pub ordered: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub disabled_reason: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failing_since: Option<DateTime<Utc>>,
-}
-
-/// A notification just created, with its signing secret (shown this once).
-#[derive(Clone, Serialize)]
-pub struct Created {
-    pub notification: NotificationOut,
-    pub secret: String,
-}
-
-impl fmt::Debug for Created {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Created")
-            .field("notification", &self.notification)
-            .field("secret", &MASK)
-            .finish()
-    }
-}
-
-/// The signing secrets a receiver should accept now.
-#[derive(Clone, Serialize)]
-pub struct SecretOut {
-    /// The secret new requests are signed with.
-    pub secret: String,
-    /// The secret before the last rotation, while still signed with.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub previous: Option<PreviousSecret>,
-}
-
-impl fmt::Debug for SecretOut {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SecretOut")
-            .field("secret", &MASK)
-            .field("previous", &self.previous)
-            .finish()
-    }
-}
-
-#[derive(Clone, Serialize)]
-pub struct PreviousSecret {
-    pub secret: String,
-    pub valid_until: DateTime<Utc>,
-}
-
-impl fmt::Debug for PreviousSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PreviousSecret")
-            .field("secret", &MASK)
-            .field("valid_until", &self.valid_until)
-            .finish()
-    }
-}
-
-/// Where a delivery stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeliveryStatus {
-    /// Waiting for its next attempt (or for its notification to be enabled).
-    Pending,
-    Succeeded,
-    /// Out of attempts, or refused for good (410 Gone): the dead letters.
-    Failed,
-    /// Given up without an endpoint failure: the event left the log before it
-    /// could be sent.
-    Cancelled,
-}
-
-impl DeliveryStatus {
-    pub const ALL: [DeliveryStatus; 4] = [
-        DeliveryStatus::Pending,
-        DeliveryStatus::Succeeded,
-        DeliveryStatus::Failed,
-        DeliveryStatus::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryStatus::Pending => "pending",
-            DeliveryStatus::Succeeded => "succeeded",
-            DeliveryStatus::Failed => "failed",
-            DeliveryStatus::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        DeliveryStatus::ALL.into_iter().find(|d| d.as_str() == s)
-    }
-}
-
-impl fmt::Display for DeliveryStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One delivery of one event to one notification.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct DeliveryOut {
-    /// Also the `webhook-id` of every attempt.
-    pub id: String,
-    pub event_id: String,
-    pub event_seq: u64,
-    pub status: DeliveryStatus,
-    /// Attempts made, over every round of redelivery.
-    pub attempts: u32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_attempt_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
-}
-
-/// One page of deliveries, newest first.
-#[derive(Debug, Clone, Serialize)]
-pub struct DeliveryPage {
-    pub deliveries: Vec<DeliveryOut>,
-    /// Pass back to get the next (older) page; `None` on the last page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
-}
-
-/// One recorded attempt.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct AttemptOut {
-    /// 1 for the first attempt of the delivery.
-    pub n: u32,
-    pub at: DateTime<Utc>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub status_code: Option<u16>,
-    pub latency_ms: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// The start of the response body.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub response: Option<String>,
 }
 
 /// A notification checked and ready to store.

@@ -10,7 +10,7 @@
 use crate::engine::Inner;
 use crate::error::WebhooksError;
 use crate::model::{
-    self, Actor, Created, NotificationIn, NotificationOut, PreviousSecret, SecretOut,
+    self, Actor, CreatedNotificationOut, NotificationIn, NotificationOut, PreviousSecret, SecretOut,
 };
 use crate::registry::Notification;
 use crate::signing::SigningSecret;
@@ -34,7 +34,7 @@ impl Inner {
         project: &str,
         input: NotificationIn,
         actor: &Actor,
-    ) -> Result<Created, WebhooksError> {
+    ) -> Result<CreatedNotificationOut, WebhooksError> {
         model::validate_project(project)?;
         let v = model::validate(input)?;
         let headers = model::resolve_masked(v.headers, &Default::default())?;
@@ -64,7 +64,7 @@ impl Inner {
             .await?;
         self.start_workers();
         self.flush_outbox().await;
-        Ok(Created {
+        Ok(CreatedNotificationOut {
             notification: n.out(),
             secret: text,
         })

@@ -11,8 +11,8 @@ use crate::error::WebhooksError;
 use crate::registry::Notification;
 use crate::signing::signature_header;
 use crate::ssrf;
+use cds_events_model::api::PingOut;
 use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
-use serde::Serialize;
 use std::time::{Duration, Instant};
 
 /// The longest `Retry-After` honoured; a longer one is cut to this.
@@ -22,56 +22,35 @@ const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
 const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
 const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
 
-/// How an attempt ended (the `outcome` label of
-/// `cds_events_webhook_attempts_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OutcomeKind {
-    /// A 2xx answer.
-    Success,
-    /// Any other answer.
-    HttpError,
-    /// No complete answer within the timeout.
-    Timeout,
-    /// No connection, or the connection failed.
-    ConnectError,
-    /// The address is not public and private targets are not allowed.
-    Refused,
-}
-
-impl OutcomeKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OutcomeKind::Success => "success",
-            OutcomeKind::HttpError => "http_error",
-            OutcomeKind::Timeout => "timeout",
-            OutcomeKind::ConnectError => "connect_error",
-            OutcomeKind::Refused => "refused",
-        }
-    }
-}
+/// How an attempt ended; also the `outcome` label of
+/// `cds_events_webhook_attempts_total`.
+pub use cds_events_model::api::OutcomeKind;
 
 /// What one attempt gave.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct AttemptOutcome {
     pub outcome: OutcomeKind,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub status_code: Option<u16>,
-    #[serde(serialize_with = "as_millis")]
     pub latency: Duration,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// The start of the response body (at most `max_response_excerpt` bytes).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub response: Option<String>,
     /// The receiver's `Retry-After` on a 429 or 503, capped at
     /// [`MAX_RETRY_AFTER`].
-    #[serde(skip)]
     pub retry_after: Option<Duration>,
 }
 
-fn as_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(d.as_millis() as u64)
+/// A test ping's outcome as the API answers it.
+impl From<AttemptOutcome> for PingOut {
+    fn from(o: AttemptOutcome) -> PingOut {
+        PingOut {
+            outcome: o.outcome,
+            status_code: o.status_code,
+            latency: o.latency.as_millis() as u64,
+            error: o.error,
+            response: o.response,
+        }
+    }
 }
 
 impl AttemptOutcome {

@@ -72,12 +72,13 @@ impl Sink {
         for i in 0..n {
             let project = super::project_key(i % projects);
             let name = format!("sim-{stamp}-{i}");
+            let input = cds_events_model::api::NotificationIn {
+                name: name.clone(),
+                webhook_url: url.clone(),
+                ..Default::default()
+            };
             client
-                .send_json(
-                    reqwest::Method::POST,
-                    &format!("/v2/project/{project}/notification"),
-                    Some(&serde_json::json!({"name": name, "webhook_url": url})),
-                )
+                .create_notification(&project, &input)
                 .await
                 .context("creating a notification (is CDS_EVENTS_WEBHOOK_ALLOW_PRIVATE=1 set on the server?)")?;
             created.push((project, name));
@@ -111,13 +112,7 @@ impl Sink {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         for (project, name) in &self.created {
-            client
-                .send_json(
-                    reqwest::Method::DELETE,
-                    &format!("/v2/project/{project}/notification/{name}"),
-                    None,
-                )
-                .await?;
+            client.delete_notification(project, name).await?;
         }
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         let deliveries = seen.ids.len() as u64;

@@ -8,18 +8,23 @@
 //! `manage-notifications:PROJECT`.
 
 use crate::auth::{Caller, forbidden, require_admin};
-use crate::error::{ApiError, ErrorBody};
+use crate::error::{
+    AdminOnly, ApiError, ErrorBody, NotificationManager, NotificationReader, ProjectManager,
+    ProjectReader,
+};
 use crate::state::AppState;
 use axum::extract::{Path, Query, State, rejection::JsonRejection};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{self, post};
 use axum::{Json, Router};
 use cds_events_auth::Principal;
-use cds_events_webhooks::{Actor, DeliveryStatus, NotificationIn};
+use cds_events_model::api::{
+    CreatedNotificationOut, DeliveryDetail, DeliveryOut, DeliveryPage, DeliveryStatus,
+    NotificationIn, NotificationOut, PingOut, RedeliveredOut, SecretOut,
+};
+use cds_events_webhooks::Actor;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 /// `/v2/project/{project}/notification…` and the admin's key rotation.
 pub fn router() -> Router<AppState> {
@@ -98,78 +103,85 @@ fn may_manage(p: &Principal, project: &str) -> Result<(), ApiError> {
 /// List a project's notifications (header values masked).
 #[utoipa::path(get, path = "/v2/project/{projectKey}/notification", tag = "notifications",
     params(("projectKey" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, description = "the project's notifications, CDS JSON, header values masked", body = Object)))]
+    responses(
+        (status = 200, description = "the project's notifications, CDS JSON, header values masked", body = Vec<NotificationOut>),
+        ProjectReader,
+    ))]
 pub async fn list(
     State(st): State<AppState>,
     caller: Caller,
     Path(project): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<NotificationOut>>, ApiError> {
     may_read(&caller, &project)?;
-    Ok(Json(json!(st.webhooks.list(&project).await?)))
+    Ok(Json(st.webhooks.list(&project).await?))
 }
 
 /// Create a notification. The answer carries its signing secret (`secret`,
 /// `whsec_…`), shown this once; managers can read it again at `…/secret`.
 #[utoipa::path(post, path = "/v2/project/{projectKey}/notification", tag = "notifications",
-    params(("projectKey" = String, Path)), security(("bearer" = [])), request_body = Object,
+    params(("projectKey" = String, Path)), security(("bearer" = [])), request_body = NotificationIn,
     responses(
-        (status = 201, description = "created; the notification plus `secret`", body = Object),
+        (status = 201, description = "created; the notification plus `secret`", body = CreatedNotificationOut),
         (status = 400, description = "an invalid field, named in details", body = ErrorBody),
         (status = 409, description = "the name is taken in this project", body = ErrorBody),
+        ProjectManager,
     ))]
 pub async fn create(
     State(st): State<AppState>,
     caller: Caller,
     Path(project): Path<String>,
     body: Result<Json<NotificationIn>, JsonRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<(StatusCode, Json<CreatedNotificationOut>), ApiError> {
     may_manage(&caller, &project)?;
     let Json(input) = body?;
     let created = st.webhooks.create(&project, input, &actor(&caller)).await?;
-    let mut out = json!(created.notification);
-    out["secret"] = Value::String(created.secret);
-    Ok((StatusCode::CREATED, Json(out)).into_response())
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 /// One notification (header values masked).
 #[utoipa::path(get, path = "/v2/project/{projectKey}/notification/{name}", tag = "notifications",
     params(("projectKey" = String, Path), ("name" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, description = "the notification", body = Object),
-              (status = 404, description = "no such notification", body = ErrorBody)))]
+    responses(
+        (status = 200, description = "the notification", body = NotificationOut),
+        NotificationReader,
+    ))]
 pub async fn get(
     State(st): State<AppState>,
     caller: Caller,
     Path((project, name)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<NotificationOut>, ApiError> {
     may_read(&caller, &project)?;
-    Ok(Json(json!(st.webhooks.get(&project, &name).await?)))
+    Ok(Json(st.webhooks.get(&project, &name).await?))
 }
 
 /// Replace a notification. A header value of `***` keeps the stored one, so
 /// what a GET returned can be sent back.
 #[utoipa::path(put, path = "/v2/project/{projectKey}/notification/{name}", tag = "notifications",
-    params(("projectKey" = String, Path), ("name" = String, Path)), security(("bearer" = [])), request_body = Object,
-    responses((status = 200, description = "the notification as stored", body = Object),
-              (status = 400, description = "an invalid field, named in details", body = ErrorBody)))]
+    params(("projectKey" = String, Path), ("name" = String, Path)), security(("bearer" = [])), request_body = NotificationIn,
+    responses(
+        (status = 200, description = "the notification as stored", body = NotificationOut),
+        (status = 400, description = "an invalid field, named in details", body = ErrorBody),
+        NotificationManager,
+    ))]
 pub async fn update(
     State(st): State<AppState>,
     caller: Caller,
     Path((project, name)): Path<(String, String)>,
     body: Result<Json<NotificationIn>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<NotificationOut>, ApiError> {
     may_manage(&caller, &project)?;
     let Json(input) = body?;
     let out = st
         .webhooks
         .update(&project, &name, input, &actor(&caller))
         .await?;
-    Ok(Json(json!(out)))
+    Ok(Json(out))
 }
 
 /// Delete a notification; its pending deliveries are dropped.
 #[utoipa::path(delete, path = "/v2/project/{projectKey}/notification/{name}", tag = "notifications",
     params(("projectKey" = String, Path), ("name" = String, Path)), security(("bearer" = [])),
-    responses((status = 204, description = "deleted")))]
+    responses((status = 204, description = "deleted"), NotificationManager))]
 pub async fn delete(
     State(st): State<AppState>,
     caller: Caller,
@@ -184,56 +196,62 @@ pub async fn delete(
 /// during a rotation's overlap).
 #[utoipa::path(get, path = "/v2/project/{projectKey}/notification/{name}/secret", tag = "notifications",
     params(("projectKey" = String, Path), ("name" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, description = "`{secret, previous?: {secret, valid_until}}`", body = Object)))]
+    responses(
+        (status = 200, description = "the secret, and the previous one during a rotation's overlap", body = SecretOut),
+        NotificationManager,
+    ))]
 pub async fn secret(
     State(st): State<AppState>,
     caller: Caller,
     Path((project, name)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SecretOut>, ApiError> {
     may_manage(&caller, &project)?;
-    Ok(Json(json!(st.webhooks.secret(&project, &name).await?)))
+    Ok(Json(st.webhooks.secret(&project, &name).await?))
 }
 
 /// A new signing secret; the old one stays valid (and is signed with too)
 /// for `webhooks.secret_overlap`.
 #[utoipa::path(post, path = "/v2/project/{projectKey}/notification/{name}/secret/rotate", tag = "notifications",
     params(("projectKey" = String, Path), ("name" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, description = "the new secret and the previous one", body = Object)))]
+    responses(
+        (status = 200, description = "the new secret and the previous one", body = SecretOut),
+        NotificationManager,
+    ))]
 pub async fn rotate_secret(
     State(st): State<AppState>,
     caller: Caller,
     Path((project, name)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SecretOut>, ApiError> {
     may_manage(&caller, &project)?;
     let out = st
         .webhooks
         .rotate_secret(&project, &name, &actor(&caller))
         .await?;
-    Ok(Json(json!(out)))
+    Ok(Json(out))
 }
 
 /// Turn a notification back on, after it was disabled for failing (pending
 /// deliveries resume), or by hand.
 #[utoipa::path(post, path = "/v2/project/{projectKey}/notification/{name}/enable", tag = "notifications",
     params(("projectKey" = String, Path), ("name" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, description = "the notification", body = Object)))]
+    responses((status = 200, description = "the notification", body = NotificationOut), NotificationManager))]
 pub async fn enable(
     State(st): State<AppState>,
     caller: Caller,
     Path((project, name)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<NotificationOut>, ApiError> {
     set_enabled(st, &caller, project, name, true).await
 }
 
 /// Turn a notification off: no new deliveries; pending ones wait.
 #[utoipa::path(post, path = "/v2/project/{projectKey}/notification/{name}/disable", tag = "notifications",
     params(("projectKey" = String, Path), ("name" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, description = "the notification", body = Object)))]
+    responses((status = 200, description = "the notification", body = NotificationOut), NotificationManager))]
 pub async fn disable(
     State(st): State<AppState>,
     caller: Caller,
     Path((project, name)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<NotificationOut>, ApiError> {
     set_enabled(st, &caller, project, name, false).await
 }
 
@@ -243,13 +261,13 @@ async fn set_enabled(
     project: String,
     name: String,
     enabled: bool,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<NotificationOut>, ApiError> {
     may_manage(caller, &project)?;
     let out = st
         .webhooks
         .set_enabled(&project, &name, enabled, &actor(caller))
         .await?;
-    Ok(Json(json!(out)))
+    Ok(Json(out))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -267,13 +285,17 @@ pub struct DeliveriesParams {
 /// A notification's deliveries, newest first.
 #[utoipa::path(get, path = "/v2/project/{projectKey}/notification/{name}/deliveries", tag = "notifications",
     params(("projectKey" = String, Path), ("name" = String, Path), DeliveriesParams), security(("bearer" = [])),
-    responses((status = 200, description = "`{deliveries: […], next_cursor?}`", body = Object)))]
+    responses(
+        (status = 200, description = "a page of deliveries", body = DeliveryPage),
+        (status = 400, description = "an invalid parameter", body = ErrorBody),
+        NotificationReader,
+    ))]
 pub async fn deliveries(
     State(st): State<AppState>,
     caller: Caller,
     Path((project, name)): Path<(String, String)>,
     params: Result<Query<DeliveriesParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeliveryPage>, ApiError> {
     may_read(&caller, &project)?;
     let Query(p) = params?;
     let status = match p.status.as_deref() {
@@ -292,38 +314,41 @@ pub async fn deliveries(
             p.limit.unwrap_or(100),
         )
         .await?;
-    Ok(Json(json!(page)))
+    Ok(Json(page))
 }
 
 /// One delivery with every attempt: time, status code, latency, error,
 /// response excerpt.
 #[utoipa::path(get, path = "/v2/project/{projectKey}/notification/{name}/deliveries/{id}", tag = "notifications",
     params(("projectKey" = String, Path), ("name" = String, Path), ("id" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, description = "`{delivery, attempts}`", body = Object)))]
+    responses(
+        (status = 200, description = "the delivery and its attempts", body = DeliveryDetail),
+        NotificationReader,
+    ))]
 pub async fn delivery(
     State(st): State<AppState>,
     caller: Caller,
     Path((project, name, id)): Path<(String, String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeliveryDetail>, ApiError> {
     may_read(&caller, &project)?;
-    let d = st.webhooks.delivery(&project, &name, &id).await?;
-    Ok(Json(
-        json!({"delivery": d.delivery, "attempts": d.attempts}),
-    ))
+    Ok(Json(st.webhooks.delivery(&project, &name, &id).await?))
 }
 
 /// Send one delivery again (same `webhook-id`, fresh attempt budget).
 #[utoipa::path(post, path = "/v2/project/{projectKey}/notification/{name}/deliveries/{id}/redeliver", tag = "notifications",
     params(("projectKey" = String, Path), ("name" = String, Path), ("id" = String, Path)), security(("bearer" = [])),
-    responses((status = 202, description = "queued again", body = Object)))]
+    responses(
+        (status = 202, description = "queued again; the delivery as it now stands", body = DeliveryOut),
+        NotificationManager,
+    ))]
 pub async fn redeliver(
     State(st): State<AppState>,
     caller: Caller,
     Path((project, name, id)): Path<(String, String, String)>,
-) -> Result<Response, ApiError> {
+) -> Result<(StatusCode, Json<DeliveryOut>), ApiError> {
     may_manage(&caller, &project)?;
     let d = st.webhooks.redeliver(&project, &name, &id).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!(d))).into_response())
+    Ok((StatusCode::ACCEPTED, Json(d)))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -337,13 +362,17 @@ pub struct RedeliverParams {
 /// Send again every failed delivery created since a time.
 #[utoipa::path(post, path = "/v2/project/{projectKey}/notification/{name}/redeliver", tag = "notifications",
     params(("projectKey" = String, Path), ("name" = String, Path), RedeliverParams), security(("bearer" = [])),
-    responses((status = 202, description = "`{redelivered: N}`", body = Object)))]
+    responses(
+        (status = 202, description = "how many were queued again", body = RedeliveredOut),
+        (status = 400, description = "an invalid parameter", body = ErrorBody),
+        NotificationManager,
+    ))]
 pub async fn redeliver_failed(
     State(st): State<AppState>,
     caller: Caller,
     Path((project, name)): Path<(String, String)>,
     params: Result<Query<RedeliverParams>, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, ApiError> {
+) -> Result<(StatusCode, Json<RedeliveredOut>), ApiError> {
     may_manage(&caller, &project)?;
     let Query(p) = params?;
     let since: DateTime<Utc> = DateTime::parse_from_rfc3339(&p.since)
@@ -353,26 +382,33 @@ pub async fn redeliver_failed(
         .webhooks
         .redeliver_failed_since(&project, &name, since)
         .await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({"redelivered": n}))).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(RedeliveredOut { redelivered: n }),
+    ))
 }
 
 /// Send a signed ping to the endpoint now and report how it went (not stored).
 #[utoipa::path(post, path = "/v2/project/{projectKey}/notification/{name}/test", tag = "notifications",
     params(("projectKey" = String, Path), ("name" = String, Path)), security(("bearer" = [])),
-    responses((status = 200, description = "`{outcome, status_code?, latency, error?, response?}`", body = Object)))]
+    responses(
+        (status = 200, description = "how the endpoint answered", body = PingOut),
+        NotificationManager,
+    ))]
 pub async fn test(
     State(st): State<AppState>,
     caller: Caller,
     Path((project, name)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PingOut>, ApiError> {
     may_manage(&caller, &project)?;
-    Ok(Json(json!(st.webhooks.test(&project, &name).await?)))
+    Ok(Json(st.webhooks.test(&project, &name).await?.into()))
 }
 
 /// Rotate the master key that encrypts headers and secrets at rest (admin).
 #[utoipa::path(post, path = "/v2/admin/webhooks/rotate-key", tag = "notifications", security(("bearer" = [])),
     responses((status = 204, description = "every value re-encrypted under a new key"),
-              (status = 409, description = "the key comes from the configuration", body = ErrorBody)))]
+              (status = 409, description = "the key comes from the configuration", body = ErrorBody),
+              AdminOnly))]
 pub async fn rotate_key(
     State(st): State<AppState>,
     caller: Caller,

@@ -8,11 +8,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use cds_events_auth::{AuditEntry, Grant, TokenInfo};
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use cds_events_auth::Grant;
+use cds_events_model::api::{AuditEntry, CreatedTokenOut, TicketOut, TokenIn, TokenOut};
+use serde::Deserialize;
 use serde_json::json;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 
 /// `/v2/auth/*`.
 pub fn router() -> Router<AppState> {
@@ -21,50 +21,6 @@ pub fn router() -> Router<AppState> {
         .route("/v2/auth/tokens/{id}", delete(revoke))
         .route("/v2/auth/ticket", post(ticket))
         .route("/v2/auth/audit", get(audit))
-}
-
-/// A token to create.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TokenIn {
-    pub name: String,
-    /// `admin`, `publish`, `publish:PROJ`, `read:PROJ`, `read:*`, `read-global`, `manage-notifications:PROJ`.
-    pub grants: Vec<String>,
-    /// RFC 3339; no expiry when absent.
-    pub expires_at: Option<DateTime<Utc>>,
-}
-
-/// A token as listed: never its secret.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TokenOut {
-    pub id: String,
-    pub name: String,
-    pub grants: Vec<String>,
-    pub created_at: DateTime<Utc>,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub created_by: Option<String>,
-}
-
-impl From<TokenInfo> for TokenOut {
-    fn from(t: TokenInfo) -> Self {
-        TokenOut {
-            id: t.id,
-            name: t.name,
-            grants: t.grants.iter().map(Grant::to_string).collect(),
-            created_at: t.created_at,
-            expires_at: t.expires_at,
-            created_by: t.created_by,
-        }
-    }
-}
-
-/// A token just created, with its secret: shown this once.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CreatedTokenOut {
-    #[serde(flatten)]
-    pub info: TokenOut,
-    /// The bearer secret. It is not stored and cannot be shown again.
-    pub token: String,
 }
 
 /// Create a token (admin).
@@ -139,13 +95,6 @@ pub async fn revoke(
     }
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TicketOut {
-    /// Pass as `?ticket=` on a GET, once, within `expires_in` seconds.
-    pub ticket: String,
-    pub expires_in: u64,
-}
-
 /// A short-lived, single-use ticket standing for the caller's token, for
 /// clients that cannot send headers (browser WebSocket, EventSource).
 #[utoipa::path(post, path = "/v2/auth/ticket", tag = "auth", security(("bearer" = [])),
@@ -174,7 +123,7 @@ pub struct AuditParams {
 /// The audit trail, newest first (admin).
 #[utoipa::path(get, path = "/v2/auth/audit", tag = "auth", params(AuditParams), security(("bearer" = [])),
     responses(
-        (status = 200, description = "token creations and revocations", body = Vec<serde_json::Value>),
+        (status = 200, description = "token creations and revocations", body = Vec<AuditEntry>),
         AdminOnly,
     ))]
 pub async fn audit(
