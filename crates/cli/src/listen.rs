@@ -1,7 +1,8 @@
 //! `listen`: follow events live, reconnecting without gaps.
 
-use crate::{FilterArgs, ServerArgs};
+use crate::ServerArgs;
 use cds_events_client::{ClientError, StreamItem};
+use cds_events_model::FilterText;
 use clap::Args;
 use serde_json::Value;
 use std::time::Duration;
@@ -10,8 +11,9 @@ use std::time::Duration;
 pub struct ListenArgs {
     #[command(flatten)]
     server: ServerArgs,
+    /// The query API's filters, as flags.
     #[command(flatten)]
-    filters: FilterArgs,
+    filters: FilterText,
     /// The job queue (as `cdsctl events listen --queue`): job state changes.
     #[arg(long)]
     queue: bool,
@@ -30,8 +32,8 @@ const QUEUE: &str = "RunJobEnqueued,RunJobBlocked,RunJobCancelled,RunJobSkipped,
 
 pub async fn run(a: ListenArgs) -> anyhow::Result<()> {
     let client = a.server.client(1)?;
-    let mut params = a.filters.params();
-    if a.queue && a.filters.event_type.is_none() {
+    let mut params = a.filters.to_pairs();
+    if a.queue && a.filters.types.is_none() {
         params.push(("type".into(), QUEUE.to_owned()));
     }
     // A number is a sequence to resume after; anything else a time filter

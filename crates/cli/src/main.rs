@@ -50,64 +50,6 @@ enum Command {
     Notification(notification::NotificationCommand),
 }
 
-/// The query API's filters as flags, shared by `query` and `listen`.
-#[derive(Debug, Clone, Args)]
-pub struct FilterArgs {
-    /// Project key(s), comma-separated.
-    #[arg(long)]
-    pub project: Option<String>,
-    /// Type(s): exact, comma-separated, or a prefix like `RunJob*`.
-    #[arg(long = "type")]
-    pub event_type: Option<String>,
-    #[arg(long)]
-    pub family: Option<String>,
-    #[arg(long)]
-    pub vcs: Option<String>,
-    #[arg(long)]
-    pub repository: Option<String>,
-    #[arg(long)]
-    pub workflow: Option<String>,
-    #[arg(long)]
-    pub workflow_run_id: Option<String>,
-    #[arg(long)]
-    pub run_job_id: Option<String>,
-    #[arg(long)]
-    pub job_id: Option<String>,
-    /// User id or name.
-    #[arg(long)]
-    pub user: Option<String>,
-    #[arg(long)]
-    pub region: Option<String>,
-    #[arg(long)]
-    pub hatchery: Option<String>,
-    #[arg(long)]
-    pub status: Option<String>,
-}
-
-impl FilterArgs {
-    /// The given filters as query-string pairs.
-    pub fn params(&self) -> Vec<(String, String)> {
-        [
-            ("project_key", &self.project),
-            ("type", &self.event_type),
-            ("family", &self.family),
-            ("vcs_name", &self.vcs),
-            ("repository", &self.repository),
-            ("workflow", &self.workflow),
-            ("workflow_run_id", &self.workflow_run_id),
-            ("run_job_id", &self.run_job_id),
-            ("job_id", &self.job_id),
-            ("user", &self.user),
-            ("region", &self.region),
-            ("hatchery", &self.hatchery),
-            ("status", &self.status),
-        ]
-        .into_iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| (k.to_owned(), v.clone())))
-        .collect()
-    }
-}
-
 /// Where the server is and how to prove who we are.
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {

@@ -1,6 +1,7 @@
 //! `query` and `types`.
 
-use crate::{FilterArgs, ServerArgs};
+use crate::ServerArgs;
+use cds_events_model::FilterText;
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 
@@ -14,8 +15,9 @@ pub enum Output {
 pub struct QueryArgs {
     #[command(flatten)]
     server: ServerArgs,
+    /// The query API's filters, as flags.
     #[command(flatten)]
-    filters: FilterArgs,
+    filters: FilterText,
     /// RFC 3339 lower bound on the event time.
     #[arg(long)]
     since: Option<String>,
@@ -39,7 +41,7 @@ pub struct QueryArgs {
 
 pub async fn run(a: QueryArgs) -> anyhow::Result<()> {
     let client = a.server.client(1)?;
-    let mut params = a.filters.params();
+    let mut params = a.filters.to_pairs();
     for (k, v) in [("since", &a.since), ("until", &a.until)] {
         if let Some(v) = v {
             params.push((k.to_owned(), v.clone()));

@@ -7,37 +7,21 @@
 use crate::auth::forbidden;
 use crate::error::ApiError;
 use cds_events_auth::{Principal, ReadScope};
-use cds_events_model::EventFilter;
+use cds_events_model::{EventFilter, FilterText};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-/// Query-string filters of `GET /v2/events` (and, later, of the live streams).
+/// The query string of `GET /v2/events` and of the SSE stream: the filter
+/// keys (declared once, in [`FilterText`]) and the paging.
+///
+/// The document lists the filter keys from `FilterText`'s own `IntoParams`:
+/// a handler names both, `params(FilterText, EventsParams)`.
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct EventsParams {
-    /// Project key; a comma-separated list means any of them.
-    pub project_key: Option<String>,
-    /// Exact type, comma-separated list, or prefix with a trailing `*` (`RunJob*`).
-    #[serde(rename = "type")]
-    #[param(rename = "type")]
-    pub event_type: Option<String>,
-    /// Family name(s), comma-separated (`WorkflowRunJob`).
-    pub family: Option<String>,
-    pub vcs_name: Option<String>,
-    pub repository: Option<String>,
-    pub workflow: Option<String>,
-    pub workflow_run_id: Option<String>,
-    pub run_job_id: Option<String>,
-    pub job_id: Option<String>,
-    /// User id or username.
-    pub user: Option<String>,
-    pub region: Option<String>,
-    pub hatchery: Option<String>,
-    pub status: Option<String>,
-    /// RFC 3339; events at or after.
-    pub since: Option<String>,
-    /// RFC 3339; events at or before.
-    pub until: Option<String>,
+    #[serde(flatten)]
+    #[param(ignore)]
+    pub filter: FilterText,
     /// A `next_cursor` from a previous page: continue after it.
     pub cursor: Option<String>,
     /// Page size (default 100, max 1000).
@@ -49,25 +33,9 @@ pub struct EventsParams {
 impl EventsParams {
     /// The filter part, validated; an error names the parameter.
     pub fn filter(&self) -> Result<EventFilter, ApiError> {
-        cds_events_model::FilterText {
-            projects: self.project_key.as_deref(),
-            types: self.event_type.as_deref(),
-            family: self.family.as_deref(),
-            vcs_name: self.vcs_name.as_deref(),
-            repository: self.repository.as_deref(),
-            workflow: self.workflow.as_deref(),
-            workflow_run_id: self.workflow_run_id.as_deref(),
-            run_job_id: self.run_job_id.as_deref(),
-            job_id: self.job_id.as_deref(),
-            user: self.user.as_deref(),
-            region: self.region.as_deref(),
-            hatchery: self.hatchery.as_deref(),
-            status: self.status.as_deref(),
-            since: self.since.as_deref(),
-            until: self.until.as_deref(),
-        }
-        .parse()
-        .map_err(|e| ApiError::bad_param(e.field.as_deref().unwrap_or("filter"), e.message))
+        self.filter
+            .parse()
+            .map_err(|e| ApiError::bad_param(e.field.as_deref().unwrap_or("filter"), e.message))
     }
 }
 
@@ -100,4 +68,49 @@ pub fn restrict_to_readable(caller: &Principal, filter: &mut EventFilter) -> Res
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::extract::Query;
+    use axum::http::Uri;
+
+    fn params(query: &str) -> EventsParams {
+        let uri: Uri = format!("/v2/events?{query}").parse().expect("uri");
+        Query::<EventsParams>::try_from_uri(&uri)
+            .expect("parameters")
+            .0
+    }
+
+    #[test]
+    fn the_query_string_names_the_filter_keys_as_it_always_did() {
+        let p = params(
+            "project_key=A,B&type=RunJob*&family=WorkflowRun&vcs_name=gh&user=u&since=2024-01-01T00:00:00Z&cursor=7&limit=5&order=desc",
+        );
+        assert_eq!(p.filter.projects.as_deref(), Some("A,B"));
+        assert_eq!(p.filter.types.as_deref(), Some("RunJob*"));
+        assert_eq!(p.filter.vcs_name.as_deref(), Some("gh"));
+        assert_eq!(p.filter.since.as_deref(), Some("2024-01-01T00:00:00Z"));
+        assert_eq!(
+            (p.cursor.as_deref(), p.limit.as_deref(), p.order.as_deref()),
+            (Some("7"), Some("5"), Some("desc"))
+        );
+        let f = p.filter().expect("a valid filter");
+        assert_eq!(f.projects, ["A", "B"]);
+        assert_eq!(f.user.as_deref(), Some("u"));
+    }
+
+    #[test]
+    fn the_websocket_names_of_a_filter_mean_nothing_in_a_query_string() {
+        let p = params("types=RunJobEnded&projects=A");
+        assert_eq!(p.filter, FilterText::default());
+    }
+
+    #[test]
+    fn a_bad_filter_value_is_named_in_the_error() {
+        let e = params("type=Nope").filter().expect_err("refused");
+        assert_eq!(e.code, "invalid_parameter");
+        assert!(e.message.starts_with("type: "), "{}", e.message);
+    }
 }

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing;
 use cds_events_auth::Principal;
 use cds_events_log::{NewEvent, Order, Seq};
+use cds_events_model::FilterText;
 use cds_events_model::{BatchError, EventType, Family};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -251,7 +252,7 @@ fn nonempty(s: &Option<String>) -> Option<String> {
 /// Filters combine with AND. Pages follow the sequence order; pass
 /// `next_cursor` back as `cursor` for the next page (`null`: no more now).
 #[utoipa::path(
-    get, path = "/v2/events", tag = "events", params(EventsParams), security(("bearer" = [])),
+    get, path = "/v2/events", tag = "events", params(FilterText, EventsParams), security(("bearer" = [])),
     responses(
         (status = 200, description = "a page of events, each with its sequence number beside it", body = PageSchema),
         (status = 400, description = "an invalid parameter, named in the error", body = ErrorBody),

@@ -16,6 +16,7 @@ use axum::routing::get;
 use bytes::{Bytes, BytesMut};
 use cds_events_hub::{Feed, FeedError, Matcher};
 use cds_events_log::Seq;
+use cds_events_model::FilterText;
 use futures_util::StreamExt;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -37,11 +38,12 @@ fn resume_point(headers: &HeaderMap, params: &mut EventsParams) -> Result<Option
         return Ok(Some(Seq(n)));
     }
     if let Some(n) = params
+        .filter
         .since
         .as_deref()
         .and_then(|s| s.trim().parse::<u64>().ok())
     {
-        params.since = None;
+        params.filter.since = None;
         return Ok(Some(Seq(n)));
     }
     match params.cursor.take() {
@@ -60,7 +62,7 @@ fn resume_point(headers: &HeaderMap, params: &mut EventsParams) -> Result<Option
 /// keeps proxies from closing an idle stream. A client too far behind gets an
 /// `event: lagged` message with `{"resume_from":N}`; at shutdown, an
 /// `event: shutdown` message with the same; then the stream ends.
-#[utoipa::path(get, path = "/v2/events/stream", tag = "events", params(EventsParams), security(("bearer" = [])),
+#[utoipa::path(get, path = "/v2/events/stream", tag = "events", params(FilterText, EventsParams), security(("bearer" = [])),
     responses(
         (status = 200, description = "text/event-stream of full events, id = sequence number", content_type = "text/event-stream", body = String),
         (status = 400, description = "an invalid parameter", body = ErrorBody),

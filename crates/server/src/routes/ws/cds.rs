@@ -10,7 +10,7 @@ use super::QUEUE_TYPES;
 use cds_events_auth::{Principal, ReadScope};
 use cds_events_hub::Matcher;
 use cds_events_log::Seq;
-use cds_events_model::{DecodeError, EventFilter, EventType, FullEvent, Scope};
+use cds_events_model::{DecodeError, EventFilter, EventType, FilterText, FullEvent, Scope};
 use serde::Deserialize;
 use serde_json::Value;
 use std::sync::Arc;
@@ -58,8 +58,10 @@ const RUN_TYPES: &[EventType] = &[
     EventType::RunEnded,
     EventType::RunRestart,
 ];
-/// One filter as a client sends it: CDS's four keys, plus the query API's
-/// keys for our `events` type.
+
+/// One filter as a client sends it: CDS's four keys, plus, for our `events`
+/// type, the query API's filter keys ([`FilterText`]) under the same names,
+/// except that the types are `types` (`type` is the filter's own).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct FilterIn {
@@ -68,20 +70,12 @@ pub struct FilterIn {
     pub project_key: String,
     pub project_runs_params: String,
     pub purge_report_id: String,
-    // The `events` superset.
     /// Event types: exact, comma list or `Prefix*`.
     pub types: Option<String>,
-    pub family: Option<String>,
-    pub vcs_name: Option<String>,
-    pub repository: Option<String>,
-    pub workflow: Option<String>,
-    pub workflow_run_id: Option<String>,
-    pub run_job_id: Option<String>,
-    pub job_id: Option<String>,
-    pub user: Option<String>,
-    pub region: Option<String>,
-    pub hatchery: Option<String>,
-    pub status: Option<String>,
+    /// The other keys of an `events` filter. `project_key` and `type` never
+    /// land here: the keys above take them first.
+    #[serde(flatten)]
+    pub conditions: FilterText,
 }
 
 /// A compiled filter.
@@ -239,22 +233,13 @@ impl CdsFilterSet {
                     Compiled::Global
                 }
                 "events" => {
-                    let ef = cds_events_model::FilterText {
-                        projects: Some(pk),
-                        types: f.types.as_deref(),
-                        family: f.family.as_deref(),
-                        vcs_name: f.vcs_name.as_deref(),
-                        repository: f.repository.as_deref(),
-                        workflow: f.workflow.as_deref(),
-                        workflow_run_id: f.workflow_run_id.as_deref(),
-                        run_job_id: f.run_job_id.as_deref(),
-                        job_id: f.job_id.as_deref(),
-                        user: f.user.as_deref(),
-                        region: f.region.as_deref(),
-                        hatchery: f.hatchery.as_deref(),
-                        status: f.status.as_deref(),
+                    let ef = FilterText {
+                        projects: Some(pk.to_owned()),
+                        types: f.types.clone(),
+                        // A live filter has no time bounds: `since` resumes.
                         since: None,
                         until: None,
+                        ..f.conditions.clone()
                     }
                     .parse()
                     .map_err(Refused::Events)?;
@@ -433,6 +418,29 @@ mod tests {
             &["admin"],
         );
         assert!(refusal(e).starts_with("unknown event type \"Nope\""));
+    }
+
+    #[test]
+    fn an_events_filter_takes_the_query_keys_but_no_time_bounds() {
+        let r = parse_request(
+            r#"{"type":"events","project_key":"A","types":"RunJobEnded","vcs_name":"gh","since":"2030-01-01T00:00:00Z"}"#,
+        )
+        .expect("a filter");
+        let f = &r.filters.expect("filters")[0];
+        assert_eq!(f.conditions.vcs_name.as_deref(), Some("gh"));
+        assert_eq!(f.conditions.projects, None, "project_key is CDS's key");
+        assert_eq!(f.conditions.types, None, "type is the filter's own");
+        let set =
+            CdsFilterSet::compile(std::slice::from_ref(f), reader(&["admin"])).expect("accepted");
+        match &set.filters[0] {
+            Compiled::Events(ef) => {
+                assert_eq!(ef.projects, ["A"]);
+                assert_eq!(ef.types.as_ref().map(|t| t.len()), Some(1));
+                assert_eq!(ef.vcs_name.as_deref(), Some("gh"));
+                assert_eq!(ef.since, None);
+            }
+            other => panic!("compiled as {other:?}"),
+        }
     }
 
     #[test]
