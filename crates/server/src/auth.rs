@@ -4,7 +4,8 @@
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -72,11 +73,22 @@ pub async fn require_principal(
 /// The caller, as established by [`require_principal`].
 pub type Caller = axum::Extension<std::sync::Arc<Principal>>;
 
-/// Admin-only routes.
-pub fn require_admin(p: &Principal) -> Result<(), ApiError> {
-    if p.is_admin() {
-        Ok(())
-    } else {
-        Err(forbidden("this needs an admin token"))
+/// An admin caller: a handler that takes one is admin-only, and says so in
+/// its signature; anyone else gets 403 before it runs.
+#[derive(Debug)]
+pub struct Admin(pub std::sync::Arc<Principal>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Admin {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, st: &S) -> Result<Self, Response> {
+        let axum::Extension(caller) = Caller::from_request_parts(parts, st)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        if caller.is_admin() {
+            Ok(Admin(caller))
+        } else {
+            Err(forbidden("this needs an admin token").into_response())
+        }
     }
 }

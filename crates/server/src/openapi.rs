@@ -51,6 +51,10 @@ use utoipa::OpenApi;
         crate::routes::notifications::rotate_key,
         openapi_json,
     ),
+    // Every route needs a bearer token unless it says otherwise
+    // (`security(())`), as the router protects every route but its public
+    // list.
+    security(("bearer" = [])),
     modifiers(&BearerScheme),
     components(schemas(
         FullEventSchema,
@@ -84,7 +88,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// This document.
-#[utoipa::path(get, path = "/v2/openapi.json", tag = "mon",
+#[utoipa::path(get, path = "/v2/openapi.json", tag = "mon", security(()),
     responses((status = 200, description = "the OpenAPI 3 document", body = serde_json::Value)))]
 pub async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
     axum::Json(ApiDoc::openapi())

@@ -74,7 +74,7 @@ fn is_ndjson(headers: &HeaderMap) -> bool {
 /// producer (family) shape or the full-event shape. The batch is
 /// all-or-nothing; the answer comes after the commit.
 #[utoipa::path(
-    post, path = "/v2/events", tag = "events", security(("bearer" = [])),
+    post, path = "/v2/events", tag = "events",
     request_body(content = Vec<FullEventSchema>, description = "one event, an array, or NDJSON",
         content_type = "application/json"),
     responses(
@@ -252,7 +252,7 @@ fn nonempty(s: &Option<String>) -> Option<String> {
 /// Filters combine with AND. Pages follow the sequence order; pass
 /// `next_cursor` back as `cursor` for the next page (`null`: no more now).
 #[utoipa::path(
-    get, path = "/v2/events", tag = "events", params(FilterText, EventsParams), security(("bearer" = [])),
+    get, path = "/v2/events", tag = "events", params(FilterText, EventsParams),
     responses(
         (status = 200, description = "a page of events, each with its sequence number beside it", body = PageSchema),
         (status = 400, description = "an invalid parameter, named in the error", body = ErrorBody),
@@ -339,7 +339,7 @@ pub async fn query(
 /// The body is the bare full event; its sequence number is in the
 /// `cds-events-seq` header.
 #[utoipa::path(
-    get, path = "/v2/events/{id}", tag = "events", security(("bearer" = [])),
+    get, path = "/v2/events/{id}", tag = "events",
     params(("id" = String, Path, description = "the event id")),
     responses(
         (status = 200, description = "the full event", body = FullEventSchema,
@@ -443,7 +443,7 @@ pub fn catalogue() -> CatalogueOut {
 }
 
 /// The event catalogue: families, types, scopes and context fields.
-#[utoipa::path(get, path = "/v2/events/types", tag = "events", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v2/events/types", tag = "events",
     responses(
         (status = 200, description = "the catalogue", body = CatalogueOut),
         NoToken,

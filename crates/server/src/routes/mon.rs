@@ -28,7 +28,7 @@ pub struct VersionOut {
 }
 
 /// Health and storage figures.
-#[utoipa::path(get, path = "/mon/status", tag = "mon",
+#[utoipa::path(get, path = "/mon/status", tag = "mon", security(()),
     responses(
         (status = 200, description = "healthy", body = StatusSchema),
         (status = 503, description = "the log cannot be read", body = StatusSchema),
@@ -56,7 +56,7 @@ pub async fn status(State(st): State<AppState>) -> Response {
 }
 
 /// The running version.
-#[utoipa::path(get, path = "/mon/version", tag = "mon",
+#[utoipa::path(get, path = "/mon/version", tag = "mon", security(()),
     responses((status = 200, description = "name and version", body = VersionOut)))]
 pub async fn version() -> axum::Json<VersionOut> {
     axum::Json(VersionOut {

@@ -62,7 +62,7 @@ fn resume_point(headers: &HeaderMap, params: &mut EventsParams) -> Result<Option
 /// keeps proxies from closing an idle stream. A client too far behind gets an
 /// `event: lagged` message with `{"resume_from":N}`; at shutdown, an
 /// `event: shutdown` message with the same; then the stream ends.
-#[utoipa::path(get, path = "/v2/events/stream", tag = "events", params(FilterText, EventsParams), security(("bearer" = [])),
+#[utoipa::path(get, path = "/v2/events/stream", tag = "events", params(FilterText, EventsParams),
     responses(
         (status = 200, description = "text/event-stream of full events, id = sequence number", content_type = "text/event-stream", body = String),
         (status = 400, description = "an invalid parameter", body = ErrorBody),

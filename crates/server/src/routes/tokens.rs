@@ -1,6 +1,6 @@
 //! `/v2/auth/*`: tokens (admin only), tickets, the audit trail.
 
-use crate::auth::{Caller, require_admin};
+use crate::auth::{Admin, Caller};
 use crate::error::{AdminOnly, ApiError, ErrorBody, NoToken};
 use crate::state::AppState;
 use axum::extract::{Path, Query, State, rejection::JsonRejection};
@@ -25,7 +25,6 @@ pub fn router() -> Router<AppState> {
 
 /// Create a token (admin).
 #[utoipa::path(post, path = "/v2/auth/tokens", tag = "auth", request_body = TokenIn,
-    security(("bearer" = [])),
     responses(
         (status = 201, description = "created; `token` is shown this once", body = CreatedTokenOut),
         (status = 400, description = "invalid name, grant or expiry", body = ErrorBody),
@@ -33,10 +32,9 @@ pub fn router() -> Router<AppState> {
     ))]
 pub async fn create(
     State(st): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
     body: Result<Json<TokenIn>, JsonRejection>,
 ) -> Result<Response, ApiError> {
-    require_admin(&caller)?;
     let Json(input) = body?;
     let mut grants = Vec::with_capacity(input.grants.len());
     for (i, g) in input.grants.iter().enumerate() {
@@ -58,23 +56,19 @@ pub async fn create(
 }
 
 /// List the active tokens (admin).
-#[utoipa::path(get, path = "/v2/auth/tokens", tag = "auth", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v2/auth/tokens", tag = "auth",
     responses(
         (status = 200, description = "the active tokens, without secrets", body = Vec<TokenOut>),
         AdminOnly,
     ))]
-pub async fn list(
-    State(st): State<AppState>,
-    caller: Caller,
-) -> Result<Json<Vec<TokenOut>>, ApiError> {
-    require_admin(&caller)?;
+pub async fn list(State(st): State<AppState>, _: Admin) -> Result<Json<Vec<TokenOut>>, ApiError> {
     Ok(Json(
         st.auth.list()?.into_iter().map(TokenOut::from).collect(),
     ))
 }
 
 /// Revoke a token (admin); effective for the next request.
-#[utoipa::path(delete, path = "/v2/auth/tokens/{id}", tag = "auth", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/v2/auth/tokens/{id}", tag = "auth",
     params(("id" = String, Path, description = "the token id")),
     responses(
         (status = 204, description = "revoked"),
@@ -83,10 +77,9 @@ pub async fn list(
     ))]
 pub async fn revoke(
     State(st): State<AppState>,
-    caller: Caller,
+    Admin(caller): Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    require_admin(&caller)?;
     if st.auth.revoke(&id, &caller)? {
         tracing::info!(token_id = %id, by = %caller.token_id, "token revoked");
         Ok(StatusCode::NO_CONTENT)
@@ -97,7 +90,7 @@ pub async fn revoke(
 
 /// A short-lived, single-use ticket standing for the caller's token, for
 /// clients that cannot send headers (browser WebSocket, EventSource).
-#[utoipa::path(post, path = "/v2/auth/ticket", tag = "auth", security(("bearer" = [])),
+#[utoipa::path(post, path = "/v2/auth/ticket", tag = "auth",
     responses(
         (status = 200, description = "a ticket", body = TicketOut),
         NoToken,
@@ -121,17 +114,16 @@ pub struct AuditParams {
 }
 
 /// The audit trail, newest first (admin).
-#[utoipa::path(get, path = "/v2/auth/audit", tag = "auth", params(AuditParams), security(("bearer" = [])),
+#[utoipa::path(get, path = "/v2/auth/audit", tag = "auth", params(AuditParams),
     responses(
         (status = 200, description = "token creations and revocations", body = Vec<AuditEntry>),
         AdminOnly,
     ))]
 pub async fn audit(
     State(st): State<AppState>,
-    caller: Caller,
+    _: Admin,
     params: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Vec<AuditEntry>>, ApiError> {
-    require_admin(&caller)?;
     let Query(p) = params?;
     let limit = p.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {

@@ -2,12 +2,9 @@
 //! use (`hatchery:REGION`, `hatchery:*`), across projects. The client sends
 //! no filter: its grants are the filter.
 
-use super::{QUEUE_TYPES, WsParams, open};
-use crate::auth::{Caller, forbidden};
+use super::{QUEUE_TYPES, WsParams, WsRequest};
+use crate::auth::forbidden;
 use crate::error::{ApiError, ErrorBody, NoTokenOrTicket};
-use crate::state::AppState;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{Query, State};
 use axum::response::Response;
 use cds_events_hub::Matcher;
 use cds_events_model::FullEvent;
@@ -35,21 +32,16 @@ impl Matcher for HatcheryQueue {
 /// (`hatchery:REGION`, `hatchery:*`), and their later states, so a hatchery
 /// can drop a job that was cancelled or taken. No filter to send; messages
 /// are CDS's; `?since=N` or `{"resume_from":N}` resume.
-#[utoipa::path(get, path = "/v2/hatchery/ws", tag = "streams", params(WsParams), security(("bearer" = [])),
+#[utoipa::path(get, path = "/v2/hatchery/ws", tag = "streams", params(WsParams),
     responses(
         (status = 101, description = "websocket of the job queue of the token's regions"),
         NoTokenOrTicket,
         (status = 403, description = "the token has no hatchery grant", body = ErrorBody),
     ))]
-pub async fn hatchery_ws(
-    State(st): State<AppState>,
-    caller: Caller,
-    params: Query<WsParams>,
-    upgrade: WebSocketUpgrade,
-) -> Result<Response, ApiError> {
-    let Some(regions) = caller.hatchery_regions() else {
+pub async fn hatchery_ws(req: WsRequest) -> Result<Response, ApiError> {
+    let Some(regions) = req.caller.hatchery_regions() else {
         return Err(forbidden("this needs a hatchery:REGION grant"));
     };
     let queue: Arc<dyn Matcher> = Arc::new(HatcheryQueue { regions });
-    open(st, &caller, &params, upgrade, Some(queue))
+    req.open(Some(queue))
 }

@@ -23,8 +23,9 @@ use crate::slot::ConnectionSlot;
 use crate::state::AppState;
 use axum::Router;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
-use axum::response::Response;
+use axum::extract::{FromRequestParts, Query};
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cds::{CdsFilterSet, parse_request};
 use cds_events_auth::Principal;
@@ -65,36 +66,61 @@ pub struct WsParams {
 }
 
 /// The CDS websocket: live events by filter, with resume.
-#[utoipa::path(get, path = "/v2/ws", tag = "streams", params(WsParams), security(("bearer" = [])),
+#[utoipa::path(get, path = "/v2/ws", tag = "streams", params(WsParams),
     responses(
         (status = 101, description = "websocket; see the module documentation for the protocol"),
         NoTokenOrTicket,
     ))]
-pub async fn ws(
-    State(st): State<AppState>,
-    caller: Caller,
-    params: Query<WsParams>,
-    upgrade: WebSocketUpgrade,
-) -> Result<Response, ApiError> {
-    open(st, &caller, &params, upgrade, None)
+pub async fn ws(req: WsRequest) -> Result<Response, ApiError> {
+    req.open(None)
 }
 
-/// Takes a connection slot and upgrades to a [`session`]. `fixed` is the
-/// matcher of an endpoint whose client sends no filters.
-fn open(
+/// What both websocket endpoints take, extracted in this order: the caller,
+/// `?since=N`, the upgrade.
+#[derive(Debug)]
+pub struct WsRequest {
     st: AppState,
-    caller: &Caller,
-    params: &WsParams,
+    caller: Arc<Principal>,
+    since: Option<Seq>,
     upgrade: WebSocketUpgrade,
-    fixed: Option<Arc<dyn Matcher>>,
-) -> Result<Response, ApiError> {
-    let slot = ConnectionSlot::acquire(&st, "ws")?;
-    let since = params.since.map(Seq);
-    let caller = Arc::clone(&caller.0);
-    Ok(
-        configure(upgrade)
-            .on_upgrade(move |socket| session(socket, st, slot, caller, since, fixed)),
-    )
+}
+
+impl FromRequestParts<AppState> for WsRequest {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, Response> {
+        let axum::Extension(caller) = Caller::from_request_parts(parts, st)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let Query(params) = Query::<WsParams>::from_request_parts(parts, st)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        let upgrade = WebSocketUpgrade::from_request_parts(parts, st)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(WsRequest {
+            st: st.clone(),
+            caller,
+            since: params.since.map(Seq),
+            upgrade,
+        })
+    }
+}
+
+impl WsRequest {
+    /// Takes a connection slot and upgrades to a [`session`]. `fixed` is the
+    /// matcher of an endpoint whose client sends no filters.
+    fn open(self, fixed: Option<Arc<dyn Matcher>>) -> Result<Response, ApiError> {
+        let WsRequest {
+            st,
+            caller,
+            since,
+            upgrade,
+        } = self;
+        let slot = ConnectionSlot::acquire(&st, "ws")?;
+        Ok(configure(upgrade)
+            .on_upgrade(move |socket| session(socket, st, slot, caller, since, fixed)))
+    }
 }
 
 /// Socket buffers sized for many mostly idle clients: tungstenite's default
