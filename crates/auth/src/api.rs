@@ -1,8 +1,8 @@
-//! How the store's values read as API bodies (`cds_events_model::api`):
+//! How the store's values read as API bodies (`cds_events_api`):
 //! grants as their strings, never a secret.
 
 use crate::{Grant, TokenInfo};
-use cds_events_model::api::TokenOut;
+use cds_events_api::TokenOut;
 
 impl From<TokenInfo> for TokenOut {
     fn from(t: TokenInfo) -> Self {

@@ -34,7 +34,7 @@ pub struct CreatedToken {
 /// One entry of the audit trail, as stored and as the API shows it (declared
 /// once, with the API's bodies): `seq` is given by the backend, increasing
 /// in the order entries were written.
-pub use cds_events_model::api::AuditEntry;
+pub use cds_events_api::AuditEntry;
 
 /// An audit entry to write; the backend gives it its `seq`.
 #[derive(Debug, Clone, PartialEq, Eq)]

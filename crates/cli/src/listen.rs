@@ -1,8 +1,8 @@
 //! `listen`: follow events live, reconnecting without gaps.
 
 use crate::ServerArgs;
+use cds_events_api::FilterText;
 use cds_events_client::{ClientError, StreamItem};
-use cds_events_model::FilterText;
 use clap::Args;
 use serde_json::Value;
 use std::time::Duration;

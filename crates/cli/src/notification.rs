@@ -3,7 +3,7 @@
 
 use crate::{ServerArgs, wire_time};
 use anyhow::{Context, bail};
-use cds_events_model::api::{
+use cds_events_api::{
     DeliveryStatus, NotificationAuth, NotificationFilter, NotificationIn, NotificationOut,
     OutcomeKind,
 };

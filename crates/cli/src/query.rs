@@ -1,7 +1,7 @@
 //! `query` and `types`.
 
 use crate::ServerArgs;
-use cds_events_model::FilterText;
+use cds_events_api::FilterText;
 use clap::{Args, ValueEnum};
 use serde_json::Value;
 

@@ -1,7 +1,7 @@
 //! `token create|list|revoke|audit`.
 
 use crate::{ServerArgs, wire_time};
-use cds_events_model::api::TokenIn;
+use cds_events_api::TokenIn;
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 

@@ -1,7 +1,7 @@
 //! A typed Rust client for the cds-events HTTP API.
 //!
 //! Bodies other than events (notifications, deliveries, tokens) are the
-//! types of `cds_events_model::api`, the same the server writes.
+//! types of `cds_events_api`, the same the server writes.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), cds_events_client::ClientError> {

@@ -2,7 +2,7 @@
 //! `/v2/project/{project}/notification…`.
 
 use crate::{Client, ClientError};
-use cds_events_model::api::{
+use cds_events_api::{
     CreatedNotificationOut, DeliveryDetail, DeliveryOut, DeliveryPage, DeliveryStatus,
     NotificationIn, NotificationOut, PingOut, RedeliveredOut, SecretOut,
 };

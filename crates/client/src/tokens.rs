@@ -1,7 +1,7 @@
 //! Tokens, tickets and the audit trail: `/v2/auth/*`.
 
 use crate::{Client, ClientError};
-use cds_events_model::api::{AuditEntry, CreatedTokenOut, TicketOut, TokenIn, TokenOut};
+use cds_events_api::{AuditEntry, CreatedTokenOut, TicketOut, TokenIn, TokenOut};
 use reqwest::Method;
 
 impl Client {

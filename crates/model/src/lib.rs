@@ -3,10 +3,8 @@
 //! This crate owns what an event *is*: its types and families
 //! ([`catalogue`]), the flat full event and its exact JSON ([`event`]), and
 //! how incoming JSON becomes one ([`decode`]). It does no I/O and knows nothing
-//! of storage. [`api`] holds the shapes of the HTTP API's other bodies
-//! (notifications, tokens), as plain data the server and the client share.
+//! of storage or HTTP.
 
-pub mod api;
 pub mod catalogue;
 pub mod decode;
 pub mod envelope;
@@ -20,4 +18,4 @@ pub use decode::{
 };
 pub use envelope::{ENVELOPE, EnvelopeField, FULL_EVENT_KEYS, FieldKind};
 pub use event::{FullEvent, Payload, Timestamp};
-pub use filter::{EventFilter, FilterText, parse_families, parse_types};
+pub use filter::{EventFilter, parse_families, parse_types};

@@ -6,8 +6,9 @@
 
 use crate::auth::forbidden;
 use crate::error::ApiError;
+use cds_events_api::FilterText;
 use cds_events_auth::{Principal, ReadScope};
-use cds_events_model::{EventFilter, FilterText};
+use cds_events_model::EventFilter;
 use serde::Deserialize;
 use utoipa::IntoParams;
 

@@ -97,7 +97,7 @@ pub async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cds_events_model::api::{
+    use cds_events_api::{
         DeliveryOut, DeliveryStatus, NotificationAuth, NotificationOut, TokenOut,
     };
     use serde_json::Value;

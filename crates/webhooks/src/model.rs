@@ -1,14 +1,14 @@
 //! The validation of what a client sends, and who made a change. The shapes
 //! themselves (the notification as CDS's JSON has it, spec §6, and the
 //! delivery records) are the API's, declared once in
-//! `cds_events_model::api` and re-exported here.
+//! `cds_events_api` and re-exported here.
 
 use crate::error::WebhooksError;
 use reqwest::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-pub use cds_events_model::api::{
+pub use cds_events_api::{
     AttemptOut, CreatedNotificationOut, DeliveryDetail, DeliveryOut, DeliveryPage, DeliveryStatus,
     MASK, NotificationAuth, NotificationFilter, NotificationIn, NotificationOut, PreviousSecret,
     SecretOut,

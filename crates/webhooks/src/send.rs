@@ -11,7 +11,7 @@ use crate::error::WebhooksError;
 use crate::registry::Notification;
 use crate::signing::signature_header;
 use crate::ssrf;
-use cds_events_model::api::PingOut;
+use cds_events_api::PingOut;
 use reqwest::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,7 @@ const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature
 
 /// How an attempt ended; also the `outcome` label of
 /// `cds_events_webhook_attempts_total`.
-pub use cds_events_model::api::OutcomeKind;
+pub use cds_events_api::OutcomeKind;
 
 /// What one attempt gave.
 #[derive(Debug, Clone)]

@@ -72,7 +72,7 @@ impl Sink {
         for i in 0..n {
             let project = super::project_key(i % projects);
             let name = format!("sim-{stamp}-{i}");
-            let input = cds_events_model::api::NotificationIn {
+            let input = cds_events_api::NotificationIn {
                 name: name.clone(),
                 webhook_url: url.clone(),
                 ..Default::default()

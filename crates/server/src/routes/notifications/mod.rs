@@ -20,7 +20,7 @@ use axum::extract::{Path, Query, State, rejection::JsonRejection};
 use axum::http::StatusCode;
 use axum::routing::{self, post};
 use axum::{Json, Router};
-use cds_events_model::api::{
+use cds_events_api::{
     CreatedNotificationOut, DeliveryDetail, DeliveryOut, DeliveryPage, DeliveryStatus,
     NotificationIn, NotificationOut, PingOut, RedeliveredOut, SecretOut,
 };

@@ -7,10 +7,11 @@
 //! message; the session sends it and keeps the connection open.
 
 use super::QUEUE_TYPES;
+use cds_events_api::FilterText;
 use cds_events_auth::{Principal, ReadScope};
 use cds_events_hub::Matcher;
 use cds_events_log::Seq;
-use cds_events_model::{DecodeError, EventFilter, EventType, FilterText, FullEvent, Scope};
+use cds_events_model::{DecodeError, EventFilter, EventType, FullEvent, Scope};
 use serde::Deserialize;
 use serde_json::Value;
 use std::sync::Arc;
