@@ -20,8 +20,8 @@ mod tokens;
 
 pub use filter::FilterText;
 pub use notifications::{
-    AttemptOut, CreatedNotificationOut, DeliveryDetail, DeliveryOut, DeliveryPage, DeliveryStatus,
-    MASK, NotificationAuth, NotificationFilter, NotificationIn, NotificationOut, OutcomeKind,
-    PingOut, PreviousSecret, RedeliveredOut, SecretOut,
+    AttemptOut, CreatedNotificationOut, DeliveriesQuery, DeliveryDetail, DeliveryOut, DeliveryPage,
+    DeliveryStatus, MASK, NotificationAuth, NotificationFilter, NotificationIn, NotificationOut,
+    OutcomeKind, PingOut, PreviousSecret, RedeliveredOut, SecretOut,
 };
 pub use tokens::{AuditEntry, CreatedTokenOut, TicketOut, TokenIn, TokenOut};

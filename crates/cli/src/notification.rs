@@ -4,8 +4,8 @@
 use crate::{ServerArgs, wire_time};
 use anyhow::{Context, bail};
 use cds_events_api::{
-    DeliveryStatus, NotificationAuth, NotificationFilter, NotificationIn, NotificationOut,
-    OutcomeKind,
+    DeliveriesQuery, DeliveryStatus, NotificationAuth, NotificationFilter, NotificationIn,
+    NotificationOut, OutcomeKind,
 };
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
@@ -325,7 +325,15 @@ pub async fn run(cmd: NotificationCommand) -> anyhow::Result<()> {
             let out = a
                 .server
                 .client(1)?
-                .deliveries(&a.project, &a.name, a.status, None, a.limit)
+                .deliveries(
+                    &a.project,
+                    &a.name,
+                    &DeliveriesQuery {
+                        status: a.status.map(|s| s.as_str().to_owned()),
+                        cursor: None,
+                        limit: Some(a.limit),
+                    },
+                )
                 .await?;
             if a.json {
                 pretty(&out)?;

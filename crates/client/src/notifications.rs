@@ -3,7 +3,7 @@
 
 use crate::{Client, ClientError};
 use cds_events_api::{
-    CreatedNotificationOut, DeliveryDetail, DeliveryOut, DeliveryPage, DeliveryStatus,
+    CreatedNotificationOut, DeliveriesQuery, DeliveryDetail, DeliveryOut, DeliveryPage,
     NotificationIn, NotificationOut, PingOut, RedeliveredOut, SecretOut,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -103,21 +103,15 @@ impl Client {
         Self::read(self.req_at(Method::POST, &at(project, Some(name), &["test"]))?).await
     }
 
-    /// A page of a notification's deliveries, newest first; `cursor` is the
-    /// previous page's `next_cursor`.
+    /// A page of a notification's deliveries, newest first.
     pub async fn deliveries(
         &self,
         project: &str,
         name: &str,
-        status: Option<DeliveryStatus>,
-        cursor: Option<&str>,
-        limit: usize,
+        query: &DeliveriesQuery,
     ) -> Result<DeliveryPage, ClientError> {
-        let mut query = vec![("limit", limit.to_string())];
-        query.extend(status.map(|s| ("status", s.as_str().to_owned())));
-        query.extend(cursor.map(|c| ("cursor", c.to_owned())));
         let path = at(project, Some(name), &["deliveries"]);
-        Self::read(self.req_at(Method::GET, &path)?.query(&query)).await
+        Self::read(self.req_at(Method::GET, &path)?.query(query)).await
     }
 
     /// One delivery with every attempt.

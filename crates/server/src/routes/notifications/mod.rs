@@ -21,8 +21,8 @@ use axum::http::StatusCode;
 use axum::routing::{self, post};
 use axum::{Json, Router};
 use cds_events_api::{
-    CreatedNotificationOut, DeliveryDetail, DeliveryOut, DeliveryPage, DeliveryStatus,
-    NotificationIn, NotificationOut, PingOut, RedeliveredOut, SecretOut,
+    CreatedNotificationOut, DeliveriesQuery, DeliveryDetail, DeliveryOut, DeliveryPage,
+    DeliveryStatus, NotificationIn, NotificationOut, PingOut, RedeliveredOut, SecretOut,
 };
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -233,21 +233,9 @@ async fn set_enabled(
     Ok(Json(out))
 }
 
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-#[serde(deny_unknown_fields)]
-pub struct DeliveriesParams {
-    /// `pending`, `succeeded`, `failed` or `cancelled`.
-    pub status: Option<String>,
-    /// The `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-    /// Page size (default 100, at most 1000).
-    pub limit: Option<usize>,
-}
-
 /// A notification's deliveries, newest first.
 #[utoipa::path(get, path = "/v2/project/{projectKey}/notification/{name}/deliveries", tag = "notifications",
-    params(NotificationPath, DeliveriesParams),
+    params(NotificationPath, DeliveriesQuery),
     responses(
         (status = 200, description = "a page of deliveries", body = DeliveryPage),
         (status = 400, description = "an invalid parameter", body = ErrorBody),
@@ -256,7 +244,7 @@ pub struct DeliveriesParams {
 pub async fn deliveries(
     State(st): State<AppState>,
     n: OnNotification<Read>,
-    params: Result<Query<DeliveriesParams>, axum::extract::rejection::QueryRejection>,
+    params: Result<Query<DeliveriesQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<DeliveryPage>, ApiError> {
     let Query(p) = params?;
     let status = match p.status.as_deref() {
