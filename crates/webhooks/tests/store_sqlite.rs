@@ -7,17 +7,8 @@ use cds_events_webhooks::store::sqlite::SqliteStore;
 use cds_events_webhooks::store::{Mirror, NotificationStore, StoreOptions};
 use std::sync::Arc;
 
-struct Sqlite {
-    dir: tempfile::TempDir,
-}
-
-impl Sqlite {
-    fn new() -> Self {
-        Sqlite {
-            dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-}
+/// A private data directory, removed with the harness.
+struct Sqlite(tempfile::TempDir);
 
 #[async_trait]
 impl Harness for Sqlite {
@@ -27,9 +18,9 @@ impl Harness for Sqlite {
         options: StoreOptions,
     ) -> Arc<dyn NotificationStore> {
         // The generated key file, as a server without a configured key.
-        let keyring = Keyring::load(self.dir.path(), None, &[]).expect("keyring");
-        Arc::new(SqliteStore::open(self.dir.path(), keyring, mirror, options).expect("open"))
+        let keyring = Keyring::load(self.0.path(), None, &[]).expect("keyring");
+        Arc::new(SqliteStore::open(self.0.path(), keyring, mirror, options).expect("open"))
     }
 }
 
-cds_events_webhooks::conformance_tests!(Sqlite::new());
+cds_events_webhooks::conformance_tests!(Sqlite(tempfile::tempdir().expect("tempdir")));
