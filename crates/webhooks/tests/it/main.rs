@@ -3,5 +3,7 @@
 
 mod crud;
 mod delivery;
+mod durability;
+mod pace;
 mod security;
 mod support;
