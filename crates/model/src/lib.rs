@@ -10,6 +10,7 @@ pub mod decode;
 pub mod envelope;
 pub mod event;
 pub mod filter;
+pub mod identity;
 
 pub use catalogue::*;
 pub use decode::{
@@ -19,3 +20,4 @@ pub use decode::{
 pub use envelope::{ENVELOPE, EnvelopeField, FULL_EVENT_KEYS, FieldKind};
 pub use event::{FullEvent, Payload, Timestamp};
 pub use filter::{EventFilter, parse_families, parse_types};
+pub use identity::{EventScope, ProjectKey, ProjectKeyError};
