@@ -2,7 +2,8 @@
 //! the query string, a websocket `events` filter and the CLI's flags.
 
 use cds_events_model::{
-    DecodeError, ErrorCode, EventFilter, Timestamp, parse_families, parse_types,
+    DecodeError, ErrorCode, EventFilter, EventScope, ProjectKey, Timestamp, parse_families,
+    parse_types,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
@@ -87,12 +88,13 @@ impl FilterText {
     /// (`type`, `family`, `since`, `until`).
     pub fn parse(&self) -> Result<EventFilter, DecodeError> {
         let mut f = EventFilter {
-            projects: text(self.projects.as_deref())
+            // An empty item is no key at all: skipped, never read as "global".
+            scopes: text(self.projects.as_deref())
                 .map(|p| {
                     p.split(',')
                         .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_owned)
+                        .filter_map(|s| ProjectKey::new(s).ok())
+                        .map(EventScope::Project)
                         .collect()
                 })
                 .unwrap_or_default(),

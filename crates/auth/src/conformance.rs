@@ -34,7 +34,10 @@ fn token(id: &str, secret: &str, created: i64) -> StoredToken {
         info: TokenInfo {
             id: id.into(),
             name: format!("token {id}"),
-            grants: vec![Grant::Read(Some("P".into())), Grant::Publish(None)],
+            grants: vec![
+                Grant::Read(Some("P".parse().expect("key"))),
+                Grant::Publish(None),
+            ],
             created_at: at(created),
             expires_at: Some(at(created + 3600)),
             created_by: Some("admin".into()),

@@ -1,6 +1,7 @@
 //! Grants, written as strings the way people know scopes from GitHub or
 //! GitLab, and what a principal holding them may do.
 
+use cds_events_model::{EventScope, FullEvent, ProjectKey};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
@@ -12,13 +13,13 @@ pub enum Grant {
     Admin,
     /// Publish events: of every project and the global families (`publish`),
     /// or of one project (`publish:PROJ`).
-    Publish(Option<String>),
+    Publish(Option<ProjectKey>),
     /// Read a project's events (`read:PROJ`), or every project's (`read:*`).
-    Read(Option<String>),
+    Read(Option<ProjectKey>),
     /// Read the global-scope families (hatcheries, regions, users, plugins…).
     ReadGlobal,
     /// Manage a project's notifications (`manage-notifications:PROJ`).
-    ManageNotifications(String),
+    ManageNotifications(ProjectKey),
     /// Take jobs from the queue of a region (`hatchery:REGION`), or of every
     /// region (`hatchery:*`), on `/v2/hatchery/ws`.
     Hatchery(Option<String>),
@@ -31,7 +32,9 @@ pub enum Grant {
 )]
 pub struct InvalidGrant(pub String);
 
-fn project(s: &str, whole: &str) -> Result<String, InvalidGrant> {
+/// A name in a grant (a project key or a region): at most 128 characters,
+/// none of them a wildcard, list separator, space or control.
+fn name(s: &str, whole: &str) -> Result<String, InvalidGrant> {
     let ok = !s.is_empty()
         && s.len() <= 128
         && !s.contains(['*', ',', ' '])
@@ -41,6 +44,10 @@ fn project(s: &str, whole: &str) -> Result<String, InvalidGrant> {
     } else {
         Err(InvalidGrant(whole.to_owned()))
     }
+}
+
+fn project(s: &str, whole: &str) -> Result<ProjectKey, InvalidGrant> {
+    ProjectKey::try_from(name(s, whole)?).map_err(|_| InvalidGrant(whole.to_owned()))
 }
 
 impl FromStr for Grant {
@@ -58,7 +65,7 @@ impl FromStr for Grant {
             Some(("read", p)) => Ok(Grant::Read(Some(project(p, s)?))),
             Some(("manage-notifications", p)) => Ok(Grant::ManageNotifications(project(p, s)?)),
             Some(("hatchery", "*")) => Ok(Grant::Hatchery(None)),
-            Some(("hatchery", r)) => Ok(Grant::Hatchery(Some(project(r, s)?))),
+            Some(("hatchery", r)) => Ok(Grant::Hatchery(Some(name(r, s)?))),
             _ => Err(InvalidGrant(s.to_owned())),
         }
     }
@@ -108,7 +115,7 @@ pub enum ReadScope {
     Everything,
     /// These projects (`None`: all of them) and, if `global`, the global families.
     Some {
-        projects: Option<Vec<String>>,
+        projects: Option<Vec<ProjectKey>>,
         global: bool,
     },
 }
@@ -118,28 +125,49 @@ impl Principal {
         self.grants.contains(&Grant::Admin)
     }
 
-    /// May publish an event of `project` (`""` for a global-scope event).
-    pub fn can_publish(&self, project: &str) -> bool {
+    /// May publish an event of `scope`.
+    pub fn can_publish(&self, scope: &EventScope) -> bool {
+        self.publishes(scope.project().map(ProjectKey::as_str))
+    }
+
+    /// May publish `e` (its scope read from the wire without allocating).
+    pub fn can_publish_event(&self, e: &FullEvent) -> bool {
+        self.publishes(e.project())
+    }
+
+    /// `project`: `None` for a global event.
+    fn publishes(&self, project: Option<&str>) -> bool {
         self.grants.iter().any(|g| match g {
             Grant::Admin | Grant::Publish(None) => true,
-            Grant::Publish(Some(p)) => !project.is_empty() && p == project,
+            Grant::Publish(Some(p)) => project.is_some_and(|k| p == k),
             _ => false,
         })
     }
 
-    /// May read events of `project` (`""` for a global-scope event).
-    pub fn can_read(&self, project: &str) -> bool {
+    /// May read events of `scope`.
+    pub fn can_read(&self, scope: &EventScope) -> bool {
+        self.reads(scope.project().map(ProjectKey::as_str))
+    }
+
+    /// May read `e`: the check a live stream makes for every event, so it
+    /// reads the scope from the wire field without allocating.
+    pub fn can_read_event(&self, e: &FullEvent) -> bool {
+        self.reads(e.project())
+    }
+
+    /// `project`: `None` for a global event.
+    fn reads(&self, project: Option<&str>) -> bool {
         self.grants.iter().any(|g| match g {
             Grant::Admin => true,
-            Grant::ReadGlobal => project.is_empty(),
-            Grant::Read(None) => !project.is_empty(),
-            Grant::Read(Some(p)) => !project.is_empty() && p == project,
+            Grant::ReadGlobal => project.is_none(),
+            Grant::Read(None) => project.is_some(),
+            Grant::Read(Some(p)) => project.is_some_and(|k| p == k),
             _ => false,
         })
     }
 
     /// May manage the notifications of `project`.
-    pub fn can_manage_notifications(&self, project: &str) -> bool {
+    pub fn can_manage_notifications(&self, project: &ProjectKey) -> bool {
         self.grants.iter().any(|g| match g {
             Grant::Admin => true,
             Grant::ManageNotifications(p) => p == project,
@@ -179,7 +207,7 @@ impl Principal {
                 }
             };
         }
-        let mut projects: Vec<String> = self
+        let mut projects: Vec<ProjectKey> = self
             .grants
             .iter()
             .filter_map(|g| match g {
@@ -199,6 +227,14 @@ impl Principal {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn key(k: &str) -> ProjectKey {
+        k.parse().expect("key")
+    }
+
+    fn scope(k: &str) -> EventScope {
+        EventScope::Project(key(k))
+    }
 
     fn principal(grants: &[&str]) -> Principal {
         Principal {
@@ -241,18 +277,22 @@ mod tests {
     #[test]
     fn each_grant_allows_what_it_says_and_nothing_else() {
         let reader = principal(&["read:A"]);
-        assert!(reader.can_read("A") && !reader.can_read("B") && !reader.can_read(""));
-        assert!(!reader.can_publish("A") && !reader.can_manage_notifications("A"));
+        assert!(
+            reader.can_read(&scope("A"))
+                && !reader.can_read(&scope("B"))
+                && !reader.can_read(&EventScope::Global)
+        );
+        assert!(!reader.can_publish(&scope("A")) && !reader.can_manage_notifications(&key("A")));
         assert_eq!(
             reader.read_scope(),
             ReadScope::Some {
-                projects: Some(vec!["A".into()]),
+                projects: Some(vec![key("A")]),
                 global: false
             }
         );
 
         let all = principal(&["read:*"]);
-        assert!(all.can_read("Z") && !all.can_read(""));
+        assert!(all.can_read(&scope("Z")) && !all.can_read(&EventScope::Global));
         assert_eq!(
             all.read_scope(),
             ReadScope::Some {
@@ -266,22 +306,26 @@ mod tests {
         );
 
         let global = principal(&["read-global"]);
-        assert!(global.can_read("") && !global.can_read("A"));
+        assert!(global.can_read(&EventScope::Global) && !global.can_read(&scope("A")));
 
         let pubp = principal(&["publish:A"]);
-        assert!(pubp.can_publish("A") && !pubp.can_publish("B") && !pubp.can_publish(""));
-        assert!(principal(&["publish"]).can_publish(""));
+        assert!(
+            pubp.can_publish(&scope("A"))
+                && !pubp.can_publish(&scope("B"))
+                && !pubp.can_publish(&EventScope::Global)
+        );
+        assert!(principal(&["publish"]).can_publish(&EventScope::Global));
 
         let admin = principal(&["admin"]);
         assert!(
-            admin.can_read("A")
-                && admin.can_read("")
-                && admin.can_publish("")
-                && admin.can_manage_notifications("A")
+            admin.can_read(&scope("A"))
+                && admin.can_read(&EventScope::Global)
+                && admin.can_publish(&EventScope::Global)
+                && admin.can_manage_notifications(&key("A"))
         );
         assert_eq!(admin.read_scope(), ReadScope::Everything);
-        assert!(principal(&["manage-notifications:A"]).can_manage_notifications("A"));
-        assert!(!principal(&["manage-notifications:A"]).can_manage_notifications("B"));
+        assert!(principal(&["manage-notifications:A"]).can_manage_notifications(&key("A")));
+        assert!(!principal(&["manage-notifications:A"]).can_manage_notifications(&key("B")));
         assert_eq!(principal(&["read:A"]).hatchery_regions(), None);
         assert_eq!(
             principal(&["hatchery:eu"]).hatchery_regions(),
@@ -289,7 +333,7 @@ mod tests {
         );
         assert_eq!(principal(&["hatchery:*"]).hatchery_regions(), Some(None));
         assert!(
-            !principal(&["hatchery:*"]).can_read("A"),
+            !principal(&["hatchery:*"]).can_read(&scope("A")),
             "a hatchery reads the queue, not projects"
         );
     }

@@ -40,7 +40,9 @@ fn a_created_token_authenticates_until_revoked() {
     assert!(t.secret.starts_with("cdse_"));
     let p = s.authenticate(&t.secret).expect("valid");
     assert_eq!(p.token_id, t.info.id);
-    assert!(p.can_read("P"));
+    assert!(p.can_read(&cds_events_model::EventScope::Project(
+        "P".parse().expect("key")
+    )));
     // A near miss is refused.
     let mut wrong = t.secret.clone();
     wrong.pop();

@@ -16,7 +16,7 @@ mod feed;
 pub use feed::{Feed, FeedError, FeedOptions};
 
 use cds_events_log::{EventLog, LogError, Seq, StoredEvent};
-use cds_events_model::{EventFilter, FullEvent};
+use cds_events_model::{EventFilter, EventScope, FullEvent, ProjectKey};
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::ControlFlow;
@@ -103,10 +103,10 @@ impl LiveEvent {
 /// which it checks against the caller's grants before subscribing.
 pub trait Matcher: Send + Sync + fmt::Debug + 'static {
     fn matches(&self, e: &FullEvent) -> bool;
-    /// The projects this matcher can match (`""` for global events), or `None`
-    /// when it may match any project. Used to index subscribers, so a matcher
-    /// must never match an event of a project it does not list.
-    fn projects(&self) -> Option<Vec<String>>;
+    /// The scopes (projects, and global) this matcher can match, or `None`
+    /// when it may match any. Used to index subscribers, so a matcher must
+    /// never match an event of a scope it does not list.
+    fn scopes(&self) -> Option<Vec<EventScope>>;
     /// The same condition as a log query, when it is one: catching up then
     /// uses the log's indexes instead of reading every event.
     fn as_filter(&self) -> Option<&EventFilter> {
@@ -118,8 +118,8 @@ impl Matcher for EventFilter {
     fn matches(&self, e: &FullEvent) -> bool {
         EventFilter::matches(self, e)
     }
-    fn projects(&self) -> Option<Vec<String>> {
-        (!self.projects.is_empty()).then(|| self.projects.clone())
+    fn scopes(&self) -> Option<Vec<EventScope>> {
+        (!self.scopes.is_empty()).then(|| self.scopes.clone())
     }
     fn as_filter(&self) -> Option<&EventFilter> {
         Some(self)
@@ -153,7 +153,7 @@ impl LagSignal {
 
 struct Subscriber {
     matcher: Arc<dyn Matcher>,
-    projects: Option<Vec<String>>,
+    scopes: Option<Vec<EventScope>>,
     tx: mpsc::Sender<Arc<LiveEvent>>,
     lag: Arc<LagSignal>,
 }
@@ -240,10 +240,10 @@ impl Hub {
     ) -> Result<(u64, Seq), LogError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, rx) = oneshot::channel();
-        let projects = matcher.projects();
+        let scopes = matcher.scopes();
         let sub = Subscriber {
             matcher,
-            projects,
+            scopes,
             tx,
             lag,
         };
@@ -262,16 +262,22 @@ impl Hub {
 #[derive(Default)]
 struct Index {
     subs: HashMap<u64, Subscriber>,
-    by_project: HashMap<String, Vec<u64>>,
+    by_project: HashMap<ProjectKey, Vec<u64>>,
+    global: Vec<u64>,
     any: Vec<u64>,
 }
 
 impl Index {
     fn insert(&mut self, id: u64, sub: Subscriber) {
-        match &sub.projects {
-            Some(ps) => {
-                for p in ps {
-                    self.by_project.entry(p.clone()).or_default().push(id);
+        match &sub.scopes {
+            Some(scopes) => {
+                for scope in scopes {
+                    match scope {
+                        EventScope::Global => self.global.push(id),
+                        EventScope::Project(p) => {
+                            self.by_project.entry(p.clone()).or_default().push(id)
+                        }
+                    }
                 }
             }
             None => self.any.push(id),
@@ -283,18 +289,36 @@ impl Index {
         let Some(sub) = self.subs.remove(&id) else {
             return;
         };
-        match &sub.projects {
-            Some(ps) => {
-                for p in ps {
-                    if let Some(v) = self.by_project.get_mut(p) {
-                        v.retain(|x| *x != id);
-                        if v.is_empty() {
-                            self.by_project.remove(p);
+        match &sub.scopes {
+            Some(scopes) => {
+                for scope in scopes {
+                    match scope {
+                        EventScope::Global => self.global.retain(|x| *x != id),
+                        EventScope::Project(p) => {
+                            if let Some(v) = self.by_project.get_mut(p) {
+                                v.retain(|x| *x != id);
+                                if v.is_empty() {
+                                    self.by_project.remove(p);
+                                }
+                            }
                         }
                     }
                 }
             }
             None => self.any.retain(|x| *x != id),
+        }
+    }
+
+    /// The subscribers listed under the scope of an event with this wire
+    /// `project_key` (`""` is global on the wire, and only there).
+    fn listed(&self, project_key: &str) -> &[u64] {
+        if project_key.is_empty() {
+            &self.global
+        } else {
+            self.by_project
+                .get(project_key)
+                .map(Vec::as_slice)
+                .unwrap_or(&[])
         }
     }
 }
@@ -378,12 +402,8 @@ impl Consumer for Fanout {
 }
 
 fn route(index: &Index, live: Arc<LiveEvent>, drop_list: &mut Vec<u64>, stats: &HubStats) {
-    let by_project = index
-        .by_project
-        .get(&live.event.project_key)
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
-    for id in by_project.iter().chain(index.any.iter()) {
+    let listed = index.listed(&live.event.project_key);
+    for id in listed.iter().chain(index.any.iter()) {
         // Once a subscriber overflowed, it gets nothing more from this batch:
         // a later event slipping into a freed slot would leave a hole before
         // it, and the subscriber resumes after the last event it received.
@@ -455,7 +475,7 @@ mod tests {
             1,
             Subscriber {
                 matcher,
-                projects: None,
+                scopes: None,
                 tx,
                 lag: Arc::clone(&lag),
             },

@@ -45,7 +45,7 @@ async fn publish(log: &Arc<dyn EventLog>, project: &str, n: i64) -> Vec<u64> {
 
 fn project(p: &str) -> Arc<EventFilter> {
     Arc::new(EventFilter {
-        projects: vec![p.to_owned()],
+        scopes: vec![cds_events_log::conformance::project(p)],
         ..Default::default()
     })
 }
@@ -151,8 +151,13 @@ impl cds_events_hub::Matcher for AnyOf {
     fn matches(&self, e: &cds_events_model::FullEvent) -> bool {
         self.0.contains(&e.project_key)
     }
-    fn projects(&self) -> Option<Vec<String>> {
-        Some(self.0.clone())
+    fn scopes(&self) -> Option<Vec<cds_events_model::EventScope>> {
+        Some(
+            self.0
+                .iter()
+                .map(|p| cds_events_log::conformance::project(p))
+                .collect(),
+        )
     }
 }
 

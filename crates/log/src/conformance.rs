@@ -7,7 +7,9 @@
 
 use crate::{EventLog, NewEvent, Order, Query, Retention, Seq};
 use async_trait::async_trait;
-use cds_events_model::{EventFilter, EventType, FullEvent, Payload, Timestamp};
+use cds_events_model::{
+    EventFilter, EventScope, EventType, FullEvent, Payload, ProjectKey, Timestamp,
+};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +26,11 @@ pub trait Harness: Send + Sync {
 }
 
 /// An event of `t` in project `p` (ignored for global types) at `ts_secs`.
+/// The scope of project `key`, for filters in tests (`key` is never empty).
+pub fn project(key: &str) -> EventScope {
+    EventScope::Project(ProjectKey::new(key).expect("a test project key is not empty"))
+}
+
 pub fn event(t: EventType, p: &str, ts_secs: i64) -> FullEvent {
     let mut e = FullEvent::new(t);
     if t.scope() == cds_events_model::Scope::Project {
@@ -170,14 +177,14 @@ pub async fn query_filters_by_each_field(h: &dyn Harness) {
     let cases: Vec<(EventFilter, Vec<u64>)> = vec![
         (
             EventFilter {
-                projects: vec!["A".into()],
+                scopes: vec![project("A")],
                 ..Default::default()
             },
             vec![1, 2, 3],
         ),
         (
             EventFilter {
-                projects: vec!["A".into(), "B".into()],
+                scopes: vec![project("A"), project("B")],
                 types: types("RunJob*"),
                 ..Default::default()
             },
@@ -207,7 +214,7 @@ pub async fn query_filters_by_each_field(h: &dyn Harness) {
         (
             EventFilter {
                 job_id: Some("compile".into()),
-                projects: vec!["B".into()],
+                scopes: vec![project("B")],
                 ..Default::default()
             },
             vec![5],
@@ -313,7 +320,7 @@ pub async fn query_pages_in_both_orders(h: &dyn Harness) {
     .await
     .expect("append");
     let filter = EventFilter {
-        projects: vec!["P".into()],
+        scopes: vec![project("P")],
         ..Default::default()
     };
     for order in [Order::Asc, Order::Desc] {
@@ -348,11 +355,11 @@ pub async fn queries_span_many_blocks(h: &dyn Harness) {
     let types = |s: &str| Some(cds_events_model::parse_types(s).expect("types"));
     let filters = [
         EventFilter {
-            projects: vec!["B".into()],
+            scopes: vec![project("B")],
             ..Default::default()
         },
         EventFilter {
-            projects: vec!["B".into()],
+            scopes: vec![project("B")],
             types: types("Run*"),
             ..Default::default()
         },
@@ -362,7 +369,7 @@ pub async fn queries_span_many_blocks(h: &dyn Harness) {
         },
         EventFilter {
             workflow_run_id: Some("run-3".into()),
-            projects: vec!["A".into()],
+            scopes: vec![project("A")],
             ..Default::default()
         },
         EventFilter {

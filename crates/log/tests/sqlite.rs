@@ -1,7 +1,7 @@
 //! The conformance suite on the SQLite backend, plus SQLite-specific checks.
 
 use async_trait::async_trait;
-use cds_events_log::conformance::{Harness, event};
+use cds_events_log::conformance::{Harness, event, project};
 use cds_events_log::sqlite::{SqliteLog, SqliteOptions};
 use cds_events_log::{EventLog, NewEvent, Query};
 use cds_events_model::{EventFilter, EventType, Timestamp};
@@ -47,7 +47,7 @@ async fn common_filters_use_indexes() {
         (
             "project + type prefix + since",
             EventFilter {
-                projects: vec!["P".into()],
+                scopes: vec![project("P")],
                 types: types("RunJob*"),
                 since,
                 ..Default::default()
@@ -56,7 +56,7 @@ async fn common_filters_use_indexes() {
         (
             "project",
             EventFilter {
-                projects: vec!["P".into()],
+                scopes: vec![project("P")],
                 ..Default::default()
             },
         ),

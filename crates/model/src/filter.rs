@@ -3,15 +3,15 @@
 //! writes (`FilterText`, the keys) is the API crate's; it parses into an
 //! [`EventFilter`] with [`parse_types`] and [`parse_families`].
 
-use crate::{DecodeError, ErrorCode, EventType, Family, FullEvent, Timestamp};
+use crate::{DecodeError, ErrorCode, EventScope, EventType, Family, FullEvent, Timestamp};
 use std::collections::BTreeSet;
 
 /// A conjunction of conditions on events. Empty fields match everything.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EventFilter {
-    /// Any of these projects (empty: any project, and global events too).
-    /// `""` stands for the global-scope events, which have no project.
-    pub projects: Vec<String>,
+    /// Events of any of these scopes (empty: every project, and global
+    /// events too). [`EventScope::Global`] asks for the global-scope events.
+    pub scopes: Vec<EventScope>,
     /// Leave out the global-scope events (for readers without `read-global`).
     pub exclude_global: bool,
     /// Any of these types (`None`: every type).
@@ -40,7 +40,7 @@ fn eq(want: &Option<String>, have: &str) -> bool {
 impl EventFilter {
     /// Whether `e` satisfies every condition.
     pub fn matches(&self, e: &FullEvent) -> bool {
-        (self.projects.is_empty() || self.projects.contains(&e.project_key))
+        (self.scopes.is_empty() || self.scopes.iter().any(|s| s.owns(&e.project_key)))
             && !(self.exclude_global && e.project_key.is_empty())
             && self
                 .types

@@ -58,6 +58,14 @@ impl AsRef<str> for ProjectKey {
     }
 }
 
+// Hashes and compares as its text, so a map keyed by `ProjectKey` is
+// looked up with an event's wire `project_key` without allocating.
+impl std::borrow::Borrow<str> for ProjectKey {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl PartialEq<str> for ProjectKey {
     fn eq(&self, other: &str) -> bool {
         &*self.0 == other
@@ -153,6 +161,12 @@ impl FullEvent {
     /// Whose event this is (its `project_key`, `""` meaning global).
     pub fn event_scope(&self) -> EventScope {
         EventScope::from_wire(&self.project_key)
+    }
+
+    /// The project's key, or `None` for a global event: the scope borrowed,
+    /// for checks that run on every event and should not allocate.
+    pub fn project(&self) -> Option<&str> {
+        (!self.project_key.is_empty()).then_some(self.project_key.as_str())
     }
 }
 

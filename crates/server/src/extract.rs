@@ -8,7 +8,7 @@ use crate::auth::forbidden;
 use crate::error::ApiError;
 use cds_events_api::FilterText;
 use cds_events_auth::{Principal, ReadScope};
-use cds_events_model::EventFilter;
+use cds_events_model::{EventFilter, EventScope, ProjectKey};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -44,7 +44,8 @@ impl EventsParams {
 /// token may not read is 403; asking for nothing in particular returns only
 /// what it may read.
 pub fn restrict_to_readable(caller: &Principal, filter: &mut EventFilter) -> Result<(), ApiError> {
-    if let Some(p) = filter.projects.iter().find(|p| !caller.can_read(p)) {
+    if let Some(s) = filter.scopes.iter().find(|s| !caller.can_read(s)) {
+        let p = s.project().map(ProjectKey::as_str).unwrap_or_default();
         return Err(forbidden(format!("this token may not read project {p}")));
     }
     match caller.read_scope() {
@@ -57,12 +58,12 @@ pub fn restrict_to_readable(caller: &Principal, filter: &mut EventFilter) -> Res
             projects: Some(mine),
             global,
         } => {
-            if filter.projects.is_empty() {
-                filter.projects = mine;
+            if filter.scopes.is_empty() {
+                filter.scopes = mine.into_iter().map(EventScope::Project).collect();
                 if global {
-                    filter.projects.push(String::new());
+                    filter.scopes.push(EventScope::Global);
                 }
-                if filter.projects.is_empty() {
+                if filter.scopes.is_empty() {
                     return Err(forbidden("this token may not read events"));
                 }
             }
@@ -76,6 +77,7 @@ mod tests {
     use super::*;
     use axum::extract::Query;
     use axum::http::Uri;
+    use cds_events_model::{EventType, FullEvent};
 
     fn params(query: &str) -> EventsParams {
         let uri: Uri = format!("/v2/events?{query}").parse().expect("uri");
@@ -98,7 +100,8 @@ mod tests {
             (Some("7"), Some("5"), Some("desc"))
         );
         let f = p.filter().expect("a valid filter");
-        assert_eq!(f.projects, ["A", "B"]);
+        let project = |k: &str| EventScope::Project(k.parse().expect("key"));
+        assert_eq!(f.scopes, [project("A"), project("B")]);
         assert_eq!(f.user.as_deref(), Some("u"));
     }
 
@@ -113,5 +116,27 @@ mod tests {
         let e = params("type=Nope").filter().expect_err("refused");
         assert_eq!(e.code, "invalid_parameter");
         assert!(e.message.starts_with("type: "), "{}", e.message);
+    }
+
+    #[test]
+    fn a_reader_without_read_global_never_gets_a_global_event_through_the_filter() {
+        let caller = |grants: &[&str]| Principal {
+            token_id: "t".into(),
+            name: "t".into(),
+            grants: grants.iter().map(|g| g.parse().expect("grant")).collect(),
+        };
+        let mut global = FullEvent::new(EventType::HatcheryCreated);
+        global.hatchery = "h".into();
+        let mut of_a = FullEvent::new(EventType::RunCrafted);
+        of_a.project_key = "A".into();
+        for grants in [&["read:A"][..], &["read:*"][..]] {
+            let mut f = EventFilter::default();
+            restrict_to_readable(&caller(grants), &mut f).expect("may read");
+            assert!(!f.matches(&global), "{grants:?}");
+            assert!(f.matches(&of_a), "{grants:?}");
+        }
+        let mut f = EventFilter::default();
+        restrict_to_readable(&caller(&["read:A", "read-global"]), &mut f).expect("may read");
+        assert!(f.matches(&global) && f.matches(&of_a));
     }
 }

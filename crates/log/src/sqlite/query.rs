@@ -11,6 +11,7 @@
 
 use super::schema::{BLOCK_SHIFT, run_hash};
 use crate::{Order, Page, Query, Seq, StoredEvent};
+use cds_events_model::EventScope;
 use cds_events_store::Error;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, params_from_iter};
@@ -95,34 +96,38 @@ fn plan(conn: &Connection, q: &Query) -> Result<Option<Plan>, Error> {
     }
 
     // Which streams (project × type pairs) can match.
-    let streams: Option<Vec<i64>> =
-        if f.projects.is_empty() && f.types.is_none() && !f.exclude_global {
-            None
-        } else {
-            let mut sql = String::from("SELECT id FROM streams WHERE 1");
-            let mut params: Vec<Value> = Vec::new();
-            if f.exclude_global {
-                sql.push_str(" AND project_key != ''");
-            }
-            if !f.projects.is_empty() {
-                sql.push_str(" AND ");
-                sql.push_str(&in_list("project_key", f.projects.len()));
-                params.extend(f.projects.iter().map(|p| Value::Text(p.clone())));
-            }
-            if let Some(types) = &f.types {
-                sql.push_str(" AND ");
-                sql.push_str(&in_list("type", types.len()));
-                params.extend(types.iter().map(|t| Value::Text(t.as_str().to_owned())));
-            }
-            let mut st = conn.prepare(&sql)?;
-            let ids = st
-                .query_map(params_from_iter(params), |r| r.get::<_, i64>(0))?
-                .collect::<Result<Vec<_>, _>>()?;
-            if ids.is_empty() {
-                return Ok(None);
-            }
-            Some(ids)
-        };
+    let streams: Option<Vec<i64>> = if f.scopes.is_empty() && f.types.is_none() && !f.exclude_global
+    {
+        None
+    } else {
+        let mut sql = String::from("SELECT id FROM streams WHERE 1");
+        let mut params: Vec<Value> = Vec::new();
+        if f.exclude_global {
+            sql.push_str(" AND project_key != ''");
+        }
+        if !f.scopes.is_empty() {
+            sql.push_str(" AND ");
+            sql.push_str(&in_list("project_key", f.scopes.len()));
+            params.extend(
+                f.scopes
+                    .iter()
+                    .map(|s| Value::Text(stream_key(s).to_owned())),
+            );
+        }
+        if let Some(types) = &f.types {
+            sql.push_str(" AND ");
+            sql.push_str(&in_list("type", types.len()));
+            params.extend(types.iter().map(|t| Value::Text(t.as_str().to_owned())));
+        }
+        let mut st = conn.prepare(&sql)?;
+        let ids = st
+            .query_map(params_from_iter(params), |r| r.get::<_, i64>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        if ids.is_empty() {
+            return Ok(None);
+        }
+        Some(ids)
+    };
 
     let mut refine = String::new();
     let mut refine_params: Vec<Value> = Vec::new();
@@ -321,4 +326,13 @@ pub(crate) fn explain(conn: &Connection, q: &Query) -> Result<Vec<String>, Error
     let rows = st.query_map(params_from_iter(all), |r| r.get::<_, String>(3))?;
     lines.extend(rows.collect::<Result<Vec<_>, _>>()?);
     Ok(lines)
+}
+
+/// The `streams.project_key` of a scope: the table keeps `''` for global
+/// events (CDS's wire value); that spelling stays inside this backend.
+fn stream_key(scope: &EventScope) -> &str {
+    match scope {
+        EventScope::Global => "",
+        EventScope::Project(key) => key.as_str(),
+    }
 }

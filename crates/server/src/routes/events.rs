@@ -14,7 +14,7 @@ use axum::routing;
 use cds_events_api::FilterText;
 use cds_events_auth::Principal;
 use cds_events_log::{NewEvent, Order, Seq};
-use cds_events_model::{BatchError, EventType, Family};
+use cds_events_model::{BatchError, EventScope, EventType, Family};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
@@ -168,7 +168,7 @@ pub async fn ingest(
     if let Some((i, e)) = events
         .iter()
         .enumerate()
-        .find(|(_, e)| !caller.can_publish(&e.project_key))
+        .find(|(_, e)| !caller.can_publish_event(e))
     {
         let what = if e.project_key.is_empty() {
             "global events".to_owned()
@@ -362,7 +362,7 @@ pub async fn get(
         project_key: String,
     }
     let scope: Scope = serde_json::from_str(&ev.json).map_err(|_| not_found())?;
-    if !caller.can_read(&scope.project_key) {
+    if !caller.can_read(&EventScope::from_wire(&scope.project_key)) {
         return Err(not_found());
     }
     Ok((

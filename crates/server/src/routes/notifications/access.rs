@@ -15,6 +15,7 @@ use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use cds_events_auth::Principal;
+use cds_events_model::{EventScope, ProjectKey};
 use cds_events_webhooks::Actor;
 use serde::Deserialize;
 use std::marker::PhantomData;
@@ -32,7 +33,7 @@ pub enum Read {}
 
 impl Right for Read {
     fn check(caller: &Principal, project: &str) -> Result<(), ApiError> {
-        if caller.can_read(project) {
+        if ProjectKey::new(project).is_ok_and(|k| caller.can_read(&EventScope::Project(k))) {
             Ok(())
         } else {
             Err(forbidden(format!(
@@ -48,7 +49,7 @@ pub enum Manage {}
 
 impl Right for Manage {
     fn check(caller: &Principal, project: &str) -> Result<(), ApiError> {
-        if caller.can_manage_notifications(project) {
+        if ProjectKey::new(project).is_ok_and(|k| caller.can_manage_notifications(&k)) {
             Ok(())
         } else {
             Err(forbidden(format!(

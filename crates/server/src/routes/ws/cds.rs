@@ -11,7 +11,9 @@ use cds_events_api::FilterText;
 use cds_events_auth::{Principal, ReadScope};
 use cds_events_hub::Matcher;
 use cds_events_log::Seq;
-use cds_events_model::{DecodeError, EventFilter, EventType, FullEvent, Scope};
+use cds_events_model::{
+    DecodeError, EventFilter, EventScope, EventType, FullEvent, ProjectKey, Scope,
+};
 use serde::Deserialize;
 use serde_json::Value;
 use std::sync::Arc;
@@ -37,7 +39,7 @@ pub enum Refused {
     #[error("unknown project_runs_params key {0:?}")]
     RunParam(String),
     #[error("not allowed to read project {0}")]
-    Project(String),
+    Project(ProjectKey),
     #[error("not allowed to read global events")]
     Global,
     /// An `events` filter's conditions, as the query API words them.
@@ -82,9 +84,15 @@ pub struct FilterIn {
 /// A compiled filter.
 #[derive(Debug, Clone)]
 enum Compiled {
-    Project(String),
-    ProjectRuns { project: String, params: RunParams },
-    PurgeReport { project: String, report: String },
+    Project(ProjectKey),
+    ProjectRuns {
+        project: ProjectKey,
+        params: RunParams,
+    },
+    PurgeReport {
+        project: ProjectKey,
+        report: String,
+    },
     Queue,
     Global,
     Events(EventFilter),
@@ -152,13 +160,13 @@ fn branch_of(e: &FullEvent) -> Option<String> {
 impl Compiled {
     fn matches(&self, e: &FullEvent) -> bool {
         match self {
-            Compiled::Project(p) => e.project_key == *p && PROJECT_TYPES.contains(&e.event_type),
+            Compiled::Project(p) => *p == *e.project_key && PROJECT_TYPES.contains(&e.event_type),
             Compiled::ProjectRuns { project, params } => {
-                e.project_key == *project && RUN_TYPES.contains(&e.event_type) && params.matches(e)
+                *project == *e.project_key && RUN_TYPES.contains(&e.event_type) && params.matches(e)
             }
             Compiled::PurgeReport { project, report } => {
                 e.event_type == EventType::EventProjectPurge
-                    && e.project_key == *project
+                    && *project == *e.project_key
                     && e.purge_report_id == *report
             }
             Compiled::Queue => QUEUE_TYPES.contains(&e.event_type),
@@ -167,15 +175,17 @@ impl Compiled {
         }
     }
 
-    /// `None`: any project.
-    fn projects(&self) -> Option<Vec<String>> {
+    /// `None`: any scope.
+    fn scopes(&self) -> Option<Vec<EventScope>> {
         match self {
             Compiled::Project(p)
             | Compiled::ProjectRuns { project: p, .. }
-            | Compiled::PurgeReport { project: p, .. } => Some(vec![p.clone()]),
-            Compiled::Global => Some(vec![String::new()]),
+            | Compiled::PurgeReport { project: p, .. } => {
+                Some(vec![EventScope::Project(p.clone())])
+            }
+            Compiled::Global => Some(vec![EventScope::Global]),
             Compiled::Queue => None,
-            Compiled::Events(f) => (!f.projects.is_empty()).then(|| f.projects.clone()),
+            Compiled::Events(f) => (!f.scopes.is_empty()).then(|| f.scopes.clone()),
         }
     }
 }
@@ -192,43 +202,42 @@ impl CdsFilterSet {
     /// checks each against the caller's grants.
     pub fn compile(filters: &[FilterIn], caller: Arc<Principal>) -> Result<CdsFilterSet, Refused> {
         let mut out = Vec::with_capacity(filters.len());
-        let readable = |p: &str| -> Result<(), Refused> {
-            if caller.can_read(p) {
-                Ok(())
-            } else {
-                Err(Refused::Project(p.to_owned()))
+        let readable = |scope: &EventScope| -> Result<(), Refused> {
+            match scope {
+                _ if caller.can_read(scope) => Ok(()),
+                EventScope::Global => Err(Refused::Global),
+                EventScope::Project(p) => Err(Refused::Project(p.clone())),
             }
+        };
+        // A project filter's key, readable by the caller; `missing` when empty.
+        let project = |pk: &str, missing: Refused| -> Result<ProjectKey, Refused> {
+            let key = ProjectKey::new(pk).map_err(|_| missing)?;
+            readable(&EventScope::Project(key.clone()))?;
+            Ok(key)
         };
         for f in filters {
             let pk = f.project_key.trim();
             let compiled = match f.filter_type.as_str() {
-                "project" | "project-runs" if pk.is_empty() => {
-                    return Err(Refused::MissingProject);
-                }
-                "project" => {
-                    readable(pk)?;
-                    Compiled::Project(pk.to_owned())
-                }
+                "project" => Compiled::Project(project(pk, Refused::MissingProject)?),
                 "project-runs" => {
-                    readable(pk)?;
+                    let key = project(pk, Refused::MissingProject)?;
                     Compiled::ProjectRuns {
-                        project: pk.to_owned(),
+                        project: key,
                         params: RunParams::parse(&f.project_runs_params)?,
                     }
                 }
                 "project-purge-report" => {
-                    if pk.is_empty() || f.purge_report_id.trim().is_empty() {
+                    if f.purge_report_id.trim().is_empty() {
                         return Err(Refused::MissingReport);
                     }
-                    readable(pk)?;
                     Compiled::PurgeReport {
-                        project: pk.to_owned(),
+                        project: project(pk, Refused::MissingReport)?,
                         report: f.purge_report_id.trim().to_owned(),
                     }
                 }
                 "queue" => Compiled::Queue,
                 "global" => {
-                    if !caller.can_read("") {
+                    if !caller.can_read(&EventScope::Global) {
                         return Err(Refused::Global);
                     }
                     Compiled::Global
@@ -244,8 +253,8 @@ impl CdsFilterSet {
                     }
                     .parse()
                     .map_err(Refused::Events)?;
-                    for p in &ef.projects {
-                        readable(p)?;
+                    for scope in &ef.scopes {
+                        readable(scope)?;
                     }
                     Compiled::Events(ef)
                 }
@@ -263,23 +272,25 @@ impl CdsFilterSet {
 impl Matcher for CdsFilterSet {
     fn matches(&self, e: &FullEvent) -> bool {
         // The grants bound every filter, whatever it asked for.
-        self.caller.can_read(&e.project_key) && self.filters.iter().any(|f| f.matches(e))
+        self.caller.can_read_event(e) && self.filters.iter().any(|f| f.matches(e))
     }
 
-    fn projects(&self) -> Option<Vec<String>> {
-        let mut all: Vec<String> = Vec::new();
+    fn scopes(&self) -> Option<Vec<EventScope>> {
+        let mut all: Vec<EventScope> = Vec::new();
         for f in &self.filters {
-            match f.projects() {
+            match f.scopes() {
                 Some(ps) => all.extend(ps),
                 None => {
                     // Any project — which, for a reader of a few, is those few.
                     return match self.caller.read_scope() {
                         ReadScope::Some {
-                            projects: Some(mut mine),
+                            projects: Some(mine),
                             global,
                         } => {
+                            let mut mine: Vec<EventScope> =
+                                mine.into_iter().map(EventScope::Project).collect();
                             if global {
-                                mine.push(String::new());
+                                mine.push(EventScope::Global);
                             }
                             Some(mine)
                         }
@@ -344,6 +355,10 @@ pub fn parse_request(text: &str) -> Result<Request, Refused> {
 mod tests {
     use super::*;
     use cds_events_auth::Grant;
+
+    fn key(k: &str) -> ProjectKey {
+        k.parse().expect("key")
+    }
 
     fn reader(grants: &[&str]) -> Arc<Principal> {
         Arc::new(Principal {
@@ -435,7 +450,7 @@ mod tests {
             CdsFilterSet::compile(std::slice::from_ref(f), reader(&["admin"])).expect("accepted");
         match &set.filters[0] {
             Compiled::Events(ef) => {
-                assert_eq!(ef.projects, ["A"]);
+                assert_eq!(ef.scopes, [EventScope::Project(key("A"))]);
                 assert_eq!(ef.types.as_ref().map(|t| t.len()), Some(1));
                 assert_eq!(ef.vcs_name.as_deref(), Some("gh"));
                 assert_eq!(ef.since, None);
@@ -451,8 +466,11 @@ mod tests {
             &["read:A", "read-global"],
         )
         .expect("accepted");
-        assert_eq!(set.projects(), Some(vec!["A".to_owned(), String::new()]));
+        assert_eq!(
+            set.scopes(),
+            Some(vec![EventScope::Project(key("A")), EventScope::Global])
+        );
         let set = compile(serde_json::json!({"type": "queue"}), &["admin"]).expect("accepted");
-        assert_eq!(set.projects(), None);
+        assert_eq!(set.scopes(), None);
     }
 }

@@ -7,7 +7,7 @@ use crate::auth::forbidden;
 use crate::error::{ApiError, ErrorBody, NoTokenOrTicket};
 use axum::response::Response;
 use cds_events_hub::Matcher;
-use cds_events_model::FullEvent;
+use cds_events_model::{EventScope, FullEvent};
 use std::sync::Arc;
 
 /// What a hatchery follows: the job queue (enqueued jobs and their later
@@ -23,7 +23,7 @@ impl Matcher for HatcheryQueue {
         QUEUE_TYPES.contains(&e.event_type)
             && self.regions.as_ref().is_none_or(|r| r.contains(&e.region))
     }
-    fn projects(&self) -> Option<Vec<String>> {
+    fn scopes(&self) -> Option<Vec<EventScope>> {
         None
     }
 }
