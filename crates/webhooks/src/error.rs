@@ -44,7 +44,7 @@ pub enum WebhooksError {
     /// A notification's values do not compile (URL, headers, filters): they
     /// were validated when written, so this is a stored row edited by hand.
     #[error("notification {uid} does not compile: {problem}")]
-    Compile { uid: String, problem: String },
+    Compile { uid: String, problem: CompileError },
     /// A value could not be encoded as JSON.
     #[error("cannot encode {what}: {source}")]
     Encode {
@@ -93,4 +93,17 @@ pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> W
         path: path.display().to_string(),
         source,
     }
+}
+
+/// Which value of a stored notification does not compile.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error("url: {0}")]
+    Url(#[from] url::ParseError),
+    #[error("header: {0}")]
+    HeaderName(#[from] reqwest::header::InvalidHeaderName),
+    #[error("header: {0}")]
+    HeaderValue(#[from] reqwest::header::InvalidHeaderValue),
+    #[error("filters: {0}")]
+    Filters(#[from] regex::Error),
 }

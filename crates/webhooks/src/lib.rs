@@ -41,7 +41,7 @@ mod time;
 mod worker;
 
 pub use config::WebhooksConfig;
-pub use error::WebhooksError;
+pub use error::{CompileError, WebhooksError};
 pub use model::{
     Actor, AttemptOut, CreatedNotificationOut, DeliveryDetail, DeliveryOut, DeliveryPage,
     DeliveryStatus, MASK, NotificationAuth, NotificationFilter, NotificationIn, NotificationOut,

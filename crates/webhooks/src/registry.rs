@@ -5,7 +5,7 @@
 //! transaction that changed the database, so memory and disk never disagree
 //! in order. Everything else reads snapshots (`Arc`s).
 
-use crate::error::WebhooksError;
+use crate::error::{CompileError, WebhooksError};
 use crate::model::{NotificationFilter, NotificationOut};
 use crate::signing::SigningSecret;
 use crate::store::{Mirror, NotificationId, NotificationRecord};
@@ -73,12 +73,12 @@ impl Notification {
         Notification::compile(f).map_err(|problem| WebhooksError::Compile { uid, problem })
     }
 
-    fn compile(f: NotificationRecord) -> Result<Notification, String> {
-        let url = url::Url::parse(&f.url).map_err(|e| format!("url: {e}"))?;
+    fn compile(f: NotificationRecord) -> Result<Notification, CompileError> {
+        let url = url::Url::parse(&f.url)?;
         let mut header_map = HeaderMap::with_capacity(f.headers.len());
         for (k, v) in &f.headers {
-            let name = HeaderName::from_bytes(k.as_bytes()).map_err(|e| format!("header: {e}"))?;
-            let mut value = HeaderValue::from_str(v).map_err(|e| format!("header: {e}"))?;
+            let name = HeaderName::from_bytes(k.as_bytes())?;
+            let mut value = HeaderValue::from_str(v)?;
             value.set_sensitive(true);
             header_map.insert(name, value);
         }
@@ -92,8 +92,7 @@ impl Notification {
         } else {
             let set = regex::RegexSetBuilder::new(&exprs)
                 .size_limit(crate::model::REGEX_SIZE_LIMIT * exprs.len().max(1))
-                .build()
-                .map_err(|e| format!("filters: {e}"))?;
+                .build()?;
             let mut table = vec![false; EventType::ALL.len()];
             for t in EventType::ALL {
                 table[*t as usize] = set.is_match(t.as_str());
