@@ -515,7 +515,7 @@ pub async fn purge_deletes_oldest_first_and_cursors_continue(h: &dyn Harness) {
     let stats = log.stats().await.expect("stats");
     assert_eq!(
         (stats.events, stats.oldest_seq, stats.head_seq),
-        (20, 11, 30)
+        (20, Seq(11), Seq(30))
     );
     // A cursor inside the purged range continues at the oldest kept event.
     assert_eq!(
@@ -539,7 +539,7 @@ pub async fn purge_deletes_oldest_first_and_cursors_continue(h: &dyn Harness) {
     };
     while log.purge(held, 3).await.expect("purge") > 0 {}
     let stats = log.stats().await.expect("stats");
-    assert_eq!((stats.events, stats.oldest_seq), (16, 15));
+    assert_eq!((stats.events, stats.oldest_seq), (16, Seq(15)));
     // Age: every event here is from 1970, so all go.
     let by_age = Retention {
         max_age: Some(Duration::from_secs(3600)),

@@ -137,9 +137,9 @@ pub struct LogStats {
     pub backend: &'static str,
     pub events: u64,
     /// Lowest stored sequence number (0 when empty).
-    pub oldest_seq: u64,
+    pub oldest_seq: Seq,
     /// Highest committed sequence number (0 when nothing was ever stored).
-    pub head_seq: u64,
+    pub head_seq: Seq,
     /// Bytes used on disk (database and write-ahead log).
     pub bytes_on_disk: u64,
 }

@@ -349,8 +349,8 @@ impl EventLog for SqliteLog {
             Ok(LogStats {
                 backend: "sqlite",
                 events: count as u64,
-                oldest_seq: oldest as u64,
-                head_seq: head,
+                oldest_seq: Seq(oldest as u64),
+                head_seq: Seq(head),
                 bytes_on_disk: (pages * page_size) as u64 + wal_bytes,
             })
         })

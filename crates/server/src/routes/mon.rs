@@ -92,7 +92,7 @@ pub async fn metrics(State(st): State<AppState>, req: axum::extract::Request) ->
     if let Ok(stats) = st.log.stats().await {
         metrics::gauge!("cds_events_log_events").set(stats.events as f64);
         metrics::gauge!("cds_events_log_bytes").set(stats.bytes_on_disk as f64);
-        metrics::gauge!("cds_events_log_head_seq").set(stats.head_seq as f64);
+        metrics::gauge!("cds_events_log_head_seq").set(stats.head_seq.0 as f64);
     }
     (
         [(

@@ -103,7 +103,7 @@ async fn pending_deliveries_hold_the_log_retention() {
         ..Retention::default()
     };
     while w.log.purge(keep_none, 10).await.expect("purge") > 0 {}
-    assert_eq!(w.log.stats().await.expect("stats").oldest_seq, 4);
+    assert_eq!(w.log.stats().await.expect("stats").oldest_seq, Seq(4));
     // Redelivered: its event is still there to send.
     fail.heal();
     let failed_or_pending = w

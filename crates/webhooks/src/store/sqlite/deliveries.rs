@@ -293,7 +293,8 @@ fn attempts(conn: &Connection, row: &DeliveryRow) -> Result<Vec<Attempt>, Webhoo
 /// pending event.
 pub(super) fn retention_hold(conn: &Connection) -> Result<Option<Seq>, WebhooksError> {
     let tx = conn.unchecked_transaction()?;
-    let mut hold: Option<i64> = POSITION.get(&tx)?.map(|p| p + 1);
+    // The stored position has been handled: the hold starts after it.
+    let mut hold: Option<Seq> = POSITION.get(&tx)?.map(|p| seq(p + 1));
     {
         let mut enabled = tx.prepare_cached("SELECT id FROM notifications WHERE enabled = 1")?;
         let enabled: Vec<i64> = enabled
@@ -304,13 +305,14 @@ pub(super) fn retention_hold(conn: &Connection) -> Result<Option<Seq>, WebhooksE
              ORDER BY id LIMIT 1",
         )?;
         for id in enabled {
-            if let Some(seq) = oldest.query_row([id], |r| r.get::<_, i64>(0)).optional()? {
-                hold = Some(hold.map_or(seq, |h| h.min(seq)));
+            if let Some(pending) = oldest.query_row([id], |r| r.get::<_, i64>(0)).optional()? {
+                let pending = seq(pending);
+                hold = Some(hold.map_or(pending, |h| h.min(pending)));
             }
         }
     }
     tx.finish()?;
-    Ok(hold.map(seq))
+    Ok(hold)
 }
 
 /// Moves a success kept in a delivery's row into `attempts`, before the row
