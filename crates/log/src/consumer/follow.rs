@@ -55,8 +55,12 @@ pub async fn follow<C: Consumer>(
     };
     consumer.reached(position);
     'follow: loop {
+        // The head as it was when woken: the batches go up to it, then the
+        // consumer's inputs get their turn before the next head. Re-reading
+        // the head between batches would starve them (the hub's
+        // subscriptions) for as long as ingest keeps the head moving.
+        let target = *head.borrow_and_update();
         loop {
-            let target = *head.borrow_and_update();
             if position >= target || shutdown.is_cancelled() {
                 break;
             }

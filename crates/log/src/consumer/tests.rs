@@ -146,7 +146,19 @@ struct Seen {
     reached: watch::Sender<Option<Seq>>,
     listening: AtomicBool,
     failing_handles: AtomicUsize,
+    /// Events appended to this log by each handled batch, as many times as
+    /// said: ingest that keeps the head moving while the consumer works.
+    ingest: Mutex<Option<(Arc<MemLog>, usize)>>,
+    /// An input sent to the loop by the batch that ends at this sequence
+    /// number, while the loop is busy: (at, the inputs, the input).
+    ask: Mutex<Option<Ask>>,
 }
+
+type Ask = (
+    u64,
+    mpsc::Sender<oneshot::Sender<Seq>>,
+    oneshot::Sender<Seq>,
+);
 
 impl Seen {
     fn new() -> Arc<Seen> {
@@ -155,6 +167,8 @@ impl Seen {
             reached: watch::Sender::new(None),
             listening: AtomicBool::new(true),
             failing_handles: AtomicUsize::new(0),
+            ingest: Mutex::new(None),
+            ask: Mutex::new(None),
         })
     }
 
@@ -209,6 +223,17 @@ impl Consumer for Recorder {
             return Err(ConsumerError::Handle(Box::new(Failing)));
         }
         lock(&self.seen.batches).push(batch.iter().map(|e| e.seq.0).collect());
+        if let Some((log, left)) = lock(&self.seen.ingest).as_mut().filter(|(_, n)| *n > 0) {
+            *left -= 1;
+            log.push(1);
+        }
+        let last = batch.last().map_or(0, |e| e.seq.0);
+        let mut ask = lock(&self.seen.ask);
+        if ask.as_ref().is_some_and(|(at, _, _)| *at == last)
+            && let Some((_, inputs, reply)) = ask.take()
+        {
+            inputs.try_send(reply).expect("room for the input");
+        }
         Ok(())
     }
     async fn input(&mut self, position: Seq) -> std::ops::ControlFlow<()> {
@@ -452,6 +477,36 @@ async fn inputs_are_served_while_waiting_with_the_position_reached() {
     seen.reach(4).await;
     assert_eq!(ask().await, Seq(4));
     // Its inputs closed: the loop stops by itself.
+    drop(tx);
+    tokio::time::timeout(DEADLINE, run.task)
+        .await
+        .expect("the loop stops")
+        .expect("no panic");
+}
+
+#[tokio::test(start_paused = true)]
+async fn inputs_are_served_while_ingest_keeps_the_head_moving() {
+    const INGESTED: usize = 1000;
+    let log = MemLog::new();
+    let (tx, rx) = mpsc::channel(1);
+    let (mut consumer, seen) = recorder(Checkpoint::Volatile);
+    consumer.inputs = Some(rx);
+    let run = start(&log, consumer, 1).await;
+    // Every batch handled appends one more event, a thousand times over,
+    // and the tenth one asks the loop something meanwhile.
+    let (reply, answer) = oneshot::channel();
+    *lock(&seen.ask) = Some((10, tx.clone(), reply));
+    *lock(&seen.ingest) = Some((Arc::clone(&log), INGESTED));
+    log.push(1);
+    let served_at = tokio::time::timeout(DEADLINE, answer)
+        .await
+        .expect("answered")
+        .expect("answered");
+    assert!(
+        served_at.0 < INGESTED as u64,
+        "the input waited until ingest stopped (served at {served_at})"
+    );
+    seen.reach(INGESTED as u64 + 1).await;
     drop(tx);
     tokio::time::timeout(DEADLINE, run.task)
         .await
