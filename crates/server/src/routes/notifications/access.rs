@@ -63,7 +63,6 @@ impl Right for Manage {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct ProjectPath {
-    #[serde(rename = "projectKey")]
     #[param(rename = "projectKey")]
     pub project: String,
 }
@@ -72,7 +71,6 @@ pub struct ProjectPath {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
 pub struct NotificationPath {
-    #[serde(rename = "projectKey")]
     #[param(rename = "projectKey")]
     pub project: String,
     /// The notification's name.

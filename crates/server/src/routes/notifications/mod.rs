@@ -28,50 +28,51 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 /// `/v2/project/{projectKey}/notification…` and the admin's key rotation.
+///
+/// The router names the capture `{project}`, as before the OpenAPI
+/// document called it `projectKey` (CDS's name): the matched path is the
+/// `route` label of the HTTP metrics, which dashboards key on.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route(
-            "/v2/project/{projectKey}/notification",
+            "/v2/project/{project}/notification",
             routing::get(list).post(create),
         )
         .route(
-            "/v2/project/{projectKey}/notification/{name}",
+            "/v2/project/{project}/notification/{name}",
             routing::get(get).put(update).delete(delete),
         )
         .route(
-            "/v2/project/{projectKey}/notification/{name}/secret",
+            "/v2/project/{project}/notification/{name}/secret",
             routing::get(secret),
         )
         .route(
-            "/v2/project/{projectKey}/notification/{name}/secret/rotate",
+            "/v2/project/{project}/notification/{name}/secret/rotate",
             post(rotate_secret),
         )
         .route(
-            "/v2/project/{projectKey}/notification/{name}/enable",
+            "/v2/project/{project}/notification/{name}/enable",
             post(enable),
         )
         .route(
-            "/v2/project/{projectKey}/notification/{name}/disable",
+            "/v2/project/{project}/notification/{name}/disable",
             post(disable),
         )
+        .route("/v2/project/{project}/notification/{name}/test", post(test))
         .route(
-            "/v2/project/{projectKey}/notification/{name}/test",
-            post(test),
-        )
-        .route(
-            "/v2/project/{projectKey}/notification/{name}/deliveries",
+            "/v2/project/{project}/notification/{name}/deliveries",
             routing::get(deliveries),
         )
         .route(
-            "/v2/project/{projectKey}/notification/{name}/deliveries/{id}",
+            "/v2/project/{project}/notification/{name}/deliveries/{id}",
             routing::get(delivery),
         )
         .route(
-            "/v2/project/{projectKey}/notification/{name}/deliveries/{id}/redeliver",
+            "/v2/project/{project}/notification/{name}/deliveries/{id}/redeliver",
             post(redeliver),
         )
         .route(
-            "/v2/project/{projectKey}/notification/{name}/redeliver",
+            "/v2/project/{project}/notification/{name}/redeliver",
             post(redeliver_failed),
         )
         .route("/v2/admin/webhooks/rotate-key", post(rotate_key))
