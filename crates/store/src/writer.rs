@@ -139,7 +139,8 @@ impl<H: Handler> Writer<H> {
 
     /// Runs what is queued, checkpoints, closes the connection, then
     /// answers (with the checkpoint's outcome) and waits for the thread to
-    /// end. A second close fails with [`Error::Closed`].
+    /// end. A close queued behind the first is answered `Ok(())`; one sent
+    /// after the thread ended fails with [`Error::Closed`].
     pub async fn close(&self) -> Result<(), Error> {
         let (reply, rx) = oneshot::channel();
         let r = match self.tx.send(Msg::Close(reply)).await {
