@@ -45,13 +45,7 @@ fn secrets_never_appear_in_logs_metrics_or_config() {
         None,
     );
     secrets.push(guess);
-    let metrics = s
-        .http
-        .get(s.url("/mon/metrics"))
-        .send()
-        .expect("metrics")
-        .text()
-        .expect("text");
+    let metrics = s.metrics();
     let config = Command::new(BIN)
         .arg("config")
         .env("CDS_EVENTS_ADMIN_TOKEN", ADMIN)

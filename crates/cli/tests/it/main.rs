@@ -244,6 +244,16 @@ impl TestServer {
         (status, r.json().unwrap_or(Value::Null))
     }
 
+    /// The Prometheus text of `/mon/metrics`, read with the admin token.
+    pub fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/mon/metrics"))
+            .send()
+            .expect("metrics")
+            .text()
+            .expect("text")
+    }
+
     /// Every event (seq, event) the query returns, following cursors.
     pub fn query_all(&self, params: &str) -> Vec<(u64, Value)> {
         let mut out = Vec::new();

@@ -16,13 +16,7 @@ fn status_version_and_metrics_report_the_log() {
     assert!(st["storage"]["bytes_on_disk"].as_u64().expect("bytes") > 0);
     let (_, v) = s.get("/mon/version");
     assert_eq!(v["version"], json!(env!("CARGO_PKG_VERSION")));
-    let text = s
-        .http
-        .get(s.url("/mon/metrics"))
-        .send()
-        .expect("metrics")
-        .text()
-        .expect("text");
+    let text = s.metrics();
     for needle in [
         "cds_events_ingested_total{type=\"RunJobEnded\"} 2",
         "cds_events_ingested_total{type=\"UserCreated\"} 1",
