@@ -42,6 +42,36 @@ pub enum Error {
     /// A blocking task (a reader's query) panicked or was cancelled.
     #[error("a storage task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// A PostgreSQL failure (see [`Error::is_unavailable`]).
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// No PostgreSQL connection could be had from the pool in time.
+    #[error("PostgreSQL pool: {0}")]
+    Pool(String),
+    /// The PostgreSQL URL or a pool setting is not usable.
+    #[error("PostgreSQL configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// The database is away (restarting, unreachable, refusing
+    /// connections): the same request may succeed later.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Error::Busy(_) | Error::Pool(_) => true,
+            Error::Postgres(e) => crate::pg::is_unavailable(e),
+            _ => false,
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for Error {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => Error::Postgres(e),
+            other => Error::Pool(other.to_string()),
+        }
+    }
 }
 
 impl From<rusqlite::Error> for Error {

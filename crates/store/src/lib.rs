@@ -14,6 +14,9 @@
 //! - [`MetaKey`]: typed values in the `meta` key/value table;
 //! - [`Checkpointer`]: WAL checkpoints on their own thread.
 //!
+//! [`pg`] is the same for PostgreSQL: a connection pool, migrations under an
+//! advisory lock, `LISTEN`, and throw-away databases for tests.
+//!
 //! This crate must never know a table of its users (other than `meta`, which
 //! is its own) nor decide what a command does: the users bring their SQL and
 //! their commands, this crate brings the threads, the connections and the
@@ -23,6 +26,7 @@ mod checkpoint;
 pub mod conn;
 mod error;
 pub mod meta;
+pub mod pg;
 mod readers;
 mod schema;
 mod writer;
