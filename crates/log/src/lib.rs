@@ -6,12 +6,14 @@
 //! watch [`EventLog::head`] and read forward from their own durable position
 //! ([`EventLog::read_after`], [`EventLog::consumer_position`]).
 //!
-//! Backends: [`sqlite::SqliteLog`] (the embedded default). Every backend must
-//! pass the shared [`conformance`] suite.
+//! Backends: [`sqlite::SqliteLog`] (the embedded default) and
+//! [`postgres::PgLog`] (several instances sharing one database). Every
+//! backend must pass the shared [`conformance`] suite.
 
 pub mod conformance;
 pub mod consumer;
 pub mod pacing;
+pub mod postgres;
 pub mod sqlite;
 
 pub use consumer::{
@@ -140,7 +142,8 @@ pub struct LogStats {
     pub oldest_seq: Seq,
     /// Highest committed sequence number (0 when nothing was ever stored).
     pub head_seq: Seq,
-    /// Bytes used on disk (database and write-ahead log).
+    /// Bytes used on disk by the log (SQLite: the database and its
+    /// write-ahead log; PostgreSQL: the log's tables with their indexes).
     pub bytes_on_disk: u64,
 }
 
@@ -165,7 +168,8 @@ pub enum LogError {
     },
     #[error("the log is closed")]
     Closed,
-    /// The store stayed locked past its timeout; retrying may succeed.
+    /// The store stayed locked past its timeout, or its database server is
+    /// away; retrying may succeed.
     #[error("the log is busy: {0}")]
     Busy(String),
 }
