@@ -8,7 +8,12 @@ use serde_json::Value;
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum Output {
     Table,
+    /// One `{"seq": …, "event": …}` object per line.
     Json,
+    /// One event per line exactly as stored, ids and times included: what
+    /// `publish -f` reads back (a copy of a log into another server keeps
+    /// ids and order).
+    Ndjson,
 }
 
 #[derive(Debug, Args)]
@@ -65,6 +70,7 @@ pub async fn run(a: QueryArgs) -> anyhow::Result<()> {
         for item in &page.events {
             match a.output {
                 Output::Json => println!("{{\"seq\":{},\"event\":{}}}", item.seq, item.event.get()),
+                Output::Ndjson => println!("{}", item.event.get()),
                 Output::Table => {
                     let v: Value = serde_json::from_str(item.event.get())?;
                     let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
@@ -102,7 +108,13 @@ pub struct TypesArgs {
     #[arg(long)]
     offline: bool,
     #[arg(long, short, value_enum, default_value = "table")]
-    output: Output,
+    output: CatalogueOutput,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CatalogueOutput {
+    Table,
+    Json,
 }
 
 pub async fn types(a: TypesArgs) -> anyhow::Result<()> {
@@ -112,8 +124,8 @@ pub async fn types(a: TypesArgs) -> anyhow::Result<()> {
         a.server.client(1)?.get_json("/v2/events/types").await?
     };
     match a.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&cat)?),
-        Output::Table => {
+        CatalogueOutput::Json => println!("{}", serde_json::to_string_pretty(&cat)?),
+        CatalogueOutput::Table => {
             for f in cat["families"].as_array().into_iter().flatten() {
                 let fields: Vec<String> = f["fields"]
                     .as_array()

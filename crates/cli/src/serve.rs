@@ -22,6 +22,10 @@ pub struct ServeArgs {
     /// What an acknowledged event survives [default: power-loss].
     #[arg(long, value_enum)]
     durability: Option<DurabilityArg>,
+    /// Keep the log, notifications, deliveries and tokens in this PostgreSQL
+    /// database (shared by every instance) instead of the data directory.
+    #[arg(long, value_name = "URL")]
+    postgres: Option<String>,
     /// PEM certificate chain: serve HTTPS (with --tls-key).
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -46,12 +50,19 @@ impl ServeArgs {
         if let Some(d) = &self.data_dir {
             flags.insert("data_dir".into(), Value::String(d.display().to_string()));
         }
+        let mut storage = Map::new();
         if let Some(d) = self.durability {
             let d = match d {
                 DurabilityArg::PowerLoss => Durability::PowerLoss,
                 DurabilityArg::ProcessCrash => Durability::ProcessCrash,
             };
-            flags.insert("storage".into(), serde_json::json!({ "durability": d }));
+            storage.insert("durability".into(), serde_json::json!(d));
+        }
+        if let Some(url) = &self.postgres {
+            storage.insert("postgres_url".into(), Value::String(url.clone()));
+        }
+        if !storage.is_empty() {
+            flags.insert("storage".into(), Value::Object(storage));
         }
         if let (Some(c), Some(k)) = (&self.tls_cert, &self.tls_key) {
             flags.insert(

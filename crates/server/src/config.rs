@@ -39,8 +39,41 @@ pub struct StorageConfig {
     /// `power-loss` (fsync every commit) or `process-crash` (survives the
     /// process being killed; the OS flushes later).
     pub durability: Durability,
-    /// Read connections serving queries concurrently.
+    /// Read connections serving queries concurrently (SQLite).
     pub readers: usize,
+    /// Keep everything instances share (the log, notifications and
+    /// deliveries, tokens, the audit trail, tickets) in this PostgreSQL
+    /// database instead of the data directory, so that any number of
+    /// instances can serve together. A libpq URL
+    /// (`postgres://user:password@host:5432/db`) or key/value string. Unset:
+    /// embedded SQLite.
+    pub postgres_url: Option<String>,
+    /// Most PostgreSQL connections each store of this instance opens.
+    pub postgres_pool_size: usize,
+    /// PostgreSQL cancels a statement running longer than this.
+    #[serde(with = "humantime_serde")]
+    pub postgres_statement_timeout: Duration,
+}
+
+impl StorageConfig {
+    /// The PostgreSQL connection settings, when PostgreSQL is configured.
+    pub fn postgres(&self) -> Option<cds_events_store::pg::PgOptions> {
+        self.postgres_url.as_ref().map(|url| {
+            let mut o = cds_events_store::pg::PgOptions::new(url.clone());
+            o.pool_size = self.postgres_pool_size;
+            o.statement_timeout = Some(self.postgres_statement_timeout);
+            o
+        })
+    }
+
+    /// Which backend the stores use: `sqlite` or `postgresql`.
+    pub fn backend(&self) -> &'static str {
+        if self.postgres_url.is_some() {
+            "postgresql"
+        } else {
+            "sqlite"
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -206,6 +239,9 @@ impl Default for StorageConfig {
         StorageConfig {
             durability: Durability::default(),
             readers: 4,
+            postgres_url: None,
+            postgres_pool_size: 16,
+            postgres_statement_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -333,6 +369,24 @@ impl Config {
                 "http.max_header_bytes must be at least 8192".into(),
             ));
         }
+        if let Some(url) = &self.storage.postgres_url {
+            if url.trim().is_empty() {
+                return Err(ConfigError(
+                    "storage.postgres_url is empty (leave it unset for embedded SQLite)".into(),
+                ));
+            }
+            if let Err(e) = url.parse::<cds_events_store::pg::tokio_postgres::Config>() {
+                // The driver's message never repeats the URL.
+                return Err(ConfigError(format!(
+                    "storage.postgres_url is not a PostgreSQL URL: {e}"
+                )));
+            }
+            if self.storage.postgres_pool_size == 0 {
+                return Err(ConfigError(
+                    "storage.postgres_pool_size must be positive".into(),
+                ));
+            }
+        }
         if self.retention.batch == 0 {
             return Err(ConfigError("retention.batch must be positive".into()));
         }
@@ -378,12 +432,97 @@ impl Config {
         Ok(())
     }
 
-    /// The effective configuration as TOML (`cds-events config`). No field
-    /// holds a secret: tokens live in the token store, the bootstrap token
-    /// comes from `CDS_EVENTS_ADMIN_TOKEN` and is never part of it, and TLS
-    /// keys are given by path. So the output is safe to paste in a ticket.
+    /// The effective configuration as TOML (`cds-events config`), safe to
+    /// paste in a ticket: tokens live in the token store, the bootstrap
+    /// token comes from `CDS_EVENTS_ADMIN_TOKEN` and is never part of it, TLS
+    /// keys are given by path, and a password in `storage.postgres_url` is
+    /// masked.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self)
+        let mut shown = self.clone();
+        shown.storage.postgres_url = shown.storage.postgres_url.as_deref().map(mask_password);
+        toml::to_string_pretty(&shown)
             .unwrap_or_else(|e| format!("# cannot render configuration: {e}\n"))
+    }
+}
+
+/// `url` with its password replaced by `***`, in either form libpq takes:
+/// `postgres://user:password@host/db` or `host=… password=… dbname=…`.
+pub fn mask_password(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        let (authority, tail) = match rest.find(['/', '?']) {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        if let Some((userinfo, host)) = authority.rsplit_once('@')
+            && let Some((user, _)) = userinfo.split_once(':')
+        {
+            return format!("{scheme}://{user}:***@{host}{tail}");
+        }
+        // A password may also come as a query parameter.
+        return mask_key_values(url, '&');
+    }
+    mask_key_values(url, ' ')
+}
+
+fn mask_key_values(s: &str, sep: char) -> String {
+    s.split(sep)
+        .map(|part| match part.split_once('=') {
+            Some((k, _)) if k.trim_start_matches('?').ends_with("password") => {
+                format!("{k}=***")
+            }
+            _ => part.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(&sep.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_postgres_password_never_reaches_the_printed_configuration() {
+        for (url, shown) in [
+            (
+                "postgres://cds:s3cret@db:5432/events",
+                "postgres://cds:***@db:5432/events",
+            ),
+            ("postgres://cds@db/events", "postgres://cds@db/events"),
+            (
+                "postgresql://db/events?user=cds&password=s3cret",
+                "postgresql://db/events?user=cds&password=***",
+            ),
+            (
+                "host=db user=cds password=s3cret dbname=events",
+                "host=db user=cds password=*** dbname=events",
+            ),
+        ] {
+            assert_eq!(mask_password(url), shown);
+            let mut c = Config::default();
+            c.storage.postgres_url = Some(url.to_owned());
+            let toml = c.to_toml();
+            assert!(!toml.contains("s3cret"), "{toml}");
+            assert!(toml.contains(shown), "{toml}");
+        }
+    }
+
+    #[test]
+    fn a_postgres_url_that_cannot_be_parsed_is_refused_without_being_repeated() {
+        let mut c = Config::default();
+        c.storage.postgres_url = Some("postgres://u:pw@host:notaport/db".into());
+        let err = c.validate().expect_err("bad port").to_string();
+        assert!(err.contains("storage.postgres_url"), "{err}");
+        assert!(!err.contains("pw@"), "{err}");
+        c.storage.postgres_url = Some("  ".into());
+        assert!(c.validate().is_err());
+        c.storage.postgres_url = Some("postgres://u@h/db".into());
+        c.storage.postgres_pool_size = 0;
+        assert!(c.validate().is_err());
+        c.storage.postgres_pool_size = 4;
+        c.validate().expect("valid");
+        let pg = c.storage.postgres().expect("configured");
+        assert_eq!(pg.pool_size, 4);
+        assert_eq!(c.storage.backend(), "postgresql");
+        assert_eq!(Config::default().storage.backend(), "sqlite");
     }
 }

@@ -216,6 +216,7 @@ impl Server {
             config: Arc::new(config),
             metrics: metrics_handle(),
             started: Instant::now(),
+            instance: state::instance_id().into(),
             connections: Arc::new(tokio::sync::Semaphore::new(config_max_connections)),
             webhooks,
         };

@@ -84,5 +84,10 @@ pub struct StatusSchema {
     /// backend, events, oldest_seq, head_seq, bytes_on_disk.
     pub storage: Option<serde_json::Value>,
     pub durability: Option<String>,
+    /// Where the stores live: `sqlite` (the data directory) or `postgresql`
+    /// (shared by every instance).
+    pub backend: String,
+    /// This instance's id among those sharing the database.
+    pub instance: String,
     pub error: Option<String>,
 }

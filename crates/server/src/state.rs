@@ -19,8 +19,25 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub metrics: PrometheusHandle,
     pub started: Instant,
+    /// This process among the instances sharing a PostgreSQL database
+    /// (`/mon/status`, leases, logs).
+    pub instance: Arc<str>,
     /// Slots for open streaming connections (`stream.max_connections`).
     pub connections: Arc<tokio::sync::Semaphore>,
     /// Project notifications and their deliveries.
     pub webhooks: cds_events_webhooks::Webhooks,
+}
+
+/// A name for this process, unique among the instances of a cluster:
+/// the host's name, the process id and a random suffix (a restarted process
+/// on the same host with the same pid is still another instance).
+pub fn instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &suffix[..6])
 }

@@ -14,6 +14,17 @@ fn status_version_and_metrics_report_the_log() {
     assert_eq!(st["storage"]["events"], json!(3));
     assert_eq!(st["storage"]["head_seq"], json!(3));
     assert!(st["storage"]["bytes_on_disk"].as_u64().expect("bytes") > 0);
+    assert_eq!(st["backend"], json!("sqlite"));
+    let instance = st["instance"].as_str().expect("an instance id");
+    assert!(
+        instance.contains(&format!("-{}-", s.child.id())),
+        "the id names the process: {instance}"
+    );
+    let (_, again) = s.get("/mon/status");
+    assert_eq!(
+        again["instance"], st["instance"],
+        "one id for the process's life"
+    );
     let (_, v) = s.get("/mon/version");
     assert_eq!(v["version"], json!(env!("CARGO_PKG_VERSION")));
     let text = s.metrics();
@@ -102,6 +113,39 @@ fn config_layers_file_then_environment_then_flags() {
 }
 
 #[test]
+fn the_postgres_url_comes_from_environment_or_flag_and_is_printed_without_its_password() {
+    let config = |env: Option<&str>, flag: Option<&str>| -> String {
+        let mut c = Command::new(BIN);
+        c.arg("config");
+        if let Some(url) = env {
+            c.env("CDS_EVENTS_STORAGE__POSTGRES_URL", url);
+        }
+        if let Some(url) = flag {
+            c.args(["--postgres", url]);
+        }
+        let out = c.output().expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf8")
+    };
+    assert!(!config(None, None).contains("postgres_url"));
+    let env = config(Some("postgres://cds:hunter2@db-a/events"), None);
+    assert!(
+        env.contains("postgres_url = \"postgres://cds:***@db-a/events\""),
+        "{env}"
+    );
+    let flag = config(
+        Some("postgres://cds:hunter2@db-a/events"),
+        Some("host=db-b user=cds password=hunter2"),
+    );
+    assert!(flag.contains("host=db-b user=cds password=***"), "{flag}");
+    assert!(!env.contains("hunter2") && !flag.contains("hunter2"));
+}
+
+#[test]
 fn retention_purges_oldest_first_and_cursors_continue() {
     let s = TestServer::builder()
         .env("CDS_EVENTS_RETENTION__MAX_EVENTS", "10")
@@ -152,6 +196,45 @@ fn cli(s: &TestServer, args: &[&str], stdin: Option<&str>) -> (bool, String, Str
         String::from_utf8_lossy(&out.stdout).into(),
         String::from_utf8_lossy(&out.stderr).into(),
     )
+}
+
+/// The upgrade path between two servers (an embedded data dir to a
+/// PostgreSQL one, say): `query --all -o ndjson` then `publish -f`, which
+/// keeps every event whole (ids and times included) and the order.
+#[test]
+fn a_log_copied_with_query_ndjson_and_publish_keeps_its_events_and_order() {
+    let from = TestServer::start();
+    let mut events: Vec<Value> = (0..30).map(|i| job_event("PROJ", i)).collect();
+    events.push(json!({"type": "UserCreated", "user_id": "u1", "username": "n"}));
+    from.post_json(&json!(events));
+    let (ok, dump, err) = cli(
+        &from,
+        &["query", "--all", "--limit", "7", "-o", "ndjson"],
+        None,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(dump.lines().count(), 31, "{dump}");
+    let to = TestServer::start();
+    let (ok, _, err) = cli(&to, &["publish", "--file", "-"], Some(&dump));
+    assert!(ok, "{err}");
+    let original = from.query_all("");
+    let copied = to.query_all("");
+    assert_eq!(
+        copied
+            .iter()
+            .map(|(_, e)| e.to_string())
+            .collect::<Vec<_>>(),
+        original
+            .iter()
+            .map(|(_, e)| e.to_string())
+            .collect::<Vec<_>>(),
+        "same events, same order, ids and times kept"
+    );
+    // Run again (an interrupted copy resumed): nothing is stored twice.
+    let (ok, _, err) = cli(&to, &["publish", "--file", "-"], Some(&dump));
+    assert!(ok, "{err}");
+    assert!(err.contains("(31 already stored)"), "{err}");
+    assert_eq!(to.query_all("").len(), 31);
 }
 
 #[test]

@@ -35,6 +35,8 @@ pub struct VersionOut {
     ))]
 pub async fn status(State(st): State<AppState>) -> Response {
     let uptime = st.started.elapsed().as_secs();
+    let backend = st.config.storage.backend();
+    let instance = &*st.instance;
     match st.log.stats().await {
         Ok(stats) => axum::Json(json!({
             "status": "ok",
@@ -42,14 +44,20 @@ pub async fn status(State(st): State<AppState>) -> Response {
             "uptime_seconds": uptime,
             "storage": stats,
             "durability": st.config.storage.durability,
+            "backend": backend,
+            "instance": instance,
         }))
         .into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(
-                json!({"status": "unavailable", "version": env!("CARGO_PKG_VERSION"),
-                "uptime_seconds": uptime, "error": e.to_string()}),
-            ),
+            axum::Json(json!({
+                "status": "unavailable",
+                "version": env!("CARGO_PKG_VERSION"),
+                "uptime_seconds": uptime,
+                "backend": backend,
+                "instance": instance,
+                "error": e.to_string(),
+            })),
         )
             .into_response(),
     }
