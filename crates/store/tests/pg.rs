@@ -3,7 +3,7 @@
 
 use cds_events_store::Error;
 use cds_events_store::pg::testing::{TempDatabase, admin_url};
-use cds_events_store::pg::{Listener, PgMigration, PgOptions, PgPool, PgSchema};
+use cds_events_store::pg::{Listener, PgMigration, PgOptions, PgPool, PgSchema, is_unavailable};
 use std::time::Duration;
 
 const V1: PgSchema = PgSchema {
@@ -201,4 +201,23 @@ async fn pooled_connections_carry_the_statement_timeout() {
         !Error::from(err).is_unavailable(),
         "a timeout is not an outage"
     );
+}
+
+#[tokio::test]
+async fn a_statement_the_client_refuses_is_not_an_outage() {
+    let db = TempDatabase::create().await.expect("test database");
+    let p = pool(&db).await;
+    let conn = p.get().await.expect("conn");
+    // An i64 for an INTEGER parameter: refused before anything is sent.
+    let wrong_type = conn
+        .query_one("SELECT $1::INTEGER", &[&1i64])
+        .await
+        .expect_err("an i64 is no INTEGER");
+    assert!(!is_unavailable(&wrong_type), "{wrong_type:?}");
+    let no_row = conn
+        .query_one("SELECT 1 WHERE false", &[])
+        .await
+        .expect_err("no row");
+    assert!(!is_unavailable(&no_row), "{no_row:?}");
+    assert!(!Error::from(no_row).is_unavailable());
 }

@@ -39,8 +39,11 @@ pub fn is_unavailable(e: &tokio_postgres::Error) -> bool {
             let code = code.code();
             matches!(&code[..2], "08" | "53") || matches!(code, "57P01" | "57P02" | "57P03")
         }
-        // No SQLSTATE: the error came from the connection itself (I/O,
-        // refused, reset), not from a statement.
-        None => true,
+        // No SQLSTATE: the connection itself failed (refused, reset, timed
+        // out: an I/O error), or else the client refused something before
+        // or after the server had its say (a parameter or a column of
+        // another type, `query_one` finding no row), which a retry does not
+        // cure.
+        None => std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()),
     }
 }
