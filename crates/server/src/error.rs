@@ -154,6 +154,14 @@ impl From<WebhooksError> for ApiError {
                 "shutting_down",
                 "the server is shutting down",
             ),
+            WebhooksError::Unavailable(e) => {
+                tracing::warn!(error = %e, "webhooks storage unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    "the notification store is unavailable, retry",
+                )
+            }
             other => {
                 tracing::error!(error = %other, "webhooks failure");
                 ApiError::new(
@@ -248,4 +256,20 @@ error_responses! {
     NotificationManager: (401, "no valid token"),
         (403, "the token may not manage this project's notifications"),
         (404, "no such notification (or delivery)");
+}
+
+#[cfg(test)]
+mod webhooks_tests {
+    use super::*;
+
+    #[test]
+    fn a_notification_store_away_is_503_not_500() {
+        let away = ApiError::from(WebhooksError::Unavailable("connection refused".into()));
+        assert_eq!(
+            (away.status, away.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
+        );
+        let broken = ApiError::from(WebhooksError::Backend("syntax error".into()));
+        assert_eq!(broken.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
 }

@@ -29,6 +29,10 @@ pub enum WebhooksError {
     /// matching).
     #[error("webhooks storage error: {0}")]
     Backend(Box<dyn std::error::Error + Send + Sync>),
+    /// The database is away (restarting, unreachable, out of connections):
+    /// the same request may succeed later. The error is the store's own.
+    #[error("webhooks storage unavailable, retry: {0}")]
+    Unavailable(Box<dyn std::error::Error + Send + Sync>),
     /// `webhooks.db` was written by a newer build, which this one cannot
     /// read.
     #[error("{} has schema version {found}, this build knows {known}", path.display())]

@@ -40,6 +40,22 @@ pub use records::{
 };
 use std::time::Duration;
 
+/// The storage plumbing's errors (both backends'): a database that is away
+/// is told apart, so that the server can answer "retry later".
+impl From<cds_events_store::Error> for WebhooksError {
+    fn from(e: cds_events_store::Error) -> Self {
+        use cds_events_store::Error;
+        match e {
+            Error::Closed => WebhooksError::Closed,
+            Error::SchemaTooNew { path, found, known } => {
+                WebhooksError::SchemaTooNew { path, found, known }
+            }
+            other if other.is_unavailable() => WebhooksError::Unavailable(Box::new(other)),
+            other => WebhooksError::Backend(Box::new(other)),
+        }
+    }
+}
+
 /// Most deliveries (with their attempts) one [`NotificationStore::purge_step`]
 /// deletes: a purge never holds the writer that attempt results wait for
 /// longer than one such chunk.

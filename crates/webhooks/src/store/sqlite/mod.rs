@@ -47,19 +47,6 @@ pub struct SqliteStore {
     epoch: String,
 }
 
-impl From<cds_events_store::Error> for WebhooksError {
-    fn from(e: cds_events_store::Error) -> Self {
-        use cds_events_store::Error;
-        match e {
-            Error::Closed => WebhooksError::Closed,
-            Error::SchemaTooNew { path, found, known } => {
-                WebhooksError::SchemaTooNew { path, found, known }
-            }
-            other => WebhooksError::Backend(Box::new(other)),
-        }
-    }
-}
-
 /// For `?` in this folder's SQL; the driver's error is kept, boxed.
 impl From<rusqlite::Error> for WebhooksError {
     fn from(e: rusqlite::Error) -> Self {
