@@ -126,22 +126,14 @@ impl Keyring {
     ) -> Result<Keyring, WebhooksError> {
         let path = data_dir.join(KEY_FILE);
         let file = read_key_file(&path)?;
-        let mut ring = match key {
+        let ring = match key {
             Some(k) => {
-                let current = MasterKey::from_base64(k, "the configured webhooks key")?;
-                let mut prev = Vec::new();
-                for (i, p) in previous.iter().enumerate() {
-                    prev.push(MasterKey::from_base64(p, &format!("previous_keys[{i}]"))?);
-                }
+                let mut ring = Keyring::configured(k, previous)?;
                 if let Some((cur, others)) = file {
-                    prev.push(cur);
-                    prev.extend(others);
+                    ring.previous.push(cur);
+                    ring.previous.extend(others);
                 }
-                Keyring {
-                    current,
-                    previous: prev,
-                    source: KeySource::Config,
-                }
+                ring
             }
             None => {
                 let (current, prev) = match file {
@@ -164,9 +156,34 @@ impl Keyring {
                 }
             }
         };
-        ring.previous.retain(|k| k.id != ring.current.id);
-        ring.previous.dedup_by(|a, b| a.id == b.id);
-        Ok(ring)
+        Ok(ring.deduplicated())
+    }
+
+    /// The configured key and its previous keys alone, with no file: what
+    /// instances sharing one database use, each configured with the same
+    /// key. Such a ring cannot be rotated by [`Keyring::rotated`]: the
+    /// configuration changes instead.
+    pub fn configured(key: &str, previous: &[String]) -> Result<Keyring, WebhooksError> {
+        let current = MasterKey::from_base64(key, "the configured webhooks key")?;
+        let mut prev = Vec::new();
+        for (i, p) in previous.iter().enumerate() {
+            prev.push(MasterKey::from_base64(p, &format!("previous_keys[{i}]"))?);
+        }
+        Ok(Keyring {
+            current,
+            previous: prev,
+            source: KeySource::Config,
+        }
+        .deduplicated())
+    }
+
+    /// Without the current key among the previous ones, nor a key twice.
+    fn deduplicated(mut self) -> Keyring {
+        let current = self.current.id;
+        let mut seen = std::collections::HashSet::new();
+        self.previous
+            .retain(|k| k.id != current && seen.insert(k.id));
+        self
     }
 
     #[cfg(test)]
@@ -255,7 +272,8 @@ impl Keyring {
         let KeySource::File(path) = &self.source else {
             return Err(WebhooksError::Unsupported(
                 "the webhooks master key comes from the configuration: set a new `key` and move \
-                 the old one into `previous_keys`, then restart"
+                 the old one into `previous_keys`, then restart (every instance, when several \
+                 share one database)"
                     .into(),
             ));
         };
@@ -430,5 +448,27 @@ mod tests {
         assert_eq!(new.open(&sealed, "n", "c").expect("open"), b"x");
         assert!(matches!(new.rotated(), Err(WebhooksError::Unsupported(_))));
         assert!(Keyring::load(dir.path(), Some("short"), &[]).is_err());
+    }
+
+    #[test]
+    fn a_configured_ring_needs_no_file_and_reads_its_previous_keys() {
+        let a = STANDARD.encode([1u8; 32]);
+        let b = STANDARD.encode([2u8; 32]);
+        let old = Keyring::configured(&a, &[]).expect("a");
+        let sealed = old.seal(b"x", "n", "c");
+        let new = Keyring::configured(&b, &[a.clone(), b.clone(), a]).expect("b");
+        assert_eq!(new.open(&sealed, "n", "c").expect("open"), b"x");
+        assert!(new.is_stale(&sealed));
+        assert_eq!(
+            new.previous.len(),
+            1,
+            "the current key and repeats left out"
+        );
+        assert!(matches!(new.rotated(), Err(WebhooksError::Unsupported(_))));
+        assert!(!format!("{new:?}").contains(&b), "no key material in Debug");
+        assert!(
+            Keyring::configured("c2hvcnQ=", &[]).is_err(),
+            "not 32 bytes"
+        );
     }
 }
