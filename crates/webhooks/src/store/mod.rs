@@ -1,8 +1,8 @@
 //! Where notifications, deliveries, attempts, the dispatcher's log position
 //! and the outbox of Notification events are kept: the
 //! [`NotificationStore`] trait, its conformance suite ([`conformance`]) and
-//! its backends, one folder each ([`sqlite`] now; PostgreSQL next, running
-//! the same suite).
+//! its backends, one folder each ([`sqlite`] and [`postgres`], running the
+//! same suite).
 //!
 //! The engine holds a store as `Arc<dyn NotificationStore>` and names what
 //! it wants done; how it is done (SQL, transactions, a writer thread) stays
@@ -17,9 +17,9 @@
 //!   with its event;
 //! - the [`Mirror`] it is given hears of every committed notification
 //!   change in commit order, and never of one that was not committed;
-//! - writes are serialized per store (the per-project cap and the unique
-//!   names hold under concurrent creations), and a result or a batch for a
-//!   notification deleted meanwhile changes nothing;
+//! - the per-project cap and the unique names hold under concurrent
+//!   creations (on every instance sharing the storage), and a result or a
+//!   batch for a notification deleted meanwhile changes nothing;
 //! - header values and secrets are sealed at rest with the keyring it was
 //!   opened with, and never logged.
 //!
@@ -27,6 +27,7 @@
 //! records what the engine decided.
 
 pub mod conformance;
+pub mod postgres;
 mod records;
 pub mod sqlite;
 
@@ -237,10 +238,20 @@ pub trait NotificationStore: Send + Sync + 'static {
     /// Rotates the file-managed master key: the new key is written beside
     /// the old one, every sealed value is re-sealed with it in one
     /// transaction, then the old key leaves the file; no write seals a value
-    /// in between. Returns how many values were re-sealed.
+    /// in between. Returns how many values were re-sealed. A key from the
+    /// configuration is refused ([`WebhooksError::Unsupported`], saying how
+    /// to rotate it): the configuration changes instead.
     async fn rotate_key(&self) -> Result<usize, WebhooksError>;
 
     /// Finishes queued writes and closes the store; every later call fails
     /// with [`WebhooksError::Closed`].
     async fn close(&self) -> Result<(), WebhooksError>;
+}
+
+/// A new store's epoch: 8 random lowercase letters and digits.
+fn random_epoch() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    (0..8)
+        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+        .collect()
 }

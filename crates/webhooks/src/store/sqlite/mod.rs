@@ -71,7 +71,7 @@ impl SqliteStore {
         let epoch = match schema::EPOCH.get(&conn)? {
             Some(e) => e,
             None => {
-                let e = random_epoch();
+                let e = super::random_epoch();
                 schema::EPOCH.set(&conn, &e)?;
                 e
             }
@@ -274,11 +274,4 @@ impl NotificationStore for SqliteStore {
     async fn close(&self) -> Result<(), WebhooksError> {
         Ok(self.writer.close().await?)
     }
-}
-
-fn random_epoch() -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    (0..8)
-        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
-        .collect()
 }
