@@ -10,11 +10,13 @@
 use crate::config::WebhooksConfig;
 use crate::error::{WebhooksError, io_err};
 use crate::registry::{Notification, Registry};
+use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Mirror, NotificationStore, StoreOptions};
 use crate::{cache, crypto, dispatcher, send, worker};
 use cds_events_log::EventLog;
 use cds_events_log::pacing::{Pacing, Policy};
+use cds_events_store::pg::PgOptions;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
@@ -54,23 +56,50 @@ impl Inner {
         log: Arc<dyn EventLog>,
         config: WebhooksConfig,
     ) -> Result<Inner, WebhooksError> {
-        if config.retry_schedule.is_empty() {
-            return Err(WebhooksError::invalid(
-                "retry_schedule",
-                "needs at least one entry (the delay before the first attempt)",
-            ));
-        }
+        check(&config)?;
         std::fs::create_dir_all(data_dir).map_err(io_err(data_dir))?;
         let keyring =
             crypto::Keyring::load(data_dir, config.key.as_deref(), &config.previous_keys)?;
         let registry = Arc::new(Registry::default());
-        let options = StoreOptions {
-            disable_after: config.disable_after,
-        };
         // The store tells the registry of every stored notification now,
         // and of every change from then on.
         let mirror: Arc<dyn Mirror> = registry.clone();
-        let store = Arc::new(SqliteStore::open(data_dir, keyring, mirror, options)?);
+        let store = SqliteStore::open(data_dir, keyring, mirror, store_options(&config))?;
+        Inner::assemble(config, log, Arc::new(store), registry)
+    }
+
+    /// Opens the store in a PostgreSQL database (creating its tables),
+    /// which other instances may share: the master key must then come from
+    /// the configuration, the same on every instance.
+    pub(crate) async fn open_postgres(
+        database: &PgOptions,
+        log: Arc<dyn EventLog>,
+        config: WebhooksConfig,
+    ) -> Result<Inner, WebhooksError> {
+        check(&config)?;
+        let key = config.key.as_deref().ok_or_else(|| {
+            WebhooksError::Key(
+                "webhooks.key must be set when notifications are stored in PostgreSQL: \
+                 every instance seals and opens them with that key (base64 of 32 bytes, \
+                 the same on every instance)"
+                    .into(),
+            )
+        })?;
+        let keyring = crypto::Keyring::configured(key, &config.previous_keys)?;
+        let registry = Arc::new(Registry::default());
+        let mirror: Arc<dyn Mirror> = registry.clone();
+        let store = PgStore::open(database, keyring, mirror, store_options(&config)).await?;
+        Inner::assemble(config, log, Arc::new(store), registry)
+    }
+
+    /// The engine over an open store, which tells `registry` of its
+    /// notifications.
+    fn assemble(
+        config: WebhooksConfig,
+        log: Arc<dyn EventLog>,
+        store: Arc<dyn NotificationStore>,
+        registry: Arc<Registry>,
+    ) -> Result<Inner, WebhooksError> {
         let sender = send::Sender::new(&config)?;
         Ok(Inner {
             config,
@@ -184,5 +213,22 @@ impl Inner {
         self.registry
             .by_name(project, name)
             .ok_or_else(|| WebhooksError::no_notification(project, name))
+    }
+}
+
+/// What the configuration must hold whatever the store.
+fn check(config: &WebhooksConfig) -> Result<(), WebhooksError> {
+    if config.retry_schedule.is_empty() {
+        return Err(WebhooksError::invalid(
+            "retry_schedule",
+            "needs at least one entry (the delay before the first attempt)",
+        ));
+    }
+    Ok(())
+}
+
+fn store_options(config: &WebhooksConfig) -> StoreOptions {
+    StoreOptions {
+        disable_after: config.disable_after,
     }
 }

@@ -12,8 +12,10 @@
 //! statuses.
 //!
 //! Storage is a [`store::NotificationStore`]: `webhooks.db` (SQLite, WAL)
-//! in the data directory ([`store::sqlite`]); headers and signing secrets are
-//! encrypted at rest ([`crypto`]).
+//! in the data directory ([`store::sqlite`], [`Webhooks::open`]) or tables
+//! in a PostgreSQL database that several instances may share
+//! ([`store::postgres`], [`Webhooks::open_postgres`]); headers and signing
+//! secrets are encrypted at rest ([`crypto`]).
 //!
 //! This file is the facade: each method of [`Webhooks`] is one call into the
 //! module that owns it (`engine`, `notifications`, `deliveries`, `outbox`,
@@ -51,6 +53,7 @@ pub use send::{AttemptOutcome, MAX_RETRY_AFTER, OutcomeKind};
 pub use store::sqlite::DB_FILE;
 
 use cds_events_log::{EventLog, Seq};
+use cds_events_store::pg::PgOptions;
 use chrono::{DateTime, Utc};
 use engine::Inner;
 use std::fmt;
@@ -89,6 +92,20 @@ impl Webhooks {
         })
     }
 
+    /// Opens the store in the PostgreSQL database `database` (creating its
+    /// tables; several instances may share it). The master key must be
+    /// configured (`key`, the same on every instance): without it this is a
+    /// [`WebhooksError::Key`]. Nothing is sent until [`Webhooks::run`].
+    pub async fn open_postgres(
+        database: &PgOptions,
+        log: Arc<dyn EventLog>,
+        config: WebhooksConfig,
+    ) -> Result<Webhooks, WebhooksError> {
+        Ok(Webhooks {
+            inner: Arc::new(Inner::open_postgres(database, log, config).await?),
+        })
+    }
+
     /// Runs the dispatcher and one worker per notification until `shutdown`
     /// is cancelled, then waits for them: attempts in flight are abandoned
     /// (and sent again at the next start), results already received are
@@ -97,7 +114,7 @@ impl Webhooks {
         self.inner.run(shutdown).await
     }
 
-    /// Finishes queued writes and closes `webhooks.db` (call after
+    /// Finishes queued writes and closes the store (call after
     /// [`Webhooks::run`] returned). Every later call fails with
     /// [`WebhooksError::Closed`].
     pub async fn close(&self) -> Result<(), WebhooksError> {

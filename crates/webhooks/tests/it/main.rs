@@ -1,9 +1,11 @@
 //! Integration tests of cds-events-webhooks: a real SQLite log, the real
-//! service, loopback receivers.
+//! service (its store SQLite, or PostgreSQL in `postgres`), loopback
+//! receivers.
 
 mod crud;
 mod delivery;
 mod durability;
 mod pace;
+mod postgres;
 mod security;
 mod support;

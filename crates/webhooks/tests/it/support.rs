@@ -1,13 +1,16 @@
 //! The test world: a real SQLite log in a temporary directory, the webhooks
-//! service running over it, and loopback HTTP receivers that record what
-//! they get and answer as each test scripts.
+//! service running over it (its store SQLite, or PostgreSQL), and loopback
+//! HTTP receivers that record what they get and answer as each test
+//! scripts.
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use base64::Engine;
 use cds_events_log::sqlite::{SqliteLog, SqliteOptions};
 use cds_events_log::{EventLog, NewEvent};
 use cds_events_model::EventType;
+use cds_events_store::pg::testing::TempDatabase;
 use cds_events_webhooks::{Actor, NotificationFilter, NotificationIn, Webhooks, WebhooksConfig};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,7 +48,10 @@ pub fn schedule(ms: &[u64]) -> Vec<Duration> {
 }
 
 pub struct World {
+    /// The log's directory (and the SQLite store's).
     pub dir: tempfile::TempDir,
+    /// The database of a PostgreSQL store, dropped with the world.
+    db: Option<TempDatabase>,
     pub log: Arc<dyn EventLog>,
     pub hooks: Webhooks,
     pub config: WebhooksConfig,
@@ -67,6 +73,31 @@ impl World {
         config: WebhooksConfig,
     ) -> World {
         let hooks = Webhooks::open(dir.path(), Arc::clone(&log), config.clone()).expect("open");
+        World::running(dir, None, log, hooks, config).await
+    }
+
+    /// The service with its store in a PostgreSQL database of its own (and
+    /// a configured master key, which PostgreSQL requires).
+    pub async fn start_postgres(mut config: WebhooksConfig) -> World {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log: Arc<dyn EventLog> =
+            Arc::new(SqliteLog::open(dir.path(), SqliteOptions::default()).expect("log"));
+        let db = TempDatabase::create().await.expect("test database");
+        config.key = Some(base64::engine::general_purpose::STANDARD.encode([7u8; 32]));
+        let hooks = Webhooks::open_postgres(&db.options(), Arc::clone(&log), config.clone())
+            .await
+            .expect("open");
+        World::running(dir, Some(db), log, hooks, config).await
+    }
+
+    /// Runs `hooks` until [`World::stop`].
+    async fn running(
+        dir: tempfile::TempDir,
+        db: Option<TempDatabase>,
+        log: Arc<dyn EventLog>,
+        hooks: Webhooks,
+        config: WebhooksConfig,
+    ) -> World {
         let shutdown = CancellationToken::new();
         let run = {
             let hooks = hooks.clone();
@@ -81,6 +112,7 @@ impl World {
         .await;
         World {
             dir,
+            db,
             log,
             hooks,
             config,
@@ -98,6 +130,8 @@ impl World {
             .expect("run task");
         self.hooks.close().await.expect("close");
         drop(self.hooks);
+        // A PostgreSQL store's database goes once the store has closed.
+        drop(self.db);
         (self.dir, self.log, self.config)
     }
 
