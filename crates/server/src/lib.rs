@@ -13,6 +13,7 @@ pub mod routes;
 pub mod schema;
 pub mod slot;
 pub mod state;
+pub mod stores;
 
 use crate::config::Config;
 use crate::state::AppState;
@@ -20,7 +21,6 @@ use axum::Router;
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
-use cds_events_log::sqlite::{SqliteLog, SqliteOptions};
 use cds_events_log::{DurableConsumers, EventLog, Retention};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::net::SocketAddr;
@@ -155,15 +155,7 @@ impl std::fmt::Debug for Server {
 impl Server {
     /// Opens the log and binds the listener.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
-        let opts = SqliteOptions {
-            durability: config.storage.durability,
-            readers: config.storage.readers,
-            ..SqliteOptions::default()
-        };
-        let data_dir = config.data_dir.clone();
-        let log = tokio::task::spawn_blocking(move || SqliteLog::open(&data_dir, opts))
-            .await
-            .map_err(|e| cds_events_log::LogError::Backend(Box::new(e)))??;
+        let log = stores::open_log(&config).await?;
         let auth = cds_events_auth::TokenStore::open(&config.data_dir, config.auth.ticket_ttl)?;
         let env_token = std::env::var("CDS_EVENTS_ADMIN_TOKEN").ok();
         let bootstrap = auth.bootstrap(env_token.as_deref(), &config.data_dir)?;
@@ -189,22 +181,11 @@ impl Server {
                     addr: config.listen.clone(),
                     source,
                 })?;
-        let log: Arc<dyn EventLog> = Arc::new(log);
         // The hub stops with the server (see `run`), which ends every live
         // stream with a message saying where to resume.
         let hub_shutdown = CancellationToken::new();
         let hub = cds_events_hub::Hub::start(Arc::clone(&log), hub_shutdown.clone());
-        // SQLite, the key file and re-encryption: off the async workers.
-        let webhooks = {
-            let (dir, log, wc) = (
-                config.data_dir.clone(),
-                Arc::clone(&log),
-                config.webhooks.clone(),
-            );
-            tokio::task::spawn_blocking(move || cds_events_webhooks::Webhooks::open(&dir, log, wc))
-                .await
-                .map_err(|e| cds_events_webhooks::WebhooksError::Backend(Box::new(e)))??
-        };
+        let webhooks = stores::open_webhooks(&config, Arc::clone(&log)).await?;
         let consumers = DurableConsumers::default();
         consumers.register(Arc::new(webhooks.clone()));
         let config_max_connections = config.stream.max_connections;

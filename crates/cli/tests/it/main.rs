@@ -7,6 +7,7 @@ mod durability;
 mod hardening;
 mod notifications;
 mod ops;
+mod postgres;
 mod receiver;
 mod stream;
 mod ws;
@@ -454,4 +455,64 @@ impl Lines {
     pub fn rest(self) -> Vec<String> {
         self.0.into_iter().collect()
     }
+}
+
+/// One SSE message: its id, its event name (if any) and its data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub id: Option<u64>,
+    pub event: Option<String>,
+    pub data: String,
+}
+
+/// Reads SSE messages from a response until `stop` says so or it ends.
+pub fn read_sse(
+    resp: reqwest::blocking::Response,
+    mut stop: impl FnMut(&Message) -> bool,
+) -> Vec<Message> {
+    let mut out = Vec::new();
+    let mut cur = Message {
+        id: None,
+        event: None,
+        data: String::new(),
+    };
+    for line in BufReader::new(resp).lines() {
+        let Ok(line) = line else { break };
+        if line.is_empty() {
+            if !cur.data.is_empty() || cur.event.is_some() {
+                let done = stop(&cur);
+                out.push(cur.clone());
+                if done {
+                    break;
+                }
+            }
+            cur = Message {
+                id: None,
+                event: None,
+                data: String::new(),
+            };
+        } else if let Some(v) = line.strip_prefix("id: ") {
+            cur.id = v.parse().ok();
+        } else if let Some(v) = line.strip_prefix("event: ") {
+            cur.event = Some(v.to_owned());
+        } else if let Some(v) = line.strip_prefix("data: ") {
+            cur.data.push_str(v);
+        }
+    }
+    out
+}
+
+/// A client for long-lived streams, with the admin token.
+pub fn stream_client() -> reqwest::blocking::Client {
+    cds_events_client::install_crypto_provider();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {ADMIN}").parse().expect("header"),
+    );
+    reqwest::blocking::Client::builder()
+        .default_headers(headers)
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("client")
 }

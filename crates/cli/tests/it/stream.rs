@@ -1,70 +1,10 @@
 //! Live streams: SSE with exact resume, through our client and through curl.
 
-use crate::{ADMIN, Lines, TestServer, client_with_token, job_event};
+use crate::{ADMIN, Lines, TestServer, client_with_token, job_event, read_sse, stream_client};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-
-/// One SSE message: its id, its event name (if any) and its data.
-#[derive(Debug, Clone, PartialEq)]
-struct Message {
-    id: Option<u64>,
-    event: Option<String>,
-    data: String,
-}
-
-/// Reads SSE messages from a response until `stop` says so or it ends.
-fn read_sse(
-    resp: reqwest::blocking::Response,
-    mut stop: impl FnMut(&Message) -> bool,
-) -> Vec<Message> {
-    let mut out = Vec::new();
-    let mut cur = Message {
-        id: None,
-        event: None,
-        data: String::new(),
-    };
-    for line in BufReader::new(resp).lines() {
-        let Ok(line) = line else { break };
-        if line.is_empty() {
-            if !cur.data.is_empty() || cur.event.is_some() {
-                let done = stop(&cur);
-                out.push(cur.clone());
-                if done {
-                    break;
-                }
-            }
-            cur = Message {
-                id: None,
-                event: None,
-                data: String::new(),
-            };
-        } else if let Some(v) = line.strip_prefix("id: ") {
-            cur.id = v.parse().ok();
-        } else if let Some(v) = line.strip_prefix("event: ") {
-            cur.event = Some(v.to_owned());
-        } else if let Some(v) = line.strip_prefix("data: ") {
-            cur.data.push_str(v);
-        }
-    }
-    out
-}
-
-fn stream_client() -> reqwest::blocking::Client {
-    cds_events_client::install_crypto_provider();
-    let mut headers = reqwest::header::HeaderMap::new();
-    headers.insert(
-        reqwest::header::AUTHORIZATION,
-        format!("Bearer {ADMIN}").parse().expect("header"),
-    );
-    reqwest::blocking::Client::builder()
-        .default_headers(headers)
-        .timeout(Duration::from_secs(120))
-        .build()
-        .expect("client")
-}
 
 /// A publisher keeps writing while the reader disconnects three times and
 /// resumes with Last-Event-ID: every sequence number arrives once, in order.

@@ -1,0 +1,48 @@
+//! Opening the stores the configuration names: the embedded SQLite stores
+//! of the data directory (the default), or PostgreSQL, shared by every
+//! instance (`storage.postgres_url`).
+
+use crate::ServerError;
+use crate::config::Config;
+use cds_events_log::postgres::{PgLog, PgLogOptions};
+use cds_events_log::sqlite::{SqliteLog, SqliteOptions};
+use cds_events_log::{EventLog, LogError};
+use cds_events_webhooks::{Webhooks, WebhooksError};
+use std::sync::Arc;
+
+/// Opens (creating, migrating) the event log.
+pub async fn open_log(config: &Config) -> Result<Arc<dyn EventLog>, ServerError> {
+    if let Some(pg) = config.storage.postgres() {
+        let log = PgLog::open(&pg, PgLogOptions::default()).await?;
+        return Ok(Arc::new(log));
+    }
+    let opts = SqliteOptions {
+        durability: config.storage.durability,
+        readers: config.storage.readers,
+        ..SqliteOptions::default()
+    };
+    let data_dir = config.data_dir.clone();
+    // SQLite opens, checks and migrates synchronously: off the async workers.
+    let log = tokio::task::spawn_blocking(move || SqliteLog::open(&data_dir, opts))
+        .await
+        .map_err(|e| LogError::Backend(Box::new(e)))??;
+    Ok(Arc::new(log))
+}
+
+/// Opens the notifications store and its engine (nothing is sent until
+/// `run`).
+pub async fn open_webhooks(
+    config: &Config,
+    log: Arc<dyn EventLog>,
+) -> Result<Webhooks, ServerError> {
+    let wc = config.webhooks.clone();
+    if let Some(pg) = config.storage.postgres() {
+        return Ok(Webhooks::open_postgres(&pg, log, wc).await?);
+    }
+    let dir = config.data_dir.clone();
+    // SQLite, the key file and re-encryption: off the async workers.
+    let webhooks = tokio::task::spawn_blocking(move || Webhooks::open(&dir, log, wc))
+        .await
+        .map_err(|e| WebhooksError::Backend(Box::new(e)))??;
+    Ok(webhooks)
+}
