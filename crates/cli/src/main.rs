@@ -32,6 +32,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Print the effective configuration (file ← environment ← flags).
     Config(serve::ServeArgs),
+    /// Create or upgrade the stores' tables of the configured backend, then
+    /// exit (every instance also does it at start).
+    Migrate(serve::ServeArgs),
     /// Publish events: one from flags, or a file / stdin of JSON or NDJSON.
     Publish(Box<publish::PublishArgs>),
     /// Query the history.
@@ -157,6 +160,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(a) => serve::serve(a).await,
             Command::Config(a) => serve::print_config(a),
+            Command::Migrate(a) => serve::migrate(a).await,
             Command::Publish(a) => publish::run(*a).await,
             Command::Query(a) => query::run(*a).await,
             Command::Listen(a) => listen::run(*a).await,

@@ -80,6 +80,13 @@ pub fn print_config(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+pub async fn migrate(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.load()?;
+    let backend = cds_events_server::stores::migrate(&config).await?;
+    println!("the {backend} stores are at this build's schema versions");
+    Ok(())
+}
+
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.load()?;
     let data_dir = config.data_dir.clone();

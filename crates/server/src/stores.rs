@@ -46,3 +46,16 @@ pub async fn open_webhooks(
         .map_err(|e| WebhooksError::Backend(Box::new(e)))??;
     Ok(webhooks)
 }
+
+/// Creates or upgrades every store's tables, then closes them: what
+/// `cds-events migrate` runs before a rolling upgrade (each store also
+/// migrates when it opens; on PostgreSQL under an advisory lock, so several
+/// instances starting together migrate once). Answers the backend's name.
+pub async fn migrate(config: &Config) -> Result<&'static str, ServerError> {
+    let log = open_log(config).await?;
+    let webhooks = open_webhooks(config, Arc::clone(&log)).await?;
+    cds_events_auth::TokenStore::open(&config.data_dir, config.auth.ticket_ttl)?;
+    webhooks.close().await?;
+    log.close().await?;
+    Ok(config.storage.backend())
+}

@@ -148,3 +148,85 @@ fn starting_on_postgresql_without_the_shared_webhooks_key_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("webhooks.key"), "{err}");
 }
+
+#[test]
+fn migrate_creates_every_store_then_exits_and_instances_starting_together_share_it() {
+    let db = database();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(crate::BIN)
+        .args(["migrate", "--postgres", db.url()])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("CDS_EVENTS_WEBHOOKS__KEY", KEY)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("postgresql"));
+    let components = query_strings(&db, "SELECT component FROM cds_events_schema ORDER BY 1");
+    assert!(
+        components.iter().any(|c| c == "log") && components.iter().any(|c| c == "webhooks"),
+        "{components:?}"
+    );
+    // Three instances started at once (each migrating under the lock)
+    // all come up.
+    let dirs: Vec<_> = (0..3)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let mut children: Vec<_> = dirs
+        .iter()
+        .map(|d| {
+            std::process::Command::new(crate::BIN)
+                .args(["serve", "--listen", "127.0.0.1:0", "--postgres", db.url()])
+                .arg("--data-dir")
+                .arg(d.path())
+                .env("CDS_EVENTS_WEBHOOKS__KEY", KEY)
+                .env("CDS_EVENTS_ADMIN_TOKEN", ADMIN)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("spawn")
+        })
+        .collect();
+    for child in &mut children {
+        let lines = crate::Lines::of(child.stdout.take().expect("stdout"));
+        loop {
+            if lines
+                .next("an instance to listen")
+                .starts_with("listening on")
+            {
+                break;
+            }
+        }
+    }
+    for mut child in children {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+fn query_strings(db: &TempDatabase, sql: &str) -> Vec<String> {
+    let sql = sql.to_owned();
+    let url = db.url().to_owned();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(async move {
+            use cds_events_store::pg::tokio_postgres;
+            let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .expect("connect");
+            tokio::spawn(conn);
+            client
+                .query(&sql, &[])
+                .await
+                .expect("query")
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect()
+        })
+}
