@@ -32,6 +32,11 @@ pub struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// CDS's Redis: take CDS's events from its `event:ui` channel
+    /// (bridge.cds_redis_url; put a password in the configuration or the
+    /// environment rather than on a command line).
+    #[arg(long, value_name = "URL")]
+    cds_redis: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -69,6 +74,9 @@ impl ServeArgs {
                 "tls".into(),
                 serde_json::json!({ "cert": c.display().to_string(), "key": k.display().to_string() }),
             );
+        }
+        if let Some(url) = &self.cds_redis {
+            flags.insert("bridge".into(), serde_json::json!({ "cds_redis_url": url }));
         }
         let flags = figment::providers::Serialized::defaults(Value::Object(flags));
         Ok(Config::load(self.config.as_deref(), flags)?)

@@ -31,6 +31,9 @@ pub struct Config {
     /// How long in-flight requests get to finish after SIGTERM/SIGINT.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Events in from a running CDS through its Redis (`event:ui`); off
+    /// unless `bridge.cds_redis_url` is set.
+    pub bridge: cds_events_bridge::BridgeConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -230,6 +233,7 @@ impl Default for Config {
             stream: StreamConfig::default(),
             webhooks: cds_events_webhooks::WebhooksConfig::default(),
             shutdown_grace: Duration::from_secs(30),
+            bridge: cds_events_bridge::BridgeConfig::default(),
         }
     }
 }
@@ -341,6 +345,7 @@ impl Config {
                 | "stream"
                 | "webhooks"
                 | "shutdown_grace"
+                | "bridge"
         )
     }
 
@@ -429,14 +434,18 @@ impl Config {
                     .into(),
             ));
         }
+        self.bridge
+            .validate()
+            .map_err(|e| ConfigError(e.to_string()))?;
         Ok(())
     }
 
     /// The effective configuration as TOML (`cds-events config`), safe to
     /// paste in a ticket: tokens live in the token store, the bootstrap
     /// token comes from `CDS_EVENTS_ADMIN_TOKEN` and is never part of it, TLS
-    /// keys are given by path, and a password in `storage.postgres_url` is
-    /// masked.
+    /// keys are given by path, a password in `storage.postgres_url` is
+    /// masked, and so is the bridge's Redis password (in its URL; the
+    /// `bridge.password` field is left out).
     pub fn to_toml(&self) -> String {
         let mut shown = self.clone();
         shown.storage.postgres_url = shown.storage.postgres_url.as_deref().map(mask_password);

@@ -50,6 +50,8 @@ pub enum ServerError {
     Tls(String),
     #[error("cannot open the notification store: {0}")]
     Webhooks(#[from] cds_events_webhooks::WebhooksError),
+    #[error("cannot set up the CDS bridge: {0}")]
+    Bridge(#[from] cds_events_bridge::BridgeError),
 }
 
 /// The process-wide Prometheus recorder (a recorder is global by nature).
@@ -188,6 +190,7 @@ impl Server {
         let webhooks = stores::open_webhooks(&config, Arc::clone(&log)).await?;
         let consumers = DurableConsumers::default();
         consumers.register(Arc::new(webhooks.clone()));
+        let bridge = bridge(&config)?;
         let config_max_connections = config.stream.max_connections;
         let state = AppState {
             log,
@@ -200,6 +203,7 @@ impl Server {
             instance: state::instance_id().into(),
             connections: Arc::new(tokio::sync::Semaphore::new(config_max_connections)),
             webhooks,
+            bridge,
         };
         Ok(Server {
             hub_shutdown,
@@ -251,6 +255,11 @@ impl Server {
             }
         });
         let webhooks = state.webhooks.clone();
+        // The bridge stops with the server, before the log closes: what it
+        // has received is appended first.
+        if let Some(bridge) = state.bridge.clone() {
+            tasks.spawn(bridge.run(Arc::clone(&log), shutdown.clone()));
+        }
         tasks.spawn(retention_loop(
             Arc::clone(&log),
             consumers,
@@ -289,6 +298,22 @@ impl Server {
         tracing::info!("event log closed");
         Ok(())
     }
+}
+
+/// The CDS bridge, when `bridge.cds_redis_url` is set: it appends to the
+/// log like any producer, with the ingest path's limits.
+fn bridge(config: &Config) -> Result<Option<cds_events_bridge::Bridge>, ServerError> {
+    if !config.bridge.enabled() {
+        return Ok(None);
+    }
+    let limits = cds_events_bridge::IngestLimits {
+        limits: config.ingest.limits,
+        max_bytes: config.ingest.max_body_bytes,
+    };
+    Ok(Some(cds_events_bridge::Bridge::new(
+        config.bridge.clone(),
+        limits,
+    )?))
 }
 
 /// The accept loop: HTTP/1.1 and HTTP/2, over TLS when configured, with a

@@ -90,4 +90,9 @@ pub struct StatusSchema {
     /// This instance's id among those sharing the database.
     pub instance: String,
     pub error: Option<String>,
+    /// When the CDS bridge is configured: state, connected_since,
+    /// gap_open_since, windows (start, end, seconds, reason; newest last),
+    /// windows_total, gap_seconds_total, messages (received, ingested,
+    /// duplicates, undecodable, dropped), last_error.
+    pub bridge: Option<serde_json::Value>,
 }

@@ -26,6 +26,8 @@ pub struct AppState {
     pub connections: Arc<tokio::sync::Semaphore>,
     /// Project notifications and their deliveries.
     pub webhooks: cds_events_webhooks::Webhooks,
+    /// Events in from CDS's Redis, when configured (its status is shown).
+    pub bridge: Option<cds_events_bridge::Bridge>,
 }
 
 /// A name for this process, unique among the instances of a cluster:

@@ -37,30 +37,37 @@ pub async fn status(State(st): State<AppState>) -> Response {
     let uptime = st.started.elapsed().as_secs();
     let backend = st.config.storage.backend();
     let instance = &*st.instance;
-    match st.log.stats().await {
-        Ok(stats) => axum::Json(json!({
-            "status": "ok",
-            "version": env!("CARGO_PKG_VERSION"),
-            "uptime_seconds": uptime,
-            "storage": stats,
-            "durability": st.config.storage.durability,
-            "backend": backend,
-            "instance": instance,
-        }))
-        .into_response(),
+    let (code, mut body) = match st.log.stats().await {
+        Ok(stats) => (
+            StatusCode::OK,
+            json!({
+                "status": "ok",
+                "version": env!("CARGO_PKG_VERSION"),
+                "uptime_seconds": uptime,
+                "storage": stats,
+                "durability": st.config.storage.durability,
+                "backend": backend,
+                "instance": instance,
+            }),
+        ),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({
+            json!({
                 "status": "unavailable",
                 "version": env!("CARGO_PKG_VERSION"),
                 "uptime_seconds": uptime,
                 "backend": backend,
                 "instance": instance,
                 "error": e.to_string(),
-            })),
-        )
-            .into_response(),
+            }),
+        ),
+    };
+    // A bridge that lost CDS does not make this service unhealthy (the
+    // status code stays), but an operator must see it.
+    if let Some(bridge) = &st.bridge {
+        body["bridge"] = json!(bridge.status());
     }
+    (code, axum::Json(body)).into_response()
 }
 
 /// The running version.
