@@ -3,6 +3,7 @@
 
 mod api;
 mod auth;
+mod bridge;
 mod durability;
 mod hardening;
 mod notifications;
