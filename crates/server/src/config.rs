@@ -280,6 +280,14 @@ impl Default for RetentionConfig {
     }
 }
 
+/// Taken from the environment as is: figment would read `123456` or
+/// `true` as a number or a boolean, and `007` as 7.
+const BRIDGE_PASSWORD_ENV: &str = "CDS_EVENTS_BRIDGE__PASSWORD";
+
+fn is_raw_env_key(key: &str) -> bool {
+    key.to_ascii_lowercase().replace("__", ".") == "bridge.password"
+}
+
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
@@ -306,12 +314,15 @@ impl Config {
         fig = fig.merge(
             Env::prefixed("CDS_EVENTS_")
                 .split("__")
-                .filter(|k| Config::is_env_key(k.as_str())),
+                .filter(|k| Config::is_env_key(k.as_str()) && !is_raw_env_key(k.as_str())),
         );
         fig = fig.merge(flags);
         let mut config: Config = fig.extract().map_err(|e| ConfigError(e.to_string()))?;
         // The documented switch for private webhook targets, outside the
         // `webhooks.` nesting so that it reads as the warning it is.
+        if let Ok(p) = std::env::var(BRIDGE_PASSWORD_ENV) {
+            config.bridge.password = Some(p);
+        }
         if let Ok(v) = std::env::var("CDS_EVENTS_WEBHOOK_ALLOW_PRIVATE") {
             config.webhooks.allow_private = matches!(v.trim(), "1" | "true" | "yes");
         }

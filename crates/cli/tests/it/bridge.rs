@@ -328,6 +328,17 @@ fn a_password_never_shows_in_config_status_or_logs() {
         "{text}"
     );
     assert!(!text.contains(secret), "{text}");
+    // A password that looks like a number stays the text it is.
+    let out = Command::new(BIN)
+        .args(["config", "--cds-redis", "redis://cds-redis"])
+        .env("CDS_EVENTS_BRIDGE__PASSWORD", "007")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A bad URL is a clear error at start, masked too.
     let out = Command::new(BIN)
         .args([
