@@ -10,55 +10,62 @@
 //! the [`conformance`](crate::conformance) suite.
 
 use crate::{AuditEntry, AuthError, NewAuditEntry, SecretHash, StoredToken, Ticket, TokenInfo};
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 /// Where tokens, the audit trail and tickets are kept.
 ///
-/// Calls block (the token store's API is synchronous, and each call is one
-/// short statement or transaction). Timestamps come back to the microsecond
-/// at least.
+/// Calls are async (a backend over a network database awaits its answers;
+/// one over a file runs its statements off the async workers). Each call is
+/// one short statement or transaction. Timestamps come back to the
+/// microsecond at least.
+#[async_trait]
 pub trait TokenBackend: Send + Sync + std::fmt::Debug {
     /// Stores a new token and its audit entry, both or neither. An id already
     /// stored (even revoked) is refused with [`AuthError::TokenExists`].
-    fn insert_token(&self, token: &StoredToken, audit: &NewAuditEntry) -> Result<(), AuthError>;
+    async fn insert_token(
+        &self,
+        token: &StoredToken,
+        audit: &NewAuditEntry,
+    ) -> Result<(), AuthError>;
 
     /// Marks an active token revoked at `audit.at`, writes `audit` in the
     /// same transaction and drops the token's outstanding tickets. `false`
     /// (and nothing written) if there is no such active token.
-    fn revoke_token(&self, id: &str, audit: &NewAuditEntry) -> Result<bool, AuthError>;
+    async fn revoke_token(&self, id: &str, audit: &NewAuditEntry) -> Result<bool, AuthError>;
 
     /// The tokens not revoked (expired ones included), oldest first, then by
     /// id.
-    fn list_tokens(&self) -> Result<Vec<TokenInfo>, AuthError>;
+    async fn list_tokens(&self) -> Result<Vec<TokenInfo>, AuthError>;
 
     /// The tokens not revoked with their hashes, in no order: what a token
     /// store loads to authenticate.
-    fn active_tokens(&self) -> Result<Vec<StoredToken>, AuthError>;
+    async fn active_tokens(&self) -> Result<Vec<StoredToken>, AuthError>;
 
     /// Whether this store ever held a token, revoked ones included: a store
     /// that did is never bootstrapped again.
-    fn ever_had_a_token(&self) -> Result<bool, AuthError>;
+    async fn ever_had_a_token(&self) -> Result<bool, AuthError>;
 
     /// Appends an entry to the audit trail on its own.
-    fn append_audit(&self, entry: &NewAuditEntry) -> Result<(), AuthError>;
+    async fn append_audit(&self, entry: &NewAuditEntry) -> Result<(), AuthError>;
 
     /// The newest `limit` audit entries, newest first.
-    fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, AuthError>;
+    async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, AuthError>;
 
     /// Keeps a ticket until it is taken, expires and is swept, or its token
     /// is revoked.
-    fn store_ticket(&self, ticket: &Ticket) -> Result<(), AuthError>;
+    async fn store_ticket(&self, ticket: &Ticket) -> Result<(), AuthError>;
 
     /// Takes the ticket of this hash, once: the token id it stands for if it
     /// is still outstanding and `now` is before its expiry. Whatever the
     /// answer, the ticket is gone afterwards, even when several take it at
     /// the same time.
-    fn take_ticket(
+    async fn take_ticket(
         &self,
         hash: &SecretHash,
         now: DateTime<Utc>,
     ) -> Result<Option<String>, AuthError>;
 
     /// Drops the tickets expired at `now`; how many.
-    fn sweep_tickets(&self, now: DateTime<Utc>) -> Result<usize, AuthError>;
+    async fn sweep_tickets(&self, now: DateTime<Utc>) -> Result<usize, AuthError>;
 }

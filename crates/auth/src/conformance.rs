@@ -1,6 +1,6 @@
 //! The conformance suite every [`TokenBackend`] must pass.
 //!
-//! Each check is a plain function over a [`Harness`]; a backend runs them all
+//! Each check is a plain async function over a [`Harness`]; a backend runs them all
 //! with [`conformance_tests!`](crate::conformance_tests) in its own test file.
 //! A harness opens the backend over a store of its own, and can open the same
 //! store again (a restart).
@@ -13,14 +13,17 @@
 use crate::{
     AuthError, Grant, NewAuditEntry, SecretHash, StoredToken, Ticket, TokenBackend, TokenInfo,
 };
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
+use tokio::sync::Barrier;
 
 /// Opens a backend over one private store.
+#[async_trait]
 pub trait Harness: Send + Sync {
     /// Opens the store (again, to check what survives a restart).
-    fn open(&self) -> Arc<dyn TokenBackend>;
+    async fn open(&self) -> Arc<dyn TokenBackend>;
 }
 
 /// A fixed time, `secs` after an arbitrary origin.
@@ -58,26 +61,28 @@ fn change(action: &str, target: &str, secs: i64) -> NewAuditEntry {
 
 /// Stores a token of id `id` (its secret is `secret-<id>`) created at
 /// `at(created)`, with its audit entry.
-fn insert(b: &dyn TokenBackend, id: &str, created: i64) -> StoredToken {
+async fn insert(b: &dyn TokenBackend, id: &str, created: i64) -> StoredToken {
     let t = token(id, &format!("secret-{id}"), created);
     b.insert_token(&t, &change("token.create", id, created))
+        .await
         .expect("insert");
     t
 }
 
-fn revoke(b: &dyn TokenBackend, id: &str, secs: i64) -> bool {
+async fn revoke(b: &dyn TokenBackend, id: &str, secs: i64) -> bool {
     let mut e = change("token.revoke", id, secs);
     e.detail = serde_json::Value::Null;
-    b.revoke_token(id, &e).expect("revoke")
+    b.revoke_token(id, &e).await.expect("revoke")
 }
 
 fn ids(tokens: &[TokenInfo]) -> Vec<&str> {
     tokens.iter().map(|t| t.id.as_str()).collect()
 }
 
-fn active_ids(b: &dyn TokenBackend) -> Vec<String> {
+async fn active_ids(b: &dyn TokenBackend) -> Vec<String> {
     let mut out: Vec<String> = b
         .active_tokens()
+        .await
         .expect("active")
         .into_iter()
         .map(|t| t.info.id)
@@ -94,30 +99,32 @@ fn ticket(text: &str, token_id: &str, expires: i64) -> Ticket {
     }
 }
 
-fn store_ticket(b: &dyn TokenBackend, text: &str, token_id: &str, expires: i64) -> Ticket {
+async fn store_ticket(b: &dyn TokenBackend, text: &str, token_id: &str, expires: i64) -> Ticket {
     let t = ticket(text, token_id, expires);
-    b.store_ticket(&t).expect("store ticket");
+    b.store_ticket(&t).await.expect("store ticket");
     t
 }
 
-fn take(b: &dyn TokenBackend, t: &Ticket, now: i64) -> Option<String> {
-    b.take_ticket(&t.hash, at(now)).expect("take")
+async fn take(b: &dyn TokenBackend, t: &Ticket, now: i64) -> Option<String> {
+    b.take_ticket(&t.hash, at(now)).await.expect("take")
 }
 
-pub fn a_token_is_stored_only_as_its_hash(h: &dyn Harness) {
+pub async fn a_token_is_stored_only_as_its_hash(h: &dyn Harness) {
     let secret = "cdse-conformance-secret-0123456789";
     let t = token("a1", secret, 0);
     let mut bare = token("a2", "another-secret-entirely", 1);
     bare.info.expires_at = None;
     bare.info.created_by = None;
-    let b = h.open();
+    let b = h.open().await;
     b.insert_token(&t, &change("token.create", "a1", 0))
+        .await
         .expect("insert");
     b.insert_token(&bare, &change("token.create", "a2", 1))
+        .await
         .expect("insert");
     drop(b);
-    let b = h.open();
-    let mut stored = b.active_tokens().expect("active");
+    let b = h.open().await;
+    let mut stored = b.active_tokens().await.expect("active");
     stored.sort_by(|x, y| x.info.id.cmp(&y.info.id));
     assert_eq!(
         stored,
@@ -129,44 +136,45 @@ pub fn a_token_is_stored_only_as_its_hash(h: &dyn Harness) {
     // The backend was never given the secret, so nothing it answers holds it.
     let answers = format!(
         "{stored:?} {:?} {:?}",
-        b.list_tokens().expect("list"),
-        b.audit(10).expect("audit")
+        b.list_tokens().await.expect("list"),
+        b.audit(10).await.expect("audit")
     );
     assert!(!answers.contains(secret));
 }
 
-pub fn a_token_id_is_stored_once(h: &dyn Harness) {
-    let b = h.open();
-    let first = insert(&*b, "a1", 0);
+pub async fn a_token_id_is_stored_once(h: &dyn Harness) {
+    let b = h.open().await;
+    let first = insert(&*b, "a1", 0).await;
     let again = token("a1", "a-second-secret", 5);
-    let refused = |secs, why: &str| {
+    let refused = async |secs, why: &str| {
         let e = b
             .insert_token(&again, &change("token.create", "a1", secs))
+            .await
             .expect_err(why);
         assert!(
             matches!(&e, AuthError::TokenExists { id } if id == "a1"),
             "{why}: {e}"
         );
     };
-    refused(5, "the same id twice");
+    refused(5, "the same id twice").await;
     assert_eq!(
-        b.audit(10).expect("audit").len(),
+        b.audit(10).await.expect("audit").len(),
         1,
         "the refused insert wrote no audit entry"
     );
-    assert_eq!(b.active_tokens().expect("active"), [first]);
-    assert!(revoke(&*b, "a1", 6));
-    refused(7, "a revoked id is not reused");
+    assert_eq!(b.active_tokens().await.expect("active"), [first]);
+    assert!(revoke(&*b, "a1", 6).await);
+    refused(7, "a revoked id is not reused").await;
 }
 
-pub fn revoking_writes_the_audit_entry_with_the_change(h: &dyn Harness) {
-    let b = h.open();
-    insert(&*b, "a1", 0);
-    insert(&*b, "a2", 1);
+pub async fn revoking_writes_the_audit_entry_with_the_change(h: &dyn Harness) {
+    let b = h.open().await;
+    insert(&*b, "a1", 0).await;
+    insert(&*b, "a2", 1).await;
     let mut entry = change("token.revoke", "a1", 10);
     entry.actor = "a2".into();
-    assert!(b.revoke_token("a1", &entry).expect("revoke"));
-    let trail = b.audit(10).expect("audit");
+    assert!(b.revoke_token("a1", &entry).await.expect("revoke"));
+    let trail = b.audit(10).await.expect("audit");
     assert_eq!(trail.len(), 3);
     let newest = &trail[0];
     assert_eq!(
@@ -179,69 +187,70 @@ pub fn revoking_writes_the_audit_entry_with_the_change(h: &dyn Harness) {
         ),
         (entry.at, "a2", "token.revoke", "a1", &entry.detail)
     );
-    assert_eq!(active_ids(&*b), ["a2"]);
-    assert!(!revoke(&*b, "a1", 11), "only once");
-    assert!(!revoke(&*b, "no-such-token", 12));
+    assert_eq!(active_ids(&*b).await, ["a2"]);
+    assert!(!revoke(&*b, "a1", 11).await, "only once");
+    assert!(!revoke(&*b, "no-such-token", 12).await);
     assert_eq!(
-        b.audit(10).expect("audit").len(),
+        b.audit(10).await.expect("audit").len(),
         3,
         "a revocation that changed nothing is not recorded"
     );
 }
 
-pub fn a_revoked_token_stays_revoked_after_reopening(h: &dyn Harness) {
-    let b = h.open();
-    insert(&*b, "a1", 0);
-    insert(&*b, "a2", 1);
-    assert!(revoke(&*b, "a1", 2));
+pub async fn a_revoked_token_stays_revoked_after_reopening(h: &dyn Harness) {
+    let b = h.open().await;
+    insert(&*b, "a1", 0).await;
+    insert(&*b, "a2", 1).await;
+    assert!(revoke(&*b, "a1", 2).await);
     drop(b);
-    let b = h.open();
-    assert_eq!(active_ids(&*b), ["a2"]);
-    assert_eq!(ids(&b.list_tokens().expect("list")), ["a2"]);
+    let b = h.open().await;
+    assert_eq!(active_ids(&*b).await, ["a2"]);
+    assert_eq!(ids(&b.list_tokens().await.expect("list")), ["a2"]);
 }
 
-pub fn list_is_the_active_tokens_oldest_first(h: &dyn Harness) {
-    let b = h.open();
-    insert(&*b, "c", 30);
-    insert(&*b, "b", 10);
-    insert(&*b, "a", 10);
-    insert(&*b, "d", 20);
-    assert!(revoke(&*b, "d", 40));
+pub async fn list_is_the_active_tokens_oldest_first(h: &dyn Harness) {
+    let b = h.open().await;
+    insert(&*b, "c", 30).await;
+    insert(&*b, "b", 10).await;
+    insert(&*b, "a", 10).await;
+    insert(&*b, "d", 20).await;
+    assert!(revoke(&*b, "d", 40).await);
     assert_eq!(
-        ids(&b.list_tokens().expect("list")),
+        ids(&b.list_tokens().await.expect("list")),
         ["a", "b", "c"],
         "by creation time, then by id"
     );
 }
 
-pub fn the_bootstrap_marker_survives_reopening(h: &dyn Harness) {
-    let b = h.open();
-    assert!(!b.ever_had_a_token().expect("marker"), "a new store");
-    insert(&*b, "a1", 0);
-    assert!(b.ever_had_a_token().expect("marker"));
-    assert!(revoke(&*b, "a1", 1));
+pub async fn the_bootstrap_marker_survives_reopening(h: &dyn Harness) {
+    let b = h.open().await;
+    assert!(!b.ever_had_a_token().await.expect("marker"), "a new store");
+    insert(&*b, "a1", 0).await;
+    assert!(b.ever_had_a_token().await.expect("marker"));
+    assert!(revoke(&*b, "a1", 1).await);
     drop(b);
     assert!(
-        h.open().ever_had_a_token().expect("marker"),
+        h.open().await.ever_had_a_token().await.expect("marker"),
         "a store whose every token was revoked still had one"
     );
 }
 
-pub fn audit_is_newest_first_and_limited(h: &dyn Harness) {
-    let b = h.open();
+pub async fn audit_is_newest_first_and_limited(h: &dyn Harness) {
+    let b = h.open().await;
     for i in 0..5 {
         b.append_audit(&change("test.step", &format!("t{i}"), i))
+            .await
             .expect("append");
     }
-    insert(&*b, "a1", 5);
-    let all = b.audit(10).expect("audit");
+    insert(&*b, "a1", 5).await;
+    let all = b.audit(10).await.expect("audit");
     let targets: Vec<&str> = all.iter().map(|e| e.target.as_str()).collect();
     assert_eq!(targets, ["a1", "t4", "t3", "t2", "t1", "t0"]);
     assert!(
         all.windows(2).all(|w| w[0].seq > w[1].seq),
         "seq decreases down the list: {all:?}"
     );
-    let top = b.audit(2).expect("audit");
+    let top = b.audit(2).await.expect("audit");
     assert_eq!(top, all[..2]);
     let e = &all[1];
     assert_eq!(
@@ -255,84 +264,88 @@ pub fn audit_is_newest_first_and_limited(h: &dyn Harness) {
     );
     drop(b);
     assert_eq!(
-        h.open().audit(3).expect("audit"),
+        h.open().await.audit(3).await.expect("audit"),
         all[..3],
         "the trail survives a reopening"
     );
 }
 
-pub fn a_ticket_is_taken_once(h: &dyn Harness) {
-    let b = h.open();
-    insert(&*b, "a1", 0);
-    let t = store_ticket(&*b, "cdst_once", "a1", 60);
-    assert_eq!(take(&*b, &t, 0).as_deref(), Some("a1"));
-    assert_eq!(take(&*b, &t, 1), None, "a second take finds nothing");
+pub async fn a_ticket_is_taken_once(h: &dyn Harness) {
+    let b = h.open().await;
+    insert(&*b, "a1", 0).await;
+    let t = store_ticket(&*b, "cdst_once", "a1", 60).await;
+    assert_eq!(take(&*b, &t, 0).await.as_deref(), Some("a1"));
+    assert_eq!(take(&*b, &t, 1).await, None, "a second take finds nothing");
     let unknown = ticket("cdst_never-stored", "a1", 60);
-    assert_eq!(take(&*b, &unknown, 0), None);
+    assert_eq!(take(&*b, &unknown, 0).await, None);
 }
 
-pub fn an_expired_ticket_is_not_taken(h: &dyn Harness) {
-    let b = h.open();
-    insert(&*b, "a1", 0);
-    let late = store_ticket(&*b, "cdst_late", "a1", 10);
-    assert_eq!(take(&*b, &late, 11), None);
-    let edge = store_ticket(&*b, "cdst_edge", "a1", 10);
-    assert_eq!(take(&*b, &edge, 10), None, "at its expiry a ticket is gone");
+pub async fn an_expired_ticket_is_not_taken(h: &dyn Harness) {
+    let b = h.open().await;
+    insert(&*b, "a1", 0).await;
+    let late = store_ticket(&*b, "cdst_late", "a1", 10).await;
+    assert_eq!(take(&*b, &late, 11).await, None);
+    let edge = store_ticket(&*b, "cdst_edge", "a1", 10).await;
     assert_eq!(
-        take(&*b, &edge, 0),
+        take(&*b, &edge, 10).await,
+        None,
+        "at its expiry a ticket is gone"
+    );
+    assert_eq!(
+        take(&*b, &edge, 0).await,
         None,
         "a take that found it expired consumed it"
     );
 }
 
-pub fn expired_tickets_are_swept(h: &dyn Harness) {
-    let b = h.open();
-    insert(&*b, "a1", 0);
-    store_ticket(&*b, "cdst_old", "a1", 5);
-    store_ticket(&*b, "cdst_edge", "a1", 10);
-    let live = store_ticket(&*b, "cdst_live", "a1", 20);
-    assert_eq!(b.sweep_tickets(at(10)).expect("sweep"), 2);
-    assert_eq!(b.sweep_tickets(at(10)).expect("sweep"), 0);
+pub async fn expired_tickets_are_swept(h: &dyn Harness) {
+    let b = h.open().await;
+    insert(&*b, "a1", 0).await;
+    store_ticket(&*b, "cdst_old", "a1", 5).await;
+    store_ticket(&*b, "cdst_edge", "a1", 10).await;
+    let live = store_ticket(&*b, "cdst_live", "a1", 20).await;
+    assert_eq!(b.sweep_tickets(at(10)).await.expect("sweep"), 2);
+    assert_eq!(b.sweep_tickets(at(10)).await.expect("sweep"), 0);
     assert_eq!(
-        take(&*b, &live, 10).as_deref(),
+        take(&*b, &live, 10).await.as_deref(),
         Some("a1"),
         "a live ticket is kept"
     );
 }
 
-pub fn revoking_a_token_drops_its_tickets(h: &dyn Harness) {
-    let b = h.open();
-    insert(&*b, "a1", 0);
-    insert(&*b, "a2", 0);
-    let of_a1 = store_ticket(&*b, "cdst_a1", "a1", 60);
-    let of_a2 = store_ticket(&*b, "cdst_a2", "a2", 60);
-    assert!(revoke(&*b, "a1", 1));
-    assert_eq!(take(&*b, &of_a1, 2), None);
-    assert_eq!(take(&*b, &of_a2, 2).as_deref(), Some("a2"));
+pub async fn revoking_a_token_drops_its_tickets(h: &dyn Harness) {
+    let b = h.open().await;
+    insert(&*b, "a1", 0).await;
+    insert(&*b, "a2", 0).await;
+    let of_a1 = store_ticket(&*b, "cdst_a1", "a1", 60).await;
+    let of_a2 = store_ticket(&*b, "cdst_a2", "a2", 60).await;
+    assert!(revoke(&*b, "a1", 1).await);
+    assert_eq!(take(&*b, &of_a1, 2).await, None);
+    assert_eq!(take(&*b, &of_a2, 2).await.as_deref(), Some("a2"));
 }
 
-pub fn a_ticket_taken_by_many_at_once_is_taken_once(h: &dyn Harness) {
+pub async fn a_ticket_taken_by_many_at_once_is_taken_once(h: &dyn Harness) {
     const TAKERS: usize = 8;
-    let b = h.open();
-    insert(&*b, "a1", 0);
+    let b = h.open().await;
+    insert(&*b, "a1", 0).await;
     for round in 0..20 {
-        let t = store_ticket(&*b, &format!("cdst_race-{round}"), "a1", 60);
-        let start = Barrier::new(TAKERS);
-        let won = std::thread::scope(|s| {
-            let takers: Vec<_> = (0..TAKERS)
-                .map(|_| {
-                    s.spawn(|| {
-                        start.wait();
-                        take(&*b, &t, 0).is_some()
-                    })
+        let t = store_ticket(&*b, &format!("cdst_race-{round}"), "a1", 60).await;
+        let start = Arc::new(Barrier::new(TAKERS));
+        let takers: Vec<_> = (0..TAKERS)
+            .map(|_| {
+                let (b, t, start) = (Arc::clone(&b), t.clone(), Arc::clone(&start));
+                tokio::spawn(async move {
+                    start.wait().await;
+                    take(&*b, &t, 0).await.is_some()
                 })
-                .collect();
-            takers
-                .into_iter()
-                .map(|t| t.join().expect("taker"))
-                .filter(|won| *won)
-                .count()
-        });
+            })
+            .collect();
+        let mut won = 0;
+        for taker in takers {
+            if taker.await.expect("taker") {
+                won += 1;
+            }
+        }
         assert_eq!(won, 1, "round {round}: taken {won} times");
     }
 }
@@ -359,10 +372,10 @@ macro_rules! conformance_tests {
     };
     (@each $make:expr; $($name:ident),+ $(,)?) => {
         $(
-            #[test]
-            fn $name() {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
                 let harness = $make;
-                $crate::conformance::$name(&harness);
+                $crate::conformance::$name(&harness).await;
             }
         )+
     };

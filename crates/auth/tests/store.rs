@@ -4,23 +4,26 @@
 use cds_events_auth::*;
 use std::time::{Duration, Instant};
 
-fn store(dir: &std::path::Path) -> TokenStore {
-    TokenStore::open(dir, Duration::from_secs(60)).expect("open")
+async fn store(dir: &std::path::Path) -> TokenStore {
+    TokenStore::open(dir, Duration::from_secs(60))
+        .await
+        .expect("open")
 }
 
 /// Polls `cond` until it holds, or panics after 10 s naming `what`.
-fn wait_until(what: &str, cond: impl Fn() -> bool) {
+async fn wait_until(what: &str, cond: impl Fn() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(5));
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
-fn admin(s: &TokenStore) -> std::sync::Arc<Principal> {
+async fn admin(s: &TokenStore) -> std::sync::Arc<Principal> {
     let dir = tempfile::tempdir().expect("tempdir");
     match s
         .bootstrap(Some("an-admin-token-long-enough"), dir.path())
+        .await
         .expect("bootstrap")
     {
         Bootstrap::FromEnv | Bootstrap::Existing => {}
@@ -29,13 +32,14 @@ fn admin(s: &TokenStore) -> std::sync::Arc<Principal> {
     s.authenticate("an-admin-token-long-enough").expect("admin")
 }
 
-#[test]
-fn a_created_token_authenticates_until_revoked() {
+#[tokio::test]
+async fn a_created_token_authenticates_until_revoked() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let s = store(dir.path());
-    let a = admin(&s);
+    let s = store(dir.path()).await;
+    let a = admin(&s).await;
     let t = s
         .create("ci", vec!["read:P".parse().expect("g")], None, &a)
+        .await
         .expect("create");
     assert!(t.secret.starts_with("cdse_"));
     let p = s.authenticate(&t.secret).expect("valid");
@@ -50,12 +54,15 @@ fn a_created_token_authenticates_until_revoked() {
     assert!(s.authenticate(&wrong).is_none());
     assert!(s.authenticate("").is_none());
     assert!(s.authenticate("cdse_nothing").is_none());
-    assert!(s.revoke(&t.info.id, &a).expect("revoke"));
+    assert!(s.revoke(&t.info.id, &a).await.expect("revoke"));
     assert!(
         s.authenticate(&t.secret).is_none(),
         "revocation is immediate"
     );
-    assert!(!s.revoke(&t.info.id, &a).expect("revoke"), "only once");
+    assert!(
+        !s.revoke(&t.info.id, &a).await.expect("revoke"),
+        "only once"
+    );
     // The hash is all that is stored.
     let db = std::fs::read(dir.path().join(AUTH_DB)).expect("db");
     let secret_part = t.secret.rsplit('_').next().expect("secret");
@@ -65,31 +72,35 @@ fn a_created_token_authenticates_until_revoked() {
     );
 }
 
-#[test]
-fn tokens_survive_a_restart_and_expiry_is_enforced() {
+#[tokio::test]
+async fn tokens_survive_a_restart_and_expiry_is_enforced() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let s = store(dir.path());
-    let a = admin(&s);
+    let s = store(dir.path()).await;
+    let a = admin(&s).await;
     let t = s
         .create("later", vec![Grant::Publish(None)], None, &a)
+        .await
         .expect("create");
     let soon = chrono::Utc::now() + chrono::Duration::milliseconds(300);
     let e = s
         .create("short", vec![Grant::Publish(None)], Some(soon), &a)
+        .await
         .expect("create");
     assert!(s.authenticate(&e.secret).is_some());
     assert!(
         s.create("past", vec![Grant::Admin], Some(chrono::Utc::now()), &a)
+            .await
             .is_err()
     );
-    assert!(s.create("none", vec![], None, &a).is_err());
+    assert!(s.create("none", vec![], None, &a).await.is_err());
     drop(s);
-    let s = store(dir.path());
+    let s = store(dir.path()).await;
     assert!(s.authenticate(&t.secret).is_some());
-    wait_until("the expiry time", || chrono::Utc::now() > soon);
+    wait_until("the expiry time", || chrono::Utc::now() > soon).await;
     assert!(s.authenticate(&e.secret).is_none(), "expired");
     let names: Vec<String> = s
         .list()
+        .await
         .expect("list")
         .into_iter()
         .map(|i| i.name)
@@ -97,11 +108,12 @@ fn tokens_survive_a_restart_and_expiry_is_enforced() {
     assert_eq!(names, ["admin (CDS_EVENTS_ADMIN_TOKEN)", "later", "short"]);
 }
 
-#[test]
-fn bootstrap_generates_a_private_token_file_once() {
+#[tokio::test]
+async fn bootstrap_generates_a_private_token_file_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let s = store(dir.path());
-    let Bootstrap::Generated { token, file } = s.bootstrap(None, dir.path()).expect("bootstrap")
+    let s = store(dir.path()).await;
+    let Bootstrap::Generated { token, file } =
+        s.bootstrap(None, dir.path()).await.expect("bootstrap")
     else {
         panic!("expected a generated token")
     };
@@ -119,9 +131,10 @@ fn bootstrap_generates_a_private_token_file_once() {
     }
     assert!(s.authenticate(&token).expect("admin").is_admin());
     drop(s);
-    let s = store(dir.path());
+    let s = store(dir.path()).await;
     assert_eq!(
         s.bootstrap(Some("another-token-entirely"), dir.path())
+            .await
             .expect("again"),
         Bootstrap::Existing
     );
@@ -135,57 +148,64 @@ fn bootstrap_generates_a_private_token_file_once() {
     );
     assert!(
         s.bootstrap(Some("short"), tempfile::tempdir().expect("t").path())
+            .await
             .is_ok(),
         "existing store: ignored"
     );
     let fresh = tempfile::tempdir().expect("tempdir");
     assert!(
         store(fresh.path())
+            .await
             .bootstrap(Some("short"), fresh.path())
+            .await
             .is_err(),
         "a weak env token is refused"
     );
 }
 
-#[test]
-fn tickets_are_single_use_and_short_lived() {
+#[tokio::test]
+async fn tickets_are_single_use_and_short_lived() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let s = TokenStore::open(dir.path(), Duration::from_millis(200)).expect("open");
-    let a = admin(&s);
-    let (ticket, ttl) = s.issue_ticket(&a).expect("ticket");
+    let s = TokenStore::open(dir.path(), Duration::from_millis(200))
+        .await
+        .expect("open");
+    let a = admin(&s).await;
+    let (ticket, ttl) = s.issue_ticket(&a).await.expect("ticket");
     assert_eq!(ttl, Duration::from_millis(200));
     assert_eq!(
-        s.redeem_ticket(&ticket).expect("first use").token_id,
+        s.redeem_ticket(&ticket).await.expect("first use").token_id,
         a.token_id
     );
-    assert!(s.redeem_ticket(&ticket).is_none(), "second use");
-    let (late, ttl) = s.issue_ticket(&a).expect("ticket");
+    assert!(s.redeem_ticket(&ticket).await.is_none(), "second use");
+    let (late, ttl) = s.issue_ticket(&a).await.expect("ticket");
     // Issued before now: expired once `ttl` has passed from now.
     let expired_by = Instant::now() + ttl;
-    wait_until("the ticket's expiry", || Instant::now() > expired_by);
-    assert!(s.redeem_ticket(&late).is_none(), "expired");
+    wait_until("the ticket's expiry", || Instant::now() > expired_by).await;
+    assert!(s.redeem_ticket(&late).await.is_none(), "expired");
     let r = s
         .create("r", vec![Grant::ReadGlobal], None, &a)
+        .await
         .expect("create");
     let rp = s.authenticate(&r.secret).expect("r");
-    let (t, _) = s.issue_ticket(&rp).expect("ticket");
-    s.revoke(&r.info.id, &a).expect("revoke");
+    let (t, _) = s.issue_ticket(&rp).await.expect("ticket");
+    s.revoke(&r.info.id, &a).await.expect("revoke");
     assert!(
-        s.redeem_ticket(&t).is_none(),
+        s.redeem_ticket(&t).await.is_none(),
         "a revoked token's tickets die with it"
     );
 }
 
-#[test]
-fn the_audit_trail_records_creation_and_revocation() {
+#[tokio::test]
+async fn the_audit_trail_records_creation_and_revocation() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let s = store(dir.path());
-    let a = admin(&s);
+    let s = store(dir.path()).await;
+    let a = admin(&s).await;
     let t = s
         .create("bot", vec![Grant::Read(None)], None, &a)
+        .await
         .expect("create");
-    s.revoke(&t.info.id, &a).expect("revoke");
-    let trail = s.audit(10).expect("audit");
+    s.revoke(&t.info.id, &a).await.expect("revoke");
+    let trail = s.audit(10).await.expect("audit");
     let actions: Vec<(&str, &str, &str)> = trail
         .iter()
         .map(|e| (e.actor.as_str(), e.action.as_str(), e.target.as_str()))
@@ -230,21 +250,22 @@ fn previous_build_db(dir: &std::path::Path) {
     .expect("token");
 }
 
-#[test]
-fn a_store_of_the_previous_build_opens_with_its_tokens_and_gets_version_1() {
+#[tokio::test]
+async fn a_store_of_the_previous_build_opens_with_its_tokens_and_gets_version_1() {
     let dir = tempfile::tempdir().expect("tempdir");
     previous_build_db(dir.path());
-    let s = store(dir.path());
+    let s = store(dir.path()).await;
     let a = s
         .authenticate("an-admin-token-long-enough")
         .expect("the stored admin token still works");
     assert_eq!(
-        s.bootstrap(None, dir.path()).expect("bootstrap"),
+        s.bootstrap(None, dir.path()).await.expect("bootstrap"),
         Bootstrap::Existing
     );
     s.create("ci", vec![Grant::Publish(None)], None, &a)
+        .await
         .expect("create");
-    assert_eq!(s.audit(10).expect("audit").len(), 2);
+    assert_eq!(s.audit(10).await.expect("audit").len(), 2);
     drop(s);
     let conn = rusqlite::Connection::open(dir.path().join(AUTH_DB)).expect("open");
     let version: i64 = conn
@@ -257,19 +278,21 @@ fn a_store_of_the_previous_build_opens_with_its_tokens_and_gets_version_1() {
     assert_eq!(version, 1);
     drop(conn);
     // And it opens again.
-    let s = store(dir.path());
-    assert_eq!(s.list().expect("list").len(), 2);
+    let s = store(dir.path()).await;
+    assert_eq!(s.list().await.expect("list").len(), 2);
 }
 
-#[test]
-fn a_store_of_a_newer_build_is_refused() {
+#[tokio::test]
+async fn a_store_of_a_newer_build_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
-    drop(store(dir.path()));
+    drop(store(dir.path()).await);
     let conn = rusqlite::Connection::open(dir.path().join(AUTH_DB)).expect("open");
     conn.execute("UPDATE meta SET value = 2 WHERE key = 'schema_version'", [])
         .expect("v2");
     drop(conn);
-    let e = TokenStore::open(dir.path(), Duration::from_secs(60)).expect_err("refused");
+    let e = TokenStore::open(dir.path(), Duration::from_secs(60))
+        .await
+        .expect_err("refused");
     assert!(
         matches!(
             e,

@@ -59,7 +59,10 @@ pub async fn require_principal(
 ) -> Response {
     let principal = match bearer(&req) {
         Some(token) => st.auth.authenticate(token),
-        None => ticket(&req).and_then(|t| st.auth.redeem_ticket(&t)),
+        None => match ticket(&req) {
+            Some(t) => st.auth.redeem_ticket(&t).await,
+            None => None,
+        },
     };
     match principal {
         Some(p) => {

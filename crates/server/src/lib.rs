@@ -158,9 +158,12 @@ impl Server {
     /// Opens the log and binds the listener.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let log = stores::open_log(&config).await?;
-        let auth = cds_events_auth::TokenStore::open(&config.data_dir, config.auth.ticket_ttl)?;
+        let auth =
+            cds_events_auth::TokenStore::open(&config.data_dir, config.auth.ticket_ttl).await?;
         let env_token = std::env::var("CDS_EVENTS_ADMIN_TOKEN").ok();
-        let bootstrap = auth.bootstrap(env_token.as_deref(), &config.data_dir)?;
+        let bootstrap = auth
+            .bootstrap(env_token.as_deref(), &config.data_dir)
+            .await?;
         let tls = match (&config.tls.cert, &config.tls.key) {
             (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
             _ => None,

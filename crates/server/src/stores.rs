@@ -54,7 +54,7 @@ pub async fn open_webhooks(
 pub async fn migrate(config: &Config) -> Result<&'static str, ServerError> {
     let log = open_log(config).await?;
     let webhooks = open_webhooks(config, Arc::clone(&log)).await?;
-    cds_events_auth::TokenStore::open(&config.data_dir, config.auth.ticket_ttl)?;
+    cds_events_auth::TokenStore::open(&config.data_dir, config.auth.ticket_ttl).await?;
     webhooks.close().await?;
     log.close().await?;
     Ok(config.storage.backend())

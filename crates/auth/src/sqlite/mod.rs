@@ -3,8 +3,10 @@
 //!
 //! The connection, its pragmas, the schema version and the `meta` table are
 //! the store crate's (`cds_events_store`); SQLite's errors become
-//! [`AuthError`]s here and nowhere else. This module keeps records: it never
-//! sees a secret and never decides who may do what.
+//! [`AuthError`]s here and nowhere else. SQLite's calls block (and sync to
+//! disk): they run on tokio's blocking threads, never on the async workers.
+//! This module keeps records: it never sees a secret and never decides who
+//! may do what.
 
 mod schema;
 mod tickets;
@@ -13,10 +15,11 @@ use crate::{
     AuditEntry, AuthError, Grant, NewAuditEntry, SecretHash, StoredToken, Ticket, TokenBackend,
     TokenInfo,
 };
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, ErrorCode, params};
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use tickets::Tickets;
 
 /// The file name of the token store inside the data directory.
@@ -48,13 +51,14 @@ impl From<rusqlite::Error> for AuthError {
 /// it from memory), so there is nothing for a pool to share.
 #[derive(Debug)]
 pub struct SqliteTokens {
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
     tickets: Tickets,
 }
 
 impl SqliteTokens {
     /// Opens (creating if needed) `<data_dir>/auth.db`, bringing an older
-    /// layout up to date and refusing a newer one.
+    /// layout up to date and refusing a newer one. Blocks (a file is opened
+    /// and perhaps migrated): async callers run it on a blocking thread.
     pub fn open(data_dir: &Path) -> Result<SqliteTokens, AuthError> {
         std::fs::create_dir_all(data_dir).map_err(|source| AuthError::Io {
             path: data_dir.display().to_string(),
@@ -63,59 +67,68 @@ impl SqliteTokens {
         let conn = cds_events_store::open(&data_dir.join(AUTH_DB), &schema::options())?;
         schema::LAYOUT.apply(&conn)?;
         Ok(SqliteTokens {
-            conn: Mutex::new(conn),
+            conn: Arc::new(Mutex::new(conn)),
             tickets: Tickets::default(),
         })
     }
 
-    fn conn(&self) -> Result<MutexGuard<'_, Connection>, AuthError> {
-        self.conn
-            .lock()
-            .map_err(|_| AuthError::Poisoned("token store"))
+    /// Runs `f` on the connection, on a blocking thread.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, AuthError> + Send + 'static,
+    ) -> Result<T, AuthError> {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = conn
+                .lock()
+                .map_err(|_| AuthError::Poisoned("token store"))?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| AuthError::Backend(Box::new(e)))?
     }
+}
 
-    /// The tokens not revoked, in no order.
-    fn select_active(&self) -> Result<Vec<StoredToken>, AuthError> {
-        let conn = self.conn()?;
-        let mut st = conn.prepare(
-            "SELECT id, name, grants, hash, created_at, expires_at, created_by FROM tokens
-             WHERE revoked_at IS NULL",
-        )?;
-        let rows = st.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, Vec<u8>>(3)?,
-                r.get::<_, DateTime<Utc>>(4)?,
-                r.get::<_, Option<DateTime<Utc>>>(5)?,
-                r.get::<_, Option<String>>(6)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, name, grants, hash, created_at, expires_at, created_by) = row?;
-            let grants: Vec<Grant> =
-                serde_json::from_str(&grants).map_err(|e| AuthError::Unreadable {
-                    id: id.clone(),
-                    problem: format!("unreadable grants: {e}"),
-                })?;
-            let hash = SecretHash::from_bytes(&hash).ok_or_else(|| AuthError::Unreadable {
+/// The tokens not revoked, in no order.
+fn select_active(conn: &Connection) -> Result<Vec<StoredToken>, AuthError> {
+    let mut st = conn.prepare(
+        "SELECT id, name, grants, hash, created_at, expires_at, created_by FROM tokens
+         WHERE revoked_at IS NULL",
+    )?;
+    let rows = st.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, Vec<u8>>(3)?,
+            r.get::<_, DateTime<Utc>>(4)?,
+            r.get::<_, Option<DateTime<Utc>>>(5)?,
+            r.get::<_, Option<String>>(6)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, name, grants, hash, created_at, expires_at, created_by) = row?;
+        let grants: Vec<Grant> =
+            serde_json::from_str(&grants).map_err(|e| AuthError::Unreadable {
                 id: id.clone(),
-                problem: "bad hash length".into(),
+                problem: format!("unreadable grants: {e}"),
             })?;
-            let info = TokenInfo {
-                id,
-                name,
-                grants,
-                created_at,
-                expires_at,
-                created_by,
-            };
-            out.push(StoredToken { info, hash });
-        }
-        Ok(out)
+        let hash = SecretHash::from_bytes(&hash).ok_or_else(|| AuthError::Unreadable {
+            id: id.clone(),
+            problem: "bad hash length".into(),
+        })?;
+        let info = TokenInfo {
+            id,
+            name,
+            grants,
+            created_at,
+            expires_at,
+            created_by,
+        };
+        out.push(StoredToken { info, hash });
     }
+    Ok(out)
 }
 
 /// Writes an audit entry in the caller's transaction.
@@ -127,105 +140,130 @@ fn record(conn: &Connection, e: &NewAuditEntry) -> Result<(), AuthError> {
     Ok(())
 }
 
+#[async_trait]
 impl TokenBackend for SqliteTokens {
-    fn insert_token(&self, token: &StoredToken, audit: &NewAuditEntry) -> Result<(), AuthError> {
-        let info = &token.info;
-        let grants = serde_json::to_string(&info.grants).map_err(|source| AuthError::Encode {
-            what: "grants",
-            source,
-        })?;
-        let mut conn = self.conn()?;
-        let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT INTO tokens(id, name, grants, hash, created_at, expires_at, created_by)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                info.id,
-                info.name,
-                grants,
-                token.hash.as_bytes().as_slice(),
-                info.created_at,
-                info.expires_at,
-                info.created_by
-            ],
-        )
-        .map_err(|e| match e.sqlite_error_code() {
-            Some(ErrorCode::ConstraintViolation) => AuthError::TokenExists {
-                id: info.id.clone(),
-            },
-            _ => e.into(),
-        })?;
-        record(&tx, audit)?;
-        tx.commit()?;
-        Ok(())
-    }
-
-    fn revoke_token(&self, id: &str, audit: &NewAuditEntry) -> Result<bool, AuthError> {
-        {
-            let mut conn = self.conn()?;
+    async fn insert_token(
+        &self,
+        token: &StoredToken,
+        audit: &NewAuditEntry,
+    ) -> Result<(), AuthError> {
+        let grants =
+            serde_json::to_string(&token.info.grants).map_err(|source| AuthError::Encode {
+                what: "grants",
+                source,
+            })?;
+        let (token, audit) = (token.clone(), audit.clone());
+        self.run(move |conn| {
+            let info = &token.info;
             let tx = conn.transaction()?;
-            let n = tx.execute(
-                "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-                params![id, audit.at],
-            )?;
-            if n == 0 {
-                return Ok(false);
-            }
-            record(&tx, audit)?;
+            tx.execute(
+                "INSERT INTO tokens(id, name, grants, hash, created_at, expires_at, created_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    info.id,
+                    info.name,
+                    grants,
+                    token.hash.as_bytes().as_slice(),
+                    info.created_at,
+                    info.expires_at,
+                    info.created_by
+                ],
+            )
+            .map_err(|e| match e.sqlite_error_code() {
+                Some(ErrorCode::ConstraintViolation) => AuthError::TokenExists {
+                    id: info.id.clone(),
+                },
+                _ => e.into(),
+            })?;
+            record(&tx, &audit)?;
             tx.commit()?;
-        }
-        self.tickets.drop_token(id)?;
-        Ok(true)
+            Ok(())
+        })
+        .await
     }
 
-    fn list_tokens(&self) -> Result<Vec<TokenInfo>, AuthError> {
+    async fn revoke_token(&self, id: &str, audit: &NewAuditEntry) -> Result<bool, AuthError> {
+        let (owned_id, audit) = (id.to_owned(), audit.clone());
+        let revoked = self
+            .run(move |conn| {
+                let tx = conn.transaction()?;
+                let n = tx.execute(
+                    "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                    params![owned_id, audit.at],
+                )?;
+                if n == 0 {
+                    return Ok(false);
+                }
+                record(&tx, &audit)?;
+                tx.commit()?;
+                Ok(true)
+            })
+            .await?;
+        if revoked {
+            self.tickets.drop_token(id)?;
+        }
+        Ok(revoked)
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenInfo>, AuthError> {
         // Sorted here rather than in SQL: `created_at` is text, and rows of
         // older builds may spell a time differently from this one.
-        let mut out: Vec<TokenInfo> = self.select_active()?.into_iter().map(|t| t.info).collect();
+        let mut out: Vec<TokenInfo> = self
+            .run(|conn| select_active(conn))
+            .await?
+            .into_iter()
+            .map(|t| t.info)
+            .collect();
         out.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
         Ok(out)
     }
 
-    fn active_tokens(&self) -> Result<Vec<StoredToken>, AuthError> {
-        self.select_active()
+    async fn active_tokens(&self) -> Result<Vec<StoredToken>, AuthError> {
+        self.run(|conn| select_active(conn)).await
     }
 
-    fn ever_had_a_token(&self) -> Result<bool, AuthError> {
-        let any: bool =
-            self.conn()?
-                .query_row("SELECT EXISTS (SELECT 1 FROM tokens)", [], |r| r.get(0))?;
-        Ok(any)
+    async fn ever_had_a_token(&self) -> Result<bool, AuthError> {
+        self.run(|conn| {
+            let any: bool =
+                conn.query_row("SELECT EXISTS (SELECT 1 FROM tokens)", [], |r| r.get(0))?;
+            Ok(any)
+        })
+        .await
     }
 
-    fn append_audit(&self, entry: &NewAuditEntry) -> Result<(), AuthError> {
-        record(&*self.conn()?, entry)
+    async fn append_audit(&self, entry: &NewAuditEntry) -> Result<(), AuthError> {
+        let entry = entry.clone();
+        self.run(move |conn| record(conn, &entry)).await
     }
 
-    fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, AuthError> {
-        let conn = self.conn()?;
-        let mut st = conn.prepare(
-            "SELECT seq, at, actor, action, target, detail FROM audit ORDER BY seq DESC LIMIT ?1",
-        )?;
+    async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, AuthError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = st.query_map([limit], |r| {
-            Ok(AuditEntry {
-                seq: r.get(0)?,
-                at: r.get(1)?,
-                actor: r.get(2)?,
-                action: r.get(3)?,
-                target: r.get(4)?,
-                detail: serde_json::from_str(&r.get::<_, String>(5)?)
-                    .unwrap_or(serde_json::Value::Null),
-            })
-        })?;
-        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        self.run(move |conn| {
+            let mut st = conn.prepare(
+                "SELECT seq, at, actor, action, target, detail FROM audit
+                 ORDER BY seq DESC LIMIT ?1",
+            )?;
+            let rows = st.query_map([limit], |r| {
+                Ok(AuditEntry {
+                    seq: r.get(0)?,
+                    at: r.get(1)?,
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    target: r.get(4)?,
+                    detail: serde_json::from_str(&r.get::<_, String>(5)?)
+                        .unwrap_or(serde_json::Value::Null),
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
     }
 
-    fn store_ticket(&self, ticket: &Ticket) -> Result<(), AuthError> {
+    async fn store_ticket(&self, ticket: &Ticket) -> Result<(), AuthError> {
         self.tickets.store(ticket)
     }
 
-    fn take_ticket(
+    async fn take_ticket(
         &self,
         hash: &SecretHash,
         now: DateTime<Utc>,
@@ -233,7 +271,7 @@ impl TokenBackend for SqliteTokens {
         self.tickets.take(hash, now)
     }
 
-    fn sweep_tickets(&self, now: DateTime<Utc>) -> Result<usize, AuthError> {
+    async fn sweep_tickets(&self, now: DateTime<Utc>) -> Result<usize, AuthError> {
         self.tickets.sweep(now)
     }
 }

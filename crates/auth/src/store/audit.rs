@@ -6,7 +6,7 @@ use crate::{AuditEntry, AuthError};
 
 impl TokenStore {
     /// The newest audit entries, newest first.
-    pub fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, AuthError> {
-        self.backend.audit(limit)
+    pub async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, AuthError> {
+        self.backend.audit(limit).await
     }
 }

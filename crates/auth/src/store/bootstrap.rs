@@ -27,12 +27,12 @@ impl TokenStore {
     /// Gives an empty store its admin token: `env_token` if set, else a
     /// generated one written to `<data_dir>/admin.token` (0600). A store
     /// that ever had a token is left alone.
-    pub fn bootstrap(
+    pub async fn bootstrap(
         &self,
         env_token: Option<&str>,
         data_dir: &Path,
     ) -> Result<Bootstrap, AuthError> {
-        if self.backend.ever_had_a_token()? {
+        if self.backend.ever_had_a_token().await? {
             return Ok(Bootstrap::Existing);
         }
         let admin = vec![Grant::Admin];
@@ -51,13 +51,19 @@ impl TokenStore {
                     expires_at: None,
                     created_by: None,
                 };
-                self.insert(info, SecretHash::of(token), "system")?;
+                self.insert(info, SecretHash::of(token), "system").await?;
                 Ok(Bootstrap::FromEnv)
             }
             None => {
-                let created = self.create_with_actor("admin (generated)", admin, None, "system")?;
+                let created = self
+                    .create_with_actor("admin (generated)", admin, None, "system")
+                    .await?;
                 let file = data_dir.join(ADMIN_TOKEN_FILE);
-                write_secret_file(&file, &created.secret)?;
+                // A synced file write: off the async workers.
+                let (path, secret) = (file.clone(), created.secret.clone());
+                tokio::task::spawn_blocking(move || write_secret_file(&path, &secret))
+                    .await
+                    .map_err(|e| AuthError::Backend(Box::new(e)))??;
                 Ok(Bootstrap::Generated {
                     token: created.secret,
                     file,

@@ -76,17 +76,22 @@ fn random_id() -> String {
 
 impl TokenStore {
     /// Opens (creating if needed) the SQLite store in `data_dir`.
-    pub fn open(data_dir: &Path, ticket_ttl: Duration) -> Result<TokenStore, AuthError> {
-        TokenStore::with_backend(Arc::new(SqliteTokens::open(data_dir)?), ticket_ttl)
+    pub async fn open(data_dir: &Path, ticket_ttl: Duration) -> Result<TokenStore, AuthError> {
+        let dir = data_dir.to_owned();
+        let backend = tokio::task::spawn_blocking(move || SqliteTokens::open(&dir))
+            .await
+            .map_err(|e| AuthError::Backend(Box::new(e)))??;
+        TokenStore::with_backend(Arc::new(backend), ticket_ttl).await
     }
 
     /// A store over `backend`, with its active tokens loaded.
-    pub fn with_backend(
+    pub async fn with_backend(
         backend: Arc<dyn TokenBackend>,
         ticket_ttl: Duration,
     ) -> Result<TokenStore, AuthError> {
         let active = backend
-            .active_tokens()?
+            .active_tokens()
+            .await?
             .into_iter()
             .map(|t| (t.info.id.clone(), Record::new(t)))
             .collect();
@@ -98,7 +103,7 @@ impl TokenStore {
     }
 
     /// Creates a token for `actor` (a principal's token id).
-    pub fn create(
+    pub async fn create(
         &self,
         name: &str,
         grants: Vec<Grant>,
@@ -106,9 +111,10 @@ impl TokenStore {
         actor: &Principal,
     ) -> Result<CreatedToken, AuthError> {
         self.create_with_actor(name, grants, expires_at, &actor.token_id)
+            .await
     }
 
-    fn create_with_actor(
+    async fn create_with_actor(
         &self,
         name: &str,
         grants: Vec<Grant>,
@@ -140,11 +146,17 @@ impl TokenStore {
             expires_at,
             created_by: (actor != "system").then(|| actor.to_owned()),
         };
-        self.insert(info.clone(), SecretHash::of(&secret_part), actor)?;
+        self.insert(info.clone(), SecretHash::of(&secret_part), actor)
+            .await?;
         Ok(CreatedToken { info, secret })
     }
 
-    fn insert(&self, info: TokenInfo, hash: SecretHash, actor: &str) -> Result<(), AuthError> {
+    async fn insert(
+        &self,
+        info: TokenInfo,
+        hash: SecretHash,
+        actor: &str,
+    ) -> Result<(), AuthError> {
         let audit = NewAuditEntry {
             at: Utc::now(),
             actor: actor.to_owned(),
@@ -153,7 +165,7 @@ impl TokenStore {
             detail: serde_json::json!({"name": info.name, "grants": info.grants, "expires_at": info.expires_at}),
         };
         let token = StoredToken { info, hash };
-        self.backend.insert_token(&token, &audit)?;
+        self.backend.insert_token(&token, &audit).await?;
         self.active
             .write()
             .map_err(|_| AuthError::Poisoned("token cache"))?
@@ -163,7 +175,7 @@ impl TokenStore {
 
     /// Revokes a token; `false` if there is no such active token. Its
     /// tickets die with it.
-    pub fn revoke(&self, id: &str, actor: &Principal) -> Result<bool, AuthError> {
+    pub async fn revoke(&self, id: &str, actor: &Principal) -> Result<bool, AuthError> {
         let audit = NewAuditEntry {
             at: Utc::now(),
             actor: actor.token_id.clone(),
@@ -171,7 +183,7 @@ impl TokenStore {
             target: id.to_owned(),
             detail: serde_json::Value::Null,
         };
-        if !self.backend.revoke_token(id, &audit)? {
+        if !self.backend.revoke_token(id, &audit).await? {
             return Ok(false);
         }
         // Effective for the very next request.
@@ -184,8 +196,8 @@ impl TokenStore {
 
     /// Active tokens, oldest first. Asked of the backend rather than this
     /// instance's copy, so that the list shows what every instance shares.
-    pub fn list(&self) -> Result<Vec<TokenInfo>, AuthError> {
-        self.backend.list_tokens()
+    pub async fn list(&self) -> Result<Vec<TokenInfo>, AuthError> {
+        self.backend.list_tokens().await
     }
 
     /// The principal of a bearer token, or `None` (unknown, revoked, expired

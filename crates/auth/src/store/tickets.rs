@@ -14,26 +14,29 @@ const TICKET_PREFIX: &str = "cdst_";
 impl TokenStore {
     /// A single-use ticket standing for `principal` for a short while, for
     /// clients that cannot set headers (a browser's WebSocket or EventSource).
-    pub fn issue_ticket(
+    pub async fn issue_ticket(
         &self,
         principal: &Arc<Principal>,
     ) -> Result<(String, Duration), AuthError> {
         let ticket = format!("{TICKET_PREFIX}{}", random_text(32));
         let now = Utc::now();
-        self.backend.sweep_tickets(now)?;
-        self.backend.store_ticket(&Ticket {
-            hash: SecretHash::of(&ticket),
-            token_id: principal.token_id.clone(),
-            expires_at: expiry(now, self.ticket_ttl),
-        })?;
+        self.backend.sweep_tickets(now).await?;
+        self.backend
+            .store_ticket(&Ticket {
+                hash: SecretHash::of(&ticket),
+                token_id: principal.token_id.clone(),
+                expires_at: expiry(now, self.ticket_ttl),
+            })
+            .await?;
         Ok((ticket, self.ticket_ttl))
     }
 
     /// Redeems a ticket once.
-    pub fn redeem_ticket(&self, ticket: &str) -> Option<Arc<Principal>> {
+    pub async fn redeem_ticket(&self, ticket: &str) -> Option<Arc<Principal>> {
         let token_id = match self
             .backend
             .take_ticket(&SecretHash::of(ticket), Utc::now())
+            .await
         {
             Ok(id) => id?,
             Err(error) => {

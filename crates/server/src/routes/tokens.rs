@@ -46,7 +46,8 @@ pub async fn create(
     }
     let created = st
         .auth
-        .create(&input.name, grants, input.expires_at, &caller)?;
+        .create(&input.name, grants, input.expires_at, &caller)
+        .await?;
     tracing::info!(token_id = %created.info.id, by = %caller.token_id, "token created");
     let out = CreatedTokenOut {
         info: created.info.into(),
@@ -63,7 +64,12 @@ pub async fn create(
     ))]
 pub async fn list(State(st): State<AppState>, _: Admin) -> Result<Json<Vec<TokenOut>>, ApiError> {
     Ok(Json(
-        st.auth.list()?.into_iter().map(TokenOut::from).collect(),
+        st.auth
+            .list()
+            .await?
+            .into_iter()
+            .map(TokenOut::from)
+            .collect(),
     ))
 }
 
@@ -80,7 +86,7 @@ pub async fn revoke(
     Admin(caller): Admin,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    if st.auth.revoke(&id, &caller)? {
+    if st.auth.revoke(&id, &caller).await? {
         tracing::info!(token_id = %id, by = %caller.token_id, "token revoked");
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -99,7 +105,7 @@ pub async fn ticket(
     State(st): State<AppState>,
     caller: Caller,
 ) -> Result<Json<TicketOut>, ApiError> {
-    let (ticket, ttl) = st.auth.issue_ticket(&caller)?;
+    let (ticket, ttl) = st.auth.issue_ticket(&caller).await?;
     Ok(Json(TicketOut {
         ticket,
         expires_in: ttl.as_secs(),
@@ -129,5 +135,5 @@ pub async fn audit(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_param("limit", "must be from 1 to 1000"));
     }
-    Ok(Json(st.auth.audit(limit)?))
+    Ok(Json(st.auth.audit(limit).await?))
 }
