@@ -1,7 +1,9 @@
 //! The crate's one error type.
 //!
-//! The database's own errors stay behind [`AuthError::Backend`]; the
-//! conversions from them live with each backend (`sqlite/mod.rs`).
+//! The database's own errors stay behind [`AuthError::Backend`] (or
+//! [`AuthError::Unavailable`] when the database is away or busy); the
+//! conversions from the drivers' errors live with each backend
+//! (`sqlite/mod.rs`), through the store crate's error.
 
 use std::path::PathBuf;
 
@@ -11,7 +13,12 @@ pub enum AuthError {
     /// matching).
     #[error("token store error: {0}")]
     Backend(Box<dyn std::error::Error + Send + Sync>),
-    /// `auth.db` was written by a newer build, which this one cannot read.
+    /// The database is away (restarting, unreachable, out of connections)
+    /// or busy: the same call may succeed later.
+    #[error("token store unavailable: {0}")]
+    Unavailable(Box<dyn std::error::Error + Send + Sync>),
+    /// The store (`auth.db`, or the `auth` component of a PostgreSQL
+    /// database) was written by a newer build, which this one cannot read.
     #[error("{} has schema version {found}, this build knows {known}", path.display())]
     SchemaTooNew {
         path: PathBuf,
@@ -41,4 +48,37 @@ pub enum AuthError {
     },
     #[error("{0}")]
     Invalid(String),
+}
+
+impl From<cds_events_store::Error> for AuthError {
+    fn from(e: cds_events_store::Error) -> Self {
+        use cds_events_store::Error;
+        match e {
+            Error::SchemaTooNew { path, found, known } => {
+                AuthError::SchemaTooNew { path, found, known }
+            }
+            e if e.is_unavailable() => AuthError::Unavailable(Box::new(e)),
+            other => AuthError::Backend(Box::new(other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AuthError;
+    use cds_events_store::Error;
+
+    #[test]
+    fn a_database_away_or_busy_is_unavailable_and_other_failures_are_not() {
+        for away in [
+            Error::Pool("timed out".into()),
+            Error::Busy("locked".into()),
+        ] {
+            assert!(matches!(AuthError::from(away), AuthError::Unavailable(_)));
+        }
+        assert!(matches!(
+            AuthError::from(Error::Config("bad url".into())),
+            AuthError::Backend(_)
+        ));
+    }
 }

@@ -116,6 +116,14 @@ impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::Invalid(msg) => ApiError::bad_request("invalid_token_request", msg),
+            AuthError::Unavailable(error) => {
+                tracing::warn!(%error, "token store unavailable");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    "the token store is unavailable, retry",
+                )
+            }
             other => {
                 tracing::error!(error = %other, "token store failure");
                 ApiError::new(
@@ -270,6 +278,23 @@ mod webhooks_tests {
             (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
         );
         let broken = ApiError::from(WebhooksError::Backend("syntax error".into()));
+        assert_eq!(broken.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}
+
+#[cfg(test)]
+mod auth_tests {
+    use super::*;
+
+    #[test]
+    fn a_token_store_that_is_away_is_503_not_500() {
+        let away = AuthError::Unavailable("connection refused".into());
+        let e = ApiError::from(away);
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable")
+        );
+        let broken = ApiError::from(AuthError::Backend("disk I/O error".into()));
         assert_eq!(broken.status, StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

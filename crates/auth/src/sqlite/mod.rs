@@ -25,18 +25,6 @@ use tickets::Tickets;
 /// The file name of the token store inside the data directory.
 pub const AUTH_DB: &str = "auth.db";
 
-impl From<cds_events_store::Error> for AuthError {
-    fn from(e: cds_events_store::Error) -> Self {
-        use cds_events_store::Error;
-        match e {
-            Error::SchemaTooNew { path, found, known } => {
-                AuthError::SchemaTooNew { path, found, known }
-            }
-            other => AuthError::Backend(Box::new(other)),
-        }
-    }
-}
-
 /// For `?` in this module's SQL; the driver's error is kept, boxed.
 impl From<rusqlite::Error> for AuthError {
     fn from(e: rusqlite::Error) -> Self {
