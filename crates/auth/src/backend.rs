@@ -8,10 +8,15 @@
 //! backend never sees a secret (tokens and tickets reach it as their
 //! [`SecretHash`]) and never decides who may do what. Every backend passes
 //! the [`conformance`](crate::conformance) suite.
+//!
+//! A backend that several instances share says so by offering
+//! [`TokenBackend::changes`]: each instance's token store then follows the
+//! others' creations and revocations.
 
 use crate::{AuditEntry, AuthError, NewAuditEntry, SecretHash, StoredToken, Ticket, TokenInfo};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use tokio::sync::watch;
 
 /// Where tokens, the audit trail and tickets are kept.
 ///
@@ -29,6 +34,16 @@ pub trait TokenBackend: Send + Sync + std::fmt::Debug {
         audit: &NewAuditEntry,
     ) -> Result<(), AuthError>;
 
+    /// Stores `token` and its audit entry only if this store never held a
+    /// token (as [`TokenBackend::ever_had_a_token`]), the check and the
+    /// insert as one step: of instances bootstrapping the same store at
+    /// once, one gets `true`, the others `false` and nothing written.
+    async fn insert_first_token(
+        &self,
+        token: &StoredToken,
+        audit: &NewAuditEntry,
+    ) -> Result<bool, AuthError>;
+
     /// Marks an active token revoked at `audit.at`, writes `audit` in the
     /// same transaction and drops the token's outstanding tickets. `false`
     /// (and nothing written) if there is no such active token.
@@ -41,6 +56,10 @@ pub trait TokenBackend: Send + Sync + std::fmt::Debug {
     /// The tokens not revoked with their hashes, in no order: what a token
     /// store loads to authenticate.
     async fn active_tokens(&self) -> Result<Vec<StoredToken>, AuthError>;
+
+    /// The token of this id if it is not revoked (expired or not): what an
+    /// instance asks about a token created elsewhere a moment ago.
+    async fn active_token(&self, id: &str) -> Result<Option<StoredToken>, AuthError>;
 
     /// Whether this store ever held a token, revoked ones included: a store
     /// that did is never bootstrapped again.
@@ -68,4 +87,12 @@ pub trait TokenBackend: Send + Sync + std::fmt::Debug {
 
     /// Drops the tickets expired at `now`; how many.
     async fn sweep_tickets(&self, now: DateTime<Utc>) -> Result<usize, AuthError>;
+
+    /// For a store other instances share: a value that moves whenever the
+    /// tokens may have changed, from any instance (and soon after: within a
+    /// second even when the backend's notifications are lost). Each move
+    /// asks the token store to reload [`TokenBackend::active_tokens`].
+    /// `None` for a store this process alone uses, where every change goes
+    /// through this process's token store.
+    fn changes(&self) -> Option<watch::Receiver<i64>>;
 }

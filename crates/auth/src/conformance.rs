@@ -235,6 +235,92 @@ pub async fn the_bootstrap_marker_survives_reopening(h: &dyn Harness) {
     );
 }
 
+pub async fn an_active_token_is_found_by_id(h: &dyn Harness) {
+    let b = h.open().await;
+    let a1 = insert(&*b, "a1", 0).await;
+    insert(&*b, "a2", 1).await;
+    assert!(revoke(&*b, "a2", 2).await);
+    let found = |id: &'static str| {
+        let b = Arc::clone(&b);
+        async move { b.active_token(id).await.expect("active token") }
+    };
+    assert_eq!(found("a1").await, Some(a1), "every field, with the hash");
+    assert_eq!(found("a2").await, None, "a revoked token is not found");
+    assert_eq!(found("a3").await, None);
+}
+
+pub async fn the_first_token_goes_only_into_a_store_that_never_had_one(h: &dyn Harness) {
+    let b = h.open().await;
+    let first = token("a1", "secret-a1", 0);
+    assert!(
+        b.insert_first_token(&first, &change("token.create", "a1", 0))
+            .await
+            .expect("first")
+    );
+    let second = token("a2", "secret-a2", 1);
+    assert!(
+        !b.insert_first_token(&second, &change("token.create", "a2", 1))
+            .await
+            .expect("second"),
+        "a store with a token refuses a first token"
+    );
+    assert_eq!(active_ids(&*b).await, ["a1"]);
+    assert_eq!(
+        b.audit(10).await.expect("audit").len(),
+        1,
+        "the refused one wrote no audit entry"
+    );
+    assert!(revoke(&*b, "a1", 2).await);
+    drop(b);
+    let b = h.open().await;
+    assert!(
+        !b.insert_first_token(&second, &change("token.create", "a2", 3))
+            .await
+            .expect("after a revocation"),
+        "nor does one whose every token was revoked"
+    );
+    assert_eq!(active_ids(&*b).await, Vec::<String>::new());
+}
+
+pub async fn of_first_tokens_inserted_at_once_one_is_stored(h: &dyn Harness) {
+    const STARTERS: usize = 8;
+    let b = h.open().await;
+    // Side by side first, so that a backend with a pool has a connection
+    // ready for each starter and they race in earnest.
+    let warm: Vec<_> = (0..STARTERS)
+        .map(|_| {
+            let b = Arc::clone(&b);
+            tokio::spawn(async move { b.ever_had_a_token().await.expect("read") })
+        })
+        .collect();
+    for w in warm {
+        assert!(!w.await.expect("warm-up"));
+    }
+    let start = Arc::new(Barrier::new(STARTERS));
+    let starters: Vec<_> = (0..STARTERS)
+        .map(|i| {
+            let (b, start) = (Arc::clone(&b), Arc::clone(&start));
+            tokio::spawn(async move {
+                let id = format!("first-{i}");
+                let t = token(&id, &format!("secret-{id}"), 0);
+                start.wait().await;
+                b.insert_first_token(&t, &change("token.create", &id, 0))
+                    .await
+                    .expect("insert first")
+            })
+        })
+        .collect();
+    let mut stored = 0;
+    for s in starters {
+        if s.await.expect("starter") {
+            stored += 1;
+        }
+    }
+    assert_eq!(stored, 1, "{stored} starters stored their first token");
+    assert_eq!(active_ids(&*b).await.len(), 1);
+    assert_eq!(b.audit(10).await.expect("audit").len(), 1);
+}
+
 pub async fn audit_is_newest_first_and_limited(h: &dyn Harness) {
     let b = h.open().await;
     for i in 0..5 {
@@ -362,6 +448,9 @@ macro_rules! conformance_tests {
             a_revoked_token_stays_revoked_after_reopening,
             list_is_the_active_tokens_oldest_first,
             the_bootstrap_marker_survives_reopening,
+            an_active_token_is_found_by_id,
+            the_first_token_goes_only_into_a_store_that_never_had_one,
+            of_first_tokens_inserted_at_once_one_is_stored,
             audit_is_newest_first_and_limited,
             a_ticket_is_taken_once,
             an_expired_ticket_is_not_taken,

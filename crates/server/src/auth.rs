@@ -58,7 +58,7 @@ pub async fn require_principal(
     next: Next,
 ) -> Response {
     let principal = match bearer(&req) {
-        Some(token) => st.auth.authenticate(token),
+        Some(token) => st.auth.authenticate_or_look_up(token).await,
         None => match ticket(&req) {
             Some(t) => st.auth.redeem_ticket(&t).await,
             None => None,

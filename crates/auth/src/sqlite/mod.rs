@@ -17,10 +17,11 @@ use crate::{
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, ErrorCode, params};
+use rusqlite::{Connection, ErrorCode, OptionalExtension, TransactionBehavior, params};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use tickets::Tickets;
+use tokio::sync::watch;
 
 /// The file name of the token store inside the data directory.
 pub const AUTH_DB: &str = "auth.db";
@@ -77,46 +78,91 @@ impl SqliteTokens {
     }
 }
 
+const TOKEN_COLUMNS: &str =
+    "id, name, grants, hash, created_at, expires_at, created_by FROM tokens";
+
+/// The columns of [`TOKEN_COLUMNS`], as read.
+type TokenRow = (
+    String,
+    String,
+    String,
+    Vec<u8>,
+    DateTime<Utc>,
+    Option<DateTime<Utc>>,
+    Option<String>,
+);
+
+fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRow> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
+}
+
+fn stored_token(row: TokenRow) -> Result<StoredToken, AuthError> {
+    let (id, name, grants, hash, created_at, expires_at, created_by) = row;
+    let grants: Vec<Grant> = serde_json::from_str(&grants).map_err(|e| AuthError::Unreadable {
+        id: id.clone(),
+        problem: format!("unreadable grants: {e}"),
+    })?;
+    let hash = SecretHash::from_bytes(&hash).ok_or_else(|| AuthError::Unreadable {
+        id: id.clone(),
+        problem: "bad hash length".into(),
+    })?;
+    let info = TokenInfo {
+        id,
+        name,
+        grants,
+        created_at,
+        expires_at,
+        created_by,
+    };
+    Ok(StoredToken { info, hash })
+}
+
 /// The tokens not revoked, in no order.
 fn select_active(conn: &Connection) -> Result<Vec<StoredToken>, AuthError> {
-    let mut st = conn.prepare(
-        "SELECT id, name, grants, hash, created_at, expires_at, created_by FROM tokens
-         WHERE revoked_at IS NULL",
-    )?;
-    let rows = st.query_map([], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, Vec<u8>>(3)?,
-            r.get::<_, DateTime<Utc>>(4)?,
-            r.get::<_, Option<DateTime<Utc>>>(5)?,
-            r.get::<_, Option<String>>(6)?,
-        ))
+    let mut st = conn.prepare(&format!("SELECT {TOKEN_COLUMNS} WHERE revoked_at IS NULL"))?;
+    let rows = st.query_map([], token_row)?;
+    rows.map(|row| stored_token(row?)).collect()
+}
+
+/// Inserts a token and its audit entry in the caller's transaction.
+fn insert_in(
+    conn: &Connection,
+    token: &StoredToken,
+    audit: &NewAuditEntry,
+) -> Result<(), AuthError> {
+    let info = &token.info;
+    let grants = serde_json::to_string(&info.grants).map_err(|source| AuthError::Encode {
+        what: "grants",
+        source,
     })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (id, name, grants, hash, created_at, expires_at, created_by) = row?;
-        let grants: Vec<Grant> =
-            serde_json::from_str(&grants).map_err(|e| AuthError::Unreadable {
-                id: id.clone(),
-                problem: format!("unreadable grants: {e}"),
-            })?;
-        let hash = SecretHash::from_bytes(&hash).ok_or_else(|| AuthError::Unreadable {
-            id: id.clone(),
-            problem: "bad hash length".into(),
-        })?;
-        let info = TokenInfo {
-            id,
-            name,
+    conn.execute(
+        "INSERT INTO tokens(id, name, grants, hash, created_at, expires_at, created_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            info.id,
+            info.name,
             grants,
-            created_at,
-            expires_at,
-            created_by,
-        };
-        out.push(StoredToken { info, hash });
-    }
-    Ok(out)
+            token.hash.as_bytes().as_slice(),
+            info.created_at,
+            info.expires_at,
+            info.created_by
+        ],
+    )
+    .map_err(|e| match e.sqlite_error_code() {
+        Some(ErrorCode::ConstraintViolation) => AuthError::TokenExists {
+            id: info.id.clone(),
+        },
+        _ => e.into(),
+    })?;
+    record(conn, audit)
 }
 
 /// Writes an audit entry in the caller's transaction.
@@ -135,37 +181,34 @@ impl TokenBackend for SqliteTokens {
         token: &StoredToken,
         audit: &NewAuditEntry,
     ) -> Result<(), AuthError> {
-        let grants =
-            serde_json::to_string(&token.info.grants).map_err(|source| AuthError::Encode {
-                what: "grants",
-                source,
-            })?;
         let (token, audit) = (token.clone(), audit.clone());
         self.run(move |conn| {
-            let info = &token.info;
             let tx = conn.transaction()?;
-            tx.execute(
-                "INSERT INTO tokens(id, name, grants, hash, created_at, expires_at, created_by)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    info.id,
-                    info.name,
-                    grants,
-                    token.hash.as_bytes().as_slice(),
-                    info.created_at,
-                    info.expires_at,
-                    info.created_by
-                ],
-            )
-            .map_err(|e| match e.sqlite_error_code() {
-                Some(ErrorCode::ConstraintViolation) => AuthError::TokenExists {
-                    id: info.id.clone(),
-                },
-                _ => e.into(),
-            })?;
-            record(&tx, &audit)?;
+            insert_in(&tx, &token, &audit)?;
             tx.commit()?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn insert_first_token(
+        &self,
+        token: &StoredToken,
+        audit: &NewAuditEntry,
+    ) -> Result<bool, AuthError> {
+        let (token, audit) = (token.clone(), audit.clone());
+        self.run(move |conn| {
+            // Immediate: the write lock is taken before the check, so that
+            // no other connection to the file inserts in between.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let any: bool =
+                tx.query_row("SELECT EXISTS (SELECT 1 FROM tokens)", [], |r| r.get(0))?;
+            if any {
+                return Ok(false);
+            }
+            insert_in(&tx, &token, &audit)?;
+            tx.commit()?;
+            Ok(true)
         })
         .await
     }
@@ -208,6 +251,21 @@ impl TokenBackend for SqliteTokens {
 
     async fn active_tokens(&self) -> Result<Vec<StoredToken>, AuthError> {
         self.run(|conn| select_active(conn)).await
+    }
+
+    async fn active_token(&self, id: &str) -> Result<Option<StoredToken>, AuthError> {
+        let id = id.to_owned();
+        self.run(move |conn| {
+            let row = conn
+                .query_row(
+                    &format!("SELECT {TOKEN_COLUMNS} WHERE id = ?1 AND revoked_at IS NULL"),
+                    [id],
+                    token_row,
+                )
+                .optional()?;
+            row.map(stored_token).transpose()
+        })
+        .await
     }
 
     async fn ever_had_a_token(&self) -> Result<bool, AuthError> {
@@ -261,5 +319,11 @@ impl TokenBackend for SqliteTokens {
 
     async fn sweep_tickets(&self, now: DateTime<Utc>) -> Result<usize, AuthError> {
         self.tickets.sweep(now)
+    }
+
+    /// `auth.db` belongs to this process: every change comes through its
+    /// token store, which updates its copy itself.
+    fn changes(&self) -> Option<watch::Receiver<i64>> {
+        None
     }
 }

@@ -1,8 +1,8 @@
 //! The first admin token: from `CDS_EVENTS_ADMIN_TOKEN`, or generated and
 //! written to a file only its owner can read, for the local CLI.
 
-use super::TokenStore;
-use crate::{AuthError, Grant, SecretHash, TokenInfo};
+use super::{TokenStore, new_token};
+use crate::{AuthError, Grant, SecretHash, StoredToken, TokenInfo};
 use chrono::Utc;
 use std::path::{Path, PathBuf};
 
@@ -27,13 +27,18 @@ impl TokenStore {
     /// Gives an empty store its admin token: `env_token` if set, else a
     /// generated one written to `<data_dir>/admin.token` (0600). A store
     /// that ever had a token is left alone.
+    ///
+    /// Safe when several instances sharing a backend start at once: the
+    /// backend stores the first token only into a store that never had one
+    /// (`insert_first_token`), so one instance bootstraps and the others
+    /// answer [`Bootstrap::Existing`], with the token in their copy.
     pub async fn bootstrap(
         &self,
         env_token: Option<&str>,
         data_dir: &Path,
     ) -> Result<Bootstrap, AuthError> {
         if self.backend.ever_had_a_token().await? {
-            return Ok(Bootstrap::Existing);
+            return self.existing().await;
         }
         let admin = vec![Grant::Admin];
         match env_token.map(str::trim).filter(|t| !t.is_empty()) {
@@ -51,25 +56,39 @@ impl TokenStore {
                     expires_at: None,
                     created_by: None,
                 };
-                self.insert(info, SecretHash::of(token), "system").await?;
+                let token = StoredToken {
+                    info,
+                    hash: SecretHash::of(token),
+                };
+                if !self.insert(&token, "system", true).await? {
+                    return self.existing().await;
+                }
                 Ok(Bootstrap::FromEnv)
             }
             None => {
-                let created = self
-                    .create_with_actor("admin (generated)", admin, None, "system")
-                    .await?;
+                let new = new_token("admin (generated)", admin, None, "system")?;
+                if !self.insert(&new.token, "system", true).await? {
+                    return self.existing().await;
+                }
                 let file = data_dir.join(ADMIN_TOKEN_FILE);
                 // A synced file write: off the async workers.
-                let (path, secret) = (file.clone(), created.secret.clone());
+                let (path, secret) = (file.clone(), new.secret.clone());
                 tokio::task::spawn_blocking(move || write_secret_file(&path, &secret))
                     .await
                     .map_err(|e| AuthError::Backend(Box::new(e)))??;
                 Ok(Bootstrap::Generated {
-                    token: created.secret,
+                    token: new.secret,
                     file,
                 })
             }
         }
+    }
+
+    /// Another instance may have bootstrapped since this copy was loaded:
+    /// it is reloaded, so that the admin token works here from the start.
+    async fn existing(&self) -> Result<Bootstrap, AuthError> {
+        self.reload().await?;
+        Ok(Bootstrap::Existing)
     }
 }
 

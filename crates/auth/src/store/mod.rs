@@ -1,9 +1,14 @@
 //! [`TokenStore`]: the token policy over any [`TokenBackend`]. Secrets are
 //! made and checked here, and only their hashes go to the backend; the
-//! active tokens are copied in memory, so authenticating a request costs no
-//! I/O and a revocation takes effect on this instance at once. Then tickets
-//! ([`tickets`]), the audit trail ([`audit`]) and the first admin token
-//! ([`bootstrap`]).
+//! active tokens are copied in memory ([`copy`]), so authenticating a
+//! request costs no I/O and a revocation takes effect on this instance at
+//! once. Then tickets ([`tickets`]), the audit trail ([`audit`]) and the
+//! first admin token ([`bootstrap`]).
+//!
+//! Over a backend other instances share, the copy follows their changes (a
+//! revocation anywhere is refused here within a second), and
+//! [`TokenStore::authenticate_or_look_up`] asks the backend about a token
+//! the copy does not hold yet (created elsewhere a moment ago).
 //!
 //! This module must never hold SQL, nor know which backend it runs on
 //! beyond `open` picking the embedded default; the backend never sees a
@@ -11,6 +16,7 @@
 
 mod audit;
 mod bootstrap;
+mod copy;
 mod tickets;
 
 use crate::sqlite::SqliteTokens;
@@ -22,45 +28,38 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bootstrap::BOOTSTRAP_ID;
 use chrono::{DateTime, Utc};
-use std::collections::HashMap;
+use copy::{ActiveCopy, Record};
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Semaphore;
 
 pub use bootstrap::{ADMIN_TOKEN_FILE, Bootstrap, read_admin_token};
 
 const TOKEN_PREFIX: &str = "cdse_";
 
-/// An active token as held in memory.
-#[derive(Debug, Clone)]
-struct Record {
-    hash: SecretHash,
-    info: TokenInfo,
-    /// Handed out, shared, on every successful authentication.
-    principal: Arc<Principal>,
-}
-
-impl Record {
-    fn new(token: StoredToken) -> Self {
-        let principal = Arc::new(Principal {
-            token_id: token.info.id.clone(),
-            name: token.info.name.clone(),
-            grants: token.info.grants.clone(),
-        });
-        Record {
-            hash: token.hash,
-            info: token.info,
-            principal,
-        }
-    }
-}
+/// Most look-ups of unknown tokens in the backend at once: bearers the copy
+/// does not know cost the database this much at most, whoever sends them.
+const LOOKUPS: usize = 4;
 
 /// The token store.
 #[derive(Debug)]
 pub struct TokenStore {
     backend: Arc<dyn TokenBackend>,
-    active: RwLock<HashMap<String, Record>>,
+    copy: Arc<ActiveCopy>,
     ticket_ttl: Duration,
+    /// Over a shared backend: permits to look up a token the copy lacks.
+    lookups: Option<Semaphore>,
+    /// The task that follows the other instances' changes; stopped on drop.
+    follower: Option<tokio::task::AbortHandle>,
+}
+
+impl Drop for TokenStore {
+    fn drop(&mut self) {
+        if let Some(f) = &self.follower {
+            f.abort();
+        }
+    }
 }
 
 fn random_text(bytes: usize) -> String {
@@ -74,6 +73,12 @@ fn random_id() -> String {
         .collect()
 }
 
+/// A token about to be stored, and its secret (its `cdse_…` text).
+struct NewToken {
+    token: StoredToken,
+    secret: String,
+}
+
 impl TokenStore {
     /// Opens (creating if needed) the SQLite store in `data_dir`.
     pub async fn open(data_dir: &Path, ticket_ttl: Duration) -> Result<TokenStore, AuthError> {
@@ -84,21 +89,29 @@ impl TokenStore {
         TokenStore::with_backend(Arc::new(backend), ticket_ttl).await
     }
 
-    /// A store over `backend`, with its active tokens loaded.
+    /// A store over `backend`, with its active tokens loaded and, if other
+    /// instances share the backend, followed.
     pub async fn with_backend(
         backend: Arc<dyn TokenBackend>,
         ticket_ttl: Duration,
     ) -> Result<TokenStore, AuthError> {
-        let active = backend
-            .active_tokens()
-            .await?
-            .into_iter()
-            .map(|t| (t.info.id.clone(), Record::new(t)))
-            .collect();
+        // Subscribed before loading: a change after the load moves it.
+        let changes = backend.changes().map(|mut c| {
+            c.mark_unchanged();
+            c
+        });
+        let copy = Arc::new(ActiveCopy::default());
+        copy.reload(&*backend).await?;
+        let follower = changes.as_ref().map(|c| {
+            let task = Arc::clone(&copy).follow(Arc::clone(&backend), c.clone());
+            tokio::spawn(task).abort_handle()
+        });
         Ok(TokenStore {
+            lookups: changes.map(|_| Semaphore::new(LOOKUPS)),
             backend,
-            active: RwLock::new(active),
+            copy,
             ticket_ttl,
+            follower,
         })
     }
 
@@ -110,53 +123,23 @@ impl TokenStore {
         expires_at: Option<DateTime<Utc>>,
         actor: &Principal,
     ) -> Result<CreatedToken, AuthError> {
-        self.create_with_actor(name, grants, expires_at, &actor.token_id)
-            .await
+        let new = new_token(name, grants, expires_at, &actor.token_id)?;
+        self.insert(&new.token, &actor.token_id, false).await?;
+        Ok(CreatedToken {
+            info: new.token.info,
+            secret: new.secret,
+        })
     }
 
-    async fn create_with_actor(
-        &self,
-        name: &str,
-        grants: Vec<Grant>,
-        expires_at: Option<DateTime<Utc>>,
-        actor: &str,
-    ) -> Result<CreatedToken, AuthError> {
-        let name = name.trim();
-        if name.is_empty() || name.len() > 200 {
-            return Err(AuthError::Invalid(
-                "name must be 1 to 200 characters".into(),
-            ));
-        }
-        if grants.is_empty() {
-            return Err(AuthError::Invalid(
-                "a token needs at least one grant".into(),
-            ));
-        }
-        if expires_at.is_some_and(|e| e <= Utc::now()) {
-            return Err(AuthError::Invalid("expires_at is in the past".into()));
-        }
-        let id = random_id();
-        let secret_part = random_text(32);
-        let secret = format!("{TOKEN_PREFIX}{id}_{secret_part}");
-        let info = TokenInfo {
-            id: id.clone(),
-            name: name.to_owned(),
-            grants,
-            created_at: Utc::now(),
-            expires_at,
-            created_by: (actor != "system").then(|| actor.to_owned()),
-        };
-        self.insert(info.clone(), SecretHash::of(&secret_part), actor)
-            .await?;
-        Ok(CreatedToken { info, secret })
-    }
-
+    /// Stores `token` (only into a store that never had one if `first`) and
+    /// copies it; whether it was stored.
     async fn insert(
         &self,
-        info: TokenInfo,
-        hash: SecretHash,
+        token: &StoredToken,
         actor: &str,
-    ) -> Result<(), AuthError> {
+        first: bool,
+    ) -> Result<bool, AuthError> {
+        let info = &token.info;
         let audit = NewAuditEntry {
             at: Utc::now(),
             actor: actor.to_owned(),
@@ -164,13 +147,16 @@ impl TokenStore {
             target: info.id.clone(),
             detail: serde_json::json!({"name": info.name, "grants": info.grants, "expires_at": info.expires_at}),
         };
-        let token = StoredToken { info, hash };
-        self.backend.insert_token(&token, &audit).await?;
-        self.active
-            .write()
-            .map_err(|_| AuthError::Poisoned("token cache"))?
-            .insert(token.info.id.clone(), Record::new(token));
-        Ok(())
+        let _turn = self.copy.turn().await;
+        if first {
+            if !self.backend.insert_first_token(token, &audit).await? {
+                return Ok(false);
+            }
+        } else {
+            self.backend.insert_token(token, &audit).await?;
+        }
+        self.copy.insert(token.clone())?;
+        Ok(true)
     }
 
     /// Revokes a token; `false` if there is no such active token. Its
@@ -183,14 +169,12 @@ impl TokenStore {
             target: id.to_owned(),
             detail: serde_json::Value::Null,
         };
+        let _turn = self.copy.turn().await;
         if !self.backend.revoke_token(id, &audit).await? {
             return Ok(false);
         }
         // Effective for the very next request.
-        self.active
-            .write()
-            .map_err(|_| AuthError::Poisoned("token cache"))?
-            .remove(id);
+        self.copy.remove(id)?;
         Ok(true)
     }
 
@@ -201,29 +185,110 @@ impl TokenStore {
     }
 
     /// The principal of a bearer token, or `None` (unknown, revoked, expired
-    /// or malformed: callers answer all of these the same way).
+    /// or malformed: callers answer all of these the same way). Answered
+    /// from this instance's copy alone.
     pub fn authenticate(&self, bearer: &str) -> Option<Arc<Principal>> {
-        let (id, secret) = match bearer
-            .strip_prefix(TOKEN_PREFIX)
-            .and_then(|rest| rest.split_once('_'))
-        {
-            Some((id, secret)) => (id, secret),
-            None => (BOOTSTRAP_ID, bearer),
-        };
-        let active = self.active.read().ok()?;
-        let record = active.get(id)?;
-        if !record.hash.matches(secret) {
-            return None;
-        }
-        if record.info.expires_at.is_some_and(|e| e <= Utc::now()) {
-            return None;
-        }
-        Some(Arc::clone(&record.principal))
+        let (id, secret) = split_bearer(bearer);
+        self.copy.read(id, |r| r.admit(secret))
     }
 
-    /// The principal of an active token by id, whatever its expiry.
-    fn principal(&self, id: &str) -> Option<Arc<Principal>> {
-        let active = self.active.read().ok()?;
-        active.get(id).map(|r| Arc::clone(&r.principal))
+    /// As [`TokenStore::authenticate`]; and over a backend other instances
+    /// share, a `cdse_` token this copy does not hold is looked up in the
+    /// backend before it is refused (another instance may have created it
+    /// a moment ago, and the copy has not heard yet). At most a few
+    /// look-ups run at once; beyond, an unknown token is refused as by
+    /// `authenticate`. A token found so is not added to the copy: the
+    /// copy learns only from the backend's change signal, so that a
+    /// look-up racing a revocation cannot bring a revoked token back.
+    pub async fn authenticate_or_look_up(&self, bearer: &str) -> Option<Arc<Principal>> {
+        if let Some(p) = self.authenticate(bearer) {
+            return Some(p);
+        }
+        let (id, secret) = split_bearer(bearer);
+        if id == BOOTSTRAP_ID {
+            // Not one of ours: any text would do, nothing to look up.
+            return None;
+        }
+        let _permit = self.lookups.as_ref()?.try_acquire().ok()?;
+        Record::new(self.look_up(id).await?).admit(secret)
     }
+
+    /// The active token `id`, asked of the backend; `None` as well when it
+    /// fails (said in the log: the caller answers as for an unknown token).
+    async fn look_up(&self, id: &str) -> Option<StoredToken> {
+        match self.backend.active_token(id).await {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::error!(%error, "token store failure");
+                None
+            }
+        }
+    }
+
+    /// The principal of an active token by id, whatever its expiry: from
+    /// the copy, or over a shared backend from the backend.
+    async fn principal(&self, id: &str) -> Option<Arc<Principal>> {
+        if let Some(p) = self.copy.read(id, |r| Some(Arc::clone(r.principal()))) {
+            return Some(p);
+        }
+        // Only a shared backend holds what this copy lacks.
+        self.lookups.as_ref()?;
+        let found = Record::new(self.look_up(id).await?);
+        Some(Arc::clone(found.principal()))
+    }
+
+    /// Replaces the copy with what the backend holds now.
+    async fn reload(&self) -> Result<(), AuthError> {
+        self.copy.reload(&*self.backend).await
+    }
+}
+
+/// A bearer's token id and secret: `cdse_<id>_<secret>`, or any other text
+/// as the secret of the token given by `CDS_EVENTS_ADMIN_TOKEN`.
+fn split_bearer(bearer: &str) -> (&str, &str) {
+    bearer
+        .strip_prefix(TOKEN_PREFIX)
+        .and_then(|rest| rest.split_once('_'))
+        .unwrap_or((BOOTSTRAP_ID, bearer))
+}
+
+/// A new token for `actor`, checked: its id, its secret and what is stored.
+fn new_token(
+    name: &str,
+    grants: Vec<Grant>,
+    expires_at: Option<DateTime<Utc>>,
+    actor: &str,
+) -> Result<NewToken, AuthError> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(AuthError::Invalid(
+            "name must be 1 to 200 characters".into(),
+        ));
+    }
+    if grants.is_empty() {
+        return Err(AuthError::Invalid(
+            "a token needs at least one grant".into(),
+        ));
+    }
+    if expires_at.is_some_and(|e| e <= Utc::now()) {
+        return Err(AuthError::Invalid("expires_at is in the past".into()));
+    }
+    let id = random_id();
+    let secret_part = random_text(32);
+    let secret = format!("{TOKEN_PREFIX}{id}_{secret_part}");
+    let info = TokenInfo {
+        id,
+        name: name.to_owned(),
+        grants,
+        created_at: Utc::now(),
+        expires_at,
+        created_by: (actor != "system").then(|| actor.to_owned()),
+    };
+    Ok(NewToken {
+        token: StoredToken {
+            info,
+            hash: SecretHash::of(&secret_part),
+        },
+        secret,
+    })
 }

@@ -1,7 +1,10 @@
 //! Tickets: single-use, short-lived stand-ins for a token, for clients that
 //! cannot set headers. The ticket's text is made here and only its hash goes
-//! to the backend, which takes it once; the principal comes from this
-//! instance's active tokens, so a revoked token's tickets redeem nothing.
+//! to the backend, which takes it once (whichever instance issued it, when
+//! instances share the backend); the principal comes from the active tokens
+//! (this instance's copy, or the backend for a token the copy does not hold
+//! yet), and a revocation drops the token's tickets, so a revoked token's
+//! tickets redeem nothing.
 
 use super::{TokenStore, random_text};
 use crate::{AuthError, Principal, SecretHash, Ticket};
@@ -46,7 +49,7 @@ impl TokenStore {
                 return None;
             }
         };
-        self.principal(&token_id)
+        self.principal(&token_id).await
     }
 }
 

@@ -96,7 +96,11 @@ pub async fn metrics(State(st): State<AppState>, req: axum::extract::Request) ->
             .and_then(|v| v.split_once(' '))
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, t)| t.trim());
-        match token.and_then(|t| st.auth.authenticate(t)) {
+        let principal = match token {
+            Some(t) => st.auth.authenticate_or_look_up(t).await,
+            None => None,
+        };
+        match principal {
             None => return crate::auth::unauthorized(),
             Some(p) if !p.is_admin() => {
                 return crate::auth::forbidden("this needs an admin token").into_response();
