@@ -3,7 +3,7 @@
 //! The database's own errors stay behind [`AuthError::Backend`] (or
 //! [`AuthError::Unavailable`] when the database is away or busy); the
 //! conversions from the drivers' errors live with each backend
-//! (`sqlite/mod.rs`), through the store crate's error.
+//! (`sqlite/mod.rs`, `postgres/mod.rs`), through the store crate's error.
 
 use std::path::PathBuf;
 

@@ -7,13 +7,15 @@
 //!
 //! [`TokenStore`] holds the policy over a [`TokenBackend`], where tokens, the
 //! audit trail and tickets are kept: [`sqlite::SqliteTokens`] (the embedded
-//! default). Every backend must pass the shared [`conformance`] suite.
+//! default) or [`postgres::PgTokens`] (one database several instances
+//! share). Every backend must pass the shared [`conformance`] suite.
 
 mod api;
 mod backend;
 pub mod conformance;
 mod error;
 mod grants;
+pub mod postgres;
 mod records;
 pub mod sqlite;
 mod store;
