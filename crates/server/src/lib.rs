@@ -158,8 +158,7 @@ impl Server {
     /// Opens the log and binds the listener.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let log = stores::open_log(&config).await?;
-        let auth =
-            cds_events_auth::TokenStore::open(&config.data_dir, config.auth.ticket_ttl).await?;
+        let auth = stores::open_auth(&config).await?;
         let env_token = std::env::var("CDS_EVENTS_ADMIN_TOKEN").ok();
         let bootstrap = auth
             .bootstrap(env_token.as_deref(), &config.data_dir)

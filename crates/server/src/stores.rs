@@ -4,6 +4,8 @@
 
 use crate::ServerError;
 use crate::config::Config;
+use cds_events_auth::TokenStore;
+use cds_events_auth::postgres::PgTokens;
 use cds_events_log::postgres::{PgLog, PgLogOptions};
 use cds_events_log::sqlite::{SqliteLog, SqliteOptions};
 use cds_events_log::{EventLog, LogError};
@@ -47,6 +49,16 @@ pub async fn open_webhooks(
     Ok(webhooks)
 }
 
+/// Opens the token store (tokens, the audit trail, tickets).
+pub async fn open_auth(config: &Config) -> Result<TokenStore, ServerError> {
+    let ttl = config.auth.ticket_ttl;
+    if let Some(pg) = config.storage.postgres() {
+        let backend = PgTokens::open(&pg).await?;
+        return Ok(TokenStore::with_backend(Arc::new(backend), ttl).await?);
+    }
+    Ok(TokenStore::open(&config.data_dir, ttl).await?)
+}
+
 /// Creates or upgrades every store's tables, then closes them: what
 /// `cds-events migrate` runs before a rolling upgrade (each store also
 /// migrates when it opens; on PostgreSQL under an advisory lock, so several
@@ -54,7 +66,7 @@ pub async fn open_webhooks(
 pub async fn migrate(config: &Config) -> Result<&'static str, ServerError> {
     let log = open_log(config).await?;
     let webhooks = open_webhooks(config, Arc::clone(&log)).await?;
-    cds_events_auth::TokenStore::open(&config.data_dir, config.auth.ticket_ttl).await?;
+    open_auth(config).await?;
     webhooks.close().await?;
     log.close().await?;
     Ok(config.storage.backend())

@@ -92,6 +92,45 @@ fn an_event_published_on_one_instance_is_queried_and_streamed_on_another() {
         .collect();
     assert_eq!(streamed, seqs);
 
+    // Tokens are shared: one created on A works on B at once, a revoked one
+    // is refused there.
+    let (status, created) = crate::call(
+        &a.http,
+        reqwest::Method::POST,
+        &a.url("/v2/auth/tokens"),
+        Some(&json!({"name": "reader", "grants": ["read:*"]})),
+    );
+    assert_eq!(status, 201, "{created}");
+    let secret = created["token"].as_str().expect("token").to_owned();
+    let on_b = crate::client_with_token(Some(&secret));
+    assert_eq!(
+        crate::call(
+            &on_b,
+            reqwest::Method::GET,
+            &b.url("/v2/events?limit=1"),
+            None
+        )
+        .0,
+        200
+    );
+    let id = created["id"].as_str().expect("id");
+    let (status, _) = crate::call(
+        &a.http,
+        reqwest::Method::DELETE,
+        &a.url(&format!("/v2/auth/tokens/{id}")),
+        None,
+    );
+    assert!(status == 200 || status == 204, "revoke: {status}");
+    crate::eventually("B to refuse the revoked token", || {
+        crate::call(
+            &on_b,
+            reqwest::Method::GET,
+            &b.url("/v2/events?limit=1"),
+            None,
+        )
+        .0 == 401
+    });
+
     // The same id sent to the other instance is the same event.
     let (_, again) = b.post_json(&json!([on_a[0].1.clone()]));
     assert_eq!(again["events"][0]["duplicate"], json!(true), "{again}");
@@ -131,6 +170,7 @@ fn a_log_on_postgresql_survives_its_instances() {
     // Nothing of the log was written to the data directory.
     assert!(!b.dir.join("events.db").exists());
     assert!(!b.dir.join("webhooks.db").exists());
+    assert!(!b.dir.join("auth.db").exists());
 }
 
 #[test]
