@@ -293,19 +293,99 @@ fn rss_kib(pid: u32) -> u64 {
 /// A websocket client that stops reading does not slow another subscriber,
 /// and the server does not buffer the stream for it: its memory stays flat
 /// while 80 MB of events go by.
-#[test]
-fn a_stalled_client_neither_slows_others_nor_grows_memory() {
+/// One round of 40 batches of 1,000 padded events published as fast as the
+/// server takes them, read live by an SSE reader: every event arrives, in
+/// order; answers the reader's p99 from acknowledgement to arrival, and the
+/// server's RSS half-way through and at the end (KiB).
+fn sse_round(s: &TestServer, round: u64) -> (std::time::Duration, u64, u64) {
     use std::io::{BufRead, BufReader};
     use std::time::{Duration, Instant};
+    const BATCHES: u64 = 40;
+    const PER_BATCH: u64 = 1000;
+    let pid = s.child.id();
+    let head = s.get("/mon/status").1["storage"]["head_seq"]
+        .as_u64()
+        .expect("head");
+    let resp = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("client")
+        .get(s.url("/v2/events/stream"))
+        .bearer_auth(ADMIN)
+        .header("Last-Event-ID", head.to_string())
+        .send()
+        .expect("stream");
+    let (reading, started) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut arrivals: Vec<(u64, Instant)> = Vec::new();
+        for line in BufReader::new(resp).lines() {
+            let Ok(line) = line else { break };
+            let _ = reading.send(());
+            if let Some(id) = line.strip_prefix("id: ") {
+                arrivals.push((id.parse().expect("id"), Instant::now()));
+                if arrivals.len() as u64 == BATCHES * PER_BATCH {
+                    break;
+                }
+            }
+        }
+        arrivals
+    });
+    // Publishing starts once the reader reads (the stream's first lines).
+    started
+        .recv_timeout(crate::WAIT)
+        .expect("the reader reading");
+    let mut half = rss_kib(pid);
+    let padding = "p".repeat(4000);
+    let mut acked: Vec<(u64, Instant)> = Vec::new();
+    for b in 0..BATCHES {
+        if b == BATCHES / 2 {
+            half = rss_kib(pid);
+        }
+        let batch: Vec<Value> = (0..PER_BATCH)
+            .map(|i| {
+                let mut e = job_event("A", (round * BATCHES + b) * PER_BATCH + i);
+                e["payload"] = json!({"padding": padding});
+                e
+            })
+            .collect();
+        let (status, out) = s.post_json(&json!(batch));
+        assert_eq!(status, 200);
+        let now = Instant::now();
+        acked.extend(
+            out["events"]
+                .as_array()
+                .expect("events")
+                .iter()
+                .map(|a| (a["seq"].as_u64().expect("seq"), now)),
+        );
+    }
+    let arrivals = reader.join().expect("reader");
+    let end = rss_kib(pid);
+    let seqs: Vec<u64> = arrivals.iter().map(|(q, _)| *q).collect();
+    assert_eq!(seqs, acked.iter().map(|(q, _)| *q).collect::<Vec<_>>());
+    let mut lat: Vec<Duration> = arrivals
+        .iter()
+        .zip(&acked)
+        .map(|((_, got), (_, ack))| got.saturating_duration_since(*ack))
+        .collect();
+    lat.sort();
+    (lat[lat.len() * 99 / 100], half, end)
+}
+
+#[test]
+fn a_stalled_client_neither_slows_others_nor_grows_memory() {
+    use std::time::Duration;
     // Its p99 is a latency: measured with no other test server running.
     let _alone = crate::exclusive_timing();
     let s = TestServer::builder()
         .env("CDS_EVENTS_STREAM__QUEUE", "64")
         .start();
-    let pid = s.child.id();
-    // The stalled one: subscribes to everything, reads the one event there
-    // is (so it is known to be subscribed), then reads nothing.
     s.post_json(&job_event("A", 0));
+    // The same load without the stalled client, on the same server in the
+    // same run: what this machine does (it also warms the server's caches).
+    let (alone_p99, _, _) = sse_round(&s, 1);
+    // The stalled one: subscribes to everything, reads the first event (so
+    // it is known to be subscribed), then reads nothing.
     let url = format!("{}/v2/ws?since=0", s.base.replacen("http", "ws", 1));
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/clients/ws_client.py");
     ensure_websocket_client();
@@ -326,85 +406,21 @@ fn a_stalled_client_neither_slows_others_nor_grows_memory() {
         serde_json::from_str(&out.next("the stalled client's one event")).expect("json");
     assert_eq!(first["seq"], 1, "{first}");
     assert_eq!(out.next("the client stalling"), "stalled");
-    // The other one: an SSE reader noting when each event arrives.
-    let resp = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()
-        .expect("client")
-        .get(s.url("/v2/events/stream"))
-        .bearer_auth(ADMIN)
-        .send()
-        .expect("stream");
-    // Two rounds: the first warms the server's caches, the second is measured.
-    const BATCHES: u64 = 40;
-    const PER_BATCH: u64 = 1000;
-    let (reading, started) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut arrivals: Vec<(u64, Instant)> = Vec::new();
-        for line in BufReader::new(resp).lines() {
-            let Ok(line) = line else { break };
-            let _ = reading.send(());
-            if let Some(id) = line.strip_prefix("id: ") {
-                arrivals.push((id.parse().expect("id"), Instant::now()));
-                if arrivals.len() as u64 == BATCHES * PER_BATCH {
-                    break;
-                }
-            }
-        }
-        arrivals
-    });
-    // Publishing starts once the reader reads (the stream's first lines).
-    started
-        .recv_timeout(crate::WAIT)
-        .expect("the reader reading");
-    let mut before = rss_kib(pid);
-    let padding = "p".repeat(4000);
-    let mut acked: Vec<(u64, Instant)> = Vec::new();
-    for b in 0..BATCHES {
-        if b == BATCHES / 2 {
-            before = rss_kib(pid);
-        }
-        let batch: Vec<Value> = (0..PER_BATCH)
-            .map(|i| {
-                let mut e = job_event("A", b * PER_BATCH + i);
-                e["payload"] = json!({"padding": padding});
-                e
-            })
-            .collect();
-        let (status, out) = s.post_json(&json!(batch));
-        assert_eq!(status, 200);
-        let now = Instant::now();
-        acked.extend(
-            out["events"]
-                .as_array()
-                .expect("events")
-                .iter()
-                .map(|a| (a["seq"].as_u64().expect("seq"), now)),
-        );
-    }
-    let arrivals = reader.join().expect("reader");
-    let after = rss_kib(pid);
+    let (p99, before, after) = sse_round(&s, 2);
     stalled.kill().ok();
     stalled.wait().ok();
-    // Every event reached the live reader, in order.
-    let seqs: Vec<u64> = arrivals.iter().map(|(q, _)| *q).collect();
-    assert_eq!(seqs, acked.iter().map(|(q, _)| *q).collect::<Vec<_>>());
-    // Its latency from acknowledgement to arrival stayed low.
-    let mut lat: Vec<Duration> = arrivals
-        .iter()
-        .zip(&acked)
-        .map(|((_, got), (_, ack))| got.saturating_duration_since(*ack))
-        .collect();
-    lat.sort();
-    let p99 = lat[lat.len() * 99 / 100];
+    // The live reader's latency stayed what it is without a stalled client
+    // (a hub waiting for the stalled one would hold every reader until the
+    // ping timeout, a minute).
+    let bound = (alone_p99 * 3).max(Duration::from_millis(1000));
     assert!(
-        p99 < Duration::from_millis(1000),
-        "p99 {p99:?} with a stalled client connected"
+        p99 < bound,
+        "p99 {p99:?} with a stalled client connected, {alone_p99:?} without"
     );
     // 80 MB went by in the measured round; the server kept none of it for
     // the stalled client.
     let grown_mib = after.saturating_sub(before) / 1024;
-    eprintln!("rss before {before} KiB, after {after} KiB, p99 {p99:?}");
+    eprintln!("rss before {before} KiB, after {after} KiB, p99 {p99:?} (alone {alone_p99:?})");
     assert!(grown_mib < 40, "server grew by {grown_mib} MiB");
 }
 
