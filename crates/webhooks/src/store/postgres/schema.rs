@@ -2,20 +2,30 @@
 //! `cds_events_schema`, its tables prefixed `webhook_` so that they sit
 //! beside the log's and the token store's in one database.
 
-use cds_events_store::pg::PgSchema;
+use cds_events_store::pg::{PgMigration, PgSchema};
 
-/// The current layout (version 1) and how earlier ones reach it (none yet).
+/// The current layout (version 2) and how earlier ones reach it: a new
+/// database gets version 1's tables and the step to 2, the very statements
+/// an existing one runs.
 pub(super) const LAYOUT: PgSchema = PgSchema {
     component: "webhooks",
-    create: SCHEMA,
-    version: 1,
-    migrations: &[],
+    create: concat!(v1!(), v2!()),
+    version: 2,
+    migrations: &[PgMigration {
+        from: 1,
+        sql: v2!(),
+    }],
 };
 
 /// The channel every change of a notification is announced on (payload: its
 /// id), from inside the change's transaction: PostgreSQL delivers it after
 /// the commit, to every instance's listener.
 pub(super) const CHANNEL: &str = "cds_events_webhooks";
+
+/// The channel on which the dispatcher announces new deliveries (payload:
+/// the ids of their notifications, comma-separated, or `*` for all), so
+/// that every instance's workers claim them.
+pub(super) const DUE_CHANNEL: &str = "cds_events_webhook_due";
 
 /// The same tables as SQLite's `webhooks.db`, and the same indexes for the
 /// same reasons:
@@ -36,7 +46,9 @@ pub(super) const CHANNEL: &str = "cds_events_webhooks";
 /// Ids are identity columns: a sequence never hands out a value twice, even
 /// after deletions or rolled back transactions, so a delivery id (the
 /// `webhook-id` receivers de-duplicate on) is never reused.
-const SCHEMA: &str = "
+macro_rules! v1 {
+    () => {
+        "
 CREATE TABLE webhook_state (
     singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),
     epoch TEXT NOT NULL,
@@ -96,4 +108,77 @@ CREATE TABLE webhook_outbox (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     event TEXT NOT NULL
 );
-";
+"
+    };
+}
+use v1;
+
+/// Version 2: several instances on one database.
+/// - `webhook_state.leader_term` counts the leads taken (each new holder
+///   of the lead adds one); the dispatcher writes only under the latest
+///   term, and `leader` names its holder (for an operator).
+/// - `claimed_by` is the instance that claimed a delivery last (kept after
+///   the attempt: who sent it), `lease_until` (unix ms) when its claim ends
+///   unless renewed; `NULL` once its result is recorded or it is
+///   released.
+/// - `webhook_deliveries_leased` (partial, leased rows only: about the
+///   attempts in flight): counting a notification's leases against its
+///   concurrency, and the soonest lease to end.
+macro_rules! v2 {
+    () => {
+        "
+ALTER TABLE webhook_state
+    ADD COLUMN leader TEXT,
+    ADD COLUMN leader_term BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE webhook_deliveries
+    ADD COLUMN claimed_by TEXT,
+    ADD COLUMN lease_until BIGINT;
+CREATE INDEX webhook_deliveries_leased
+    ON webhook_deliveries (notification_id, lease_until) WHERE lease_until IS NOT NULL;
+"
+    };
+}
+use v2;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cds_events_store::pg::PgPool;
+    use cds_events_store::pg::testing::TempDatabase;
+
+    #[tokio::test]
+    async fn a_version_1_database_gains_the_lease_columns_and_keeps_its_rows() {
+        let db = TempDatabase::create().await.expect("test database");
+        let pool = PgPool::connect(&db.options()).await.expect("pool");
+        let v1 = PgSchema {
+            component: "webhooks",
+            create: v1!(),
+            version: 1,
+            migrations: &[],
+        };
+        assert_eq!(v1.apply(&pool).await.expect("version 1"), None);
+        let conn = pool.get().await.expect("conn");
+        conn.batch_execute(
+            "INSERT INTO webhook_state (epoch, position) VALUES ('e', 7);
+             INSERT INTO webhook_deliveries (notification_id, event_seq, event_id, status,
+                 attempts, tries, next_attempt_at, created_at, updated_at)
+             VALUES (1, 7, 'ev', 'pending', 0, 0, 0, 0, 0);",
+        )
+        .await
+        .expect("version 1 rows");
+        assert_eq!(LAYOUT.apply(&pool).await.expect("migrate"), Some(1));
+        let row = conn
+            .query_one(
+                "SELECT s.position, s.leader_term, d.claimed_by, d.lease_until
+                 FROM webhook_state s CROSS JOIN webhook_deliveries d",
+                &[],
+            )
+            .await
+            .expect("read");
+        let kept: (Option<i64>, i64, Option<String>, Option<i64>) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        assert_eq!(kept, (Some(7), 0, None, None));
+        // Already current: nothing to do.
+        assert_eq!(LAYOUT.apply(&pool).await.expect("again"), Some(2));
+    }
+}
