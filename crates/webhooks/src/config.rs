@@ -44,8 +44,16 @@ pub struct WebhooksConfig {
     /// own connections, and every event of the project is matched against
     /// all of them.
     pub max_per_project: usize,
-    /// Most attempts in flight at once towards one notification's endpoint.
+    /// Most attempts in flight at once towards one notification's endpoint
+    /// (from every instance sharing a PostgreSQL store together).
     pub max_in_flight_per_endpoint: usize,
+    /// How long a delivery claimed by an instance stays reserved to it
+    /// without news from it. The instance renews its claims every third of
+    /// this while their attempts run; one that dies holding claims has
+    /// their deliveries sent by another instance (same `webhook-id`) once
+    /// this much has passed.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
     /// Most bytes of a response body kept with an attempt (read at most that
     /// much).
     pub max_response_excerpt: usize,
@@ -97,6 +105,7 @@ impl Default for WebhooksConfig {
             keep_deliveries: Duration::from_secs(14 * 24 * HOUR),
             max_per_project: 100,
             max_in_flight_per_endpoint: 16,
+            lease: Duration::from_secs(30),
             max_response_excerpt: 1024,
             yield_to_ingest: true,
             yield_cpu: 0.9,
@@ -123,6 +132,7 @@ impl fmt::Debug for WebhooksConfig {
                 "max_in_flight_per_endpoint",
                 &self.max_in_flight_per_endpoint,
             )
+            .field("lease", &self.lease)
             .field("max_response_excerpt", &self.max_response_excerpt)
             .field("yield_to_ingest", &self.yield_to_ingest)
             .field("yield_cpu", &self.yield_cpu)

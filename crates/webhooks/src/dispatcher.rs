@@ -3,17 +3,18 @@
 //!
 //! A consumer driven by the log's one loop ([`cds_events_log::follow`]):
 //! for each batch read after its position it writes the batch's deliveries
-//! and the new position in one transaction (see `store::NotificationStore::create_deliveries`), then wakes
-//! the workers concerned. It never sends anything and never waits for a
-//! receiver, so a slow endpoint cannot hold the log back.
+//! and the new position in one transaction (see
+//! `store::NotificationStore::create_deliveries`), under the lead this
+//! instance holds (it runs only there, see `lead`); the store then wakes the
+//! workers concerned, on every instance. It never sends anything and never
+//! waits for a receiver, so a slow endpoint cannot hold the log back.
 
 use crate::engine::Inner;
-use crate::store::{NewDelivery, NotificationId};
+use crate::store::{Lead, NewDelivery};
 use cds_events_log::{
     Checkpoint, Consumer, ConsumerError, EventLog, FollowOptions, LogError, PositionStore, Seq,
     StoredEvent, follow,
 };
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -23,21 +24,23 @@ const READ_BATCH: usize = 512;
 /// How often the position is stored while it only follows the head.
 const IDLE_PERSIST: Duration = Duration::from_secs(1);
 
-/// Follows the log until `shutdown` (see [`cds_events_log::follow`]).
-pub(crate) async fn run(inner: Arc<Inner>, shutdown: CancellationToken) {
+/// Follows the log under `lead` until `shutdown` (see
+/// [`cds_events_log::follow`]).
+pub(crate) async fn run(inner: Arc<Inner>, lead: Arc<Lead>, shutdown: CancellationToken) {
     let log = Arc::clone(&inner.log);
     let options = FollowOptions {
         batch: READ_BATCH,
         retry: Duration::from_millis(500),
         idle_persist: IDLE_PERSIST,
     };
-    follow(log, Dispatcher { inner }, options, shutdown).await;
+    follow(log, Dispatcher { inner, lead }, options, shutdown).await;
 }
 
-/// The dispatcher as a consumer of the log. Its position lives in
-/// `webhooks.db`, written with each batch's deliveries.
+/// The dispatcher as a consumer of the log. Its position lives in the
+/// store, written with each batch's deliveries under the lead.
 struct Dispatcher {
     inner: Arc<Inner>,
+    lead: Arc<Lead>,
 }
 
 impl Consumer for Dispatcher {
@@ -46,7 +49,10 @@ impl Consumer for Dispatcher {
     }
 
     fn checkpoint(&self) -> Checkpoint {
-        Checkpoint::WithBatch(Arc::new(Position(Arc::clone(&self.inner))))
+        Checkpoint::WithBatch(Arc::new(Position {
+            inner: Arc::clone(&self.inner),
+            lead: Arc::clone(&self.lead),
+        }))
     }
 
     /// While there is no notification at all, nothing is read: the position
@@ -72,26 +78,29 @@ impl Consumer for Dispatcher {
     }
 
     async fn handle(&mut self, batch: &[StoredEvent]) -> Result<(), ConsumerError> {
-        dispatch_batch(&self.inner, batch)
+        dispatch_batch(&self.inner, &self.lead, batch)
             .await
             .map_err(|e| ConsumerError::Handle(Box::new(e)))
     }
 }
 
-/// The dispatcher's position in `webhooks.db`.
-struct Position(Arc<Inner>);
+/// The dispatcher's position in the store, moved under the lead.
+struct Position {
+    inner: Arc<Inner>,
+    lead: Arc<Lead>,
+}
 
 #[async_trait::async_trait]
 impl PositionStore for Position {
     async fn load(&self) -> Result<Option<Seq>, ConsumerError> {
-        self.0.store.position().await.map_err(position_error)
+        self.inner.store.position().await.map_err(position_error)
     }
 
     async fn save(&self, position: Seq) -> Result<(), ConsumerError> {
         // The position alone: no delivery to create.
-        self.0
+        self.inner
             .store
-            .create_deliveries(Vec::new(), position)
+            .create_deliveries(&self.lead, Vec::new(), position)
             .await
             .map_err(position_error)
     }
@@ -103,13 +112,16 @@ fn position_error(e: crate::WebhooksError) -> ConsumerError {
 
 /// Matches and records one batch (never empty): its deliveries and the
 /// position of its last event, in one transaction.
-async fn dispatch_batch(inner: &Inner, batch: &[StoredEvent]) -> Result<(), crate::WebhooksError> {
+async fn dispatch_batch(
+    inner: &Inner,
+    lead: &Lead,
+    batch: &[StoredEvent],
+) -> Result<(), crate::WebhooksError> {
     let Some(last) = batch.last().map(|e| e.seq) else {
         return Ok(());
     };
     let index = inner.registry.index();
     let mut rows = Vec::new();
-    let mut woken: HashMap<NotificationId, Arc<tokio::sync::Notify>> = HashMap::new();
     if !index.by_project.is_empty() {
         for stored in batch {
             // Only the type and project route an event: the rest of it is
@@ -131,7 +143,6 @@ async fn dispatch_batch(inner: &Inner, batch: &[StoredEvent]) -> Result<(), crat
                     seq: stored.seq,
                     event_id: event.id.to_string(),
                 });
-                woken.entry(t.id).or_insert_with(|| Arc::clone(&t.wake));
                 matched = true;
             }
             if matched {
@@ -140,12 +151,10 @@ async fn dispatch_batch(inner: &Inner, batch: &[StoredEvent]) -> Result<(), crat
         }
     }
     let created = rows.len();
-    inner.store.create_deliveries(rows, last).await?;
+    // The store wakes the workers concerned (every instance's).
+    inner.store.create_deliveries(lead, rows, last).await?;
     if created > 0 {
         metrics::counter!("cds_events_webhook_deliveries_created_total").increment(created as u64);
-    }
-    for wake in woken.values() {
-        wake.notify_one();
     }
     Ok(())
 }

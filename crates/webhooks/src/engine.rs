@@ -1,6 +1,7 @@
 //! The engine: the state every part of the service shares ([`Inner`]), how
-//! it opens, and the tasks it runs until shutdown (the dispatcher, one
-//! worker per notification, CPU pacing, the purge and the outbox retry).
+//! it opens, and the tasks it runs until shutdown (the lead, under which
+//! the dispatcher and the purge run; one worker per notification; the
+//! renewal of this instance's leases; CPU pacing and the outbox retry).
 //!
 //! It owns the lifetimes of those tasks and nothing else: what a change of a
 //! notification does is in `notifications`, the delivery listings in
@@ -9,28 +10,38 @@
 
 use crate::config::WebhooksConfig;
 use crate::error::{WebhooksError, io_err};
+use crate::leases::Held;
 use crate::registry::{Notification, Registry};
 use crate::store::postgres::PgStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Mirror, NotificationStore, StoreOptions};
-use crate::{cache, crypto, dispatcher, send, worker};
+use crate::{cache, crypto, lead, leases, send, worker};
 use cds_events_log::EventLog;
 use cds_events_log::pacing::{Pacing, Policy};
 use cds_events_store::pg::PgOptions;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// Event bodies kept in memory for fresh deliveries.
 const EVENT_CACHE_BYTES: usize = 64 * 1024 * 1024;
-/// How often finished deliveries and deleted notifications' rows are purged.
-const PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
+/// The instance name of an engine over SQLite: one process owns the file.
+const LOCAL: &str = "local";
 /// How often events left in the outbox are tried again.
 const OUTBOX_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub(crate) struct Inner {
     pub(crate) config: WebhooksConfig,
+    /// This instance among those sharing the store: the name its lead and
+    /// its claims go by.
+    pub(crate) instance: String,
+    /// The deliveries this instance's workers claimed and have not
+    /// finished: their leases are renewed while they run.
+    pub(crate) held: Held,
+    /// Whether this instance leads (runs the dispatcher and the purge).
+    pub(crate) leading: AtomicBool,
     pub(crate) log: Arc<dyn EventLog>,
     pub(crate) store: Arc<dyn NotificationStore>,
     pub(crate) registry: Arc<Registry>,
@@ -65,14 +76,16 @@ impl Inner {
         // and of every change from then on.
         let mirror: Arc<dyn Mirror> = registry.clone();
         let store = SqliteStore::open(data_dir, keyring, mirror, store_options(&config))?;
-        Inner::assemble(config, log, Arc::new(store), registry)
+        Inner::assemble(config, LOCAL, log, Arc::new(store), registry)
     }
 
     /// Opens the store in a PostgreSQL database (creating its tables),
     /// which other instances may share: the master key must then come from
-    /// the configuration, the same on every instance.
+    /// the configuration, the same on every instance, and `instance` names
+    /// this one among them.
     pub(crate) async fn open_postgres(
         database: &PgOptions,
+        instance: &str,
         log: Arc<dyn EventLog>,
         config: WebhooksConfig,
     ) -> Result<Inner, WebhooksError> {
@@ -89,13 +102,14 @@ impl Inner {
         let registry = Arc::new(Registry::default());
         let mirror: Arc<dyn Mirror> = registry.clone();
         let store = PgStore::open(database, keyring, mirror, store_options(&config)).await?;
-        Inner::assemble(config, log, Arc::new(store), registry)
+        Inner::assemble(config, instance, log, Arc::new(store), registry)
     }
 
     /// The engine over an open store, which tells `registry` of its
     /// notifications.
     fn assemble(
         config: WebhooksConfig,
+        instance: &str,
         log: Arc<dyn EventLog>,
         store: Arc<dyn NotificationStore>,
         registry: Arc<Registry>,
@@ -103,6 +117,9 @@ impl Inner {
         let sender = send::Sender::new(&config)?;
         Ok(Inner {
             config,
+            instance: instance.to_owned(),
+            held: Held::default(),
+            leading: AtomicBool::new(false),
             log,
             store,
             registry,
@@ -131,7 +148,23 @@ impl Inner {
             *running = Some((tracker.clone(), shutdown.clone()));
         }
         self.start_workers();
-        tracker.spawn(dispatcher::run(Arc::clone(self), shutdown.clone()));
+        // And the workers of notifications added later, here or (heard
+        // through the store) on another instance.
+        tracker.spawn({
+            let inner = Arc::clone(self);
+            let shutdown = shutdown.clone();
+            async move {
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = inner.registry.added() => inner.start_workers(),
+                    }
+                }
+            }
+        });
+        // The dispatcher and the purge, while this instance leads.
+        tracker.spawn(lead::run(Arc::clone(self), shutdown.clone()));
+        tracker.spawn(leases::renew(Arc::clone(self), shutdown.clone()));
         if self.config.yield_to_ingest {
             let inner = Arc::clone(self);
             let shutdown = shutdown.clone();
@@ -149,23 +182,6 @@ impl Inner {
                 .await
             });
         }
-        tracker.spawn({
-            let inner = Arc::clone(self);
-            let shutdown = shutdown.clone();
-            async move {
-                loop {
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        _ = tokio::time::sleep(PURGE_INTERVAL) => {}
-                    }
-                    match inner.purge().await {
-                        Ok(0) => {}
-                        Ok(n) => tracing::info!(deliveries = n, "webhook deliveries purged"),
-                        Err(e) => tracing::warn!(error = %e, "webhook delivery purge failed"),
-                    }
-                }
-            }
-        });
         // What a crash or a failing log left in the outbox, then a retry
         // every few seconds.
         tracker.spawn({
@@ -187,6 +203,11 @@ impl Inner {
         tracker.wait().await;
         self.registry.reset_workers();
         Ok(())
+    }
+
+    /// Whether this instance leads now.
+    pub(crate) fn is_leader(&self) -> bool {
+        self.leading.load(Ordering::Acquire)
     }
 
     fn lock_running(&self) -> std::sync::MutexGuard<'_, Option<(TaskTracker, CancellationToken)>> {
@@ -222,6 +243,12 @@ fn check(config: &WebhooksConfig) -> Result<(), WebhooksError> {
         return Err(WebhooksError::invalid(
             "retry_schedule",
             "needs at least one entry (the delay before the first attempt)",
+        ));
+    }
+    if config.lease < std::time::Duration::from_millis(100) {
+        return Err(WebhooksError::invalid(
+            "lease",
+            "must be at least 100ms (a claim is renewed every third of it)",
         ));
     }
     Ok(())

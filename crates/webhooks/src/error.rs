@@ -71,6 +71,10 @@ pub enum WebhooksError {
     Http(String),
     #[error("webhooks are shut down")]
     Closed,
+    /// Another instance leads the dispatcher now: a write made under an
+    /// earlier lead was refused, and this instance stops dispatching.
+    #[error("another instance leads the webhooks dispatcher now")]
+    LostLead,
 }
 
 impl WebhooksError {

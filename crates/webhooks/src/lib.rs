@@ -5,8 +5,12 @@
 //! Data flows one way: the [`dispatcher`] follows the event log and records a
 //! delivery for every (event, matching notification) pair, durably, with its
 //! log position in the same transaction; one [`worker`] per notification
-//! sends its due deliveries and records every attempt; while ingest saturates
-//! the machine, [`cds_events_log::pacing`] paces both. Nothing here is called
+//! claims its due deliveries, sends them and records every attempt; while
+//! ingest saturates the machine, [`cds_events_log::pacing`] paces both.
+//! Several instances may share a PostgreSQL store: the one holding the
+//! store's lead runs the dispatcher ([`lead`]), every instance runs
+//! workers, and each delivery is leased to the instance that claimed it
+//! while its attempt runs ([`leases`]). Nothing here is called
 //! by the ingest path, and this crate knows nothing of HTTP routes: the
 //! server maps [`Webhooks`]' methods to them and [`WebhooksError`] to
 //! statuses.
@@ -31,6 +35,8 @@ mod engine;
 pub mod error;
 mod hold;
 mod keys;
+mod lead;
+mod leases;
 pub mod model;
 mod notifications;
 mod outbox;
@@ -93,25 +99,44 @@ impl Webhooks {
     }
 
     /// Opens the store in the PostgreSQL database `database` (creating its
-    /// tables; several instances may share it). The master key must be
-    /// configured (`key`, the same on every instance): without it this is a
-    /// [`WebhooksError::Key`]. Nothing is sent until [`Webhooks::run`].
+    /// tables; several instances may share it). `instance` names this
+    /// instance among them, uniquely (its lead and its claims go by it). The
+    /// master key must be configured (`key`, the same on every instance):
+    /// without it this is a [`WebhooksError::Key`]. Nothing is sent until
+    /// [`Webhooks::run`].
     pub async fn open_postgres(
         database: &PgOptions,
+        instance: &str,
         log: Arc<dyn EventLog>,
         config: WebhooksConfig,
     ) -> Result<Webhooks, WebhooksError> {
         Ok(Webhooks {
-            inner: Arc::new(Inner::open_postgres(database, log, config).await?),
+            inner: Arc::new(Inner::open_postgres(database, instance, log, config).await?),
         })
     }
 
-    /// Runs the dispatcher and one worker per notification until `shutdown`
-    /// is cancelled, then waits for them: attempts in flight are abandoned
-    /// (and sent again at the next start), results already received are
-    /// recorded before this returns.
+    /// Runs until `shutdown` is cancelled: one worker per notification,
+    /// and, whenever this instance holds the store's lead (one instance
+    /// among those sharing it; always, with SQLite), the dispatcher and the
+    /// purge. Then waits for them: attempts in flight are abandoned (their
+    /// claims released, so another instance sends them at once, or this one
+    /// at its next start), results already received are recorded before
+    /// this returns.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), WebhooksError> {
         self.inner.run(shutdown).await
+    }
+
+    /// This instance's name among those sharing the store (`local` with
+    /// SQLite).
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    /// Whether this instance holds the store's lead now: its dispatcher
+    /// turns events into deliveries and its purge runs (exactly one
+    /// instance at a time, within seconds of the last holder's death).
+    pub fn is_leader(&self) -> bool {
+        self.inner.is_leader()
     }
 
     /// Finishes queued writes and closes the store (call after
@@ -243,8 +268,8 @@ impl Webhooks {
     /// Deletes finished deliveries older than
     /// [`WebhooksConfig::keep_deliveries`] and every delivery of deleted
     /// notifications, in small transactions with a pause between them so
-    /// that attempt results interleave. Runs every minute while running;
-    /// returns how many deliveries went.
+    /// that attempt results interleave. Runs every minute while this
+    /// instance leads; returns how many deliveries went.
     pub async fn purge(&self) -> Result<u64, WebhooksError> {
         self.inner.purge().await
     }

@@ -171,7 +171,6 @@ impl Notification {
 pub(crate) struct Target {
     pub id: NotificationId,
     pub types: Option<Arc<[bool]>>,
-    pub wake: Arc<Notify>,
 }
 
 impl Target {
@@ -208,6 +207,9 @@ pub(crate) struct WorkerHandle {
 pub(crate) struct Registry {
     state: Mutex<State>,
     index: RwLock<Arc<MatchIndex>>,
+    /// Notified when a notification is added (here or, through the store,
+    /// by another instance): the engine starts its worker.
+    added: Notify,
 }
 
 impl fmt::Debug for Registry {
@@ -283,10 +285,17 @@ impl Registry {
                         worker_started: false,
                     },
                 );
+                self.added.notify_one();
             }
         }
         st.by_name.insert((n.project.clone(), n.name.clone()), n.id);
         self.reindex(&st, &projects);
+    }
+
+    /// Resolves after a notification was added (at once if one was added
+    /// since the last call).
+    pub(crate) async fn added(&self) {
+        self.added.notified().await
     }
 
     /// Removes a notification; its worker sees its channel close and stops.
@@ -342,7 +351,6 @@ impl Registry {
                     (n.project == *p && n.enabled).then(|| Target {
                         id: n.id,
                         types: n.types.clone(),
-                        wake: Arc::clone(&s.wake),
                     })
                 })
                 .collect();
@@ -370,6 +378,15 @@ impl Mirror for Registry {
     fn failing_since(&self, id: NotificationId, since: Option<i64>) {
         if let Some(n) = self.get(id) {
             n.set_failing_since(since);
+        }
+    }
+
+    fn due(&self, notifications: &[NotificationId]) {
+        let st = self.state();
+        for id in notifications {
+            if let Some(s) = st.by_id.get(id) {
+                s.wake.notify_one();
+            }
         }
     }
 }

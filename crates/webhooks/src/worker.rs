@@ -1,12 +1,23 @@
-//! One worker per notification: pages its due deliveries from the database,
-//! sends them with bounded concurrency, and records each result.
+//! One worker per notification, on every instance: claims the
+//! notification's due deliveries from the store, sends them, and records
+//! each result.
+//!
+//! A claim leases each delivery to this instance (renewed while its attempt
+//! runs, see `leases`): no other instance sends it meanwhile, and if this
+//! one dies, another claims it once the lease has ended and sends it again
+//! with the same `webhook-id`. A worker claims only what it can send at once
+//! (its free slots of `max_in_flight_per_endpoint`, which the store counts
+//! over every instance's leases), so it keeps no backlog in memory and the
+//! endpoint's concurrency holds for the whole cluster. With `ordered`, the
+//! store hands out the oldest pending delivery only, once it is due and no
+//! one holds it: one at a time in sequence order, and a delivery waiting
+//! for a retry holds back the later ones of that notification only.
 //!
 //! Workers share nothing but the HTTP client's connection pool (per host)
-//! and the writer: a hanging or failing endpoint fills only its own
-//! in-flight slots and its own backlog. A worker holds at most one page of
-//! deliveries in memory, however long its backlog. With `ordered`, it sends
-//! one delivery at a time in sequence order, and a delivery waiting for a
-//! retry holds back the later ones of that notification only.
+//! and the store: a hanging or failing endpoint fills only its own slots.
+//! A worker claims again when one of its attempts ends, when the store says
+//! deliveries are due (new ones, on any instance), and when the claim said
+//! more would be due (a retry's time, a lease's end).
 
 use crate::bodies::Job;
 use crate::config::WebhooksConfig;
@@ -14,9 +25,8 @@ use crate::engine::Inner;
 use crate::model::DeliveryStatus;
 use crate::registry::{Notification, WorkerHandle};
 use crate::send::{AttemptOutcome, OutcomeKind};
-use crate::store::{AttemptResult, DeliveryId, Due};
-use crate::time::now_ms;
-use std::collections::{HashSet, VecDeque};
+use crate::store::{AttemptResult, Claim, DeliveryId, Due};
+use crate::time::{millis, now_ms};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
@@ -24,87 +34,36 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// Deliveries fetched per page, beyond those already claimed.
-const PAGE: usize = 64;
+/// How soon a worker claims again after the store failed it.
+const RETRY_MS: i64 = 1000;
 
 /// A finished attempt: which delivery, and when it is due again (if it was
 /// rescheduled).
 struct Done {
     id: DeliveryId,
     next_due: Option<i64>,
+    /// Stopped by the shutdown before an answer: its lease is released.
+    abandoned: bool,
+}
+
+impl Done {
+    fn new(id: DeliveryId, next_due: Option<i64>) -> Done {
+        Done {
+            id,
+            next_due,
+            abandoned: false,
+        }
+    }
 }
 
 pub(crate) async fn run(inner: Arc<Inner>, mut handle: WorkerHandle, shutdown: CancellationToken) {
-    let mut queue: VecDeque<Job> = VecDeque::new();
-    // Deliveries queued or in flight: a page read while their results are
-    // not committed yet must not hand them out twice.
-    let mut claimed: HashSet<DeliveryId> = HashSet::new();
     let mut inflight: JoinSet<Done> = JoinSet::new();
-    let mut need_fetch = true;
     let mut next_wake: Option<i64> = None;
     let mut current = Arc::clone(&handle.current.borrow_and_update());
+    // Claims at the start, then after each of the events below.
     loop {
         if current.enabled {
-            let ordered = current.ordered;
-            let concurrency = if ordered {
-                1
-            } else {
-                inner.config.max_in_flight_per_endpoint.max(1)
-            };
-            loop {
-                while inflight.len() < concurrency
-                    && let Some(d) = queue.pop_front()
-                {
-                    inflight.spawn(attempt(
-                        Arc::clone(&inner),
-                        Arc::clone(&current),
-                        d,
-                        shutdown.clone(),
-                    ));
-                }
-                let may_fetch = need_fetch && queue.is_empty() && (!ordered || inflight.is_empty());
-                if !may_fetch {
-                    break;
-                }
-                need_fetch = false;
-                let limit = if ordered { 1 } else { claimed.len() + PAGE };
-                let id = current.id;
-                match inner.store.due(id, ordered, limit).await {
-                    Ok(rows) => {
-                        // A full page: there may be more behind it.
-                        need_fetch = rows.len() == limit && !ordered;
-                        let now = now_ms();
-                        for d in rows {
-                            if claimed.contains(&d.id) {
-                                continue;
-                            }
-                            if d.next_attempt_at > now {
-                                next_wake = Some(
-                                    next_wake
-                                        .map_or(d.next_attempt_at, |w| w.min(d.next_attempt_at)),
-                                );
-                                need_fetch = false;
-                                break;
-                            }
-                            claimed.insert(d.id);
-                            queue.push_back(Job::from(d));
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, notification = %current.name, "cannot read due deliveries");
-                        next_wake = Some(now_ms() + 1000);
-                    }
-                }
-                if queue.is_empty() {
-                    break;
-                }
-                inner.fill_bodies(queue.iter_mut()).await;
-            }
-        } else if !queue.is_empty() {
-            // Disabled: what was queued stays pending in the database.
-            for job in queue.drain(..) {
-                claimed.remove(&job.due.id);
-            }
+            claim(&inner, &current, &mut inflight, &mut next_wake, &shutdown).await;
         }
         let sleep = next_wake
             .map(|at| Instant::now() + Duration::from_millis((at - now_ms()).max(0) as u64));
@@ -116,35 +75,120 @@ pub(crate) async fn run(inner: Arc<Inner>, mut handle: WorkerHandle, shutdown: C
                     // Deleted.
                     break;
                 }
+                // The order, the state or the endpoint may have changed.
                 current = Arc::clone(&handle.current.borrow_and_update());
-                // The filters, order or state may have changed: start over
-                // from the database.
-                for job in queue.drain(..) {
-                    claimed.remove(&job.due.id);
-                }
-                need_fetch = true;
             }
             Some(done) = inflight.join_next(), if !inflight.is_empty() => {
-                if let Ok(done) = done {
-                    claimed.remove(&done.id);
-                    if let Some(at) = done.next_due {
-                        next_wake = Some(next_wake.map_or(at, |w| w.min(at)));
-                    }
-                }
-                if current.ordered {
-                    need_fetch = true;
+                finished(done, &mut next_wake);
+                // Those that ended meanwhile too: one claim for them all.
+                while let Some(done) = inflight.try_join_next() {
+                    finished(done, &mut next_wake);
                 }
             }
-            _ = handle.wake.notified() => need_fetch = true,
+            _ = handle.wake.notified() => {}
             _ = tokio::time::sleep_until(sleep.unwrap_or_else(Instant::now)), if sleep.is_some() => {
                 next_wake = None;
-                need_fetch = true;
             }
         }
     }
     // In-flight attempts stop at shutdown themselves; those whose answer
-    // came are recorded before this returns.
-    while inflight.join_next().await.is_some() {}
+    // came are recorded before this returns, the others' leases released so
+    // that another instance sends them at once.
+    let mut abandoned = Vec::new();
+    while let Some(done) = inflight.join_next().await {
+        if let Ok(done) = done
+            && done.abandoned
+        {
+            abandoned.push(done.id);
+        }
+    }
+    if !abandoned.is_empty()
+        && let Err(e) = inner.store.release(&inner.instance, abandoned).await
+    {
+        tracing::debug!(error = %e, "cannot release abandoned webhook claims; they end with their lease");
+    }
+}
+
+fn finished(done: Result<Done, tokio::task::JoinError>, next_wake: &mut Option<i64>) {
+    if let Ok(Done {
+        next_due: Some(at), ..
+    }) = done
+    {
+        *next_wake = earliest(*next_wake, at);
+    }
+}
+
+fn earliest(a: Option<i64>, b: i64) -> Option<i64> {
+    Some(a.map_or(b, |a| a.min(b)))
+}
+
+/// Claims what `n`'s free slots allow and starts those attempts.
+async fn claim(
+    inner: &Arc<Inner>,
+    n: &Arc<Notification>,
+    inflight: &mut JoinSet<Done>,
+    next_wake: &mut Option<i64>,
+    shutdown: &CancellationToken,
+) {
+    let concurrency = if n.ordered {
+        1
+    } else {
+        inner.config.max_in_flight_per_endpoint.max(1)
+    };
+    let want = concurrency.saturating_sub(inflight.len());
+    if want == 0 {
+        return;
+    }
+    let now = now_ms();
+    let claim = Claim {
+        notification: n.id,
+        claimant: inner.instance.clone(),
+        ordered: n.ordered,
+        want,
+        max_leased: concurrency,
+        now,
+        until: now + millis(inner.config.lease),
+    };
+    let claimed = match inner.store.claim(claim).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, notification = %n.name, "cannot claim due deliveries");
+            *next_wake = earliest(*next_wake, now_ms() + RETRY_MS);
+            return;
+        }
+    };
+    if let Some(at) = claimed.next_at {
+        *next_wake = earliest(*next_wake, at);
+    }
+    // One already in flight here (its lease ended before its result, and
+    // this instance claimed it again) is left to that attempt.
+    let mut jobs: Vec<Job> = claimed
+        .due
+        .into_iter()
+        .filter(|d| inner.held.take(d.id))
+        .map(Job::from)
+        .collect();
+    inner.fill_bodies(jobs.iter_mut()).await;
+    for job in jobs {
+        inflight.spawn(attempt(
+            Arc::clone(inner),
+            Arc::clone(n),
+            job,
+            shutdown.clone(),
+        ));
+    }
+}
+
+/// Ends `id`'s place in [`Inner::held`] however its attempt ends.
+struct Holding {
+    inner: Arc<Inner>,
+    id: DeliveryId,
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        self.inner.held.done(self.id);
+    }
 }
 
 async fn attempt(
@@ -154,6 +198,10 @@ async fn attempt(
     shutdown: CancellationToken,
 ) -> Done {
     let Job { due: d, body } = job;
+    let _holding = Holding {
+        inner: Arc::clone(&inner),
+        id: d.id,
+    };
     let msg_id = inner.delivery_uid(d.id);
     let span = tracing::info_span!(
         "webhook_attempt",
@@ -176,6 +224,7 @@ async fn attempt(
                 let rec = AttemptResult {
                     delivery: d.id,
                     notification: n.id,
+                    claimant: inner.instance.clone(),
                     attempts: d.attempts + 1,
                     tries: d.tries + 1,
                     status: DeliveryStatus::Cancelled,
@@ -189,15 +238,13 @@ async fn attempt(
                 };
                 if let Err(e) = inner.store.record(rec).await {
                     tracing::warn!(error = %e, "cannot record a cancelled delivery");
+                    return give_back(&inner, id).await;
                 }
-                return Done { id, next_due: None };
+                return Done::new(id, None);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the event to deliver; trying later");
-                return Done {
-                    id,
-                    next_due: Some(now_ms() + 1000),
-                };
+                return give_back(&inner, id).await;
             }
         };
         let (at, outcome) = tokio::select! {
@@ -207,15 +254,17 @@ async fn attempt(
                 let at = now_ms();
                 (at, inner.sender.send(&n, &msg_id, body.as_bytes()).await)
             } => o,
-            // Not recorded: the delivery stays pending and is sent again
-            // after a restart (receivers de-duplicate by webhook-id).
-            _ = shutdown.cancelled() => return Done { id, next_due: None },
+            // Not recorded: the delivery stays pending and is sent again,
+            // here after a restart or by another instance (receivers
+            // de-duplicate by webhook-id).
+            _ = shutdown.cancelled() => return Done { id, next_due: None, abandoned: true },
         };
         let (status, next_due) = decide(&inner.config, &d, &outcome, now_ms());
         observe(&outcome, status);
         let rec = AttemptResult {
             delivery: d.id,
             notification: n.id,
+            claimant: inner.instance.clone(),
             attempts: d.attempts + 1,
             tries: d.tries + 1,
             status,
@@ -230,19 +279,28 @@ async fn attempt(
         match inner.store.record(rec).await {
             // Redelivered meanwhile: due now, look again.
             Ok(ack) if ack.superseded => {
-                return Done {
-                    id,
-                    next_due: Some(now_ms()),
-                };
+                return Done::new(id, Some(now_ms()));
             }
             Ok(ack) if ack.disabled => inner.after_auto_disable(n.id).await,
             Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "cannot record an attempt; the delivery will be sent again"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot record an attempt; the delivery will be sent again");
+                return give_back(&inner, id).await;
+            }
         }
-        Done { id, next_due }
+        Done::new(id, next_due)
     }
     .instrument(span)
     .await
+}
+
+/// An attempt that could not be made or recorded: its lease is released
+/// (or, the store away, ends by itself), and the worker claims again soon.
+async fn give_back(inner: &Inner, id: DeliveryId) -> Done {
+    if let Err(e) = inner.store.release(&inner.instance, vec![id]).await {
+        tracing::debug!(error = %e, "cannot release a webhook claim; it ends with its lease");
+    }
+    Done::new(id, Some(now_ms() + RETRY_MS))
 }
 
 fn observe(o: &AttemptOutcome, status: DeliveryStatus) {

@@ -1,11 +1,13 @@
 //! The notification store's conformance suite on the PostgreSQL backend,
 //! then what only a shared database asks: several instances on one
-//! database, a configured master key, the database away. Each test has a
+//! database (the mirror, the cap, the lead passing on, claims at once), a
+//! configured master key, the database away. Each test has a
 //! database of its own (`CDS_EVENTS_TEST_POSTGRES`, by default the
 //! machine's PostgreSQL).
 
 use async_trait::async_trait;
 use base64::Engine;
+use cds_events_log::Seq;
 use cds_events_store::pg::testing::TempDatabase;
 use cds_events_store::pg::{PgOptions, PgPool};
 use cds_events_webhooks::crypto::Keyring;
@@ -13,10 +15,11 @@ use cds_events_webhooks::signing::SigningSecret;
 use cds_events_webhooks::store::conformance::Harness;
 use cds_events_webhooks::store::postgres::PgStore;
 use cds_events_webhooks::store::{
-    Mirror, NotificationId, NotificationRecord, NotificationStore, StoreOptions,
+    Claim, DeliveryId, Mirror, NewDelivery, NotificationId, NotificationRecord, NotificationStore,
+    StoreOptions,
 };
-use cds_events_webhooks::{Actor, WebhooksError};
-use std::collections::{BTreeMap, HashMap};
+use cds_events_webhooks::{Actor, DeliveryStatus, WebhooksError};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -60,13 +63,21 @@ cds_events_webhooks::conformance_tests!(Postgres::new().await);
 
 const NEVER: Duration = Duration::from_secs(5 * 24 * 3600);
 
-/// A mirror that keeps what it is told.
+/// A mirror that keeps what it is told, and which notifications it was
+/// told have deliveries due.
 #[derive(Default)]
-struct Seen(Mutex<HashMap<NotificationId, NotificationRecord>>);
+struct Seen(
+    Mutex<HashMap<NotificationId, NotificationRecord>>,
+    Mutex<Vec<NotificationId>>,
+);
 
 impl Seen {
     fn get(&self, id: NotificationId) -> Option<NotificationRecord> {
         self.lock().get(&id).cloned()
+    }
+
+    fn told_due(&self) -> Vec<NotificationId> {
+        self.1.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NotificationId, NotificationRecord>> {
@@ -88,6 +99,13 @@ impl Mirror for Seen {
         if let Some(n) = self.lock().get_mut(&id) {
             n.failing_since = since;
         }
+    }
+
+    fn due(&self, notifications: &[NotificationId]) {
+        self.1
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(notifications);
     }
 }
 
@@ -358,4 +376,190 @@ async fn every_call_after_close_is_closed() {
         Err(WebhooksError::Closed)
     ));
     assert!(matches!(s.close().await, Err(WebhooksError::Closed)));
+}
+
+/// Options to `db` whose connections carry `name` (so that a test can cut
+/// one instance's).
+fn named(db: &TempDatabase, name: &str) -> PgOptions {
+    PgOptions::new(format!("{} application_name={name}", db.url()))
+}
+
+fn new_delivery(n: &NotificationRecord, seq: u64) -> NewDelivery {
+    NewDelivery {
+        notification: n.id,
+        seq: Seq(seq),
+        event_id: format!("event-{seq}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lead_whose_session_ends_passes_on_and_its_holder_writes_nothing_more() {
+    let db = TempDatabase::create().await.expect("test database");
+    let (a, _) = instance(&named(&db, "inst_a"), &key(1), &[])
+        .await
+        .expect("a");
+    let b = Arc::new(
+        instance(&named(&db, "inst_b"), &key(1), &[])
+            .await
+            .expect("b")
+            .0,
+    );
+    let n = a
+        .create_notification(notification("P", "slack"), 10, &actor())
+        .await
+        .expect("create");
+    let lead_a = a.lead("a").await.expect("a leads");
+    a.create_deliveries(&lead_a, vec![new_delivery(&n, 1)], Seq(1))
+        .await
+        .expect("a writes");
+    let waiting = tokio::spawn({
+        let b = Arc::clone(&b);
+        async move { b.lead("b").await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "b waits while a leads");
+
+    // a's lead session ends (as at kill -9 of its process); its pool
+    // still works.
+    let admin = PgPool::connect(&db.options()).await.expect("pool");
+    admin
+        .get()
+        .await
+        .expect("conn")
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks
+             WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("terminate");
+    let started = Instant::now();
+    let lead_b = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("b leads within seconds")
+        .expect("task")
+        .expect("lead");
+    assert!(lead_b.term() > lead_a.term());
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // Whether or not a noticed yet, its writes are refused from now on.
+    let stale = a
+        .create_deliveries(&lead_a, vec![new_delivery(&n, 2)], Seq(2))
+        .await;
+    assert!(matches!(stale, Err(WebhooksError::LostLead)), "{stale:?}");
+    assert!(lead_a.is_lost(), "the refused holder knows");
+    assert_eq!(a.position().await.expect("position"), Some(Seq(1)));
+    b.create_deliveries(&lead_b, vec![new_delivery(&n, 2)], Seq(2))
+        .await
+        .expect("b writes");
+    let seqs: Vec<Seq> = a
+        .list_deliveries(n.id, vec![DeliveryStatus::Pending], None, 10)
+        .await
+        .expect("list")
+        .iter()
+        .map(|d| d.event_seq)
+        .collect();
+    assert_eq!(seqs, [Seq(2), Seq(1)], "each event's delivery once");
+    drop((lead_a, lead_b));
+    a.close().await.expect("close a");
+    b.close().await.expect("close b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_deliveries_wake_every_instances_workers() {
+    let db = TempDatabase::create().await.expect("test database");
+    let (a, _) = instance(&db.options(), &key(1), &[]).await.expect("a");
+    let (b, seen) = instance(&db.options(), &key(1), &[]).await.expect("b");
+    let n = a
+        .create_notification(notification("P", "slack"), 10, &actor())
+        .await
+        .expect("create");
+    let lead = a.lead("a").await.expect("lead");
+    a.create_deliveries(&lead, vec![new_delivery(&n, 1)], Seq(1))
+        .await
+        .expect("deliveries");
+    within(SECOND, "b told of the new delivery", || async {
+        seen.told_due().contains(&n.id)
+    })
+    .await;
+    drop(lead);
+    a.close().await.expect("close a");
+    b.close().await.expect("close b");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claims_from_several_instances_hand_out_each_delivery_once_within_the_cap() {
+    let db = TempDatabase::create().await.expect("test database");
+    let mut stores = Vec::new();
+    for _ in 0..3 {
+        stores.push(Arc::new(
+            instance(&db.options(), &key(1), &[]).await.expect("open").0,
+        ));
+    }
+    let n = stores[0]
+        .create_notification(notification("P", "slack"), 10, &actor())
+        .await
+        .expect("create");
+    let lead = stores[0].lead("a").await.expect("lead");
+    stores[0]
+        .create_deliveries(
+            &lead,
+            (1..=60).map(|s| new_delivery(&n, s)).collect(),
+            Seq(60),
+        )
+        .await
+        .expect("deliveries");
+    drop(lead);
+    // Many claimants at once: as many leases as the cap, never more.
+    let now = chrono::Utc::now().timestamp_millis();
+    let claim = |i: usize, max_leased: usize| Claim {
+        notification: n.id,
+        claimant: format!("c{i}"),
+        ordered: false,
+        want: 5,
+        max_leased,
+        now,
+        until: now + 30_000,
+    };
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let store = Arc::clone(&stores[i % stores.len()]);
+        let c = claim(i, 4);
+        tasks.push(tokio::spawn(async move { store.claim(c).await }));
+    }
+    let mut got = Vec::new();
+    for t in tasks {
+        got.extend(
+            t.await
+                .expect("task")
+                .expect("claim")
+                .due
+                .into_iter()
+                .map(|d| d.id),
+        );
+    }
+    assert_eq!(got.len(), 4, "the cap, across instances: {got:?}");
+    // Without a cap in the way, every delivery goes to one claimant.
+    let mut tasks = Vec::new();
+    for i in 0..12 {
+        let store = Arc::clone(&stores[i % stores.len()]);
+        let c = claim(100 + i, 1000);
+        tasks.push(tokio::spawn(async move { store.claim(c).await }));
+    }
+    for t in tasks {
+        got.extend(
+            t.await
+                .expect("task")
+                .expect("claim")
+                .due
+                .into_iter()
+                .map(|d| d.id),
+        );
+    }
+    let distinct: HashSet<DeliveryId> = got.iter().copied().collect();
+    assert_eq!(got.len(), 60, "every delivery claimed: {}", got.len());
+    assert_eq!(distinct.len(), got.len(), "none twice");
+    for s in stores {
+        s.close().await.expect("close");
+    }
 }

@@ -8,7 +8,7 @@
 //! backend runs them unchanged.
 
 use super::{
-    AttemptResult, Delivery, DeliveryId, Due, Edit, Mirror, NewDelivery, NotificationId,
+    AttemptResult, Claim, Delivery, DeliveryId, Due, Edit, Mirror, NewDelivery, NotificationId,
     NotificationRecord, NotificationStore, StoreOptions,
 };
 use crate::error::WebhooksError;
@@ -21,9 +21,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod claims;
 mod deliveries;
 mod lifecycle;
 mod notifications;
+pub use claims::*;
 pub use deliveries::*;
 pub use lifecycle::*;
 pub use notifications::*;
@@ -48,10 +50,13 @@ enum Heard {
     Failing(NotificationId, Option<i64>),
 }
 
-/// A mirror that keeps the notifications it is told of, and what it heard.
+/// A mirror that keeps the notifications it is told of, what it heard, and
+/// (apart: a shared store may also tell it late, or again) which
+/// notifications it was told have deliveries due.
 #[derive(Debug, Default)]
 struct Recorder {
     state: Mutex<(BTreeMap<NotificationId, NotificationRecord>, Vec<Heard>)>,
+    due: Mutex<Vec<NotificationId>>,
 }
 
 impl Recorder {
@@ -65,6 +70,10 @@ impl Recorder {
 
     fn heard(&self) -> Vec<Heard> {
         self.lock().1.clone()
+    }
+
+    fn told_due(&self) -> Vec<NotificationId> {
+        self.due.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn lock(
@@ -94,6 +103,13 @@ impl Mirror for Recorder {
         if let Some(n) = st.0.get_mut(&id) {
             n.failing_since = since;
         }
+    }
+
+    fn due(&self, notifications: &[NotificationId]) {
+        self.due
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .extend_from_slice(notifications);
     }
 }
 
@@ -164,6 +180,34 @@ async fn create(s: &dyn NotificationStore, project: &str, name: &str) -> Notific
         .expect("create")
 }
 
+/// The claimant the checks record results as, unless they name another.
+const SUITE: &str = "suite";
+
+/// How long the checks' claims last.
+const LEASE: i64 = 30_000;
+
+/// A claim by `claimant` of up to `want` of `n`'s deliveries at `now`
+/// (unordered, at most 100 leased), for [`LEASE`].
+fn claim(n: &NotificationRecord, claimant: &str, now: i64, want: usize) -> Claim {
+    Claim {
+        notification: n.id,
+        claimant: claimant.into(),
+        ordered: false,
+        want,
+        max_leased: 100,
+        now,
+        until: now + LEASE,
+    }
+}
+
+/// Moves the dispatcher's position to `seq` (no delivery), under a lead.
+async fn move_position(s: &dyn NotificationStore, seq: Seq) {
+    let lead = s.lead(SUITE).await.expect("lead");
+    s.create_deliveries(&lead, Vec::new(), seq)
+        .await
+        .expect("position");
+}
+
 /// Creates one delivery per sequence number for `n`, with the position at
 /// the last; returns their ids, oldest first.
 async fn deliver(
@@ -181,7 +225,11 @@ async fn deliver(
         .collect();
     let last = batch.last().map_or(Seq(0), |d| d.seq);
     let count = batch.len();
-    s.create_deliveries(batch, last).await.expect("deliveries");
+    let lead = s.lead(SUITE).await.expect("lead");
+    s.create_deliveries(&lead, batch, last)
+        .await
+        .expect("deliveries");
+    drop(lead);
     let mut ids: Vec<DeliveryId> = listed(s, n, &DeliveryStatus::ALL)
         .await
         .into_iter()
@@ -202,14 +250,19 @@ async fn listed(
         .expect("list")
 }
 
-/// The pending delivery `id` of `n`, as a worker would page it.
+/// The pending delivery `id` of `n`, as an attempt of it starts (its
+/// attempts, its round), due or not.
 async fn due_one(s: &dyn NotificationStore, n: &NotificationRecord, id: DeliveryId) -> Due {
-    s.due(n.id, true, 100_000)
-        .await
-        .expect("due")
-        .into_iter()
-        .find(|d| d.id == id)
-        .expect("pending")
+    let d = state(s, n, id).await;
+    assert_eq!(d.status, DeliveryStatus::Pending, "{d:?}");
+    Due {
+        id: d.id,
+        seq: d.event_seq,
+        event_id: d.event_id,
+        attempts: d.attempts,
+        tries: d.tries,
+        next_attempt_at: d.next_attempt_at.unwrap_or(0),
+    }
 }
 
 /// The state of delivery `id` of `n`.
@@ -223,6 +276,7 @@ fn result(n: &NotificationRecord, d: &Due, status: DeliveryStatus, at: i64) -> A
     AttemptResult {
         delivery: d.id,
         notification: n.id,
+        claimant: SUITE.into(),
         attempts: d.attempts + 1,
         tries: d.tries + 1,
         status,
@@ -284,7 +338,14 @@ macro_rules! conformance_tests {
             a_key_rotation_keeps_every_value_readable,
             deliveries_and_position_are_written_together,
             deliveries_of_a_deleted_notification_are_not_created,
-            due_deliveries_come_by_due_time_or_in_log_order_when_ordered,
+            due_deliveries_are_claimed_by_due_time,
+            one_lead_at_a_time_each_with_a_later_term,
+            the_mirror_hears_which_notifications_have_new_deliveries,
+            a_claimed_delivery_is_leased_to_its_claimant_until_the_lease_ends,
+            a_result_or_a_release_ends_the_claimants_lease,
+            a_renewal_extends_only_the_claimants_own_leases,
+            claims_never_lease_more_than_max_leased_across_claimants,
+            an_ordered_notification_hands_out_its_oldest_pending_delivery_only,
             a_recorded_success_ends_the_delivery,
             a_recorded_failure_reschedules_the_delivery,
             a_result_for_a_redelivered_delivery_is_superseded,

@@ -21,12 +21,20 @@
 //!   creations (on every instance sharing the storage), and a result or a
 //!   batch for a notification deleted meanwhile changes nothing;
 //! - header values and secrets are sealed at rest with the keyring it was
-//!   opened with, and never logged.
+//!   opened with, and never logged;
+//! - one [`Lead`] at a time among the instances sharing the storage, and
+//!   the dispatcher's writes only under the latest one;
+//! - a claimed delivery is leased to its claimant: no one else claims it
+//!   until its result is recorded, it is released, or its lease ends; the
+//!   leases of a notification never exceed the claim's `max_leased`, and an
+//!   ordered notification's next delivery is not claimed while an earlier
+//!   one is pending.
 //!
 //! A store must never send anything, read the log, or decide a retry: it
 //! records what the engine decided.
 
 pub mod conformance;
+mod lead;
 pub mod postgres;
 mod records;
 pub mod sqlite;
@@ -35,8 +43,9 @@ use crate::error::WebhooksError;
 use crate::model::{Actor, DeliveryStatus};
 use async_trait::async_trait;
 use cds_events_log::Seq;
+pub use lead::Lead;
 pub use records::{
-    Attempt, AttemptResult, Delivery, DeliveryId, Due, NewDelivery, NotificationId,
+    Attempt, AttemptResult, Claim, Claimed, Delivery, DeliveryId, Due, NewDelivery, NotificationId,
     NotificationRecord, OutboxEntry, Purged, RecordAck,
 };
 use std::time::Duration;
@@ -84,6 +93,13 @@ pub trait Mirror: Send + Sync {
     /// A notification started failing at `since`, or (`None`) succeeded
     /// again.
     fn failing_since(&self, id: NotificationId, since: Option<i64>);
+
+    /// These notifications have deliveries due now (created by whichever
+    /// instance leads): their workers claim again. Told after the commit;
+    /// a store shared by several instances tells every instance's mirror,
+    /// and may tell it of every notification now and then, in case a
+    /// message was lost.
+    fn due(&self, notifications: &[NotificationId]);
 }
 
 /// What the store decides by itself.
@@ -139,7 +155,13 @@ pub trait NotificationStore: Send + Sync + 'static {
         actor: &Actor,
     ) -> Result<(), WebhooksError>;
 
-    // The dispatcher.
+    // The dispatcher, on the instance that leads.
+
+    /// Waits until `instance` holds the lead of this storage (one holder at
+    /// a time among every instance sharing it), and returns it. The lead
+    /// ends when dropped, or is lost (its holder's connection to the
+    /// storage gone), which [`Lead::lost`] tells.
+    async fn lead(&self, instance: &str) -> Result<Lead, WebhooksError>;
 
     /// The last log position the dispatcher turned into deliveries.
     async fn position(&self) -> Result<Option<Seq>, WebhooksError>;
@@ -147,31 +169,48 @@ pub trait NotificationStore: Send + Sync + 'static {
     /// Creates a batch's deliveries (due now) and moves the position to
     /// `position`, in one transaction: after a crash both happened or
     /// neither did. Deliveries of a notification deleted meanwhile are left
-    /// out.
+    /// out. Refused ([`WebhooksError::LostLead`], nothing written, `lead`
+    /// marked lost) unless `lead` is the latest lead. Then tells the mirror
+    /// (every instance's) which notifications have new deliveries.
     async fn create_deliveries(
         &self,
+        lead: &Lead,
         batch: Vec<NewDelivery>,
         position: Seq,
     ) -> Result<(), WebhooksError>;
 
-    // The workers.
+    // The workers, on every instance.
 
-    /// A notification's next pending deliveries, at most `limit`: by due
-    /// time (then id), or by id (log order) when `ordered`. Due later ones
-    /// are included: the worker waits for them.
-    async fn due(
+    /// Leases the notification's deliveries to send now to
+    /// `claim.claimant` until `claim.until`: pending ones that are due and
+    /// that no one holds, by due time (then id), as many as `claim.want`
+    /// and the free part of `claim.max_leased` allow; or, when `ordered`,
+    /// the oldest pending one if it is due and no one holds it (else none).
+    /// No one else gets a delivery while its lease lasts: until a result for
+    /// it is recorded, it is released, or `now` passes the lease's end.
+    async fn claim(&self, claim: Claim) -> Result<Claimed, WebhooksError>;
+
+    /// Moves the end of `claimant`'s leases on these deliveries to `until`
+    /// (those it still holds: a lease another claimant took over after it
+    /// ended stays theirs).
+    async fn renew(
         &self,
-        notification: NotificationId,
-        ordered: bool,
-        limit: usize,
-    ) -> Result<Vec<Due>, WebhooksError>;
+        claimant: &str,
+        ids: Vec<DeliveryId>,
+        until: i64,
+    ) -> Result<(), WebhooksError>;
+
+    /// Ends `claimant`'s leases on these deliveries (attempts it will not
+    /// make): anyone may claim them at once.
+    async fn release(&self, claimant: &str, ids: Vec<DeliveryId>) -> Result<(), WebhooksError>;
 
     /// Records an attempt's result: the delivery's new state and the
     /// attempt; the notification's failure state (cleared by a success, set
     /// by the first failure, told to the mirror); and, for a failure at
     /// least `disable_after` after it started failing, the notification
-    /// disabled with its NotificationUpdated (by the system). Results
-    /// arriving together may share a transaction.
+    /// disabled with its NotificationUpdated (by the system). The
+    /// claimant's lease on the delivery ends. Results arriving together may
+    /// share a transaction.
     async fn record(&self, result: AttemptResult) -> Result<RecordAck, WebhooksError>;
 
     // The API.

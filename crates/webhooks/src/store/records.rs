@@ -123,6 +123,9 @@ pub struct NewDelivery {
 pub struct AttemptResult {
     pub delivery: DeliveryId,
     pub notification: NotificationId,
+    /// Who made the attempt (the claimant of [`Claim`]): its lease on the
+    /// delivery ends with the result, whatever the result.
+    pub claimant: String,
     /// Attempts made so far, this one included (its number).
     pub attempts: i64,
     /// Attempts of the current round, this one included: the result counts
@@ -153,7 +156,41 @@ pub struct RecordAck {
     pub superseded: bool,
 }
 
-/// A due (or, for ordered notifications, next) delivery.
+/// A worker's request for deliveries to send now, for one notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    pub notification: NotificationId,
+    /// Who claims: the instance's id. Its leases are renewed, released and
+    /// ended by a result under this name.
+    pub claimant: String,
+    /// One at a time in log order: the oldest pending delivery, if it is due
+    /// and no one holds it, else nothing (it holds back the later ones).
+    pub ordered: bool,
+    /// Most deliveries wanted now.
+    pub want: usize,
+    /// Most deliveries of this notification leased at once, by every
+    /// claimant together (the endpoint's concurrency).
+    pub max_leased: usize,
+    /// The claimant's clock, unix ms: a lease ending at or before it binds
+    /// no one any more.
+    pub now: i64,
+    /// When the leases taken end unless renewed.
+    pub until: i64,
+}
+
+/// What a [`Claim`] got.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Claimed {
+    /// Leased to the claimant, in the order to send them (due time, then
+    /// id; log order when ordered).
+    pub due: Vec<Due>,
+    /// When a claim may get more (the next pending delivery falls due, or a
+    /// lease ends), if known; a change (a new delivery, a result) may make
+    /// it sooner.
+    pub next_at: Option<i64>,
+}
+
+/// A delivery leased to be sent now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Due {
     pub id: DeliveryId,
@@ -173,6 +210,8 @@ pub struct Delivery {
     pub status: DeliveryStatus,
     /// Attempts made, over every round of redelivery.
     pub attempts: i64,
+    /// Attempts of the current round (since the last redelivery).
+    pub tries: i64,
     pub next_attempt_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,

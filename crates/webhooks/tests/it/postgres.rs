@@ -64,7 +64,7 @@ async fn postgres_without_a_configured_key_is_a_clear_error() {
     let log: Arc<dyn EventLog> =
         Arc::new(SqliteLog::open(dir.path(), SqliteOptions::default()).expect("log"));
     let db = TempDatabase::create().await.expect("test database");
-    let opened = Webhooks::open_postgres(&db.options(), log, config()).await;
+    let opened = Webhooks::open_postgres(&db.options(), "it", log, config()).await;
     match opened {
         Err(WebhooksError::Key(why)) => assert!(why.contains("webhooks.key"), "{why}"),
         other => panic!("a missing key must be refused, got {other:?}"),

@@ -84,7 +84,7 @@ impl World {
             Arc::new(SqliteLog::open(dir.path(), SqliteOptions::default()).expect("log"));
         let db = TempDatabase::create().await.expect("test database");
         config.key = Some(base64::engine::general_purpose::STANDARD.encode([7u8; 32]));
-        let hooks = Webhooks::open_postgres(&db.options(), Arc::clone(&log), config.clone())
+        let hooks = Webhooks::open_postgres(&db.options(), "it", Arc::clone(&log), config.clone())
             .await
             .expect("open");
         World::running(dir, Some(db), log, hooks, config).await

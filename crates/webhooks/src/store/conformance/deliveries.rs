@@ -2,8 +2,8 @@
 //! recorded (with the notification's failure state), listed, redelivered.
 
 use super::{
-    Harness, Heard, actor, attempt, create, deliver, due_one, listed, open, open_with,
-    open_with_one, outbox_types, result, state,
+    Harness, Heard, SUITE, actor, attempt, claim, create, deliver, due_one, listed, move_position,
+    open, open_with, open_with_one, outbox_types, result, state,
 };
 use crate::model::DeliveryStatus;
 use crate::store::{DeliveryId, NewDelivery, NotificationStore, RecordAck};
@@ -23,9 +23,7 @@ pub async fn deliveries_and_position_are_written_together(h: &dyn Harness) {
     assert_eq!(s.position().await.expect("position"), Some(Seq(10)));
     assert_eq!(s.pending().await.expect("pending"), 3);
     // A batch that matched nothing still moves the position.
-    s.create_deliveries(Vec::new(), Seq(12))
-        .await
-        .expect("position alone");
+    move_position(s, Seq(12)).await;
     s.close().await.expect("close");
 
     let o = open(h).await;
@@ -58,7 +56,11 @@ pub async fn deliveries_of_a_deleted_notification_are_not_created(h: &dyn Harnes
             event_id: "event-1".into(),
         })
         .collect();
-    s.create_deliveries(batch, Seq(1)).await.expect("batch");
+    let lead = s.lead(SUITE).await.expect("lead");
+    s.create_deliveries(&lead, batch, Seq(1))
+        .await
+        .expect("batch");
+    drop(lead);
     assert_eq!(s.pending().await.expect("pending"), 1);
     assert_eq!(listed(s, &kept, &DeliveryStatus::ALL).await.len(), 1);
     assert!(listed(s, &gone, &DeliveryStatus::ALL).await.is_empty());
@@ -66,30 +68,48 @@ pub async fn deliveries_of_a_deleted_notification_are_not_created(h: &dyn Harnes
     s.close().await.expect("close");
 }
 
-pub async fn due_deliveries_come_by_due_time_or_in_log_order_when_ordered(h: &dyn Harness) {
+pub async fn due_deliveries_are_claimed_by_due_time(h: &dyn Harness) {
     let (o, n) = open_with_one(h).await;
     let s = o.store.as_ref();
     let ids = deliver(s, &n, [1, 2, 3]).await;
     // The first one failed and waits a minute.
-    attempt(s, &n, ids[0], DeliveryStatus::Pending).await;
-    let by_due: Vec<DeliveryId> = s
-        .due(n.id, false, 10)
+    let t = now_ms();
+    let first = due_one(s, &n, ids[0]).await;
+    s.record(result(&n, &first, DeliveryStatus::Pending, t))
         .await
-        .expect("due")
-        .iter()
-        .map(|d| d.id)
-        .collect();
-    assert_eq!(by_due, [ids[1], ids[2], ids[0]]);
-    let in_order = s.due(n.id, true, 10).await.expect("due");
+        .expect("record");
+    let now = s.claim(claim(&n, SUITE, t, 10)).await.expect("claim");
     assert_eq!(
-        in_order.iter().map(|d| d.id).collect::<Vec<_>>(),
-        [ids[0], ids[1], ids[2]]
+        now.due.iter().map(|d| d.id).collect::<Vec<_>>(),
+        [ids[1], ids[2]],
+        "the one waiting for its retry is not due"
     );
-    let first = &in_order[0];
-    assert_eq!((first.seq, first.event_id.as_str()), (Seq(1), "event-1"));
-    assert_eq!((first.attempts, first.tries), (1, 1));
-    assert!(first.next_attempt_at > now_ms());
-    assert_eq!(s.due(n.id, false, 2).await.expect("due").len(), 2, "limit");
+    assert_eq!(now.next_at, Some(t + 60_000), "when it is");
+    s.release(SUITE, vec![ids[1], ids[2]])
+        .await
+        .expect("release");
+    let later = s
+        .claim(claim(&n, "other", t + 60_000, 10))
+        .await
+        .expect("claim");
+    assert_eq!(
+        later.due.iter().map(|d| d.id).collect::<Vec<_>>(),
+        [ids[1], ids[2], ids[0]],
+        "by due time, then id"
+    );
+    let retried = &later.due[2];
+    assert_eq!(
+        (retried.seq, retried.event_id.as_str()),
+        (Seq(1), "event-1")
+    );
+    assert_eq!((retried.attempts, retried.tries), (1, 1));
+    assert_eq!(retried.next_attempt_at, t + 60_000);
+    s.release("other", ids.clone()).await.expect("release");
+    let two = s
+        .claim(claim(&n, SUITE, t + 60_000, 2))
+        .await
+        .expect("claim");
+    assert_eq!(two.due.len(), 2, "as many as wanted");
     s.close().await.expect("close");
 }
 
@@ -102,7 +122,11 @@ pub async fn a_recorded_success_ends_the_delivery(h: &dyn Harness) {
     let d = state(s, &n, id).await;
     assert_eq!((d.status, d.attempts), (DeliveryStatus::Succeeded, 1));
     assert_eq!(d.next_attempt_at, None);
-    assert!(s.due(n.id, false, 10).await.expect("due").is_empty());
+    let later = s
+        .claim(claim(&n, SUITE, now_ms() + 3_600_000, 10))
+        .await
+        .expect("claim");
+    assert!(later.due.is_empty(), "{later:?}");
     assert_eq!(s.pending().await.expect("pending"), 0);
     let (_, attempts) = s.delivery(n.id, id).await.expect("read").expect("found");
     assert_eq!(attempts.len(), 1);

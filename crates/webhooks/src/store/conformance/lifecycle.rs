@@ -1,7 +1,9 @@
 //! What the store keeps and for how long: the purge, ids that never come
 //! back, what retention must hold, the epoch.
 
-use super::{Harness, actor, attempt, create, deliver, listed, open, open_with_one, set};
+use super::{
+    Harness, actor, attempt, create, deliver, listed, move_position, open, open_with_one, set,
+};
 use crate::model::DeliveryStatus;
 use crate::store::{PURGE_CHUNK, Purged};
 use crate::time::now_ms;
@@ -107,9 +109,7 @@ pub async fn retention_hold_is_the_oldest_pending_delivery_of_an_enabled_notific
     let o = open(h).await;
     let s = o.store.as_ref();
     assert_eq!(s.retention_hold().await.expect("hold"), None, "no position");
-    s.create_deliveries(Vec::new(), Seq(10))
-        .await
-        .expect("position");
+    move_position(s, Seq(10)).await;
     assert_eq!(
         s.retention_hold().await.expect("hold"),
         Some(Seq(11)),
@@ -117,17 +117,13 @@ pub async fn retention_hold_is_the_oldest_pending_delivery_of_an_enabled_notific
     );
     let a = create(s, "P", "a").await;
     let ids = deliver(s, &a, [3, 5]).await;
-    s.create_deliveries(Vec::new(), Seq(20))
-        .await
-        .expect("position");
+    move_position(s, Seq(20)).await;
     assert_eq!(s.retention_hold().await.expect("hold"), Some(Seq(3)));
     attempt(s, &a, ids[0], DeliveryStatus::Succeeded).await;
     assert_eq!(s.retention_hold().await.expect("hold"), Some(Seq(5)));
     let b = create(s, "P", "b").await;
     let b_ids = deliver(s, &b, [7]).await;
-    s.create_deliveries(Vec::new(), Seq(20))
-        .await
-        .expect("position");
+    move_position(s, Seq(20)).await;
     s.update_notification("P", "a", set(|n| n.enabled = false), &actor())
         .await
         .expect("disable");

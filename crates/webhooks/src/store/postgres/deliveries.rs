@@ -1,13 +1,14 @@
 //! Delivery and attempt rows: a batch of deliveries with the position, the
-//! workers' pages, the listings, redelivery, the purge, the pending count,
-//! what retention must keep; and the outbox. (Recording attempts is
+//! listings, redelivery, the purge, the pending count, what retention must
+//! keep; and the outbox. (Claims are `claims`', recording attempts is
 //! `record`'s.)
 
 use super::Shared;
+use super::schema::DUE_CHANNEL;
 use crate::error::WebhooksError;
 use crate::model::DeliveryStatus;
 use crate::store::{
-    Attempt, Delivery, DeliveryId, Due, NewDelivery, NotificationId, OutboxEntry, PURGE_CHUNK,
+    Attempt, Delivery, DeliveryId, Lead, NewDelivery, NotificationId, OutboxEntry, PURGE_CHUNK,
     Purged,
 };
 use crate::time::now_ms;
@@ -17,7 +18,11 @@ use std::collections::HashSet;
 
 const DELIVERY_COLUMNS: &str =
     "id, event_id, event_seq, status, attempts, next_attempt_at, created_at, updated_at,
-     ok_status_code, ok_latency_ms, ok_response";
+     ok_status_code, ok_latency_ms, ok_response, tries";
+
+/// The longest list of notification ids a due announcement carries;
+/// beyond, it says `*` (all), well under PostgreSQL's 8000-byte payload.
+const MAX_DUE_PAYLOAD: usize = 4000;
 
 impl Shared {
     pub(super) async fn position(&self) -> Result<Option<Seq>, WebhooksError> {
@@ -36,14 +41,29 @@ impl Shared {
 
     /// Creates the deliveries of one batch of events and moves the log
     /// position past the batch, in one transaction: after a crash either
-    /// both happened or neither did.
+    /// both happened or neither did. The position moves first, and only
+    /// under `lead`'s term: its row stays locked until the commit, so a new
+    /// holder's term waits for this batch, and this batch, arriving after
+    /// the new term, writes nothing.
     pub(super) async fn create_deliveries(
         &self,
+        lead: &Lead,
         batch: Vec<NewDelivery>,
         position: Seq,
     ) -> Result<(), WebhooksError> {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
+        let moved = tx
+            .execute(
+                "UPDATE webhook_state SET position = $1 WHERE leader_term = $2",
+                &[&(position.0 as i64), &lead.term()],
+            )
+            .await?;
+        if moved == 0 {
+            tx.rollback().await?;
+            lead.lose();
+            return Err(WebhooksError::LostLead);
+        }
         let mut ids: Vec<i64> = batch.iter().map(|d| d.notification.0).collect();
         ids.sort_unstable();
         ids.dedup();
@@ -69,47 +89,26 @@ impl Shared {
             )
             .await?;
         }
-        tx.execute(
-            "UPDATE webhook_state SET position = $1",
-            &[&(position.0 as i64)],
-        )
-        .await?;
+        let mut due: Vec<i64> = notifications;
+        due.sort_unstable();
+        due.dedup();
+        if !due.is_empty() {
+            // Every instance's workers after the commit, this one's too
+            // (through its listener like the others': no instance's workers
+            // get a head start, so the work spreads).
+            let mut payload = due
+                .iter()
+                .map(|id| id.to_string())
+                .collect::<Vec<_>>()
+                .join(",");
+            if payload.len() > MAX_DUE_PAYLOAD {
+                payload = "*".into();
+            }
+            tx.execute("SELECT pg_notify($1, $2)", &[&DUE_CHANNEL, &payload])
+                .await?;
+        }
         tx.commit().await?;
         Ok(())
-    }
-
-    /// The next deliveries a worker may send: pending, by due time (or, for
-    /// an ordered notification, by id: log order), at most `limit`.
-    pub(super) async fn due(
-        &self,
-        notification: NotificationId,
-        ordered: bool,
-        limit: usize,
-    ) -> Result<Vec<Due>, WebhooksError> {
-        let order = if ordered { "id" } else { "next_attempt_at, id" };
-        let conn = self.conn().await?;
-        let rows = conn
-            .query(
-                &format!(
-                    "SELECT id, event_seq, event_id, attempts, tries, next_attempt_at
-                     FROM webhook_deliveries WHERE notification_id = $1 AND status = 'pending'
-                     ORDER BY {order} LIMIT $2"
-                ),
-                &[&notification.0, &(limit as i64)],
-            )
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(Due {
-                    id: DeliveryId(r.try_get(0)?),
-                    seq: seq(r.try_get(1)?),
-                    event_id: r.try_get(2)?,
-                    attempts: r.try_get(3)?,
-                    tries: r.try_get(4)?,
-                    next_attempt_at: r.try_get::<_, Option<i64>>(5)?.unwrap_or(0),
-                })
-            })
-            .collect()
     }
 
     /// A notification's deliveries of the given statuses with id below
@@ -416,6 +415,7 @@ fn delivery_of(r: &Row) -> Result<DeliveryRow, WebhooksError> {
             event_seq: seq(r.try_get(2)?),
             status: DeliveryStatus::parse(status).unwrap_or(DeliveryStatus::Pending),
             attempts: r.try_get(4)?,
+            tries: r.try_get(11)?,
             next_attempt_at: r.try_get(5)?,
             created_at: r.try_get(6)?,
             updated_at: r.try_get(7)?,

@@ -12,14 +12,20 @@
 //! row as it is now, rather than trusting the message, means a late or
 //! repeated message never takes the mirror back in time.
 //!
+//! The same listener hears the dispatcher's announcements of new
+//! deliveries ([`DUE_CHANNEL`]), whichever instance leads, and tells the
+//! mirror, whose workers claim them.
+//!
 //! Messages sent while no listener is connected are lost: at every
 //! (re)connection, and every [`RELOAD_EVERY`] as a safety net (a message
-//! dropped by a full queue), every notification is read again the same way.
-//! Until the listener is back, the reload runs at each retry.
+//! dropped by a full queue), every notification is read again the same way,
+//! and every worker told to claim again (which also finds a retry that an
+//! instance scheduled, then died before sending). Until the listener is
+//! back, the reload runs at each retry.
 
 use super::Shared;
 use super::notifications::{Lock, Which, load_all, load_one};
-use super::schema::CHANNEL;
+use super::schema::{CHANNEL, DUE_CHANNEL};
 use crate::crypto::Keyring;
 use crate::error::WebhooksError;
 use crate::store::{Mirror, NotificationId, NotificationRecord};
@@ -113,6 +119,11 @@ impl Ordered {
         }
     }
 
+    /// Every notification the mirror was told of.
+    fn known(&self) -> Vec<NotificationId> {
+        self.told.keys().copied().collect()
+    }
+
     /// [`Ordered::sync`] for every notification: `all` is every one stored.
     fn sync_all(&mut self, mirror: &dyn Mirror, all: Vec<NotificationRecord>) {
         let stored: HashSet<NotificationId> = all.iter().map(|n| n.id).collect();
@@ -141,6 +152,20 @@ impl Shared {
         Ok(())
     }
 
+    /// Tells the mirror of the notifications a due announcement names
+    /// (ids, comma-separated; anything else means all).
+    async fn tell_due(&self, payload: &str) {
+        let named: Result<Vec<NotificationId>, _> = payload
+            .split(',')
+            .map(|id| id.parse().map(NotificationId))
+            .collect();
+        let ids = match named {
+            Ok(ids) => ids,
+            Err(_) => self.ordered.lock().await.known(),
+        };
+        self.mirror.due(&ids);
+    }
+
     /// Reads every notification as committed now and tells the mirror.
     async fn reload_all(&self) -> Result<(), WebhooksError> {
         {
@@ -148,6 +173,9 @@ impl Shared {
             let conn = self.conn().await?;
             let all = load_all(&**conn, &ordered.keyring).await?;
             ordered.sync_all(self.mirror.as_ref(), all);
+            // Deliveries announced while no one listened, or scheduled by
+            // an instance that died.
+            self.mirror.due(&ordered.known());
         }
         // The pending gauge too: other instances move it.
         self.pending().await?;
@@ -190,7 +218,7 @@ async fn follow(shared: Arc<Shared>, options: PgOptions, stop: CancellationToken
     loop {
         let listener = tokio::select! {
             _ = stop.cancelled() => return,
-            l = Listener::open(&options, &[CHANNEL]) => l,
+            l = Listener::open(&options, &[CHANNEL, DUE_CHANNEL]) => l,
         };
         // What changed while no one listened.
         if let Err(e) = shared.reload_all().await {
@@ -217,6 +245,10 @@ async fn follow(shared: Arc<Shared>, options: PgOptions, stop: CancellationToken
             let r = tokio::select! {
                 _ = stop.cancelled() => return,
                 message = listener.recv() => match message {
+                    Some(m) if m.channel == DUE_CHANNEL => {
+                        shared.tell_due(&m.payload).await;
+                        Ok(())
+                    }
                     Some(m) => match m.payload.parse::<i64>() {
                         Ok(id) => shared.reload_one(NotificationId(id)).await,
                         Err(_) => shared.reload_all().await,

@@ -6,8 +6,9 @@
 //! connections, the layout applied under an advisory lock ([`schema`]), and
 //! a `LISTEN` connection. Here is the SQL: the notification rows
 //! ([`notifications`]), the deliveries and the outbox ([`deliveries`]),
-//! attempt results committed in groups ([`record`]), and how the mirror
-//! follows the database ([`follow`]).
+//! the lead ([`lead`]), claims and leases ([`claims`]), attempt results
+//! committed in groups ([`record`]), and how the mirror follows the
+//! database ([`follow`]).
 //!
 //! How the trait's promises hold on a shared database:
 //! - **One transaction per change and its consequences**, as on SQLite: a
@@ -29,6 +30,16 @@
 //!   instances' changes are announced by `pg_notify` in their transaction
 //!   and read back by [`follow`] under the same lock, which tells the
 //!   mirror only what differs from what it was last told.
+//! - **One dispatcher**: the lead is a session-level advisory lock on a
+//!   connection of its own, which dies with its session; each holder takes
+//!   the next term, and a batch of deliveries moves the position only under
+//!   the latest term ([`lead`]).
+//! - **Each attempt by one instance**: claims of a notification are
+//!   serialized by a transaction-level advisory lock, rows picked
+//!   `FOR UPDATE SKIP LOCKED` and leased to the claimant until a result,
+//!   a release or the lease's end ([`claims`]); new deliveries are
+//!   announced on [`schema::DUE_CHANNEL`] so that every instance's workers
+//!   claim them.
 //! - **Sealed at rest** with the keyring the store was opened with. On a
 //!   shared database every instance must have the same key: the facade
 //!   requires a configured one (`Keyring::configured`). A file-managed ring
@@ -41,15 +52,18 @@
 //! [`WebhooksError::Unavailable`], anything else [`WebhooksError::Backend`].
 //! Nothing outside this folder names `tokio_postgres`.
 
+mod claims;
 mod deliveries;
 mod follow;
+mod lead;
 mod notifications;
 mod record;
 mod schema;
 
 use super::{
-    Attempt, AttemptResult, Delivery, DeliveryId, Due, Edit, Mirror, NewDelivery, NotificationId,
-    NotificationRecord, NotificationStore, OutboxEntry, Purged, RecordAck, StoreOptions,
+    Attempt, AttemptResult, Claim, Claimed, Delivery, DeliveryId, Edit, Lead, Mirror, NewDelivery,
+    NotificationId, NotificationRecord, NotificationStore, OutboxEntry, Purged, RecordAck,
+    StoreOptions,
 };
 use crate::crypto::{KeySource, Keyring};
 use crate::error::WebhooksError;
@@ -73,6 +87,8 @@ impl From<tokio_postgres::Error> for WebhooksError {
 /// What the store's parts share: the pool, the ordered state, the mirror.
 pub(super) struct Shared {
     pool: PgPool,
+    /// For the connections of its own that the lead takes.
+    options: PgOptions,
     /// The keyring and what the mirror was last told: every change that
     /// tells the mirror holds it from its transaction's start to the telling.
     ordered: tokio::sync::Mutex<Ordered>,
@@ -159,6 +175,7 @@ impl PgStore {
         }
         let shared = Arc::new(Shared {
             pool,
+            options: options.clone(),
             ordered: tokio::sync::Mutex::new(ordered),
             mirror,
             disable_after_ms: crate::time::millis(store_options.disable_after),
@@ -232,21 +249,38 @@ impl NotificationStore for PgStore {
         self.open_shared()?.position().await
     }
 
+    async fn lead(&self, instance: &str) -> Result<Lead, WebhooksError> {
+        self.open_shared()?.lead(instance).await
+    }
+
     async fn create_deliveries(
         &self,
+        lead: &Lead,
         batch: Vec<NewDelivery>,
         position: Seq,
     ) -> Result<(), WebhooksError> {
-        self.open_shared()?.create_deliveries(batch, position).await
+        self.open_shared()?
+            .create_deliveries(lead, batch, position)
+            .await
     }
 
-    async fn due(
+    async fn claim(&self, claim: Claim) -> Result<Claimed, WebhooksError> {
+        self.open_shared()?.claim(&claim).await
+    }
+
+    async fn renew(
         &self,
-        notification: NotificationId,
-        ordered: bool,
-        limit: usize,
-    ) -> Result<Vec<Due>, WebhooksError> {
-        self.open_shared()?.due(notification, ordered, limit).await
+        claimant: &str,
+        ids: Vec<DeliveryId>,
+        until: i64,
+    ) -> Result<(), WebhooksError> {
+        let ids: Vec<i64> = ids.iter().map(|d| d.0).collect();
+        self.open_shared()?.renew(claimant, &ids, until).await
+    }
+
+    async fn release(&self, claimant: &str, ids: Vec<DeliveryId>) -> Result<(), WebhooksError> {
+        let ids: Vec<i64> = ids.iter().map(|d| d.0).collect();
+        self.open_shared()?.release(claimant, &ids).await
     }
 
     async fn record(&self, result: AttemptResult) -> Result<RecordAck, WebhooksError> {

@@ -5,8 +5,9 @@
 //! commits them in one transaction, so that a burst costs one commit (one
 //! WAL flush) rather than one per delivery. Replies go out after the commit;
 //! the mirror is told of failure-state changes and automatic disablings
-//! after it too, under the ordered state's lock. At close, what is queued
-//! still runs.
+//! after it too, under the ordered state's lock. Each result ends its
+//! claimant's lease on the delivery, recorded or superseded. At close, what
+//! is queued still runs.
 
 use super::Shared;
 use super::deliveries::{lock_live, outbox_put};
@@ -128,10 +129,13 @@ impl Shared {
         // Only if the delivery is still where this attempt found it (`tries`
         // one lower): a redelivery made while the attempt was in flight
         // resets `tries`, and must not be undone by its result.
+        // The claimant's lease ends with its result (another claimant's,
+        // taken after this one's ended, stays).
         let update = tx
             .prepare_cached(
                 "UPDATE webhook_deliveries SET status = $2, attempts = $3, tries = $4::BIGINT,
-                     next_attempt_at = $5, updated_at = $6
+                     next_attempt_at = $5, updated_at = $6,
+                     lease_until = CASE WHEN claimed_by = $7 THEN NULL ELSE lease_until END
                  WHERE id = $1 AND tries = $4::BIGINT - 1",
             )
             .await?;
@@ -140,8 +144,15 @@ impl Shared {
             .prepare_cached(
                 "UPDATE webhook_deliveries SET status = 'succeeded', attempts = $2,
                      tries = $3::BIGINT, next_attempt_at = NULL, updated_at = $4,
-                     ok_status_code = $5, ok_latency_ms = $6, ok_response = $7
+                     ok_status_code = $5, ok_latency_ms = $6, ok_response = $7,
+                     lease_until = CASE WHEN claimed_by = $8 THEN NULL ELSE lease_until END
                  WHERE id = $1 AND tries = $3::BIGINT - 1",
+            )
+            .await?;
+        let release = tx
+            .prepare_cached(
+                "UPDATE webhook_deliveries SET lease_until = NULL
+                 WHERE id = $1 AND claimed_by = $2 AND lease_until IS NOT NULL",
             )
             .await?;
         let attempt = tx
@@ -203,6 +214,7 @@ impl Shared {
                         &code,
                         &r.latency_ms,
                         &r.response,
+                        &r.claimant,
                     ],
                 )
                 .await?
@@ -216,6 +228,7 @@ impl Shared {
                         &r.tries,
                         &r.next_attempt_at,
                         &r.at,
+                        &r.claimant,
                     ],
                 )
                 .await?
@@ -223,6 +236,7 @@ impl Shared {
             if changed == 0 {
                 // Deleted meanwhile, or redelivered while in flight (the
                 // redelivery stands; the worker sends it again).
+                tx.execute(&release, &[&r.delivery.0, &r.claimant]).await?;
                 ack.superseded = true;
                 continue;
             }

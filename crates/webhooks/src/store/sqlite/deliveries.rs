@@ -1,4 +1,4 @@
-//! Delivery and attempt rows: the workers' pages, the listings,
+//! Delivery and attempt rows: the listings,
 //! redelivery, the purge, the pending count and what retention must keep.
 //! (Creating deliveries and recording attempts are the writer's own
 //! commands, in `writer`.)
@@ -7,7 +7,7 @@ use super::schema::POSITION;
 use super::writer::WriterCtx;
 use crate::error::WebhooksError;
 use crate::model::DeliveryStatus;
-use crate::store::{Attempt, Delivery, DeliveryId, Due, NotificationId, PURGE_CHUNK, Purged};
+use crate::store::{Attempt, Delivery, DeliveryId, NotificationId, PURGE_CHUNK, Purged};
 use crate::time::now_ms;
 use cds_events_log::Seq;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -124,35 +124,6 @@ pub(super) fn purge_step(
     })
 }
 
-/// The next deliveries a worker may send: pending, by due time (or, for an
-/// ordered notification, by id: sequence order), at most `limit`.
-pub(super) fn due(
-    conn: &Connection,
-    notification: NotificationId,
-    ordered: bool,
-    limit: usize,
-) -> Result<Vec<Due>, WebhooksError> {
-    let sql = if ordered {
-        "SELECT id, event_seq, event_id, attempts, tries, next_attempt_at FROM deliveries
-         WHERE notification_id = ?1 AND status = 'pending' ORDER BY id LIMIT ?2"
-    } else {
-        "SELECT id, event_seq, event_id, attempts, tries, next_attempt_at FROM deliveries
-         WHERE notification_id = ?1 AND status = 'pending' ORDER BY next_attempt_at, id LIMIT ?2"
-    };
-    let mut st = conn.prepare_cached(sql)?;
-    let rows = st.query_map(params![notification.0, limit as i64], |r| {
-        Ok(Due {
-            id: DeliveryId(r.get(0)?),
-            seq: seq(r.get(1)?),
-            event_id: r.get(2)?,
-            attempts: r.get(3)?,
-            tries: r.get(4)?,
-            next_attempt_at: r.get::<_, Option<i64>>(5)?.unwrap_or(0),
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
-}
-
 fn seq(stored: i64) -> Seq {
     Seq(stored.max(0) as u64)
 }
@@ -166,7 +137,7 @@ struct DeliveryRow {
 
 const DELIVERY_COLUMNS: &str =
     "id, event_id, event_seq, status, attempts, next_attempt_at, created_at, updated_at,
-     ok_status_code, ok_latency_ms, ok_response";
+     ok_status_code, ok_latency_ms, ok_response, tries";
 
 fn delivery_of(r: &Row<'_>) -> rusqlite::Result<DeliveryRow> {
     let status: String = r.get(3)?;
@@ -177,6 +148,7 @@ fn delivery_of(r: &Row<'_>) -> rusqlite::Result<DeliveryRow> {
             event_seq: seq(r.get(2)?),
             status: DeliveryStatus::parse(&status).unwrap_or(DeliveryStatus::Pending),
             attempts: r.get(4)?,
+            tries: r.get(11)?,
             next_attempt_at: r.get(5)?,
             created_at: r.get(6)?,
             updated_at: r.get(7)?,

@@ -8,10 +8,14 @@
 //! connections serves the workers' pages of due deliveries and the listings,
 //! concurrently with it (WAL readers never block the writer). Here is the
 //! SQL: the layout ([`schema`]), the notification rows ([`notifications`]),
-//! the deliveries ([`deliveries`]) and the outbox ([`outbox`]). SQLite's
+//! the deliveries ([`deliveries`]), the claims and their leases
+//! ([`claims`]) and the outbox ([`outbox`]). One process owns the file, so
+//! it is always the one that leads: [`NotificationStore::lead`] hands the
+//! lead to one holder at a time within the process. SQLite's
 //! errors become [`WebhooksError`]s here and nowhere else; nothing outside
 //! this folder names `rusqlite`.
 
+mod claims;
 mod deliveries;
 mod notifications;
 mod outbox;
@@ -19,8 +23,9 @@ mod schema;
 mod writer;
 
 use super::{
-    Attempt, AttemptResult, Delivery, DeliveryId, Due, Edit, Mirror, NewDelivery, NotificationId,
-    NotificationRecord, NotificationStore, OutboxEntry, Purged, RecordAck, StoreOptions,
+    Attempt, AttemptResult, Claim, Claimed, Delivery, DeliveryId, Edit, Lead, Mirror, NewDelivery,
+    NotificationId, NotificationRecord, NotificationStore, OutboxEntry, Purged, RecordAck,
+    StoreOptions,
 };
 use crate::crypto::{KeySource, Keyring};
 use crate::error::{WebhooksError, io_err};
@@ -32,6 +37,9 @@ use rusqlite::Connection;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use writer::{Cmd, WriterCtx};
 
 /// The file name of the database inside the data directory.
@@ -45,6 +53,10 @@ pub struct SqliteStore {
     writer: Writer<WriterCtx>,
     readers: ReaderPool,
     epoch: String,
+    /// One lead at a time.
+    lead: Arc<Semaphore>,
+    /// The last lead's term.
+    terms: AtomicI64,
 }
 
 /// For `?` in this folder's SQL; the driver's error is kept, boxed.
@@ -102,6 +114,8 @@ impl SqliteStore {
             mirror,
             live,
             disable_after_ms: crate::time::millis(options.disable_after),
+            term: 0,
+            leases: Default::default(),
             pending: 0,
         };
         ctx.add_pending(pending);
@@ -109,6 +123,8 @@ impl SqliteStore {
             writer: Writer::spawn("cds-events-webhooks-writer", 8192, ctx)?,
             readers: ReaderPool::new(&path, READERS, schema::reader_options()),
             epoch,
+            lead: Arc::new(Semaphore::new(1)),
+            terms: AtomicI64::new(0),
         })
     }
 
@@ -181,28 +197,68 @@ impl NotificationStore for SqliteStore {
         self.read(deliveries::position).await
     }
 
+    async fn lead(&self, _instance: &str) -> Result<Lead, WebhooksError> {
+        let held = Arc::clone(&self.lead)
+            .acquire_owned()
+            .await
+            .map_err(|_| WebhooksError::Closed)?;
+        let term = self.terms.fetch_add(1, Ordering::AcqRel) + 1;
+        self.call(move |ctx| {
+            ctx.term = term;
+            Ok(())
+        })
+        .await?;
+        // Never lost: no other process shares the file.
+        Ok(Lead::new(term, CancellationToken::new(), held))
+    }
+
     async fn create_deliveries(
         &self,
+        lead: &Lead,
         batch: Vec<NewDelivery>,
         position: Seq,
     ) -> Result<(), WebhooksError> {
-        self.writer
+        let term = lead.term();
+        let r = self
+            .writer
             .request(|reply| Cmd::Deliveries {
+                term,
                 batch,
                 position,
                 reply,
             })
-            .await
+            .await;
+        if matches!(r, Err(WebhooksError::LostLead)) {
+            lead.lose();
+        }
+        r
     }
 
-    async fn due(
+    async fn claim(&self, claim: Claim) -> Result<Claimed, WebhooksError> {
+        self.call(move |ctx| ctx.claim(&claim)).await
+    }
+
+    async fn renew(
         &self,
-        notification: NotificationId,
-        ordered: bool,
-        limit: usize,
-    ) -> Result<Vec<Due>, WebhooksError> {
-        self.read(move |c| deliveries::due(c, notification, ordered, limit))
-            .await
+        claimant: &str,
+        ids: Vec<DeliveryId>,
+        until: i64,
+    ) -> Result<(), WebhooksError> {
+        let claimant = claimant.to_owned();
+        self.call(move |ctx| {
+            ctx.renew(&claimant, &ids, until);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn release(&self, claimant: &str, ids: Vec<DeliveryId>) -> Result<(), WebhooksError> {
+        let claimant = claimant.to_owned();
+        self.call(move |ctx| {
+            ctx.release(&claimant, &ids);
+            Ok(())
+        })
+        .await
     }
 
     async fn record(&self, result: AttemptResult) -> Result<RecordAck, WebhooksError> {

@@ -92,6 +92,7 @@ impl WriterCtx {
         tx.commit()?;
         self.add_pending(-pending);
         self.live.remove(&n.id);
+        self.forget_leases(n.id);
         self.mirror.remove(n.id);
         Ok(())
     }

@@ -9,9 +9,11 @@
 //! after the commit. Every other change (notifications, delivery creation
 //! with the log position, key rotation) is a command of its own, run in
 //! order: the mirror is told here too, right after the commit, so the
-//! engine's memory follows the database in the same order. At close, what
-//! is queued still runs.
+//! engine's memory follows the database in the same order. Claims run here
+//! as well, against the leases this thread keeps (`claims`). At close,
+//! what is queued still runs.
 
+use super::claims::Leases;
 use super::notifications::{Which, open_one};
 use super::outbox::outbox_put;
 use super::schema::POSITION;
@@ -31,6 +33,8 @@ pub(super) type Reply<T> = cds_events_store::Reply<T, WebhooksError>;
 
 pub(super) enum Cmd {
     Deliveries {
+        /// The term of the lead the batch is written under.
+        term: i64,
         batch: Vec<NewDelivery>,
         position: Seq,
         reply: Reply<()>,
@@ -79,6 +83,10 @@ pub(super) struct WriterCtx {
     /// deletions are made, so it is exact without a lookup per row.
     pub live: HashSet<NotificationId>,
     pub disable_after_ms: i64,
+    /// The term of the latest lead: only its batches are written.
+    pub term: i64,
+    /// The leases of claimed deliveries.
+    pub leases: Leases,
     /// Pending deliveries. Every change of a delivery's status goes through
     /// this thread, so the count is kept exactly without ever counting rows.
     pub pending: i64,
@@ -105,7 +113,8 @@ impl Handler for WriterCtx {
         metrics::histogram!("cds_events_webhook_commit_group_results").record(n as f64);
         match r {
             Ok(acks) => {
-                for ((_, reply), ack) in group.into_iter().zip(acks) {
+                for ((result, reply), ack) in group.into_iter().zip(acks) {
+                    self.end_lease(result.notification, result.delivery, &result.claimant);
                     let _ = reply.send(Ok(ack));
                 }
             }
@@ -122,11 +131,17 @@ impl Handler for WriterCtx {
     fn run(&mut self, cmd: Cmd) {
         match cmd {
             Cmd::Deliveries {
+                term,
                 batch,
                 position,
                 reply,
             } => {
-                let _ = reply.send(self.insert_deliveries(&batch, position));
+                let r = if term == self.term {
+                    self.insert_deliveries(&batch, position)
+                } else {
+                    Err(WebhooksError::LostLead)
+                };
+                let _ = reply.send(r);
             }
             Cmd::Call(f) => f(self),
         }
@@ -181,6 +196,10 @@ impl WriterCtx {
         tx.commit()?;
         if inserted > 0 {
             self.add_pending(inserted);
+            let mut due: Vec<NotificationId> = rows.iter().map(|r| NotificationId(r.0)).collect();
+            due.sort_unstable();
+            due.dedup();
+            self.mirror.due(&due);
         }
         Ok(())
     }
