@@ -1,7 +1,8 @@
 //! Integration tests of cds-events-webhooks: a real SQLite log, the real
 //! service (its store SQLite, or PostgreSQL in `postgres`), loopback
-//! receivers.
+//! receivers; in `cluster`, several instances on one PostgreSQL database.
 
+mod cluster;
 mod crud;
 mod delivery;
 mod durability;

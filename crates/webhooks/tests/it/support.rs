@@ -269,6 +269,8 @@ pub enum Reply {
     Hang,
     /// Answers 204 once the switch is on.
     HoldUntil(Switch),
+    /// Answers this status after this long.
+    After(Duration, u16),
 }
 
 type Script = dyn Fn(usize, &Received) -> Reply + Send + Sync;
@@ -276,6 +278,9 @@ type Script = dyn Fn(usize, &Received) -> Reply + Send + Sync;
 struct ReceiverState {
     requests: Mutex<Vec<Received>>,
     count: AtomicUsize,
+    /// Requests being answered now, and the most at once.
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
     arrived: Notify,
     script: Box<Script>,
 }
@@ -345,6 +350,8 @@ impl Receiver {
         let state = Arc::new(ReceiverState {
             requests: Mutex::new(Vec::new()),
             count: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            max_in_flight: AtomicUsize::new(0),
             arrived: Notify::new(),
             script: Box::new(script),
         });
@@ -363,6 +370,11 @@ impl Receiver {
             port,
             state,
         }
+    }
+
+    /// The most requests it was answering at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.state.max_in_flight.load(Ordering::SeqCst)
     }
 
     pub fn requests(&self) -> Vec<Received> {
@@ -397,6 +409,16 @@ async fn handle(
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
     };
+    let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    state.max_in_flight.fetch_max(now, Ordering::SeqCst);
+    // Counted out however the request ends (a sender gone mid-request).
+    struct Out<'a>(&'a AtomicUsize);
+    impl Drop for Out<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let _out = Out(&state.in_flight);
     let n = state.count.fetch_add(1, Ordering::SeqCst);
     let reply = (state.script)(n, &r);
     state.requests.lock().expect("lock").push(r);
@@ -415,6 +437,10 @@ async fn handle(
         Reply::HoldUntil(switch) => {
             switch.turned_on().await;
             204
+        }
+        Reply::After(wait, code) => {
+            tokio::time::sleep(wait).await;
+            code
         }
     };
     (
