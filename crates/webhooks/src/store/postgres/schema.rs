@@ -29,7 +29,7 @@ pub(super) const DUE_CHANNEL: &str = "cds_events_webhook_due";
 
 /// The same tables as SQLite's `webhooks.db`, and the same indexes for the
 /// same reasons:
-/// - `webhook_deliveries_due` (partial, pending rows only): a worker's page
+/// - `webhook_deliveries_due` (partial, pending rows only): a worker's claim
 ///   of due deliveries, in due order, without sorting its whole backlog;
 /// - `webhook_deliveries_by_status`: listing a notification's deliveries of
 ///   one status newest first, an ordered notification's oldest pending one,

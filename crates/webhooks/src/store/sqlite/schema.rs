@@ -31,7 +31,7 @@ pub(crate) const EPOCH: MetaKey<String> = MetaKey::new("epoch");
 pub(crate) const POSITION: MetaKey<i64> = MetaKey::new("position");
 
 /// Why each index exists:
-/// - `deliveries_due` (partial, pending rows only): a worker's page of due
+/// - `deliveries_due` (partial, pending rows only): a worker's claim of due
 ///   deliveries, in due order, without sorting its whole backlog; rows leave
 ///   it when they are done, so it stays the size of the backlog;
 /// - `deliveries_by_status`: listing a notification's deliveries of one
