@@ -189,7 +189,10 @@ impl Server {
         // stream with a message saying where to resume.
         let hub_shutdown = CancellationToken::new();
         let hub = cds_events_hub::Hub::start(Arc::clone(&log), hub_shutdown.clone());
-        let webhooks = stores::open_webhooks(&config, Arc::clone(&log)).await?;
+        // One name for this process: in /mon/status and on its webhook
+        // claims.
+        let instance = state::instance_id();
+        let webhooks = stores::open_webhooks(&config, &instance, Arc::clone(&log)).await?;
         let consumers = DurableConsumers::default();
         consumers.register(Arc::new(webhooks.clone()));
         let bridge = bridge(&config)?;
@@ -202,7 +205,7 @@ impl Server {
             config: Arc::new(config),
             metrics: metrics_handle(),
             started: Instant::now(),
-            instance: state::instance_id().into(),
+            instance: instance.into(),
             connections: Arc::new(tokio::sync::Semaphore::new(config_max_connections)),
             webhooks,
             bridge,

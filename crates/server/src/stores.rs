@@ -32,14 +32,16 @@ pub async fn open_log(config: &Config) -> Result<Arc<dyn EventLog>, ServerError>
 }
 
 /// Opens the notifications store and its engine (nothing is sent until
-/// `run`).
+/// `run`); on PostgreSQL, `instance` names this process among those sharing
+/// it (its lead and its claims go by it).
 pub async fn open_webhooks(
     config: &Config,
+    instance: &str,
     log: Arc<dyn EventLog>,
 ) -> Result<Webhooks, ServerError> {
     let wc = config.webhooks.clone();
     if let Some(pg) = config.storage.postgres() {
-        return Ok(Webhooks::open_postgres(&pg, log, wc).await?);
+        return Ok(Webhooks::open_postgres(&pg, instance, log, wc).await?);
     }
     let dir = config.data_dir.clone();
     // SQLite, the key file and re-encryption: off the async workers.
@@ -65,7 +67,8 @@ pub async fn open_auth(config: &Config) -> Result<TokenStore, ServerError> {
 /// instances starting together migrate once). Answers the backend's name.
 pub async fn migrate(config: &Config) -> Result<&'static str, ServerError> {
     let log = open_log(config).await?;
-    let webhooks = open_webhooks(config, Arc::clone(&log)).await?;
+    // Opened, never run: it takes no lead and claims nothing.
+    let webhooks = open_webhooks(config, "migrate", Arc::clone(&log)).await?;
     open_auth(config).await?;
     webhooks.close().await?;
     log.close().await?;
