@@ -428,7 +428,8 @@ async fn a_lead_whose_session_ends_passes_on_and_its_holder_writes_nothing_more(
         .expect("conn")
         .execute(
             "SELECT pg_terminate_backend(pid) FROM pg_locks
-             WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()",
+             WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             &[],
         )
         .await

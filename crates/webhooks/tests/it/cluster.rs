@@ -103,7 +103,8 @@ impl Node {
             let left: i64 = conn
                 .query_one(
                     "SELECT count(*) FROM (SELECT pg_terminate_backend(pid)
-                     FROM pg_stat_activity WHERE application_name = $1) AS t",
+                     FROM pg_stat_activity
+                     WHERE application_name = $1 AND datname = current_database()) AS t",
                     &[&self.name],
                 )
                 .await
