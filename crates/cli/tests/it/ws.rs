@@ -349,7 +349,8 @@ fn sse_round(s: &TestServer, round: u64) -> (std::time::Duration, u64, u64) {
             })
             .collect();
         let (status, out) = s.post_json(&json!(batch));
-        assert_eq!(status, 200);
+        // 80 MB a round: a full disk shows here, so say what the server said.
+        assert_eq!(status, 200, "{out}\n{}", s.logs_tail(20));
         let now = Instant::now();
         acked.extend(
             out["events"]
