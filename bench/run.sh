@@ -5,11 +5,14 @@
 #   bash bench/run.sh                 # everything (~5 min, ~10 GB of disk)
 #   EVENTS_10M=2000000 bash bench/run.sh   # a smaller log for the read phase
 #   PHASES="streams webhooks" bash bench/run.sh   # some phases only
+#   PHASES=ids bash bench/run.sh      # batch ingest, v7 against v4 ids, 10M log
 #
 # Phases: ingest (batch, single-event), read (10M log), streams (1 SSE at
 # 20k/s, 10,000 websockets at 1 %, 1,000 websockets x 1,000/s), webhooks
 # (deliveries across 50 endpoints; batch and single-event ingest with and
-# without 50 notifications).
+# without 50 notifications), ids (batch ingest into a log of EVENTS_10M
+# events, time-ordered v7 ids against random v4 ids as CDS sends them; not
+# in the default set: it writes two such logs).
 #
 # Prints one line per phase; BENCHMARKS.md records the results.
 set -euo pipefail
@@ -125,4 +128,20 @@ ingest_pair "batch ingest as fast as possible (500 events/request, 8 connections
   --events 1000000 --batch 500 --connections 8
 ingest_pair "single-event ingest (1 event/request, 64 connections, 300k events)" \
   --events 300000 --batch 1 --connections 64
+fi
+
+if want ids; then
+# The rate that matters is the one once the log is large: fill all but the
+# last million, then time the last million, for each kind of id in turn.
+rate_of() { python3 -c 'import json,sys; print(round(json.load(sys.stdin)["per_second"]))'; }
+declare -A RATE
+for kind in v7 v4; do
+  start
+  echo "== ids: batch ingest with $kind ids (500 events/request, 8 connections), log of $LOG_EVENTS events"
+  FILL=$(sim --ids "$kind" --events $((LOG_EVENTS - 1000000)) --batch 500 --connections 8 --json | rate_of)
+  RATE[$kind]=$(sim --ids "$kind" --events 1000000 --batch 500 --connections 8 --seed 2 --json | rate_of)
+  echo "   fill: $FILL events/s; the last 1M: ${RATE[$kind]} events/s; server peak RSS: $(peak_rss_mb) MB"
+  stop
+done
+python3 -c "print('   v4 / v7 over the last 1M: %.2f' % (${RATE[v4]} / ${RATE[v7]}))"
 fi

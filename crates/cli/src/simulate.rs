@@ -11,7 +11,7 @@ mod traffic;
 mod webhooks;
 
 use publisher::Publisher;
-use traffic::{TEMPLATES_PER_CONNECTION, Templates, Traffic, project_key};
+use traffic::{IdKind, TEMPLATES_PER_CONNECTION, Templates, Traffic, project_key};
 
 use crate::ServerArgs;
 use anyhow::{Context, bail};
@@ -63,6 +63,10 @@ pub struct SimulateArgs {
     /// Approximate size of each event's JSON, bytes.
     #[arg(long, default_value_t = 600)]
     event_bytes: usize,
+    /// Event ids: time-ordered UUID v7, or random UUID v4 as CDS's Go
+    /// producers send them.
+    #[arg(long, value_enum, default_value = "v7")]
+    ids: IdKind,
     /// Random seed, for repeatable traffic.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -231,7 +235,7 @@ async fn ingest(a: SimulateArgs) -> anyhow::Result<()> {
             a.event_bytes,
             a.seed.wrapping_mul(1000).wrapping_add(w as u64),
         );
-        let mut templates = Templates::new(&mut traffic, TEMPLATES_PER_CONNECTION);
+        let mut templates = Templates::new(&mut traffic, TEMPLATES_PER_CONNECTION, a.ids);
         let batch = a.batch;
         let mut sender = Publisher::new(&a.server, client)?;
         let acks = acks.clone();

@@ -15,14 +15,25 @@ pub(super) const TEMPLATES_PER_CONNECTION: usize = 8192;
 /// Pre-rendered events, each kept as the JSON between its id and its
 /// timestamp. Sending one costs a fresh UUID v7, a clock read and a copy, so
 /// every event sent is still unique and current.
+/// (The id may be random instead: `--ids v4`.)
 pub(super) struct Templates {
     /// Each event's JSON between id and timestamp, and its project's index.
     middles: Vec<(String, u16)>,
     next: usize,
+    ids: IdKind,
+}
+
+/// Which UUIDs the events carry.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(super) enum IdKind {
+    /// Time-ordered (what `cds-events publish` and the client crate make).
+    V7,
+    /// Random, as CDS's Go producers make them (`uuid.New()`).
+    V4,
 }
 
 impl Templates {
-    pub(super) fn new(traffic: &mut Traffic, n: usize) -> Self {
+    pub(super) fn new(traffic: &mut Traffic, n: usize, ids: IdKind) -> Self {
         const ID_KEY: &str = r#"{"id":""#;
         const TS_KEY: &str = r#""timestamp":""#;
         let middles = (0..n)
@@ -42,14 +53,22 @@ impl Templates {
                 (json[start..end].to_owned(), project)
             })
             .collect();
-        Templates { middles, next: 0 }
+        Templates {
+            middles,
+            next: 0,
+            ids,
+        }
     }
 
     /// Writes the next event; answers its project's index.
     pub(super) fn write(&mut self, out: &mut String) -> u16 {
         let (middle, project) = &self.middles[self.next];
         out.push_str(r#"{"id":""#);
-        out.push_str(&uuid::Uuid::now_v7().to_string());
+        let id = match self.ids {
+            IdKind::V7 => uuid::Uuid::now_v7(),
+            IdKind::V4 => uuid::Uuid::new_v4(),
+        };
+        out.push_str(&id.to_string());
         out.push_str(middle);
         out.push_str(&Timestamp::now().to_go_string());
         out.push_str("\"}");
