@@ -476,6 +476,11 @@ pub async fn reopening_keeps_events_and_sequence_continues(h: &dyn Harness) {
     for a in &first {
         assert_eq!(log.get(&a.id).await.expect("get").expect("kept").seq, a.seq);
     }
+    // Ids stored before the reopen are still known: a retry is a duplicate.
+    let mut again = event(EventType::ProjectCreated, "A", 0);
+    again.id = first[1].id.clone();
+    let retry = log.append(batch([again])).await.expect("append");
+    assert_eq!((retry[0].seq, retry[0].duplicate), (first[1].seq, true));
     assert_eq!(
         log.consumer_position("sink-a").await.expect("position"),
         Some(Seq(2))

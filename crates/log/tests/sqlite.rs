@@ -219,21 +219,49 @@ async fn a_database_of_the_previous_build_opens_and_continues() {
     log.close().await.expect("close");
 }
 
+/// Version 1 kept a unique index on the id; version 2 finds ids by a hash
+/// within each sequence block. The stored ids are hashed once at open and
+/// stay unique: a retry of a stored event is still a duplicate.
+#[tokio::test]
+async fn a_version_1_log_with_events_keeps_its_ids_unique() {
+    let h = Sqlite::new();
+    previous_build_db(h.dir.path(), 1);
+    let stored = event(EventType::ProjectCreated, "P", 1);
+    {
+        let conn = rusqlite::Connection::open(h.dir.path().join(cds_events_log::sqlite::DB_FILE))
+            .expect("open");
+        conn.execute(
+            "INSERT INTO events(seq, id, stream, ts, body) VALUES (41, ?1, 1, 0, ?2)",
+            rusqlite::params![stored.id, stored.to_json()],
+        )
+        .expect("a stored event");
+    }
+    let log = SqliteLog::open(h.dir.path(), SqliteOptions::default()).expect("open");
+    let got = log.get(&stored.id).await.expect("get").expect("found");
+    assert_eq!(got.seq, cds_events_log::Seq(41));
+    let retry = log
+        .append(vec![NewEvent::from(stored.clone())])
+        .await
+        .expect("append");
+    assert_eq!((retry[0].seq.0, retry[0].duplicate), (41, true));
+    log.close().await.expect("close");
+}
+
 #[tokio::test]
 async fn a_database_of_a_newer_build_is_refused_naming_it() {
     let h = Sqlite::new();
-    previous_build_db(h.dir.path(), 2);
+    previous_build_db(h.dir.path(), 3);
     let e = SqliteLog::open(h.dir.path(), SqliteOptions::default()).expect_err("refused");
     match &e {
         cds_events_log::LogError::SchemaTooNew { path, found, known } => {
             assert_eq!(path.file_name(), Some(std::ffi::OsStr::new("events.db")));
-            assert_eq!((*found, *known), (2, 1));
+            assert_eq!((*found, *known), (3, 2));
         }
         other => panic!("unexpected error: {other}"),
     }
     assert!(
         e.to_string()
-            .contains("events.db has schema version 2, this build knows 1"),
+            .contains("events.db has schema version 3, this build knows 2"),
         "{e}"
     );
 }

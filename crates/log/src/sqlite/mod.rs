@@ -8,6 +8,7 @@
 //! writes and the query planner (`query.rs`). SQLite's errors never leave this
 //! module: they become [`LogError`]s in `log_error`.
 
+mod ids;
 mod query;
 mod schema;
 mod writer;
@@ -97,6 +98,7 @@ pub struct SqliteLog {
     writer: Writer<LogWriter>,
     head: watch::Receiver<Seq>,
     readers: ReaderPool,
+    ids: Arc<ids::IdFilter>,
     query_budget: std::time::Duration,
     checkpointer: Checkpointer,
 }
@@ -133,6 +135,8 @@ impl SqliteLog {
             },
         )?;
         schema::LAYOUT.apply(&conn)?;
+        conn.execute_batch(schema::ID_INDEX)?;
+        let ids = Arc::new(ids::IdFilter::load(&conn)?);
         let max_seq: i64 =
             conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
         let last_seq = schema::LAST_SEQ.get(&conn)?.unwrap_or(0).max(max_seq);
@@ -158,6 +162,7 @@ impl SqliteLog {
             streams,
             next_seq: last_seq as u64 + 1,
             count,
+            ids: ids.clone(),
             head: head_tx,
         };
         let writer = Writer::spawn("cds-events-log-writer", 4096, writer)?;
@@ -177,6 +182,7 @@ impl SqliteLog {
             writer,
             head: head_rx,
             readers,
+            ids,
             query_budget: opts.query_budget,
             checkpointer,
         })
@@ -242,17 +248,12 @@ impl EventLog for SqliteLog {
 
     async fn get(&self, id: &str) -> Result<Option<StoredEvent>, LogError> {
         let id = id.to_owned();
+        let ids = self.ids.clone();
         self.read(move |c| {
-            Ok(
-                c.prepare_cached("SELECT seq, body FROM events WHERE id = ?1")?
-                    .query_row([id], |r| {
-                        Ok(StoredEvent {
-                            seq: Seq(r.get::<_, i64>(0)? as u64),
-                            json: Arc::from(r.get::<_, String>(1)?),
-                        })
-                    })
-                    .optional()?,
-            )
+            Ok(ids.get(c, &id)?.map(|(seq, body)| StoredEvent {
+                seq: Seq(seq as u64),
+                json: Arc::from(body),
+            }))
         })
         .await
     }

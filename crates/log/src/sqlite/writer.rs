@@ -10,11 +10,13 @@
 //!
 //! [`Writer`]: cds_events_store::Writer
 
+use super::ids::{IdFilter, id_hash};
 use super::schema::{BLOCK_SHIFT, LAST_SEQ, run_hash};
 use crate::{Appended, NewEvent, Retention, Seq};
 use cds_events_store::{Error, Handler};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::watch;
 
@@ -49,6 +51,8 @@ pub(crate) struct LogWriter {
     pub streams: HashMap<(String, &'static str), i64>,
     pub next_seq: u64,
     pub count: i64,
+    /// Which blocks may hold an id (shared with the readers).
+    pub ids: Arc<IdFilter>,
     pub head: watch::Sender<Seq>,
 }
 
@@ -149,6 +153,7 @@ impl LogWriter {
             let mut out = Vec::with_capacity(requests.len());
             let mut ctx = InsertCtx {
                 next_seq: &mut self.next_seq,
+                ids: &self.ids,
                 zones: &mut zone_rows,
                 streams: &mut self.streams,
                 new_streams: &mut new_streams,
@@ -258,6 +263,7 @@ impl LogWriter {
         // purge empties the table.
         LAST_SEQ.set(&tx, &(self.next_seq as i64 - 1))?;
         tx.commit()?;
+        self.ids.purged_below((bound as u64 + 1) >> BLOCK_SHIFT);
         self.count -= deleted;
         metrics::counter!("cds_events_purged_total").increment(deleted as u64);
         Ok(deleted as u64)
@@ -266,6 +272,7 @@ impl LogWriter {
 
 struct InsertCtx<'a> {
     next_seq: &'a mut u64,
+    ids: &'a IdFilter,
     zones: &'a mut Vec<(u64, i64)>,
     streams: &'a mut HashMap<(String, &'static str), i64>,
     new_streams: &'a mut Vec<(String, &'static str)>,
@@ -294,34 +301,35 @@ fn insert_request(
     ctx: &mut InsertCtx<'_>,
 ) -> Result<Vec<Appended>, Error> {
     let mut insert = conn.prepare_cached(
-        "INSERT INTO events(seq, id, stream, ts, run, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT(id) DO NOTHING",
+        "INSERT INTO events(seq, id, stream, ts, run, body, idh) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
-    let mut existing = conn.prepare_cached("SELECT seq FROM events WHERE id = ?1")?;
     let mut out = Vec::with_capacity(events.len());
     for ne in events {
         let e = &ne.event;
-        let seq = *ctx.next_seq;
-        let ts = e.timestamp.unix_nanos();
-        let stream = stream_id(conn, ctx, &e.project_key, e.event_type.as_str())?;
-        let run = (!e.workflow_run_id.is_empty()).then(|| run_hash(&e.workflow_run_id));
-        let changed = insert.execute(params![seq as i64, e.id, stream, ts, run, ne.json])?;
-        if changed == 1 {
-            *ctx.next_seq += 1;
-            ctx.zones.push((seq, ts));
-            out.push(Appended {
-                id: e.id.clone(),
-                seq: Seq(seq),
-                duplicate: false,
-            });
-        } else {
-            let original: i64 = existing.query_row([&e.id], |r| r.get(0))?;
+        // Ids are unique because this one thread checks before it inserts
+        // (an id earlier in the same transaction included).
+        let key = id_hash(&e.id);
+        if let Some(original) = ctx.ids.find_hashed(conn, key, &e.id)? {
             out.push(Appended {
                 id: e.id.clone(),
                 seq: Seq(original as u64),
                 duplicate: true,
             });
+            continue;
         }
+        let seq = *ctx.next_seq;
+        let ts = e.timestamp.unix_nanos();
+        let stream = stream_id(conn, ctx, &e.project_key, e.event_type.as_str())?;
+        let run = (!e.workflow_run_id.is_empty()).then(|| run_hash(&e.workflow_run_id));
+        insert.execute(params![seq as i64, e.id, stream, ts, run, ne.json, key])?;
+        ctx.ids.insert(key, seq);
+        *ctx.next_seq += 1;
+        ctx.zones.push((seq, ts));
+        out.push(Appended {
+            id: e.id.clone(),
+            seq: Seq(seq),
+            duplicate: false,
+        });
     }
     Ok(out)
 }

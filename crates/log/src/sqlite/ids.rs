@@ -1,0 +1,347 @@
+//! Finding an event by its id without a B-tree keyed by random ids.
+//!
+//! CDS's producers make UUID v4 ids: random. A unique index on them puts
+//! every insert at a random place of a large B-tree, dirtying one page per
+//! event once the index outgrows the cache (BENCHMARKS.md: the table fell
+//! to a third of its rate). So ids are indexed like everything else here,
+//! by sequence block first: `events_block_idh` on `(seq >> 14, idh)`, where
+//! `idh` is a 63-bit hash of the id ([`id_hash`]). Appends then write only
+//! the newest block's pages.
+//!
+//! That index alone cannot say where an id is, only whether it is in a given
+//! block. [`IdFilter`] says which blocks may hold it: a blocked Bloom filter
+//! per *generation* of events (a run of sequence numbers; each generation
+//! twice the size of the one before, so a 10M-event log has a handful),
+//! held in memory and rebuilt from the index at open. An id no generation
+//! may hold is new, which is what nearly every append asks; otherwise the
+//! blocks of the generations that may hold it are probed, newest first (a
+//! retried batch finds its events in the newest block). A false positive
+//! (about 1 in 7,000 per generation) costs a probe of that generation's
+//! blocks, one index seek each.
+//!
+//! Memory: 24 bits per event (30 MB for 10M events), freed only by a
+//! restart after a purge (purged ids stay in the filter as false positives).
+
+use super::schema::BLOCK_SHIFT;
+use cds_events_store::Error;
+use rusqlite::{Connection, OptionalExtension};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+/// The first generation's capacity; each next one doubles.
+const FIRST_GENERATION: u64 = 1 << 20;
+/// Filter bits per event.
+const BITS_PER_EVENT: u64 = 24;
+/// Bits set per event, all in one 512-bit (cache-line) block.
+const BITS_PER_KEY: u64 = 8;
+const WORDS_PER_BLOCK: usize = 8;
+
+/// The stored hash of an id: FNV-1a 64, mixed (splitmix64's finalizer) so
+/// that every bit depends on every byte, then cut to 63 bits (SQLite's
+/// integers are signed). Stored on disk: never change it.
+pub(crate) fn id_hash(id: &str) -> i64 {
+    (mix(super::schema::fnv1a(id.as_bytes())) >> 1) as i64
+}
+
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Which sequence blocks may hold an id. Shared by the writer (which adds
+/// every id before its commit) and the readers.
+#[derive(Default)]
+pub(crate) struct IdFilter {
+    generations: RwLock<Vec<Arc<Generation>>>,
+    /// Blocks below this one were purged: never probed.
+    oldest_block: AtomicU64,
+}
+
+struct Generation {
+    first_block: u64,
+    last_block: AtomicU64,
+    capacity: u64,
+    len: AtomicU64,
+    words: Box<[AtomicU64]>,
+}
+
+/// Sizes only: the bits would fill a screen.
+impl std::fmt::Debug for IdFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let generations: Vec<(u64, u64)> = read(&self.generations)
+            .iter()
+            .map(|g| (g.len.load(Ordering::Relaxed), g.capacity))
+            .collect();
+        f.debug_struct("IdFilter")
+            .field("generations (len, capacity)", &generations)
+            .finish()
+    }
+}
+
+impl Generation {
+    fn new(first_block: u64, capacity: u64) -> Generation {
+        let blocks = (capacity * BITS_PER_EVENT).div_ceil(64 * WORDS_PER_BLOCK as u64);
+        let words = (0..blocks as usize * WORDS_PER_BLOCK)
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        Generation {
+            first_block,
+            last_block: AtomicU64::new(first_block),
+            capacity,
+            len: AtomicU64::new(0),
+            words,
+        }
+    }
+
+    /// The word and bit of each of the key's bits: one cache line chosen by
+    /// the top of the hash, positions within it by 9-bit slices of a second
+    /// mix (independent slices: an arithmetic progression of positions
+    /// doubled the false positives).
+    fn bits(&self, key: i64) -> impl Iterator<Item = (usize, u64)> + '_ {
+        let h = key as u64;
+        let blocks = (self.words.len() / WORDS_PER_BLOCK) as u64;
+        // The hash has 63 bits: its top 32 pick the block.
+        let block = ((((h >> 31) & 0xffff_ffff) * blocks) >> 32) as usize;
+        let mut x = mix(h);
+        let mut slices = 7;
+        (0..BITS_PER_KEY).map(move |_| {
+            if slices == 0 {
+                x = mix(x.wrapping_add(h));
+                slices = 7;
+            }
+            let bit = x & 511;
+            x >>= 9;
+            slices -= 1;
+            (
+                block * WORDS_PER_BLOCK + (bit / 64) as usize,
+                1u64 << (bit % 64),
+            )
+        })
+    }
+
+    fn insert(&self, key: i64, block: u64) {
+        for (word, mask) in self.bits(key) {
+            self.words[word].fetch_or(mask, Ordering::Release);
+        }
+        self.last_block.fetch_max(block, Ordering::Release);
+        self.len.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn may_hold(&self, key: i64) -> bool {
+        self.bits(key)
+            .all(|(word, mask)| self.words[word].load(Ordering::Acquire) & mask != 0)
+    }
+}
+
+impl IdFilter {
+    /// The filter of the ids stored in `conn`'s log, read from the index
+    /// (a scan of the index alone, not of the events).
+    pub(crate) fn load(conn: &Connection) -> Result<IdFilter, Error> {
+        let (count, first): (i64, i64) = conn.query_row(
+            "SELECT COUNT(*), COALESCE(MIN(seq), 0) FROM events",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let filter = IdFilter::default();
+        let first_block = first as u64 >> BLOCK_SHIFT;
+        filter.oldest_block.store(first_block, Ordering::Relaxed);
+        if count > 0 {
+            let capacity = (count as u64).next_power_of_two().max(FIRST_GENERATION);
+            let generation = Generation::new(first_block, capacity);
+            let mut st = conn.prepare(
+                "SELECT seq >> 14, idh FROM events INDEXED BY events_block_idh ORDER BY seq >> 14",
+            )?;
+            let mut rows = st.query([])?;
+            while let Some(row) = rows.next()? {
+                generation.insert(row.get(1)?, row.get::<_, i64>(0)? as u64);
+            }
+            write(&filter.generations).push(Arc::new(generation));
+        }
+        Ok(filter)
+    }
+
+    /// Adds an id about to be stored at `seq`.
+    pub(crate) fn insert(&self, key: i64, seq: u64) {
+        let block = seq >> BLOCK_SHIFT;
+        let current = read(&self.generations).last().cloned();
+        let generation = match current {
+            Some(g) if g.len.load(Ordering::Relaxed) < g.capacity => g,
+            full => {
+                let capacity = full.map_or(FIRST_GENERATION, |g| g.capacity * 2);
+                let g = Arc::new(Generation::new(block, capacity));
+                write(&self.generations).push(g.clone());
+                g
+            }
+        };
+        generation.insert(key, block);
+    }
+
+    /// Blocks below `block` were purged.
+    pub(crate) fn purged_below(&self, block: u64) {
+        self.oldest_block.fetch_max(block, Ordering::Relaxed);
+    }
+
+    /// The block ranges (first, last) that may hold `key`, newest first.
+    fn candidates(&self, key: i64) -> Vec<(u64, u64)> {
+        let oldest = self.oldest_block.load(Ordering::Relaxed);
+        read(&self.generations)
+            .iter()
+            .rev()
+            .filter(|g| g.last_block.load(Ordering::Acquire) >= oldest && g.may_hold(key))
+            .map(|g| {
+                (
+                    g.first_block.max(oldest),
+                    g.last_block.load(Ordering::Acquire),
+                )
+            })
+            .collect()
+    }
+
+    /// The sequence number of the stored event with this id, if any: the
+    /// filter first, then one index seek per block that may hold it.
+    pub(crate) fn find(&self, conn: &Connection, id: &str) -> Result<Option<i64>, Error> {
+        self.find_hashed(conn, id_hash(id), id)
+    }
+
+    /// [`find`](Self::find) with the id's hash already known.
+    pub(crate) fn find_hashed(
+        &self,
+        conn: &Connection,
+        key: i64,
+        id: &str,
+    ) -> Result<Option<i64>, Error> {
+        let ranges = self.candidates(key);
+        if ranges.is_empty() {
+            return Ok(None);
+        }
+        metrics::counter!("cds_events_id_probes_total").increment(1);
+        let mut st = conn.prepare_cached(
+            "SELECT seq, id FROM events INDEXED BY events_block_idh
+             WHERE seq >> 14 = ?1 AND idh = ?2",
+        )?;
+        for (first, last) in ranges {
+            for block in (first..=last).rev() {
+                let mut rows = st.query(rusqlite::params![block as i64, key])?;
+                while let Some(row) = rows.next()? {
+                    if row.get_ref(1)? == rusqlite::types::ValueRef::Text(id.as_bytes()) {
+                        return Ok(Some(row.get(0)?));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The stored event with this id: its sequence number and body.
+    pub(crate) fn get(&self, conn: &Connection, id: &str) -> Result<Option<(i64, String)>, Error> {
+        let Some(seq) = self.find(conn, id)? else {
+            return Ok(None);
+        };
+        Ok(conn
+            .prepare_cached("SELECT body FROM events WHERE seq = ?1")?
+            .query_row([seq], |r| r.get(0))
+            .optional()?
+            .map(|body| (seq, body)))
+    }
+}
+
+/// The generations stay consistent under a panic elsewhere: a poisoned lock
+/// is taken as is.
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_inserted_key_is_always_found_and_few_others_are() {
+        let g = Generation::new(0, 100_000);
+        for i in 0..100_000u32 {
+            g.insert(id_hash(&format!("in-{i}")), 0);
+        }
+        assert!((0..100_000).all(|i| g.may_hold(id_hash(&format!("in-{i}")))));
+        let false_positives = (0..1_000_000)
+            .filter(|i| g.may_hold(id_hash(&format!("out-{i}"))))
+            .count();
+        // 24 bits per key, 8 set in a cache line: about 1 in 7,000.
+        eprintln!("{false_positives} false positives in 1M");
+        assert!(false_positives < 300, "{false_positives} false positives");
+    }
+
+    #[test]
+    fn generations_double_and_each_keeps_its_blocks() {
+        let f = IdFilter::default();
+        let n = FIRST_GENERATION + 10;
+        for seq in 1..=n {
+            f.insert(id_hash(&seq.to_string()), seq);
+        }
+        let gens = read(&f.generations);
+        assert_eq!(gens.len(), 2);
+        assert_eq!(gens[1].capacity, 2 * FIRST_GENERATION);
+        assert_eq!(gens[1].first_block, (FIRST_GENERATION + 1) >> BLOCK_SHIFT);
+        drop(gens);
+        let last = f.candidates(id_hash(&n.to_string()));
+        assert_eq!(last[0].1, n >> BLOCK_SHIFT, "{last:?}");
+        let oldest = n >> BLOCK_SHIFT;
+        f.purged_below(oldest);
+        assert!(
+            f.candidates(id_hash("1"))
+                .iter()
+                .all(|(first, _)| *first >= oldest),
+            "purged blocks are never probed"
+        );
+    }
+
+    fn log_with(rows: &[(i64, &str, i64)]) -> Connection {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch(
+            "CREATE TABLE events (seq INTEGER PRIMARY KEY, id TEXT NOT NULL, body TEXT NOT NULL,
+                                  idh INTEGER NOT NULL);
+             CREATE INDEX events_block_idh ON events(seq >> 14, idh);",
+        )
+        .expect("schema");
+        for (seq, id, idh) in rows {
+            conn.execute(
+                "INSERT INTO events VALUES (?1, ?2, 'body', ?3)",
+                rusqlite::params![seq, id, idh],
+            )
+            .expect("insert");
+        }
+        conn
+    }
+
+    #[test]
+    fn ids_are_found_in_any_block_and_told_apart_from_colliding_hashes() {
+        // Two ids made to share a hash, in blocks far apart; a third id whose
+        // filter bits are set but which was never stored (a false positive).
+        let far = 5u64 << BLOCK_SHIFT;
+        let key = id_hash("a");
+        let conn = log_with(&[(1, "a", key), (far as i64, "b", key)]);
+        let filter = IdFilter::load(&conn).expect("load");
+        filter.insert(id_hash("ghost"), far);
+        assert_eq!(filter.find(&conn, "a").expect("find"), Some(1));
+        assert_eq!(
+            filter.find_hashed(&conn, key, "b").expect("find"),
+            Some(far as i64)
+        );
+        assert_eq!(filter.find(&conn, "ghost").expect("find"), None);
+        assert_eq!(filter.find(&conn, "never").expect("find"), None);
+        assert_eq!(
+            filter.get(&conn, "a").expect("get"),
+            Some((1, "body".to_owned()))
+        );
+    }
+
+    #[test]
+    fn the_stored_hash_never_changes() {
+        // On disk in every log: a new build must compute the same values.
+        assert_eq!(id_hash(""), 0x7a95_0af4_d4da_f44d);
+    }
+}
