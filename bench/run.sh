@@ -135,7 +135,7 @@ if want ids; then
 # last million, then time the last million, for each kind of id in turn.
 rate_of() { python3 -c 'import json,sys; print(round(json.load(sys.stdin)["per_second"]))'; }
 declare -A RATE
-for kind in v7 v4; do
+for kind in ${IDS_ORDER:-v7 v4}; do
   start
   echo "== ids: batch ingest with $kind ids (500 events/request, 8 connections), log of $LOG_EVENTS events"
   FILL=$(sim --ids "$kind" --events $((LOG_EVENTS - 1000000)) --batch 500 --connections 8 --json | rate_of)
