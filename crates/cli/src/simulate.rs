@@ -83,6 +83,10 @@ pub struct SimulateArgs {
     /// What each subscriber follows: every event, or one project.
     #[arg(long, value_enum, default_value = "all")]
     subscribe: subscribers::Scope,
+    /// The subscribers connect to this server instead of --server: another
+    /// instance on the same PostgreSQL, to time publish-on-A → receive-on-B.
+    #[arg(long)]
+    subscribe_to: Option<String>,
     /// The server's process id (same machine): report its resident memory
     /// before the subscribers connect and once they are connected and idle.
     #[arg(long)]
@@ -179,17 +183,29 @@ async fn ingest(a: SimulateArgs) -> anyhow::Result<()> {
     type Acks = Arc<std::sync::Mutex<std::collections::HashMap<u64, (u32, u16)>>>;
     let acks: Option<Acks> = (a.subscribers > 0).then(Acks::default);
     let subscribers = if a.subscribers > 0 {
+        // From the newest event on (a log that already holds events is not
+        // replayed to the subscribers).
         let since = client
-            .query(&[("limit".into(), "1".into())])
+            .query(&[
+                ("limit".into(), "1".into()),
+                ("order".into(), "desc".into()),
+            ])
             .await?
             .events
             .first()
             .map_or(0, |e| e.seq);
         let before = a.server_pid.map(subscribers::rss_bytes).transpose()?;
         let t0 = Instant::now();
+        let target = ServerArgs {
+            server: a
+                .subscribe_to
+                .clone()
+                .unwrap_or_else(|| a.server.server.clone()),
+            ..a.server.clone()
+        };
         let subs = subscribers::Subscribers::connect(
-            &a.server,
-            &client,
+            &target,
+            &target.client(a.connections)?,
             a.subscriber_protocol,
             a.subscribe,
             a.subscribers,
