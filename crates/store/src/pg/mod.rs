@@ -9,11 +9,13 @@
 //!   together migrate once;
 //! - [`Listener`]: one dedicated connection that `LISTEN`s on channels (the
 //!   log's head, a store's "something changed");
-//! - [`testing::TempDatabase`]: a throw-away database per test.
+//! - [`testing::TempDatabase`]: a throw-away database per test;
+//!   [`testing::TempCluster`]: a throw-away server for tests that stop it.
 //!
 //! As with SQLite, this module knows no table of its users, except
 //! `cds_events_schema`, where each component's version is kept.
 
+mod cluster;
 mod listen;
 mod pool;
 mod schema;

@@ -5,6 +5,12 @@
 //! `postgres://postgres@127.0.0.1:5432/postgres`. Each [`TempDatabase`] is a
 //! new database with a random name, dropped (with its connections) when the
 //! value is dropped.
+//!
+//! A test that stops or restarts the server runs its own instead, a
+//! [`TempCluster`]: restarting the shared one would fail every other test
+//! running meanwhile.
+
+pub use super::cluster::TempCluster;
 
 use super::PgOptions;
 use crate::Error;
@@ -112,7 +118,7 @@ fn url_of(config: &tokio_postgres::Config) -> String {
 
 /// A random number from the standard library's per-process random keys and
 /// the clock (no dependency for 64 bits of uniqueness).
-fn rand_u64() -> u64 {
+pub(super) fn rand_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
