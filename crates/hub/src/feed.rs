@@ -1,10 +1,13 @@
 //! One subscriber's ordered, gap-free view: the log up to the hub's position,
 //! then the hub's live events; after a lag, the log again, then live again.
+//! A catch-up read that finds the log away (its database restarting) is
+//! tried again after a pause: the subscriber waits rather than ends.
 
 use crate::{Hub, LagSignal, LiveEvent, Matcher};
 use cds_events_log::{LogError, Order, Query, Seq};
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// Bounds of one feed.
@@ -41,6 +44,11 @@ pub enum FeedError {
 /// Events read from the log per catch-up step.
 const CATCHUP_BATCH: usize = 1000;
 
+/// The first pause before reading the log again when it is away
+/// ([`LogError::Busy`]), doubled after each failure up to [`MAX_RETRY`].
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const MAX_RETRY: Duration = Duration::from_secs(2);
+
 /// A subscription that yields every matching event after its start, in
 /// sequence order, exactly once.
 #[derive(Debug)]
@@ -56,6 +64,9 @@ pub struct Feed {
     /// Catch-up: the log has been read up to `scanned`; read on up to `until`.
     catchup: Option<(Seq, Seq)>,
     backlog: VecDeque<Arc<LiveEvent>>,
+    /// The pause before the next catch-up read if this one finds the log
+    /// away.
+    retry: Duration,
 }
 
 impl Feed {
@@ -82,6 +93,7 @@ impl Feed {
             delivered: position,
             catchup: None,
             backlog: VecDeque::new(),
+            retry: FIRST_RETRY,
         };
         if let Some(after) = after {
             feed.delivered = after;
@@ -114,7 +126,18 @@ impl Feed {
                 if scanned >= until {
                     self.catchup = None;
                 } else {
-                    self.read_log(scanned, until).await?;
+                    match self.read_log(scanned, until).await {
+                        Ok(()) => self.retry = FIRST_RETRY,
+                        // The database away (restarting): the subscriber
+                        // waits, then goes on from where it was; its stream
+                        // stays open meanwhile.
+                        Err(FeedError::Log(LogError::Busy(error))) => {
+                            tracing::debug!(%error, retry_in = ?self.retry, "catch-up read failed");
+                            tokio::time::sleep(self.retry).await;
+                            self.retry = (self.retry * 2).min(MAX_RETRY);
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
                 continue;
             }
