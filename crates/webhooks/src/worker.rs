@@ -22,6 +22,7 @@
 use crate::bodies::Job;
 use crate::config::WebhooksConfig;
 use crate::engine::Inner;
+use crate::error::WebhooksError;
 use crate::model::DeliveryStatus;
 use crate::registry::{Notification, WorkerHandle};
 use crate::send::{AttemptOutcome, OutcomeKind};
@@ -36,6 +37,11 @@ use tracing::Instrument;
 
 /// How soon a worker claims again after the store failed it.
 const RETRY_MS: i64 = 1000;
+
+/// The first pause before recording an attempt again while the store is
+/// away, doubled after each failure up to [`MAX_RECORD_RETRY`].
+const RECORD_RETRY: Duration = Duration::from_millis(100);
+const MAX_RECORD_RETRY: Duration = Duration::from_secs(2);
 
 /// A finished attempt: which delivery, and when it is due again (if it was
 /// rescheduled).
@@ -276,7 +282,7 @@ async fn attempt(
             response: outcome.response,
             endpoint_failed: Some(outcome.outcome != OutcomeKind::Success),
         };
-        match inner.store.record(rec).await {
+        match record(&inner, rec, &shutdown).await {
             // Redelivered meanwhile: due now, look again.
             Ok(ack) if ack.superseded => {
                 return Done::new(id, Some(now_ms()));
@@ -292,6 +298,34 @@ async fn attempt(
     }
     .instrument(span)
     .await
+}
+
+/// Records an answered attempt. The store away (PostgreSQL restarting),
+/// tries again for up to a lease: the delivery stays this instance's
+/// meanwhile (its lease renewed while the attempt is held), so a restart of
+/// the database does not make the endpoint called twice. The store records
+/// a result only where the delivery still is as the attempt found it, so a
+/// late one never overwrites a newer attempt's.
+async fn record(
+    inner: &Inner,
+    rec: AttemptResult,
+    shutdown: &CancellationToken,
+) -> Result<crate::store::RecordAck, WebhooksError> {
+    let give_up = Instant::now() + inner.config.lease;
+    let mut pause = RECORD_RETRY;
+    loop {
+        match inner.store.record(rec.clone()).await {
+            Err(WebhooksError::Unavailable(e)) if Instant::now() + pause < give_up => {
+                tracing::debug!(error = %e, retry_in = ?pause, "the store is away; recording the attempt again");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Err(WebhooksError::Unavailable(e)),
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(MAX_RECORD_RETRY);
+            }
+            r => return r,
+        }
+    }
 }
 
 /// An attempt that could not be made or recorded: its lease is released

@@ -10,6 +10,7 @@ use base64::Engine;
 use cds_events_log::sqlite::{SqliteLog, SqliteOptions};
 use cds_events_log::{EventLog, NewEvent};
 use cds_events_model::EventType;
+use cds_events_store::pg::PgOptions;
 use cds_events_store::pg::testing::TempDatabase;
 use cds_events_webhooks::{Actor, NotificationFilter, NotificationIn, Webhooks, WebhooksConfig};
 use std::future::Future;
@@ -78,16 +79,24 @@ impl World {
 
     /// The service with its store in a PostgreSQL database of its own (and
     /// a configured master key, which PostgreSQL requires).
-    pub async fn start_postgres(mut config: WebhooksConfig) -> World {
+    pub async fn start_postgres(config: WebhooksConfig) -> World {
+        let db = TempDatabase::create().await.expect("test database");
+        let mut w = World::start_postgres_at(&db.options(), config).await;
+        w.db = Some(db);
+        w
+    }
+
+    /// As [`World::start_postgres`], in the database `options` name (a
+    /// private server a test stops and starts).
+    pub async fn start_postgres_at(options: &PgOptions, mut config: WebhooksConfig) -> World {
         let dir = tempfile::tempdir().expect("tempdir");
         let log: Arc<dyn EventLog> =
             Arc::new(SqliteLog::open(dir.path(), SqliteOptions::default()).expect("log"));
-        let db = TempDatabase::create().await.expect("test database");
         config.key = Some(base64::engine::general_purpose::STANDARD.encode([7u8; 32]));
-        let hooks = Webhooks::open_postgres(&db.options(), "it", Arc::clone(&log), config.clone())
+        let hooks = Webhooks::open_postgres(options, "it", Arc::clone(&log), config.clone())
             .await
             .expect("open");
-        World::running(dir, Some(db), log, hooks, config).await
+        World::running(dir, None, log, hooks, config).await
     }
 
     /// Runs `hooks` until [`World::stop`].
