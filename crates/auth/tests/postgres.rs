@@ -75,13 +75,17 @@ async fn a_token_created_on_one_instance_authenticates_on_another_at_once() {
     let p = b
         .authenticate_or_look_up(&t.secret)
         .await
+        .expect("the token store answers")
         .expect("known on b at once, before b's copy hears of it");
     assert_eq!(p.token_id, t.info.id);
     let mut wrong = t.secret.clone();
     let last = wrong.pop().expect("a secret");
     wrong.push(if last == 'x' { 'y' } else { 'x' });
     assert!(
-        b.authenticate_or_look_up(&wrong).await.is_none(),
+        b.authenticate_or_look_up(&wrong)
+            .await
+            .expect("the token store answers")
+            .is_none(),
         "the look-up checks the secret"
     );
     within("b's copy hears of it", Duration::from_secs(1), || {
@@ -105,7 +109,12 @@ async fn a_token_revoked_on_one_instance_is_refused_on_another_within_a_second()
     })
     .await;
     println!("b refused the revoked token after {took:?}");
-    assert!(b.authenticate_or_look_up(&t.secret).await.is_none());
+    assert!(
+        b.authenticate_or_look_up(&t.secret)
+            .await
+            .expect("the token store answers")
+            .is_none()
+    );
 }
 
 /// Ends every `LISTEN` connection to the test database, as a network
@@ -232,13 +241,30 @@ async fn a_ticket_issued_on_one_instance_is_taken_once_on_another() {
     let on_b = b
         .redeem_ticket(&ticket)
         .await
+        .expect("the token store answers")
         .expect("taken on b, for a token b's copy may not hold yet");
     assert_eq!(on_b.token_id, t.info.id);
-    assert!(b.redeem_ticket(&ticket).await.is_none(), "not twice on b");
-    assert!(a.redeem_ticket(&ticket).await.is_none(), "nor then on a");
+    assert!(
+        b.redeem_ticket(&ticket)
+            .await
+            .expect("the token store answers")
+            .is_none(),
+        "not twice on b"
+    );
+    assert!(
+        a.redeem_ticket(&ticket)
+            .await
+            .expect("the token store answers")
+            .is_none(),
+        "nor then on a"
+    );
     for round in 0..10 {
         let (ticket, _) = a.issue_ticket(&admin).await.expect("ticket");
         let (on_a, on_b) = tokio::join!(a.redeem_ticket(&ticket), b.redeem_ticket(&ticket));
+        let (on_a, on_b) = (
+            on_a.expect("the token store answers"),
+            on_b.expect("the token store answers"),
+        );
         assert_eq!(
             usize::from(on_a.is_some()) + usize::from(on_b.is_some()),
             1,

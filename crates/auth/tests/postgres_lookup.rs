@@ -131,12 +131,18 @@ async fn a_token_the_copy_does_not_hold_is_looked_up_and_not_copied() {
     let p = b
         .authenticate_or_look_up(&t.secret)
         .await
+        .expect("the token store answers")
         .expect("looked up");
     assert_eq!(p.token_id, t.info.id);
     let mut wrong = t.secret.clone();
     let last = wrong.pop().expect("a secret");
     wrong.push(if last == 'x' { 'y' } else { 'x' });
-    assert!(b.authenticate_or_look_up(&wrong).await.is_none());
+    assert!(
+        b.authenticate_or_look_up(&wrong)
+            .await
+            .expect("the token store answers")
+            .is_none()
+    );
     assert!(
         b.authenticate(&t.secret).is_none(),
         "what a look-up finds is not copied"
@@ -145,11 +151,18 @@ async fn a_token_the_copy_does_not_hold_is_looked_up_and_not_copied() {
         .issue_ticket(&a.authenticate(&t.secret).expect("on a"))
         .await
         .expect("ticket");
-    let on_b = b.redeem_ticket(&ticket).await.expect("its token looked up");
+    let on_b = b
+        .redeem_ticket(&ticket)
+        .await
+        .expect("the token store answers")
+        .expect("its token looked up");
     assert_eq!(on_b.token_id, t.info.id);
     assert!(a.revoke(&t.info.id, &admin).await.expect("revoke"));
     assert!(
-        b.authenticate_or_look_up(&t.secret).await.is_none(),
+        b.authenticate_or_look_up(&t.secret)
+            .await
+            .expect("the token store answers")
+            .is_none(),
         "a look-up sees the revocation"
     );
 }
@@ -164,7 +177,11 @@ async fn look_ups_beyond_four_at_once_are_refused() {
     let held: Vec<_> = (0..4)
         .map(|_| {
             let (b, secret) = (Arc::clone(&b), t.secret.clone());
-            tokio::spawn(async move { b.authenticate_or_look_up(&secret).await })
+            tokio::spawn(async move {
+                b.authenticate_or_look_up(&secret)
+                    .await
+                    .expect("the token store answers")
+            })
         })
         .collect();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -174,7 +191,8 @@ async fn look_ups_beyond_four_at_once_are_refused() {
     }
     let fifth = tokio::time::timeout(Duration::from_secs(1), b.authenticate_or_look_up(&t.secret))
         .await
-        .expect("a fifth does not wait for the four");
+        .expect("a fifth does not wait for the four")
+        .expect("the token store answers");
     assert!(
         fifth.is_none(),
         "a fifth is refused without asking the database"
@@ -185,7 +203,10 @@ async fn look_ups_beyond_four_at_once_are_refused() {
         assert!(h.await.expect("look-up").is_some());
     }
     assert!(
-        b.authenticate_or_look_up(&t.secret).await.is_some(),
+        b.authenticate_or_look_up(&t.secret)
+            .await
+            .expect("the token store answers")
+            .is_some(),
         "served again once they are done"
     );
 }

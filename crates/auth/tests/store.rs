@@ -173,15 +173,31 @@ async fn tickets_are_single_use_and_short_lived() {
     let (ticket, ttl) = s.issue_ticket(&a).await.expect("ticket");
     assert_eq!(ttl, Duration::from_millis(200));
     assert_eq!(
-        s.redeem_ticket(&ticket).await.expect("first use").token_id,
+        s.redeem_ticket(&ticket)
+            .await
+            .expect("the token store answers")
+            .expect("first use")
+            .token_id,
         a.token_id
     );
-    assert!(s.redeem_ticket(&ticket).await.is_none(), "second use");
+    assert!(
+        s.redeem_ticket(&ticket)
+            .await
+            .expect("the token store answers")
+            .is_none(),
+        "second use"
+    );
     let (late, ttl) = s.issue_ticket(&a).await.expect("ticket");
     // Issued before now: expired once `ttl` has passed from now.
     let expired_by = Instant::now() + ttl;
     wait_until("the ticket's expiry", || Instant::now() > expired_by).await;
-    assert!(s.redeem_ticket(&late).await.is_none(), "expired");
+    assert!(
+        s.redeem_ticket(&late)
+            .await
+            .expect("the token store answers")
+            .is_none(),
+        "expired"
+    );
     let r = s
         .create("r", vec![Grant::ReadGlobal], None, &a)
         .await
@@ -190,7 +206,10 @@ async fn tickets_are_single_use_and_short_lived() {
     let (t, _) = s.issue_ticket(&rp).await.expect("ticket");
     s.revoke(&r.info.id, &a).await.expect("revoke");
     assert!(
-        s.redeem_ticket(&t).await.is_none(),
+        s.redeem_ticket(&t)
+            .await
+            .expect("the token store answers")
+            .is_none(),
         "a revoked token's tickets die with it"
     );
 }

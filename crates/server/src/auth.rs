@@ -61,8 +61,14 @@ pub async fn require_principal(
         Some(token) => st.auth.authenticate_or_look_up(token).await,
         None => match ticket(&req) {
             Some(t) => st.auth.redeem_ticket(&t).await,
-            None => None,
+            None => Ok(None),
         },
+    };
+    // The token store away (a look-up that could not be made) is a 503 with
+    // `Retry-After`, never a 401: the token may well be valid.
+    let principal = match principal {
+        Ok(p) => p,
+        Err(e) => return ApiError::from(e).into_response(),
     };
     match principal {
         Some(p) => {

@@ -15,6 +15,10 @@ use serde_json::{Value, json};
 use utoipa::ToSchema;
 use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
 
+/// Seconds a client is told to wait when a store is away: a PostgreSQL
+/// restart takes a few seconds, and the pools reconnect on their own.
+pub const STORAGE_RETRY_AFTER: u64 = 2;
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -66,6 +70,15 @@ impl ApiError {
         e
     }
 
+    /// 503 with `Retry-After`: a store is away (PostgreSQL restarting or
+    /// unreachable, SQLite locked past its timeout); the same request may
+    /// succeed in a moment, and nothing of it was acknowledged.
+    pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
+        let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message);
+        e.retry_after = Some(STORAGE_RETRY_AFTER);
+        e
+    }
+
     pub fn with_details(mut self, details: Vec<Value>) -> Self {
         self.details = details;
         self
@@ -95,11 +108,10 @@ impl From<LogError> for ApiError {
                 "shutting_down",
                 "the server is shutting down",
             ),
-            LogError::Busy(_) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "storage_busy",
-                "storage is busy, retry",
-            ),
+            LogError::Busy(error) => {
+                tracing::warn!(%error, "event log unavailable");
+                ApiError::unavailable("storage_busy", "storage is busy or unavailable, retry")
+            }
             other => {
                 tracing::error!(error = %other, "storage failure");
                 ApiError::new(
@@ -118,8 +130,7 @@ impl From<AuthError> for ApiError {
             AuthError::Invalid(msg) => ApiError::bad_request("invalid_token_request", msg),
             AuthError::Unavailable(error) => {
                 tracing::warn!(%error, "token store unavailable");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
+                ApiError::unavailable(
                     "storage_unavailable",
                     "the token store is unavailable, retry",
                 )
@@ -164,12 +175,13 @@ impl From<WebhooksError> for ApiError {
             ),
             WebhooksError::Unavailable(e) => {
                 tracing::warn!(error = %e, "webhooks storage unavailable");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
+                ApiError::unavailable(
                     "storage_unavailable",
                     "the notification store is unavailable, retry",
                 )
             }
+            // The log under a notification change (its event, a read).
+            WebhooksError::Log(e) => ApiError::from(e),
             other => {
                 tracing::error!(error = %other, "webhooks failure");
                 ApiError::new(
@@ -264,6 +276,65 @@ error_responses! {
     NotificationManager: (401, "no valid token"),
         (403, "the token may not manage this project's notifications"),
         (404, "no such notification (or delivery)");
+}
+
+#[cfg(test)]
+mod unavailable_tests {
+    use super::*;
+
+    /// Status, `Retry-After` and the body's code, as a client sees them.
+    fn answer(e: ApiError) -> (StatusCode, Option<String>, String) {
+        let resp = e.into_response();
+        let retry = resp
+            .headers()
+            .get(axum::http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let (status, code) = (resp.status(), resp.into_body());
+        let bytes = block_on(axum::body::to_bytes(code, 1 << 16)).expect("body");
+        let body: Value = serde_json::from_slice(&bytes).expect("a JSON body");
+        (
+            status,
+            retry,
+            body["error"]["code"].as_str().unwrap_or("").to_owned(),
+        )
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime")
+            .block_on(f)
+    }
+
+    #[test]
+    fn every_store_away_is_503_with_retry_after_and_a_json_error() {
+        let away = [
+            (
+                ApiError::from(LogError::Busy("connection refused".into())),
+                "storage_busy",
+            ),
+            (
+                ApiError::from(AuthError::Unavailable("connection refused".into())),
+                "storage_unavailable",
+            ),
+            (
+                ApiError::from(WebhooksError::Unavailable("connection refused".into())),
+                "storage_unavailable",
+            ),
+            // The log under a notification change.
+            (
+                ApiError::from(WebhooksError::Log(LogError::Busy("closed".into()))),
+                "storage_busy",
+            ),
+        ];
+        for (e, code) in away {
+            let (status, retry, got) = answer(e);
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{code}");
+            assert_eq!(retry.as_deref(), Some("2"), "{code}");
+            assert_eq!(got, code);
+        }
+    }
 }
 
 #[cfg(test)]

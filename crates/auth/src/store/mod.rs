@@ -200,41 +200,59 @@ impl TokenStore {
     /// `authenticate`. A token found so is not added to the copy: the
     /// copy learns only from the backend's change signal, so that a
     /// look-up racing a revocation cannot bring a revoked token back.
-    pub async fn authenticate_or_look_up(&self, bearer: &str) -> Option<Arc<Principal>> {
+    ///
+    /// [`AuthError::Unavailable`] when the look-up could not be made (the
+    /// database is away): the token may well be valid, so the caller must
+    /// not answer as for an unknown one.
+    pub async fn authenticate_or_look_up(
+        &self,
+        bearer: &str,
+    ) -> Result<Option<Arc<Principal>>, AuthError> {
         if let Some(p) = self.authenticate(bearer) {
-            return Some(p);
+            return Ok(Some(p));
         }
         let (id, secret) = split_bearer(bearer);
         if id == BOOTSTRAP_ID {
             // Not one of ours: any text would do, nothing to look up.
-            return None;
+            return Ok(None);
         }
-        let _permit = self.lookups.as_ref()?.try_acquire().ok()?;
-        Record::new(self.look_up(id).await?).admit(secret)
+        let Some(Ok(_permit)) = self.lookups.as_ref().map(Semaphore::try_acquire) else {
+            return Ok(None);
+        };
+        Ok(self
+            .look_up(id)
+            .await?
+            .and_then(|found| Record::new(found).admit(secret)))
     }
 
-    /// The active token `id`, asked of the backend; `None` as well when it
-    /// fails (said in the log: the caller answers as for an unknown token).
-    async fn look_up(&self, id: &str) -> Option<StoredToken> {
+    /// The active token `id`, asked of the backend. A failure other than
+    /// the backend being away is answered as for an unknown token (said in
+    /// the log); the backend away is [`AuthError::Unavailable`].
+    async fn look_up(&self, id: &str) -> Result<Option<StoredToken>, AuthError> {
         match self.backend.active_token(id).await {
-            Ok(found) => found,
+            Ok(found) => Ok(found),
+            Err(e @ AuthError::Unavailable(_)) => Err(e),
             Err(error) => {
                 tracing::error!(%error, "token store failure");
-                None
+                Ok(None)
             }
         }
     }
 
     /// The principal of an active token by id, whatever its expiry: from
     /// the copy, or over a shared backend from the backend.
-    async fn principal(&self, id: &str) -> Option<Arc<Principal>> {
+    async fn principal(&self, id: &str) -> Result<Option<Arc<Principal>>, AuthError> {
         if let Some(p) = self.copy.read(id, |r| Some(Arc::clone(r.principal()))) {
-            return Some(p);
+            return Ok(Some(p));
         }
         // Only a shared backend holds what this copy lacks.
-        self.lookups.as_ref()?;
-        let found = Record::new(self.look_up(id).await?);
-        Some(Arc::clone(found.principal()))
+        if self.lookups.is_none() {
+            return Ok(None);
+        }
+        Ok(self
+            .look_up(id)
+            .await?
+            .map(|found| Arc::clone(Record::new(found).principal())))
     }
 
     /// Replaces the copy with what the backend holds now.

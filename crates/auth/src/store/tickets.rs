@@ -34,19 +34,23 @@ impl TokenStore {
         Ok((ticket, self.ticket_ttl))
     }
 
-    /// Redeems a ticket once.
-    pub async fn redeem_ticket(&self, ticket: &str) -> Option<Arc<Principal>> {
+    /// Redeems a ticket once. [`AuthError::Unavailable`] when the backend
+    /// is away (the ticket is then still unused); any other failure is
+    /// answered as for an unknown ticket (said in the log).
+    pub async fn redeem_ticket(&self, ticket: &str) -> Result<Option<Arc<Principal>>, AuthError> {
         let token_id = match self
             .backend
             .take_ticket(&SecretHash::of(ticket), Utc::now())
             .await
         {
-            Ok(id) => id?,
+            Ok(Some(id)) => id,
+            Ok(None) => return Ok(None),
+            Err(e @ AuthError::Unavailable(_)) => return Err(e),
             Err(error) => {
                 // The caller answers as for an unknown ticket; the cause is
                 // for the operator.
                 tracing::error!(%error, "ticket store failure");
-                return None;
+                return Ok(None);
             }
         };
         self.principal(&token_id).await

@@ -97,7 +97,10 @@ pub async fn metrics(State(st): State<AppState>, req: axum::extract::Request) ->
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, t)| t.trim());
         let principal = match token {
-            Some(t) => st.auth.authenticate_or_look_up(t).await,
+            Some(t) => match st.auth.authenticate_or_look_up(t).await {
+                Ok(p) => p,
+                Err(e) => return crate::error::ApiError::from(e).into_response(),
+            },
             None => None,
         };
         match principal {

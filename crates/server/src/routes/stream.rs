@@ -88,7 +88,8 @@ pub async fn stream(
                 "too_far_behind",
                 format!("resume point is too far behind; resume from {resume_from} with a narrower filter"),
             ),
-            other => ApiError::new(axum::http::StatusCode::SERVICE_UNAVAILABLE, "unavailable", other.to_string()),
+            FeedError::Log(e) => ApiError::from(e),
+            FeedError::Closed => ApiError::from(cds_events_log::LogError::Closed),
         })?;
     let mut heartbeat = tokio::time::interval(st.config.stream.heartbeat);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
