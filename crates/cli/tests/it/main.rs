@@ -9,6 +9,7 @@ mod hardening;
 mod notifications;
 mod ops;
 mod postgres;
+mod postgres_torture;
 mod receiver;
 mod stream;
 mod ws;

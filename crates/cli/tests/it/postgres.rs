@@ -19,7 +19,7 @@ fn database() -> TempDatabase {
 
 /// The webhooks master key every instance of a cluster shares (base64 of
 /// 32 bytes).
-const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+pub const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
 fn instance(db: &TempDatabase) -> TestServer {
     TestServer::builder()
