@@ -203,6 +203,40 @@ async fn pooled_connections_carry_the_statement_timeout() {
     );
 }
 
+/// A statement prepared while its table was small is planned again once
+/// the table is large (a cached generic plan would keep scanning it).
+#[tokio::test]
+async fn statements_are_planned_for_the_table_as_it_is_now() {
+    let db = TempDatabase::create().await.expect("test database");
+    let p = pool(&db).await;
+    let conn = p.get().await.expect("conn");
+    conn.batch_execute(
+        "CREATE TABLE grows (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+         INSERT INTO grows VALUES ('a', 'x');
+         PREPARE lookup(text[]) AS SELECT id FROM grows WHERE id = ANY($1);",
+    )
+    .await
+    .expect("set up");
+    for _ in 0..8 {
+        conn.batch_execute("EXECUTE lookup('{a}')")
+            .await
+            .expect("execute");
+    }
+    conn.batch_execute(
+        "INSERT INTO grows SELECT 'id-' || i, repeat('x', 200) FROM generate_series(1, 100000) i",
+    )
+    .await
+    .expect("grow");
+    let plan: Vec<String> = conn
+        .query("EXPLAIN EXECUTE lookup('{id-5}')", &[])
+        .await
+        .expect("explain")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(plan[0].contains("Index"), "{plan:?}");
+}
+
 #[tokio::test]
 async fn a_statement_the_client_refuses_is_not_an_outage() {
     let db = TempDatabase::create().await.expect("test database");

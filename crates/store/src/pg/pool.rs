@@ -40,9 +40,17 @@ impl PgOptions {
         if config.get_application_name().is_none() {
             config.application_name("cds-events");
         }
+        // Every statement is planned with its parameters, each time. Our
+        // tables start empty and grow by millions of rows between two
+        // ANALYZEs; a generic plan cached while a table was small (a
+        // sequential scan) stayed on its connection for good: an id lookup
+        // of the log took seconds on a million rows. Planning these
+        // statements costs far less than one such scan.
+        let mut options = "-c plan_cache_mode=force_custom_plan".to_owned();
         if let Some(t) = self.statement_timeout {
-            config.options(format!("-c statement_timeout={}", t.as_millis()));
+            options.push_str(&format!(" -c statement_timeout={}", t.as_millis()));
         }
+        config.options(options);
         Ok(config)
     }
 }
