@@ -15,10 +15,12 @@
 //! otherwise be compiled into the crate every hot path depends on.
 
 mod filter;
+mod format;
 mod notifications;
 mod tokens;
 
 pub use filter::FilterText;
+pub use format::{ContentMode, EventFormat, UnknownFormat};
 pub use notifications::{
     AttemptOut, CreatedNotificationOut, DeliveriesQuery, DeliveryDetail, DeliveryOut, DeliveryPage,
     DeliveryStatus, MASK, NotificationAuth, NotificationFilter, NotificationIn, NotificationOut,

@@ -2,6 +2,7 @@
 //! notification in CDS's JSON (spec §6), its signing secrets, its
 //! deliveries and their attempts.
 
+use crate::format::{ContentMode, EventFormat};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -55,6 +56,15 @@ pub struct NotificationIn {
     /// Deliver one at a time in event order. Default `false`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ordered: Option<bool>,
+    /// The body sent: `cds` (the full event, the default) or `cloudevents`
+    /// (CloudEvents 1.0). On update, absent keeps the current one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<EventFormat>,
+    /// With `cloudevents`: `structured` (the default; the body is the
+    /// CloudEvent) or `binary` (`ce-*` headers, the body is the full event).
+    /// On update, absent keeps the current one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_mode: Option<ContentMode>,
 }
 
 /// A notification as returned: header values masked, secrets absent.
@@ -69,6 +79,12 @@ pub struct NotificationOut {
     pub auth: NotificationAuth,
     pub enabled: bool,
     pub ordered: bool,
+    /// `cds` or `cloudevents`.
+    #[serde(default)]
+    pub format: EventFormat,
+    /// `structured` or `binary` (used with `cloudevents`).
+    #[serde(default)]
+    pub content_mode: ContentMode,
     /// Why the service turned it off (it kept failing), if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled_reason: Option<String>,

@@ -4,8 +4,8 @@
 use crate::{ServerArgs, wire_time};
 use anyhow::{Context, bail};
 use cds_events_api::{
-    DeliveriesQuery, DeliveryStatus, NotificationAuth, NotificationFilter, NotificationIn,
-    NotificationOut, OutcomeKind,
+    ContentMode, DeliveriesQuery, DeliveryStatus, EventFormat, NotificationAuth,
+    NotificationFilter, NotificationIn, NotificationOut, OutcomeKind,
 };
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
@@ -86,6 +86,14 @@ pub struct Fields {
     /// Deliver in sequence order, one at a time.
     #[arg(long)]
     ordered: Option<bool>,
+    /// The body sent: `cds` (the full event, the default) or `cloudevents`
+    /// (CloudEvents 1.0).
+    #[arg(long)]
+    format: Option<EventFormat>,
+    /// With `--format cloudevents`: `structured` (the default) or `binary`
+    /// (`ce-*` headers, the full event as the body).
+    #[arg(long)]
+    content_mode: Option<ContentMode>,
 }
 
 #[derive(Debug, Args)]
@@ -214,8 +222,8 @@ fn parse_headers(headers: &[String]) -> anyhow::Result<NotificationAuth> {
 
 fn print_table(list: &[NotificationOut]) {
     println!(
-        "{:<24}  {:<8}  {:<7}  {:<40}  FILTERS",
-        "NAME", "ENABLED", "ORDERED", "URL"
+        "{:<24}  {:<8}  {:<7}  {:<11}  {:<40}  FILTERS",
+        "NAME", "ENABLED", "ORDERED", "FORMAT", "URL"
     );
     for n in list {
         let filters: Vec<String> = n
@@ -224,10 +232,11 @@ fn print_table(list: &[NotificationOut]) {
             .map(|(k, v)| format!("{k}={}", v.event.join(",")))
             .collect();
         println!(
-            "{:<24}  {:<8}  {:<7}  {:<40}  {}",
+            "{:<24}  {:<8}  {:<7}  {:<11}  {:<40}  {}",
             n.name,
             n.enabled,
             n.ordered,
+            n.format.as_str(),
             n.webhook_url,
             if filters.is_empty() {
                 "(every event)".to_owned()
@@ -254,6 +263,8 @@ pub async fn run(cmd: NotificationCommand) -> anyhow::Result<()> {
                 auth: (!headers.headers.is_empty()).then_some(headers),
                 enabled: None,
                 ordered: a.fields.ordered,
+                format: a.fields.format,
+                content_mode: a.fields.content_mode,
             };
             let out = a
                 .server
@@ -308,6 +319,9 @@ pub async fn run(cmd: NotificationCommand) -> anyhow::Result<()> {
                 auth: Some(auth),
                 enabled: None,
                 ordered: Some(a.fields.ordered.unwrap_or(current.ordered)),
+                // Absent: the server keeps the current ones.
+                format: a.fields.format,
+                content_mode: a.fields.content_mode,
             };
             let out = client
                 .update_notification(&a.project, &a.name, &input)

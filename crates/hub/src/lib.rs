@@ -16,6 +16,7 @@ mod feed;
 pub use feed::{Feed, FeedError, FeedOptions};
 
 use cds_events_log::{EventLog, LogError, Seq, StoredEvent};
+use cds_events_model::cloudevents::{CloudEvent, Source};
 use cds_events_model::{EventFilter, EventScope, FullEvent, ProjectKey};
 use std::collections::HashMap;
 use std::fmt;
@@ -39,6 +40,7 @@ pub struct LiveEvent {
     pub json: Arc<str>,
     ws_ok: OnceLock<Bytes>,
     sse: OnceLock<Bytes>,
+    cloudevent: OnceLock<Arc<str>>,
 }
 
 impl LiveEvent {
@@ -58,6 +60,7 @@ impl LiveEvent {
             json,
             ws_ok: OnceLock::new(),
             sse: OnceLock::new(),
+            cloudevent: OnceLock::new(),
         }
     }
 
@@ -79,23 +82,37 @@ impl LiveEvent {
     /// number, `data:` the full event on one line. Built once, shared.
     pub fn sse_frame(&self) -> Bytes {
         self.sse
-            .get_or_init(|| {
-                let mut out = String::with_capacity(self.json.len() + 32);
-                out.push_str("id: ");
-                out.push_str(&self.seq.0.to_string());
-                out.push_str("\ndata: ");
-                // A line break inside JSON can only be whitespace between
-                // tokens (strings escape theirs), so a space is equivalent and
-                // keeps the event on the one `data:` line SSE requires.
-                out.extend(self.json.chars().map(|c| match c {
-                    '\n' | '\r' => ' ',
-                    c => c,
-                }));
-                out.push_str("\n\n");
-                Bytes::from(out)
-            })
+            .get_or_init(|| sse_message(self.seq, &self.json))
             .clone()
     }
+
+    /// This event as a structured CloudEvent (the model's one mapping).
+    /// Built once, shared: `source` is the process's one configured base.
+    pub fn cloudevent(&self, source: &Source) -> Arc<str> {
+        Arc::clone(self.cloudevent.get_or_init(|| {
+            Arc::from(
+                CloudEvent::new(source, self.seq.0, &self.event, &self.json).to_structured_json(),
+            )
+        }))
+    }
+}
+
+/// A Server-Sent Events message: `id:` the sequence number, `data:` `json`
+/// on one line.
+pub fn sse_message(seq: Seq, json: &str) -> Bytes {
+    let mut out = String::with_capacity(json.len() + 32);
+    out.push_str("id: ");
+    out.push_str(&seq.0.to_string());
+    out.push_str("\ndata: ");
+    // A line break inside JSON can only be whitespace between tokens
+    // (strings escape theirs), so a space is equivalent and keeps the event
+    // on the one `data:` line SSE requires.
+    out.extend(json.chars().map(|c| match c {
+        '\n' | '\r' => ' ',
+        c => c,
+    }));
+    out.push_str("\n\n");
+    Bytes::from(out)
 }
 
 /// What a subscriber wants. Implemented here by the query filter; the server

@@ -40,7 +40,7 @@ pub struct FieldSpec {
 macro_rules! catalogue {
     ($(
         $(#[$fdoc:meta])*
-        $family:ident $label:literal $scope:ident
+        $family:ident $label:literal $scope:ident subject ( $( $subj:ident ),+ )
             struct $strukt:ident { $( $field:ident : $fty:ident = $req:ident ),* $(,)? }
             types [ $( $ty:ident ),+ $(,)? ];
     )+) => {
@@ -76,6 +76,25 @@ macro_rules! catalogue {
             /// The event types of the family.
             pub fn types(self) -> &'static [EventType] {
                 match self { $( Family::$family => &[ $( EventType::$ty ),+ ] ),+ }
+            }
+
+            /// The context fields naming what an event of the family is
+            /// about (the CloudEvents `subject`), joined with `/`.
+            pub fn subject_fields(self) -> &'static [&'static str] {
+                match self { $( Family::$family => &[ $( stringify!($subj) ),+ ] ),+ }
+            }
+        }
+
+        impl crate::FullEvent {
+            /// What the event is about, in its family's terms
+            /// ([`Family::subject_fields`], the non-empty ones joined with
+            /// `/`): a run id, a job id, an entity… `None` when all are empty.
+            pub fn subject(&self) -> Option<String> {
+                let parts: &[&str] = match self.family() {
+                    $( Family::$family => &[ $( self.$subj.as_str() ),+ ] ),+
+                };
+                let joined = parts.iter().filter(|p| !p.is_empty()).copied().collect::<Vec<_>>().join("/");
+                (!joined.is_empty()).then_some(joined)
             }
         }
 
@@ -222,82 +241,82 @@ impl EventType {
 
 catalogue! {
     /// Repository analyses.
-    Analysis "Analysis" Project
+    Analysis "Analysis" Project subject(vcs_name, repository)
         struct AnalysisEvent { project_key: String = req, vcs_name: String = req, repository: String = req,
             status: String = req, user_id: String = opt, username: String = opt }
         types [AnalysisStart, AnalysisDone];
     /// As-code entities (workflows, worker models, actions…).
-    Entity "Entity" Project
+    Entity "Entity" Project subject(entity)
         struct EntityEvent { project_key: String = req, vcs_name: String = req, repository: String = req,
             entity: String = req, user_id: String = opt, username: String = opt }
         types [EntityCreated, EntityUpdated, EntityDeleted];
-    Hatchery "Hatchery" Global
+    Hatchery "Hatchery" Global subject(hatchery)
         struct HatcheryEvent { hatchery: String = req, user_id: String = opt, username: String = opt }
         types [HatcheryCreated, HatcheryUpdated, HatcheryDeleted, HatcheryTokenRegen];
-    IntegrationModel "IntegrationModel" Global
+    IntegrationModel "IntegrationModel" Global subject(integration_model)
         struct IntegrationModelEvent { integration_model: String = req, user_id: String = req, username: String = req }
         types [IntegrationModelCreated, IntegrationModelUpdated, IntegrationModelDeleted];
     /// Integrations of a project.
-    Integration "Integration" Project
+    Integration "Integration" Project subject(integration)
         struct IntegrationEvent { project_key: String = req, integration: String = req,
             integration_model: String = req, user_id: String = req, username: String = req }
         types [IntegrationCreated, IntegrationUpdated, IntegrationDeleted];
-    Notification "Notification" Project
+    Notification "Notification" Project subject(notification)
         struct NotificationEvent { project_key: String = req, notification: String = req,
             user_id: String = req, username: String = req }
         types [NotificationCreated, NotificationUpdated, NotificationDeleted];
-    Organization "Organization" Global
+    Organization "Organization" Global subject(organization)
         struct OrganizationEvent { organization: String = req, user_id: String = req, username: String = req }
         types [OrganizationCreated, OrganizationDeleted];
-    Permission "Permission" Global
+    Permission "Permission" Global subject(permission)
         struct PermissionEvent { permission: String = req, user_id: String = req, username: String = req }
         types [PermissionCreated, PermissionUpdated, PermissionDeleted];
-    Plugin "Plugin" Global
+    Plugin "Plugin" Global subject(plugin)
         struct PluginEvent { plugin: String = req, user_id: String = req, username: String = req }
         types [PluginCreated, PluginUpdated, PluginDeleted];
-    Project "Project" Project
+    Project "Project" Project subject(project_key)
         struct ProjectEvent { project_key: String = req, user_id: String = req, username: String = req }
         types [ProjectCreated, ProjectUpdated, ProjectDeleted];
-    ProjectPurge "ProjectPurge" Project
+    ProjectPurge "ProjectPurge" Project subject(purge_report_id)
         struct ProjectPurgeEvent { project_key: String = req, purge_report_id: String = opt }
         types [EventProjectPurge];
-    Region "Region" Global
+    Region "Region" Global subject(region)
         struct RegionEvent { region: String = req, user_id: String = req, username: String = req }
         types [RegionCreated, RegionDeleted];
-    Repository "Repository" Project
+    Repository "Repository" Project subject(vcs_name, repository)
         struct RepositoryEvent { project_key: String = req, vcs_name: String = req, repository: String = req,
             user_id: String = req, username: String = req }
         types [RepositoryCreated, RepositoryDeleted];
-    User "User" Global
+    User "User" Global subject(user_id)
         struct UserEvent { user_id: String = req, username: String = req }
         types [UserCreated, UserUpdated, UserDeleted];
-    UserGPGKey "UserGPGKey" Global
+    UserGPGKey "UserGPGKey" Global subject(gpg_key)
         struct UserGpgKeyEvent { user_id: String = req, username: String = req, gpg_key: String = req }
         types [UserGPGKeyCreated, UserGPGKeyDeleted];
-    VariableSet "VariableSet" Project
+    VariableSet "VariableSet" Project subject(variable_set)
         struct VariableSetEvent { project_key: String = req, variable_set: String = req,
             user_id: String = req, username: String = req }
         types [VariableSetCreated, VariableSetDeleted];
-    VariableSetItem "VariableSetItem" Project
+    VariableSetItem "VariableSetItem" Project subject(variable_set, item)
         struct VariableSetItemEvent { project_key: String = req, variable_set: String = req, item: String = req,
             user_id: String = req, username: String = req }
         types [VariableSetItemCreated, VariableSetItemUpdated, VariableSetItemDeleted];
-    Vcs "VCS" Project
+    Vcs "VCS" Project subject(vcs_name)
         struct VcsEvent { project_key: String = req, vcs_name: String = req, user_id: String = req, username: String = req }
         types [VCSCreated, VCSUpdated, VCSDeleted];
-    Concurrency "Concurrency" Project
+    Concurrency "Concurrency" Project subject(concurrency)
         struct ConcurrencyEvent { project_key: String = req, concurrency: String = req,
             user_id: String = req, username: String = req }
         types [ConcurrencyCreated, ConcurrencyUpdated, ConcurrencyDeleted];
     /// A workflow run's life.
-    WorkflowRun "WorkflowRun" Project
+    WorkflowRun "WorkflowRun" Project subject(workflow_run_id)
         struct WorkflowRunEvent { project_key: String = req, vcs_name: String = req, repository: String = req,
             repository_origin: String = req, workflow: String = req, workflow_run_id: String = req,
             run_number: i64 = opt, run_attempt: i64 = opt, status: String = req, user_id: String = req,
             username: String = req, user_mail: String = req }
         types [RunCrafted, RunBuilding, RunEnded, RunRestartFailedJob, RunRestart, RunDeleted];
     /// A job of a workflow run.
-    WorkflowRunJob "WorkflowRunJob" Project
+    WorkflowRunJob "WorkflowRunJob" Project subject(run_job_id)
         struct WorkflowRunJobEvent { project_key: String = req, vcs_name: String = req, repository: String = req,
             workflow: String = req, workflow_run_id: String = req, run_job_id: String = req,
             run_number: i64 = opt, run_attempt: i64 = opt, region: String = req, hatchery: String = req,
@@ -305,13 +324,13 @@ catalogue! {
             user_id: String = req, username: String = req }
         types [RunJobEnqueued, RunJobScheduled, RunJobBuilding, RunJobEnded, RunJobBlocked,
             RunJobCancelled, RunJobSkipped, RunJobStopped];
-    WorkflowRunJobManual "WorkflowRunJobManual" Project
+    WorkflowRunJobManual "WorkflowRunJobManual" Project subject(workflow_run_id, job_id)
         struct WorkflowRunJobManualEvent { project_key: String = req, vcs_name: String = req,
             repository: String = req, workflow: String = req, workflow_run_id: String = req, job_id: String = req,
             run_number: i64 = opt, run_attempt: i64 = opt, status: String = req, user_id: String = req,
             username: String = req }
         types [RunJobManualTriggered];
-    WorkflowRunJobRunResult "WorkflowRunJobRunResult" Project
+    WorkflowRunJobRunResult "WorkflowRunJobRunResult" Project subject(run_result)
         struct WorkflowRunJobRunResultEvent { project_key: String = req, vcs_name: String = req,
             repository: String = req, workflow: String = req, workflow_run_id: String = req,
             run_job_id: String = req, run_number: i64 = opt, run_attempt: i64 = opt, region: String = req,

@@ -164,6 +164,17 @@ pub fn peek_stored(text: &str) -> Result<StoredHead<'_>, DecodeError> {
     })
 }
 
+/// An event object's non-empty `id`, if it has one (nothing else is read).
+pub(crate) fn peek_id(text: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Id<'a> {
+        #[serde(borrow, default)]
+        id: Option<Cow<'a, str>>,
+    }
+    let head: Id<'_> = serde_json::from_str(text).ok()?;
+    head.id.filter(|id| !id.is_empty()).map(Cow::into_owned)
+}
+
 /// Decodes a body that is one event object or a JSON array of them. Each
 /// element's error carries its index.
 pub fn decode_json_body(text: &str, limits: &Limits) -> Result<Vec<FullEvent>, BatchError> {

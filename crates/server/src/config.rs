@@ -34,6 +34,10 @@ pub struct Config {
     /// Events in from a running CDS through its Redis (`event:ui`); off
     /// unless `bridge.cds_redis_url` is set.
     pub bridge: cds_events_bridge::BridgeConfig,
+    /// CloudEvents output: the base of every event's `source` attribute
+    /// (`cloudevents.source`, default `/cds-events`; set it to the public
+    /// URL of the service).
+    pub cloudevents: cds_events_model::cloudevents::CloudEventsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -234,6 +238,7 @@ impl Default for Config {
             webhooks: cds_events_webhooks::WebhooksConfig::default(),
             shutdown_grace: Duration::from_secs(30),
             bridge: cds_events_bridge::BridgeConfig::default(),
+            cloudevents: Default::default(),
         }
     }
 }
@@ -294,6 +299,12 @@ fn is_raw_env_key(key: &str) -> bool {
 pub struct ConfigError(String);
 
 impl Config {
+    /// The checked base of CloudEvents `source` attributes (checked at load;
+    /// the default if a hand-built configuration holds a bad one).
+    pub fn cloudevents_source(&self) -> cds_events_model::cloudevents::Source {
+        self.cloudevents.source().unwrap_or_default()
+    }
+
     /// Loads defaults ← `file` (if given) ← environment (`CDS_EVENTS_…`,
     /// `__` between nested keys: `CDS_EVENTS_STORAGE__DURABILITY`) ← `flags`
     /// (a partial configuration from the command line).
@@ -357,6 +368,7 @@ impl Config {
                 | "webhooks"
                 | "shutdown_grace"
                 | "bridge"
+                | "cloudevents"
         )
     }
 
@@ -402,6 +414,9 @@ impl Config {
                     "storage.postgres_pool_size must be positive".into(),
                 ));
             }
+        }
+        if let Err(e) = self.cloudevents.source() {
+            return Err(ConfigError(e.to_string()));
         }
         if self.retention.batch == 0 {
             return Err(ConfigError("retention.batch must be positive".into()));

@@ -6,7 +6,8 @@
 
 use crate::auth::forbidden;
 use crate::error::ApiError;
-use cds_events_api::FilterText;
+use axum::http::{HeaderMap, header};
+use cds_events_api::{EventFormat, FilterText};
 use cds_events_auth::{Principal, ReadScope};
 use cds_events_model::{EventFilter, EventScope, ProjectKey};
 use serde::Deserialize;
@@ -29,6 +30,10 @@ pub struct EventsParams {
     pub limit: Option<String>,
     /// `asc` (oldest first, the default) or `desc`.
     pub order: Option<String>,
+    /// `cds` (the full events, the default) or `cloudevents` (CloudEvents
+    /// 1.0; also chosen by `Accept: application/cloudevents-batch+json`, or
+    /// `application/cloudevents+json` for one event).
+    pub format: Option<String>,
 }
 
 impl EventsParams {
@@ -38,6 +43,37 @@ impl EventsParams {
             .parse()
             .map_err(|e| ApiError::bad_param(e.field.as_deref().unwrap_or("filter"), e.message))
     }
+}
+
+/// The output format of a request: its `format` parameter, else CloudEvents
+/// when `Accept` names `media` (a CloudEvents media type), else CDS's.
+pub fn event_format(
+    format: Option<&str>,
+    headers: &HeaderMap,
+    media: &str,
+) -> Result<EventFormat, ApiError> {
+    if let Some(f) = format.map(str::trim).filter(|f| !f.is_empty()) {
+        return f.parse().map_err(|e: cds_events_api::UnknownFormat| {
+            ApiError::bad_param("format", e.to_string())
+        });
+    }
+    let accepts = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|m| {
+            m.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case(media)
+        });
+    Ok(if accepts {
+        EventFormat::CloudEvents
+    } else {
+        EventFormat::Cds
+    })
 }
 
 /// Narrows a filter to what the caller may read. Asking for a project the
@@ -109,6 +145,29 @@ mod tests {
     fn the_websocket_names_of_a_filter_mean_nothing_in_a_query_string() {
         let p = params("types=RunJobEnded&projects=A");
         assert_eq!(p.filter, FilterText::default());
+    }
+
+    #[test]
+    fn the_format_parameter_wins_over_accept_which_wins_over_the_default() {
+        let batch = cds_events_model::cloudevents::BATCH_CONTENT_TYPE;
+        let mut h = HeaderMap::new();
+        assert_eq!(event_format(None, &h, batch).ok(), Some(EventFormat::Cds));
+        h.insert(
+            header::ACCEPT,
+            "text/html, Application/CloudEvents-Batch+JSON;q=0.9"
+                .parse()
+                .expect("value"),
+        );
+        assert_eq!(
+            event_format(None, &h, batch).ok(),
+            Some(EventFormat::CloudEvents)
+        );
+        assert_eq!(
+            event_format(Some("cds"), &h, batch).ok(),
+            Some(EventFormat::Cds)
+        );
+        let e = event_format(Some("xml"), &h, batch).expect_err("refused");
+        assert!(e.message.starts_with("format: "), "{}", e.message);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! streams, webhooks) hang off the log's head, not off the ingest handler.
 
 pub mod auth;
+pub mod cloudevents;
 pub mod config;
 pub mod error;
 pub mod extract;
@@ -198,6 +199,7 @@ impl Server {
         let bridge = bridge(&config)?;
         let config_max_connections = config.stream.max_connections;
         let state = AppState {
+            ce_source: config.cloudevents_source(),
             log,
             hub,
             auth: Arc::new(auth),

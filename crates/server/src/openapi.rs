@@ -135,6 +135,8 @@ mod tests {
             auth: NotificationAuth::default(),
             enabled: false,
             ordered: false,
+            format: Default::default(),
+            content_mode: Default::default(),
             disabled_reason: Some("failing".into()),
             failing_since: Some(now),
         };

@@ -28,6 +28,8 @@ pub struct AppState {
     pub webhooks: cds_events_webhooks::Webhooks,
     /// Events in from CDS's Redis, when configured (its status is shown).
     pub bridge: Option<cds_events_bridge::Bridge>,
+    /// The base of CloudEvents `source` attributes (`cloudevents.source`).
+    pub ce_source: cds_events_model::cloudevents::Source,
 }
 
 /// A name for this process, unique among the instances of a cluster:

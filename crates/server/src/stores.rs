@@ -39,7 +39,8 @@ pub async fn open_webhooks(
     instance: &str,
     log: Arc<dyn EventLog>,
 ) -> Result<Webhooks, ServerError> {
-    let wc = config.webhooks.clone();
+    let mut wc = config.webhooks.clone();
+    wc.cloudevents_source = config.cloudevents_source();
     if let Some(pg) = config.storage.postgres() {
         return Ok(Webhooks::open_postgres(&pg, instance, log, wc).await?);
     }

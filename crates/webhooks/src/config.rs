@@ -77,6 +77,10 @@ pub struct WebhooksConfig {
     /// them; every such value is re-encrypted with the current key at start.
     #[serde(skip_serializing)]
     pub previous_keys: Vec<String>,
+    /// The base of CloudEvents `source` attributes: not a setting of its
+    /// own, the server sets it from `cloudevents.source`.
+    #[serde(skip)]
+    pub cloudevents_source: cds_events_model::cloudevents::Source,
 }
 
 impl Default for WebhooksConfig {
@@ -112,6 +116,7 @@ impl Default for WebhooksConfig {
             yield_rate: 500,
             key: None,
             previous_keys: Vec::new(),
+            cloudevents_source: Default::default(),
         }
     }
 }

@@ -8,11 +8,13 @@
 
 use crate::engine::Inner;
 use crate::error::WebhooksError;
-use crate::model::{AttemptOut, DeliveryOut, DeliveryPage, DeliveryStatus};
+use crate::model::{AttemptOut, DeliveryOut, DeliveryPage, DeliveryStatus, EventFormat};
+use crate::outgoing::Outgoing;
 use crate::send::AttemptOutcome;
 use crate::store::{Attempt, Delivery, DeliveryId};
 use crate::time::{self, now_ms, to_datetime};
 use crate::{DeliveryDetail, MAX_PAGE};
+use cds_events_model::cloudevents::{CloudEvent, TYPE_NAMESPACE, seq_text};
 use chrono::{DateTime, Utc};
 
 /// The pause between two purge transactions, so that attempt results
@@ -148,7 +150,25 @@ impl Inner {
         })
         .to_string();
         let msg_id = format!("msg_test_{}", uuid::Uuid::now_v7().simple());
-        Ok(self.sender.send(&n, &msg_id, body.as_bytes()).await)
+        let out = match n.format {
+            EventFormat::Cds => Outgoing::cds(&body),
+            // A ping is no catalogue event: its CloudEvent is built here,
+            // in the same shape.
+            EventFormat::CloudEvents => {
+                let ping = CloudEvent {
+                    id: &msg_id,
+                    source: self.config.cloudevents_source.for_project(&n.project),
+                    ce_type: format!("{TYPE_NAMESPACE}.Ping"),
+                    subject: Some(n.name.clone()),
+                    time: cds_events_model::Timestamp::now().to_go_string(),
+                    cdsseq: seq_text(0),
+                    cdsproject: Some(&n.project),
+                    data: &body,
+                };
+                Outgoing::cloudevent(&ping, n.content_mode, &body)
+            }
+        };
+        Ok(self.sender.send(&n, &msg_id, &out).await)
     }
 
     /// The public id of a delivery (also its `webhook-id`): `msg_`, the

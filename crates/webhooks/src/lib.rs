@@ -40,6 +40,7 @@ mod leases;
 pub mod model;
 mod notifications;
 mod outbox;
+mod outgoing;
 mod registry;
 mod send;
 pub mod signing;

@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 pub use cds_events_api::{
-    AttemptOut, CreatedNotificationOut, DeliveryDetail, DeliveryOut, DeliveryPage, DeliveryStatus,
-    MASK, NotificationAuth, NotificationFilter, NotificationIn, NotificationOut, PreviousSecret,
-    SecretOut,
+    AttemptOut, ContentMode, CreatedNotificationOut, DeliveryDetail, DeliveryOut, DeliveryPage,
+    DeliveryStatus, EventFormat, MASK, NotificationAuth, NotificationFilter, NotificationIn,
+    NotificationOut, PreviousSecret, SecretOut,
 };
 
 /// Headers a notification may not set: the signature scheme and the framing
@@ -63,6 +63,8 @@ pub(crate) struct Valid {
     /// `None`: the default on create, unchanged on update.
     pub enabled: Option<bool>,
     pub ordered: Option<bool>,
+    pub format: Option<EventFormat>,
+    pub content_mode: Option<ContentMode>,
 }
 
 pub(crate) fn validate_project(project: &str) -> Result<(), WebhooksError> {
@@ -180,6 +182,8 @@ pub(crate) fn validate(n: NotificationIn) -> Result<Valid, WebhooksError> {
         headers,
         enabled: n.enabled,
         ordered: n.ordered,
+        format: n.format,
+        content_mode: n.content_mode,
     })
 }
 

@@ -52,6 +52,8 @@ impl Inner {
             previous: None,
             enabled: v.enabled.unwrap_or(true),
             ordered: v.ordered.unwrap_or(false),
+            format: v.format.unwrap_or_default(),
+            content_mode: v.content_mode.unwrap_or_default(),
             disabled_reason: None,
             failing_since: None,
             last_modified: now_ms(),
@@ -86,6 +88,8 @@ impl Inner {
                 f.url = v.url.to_string();
                 f.filters = v.filters;
                 f.ordered = v.ordered.unwrap_or(f.ordered);
+                f.format = v.format.unwrap_or(f.format);
+                f.content_mode = v.content_mode.unwrap_or(f.content_mode);
                 set_enabled_fields(f, v.enabled.unwrap_or(f.enabled));
                 Ok(())
             })

@@ -6,7 +6,7 @@
 //! in order. Everything else reads snapshots (`Arc`s).
 
 use crate::error::{CompileError, WebhooksError};
-use crate::model::{NotificationFilter, NotificationOut};
+use crate::model::{ContentMode, EventFormat, NotificationFilter, NotificationOut};
 use crate::signing::SigningSecret;
 use crate::store::{Mirror, NotificationId, NotificationRecord};
 use cds_events_model::EventType;
@@ -35,6 +35,8 @@ pub(crate) struct Notification {
     pub previous: Option<(SigningSecret, i64)>,
     pub enabled: bool,
     pub ordered: bool,
+    pub format: EventFormat,
+    pub content_mode: ContentMode,
     pub disabled_reason: Option<String>,
     /// Unix ms of the first failure since the last success, `NOT_FAILING`
     /// when none. Shared by the clones of a notification and changed in
@@ -58,6 +60,7 @@ impl fmt::Debug for Notification {
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("enabled", &self.enabled)
             .field("ordered", &self.ordered)
+            .field("format", &self.format)
             .finish_non_exhaustive()
     }
 }
@@ -112,6 +115,8 @@ impl Notification {
             previous: f.previous,
             enabled: f.enabled,
             ordered: f.ordered,
+            format: f.format,
+            content_mode: f.content_mode,
             disabled_reason: f.disabled_reason,
             failing_since: Arc::new(AtomicI64::new(f.failing_since.unwrap_or(NOT_FAILING))),
             last_modified: f.last_modified,
@@ -133,6 +138,8 @@ impl Notification {
             previous: self.previous.clone(),
             enabled: self.enabled,
             ordered: self.ordered,
+            format: self.format,
+            content_mode: self.content_mode,
             disabled_reason: self.disabled_reason.clone(),
             failing_since: self.failing_since(),
             last_modified: self.last_modified,

@@ -8,6 +8,7 @@
 
 use crate::config::WebhooksConfig;
 use crate::error::WebhooksError;
+use crate::outgoing::Outgoing;
 use crate::registry::Notification;
 use crate::signing::signature_header;
 use crate::ssrf;
@@ -58,6 +59,12 @@ impl AttemptOutcome {
         self.outcome == OutcomeKind::Success
     }
 
+    /// An event that cannot be put in the notification's format: a failed
+    /// attempt that sent nothing (retried as any failure, then failed).
+    pub(crate) fn unsendable(error: String) -> Self {
+        AttemptOutcome::failed(OutcomeKind::Refused, Instant::now(), error)
+    }
+
     fn failed(outcome: OutcomeKind, started: Instant, error: String) -> Self {
         AttemptOutcome {
             outcome,
@@ -101,9 +108,15 @@ impl Sender {
         })
     }
 
-    /// Sends `body` to the notification's endpoint, signed as message
-    /// `msg_id` at the current time.
-    pub(crate) async fn send(&self, n: &Notification, msg_id: &str, body: &[u8]) -> AttemptOutcome {
+    /// Sends `out` to the notification's endpoint, its body signed as
+    /// message `msg_id` at the current time.
+    pub(crate) async fn send(
+        &self,
+        n: &Notification,
+        msg_id: &str,
+        out: &Outgoing<'_>,
+    ) -> AttemptOutcome {
+        let body = out.body.as_bytes();
         let started = Instant::now();
         if !self.allow_private
             && let Err(r) = ssrf::check_url_host(&n.url)
@@ -114,7 +127,10 @@ impl Sender {
         let ts = now_ms.div_euclid(1000);
         let signature = signature_header(n.signing_secrets(now_ms), msg_id, ts, body);
         let mut headers = n.header_map.clone();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(out.content_type));
+        for (name, value) in &out.headers {
+            headers.insert(name.clone(), value.clone());
+        }
         let (Ok(id), Ok(sig)) = (
             HeaderValue::from_str(msg_id),
             HeaderValue::from_str(&signature),

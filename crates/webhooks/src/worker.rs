@@ -24,6 +24,7 @@ use crate::config::WebhooksConfig;
 use crate::engine::Inner;
 use crate::error::WebhooksError;
 use crate::model::DeliveryStatus;
+use crate::outgoing::Outgoing;
 use crate::registry::{Notification, WorkerHandle};
 use crate::send::{AttemptOutcome, OutcomeKind};
 use crate::store::{AttemptResult, Claim, DeliveryId, Due};
@@ -258,7 +259,11 @@ async fn attempt(
                 // Ingest first: paced while the machine is saturated.
                 inner.pressure.admit_attempt().await;
                 let at = now_ms();
-                (at, inner.sender.send(&n, &msg_id, body.as_bytes()).await)
+                let source = &inner.config.cloudevents_source;
+                match Outgoing::event(n.format, n.content_mode, source, d.seq, &body) {
+                    Ok(out) => (at, inner.sender.send(&n, &msg_id, &out).await),
+                    Err(why) => (at, AttemptOutcome::unsendable(why)),
+                }
             } => o,
             // Not recorded: the delivery stays pending and is sent again,
             // here after a restart or by another instance (receivers

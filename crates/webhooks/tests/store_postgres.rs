@@ -149,6 +149,8 @@ fn notification(project: &str, name: &str) -> NotificationRecord {
         previous: None,
         enabled: true,
         ordered: false,
+        format: Default::default(),
+        content_mode: Default::default(),
         disabled_reason: None,
         failing_since: None,
         last_modified: 1,

@@ -10,7 +10,7 @@ pub fn ensure_websocket_client() {
 }
 
 /// Runs the Python client: sends `messages`, returns what it received.
-fn python_ws(
+pub(crate) fn python_ws(
     s: &TestServer,
     query: &str,
     token: &str,

@@ -2,18 +2,19 @@
 
 use crate::auth::{Caller, forbidden};
 use crate::error::{ApiError, ErrorBody, NoToken, ProjectReader};
-use crate::extract::{EventsParams, restrict_to_readable};
+use crate::extract::{EventsParams, event_format, restrict_to_readable};
 use crate::schema::{FullEventSchema, PageSchema};
 use crate::state::AppState;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, State, rejection::QueryRejection};
+use axum::extract::{OriginalUri, Path, Query, State, rejection::QueryRejection};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing;
-use cds_events_api::FilterText;
+use cds_events_api::{EventFormat, FilterText};
 use cds_events_auth::Principal;
 use cds_events_log::{NewEvent, Order, Seq};
+use cds_events_model::cloudevents::{BATCH_CONTENT_TYPE, CONTENT_TYPE as CE_CONTENT_TYPE};
 use cds_events_model::{BatchError, EventScope, EventType, Family};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -46,32 +47,43 @@ pub struct IngestOut {
 }
 
 fn is_ndjson(headers: &HeaderMap) -> bool {
+    matches!(
+        media_type(headers).as_str(),
+        "application/x-ndjson"
+            | "application/ndjson"
+            | "application/jsonl"
+            | "application/x-jsonlines"
+    )
+}
+
+/// The media type of the body, lowercase, without parameters.
+fn media_type(headers: &HeaderMap) -> String {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|ct| {
-            let ct = ct
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            matches!(
-                ct.as_str(),
-                "application/x-ndjson"
-                    | "application/ndjson"
-                    | "application/jsonl"
-                    | "application/x-jsonlines"
-            )
-        })
-        .unwrap_or(false)
+        .and_then(|ct| ct.split(';').next())
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+fn is_cloudevents(headers: &HeaderMap) -> bool {
+    matches!(
+        media_type(headers).as_str(),
+        CE_CONTENT_TYPE | BATCH_CONTENT_TYPE
+    )
 }
 
 /// Publish events.
 ///
 /// The body is one event object, a JSON array of events, or NDJSON
 /// (`Content-Type: application/x-ndjson`). Each event may have the CDS
-/// producer (family) shape or the full-event shape. The batch is
+/// producer (family) shape or the full-event shape. With
+/// `Content-Type: application/cloudevents+json` (one structured CloudEvent)
+/// or `application/cloudevents-batch+json` (an array of them), each
+/// CloudEvent's `data` must be a CDS event: it is stored as that event, its
+/// id kept; a CloudEvent that does not match its data is refused naming the
+/// field. The batch is
 /// all-or-nothing; the answer comes after the commit.
 #[utoipa::path(
     post, path = "/v2/events", tag = "events",
@@ -113,6 +125,8 @@ pub async fn ingest(
     let ndjson = is_ndjson(&headers);
     let decoded = if ndjson {
         cds_events_model::decode_ndjson_body(text, limits)
+    } else if is_cloudevents(&headers) {
+        cds_events_model::cloudevents::decode::decode_cloudevents_body(text, limits)
     } else {
         cds_events_model::decode_json_body(text, limits)
     };
@@ -251,10 +265,14 @@ fn nonempty(s: &Option<String>) -> Option<String> {
 ///
 /// Filters combine with AND. Pages follow the sequence order; pass
 /// `next_cursor` back as `cursor` for the next page (`null`: no more now).
+/// With `format=cloudevents` (or `Accept: application/cloudevents-batch+json`)
+/// the body is a JSON array of CloudEvents and the next cursor is in the
+/// `cds-events-next-cursor` header and a `Link: <…>; rel="next"`.
 #[utoipa::path(
     get, path = "/v2/events", tag = "events", params(FilterText, EventsParams),
     responses(
-        (status = 200, description = "a page of events, each with its sequence number beside it", body = PageSchema),
+        (status = 200, description = "a page of events, each with its sequence number beside it (or a CloudEvents batch)", body = PageSchema,
+            headers(("cds-events-next-cursor" = u64, description = "with format=cloudevents: the next page's cursor"))),
         (status = 400, description = "an invalid parameter, named in the error", body = ErrorBody),
         ProjectReader,
     )
@@ -262,9 +280,12 @@ fn nonempty(s: &Option<String>) -> Option<String> {
 pub async fn query(
     State(st): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
+    OriginalUri(uri): OriginalUri,
     params: Result<Query<EventsParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(params) = params?;
+    let format = event_format(params.format.as_deref(), &headers, BATCH_CONTENT_TYPE)?;
     let mut filter = params.filter()?;
     restrict_to_readable(&caller, &mut filter)?;
     let limit = match nonempty(&params.limit) {
@@ -304,6 +325,9 @@ pub async fn query(
             order,
         })
         .await?;
+    if format == EventFormat::CloudEvents {
+        return crate::cloudevents::page_response(&st.ce_source, &page, &uri);
+    }
     // The stored JSON is spliced in as is: no decode, no re-encode.
     let mut body =
         String::with_capacity(page.events.iter().map(|e| e.json.len() + 32).sum::<usize>() + 64);
@@ -334,13 +358,23 @@ pub async fn query(
         .into_response())
 }
 
+/// `?format=` of `GET /v2/events/{id}`.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FormatParam {
+    /// `cds` (the default) or `cloudevents` (also chosen by
+    /// `Accept: application/cloudevents+json`).
+    pub format: Option<String>,
+}
+
 /// Get one event by id.
 ///
-/// The body is the bare full event; its sequence number is in the
-/// `cds-events-seq` header.
+/// The body is the bare full event (or, with `format=cloudevents`, a
+/// structured CloudEvent); its sequence number is in the `cds-events-seq`
+/// header.
 #[utoipa::path(
     get, path = "/v2/events/{id}", tag = "events",
-    params(("id" = String, Path, description = "the event id")),
+    params(("id" = String, Path, description = "the event id"), FormatParam),
     responses(
         (status = 200, description = "the full event", body = FullEventSchema,
             headers(("cds-events-seq" = u64, description = "the event's sequence number"))),
@@ -351,8 +385,11 @@ pub async fn query(
 pub async fn get(
     State(st): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     Path(id): Path<String>,
+    Query(params): Query<FormatParam>,
 ) -> Result<Response, ApiError> {
+    let format = event_format(params.format.as_deref(), &headers, CE_CONTENT_TYPE)?;
     let not_found = || ApiError::not_found("no event with this id");
     let ev = st.log.get(&id).await?.ok_or_else(not_found)?;
     // An event the caller may not read is indistinguishable from no event.
@@ -364,6 +401,14 @@ pub async fn get(
     let scope: Scope = serde_json::from_str(&ev.json).map_err(|_| not_found())?;
     if !caller.can_read(&EventScope::from_wire(&scope.project_key)) {
         return Err(not_found());
+    }
+    if format == EventFormat::CloudEvents {
+        let mut resp = crate::cloudevents::one_response(&st.ce_source, &ev)?;
+        resp.headers_mut().insert(
+            header::HeaderName::from_static(SEQ_HEADER),
+            HeaderValue::from(ev.seq.0),
+        );
+        return Ok(resp);
     }
     Ok((
         [

@@ -3,7 +3,7 @@
 
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody, NoTokenOrTicket};
-use crate::extract::{EventsParams, restrict_to_readable};
+use crate::extract::{EventsParams, event_format, restrict_to_readable};
 use crate::slot::ConnectionSlot;
 use crate::state::AppState;
 use axum::Router;
@@ -14,9 +14,11 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::{Bytes, BytesMut};
+use cds_events_api::EventFormat;
 use cds_events_api::FilterText;
-use cds_events_hub::{Feed, FeedError, Matcher};
+use cds_events_hub::{Feed, FeedError, LiveEvent, Matcher, sse_message};
 use cds_events_log::Seq;
+use cds_events_model::cloudevents::Source;
 use futures_util::StreamExt;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -57,7 +59,7 @@ fn resume_point(headers: &HeaderMap, params: &mut EventsParams) -> Result<Option
 /// Stream events as they are committed.
 ///
 /// Each SSE message has the sequence number as its `id:` and the full event as
-/// its `data:`. A reconnecting `EventSource` sends `Last-Event-ID` and gets
+/// its `data:` (with `format=cloudevents`, a structured CloudEvent). A reconnecting `EventSource` sends `Last-Event-ID` and gets
 /// every matching event after it exactly once, then live. A comment every 15 s
 /// keeps proxies from closing an idle stream. A client too far behind gets an
 /// `event: lagged` message with `{"resume_from":N}`; at shutdown, an
@@ -78,6 +80,11 @@ pub async fn stream(
     let Query(mut params) = params?;
     let slot = ConnectionSlot::acquire(&st, "sse")?;
     let after = resume_point(&headers, &mut params)?;
+    // Only the parameter chooses: a stream's `Accept` is text/event-stream.
+    let cloudevents = match event_format(params.format.as_deref(), &HeaderMap::new(), "")? {
+        EventFormat::CloudEvents => Some(st.ce_source.clone()),
+        EventFormat::Cds => None,
+    };
     let mut filter = params.filter()?;
     restrict_to_readable(&caller, &mut filter)?;
     let matcher: Arc<dyn Matcher> = Arc::new(filter);
@@ -97,6 +104,7 @@ pub async fn stream(
         feed: Some(feed),
         heartbeat,
         sent_since_tick: true,
+        cloudevents,
         _slot: slot,
     };
     let first = Bytes::from_static(b"retry: 2000\n: connected\n\n");
@@ -126,7 +134,17 @@ struct SseFeed {
     feed: Option<Feed>,
     heartbeat: tokio::time::Interval,
     sent_since_tick: bool,
+    /// `format=cloudevents`: each `data:` is a structured CloudEvent.
+    cloudevents: Option<Source>,
     _slot: ConnectionSlot,
+}
+
+/// One event's SSE message, in the connection's format.
+fn frame(cloudevents: &Option<Source>, e: &LiveEvent) -> Bytes {
+    match cloudevents {
+        None => e.sse_frame(),
+        Some(source) => sse_message(e.seq, &e.cloudevent(source)),
+    }
 }
 
 impl SseFeed {
@@ -139,13 +157,13 @@ impl SseFeed {
                     self.sent_since_tick = true;
                     return Some(match next {
                         Ok(first) => {
-                            let Some(second) = feed.try_next() else { return Some(first.sse_frame()) };
+                            let Some(second) = feed.try_next() else { return Some(frame(&self.cloudevents, &first)) };
                             let mut chunk = BytesMut::with_capacity(4 * first.json.len());
-                            chunk.extend_from_slice(&first.sse_frame());
-                            chunk.extend_from_slice(&second.sse_frame());
+                            chunk.extend_from_slice(&frame(&self.cloudevents, &first));
+                            chunk.extend_from_slice(&frame(&self.cloudevents, &second));
                             for _ in 2..MAX_EVENTS_PER_CHUNK {
                                 let Some(e) = feed.try_next() else { break };
-                                chunk.extend_from_slice(&e.sse_frame());
+                                chunk.extend_from_slice(&frame(&self.cloudevents, &e));
                             }
                             chunk.freeze()
                         }

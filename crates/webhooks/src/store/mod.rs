@@ -44,6 +44,7 @@ use crate::model::{Actor, DeliveryStatus};
 use async_trait::async_trait;
 use cds_events_log::Seq;
 pub use lead::Lead;
+pub(crate) use records::stored_format;
 pub use records::{
     Attempt, AttemptResult, Claim, Claimed, Delivery, DeliveryId, Due, NewDelivery, NotificationId,
     NotificationRecord, OutboxEntry, Purged, RecordAck,

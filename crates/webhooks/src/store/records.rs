@@ -5,7 +5,8 @@
 
 use crate::error::WebhooksError;
 use crate::model::{
-    Actor, DeliveryStatus, MASK, NotificationAuth, NotificationFilter, NotificationOut,
+    Actor, ContentMode, DeliveryStatus, EventFormat, MASK, NotificationAuth, NotificationFilter,
+    NotificationOut,
 };
 use crate::signing::SigningSecret;
 use crate::time::to_datetime;
@@ -42,6 +43,9 @@ pub struct NotificationRecord {
     pub previous: Option<(SigningSecret, i64)>,
     pub enabled: bool,
     pub ordered: bool,
+    /// The body's shape, and with CloudEvents, the content mode.
+    pub format: EventFormat,
+    pub content_mode: ContentMode,
     pub disabled_reason: Option<String>,
     /// The first failure since the last success.
     pub failing_since: Option<i64>,
@@ -64,6 +68,26 @@ impl fmt::Debug for NotificationRecord {
     }
 }
 
+/// A stored `format` and `content_mode` read back (columns of every
+/// backend); a value no build wrote makes the notification unreadable.
+pub(crate) fn stored_format(
+    uid: &str,
+    format: &str,
+    mode: &str,
+) -> Result<(EventFormat, ContentMode), WebhooksError> {
+    let unreadable = |problem: String| WebhooksError::Unreadable {
+        uid: uid.to_owned(),
+        problem,
+    };
+    Ok((
+        format
+            .parse()
+            .map_err(|e| unreadable(format!("format: {e}")))?,
+        mode.parse()
+            .map_err(|e| unreadable(format!("content_mode: {e}")))?,
+    ))
+}
+
 impl NotificationRecord {
     /// As the API shows it: header values masked, secrets absent.
     pub fn out(&self) -> NotificationOut {
@@ -83,6 +107,8 @@ impl NotificationRecord {
             },
             enabled: self.enabled,
             ordered: self.ordered,
+            format: self.format,
+            content_mode: self.content_mode,
             disabled_reason: self.disabled_reason.clone(),
             failing_since: self.failing_since.map(to_datetime),
         }

@@ -2,6 +2,7 @@
 //! service (its store SQLite, or PostgreSQL in `postgres`), loopback
 //! receivers; in `cluster`, several instances on one PostgreSQL database.
 
+mod cloudevents;
 mod cluster;
 mod crud;
 mod delivery;

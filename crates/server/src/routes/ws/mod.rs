@@ -8,7 +8,9 @@
 //! URL is the resume point of the first set. Every matching event arrives as
 //! `{"status":"OK","error":"","event":{…},"seq":N}`; a refused filter gets
 //! `{"status":"KO","error":"…"}` (with CDS's empty event) and the connection
-//! stays open.
+//! stays open. With `?format=cloudevents` (or the subprotocol
+//! `cloudevents.json`) each event message is a structured CloudEvent instead;
+//! without either, the messages are byte for byte CDS's.
 //!
 //! The protocol and the grants are the server's: [`cds`] turns CDS's filters
 //! into a hub [`Matcher`] bounded by what the caller may read, [`hatchery`]
@@ -19,19 +21,23 @@ pub mod hatchery;
 
 use crate::auth::Caller;
 use crate::error::{ApiError, NoTokenOrTicket};
+use crate::extract::event_format;
 use crate::slot::ConnectionSlot;
 use crate::state::AppState;
 use axum::Router;
 use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use cds::{CdsFilterSet, parse_request};
+use cds_events_api::EventFormat;
 use cds_events_auth::Principal;
 use cds_events_hub::{Feed, FeedError, LiveEvent, Matcher};
 use cds_events_log::Seq;
 use cds_events_model::EventType;
+use cds_events_model::cloudevents::Source;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
@@ -63,7 +69,15 @@ const QUEUE_TYPES: &[EventType] = &[
 pub struct WsParams {
     /// Resume the first filter set after this sequence number.
     pub since: Option<u64>,
+    /// `cds` (CDS's messages, the default) or `cloudevents`: each event
+    /// message is then one structured CloudEvent (as the CloudEvents
+    /// websocket binding's `cloudevents.json` subprotocol, which chooses it
+    /// too); status messages (`KO`) are unchanged.
+    pub format: Option<String>,
 }
+
+/// The CloudEvents websocket binding's subprotocol (structured JSON).
+const CE_SUBPROTOCOL: &str = "cloudevents.json";
 
 /// The CDS websocket: live events by filter, with resume.
 #[utoipa::path(get, path = "/v2/ws", tag = "streams", params(WsParams),
@@ -82,6 +96,8 @@ pub struct WsRequest {
     st: AppState,
     caller: Arc<Principal>,
     since: Option<Seq>,
+    /// `Some` when events go out as CloudEvents.
+    cloudevents: Option<Source>,
     upgrade: WebSocketUpgrade,
 }
 
@@ -95,13 +111,26 @@ impl FromRequestParts<AppState> for WsRequest {
         let Query(params) = Query::<WsParams>::from_request_parts(parts, st)
             .await
             .map_err(IntoResponse::into_response)?;
+        let asks_subprotocol = parts
+            .headers
+            .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| p.trim() == CE_SUBPROTOCOL);
+        let format = match params.format.as_deref() {
+            None if asks_subprotocol => EventFormat::CloudEvents,
+            f => event_format(f, &HeaderMap::new(), "").map_err(IntoResponse::into_response)?,
+        };
         let upgrade = WebSocketUpgrade::from_request_parts(parts, st)
             .await
-            .map_err(IntoResponse::into_response)?;
+            .map_err(IntoResponse::into_response)?
+            .protocols([CE_SUBPROTOCOL]);
         Ok(WsRequest {
             st: st.clone(),
             caller,
             since: params.since.map(Seq),
+            cloudevents: (format == EventFormat::CloudEvents).then(|| st.ce_source.clone()),
             upgrade,
         })
     }
@@ -115,11 +144,12 @@ impl WsRequest {
             st,
             caller,
             since,
+            cloudevents,
             upgrade,
         } = self;
         let slot = ConnectionSlot::acquire(&st, "ws")?;
         Ok(configure(upgrade)
-            .on_upgrade(move |socket| session(socket, st, slot, caller, since, fixed)))
+            .on_upgrade(move |socket| session(socket, st, slot, caller, since, fixed, cloudevents)))
     }
 }
 
@@ -165,6 +195,7 @@ async fn session(
     caller: Arc<Principal>,
     since: Option<Seq>,
     fixed: Option<Arc<dyn Matcher>>,
+    cloudevents: Option<Source>,
 ) {
     let (mut sink, mut stream) = socket.split();
     let mut feed: Option<Feed> = None;
@@ -255,7 +286,7 @@ async fn session(
                     // flush; a peer that takes none of it for `ping_timeout`
                     // is dead.
                     let Some(f) = feed.as_mut() else { break };
-                    let sent = tokio::time::timeout(limits.ping_timeout, send_batch(&mut sink, e, f)).await;
+                    let sent = tokio::time::timeout(limits.ping_timeout, send_batch(&mut sink, e, f, cloudevents.as_ref())).await;
                     if !matches!(sent, Ok(Ok(()))) {
                         tracing::debug!(token_id = %caller.token_id, "websocket peer not reading; closing");
                         break;
@@ -297,16 +328,20 @@ async fn send_batch(
     sink: &mut SplitSink<WebSocket, Message>,
     first: Arc<LiveEvent>,
     feed: &mut Feed,
+    cloudevents: Option<&Source>,
 ) -> Result<(), axum::Error> {
-    sink.feed(text_message(&first)).await?;
+    sink.feed(text_message(&first, cloudevents)).await?;
     for _ in 1..MAX_EVENTS_PER_FLUSH {
         let Some(e) = feed.try_next() else { break };
-        sink.feed(text_message(&e)).await?;
+        sink.feed(text_message(&e, cloudevents)).await?;
     }
     sink.flush().await
 }
 
-fn text_message(e: &LiveEvent) -> Message {
+fn text_message(e: &LiveEvent, cloudevents: Option<&Source>) -> Message {
+    if let Some(source) = cloudevents {
+        return Message::Text(Utf8Bytes::from(&*e.cloudevent(source)));
+    }
     // The hub built the text once; checking it is UTF-8 costs no copy.
     match Utf8Bytes::try_from(e.ws_message()) {
         Ok(text) => Message::Text(text),

@@ -40,6 +40,48 @@ pub async fn a_created_notification_reads_back_after_a_reopen(h: &dyn Harness) {
     o.store.close().await.expect("close");
 }
 
+pub async fn the_body_format_is_stored_changed_and_read_back(h: &dyn Harness) {
+    use crate::model::{ContentMode, EventFormat};
+    let o = open(h).await;
+    let s = o.store.as_ref();
+    let plain = create(s, "P", "plain").await;
+    assert_eq!(
+        (plain.format, plain.content_mode),
+        (EventFormat::Cds, ContentMode::Structured),
+        "CDS's body by default"
+    );
+    let mut n = notification("P", "ce");
+    n.format = EventFormat::CloudEvents;
+    let created = s
+        .create_notification(n, 10, &actor())
+        .await
+        .expect("create");
+    assert_eq!(created.format, EventFormat::CloudEvents);
+    let updated = s
+        .update_notification(
+            "P",
+            "ce",
+            set(|n| n.content_mode = ContentMode::Binary),
+            &actor(),
+        )
+        .await
+        .expect("update");
+    assert_eq!(
+        (updated.format, updated.content_mode),
+        (EventFormat::CloudEvents, ContentMode::Binary)
+    );
+    s.close().await.expect("close");
+    let o = open(h).await;
+    let back = o.mirror.get(created.id).expect("told at open");
+    assert_eq!(
+        (back.format, back.content_mode),
+        (EventFormat::CloudEvents, ContentMode::Binary)
+    );
+    let plain = o.mirror.get(plain.id).expect("told at open");
+    assert_eq!(plain.format, EventFormat::Cds);
+    o.store.close().await.expect("close");
+}
+
 pub async fn names_are_unique_per_project(h: &dyn Harness) {
     let o = open(h).await;
     let s = o.store.as_ref();

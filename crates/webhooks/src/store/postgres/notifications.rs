@@ -9,7 +9,7 @@ use crate::crypto::Keyring;
 use crate::error::WebhooksError;
 use crate::model::{Actor, NotificationFilter};
 use crate::signing::SigningSecret;
-use crate::store::{Edit, NotificationId, NotificationRecord};
+use crate::store::{Edit, NotificationId, NotificationRecord, stored_format};
 use cds_events_model::EventType;
 use cds_events_store::pg::tokio_postgres::error::SqlState;
 use cds_events_store::pg::tokio_postgres::{GenericClient, Row, Transaction};
@@ -18,7 +18,8 @@ use std::collections::BTreeMap;
 const SEALED_COLUMNS: [&str; 3] = ["headers", "secret", "previous_secret"];
 
 const COLUMNS: &str = "id, uid, project, name, url, filters, headers, secret, previous_secret,
-     previous_valid_until, enabled, ordered, disabled_reason, failing_since, last_modified";
+     previous_valid_until, enabled, ordered, disabled_reason, failing_since, last_modified,
+     format, content_mode";
 
 /// The first key of the two-key advisory locks a creation takes per project
 /// (`pg_advisory_xact_lock(PROJECT_LOCK, hashtext(project))`): "wh". The
@@ -250,6 +251,7 @@ fn record_of(r: &Row, keyring: &Keyring) -> Result<NotificationRecord, WebhooksE
         (Some(b), Some(until)) => Some((open_secret(keyring, b, &uid, "previous_secret")?, until)),
         _ => None,
     };
+    let (format, content_mode) = stored_format(&uid, r.try_get(15)?, r.try_get(16)?)?;
     Ok(NotificationRecord {
         id: NotificationId(r.try_get(0)?),
         uid,
@@ -262,6 +264,8 @@ fn record_of(r: &Row, keyring: &Keyring) -> Result<NotificationRecord, WebhooksE
         previous,
         enabled: r.try_get(10)?,
         ordered: r.try_get(11)?,
+        format,
+        content_mode,
         disabled_reason: r.try_get(12)?,
         failing_since: r.try_get(13)?,
         last_modified: r.try_get(14)?,
@@ -312,8 +316,8 @@ async fn write_notification(
         tx.query_one(
             "INSERT INTO webhook_notifications (uid, project, name, url, filters, headers, secret,
                  previous_secret, previous_valid_until, enabled, ordered, disabled_reason,
-                 failing_since, last_modified)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                 failing_since, last_modified, format, content_mode)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
              RETURNING id",
             &[
                 &f.uid,
@@ -330,6 +334,8 @@ async fn write_notification(
                 &f.disabled_reason,
                 &f.failing_since,
                 &f.last_modified,
+                &f.format.as_str(),
+                &f.content_mode.as_str(),
             ],
         )
         .await
@@ -338,7 +344,8 @@ async fn write_notification(
         tx.execute(
             "UPDATE webhook_notifications SET name = $2, url = $3, filters = $4, headers = $5,
                  secret = $6, previous_secret = $7, previous_valid_until = $8, enabled = $9,
-                 ordered = $10, disabled_reason = $11, failing_since = $12, last_modified = $13
+                 ordered = $10, disabled_reason = $11, failing_since = $12, last_modified = $13,
+                 format = $14, content_mode = $15
              WHERE id = $1",
             &[
                 &f.id.0,
@@ -354,6 +361,8 @@ async fn write_notification(
                 &f.disabled_reason,
                 &f.failing_since,
                 &f.last_modified,
+                &f.format.as_str(),
+                &f.content_mode.as_str(),
             ],
         )
         .await

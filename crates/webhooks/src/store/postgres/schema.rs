@@ -4,17 +4,23 @@
 
 use cds_events_store::pg::{PgMigration, PgSchema};
 
-/// The current layout (version 2) and how earlier ones reach it: a new
-/// database gets version 1's tables and the step to 2, the very statements
+/// The current layout (version 3) and how earlier ones reach it: a new
+/// database gets version 1's tables and the steps to 3, the very statements
 /// an existing one runs.
 pub(super) const LAYOUT: PgSchema = PgSchema {
     component: "webhooks",
-    create: concat!(v1!(), v2!()),
-    version: 2,
-    migrations: &[PgMigration {
-        from: 1,
-        sql: v2!(),
-    }],
+    create: concat!(v1!(), v2!(), v3!()),
+    version: 3,
+    migrations: &[
+        PgMigration {
+            from: 1,
+            sql: v2!(),
+        },
+        PgMigration {
+            from: 2,
+            sql: v3!(),
+        },
+    ],
 };
 
 /// The channel every change of a notification is announced on (payload: its
@@ -140,6 +146,20 @@ CREATE INDEX webhook_deliveries_leased
 }
 use v2;
 
+/// Version 3: each notification's body format, `cds` (CDS's full event,
+/// what every earlier notification sent) or `cloudevents`, and the
+/// CloudEvents content mode.
+macro_rules! v3 {
+    () => {
+        "
+ALTER TABLE webhook_notifications
+    ADD COLUMN format TEXT NOT NULL DEFAULT 'cds',
+    ADD COLUMN content_mode TEXT NOT NULL DEFAULT 'structured';
+"
+    };
+}
+use v3;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,7 +167,7 @@ mod tests {
     use cds_events_store::pg::testing::TempDatabase;
 
     #[tokio::test]
-    async fn a_version_1_database_gains_the_lease_columns_and_keeps_its_rows() {
+    async fn a_version_1_database_gains_the_lease_and_format_columns_and_keeps_its_rows() {
         let db = TempDatabase::create().await.expect("test database");
         let pool = PgPool::connect(&db.options()).await.expect("pool");
         let v1 = PgSchema {
@@ -162,7 +182,10 @@ mod tests {
             "INSERT INTO webhook_state (epoch, position) VALUES ('e', 7);
              INSERT INTO webhook_deliveries (notification_id, event_seq, event_id, status,
                  attempts, tries, next_attempt_at, created_at, updated_at)
-             VALUES (1, 7, 'ev', 'pending', 0, 0, 0, 0, 0);",
+             VALUES (1, 7, 'ev', 'pending', 0, 0, 0, 0, 0);
+             INSERT INTO webhook_notifications (uid, project, name, url, filters, headers, secret,
+                 enabled, ordered, last_modified)
+             VALUES ('u', 'P', 'n', 'https://x', '{}', '', '', TRUE, FALSE, 0);",
         )
         .await
         .expect("version 1 rows");
@@ -178,7 +201,20 @@ mod tests {
         let kept: (Option<i64>, i64, Option<String>, Option<i64>) =
             (row.get(0), row.get(1), row.get(2), row.get(3));
         assert_eq!(kept, (Some(7), 0, None, None));
+        let format = conn
+            .query_one(
+                "SELECT format, content_mode FROM webhook_notifications",
+                &[],
+            )
+            .await
+            .expect("read");
+        let format: (String, String) = (format.get(0), format.get(1));
+        assert_eq!(
+            format,
+            ("cds".to_owned(), "structured".to_owned()),
+            "earlier notifications keep CDS's body"
+        );
         // Already current: nothing to do.
-        assert_eq!(LAYOUT.apply(&pool).await.expect("again"), Some(2));
+        assert_eq!(LAYOUT.apply(&pool).await.expect("again"), Some(3));
     }
 }

@@ -8,7 +8,7 @@ use crate::crypto::Keyring;
 use crate::error::WebhooksError;
 use crate::model::{Actor, NotificationFilter};
 use crate::signing::SigningSecret;
-use crate::store::{Edit, NotificationId, NotificationRecord};
+use crate::store::{Edit, NotificationId, NotificationRecord, stored_format};
 use cds_events_model::EventType;
 use rusqlite::{Connection, Row, params};
 use std::collections::BTreeMap;
@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 const SEALED_COLUMNS: [&str; 3] = ["headers", "secret", "previous_secret"];
 
 const COLUMNS: &str = "id, uid, project, name, url, filters, headers, secret, previous_secret,
-     previous_valid_until, enabled, ordered, disabled_reason, failing_since, last_modified";
+     previous_valid_until, enabled, ordered, disabled_reason, failing_since, last_modified,
+     format, content_mode";
 
 impl WriterCtx {
     pub(super) fn create_notification(
@@ -178,6 +179,8 @@ fn record_of(r: &Row<'_>, keyring: &Keyring) -> Result<NotificationRecord, Webho
         (Some(b), Some(until)) => Some((open_secret(keyring, &b, &uid, "previous_secret")?, until)),
         _ => None,
     };
+    let (format, content_mode) =
+        stored_format(&uid, &r.get::<_, String>(15)?, &r.get::<_, String>(16)?)?;
     Ok(NotificationRecord {
         id: NotificationId(r.get(0)?),
         uid,
@@ -190,6 +193,8 @@ fn record_of(r: &Row<'_>, keyring: &Keyring) -> Result<NotificationRecord, Webho
         previous,
         enabled: r.get(10)?,
         ordered: r.get(11)?,
+        format,
+        content_mode,
         disabled_reason: r.get(12)?,
         failing_since: r.get(13)?,
         last_modified: r.get(14)?,
@@ -245,11 +250,13 @@ fn write_notification(
     if new {
         conn.execute(
             "INSERT INTO notifications(uid, project, name, url, filters, headers, secret, previous_secret,
-                 previous_valid_until, enabled, ordered, disabled_reason, failing_since, last_modified)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                 previous_valid_until, enabled, ordered, disabled_reason, failing_since, last_modified,
+                 format, content_mode)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             params![
                 f.uid, f.project, f.name, f.url, filters, headers, secret, previous, until,
-                f.enabled, f.ordered, f.disabled_reason, f.failing_since, f.last_modified
+                f.enabled, f.ordered, f.disabled_reason, f.failing_since, f.last_modified,
+                f.format.as_str(), f.content_mode.as_str()
             ],
         )
         .map_err(map_unique)?;
@@ -258,7 +265,8 @@ fn write_notification(
         conn.execute(
             "UPDATE notifications SET name = ?2, url = ?3, filters = ?4, headers = ?5, secret = ?6,
                  previous_secret = ?7, previous_valid_until = ?8, enabled = ?9, ordered = ?10,
-                 disabled_reason = ?11, failing_since = ?12, last_modified = ?13
+                 disabled_reason = ?11, failing_since = ?12, last_modified = ?13, format = ?14,
+                 content_mode = ?15
              WHERE id = ?1",
             params![
                 f.id.0,
@@ -273,7 +281,9 @@ fn write_notification(
                 f.ordered,
                 f.disabled_reason,
                 f.failing_since,
-                f.last_modified
+                f.last_modified,
+                f.format.as_str(),
+                f.content_mode.as_str()
             ],
         )
         .map_err(map_unique)?;

@@ -4,7 +4,7 @@
 use cds_events_store::{ConnOptions, Error, MetaKey, Migration, Schema, Step, Synchronous};
 use rusqlite::Connection;
 
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// The current layout and how earlier ones reach it.
 pub(crate) const LAYOUT: Schema = Schema {
@@ -13,15 +13,25 @@ pub(crate) const LAYOUT: Schema = Schema {
     // The store has always written its version: tables without one were
     // made by `SCHEMA` of this build (interrupted before the version).
     unversioned: SCHEMA_VERSION,
-    migrations: &[Migration {
-        from: 1,
-        // 1 → 2: successful attempts kept in the delivery's row.
-        step: Step::Sql(
-            "ALTER TABLE deliveries ADD COLUMN ok_status_code INTEGER;
-             ALTER TABLE deliveries ADD COLUMN ok_latency_ms INTEGER;
-             ALTER TABLE deliveries ADD COLUMN ok_response TEXT;",
-        ),
-    }],
+    migrations: &[
+        Migration {
+            from: 1,
+            // 1 → 2: successful attempts kept in the delivery's row.
+            step: Step::Sql(
+                "ALTER TABLE deliveries ADD COLUMN ok_status_code INTEGER;
+                 ALTER TABLE deliveries ADD COLUMN ok_latency_ms INTEGER;
+                 ALTER TABLE deliveries ADD COLUMN ok_response TEXT;",
+            ),
+        },
+        Migration {
+            from: 2,
+            // 2 → 3: each notification's body format (CloudEvents or CDS's).
+            step: Step::Sql(
+                "ALTER TABLE notifications ADD COLUMN format TEXT NOT NULL DEFAULT 'cds';
+                 ALTER TABLE notifications ADD COLUMN content_mode TEXT NOT NULL DEFAULT 'structured';",
+            ),
+        },
+    ],
 };
 
 /// Random, fixed at creation: part of every public delivery id.
@@ -69,6 +79,8 @@ CREATE TABLE IF NOT EXISTS notifications (
     disabled_reason TEXT,
     failing_since INTEGER,
     last_modified INTEGER NOT NULL,
+    format TEXT NOT NULL DEFAULT 'cds',
+    content_mode TEXT NOT NULL DEFAULT 'structured',
     UNIQUE (project, name)
 );
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -148,7 +160,9 @@ mod tests {
         conn.execute_batch(SCHEMA).expect("schema");
         // What version 1 had: no ok_* columns, one delivery with a row.
         conn.execute_batch(
-            "ALTER TABLE deliveries DROP COLUMN ok_status_code;
+            "ALTER TABLE notifications DROP COLUMN format;
+             ALTER TABLE notifications DROP COLUMN content_mode;
+             ALTER TABLE deliveries DROP COLUMN ok_status_code;
              ALTER TABLE deliveries DROP COLUMN ok_latency_ms;
              ALTER TABLE deliveries DROP COLUMN ok_response;
              INSERT INTO deliveries(notification_id, event_seq, event_id, status, attempts, tries,
@@ -174,6 +188,30 @@ mod tests {
         assert_eq!(kept, (7, None));
         // Already current: nothing to do.
         assert_eq!(migrate(&conn).expect("again"), Some(SCHEMA_VERSION));
+    }
+
+    #[test]
+    fn a_version_2_database_gains_the_format_columns_its_notifications_keeping_cds() {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch(SCHEMA).expect("schema");
+        conn.execute_batch(
+            "ALTER TABLE notifications DROP COLUMN format;
+             ALTER TABLE notifications DROP COLUMN content_mode;
+             INSERT INTO notifications(uid, project, name, url, filters, headers, secret, enabled,
+                                       ordered, last_modified)
+             VALUES ('u', 'P', 'n', 'https://x', '{}', x'', x'', 1, 0, 0);",
+        )
+        .expect("v2");
+        cds_events_store::meta::SCHEMA_VERSION
+            .set(&conn, &2)
+            .expect("version");
+        assert_eq!(migrate(&conn).expect("migrate"), Some(2));
+        let kept: (String, String) = conn
+            .query_row("SELECT format, content_mode FROM notifications", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .expect("row");
+        assert_eq!(kept, ("cds".to_owned(), "structured".to_owned()));
     }
 
     #[test]

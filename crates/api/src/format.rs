@@ -1,0 +1,98 @@
+//! Which shape events leave in: CDS's own full event, or CloudEvents 1.0
+//! (the mapping is the model's `cloudevents` module), and for a webhook, the
+//! CloudEvents content mode.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+use utoipa::ToSchema;
+
+/// The shape of each event sent: `cds` (the full event, the default) or
+/// `cloudevents` (a CloudEvents 1.0 event whose `data` is the full event).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EventFormat {
+    #[default]
+    Cds,
+    #[serde(rename = "cloudevents")]
+    CloudEvents,
+}
+
+/// How a webhook carries a CloudEvent: `structured` (the default: the body
+/// is the event, `Content-Type: application/cloudevents+json`) or `binary`
+/// (`ce-*` headers, the body is the full CDS event).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ContentMode {
+    #[default]
+    Structured,
+    Binary,
+}
+
+/// A format or mode name that is not one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownFormat {
+    pub given: String,
+    pub expected: &'static str,
+}
+
+impl fmt::Display for UnknownFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} is not one of {}", self.given, self.expected)
+    }
+}
+
+impl std::error::Error for UnknownFormat {}
+
+macro_rules! names {
+    ($ty:ident { $($variant:ident = $name:literal),+ }) => {
+        impl $ty {
+            pub fn as_str(self) -> &'static str {
+                match self { $($ty::$variant => $name),+ }
+            }
+        }
+        impl FromStr for $ty {
+            type Err = UnknownFormat;
+            fn from_str(s: &str) -> Result<Self, UnknownFormat> {
+                match s.trim() {
+                    $($name => Ok($ty::$variant),)+
+                    _ => Err(UnknownFormat {
+                        given: s.to_owned(),
+                        expected: concat!($($name, " "),+),
+                    }),
+                }
+            }
+        }
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+names!(EventFormat { Cds = "cds", CloudEvents = "cloudevents" });
+names!(ContentMode { Structured = "structured", Binary = "binary" });
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_print_and_serialize_alike() {
+        for f in [EventFormat::Cds, EventFormat::CloudEvents] {
+            assert_eq!(f.as_str().parse::<EventFormat>(), Ok(f));
+            assert_eq!(
+                serde_json::to_value(f).ok(),
+                Some(serde_json::json!(f.as_str()))
+            );
+        }
+        for m in [ContentMode::Structured, ContentMode::Binary] {
+            assert_eq!(m.as_str().parse::<ContentMode>(), Ok(m));
+            assert_eq!(
+                serde_json::to_value(m).ok(),
+                Some(serde_json::json!(m.as_str()))
+            );
+        }
+        assert!("CloudEvents".parse::<EventFormat>().is_err());
+    }
+}
