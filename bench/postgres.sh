@@ -17,12 +17,13 @@ EVENTS=${EVENTS:-1000000}
 SINGLE=${SINGLE:-100000}
 DURABILITY=${DURABILITY:-process-crash}
 PORT=${PORT:-18390}
-BIN=target/release/cds-events
+# BIN=path runs a binary built before (no build; say which commit it is).
+BIN=${BIN:-target/release/cds-events}
 export CDS_EVENTS_ADMIN_TOKEN=${CDS_EVENTS_ADMIN_TOKEN:-bench-admin-token-$RANDOM$RANDOM$RANDOM}
 export CDS_EVENTS_TOKEN=$CDS_EVENTS_ADMIN_TOKEN
 export CDS_EVENTS_WEBHOOKS__KEY=$(head -c32 /dev/urandom | base64)
 
-cargo build --release --quiet
+[[ $BIN != target/release/cds-events ]] || cargo build --release --quiet
 DATA=$(mktemp -d)
 PIDS=()
 DB=""
@@ -116,18 +117,18 @@ stop
 for n in 1 3; do
   fresh_db "i$n"
   start "$n" --postgres "$PG/$DB"
+  if [[ $n == 3 ]]; then
+    echo "== live latency: published on instance 0, one SSE subscriber on instance 1, 2,000 events/s for 30 s"
+    sim --server "$(url 0)" --subscribe-to "$(url 1)" --duration 30s --batch 10 --connections 2 --rate 2000 --subscribers 1
+    echo "== the same on one instance (subscriber on the instance that ingests)"
+    sim --server "$(url 2)" --duration 30s --batch 10 --connections 2 --rate 2000 --subscribers 1
+  fi
   ingest "PostgreSQL, $n instance(s), batch" "$n" "$EVENTS" 500 8
   ingest "PostgreSQL, $n instance(s), single" "$n" "$SINGLE" 1 64
   if [[ $n == 1 ]]; then
     echo "== reads over the PostgreSQL log of $(curl -s "$(url 0)/mon/status" | python3 -c 'import json,sys; print(json.load(sys.stdin)["storage"]["events"])') events"
     sim --server "$(url 0)" --workload pages --events 20000 --connections 2
     sim --server "$(url 0)" --workload gets --events 20000 --connections 2
-  fi
-  if [[ $n == 3 ]]; then
-    echo "== live latency: published on instance 0, one SSE subscriber on instance 1, 2,000 events/s for 30 s"
-    sim --server "$(url 0)" --subscribe-to "$(url 1)" --duration 30s --batch 10 --connections 2 --rate 2000 --subscribers 1
-    echo "== the same on one instance (subscriber on the instance that ingests)"
-    sim --server "$(url 2)" --duration 30s --batch 10 --connections 2 --rate 2000 --subscribers 1
   fi
   stop
 done
