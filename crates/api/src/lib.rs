@@ -1,6 +1,6 @@
 //! The HTTP API's shapes that are not events: the filter keys a reader
 //! writes ([`FilterText`]), and the bodies of notifications, their
-//! deliveries, tokens and tickets. Plain data, declared once, so that the
+//! deliveries, tokens and tickets, and the broker sinks' status. Plain data, declared once, so that the
 //! server reads and writes them, the client and the CLI use them, and
 //! `/v2/openapi.json` describes them field by field (`utoipa`) from the same
 //! declarations.
@@ -17,6 +17,7 @@
 mod filter;
 mod format;
 mod notifications;
+mod sinks;
 mod tokens;
 
 pub use filter::FilterText;
@@ -26,4 +27,5 @@ pub use notifications::{
     DeliveryStatus, MASK, NotificationAuth, NotificationFilter, NotificationIn, NotificationOut,
     OutcomeKind, PingOut, PreviousSecret, RedeliveredOut, SecretOut,
 };
+pub use sinks::{ReplayOut, SinkOut, SinkState, SinksOut};
 pub use tokens::{AuditEntry, CreatedTokenOut, TicketOut, TokenIn, TokenOut};

@@ -1,0 +1,258 @@
+//! The driver: one sink as a durable consumer of the log.
+//!
+//! [`cds_events_log::follow`] reads each batch after the sink's position;
+//! the driver keeps what the filter matches, formats it, waits for its turn
+//! (paused, reconnect backoff, ingest-first pacing) and hands it to the
+//! [`Sink`], which returns once the broker acknowledged all of it; only then
+//! does the loop store the position (`Checkpoint::AfterBatch`). A failure
+//! leaves the position where it was: the same batch is sent again after the
+//! backoff, so a consumer sees duplicates only of a batch that was not
+//! acknowledged. It never waits on anything but its own broker.
+
+use crate::config::SinkConfig;
+use crate::{Health, Message, Sink, SinkError};
+use cds_events_api::SinkState;
+use cds_events_log::pacing::Pacing;
+use cds_events_log::{
+    Checkpoint, Consumer, ConsumerError, FollowOptions, LogPositions, Seq, StoredEvent,
+};
+use cds_events_model::EventFilter;
+use chrono::{DateTime, Utc};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// What the API and the metrics see of one sink; shared between its driver
+/// and the [`Sinks`](crate::Sinks) handle.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: SinkConfig,
+    pub(crate) positions: LogPositions,
+    pub(crate) status: Mutex<Status>,
+    pub(crate) sent: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    /// Set by an operator: nothing is sent while `true`.
+    pub(crate) paused: watch::Sender<bool>,
+    /// A replay asked for: the first sequence number to send again. The
+    /// current run is stopped (`run`), the position moved, and the sink
+    /// follows again from there.
+    pub(crate) replay: Mutex<Option<(Seq, CancellationToken)>>,
+    pub(crate) run: Mutex<Option<CancellationToken>>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Status {
+    pub(crate) state: SinkState,
+    pub(crate) position: Seq,
+    pub(crate) last_error: Option<(String, DateTime<Utc>)>,
+}
+
+impl Shared {
+    pub(crate) fn new(config: SinkConfig, positions: LogPositions) -> Shared {
+        Shared {
+            config,
+            positions,
+            status: Mutex::new(Status {
+                state: SinkState::Connecting,
+                position: Seq(0),
+                last_error: None,
+            }),
+            sent: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            paused: watch::Sender::new(false),
+            replay: Mutex::new(None),
+            run: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn status(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_state(&self, state: SinkState) {
+        self.status().state = state;
+    }
+
+    fn record_failure(&self, e: &SinkError) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("cds_events_sink_failed_total", "sink" => self.config.name.clone())
+            .increment(1);
+        let mut s = self.status();
+        s.state = SinkState::Disconnected;
+        s.last_error = Some((e.to_string(), Utc::now()));
+    }
+}
+
+/// The consumer that `follow` drives for one sink.
+pub(crate) struct Driver {
+    pub(crate) shared: Arc<Shared>,
+    sink: Box<dyn Sink>,
+    filter: Option<EventFilter>,
+    pacing: Arc<Pacing>,
+    connected: bool,
+    backoff: Duration,
+    retry_at: Option<Instant>,
+    consumer_name: String,
+}
+
+impl Driver {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        sink: Box<dyn Sink>,
+        filter: Option<EventFilter>,
+        pacing: Arc<Pacing>,
+    ) -> Driver {
+        let backoff = shared.config.reconnect_min;
+        let consumer_name = format!("sink:{}", shared.config.name);
+        Driver {
+            shared,
+            sink,
+            filter,
+            pacing,
+            connected: false,
+            backoff,
+            retry_at: None,
+            consumer_name,
+        }
+    }
+
+    pub(crate) fn options(&self) -> FollowOptions {
+        FollowOptions {
+            batch: self.shared.config.batch,
+            // The backoff is the driver's own (in `admit`).
+            retry: Duration::from_millis(20),
+            idle_persist: Duration::from_secs(1),
+        }
+    }
+
+    /// Connects now (at start: the status says at once whether the broker
+    /// is reached); a failure is tried again with the first batch.
+    pub(crate) async fn connect(&mut self) -> Result<(), SinkError> {
+        match self.sink.connect().await {
+            Ok(()) => {
+                self.connected = true;
+                self.backoff = self.shared.config.reconnect_min;
+                self.retry_at = None;
+                let paused = *self.shared.paused.borrow();
+                self.shared.set_state(if paused {
+                    SinkState::Paused
+                } else {
+                    SinkState::Running
+                });
+                Ok(())
+            }
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+
+    pub(crate) async fn health(&self) -> Health {
+        self.sink.health().await
+    }
+
+    /// Records a failure and schedules the next try after the backoff,
+    /// which doubles up to `reconnect_max`.
+    fn failed(&mut self, e: SinkError) -> SinkError {
+        tracing::warn!(sink = %self.shared.config.name, error = %e, retry_in_ms = self.backoff.as_millis() as u64, "sink failed");
+        self.shared.record_failure(&e);
+        self.connected = false;
+        self.retry_at = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(self.shared.config.reconnect_max);
+        e
+    }
+
+    /// The messages of a batch: those the filter keeps, in the sink's format.
+    fn messages(&self, batch: &[StoredEvent]) -> Vec<Message> {
+        let mut out = Vec::with_capacity(batch.len());
+        for stored in batch {
+            let head = match cds_events_model::peek_stored(&stored.json) {
+                Ok(h) => h,
+                Err(e) => {
+                    tracing::error!(sink = %self.shared.config.name, seq = stored.seq.0, error = %e, "stored event does not decode; not sent");
+                    continue;
+                }
+            };
+            if let Some(filter) = &self.filter {
+                match stored.decode() {
+                    Ok(event) if filter.matches(&event) => {}
+                    Ok(_) => continue,
+                    Err(e) => {
+                        tracing::error!(sink = %self.shared.config.name, seq = stored.seq.0, error = %e, "stored event does not decode; not sent");
+                        continue;
+                    }
+                }
+            }
+            out.push(Message {
+                seq: stored.seq,
+                id: head.id.into_owned(),
+                event_type: head.event_type,
+                project_key: head.project_key.into_owned(),
+                // `cds`: the stored JSON, byte for byte.
+                body: Arc::clone(&stored.json),
+            });
+        }
+        out
+    }
+}
+
+impl Consumer for Driver {
+    fn name(&self) -> &str {
+        &self.consumer_name
+    }
+
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint::AfterBatch(Arc::new(self.shared.positions.clone()))
+    }
+
+    /// Waits while paused, then until the reconnect backoff is over, then
+    /// for ingest-first pacing.
+    async fn admit(&mut self, max: usize) -> usize {
+        let mut paused = self.shared.paused.subscribe();
+        if *paused.borrow_and_update() {
+            self.shared.set_state(SinkState::Paused);
+            let _ = paused.wait_for(|p| !*p).await;
+            self.shared.set_state(if self.connected {
+                SinkState::Running
+            } else {
+                SinkState::Connecting
+            });
+        }
+        if let Some(at) = self.retry_at {
+            tokio::time::sleep_until(at).await;
+        }
+        self.pacing.admit_reads(max).await
+    }
+
+    async fn handle(&mut self, batch: &[StoredEvent]) -> Result<(), ConsumerError> {
+        let messages = self.messages(batch);
+        if messages.is_empty() {
+            return Ok(());
+        }
+        if !self.connected {
+            self.connect()
+                .await
+                .map_err(|e| ConsumerError::Handle(Box::new(e)))?;
+        }
+        self.pacing.admit_attempt().await;
+        match self.sink.send(&messages).await {
+            Ok(()) => {
+                let n = messages.len() as u64;
+                self.shared.sent.fetch_add(n, Ordering::Relaxed);
+                metrics::counter!("cds_events_sink_sent_total", "sink" => self.shared.config.name.clone())
+                    .increment(n);
+                self.backoff = self.shared.config.reconnect_min;
+                let mut s = self.shared.status();
+                s.state = SinkState::Running;
+                s.last_error = None;
+                Ok(())
+            }
+            Err(e) => Err(ConsumerError::Handle(Box::new(self.failed(e)))),
+        }
+    }
+
+    fn reached(&mut self, position: Seq) {
+        self.shared.status().position = position;
+    }
+}

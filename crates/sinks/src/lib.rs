@@ -1,0 +1,100 @@
+//! Sinks: events out to the brokers the rest of a platform reads.
+//!
+//! Each configured sink (`[[sinks]]`) is a durable consumer of the log: the
+//! one loop ([`cds_events_log::follow`]) reads forward from its position,
+//! the driver (`driver`) filters and formats each batch, hands it to the
+//! broker's [`Sink`] and stores the position only after the broker
+//! acknowledged the whole batch. A restart resumes there: at least once,
+//! and every message carries the event id so that a consumer (or the
+//! broker: JetStream's `Nats-Msg-Id`) can drop a duplicate. A broker that is
+//! down or slow holds back only its own sink; its lag is visible
+//! ([`Sinks::status`]) and retention keeps what it has not sent
+//! ([`Sinks::holds`]).
+//!
+//! Adding a broker is one folder beside `nats/` (its config, its [`Sink`])
+//! and one test file running the [`conformance`] suite with one macro line;
+//! the ingest path never changes: nothing here is called by it.
+
+pub mod config;
+pub mod conformance;
+mod driver;
+pub mod nats;
+mod set;
+
+pub use config::{Format, SinkConfig, SinkConfigError, SinkKind, mask_url};
+pub use set::{Sinks, SinksError};
+
+use async_trait::async_trait;
+use cds_events_log::Seq;
+use cds_events_model::EventType;
+use std::sync::Arc;
+
+/// One event as a sink sends it.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub seq: Seq,
+    /// The event's id: every broker message carries it (a header, a field).
+    pub id: String,
+    pub event_type: EventType,
+    /// Empty for a global event.
+    pub project_key: String,
+    /// The body in the sink's format (`cds`: the stored JSON, verbatim).
+    pub body: Arc<str>,
+}
+
+impl Message {
+    /// The project key, or `_global` for a global event: the routing word
+    /// of subjects and routing keys.
+    pub fn scope_word(&self) -> &str {
+        if self.project_key.is_empty() {
+            "_global"
+        } else {
+            &self.project_key
+        }
+    }
+}
+
+/// Whether a sink reaches its broker now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Connected,
+    Disconnected(String),
+}
+
+/// Why a sink could not connect or send; messages never hold a credential.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The broker cannot be reached (or the connection broke).
+    #[error("cannot reach the broker: {0}")]
+    Connect(String),
+    /// The broker did not acknowledge (refused, or timed out).
+    #[error("the broker did not acknowledge: {0}")]
+    Send(String),
+    /// The sink's settings are unusable.
+    #[error("invalid settings: {0}")]
+    Config(String),
+}
+
+/// A broker's connection: what the driver calls, from one task, never
+/// concurrently.
+#[async_trait]
+pub trait Sink: Send + Sync + std::fmt::Debug {
+    /// Connects (or reconnects after a failure); ensures what the sink
+    /// publishes into exists (a JetStream stream, an exchange).
+    async fn connect(&mut self) -> Result<(), SinkError>;
+
+    /// Sends a batch (never empty, in sequence order) and returns once the
+    /// broker acknowledged every message of it. An error means some may
+    /// have arrived: the driver sends the whole batch again.
+    async fn send(&mut self, batch: &[Message]) -> Result<(), SinkError>;
+
+    /// Whether the broker is reached now.
+    async fn health(&self) -> Health;
+}
+
+/// The sink of a configuration (not connected yet).
+pub fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
+    match &config.kind {
+        SinkKind::Nats(n) => Ok(Box::new(nats::NatsSink::new(n.clone()))),
+    }
+}

@@ -1,0 +1,361 @@
+//! Every configured sink of this process: built at start, run until
+//! shutdown, each in a task of its own; status, pause, resume and replay
+//! for the API.
+
+use crate::config::{SinkConfig, SinkConfigError};
+use crate::driver::{Driver, Shared};
+use crate::{Health, SinkError};
+use cds_events_api::{ReplayOut, SinkOut, SinkState};
+use cds_events_log::pacing::{Pacing, Policy};
+use cds_events_log::{EventLog, LogError, LogPositions, PositionStore, RetentionHold, Seq, follow};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Why the sinks could not start, or an operation was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SinksError {
+    #[error(transparent)]
+    Config(#[from] SinkConfigError),
+    #[error("two sinks are named {0:?}")]
+    DuplicateName(String),
+    #[error("sink {name}: {error}")]
+    Build { name: String, error: SinkError },
+    #[error("no sink named {0:?}")]
+    NoSuchSink(String),
+    #[error("replay from {from}: the log's head is {head}")]
+    BeyondHead { from: u64, head: u64 },
+    #[error(transparent)]
+    Log(#[from] LogError),
+    #[error("the sinks are already running")]
+    Running,
+}
+
+/// The sinks of this process; cheap to clone (clones share them).
+#[derive(Clone)]
+pub struct Sinks {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    log: Arc<dyn EventLog>,
+    entries: Vec<Entry>,
+    pacing: Arc<Pacing>,
+    policy: Option<Policy>,
+}
+
+struct Entry {
+    shared: Arc<Shared>,
+    /// Taken by `run`.
+    driver: Mutex<Option<Driver>>,
+}
+
+impl std::fmt::Debug for Sinks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.names().collect();
+        f.debug_struct("Sinks").field("sinks", &names).finish()
+    }
+}
+
+impl Sinks {
+    /// Checks and builds every sink (nothing connects before `run`).
+    /// `policy`: yield to ingest on a saturated machine (`None`: never).
+    pub fn new(
+        log: Arc<dyn EventLog>,
+        configs: &[SinkConfig],
+        policy: Option<Policy>,
+    ) -> Result<Sinks, SinksError> {
+        let pacing = Arc::new(Pacing::new("sinks", "cds_events_sink_yield_rate"));
+        let mut names = BTreeSet::new();
+        let mut entries = Vec::with_capacity(configs.len());
+        for c in configs {
+            c.validate()?;
+            if !names.insert(c.name.clone()) {
+                return Err(SinksError::DuplicateName(c.name.clone()));
+            }
+            let filter = c.event_filter().map_err(|message| SinkConfigError {
+                name: c.name.clone(),
+                key: "filter",
+                message,
+            })?;
+            let sink = crate::build(c).map_err(|error| SinksError::Build {
+                name: c.name.clone(),
+                error,
+            })?;
+            let positions = LogPositions::new(Arc::clone(&log), format!("sink:{}", c.name));
+            let shared = Arc::new(Shared::new(c.clone(), positions));
+            let driver = Driver::new(Arc::clone(&shared), sink, filter, Arc::clone(&pacing));
+            entries.push(Entry {
+                shared,
+                driver: Mutex::new(Some(driver)),
+            });
+        }
+        Ok(Sinks {
+            inner: Arc::new(Inner {
+                log,
+                entries,
+                pacing,
+                policy,
+            }),
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.entries.is_empty()
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.inner
+            .entries
+            .iter()
+            .map(|e| e.shared.config.name.as_str())
+    }
+
+    /// What each sink holds from retention (register them in the server's
+    /// `DurableConsumers`): the events after its position.
+    pub fn holds(&self) -> Vec<Arc<dyn RetentionHold>> {
+        self.inner
+            .entries
+            .iter()
+            .map(|e| Arc::new(e.shared.positions.clone()) as Arc<dyn RetentionHold>)
+            .collect()
+    }
+
+    /// Runs every sink until `shutdown`; each stores its position before
+    /// this returns. Once per process.
+    pub async fn run(&self, shutdown: CancellationToken) -> Result<(), SinksError> {
+        let tracker = TaskTracker::new();
+        for entry in &self.inner.entries {
+            let driver = entry
+                .driver
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+                .ok_or(SinksError::Running)?;
+            tracker.spawn(run_one(
+                Arc::clone(&self.inner.log),
+                driver,
+                shutdown.clone(),
+            ));
+            tracker.spawn(lag_gauge(
+                Arc::clone(&self.inner.log),
+                Arc::clone(&entry.shared),
+                shutdown.clone(),
+            ));
+        }
+        if let Some(policy) = self.inner.policy
+            && !self.is_empty()
+        {
+            let inner = Arc::clone(&self.inner);
+            let shutdown = shutdown.clone();
+            tracker.spawn(async move {
+                cds_events_log::pacing::control(&inner.pacing, policy, inner.log.as_ref(), shutdown)
+                    .await
+            });
+        }
+        tracker.close();
+        tracker.wait().await;
+        Ok(())
+    }
+
+    fn find(&self, name: &str) -> Result<&Arc<Shared>, SinksError> {
+        self.inner
+            .entries
+            .iter()
+            .map(|e| &e.shared)
+            .find(|s| s.config.name == name)
+            .ok_or_else(|| SinksError::NoSuchSink(name.to_owned()))
+    }
+
+    /// Every sink as the API shows it.
+    pub async fn status(&self) -> Vec<SinkOut> {
+        let head = *self.inner.log.head().borrow();
+        let mut out = Vec::with_capacity(self.inner.entries.len());
+        for e in &self.inner.entries {
+            out.push(self.status_of(&e.shared, head).await);
+        }
+        out
+    }
+
+    /// One sink as the API shows it.
+    pub async fn get(&self, name: &str) -> Result<SinkOut, SinksError> {
+        let head = *self.inner.log.head().borrow();
+        Ok(self.status_of(self.find(name)?, head).await)
+    }
+
+    async fn status_of(&self, shared: &Shared, head: Seq) -> SinkOut {
+        let status = shared.status().clone();
+        let lag_events = head.0.saturating_sub(status.position.0);
+        let lag_seconds = if lag_events == 0 {
+            0.0
+        } else {
+            oldest_unsent_age(self.inner.log.as_ref(), status.position).await
+        };
+        let c = &shared.config;
+        SinkOut {
+            name: c.name.clone(),
+            kind: c.kind.name().to_owned(),
+            state: status.state,
+            position: status.position.0,
+            head: head.0,
+            lag_events,
+            lag_seconds,
+            sent: shared.sent.load(std::sync::atomic::Ordering::Relaxed),
+            failed: shared.failed.load(std::sync::atomic::Ordering::Relaxed),
+            last_error: status.last_error.as_ref().map(|(m, _)| m.clone()),
+            last_error_at: status.last_error.as_ref().map(|(_, at)| *at),
+            filter: c.filter.clone(),
+            format: c.format.name().to_owned(),
+        }
+    }
+
+    /// Stops sending (the position stays; a restart of the server resumes).
+    pub async fn pause(&self, name: &str) -> Result<SinkOut, SinksError> {
+        let shared = self.find(name)?;
+        shared.paused.send_replace(true);
+        if shared.status().state == SinkState::Running {
+            shared.status().state = SinkState::Paused;
+        }
+        self.get(name).await
+    }
+
+    /// Sends again from where the sink stands.
+    pub async fn resume(&self, name: &str) -> Result<SinkOut, SinksError> {
+        let shared = self.find(name)?;
+        shared.paused.send_replace(false);
+        if shared.status().state == SinkState::Paused {
+            shared.status().state = SinkState::Running;
+        }
+        self.get(name).await
+    }
+
+    /// Sends again every event from `from` on (the oldest kept one if `from`
+    /// was purged): the sink's position moves back to `from - 1`.
+    pub async fn replay(&self, name: &str, from: u64) -> Result<ReplayOut, SinksError> {
+        let shared = self.find(name)?;
+        let stats = self.inner.log.stats().await?;
+        let head = stats.head_seq.0;
+        if from > head + 1 {
+            return Err(SinksError::BeyondHead { from, head });
+        }
+        let from = from.max(stats.oldest_seq.0).max(1);
+        let done = CancellationToken::new();
+        *shared.replay.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Seq(from - 1), done.clone()));
+        let running = shared.run.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match running {
+            // The run stops, moves the position and follows again.
+            Some(run) => {
+                run.cancel();
+                done.cancelled().await;
+            }
+            // Not running: the position alone.
+            None => {
+                shared
+                    .replay
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                shared
+                    .positions
+                    .save(Seq(from - 1))
+                    .await
+                    .map_err(|e| SinksError::Log(LogError::Backend(Box::new(e))))?;
+                shared.status().position = Seq(from - 1);
+            }
+        }
+        Ok(ReplayOut {
+            name: name.to_owned(),
+            from,
+        })
+    }
+}
+
+/// One sink until `shutdown`: connect, follow; after a replay's stop, move
+/// the position and follow again.
+async fn run_one(log: Arc<dyn EventLog>, mut driver: Driver, shutdown: CancellationToken) {
+    let shared = Arc::clone(&driver.shared);
+    let name = shared.config.name.clone();
+    if driver.connect().await.is_ok() {
+        tracing::info!(sink = %name, kind = shared.config.kind.name(), "sink connected");
+    }
+    loop {
+        let run = shutdown.child_token();
+        *shared.run.lock().unwrap_or_else(|e| e.into_inner()) = Some(run.clone());
+        // A replay asked between two runs takes effect now.
+        if !take_replay(&shared).await {
+            let options = driver.options();
+            driver = follow(Arc::clone(&log), driver, options, run).await;
+        }
+        if shutdown.is_cancelled() {
+            break;
+        }
+        if !take_replay(&shared).await && !shutdown.is_cancelled() {
+            // The log closed.
+            break;
+        }
+    }
+    shared.run.lock().unwrap_or_else(|e| e.into_inner()).take();
+    // A replay asked as the server stopped: its position still moves.
+    take_replay(&shared).await;
+    shared.status().state = SinkState::Stopped;
+    if let Health::Connected = driver.health().await {
+        tracing::info!(sink = %name, "sink stopped");
+    }
+}
+
+/// Moves the position for a pending replay; answers whether there was one.
+async fn take_replay(shared: &Shared) -> bool {
+    let pending = shared
+        .replay
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    let Some((position, done)) = pending else {
+        return false;
+    };
+    loop {
+        match shared.positions.save(position).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(sink = %shared.config.name, error = %e, "cannot move the position for a replay; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    shared.status().position = position;
+    tracing::info!(sink = %shared.config.name, from = position.0 + 1, "sink replays");
+    done.cancel();
+    true
+}
+
+/// Keeps `cds_events_sink_lag_events` current even while the sink is
+/// stuck (the head moves, the position does not).
+async fn lag_gauge(log: Arc<dyn EventLog>, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let head = log.head();
+    let name = shared.config.name.clone();
+    loop {
+        let lag = head.borrow().0.saturating_sub(shared.status().position.0);
+        metrics::gauge!("cds_events_sink_lag_events", "sink" => name.clone()).set(lag as f64);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// Seconds since the timestamp of the first event after `position` (0 if
+/// there is none, or it cannot be read).
+async fn oldest_unsent_age(log: &dyn EventLog, position: Seq) -> f64 {
+    let Ok(next) = log.read_after(position, 1).await else {
+        return 0.0;
+    };
+    let Some(event) = next.first().and_then(|e| e.decode().ok()) else {
+        return 0.0;
+    };
+    let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(i64::MAX);
+    let age = now.saturating_sub(event.timestamp.unix_nanos());
+    (age.max(0) as f64) / 1e9
+}
