@@ -10,6 +10,7 @@ mod publish;
 mod query;
 mod serve;
 mod simulate;
+mod sinks;
 mod token;
 
 use clap::{Args, Parser, Subcommand};
@@ -51,6 +52,9 @@ enum Command {
     /// Manage project notifications (webhooks) and their deliveries.
     #[command(subcommand)]
     Notification(notification::NotificationCommand),
+    /// The broker sinks: status, pause, resume, replay (admin).
+    #[command(subcommand)]
+    Sinks(sinks::SinksCommand),
 }
 
 /// Where the server is and how to prove who we are.
@@ -168,6 +172,7 @@ fn main() -> std::process::ExitCode {
             Command::Simulate(a) => simulate::run(*a).await,
             Command::Token(c) => token::run(c).await,
             Command::Notification(c) => notification::run(c).await,
+            Command::Sinks(c) => sinks::run(c).await,
         }
     });
     match result {

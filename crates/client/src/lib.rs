@@ -17,6 +17,7 @@
 //! ```
 
 mod notifications;
+mod sinks;
 mod tokens;
 
 use cds_events_model::FullEvent;

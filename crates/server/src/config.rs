@@ -38,6 +38,9 @@ pub struct Config {
     /// (`cloudevents.source`, default `/cds-events`; set it to the public
     /// URL of the service).
     pub cloudevents: cds_events_model::cloudevents::CloudEventsConfig,
+    /// Events out to brokers: one `[[sinks]]` table per sink (none by
+    /// default). See `crates/sinks/README.md`.
+    pub sinks: Vec<cds_events_sinks::SinkConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -239,6 +242,7 @@ impl Default for Config {
             shutdown_grace: Duration::from_secs(30),
             bridge: cds_events_bridge::BridgeConfig::default(),
             cloudevents: Default::default(),
+            sinks: Vec::new(),
         }
     }
 }
@@ -463,6 +467,16 @@ impl Config {
         self.bridge
             .validate()
             .map_err(|e| ConfigError(e.to_string()))?;
+        let mut names = std::collections::BTreeSet::new();
+        for sink in &self.sinks {
+            sink.validate().map_err(|e| ConfigError(e.to_string()))?;
+            if !names.insert(sink.name.as_str()) {
+                return Err(ConfigError(format!(
+                    "sinks: two sinks are named {:?}",
+                    sink.name
+                )));
+            }
+        }
         Ok(())
     }
 
@@ -471,7 +485,8 @@ impl Config {
     /// token comes from `CDS_EVENTS_ADMIN_TOKEN` and is never part of it, TLS
     /// keys are given by path, a password in `storage.postgres_url` is
     /// masked, and so is the bridge's Redis password (in its URL; the
-    /// `bridge.password` field is left out).
+    /// `bridge.password` field is left out), and so are the sinks'
+    /// credentials (in their URLs; `password` and `token` are left out).
     pub fn to_toml(&self) -> String {
         let mut shown = self.clone();
         shown.storage.postgres_url = shown.storage.postgres_url.as_deref().map(mask_password);

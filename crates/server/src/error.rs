@@ -147,6 +147,25 @@ impl From<AuthError> for ApiError {
     }
 }
 
+impl From<cds_events_sinks::SinksError> for ApiError {
+    fn from(e: cds_events_sinks::SinksError) -> Self {
+        use cds_events_sinks::SinksError;
+        match e {
+            SinksError::NoSuchSink(name) => ApiError::not_found(format!("no sink named {name}")),
+            e @ SinksError::BeyondHead { .. } => ApiError::bad_param("from", e.to_string()),
+            SinksError::Log(e) => e.into(),
+            other => {
+                tracing::error!(error = %other, "sink operation failed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "sink operation failed",
+                )
+            }
+        }
+    }
+}
+
 impl From<WebhooksError> for ApiError {
     fn from(e: WebhooksError) -> Self {
         match e {

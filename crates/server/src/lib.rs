@@ -53,6 +53,8 @@ pub enum ServerError {
     Webhooks(#[from] cds_events_webhooks::WebhooksError),
     #[error("cannot set up the CDS bridge: {0}")]
     Bridge(#[from] cds_events_bridge::BridgeError),
+    #[error("cannot set up the sinks: {0}")]
+    Sinks(#[from] cds_events_sinks::SinksError),
 }
 
 /// The process-wide Prometheus recorder (a recorder is global by nature).
@@ -111,9 +113,10 @@ async fn track_http(req: Request, next: Next) -> Response {
 /// added later is protected unless someone decides otherwise, in this one
 /// place.
 pub fn router(state: AppState) -> Router {
-    use routes::{events, mon, notifications, stream, tokens, ws};
+    use routes::{events, mon, notifications, sinks, stream, tokens, ws};
     let protected = Router::new()
         .merge(events::router())
+        .merge(sinks::router())
         .merge(stream::router())
         .merge(ws::router())
         .merge(tokens::router())
@@ -196,6 +199,11 @@ impl Server {
         let webhooks = stores::open_webhooks(&config, &instance, Arc::clone(&log)).await?;
         let consumers = DurableConsumers::default();
         consumers.register(Arc::new(webhooks.clone()));
+        let sinks = sinks(&config, Arc::clone(&log))?;
+        // Retention keeps what each sink has not sent.
+        for hold in sinks.holds() {
+            consumers.register(hold);
+        }
         let bridge = bridge(&config)?;
         let config_max_connections = config.stream.max_connections;
         let state = AppState {
@@ -211,6 +219,7 @@ impl Server {
             connections: Arc::new(tokio::sync::Semaphore::new(config_max_connections)),
             webhooks,
             bridge,
+            sinks,
         };
         Ok(Server {
             hub_shutdown,
@@ -267,6 +276,16 @@ impl Server {
         if let Some(bridge) = state.bridge.clone() {
             tasks.spawn(bridge.run(Arc::clone(&log), shutdown.clone()));
         }
+        // The sinks too: each stores its position before the log closes.
+        tasks.spawn({
+            let sinks = state.sinks.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                if let Err(e) = sinks.run(shutdown).await {
+                    tracing::error!(error = %e, "sinks stopped");
+                }
+            }
+        });
         tasks.spawn(retention_loop(
             Arc::clone(&log),
             consumers,
@@ -321,6 +340,18 @@ fn bridge(config: &Config) -> Result<Option<cds_events_bridge::Bridge>, ServerEr
         config.bridge.clone(),
         limits,
     )?))
+}
+
+/// The `[[sinks]]`, built (they connect when the server runs). They yield
+/// to ingest on a saturated machine as the webhooks engine does, by the
+/// same settings.
+fn sinks(config: &Config, log: Arc<dyn EventLog>) -> Result<cds_events_sinks::Sinks, ServerError> {
+    let w = &config.webhooks;
+    let policy = w.yield_to_ingest.then_some(cds_events_log::pacing::Policy {
+        cpu: w.yield_cpu,
+        floor: w.yield_rate,
+    });
+    Ok(cds_events_sinks::Sinks::new(log, &config.sinks, policy)?)
 }
 
 /// The accept loop: HTTP/1.1 and HTTP/2, over TLS when configured, with a

@@ -49,6 +49,10 @@ use utoipa::OpenApi;
         crate::routes::notifications::redeliver_failed,
         crate::routes::notifications::test,
         crate::routes::notifications::rotate_key,
+        crate::routes::sinks::list,
+        crate::routes::sinks::pause,
+        crate::routes::sinks::resume,
+        crate::routes::sinks::replay,
         openapi_json,
     ),
     // Every route needs a bearer token unless it says otherwise

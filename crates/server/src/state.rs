@@ -30,6 +30,8 @@ pub struct AppState {
     pub bridge: Option<cds_events_bridge::Bridge>,
     /// The base of CloudEvents `source` attributes (`cloudevents.source`).
     pub ce_source: cds_events_model::cloudevents::Source,
+    /// Events out to brokers (`[[sinks]]`; empty when none is configured).
+    pub sinks: cds_events_sinks::Sinks,
 }
 
 /// A name for this process, unique among the instances of a cluster:

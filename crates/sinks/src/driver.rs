@@ -136,12 +136,7 @@ impl Driver {
                 self.connected = true;
                 self.backoff = self.shared.config.reconnect_min;
                 self.retry_at = None;
-                let paused = *self.shared.paused.borrow();
-                self.shared.set_state(if paused {
-                    SinkState::Paused
-                } else {
-                    SinkState::Running
-                });
+                self.shared.set_state(SinkState::Running);
                 Ok(())
             }
             Err(e) => Err(self.failed(e)),
@@ -209,16 +204,9 @@ impl Consumer for Driver {
     /// Waits while paused, then until the reconnect backoff is over, then
     /// for ingest-first pacing.
     async fn admit(&mut self, max: usize) -> usize {
+        // The status shows `paused` from the flag itself.
         let mut paused = self.shared.paused.subscribe();
-        if *paused.borrow_and_update() {
-            self.shared.set_state(SinkState::Paused);
-            let _ = paused.wait_for(|p| !*p).await;
-            self.shared.set_state(if self.connected {
-                SinkState::Running
-            } else {
-                SinkState::Connecting
-            });
-        }
+        let _ = paused.wait_for(|p| !*p).await;
         if let Some(at) = self.retry_at {
             tokio::time::sleep_until(at).await;
         }

@@ -194,10 +194,16 @@ impl Sinks {
             oldest_unsent_age(self.inner.log.as_ref(), status.position).await
         };
         let c = &shared.config;
+        // An operator's pause shows whatever the broker does meanwhile.
+        let state = match status.state {
+            SinkState::Stopped => SinkState::Stopped,
+            _ if *shared.paused.borrow() => SinkState::Paused,
+            s => s,
+        };
         SinkOut {
             name: c.name.clone(),
             kind: c.kind.name().to_owned(),
-            state: status.state,
+            state,
             position: status.position.0,
             head: head.0,
             lag_events,
@@ -215,9 +221,6 @@ impl Sinks {
     pub async fn pause(&self, name: &str) -> Result<SinkOut, SinksError> {
         let shared = self.find(name)?;
         shared.paused.send_replace(true);
-        if shared.status().state == SinkState::Running {
-            shared.status().state = SinkState::Paused;
-        }
         self.get(name).await
     }
 
@@ -225,9 +228,6 @@ impl Sinks {
     pub async fn resume(&self, name: &str) -> Result<SinkOut, SinksError> {
         let shared = self.find(name)?;
         shared.paused.send_replace(false);
-        if shared.status().state == SinkState::Paused {
-            shared.status().state = SinkState::Running;
-        }
         self.get(name).await
     }
 

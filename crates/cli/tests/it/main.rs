@@ -12,6 +12,7 @@ mod ops;
 mod postgres;
 mod postgres_torture;
 mod receiver;
+mod sinks;
 mod stream;
 mod ws;
 

@@ -1,6 +1,7 @@
 pub mod events;
 pub mod mon;
 pub mod notifications;
+pub mod sinks;
 pub mod stream;
 pub mod tokens;
 pub mod ws;

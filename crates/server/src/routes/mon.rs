@@ -67,6 +67,10 @@ pub async fn status(State(st): State<AppState>) -> Response {
     if let Some(bridge) = &st.bridge {
         body["bridge"] = json!(bridge.status());
     }
+    // Likewise a sink whose broker is down: its state and lag are shown.
+    if !st.sinks.is_empty() {
+        body["sinks"] = json!(st.sinks.status().await);
+    }
     (code, axum::Json(body)).into_response()
 }
 

@@ -1,0 +1,266 @@
+//! Broker sinks from the outside: `[[sinks]]` in the configuration, the
+//! operations over HTTP and the CLI, and a stock NATS client (nats-py)
+//! reading what the server sent, across a `kill -9` of the server.
+
+use crate::{ADMIN, BIN, TestServer, call, client_with_token, eventually, job_event};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const NATS: &str = "nats://127.0.0.1:4222";
+const SECRET: &str = "pw-s3cret-sink";
+/// Events per batch the sink sends (and per request here).
+const BATCH: usize = 50;
+
+/// A stream and subject prefix of this test's own.
+fn namespace(test: &str) -> (String, String) {
+    let n = format!(
+        "{test}{}x{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    );
+    (format!("ITSINK_{n}"), format!("itsink.{n}"))
+}
+
+/// A configuration file with a NATS sink `main` on `stream`/`prefix` (and
+/// `extra` appended).
+fn config_file(dir: &Path, stream: &str, prefix: &str, extra: &str) -> PathBuf {
+    let path = dir.join("sinks.toml");
+    let text = format!(
+        "[[sinks]]\nname = \"main\"\nkind = \"nats\"\nurl = \"{NATS}\"\nstream = \"{stream}\"\n\
+         subject_prefix = \"{prefix}\"\nbatch = {BATCH}\nreconnect_min = \"50ms\"\n{extra}"
+    );
+    std::fs::write(&path, text).expect("config file");
+    path
+}
+
+/// What nats-py read from the stream (one JSON object per message).
+fn nats_py(stream: &str, prefix: &str, expected: usize, idle: f64, delete: bool) -> Vec<Value> {
+    crate::ensure_python_package("nats", "nats-py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/it/clients/nats_stream.py"
+    );
+    let mut cmd = Command::new("python3");
+    cmd.arg(script).args([
+        NATS,
+        stream,
+        &format!("{prefix}.>"),
+        &expected.to_string(),
+        &idle.to_string(),
+    ]);
+    if delete {
+        cmd.arg("--delete");
+    }
+    let out = cmd.output().expect("python3");
+    assert!(
+        out.status.success(),
+        "nats-py failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
+fn sink(s: &TestServer, name: &str) -> Value {
+    let (status, body) = s.get("/v2/sinks");
+    assert_eq!(status, 200, "{body}");
+    body["sinks"]
+        .as_array()
+        .expect("sinks")
+        .iter()
+        .find(|x| x["name"] == name)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// Publishes `n` events of project `p` numbered from `first`; their ids.
+fn publish(s: &TestServer, p: &str, first: u64, n: usize) -> Vec<String> {
+    let batch: Vec<Value> = (first..first + n as u64).map(|i| job_event(p, i)).collect();
+    let (status, answer) = s.post_json(&json!(batch));
+    assert_eq!(status, 200, "{answer}");
+    answer["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+#[test]
+fn sinks_are_shown_paused_resumed_and_replayed_without_their_credentials() {
+    let cfg_dir = tempfile::tempdir().expect("tempdir");
+    let (stream, prefix) = namespace("ops");
+    let down = format!(
+        "[[sinks]]\nname = \"down\"\nkind = \"nats\"\nurl = \"nats://cds:{SECRET}@127.0.0.1:1\"\n\
+         connect_timeout = \"300ms\"\n"
+    );
+    let cfg = config_file(cfg_dir.path(), &stream, &prefix, &down);
+    let s = TestServer::builder()
+        .arg("--config")
+        .arg(cfg.to_str().expect("utf-8 path"))
+        .start();
+    let ids = publish(&s, "OPS", 1, 10);
+    eventually("main sends the ten", || sink(&s, "main")["sent"] == 10);
+    let main = sink(&s, "main");
+    assert_eq!(main["kind"], "nats");
+    assert_eq!(main["state"], "running");
+    assert_eq!(main["lag_events"], 0);
+    eventually("down reports its broker", || {
+        sink(&s, "down")["state"] == "disconnected"
+    });
+    let down = sink(&s, "down");
+    assert_eq!(down["lag_events"], 10, "{down}");
+    assert!(down["last_error"].is_string(), "{down}");
+
+    // Admin only.
+    let reader = client_with_token(Some(&s.token(&["read:*"])));
+    let (status, _) = call(&reader, Method::GET, &s.url("/v2/sinks"), None);
+    assert_eq!(status, 403);
+
+    let (status, paused) = call(&s.http, Method::POST, &s.url("/v2/sinks/main/pause"), None);
+    assert_eq!(
+        (status, &paused["state"]),
+        (200, &json!("paused")),
+        "{paused}"
+    );
+    let (status, resumed) = call(&s.http, Method::POST, &s.url("/v2/sinks/main/resume"), None);
+    assert_eq!(
+        (status, &resumed["state"]),
+        (200, &json!("running")),
+        "{resumed}"
+    );
+    let (status, err) = call(
+        &s.http,
+        Method::POST,
+        &s.url("/v2/sinks/main/replay?from=ten"),
+        None,
+    );
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["details"][0]["field"], "from", "{err}");
+    let (status, _) = call(&s.http, Method::POST, &s.url("/v2/sinks/nope/pause"), None);
+    assert_eq!(status, 404);
+    let (status, r) = call(
+        &s.http,
+        Method::POST,
+        &s.url("/v2/sinks/main/replay?from=1"),
+        None,
+    );
+    assert_eq!((status, &r["from"]), (200, &json!(1)), "{r}");
+    eventually("the replay is sent", || sink(&s, "main")["sent"] == 20);
+    // JetStream drops the replayed ids (Nats-Msg-Id): each event once.
+    let got = nats_py(&stream, &prefix, ids.len(), 2.0, false);
+    let got_ids: Vec<&str> = got.iter().filter_map(|m| m["id"].as_str()).collect();
+    assert_eq!(got_ids, ids);
+
+    // The CLI.
+    let out = Command::new(BIN)
+        .args([
+            "sinks", "list", "--json", "--server", &s.base, "--token", ADMIN,
+        ])
+        .output()
+        .expect("cli");
+    let listed: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
+    let out = Command::new(BIN)
+        .args([
+            "sinks", "pause", "down", "--server", &s.base, "--token", ADMIN,
+        ])
+        .output()
+        .expect("cli");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sink(&s, "down")["state"], "paused");
+
+    // Metrics and status.
+    let metrics = s.metrics();
+    assert!(
+        metrics.contains("cds_events_sink_sent_total{sink=\"main\"} 20"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("cds_events_sink_failed_total{sink=\"down\"}"));
+    let (_, status) = s.get("/mon/status");
+    assert_eq!(status["sinks"].as_array().map(Vec::len), Some(2));
+
+    // Never the password: not in the API, the logs, nor `config`.
+    let (_, all) = s.get("/v2/sinks");
+    let out = Command::new(BIN)
+        .args(["config", "--config", cfg.to_str().expect("utf-8")])
+        .output()
+        .expect("config");
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(printed.contains("cds:***@127.0.0.1:1"), "{printed}");
+    for shown in [all.to_string(), s.logs(), printed, metrics] {
+        assert!(!shown.contains(SECRET), "{shown}");
+    }
+    nats_py(&stream, &prefix, 0, 0.1, true);
+}
+
+#[test]
+fn nats_py_sees_every_event_in_order_across_a_kill_9_of_the_server() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let cfg_dir = tempfile::tempdir().expect("tempdir");
+    let (stream, prefix) = namespace("kill");
+    let cfg = config_file(cfg_dir.path(), &stream, &prefix, "");
+    let start = || {
+        TestServer::builder()
+            .dir(data.path())
+            .arg("--config")
+            .arg(cfg.to_str().expect("utf-8 path"))
+            .start()
+    };
+    let mut s = start();
+    let mut published = Vec::new();
+    let mut n = 1;
+    for _ in 0..20 {
+        published.extend(publish(&s, "KILL", n, BATCH));
+        n += BATCH as u64;
+    }
+    let sent_before = sink(&s, "main")["sent"].as_u64().unwrap_or(0);
+    // Mid-stream: the sink is (most likely) still sending.
+    s.kill9();
+    let s = start();
+    for _ in 0..20 {
+        published.extend(publish(&s, "KILL", n, BATCH));
+        n += BATCH as u64;
+    }
+    eventually("the sink catches up", || {
+        let m = sink(&s, "main");
+        m["lag_events"] == 0 && m["state"] == "running"
+    });
+    let got = nats_py(&stream, &prefix, published.len(), 5.0, true);
+    // Every event, in order of first arrival; duplicates counted.
+    let mut first = Vec::new();
+    let mut seen = HashSet::new();
+    let mut copies: HashMap<String, usize> = HashMap::new();
+    for m in &got {
+        let id = m["id"].as_str().expect("Nats-Msg-Id").to_owned();
+        assert_eq!(m["body_id"].as_str(), Some(id.as_str()), "the id travels");
+        assert_eq!(m["subject"], format!("{prefix}.KILL.RunJobEnded"));
+        *copies.entry(id.clone()).or_default() += 1;
+        if seen.insert(id.clone()) {
+            first.push(id);
+        }
+    }
+    let duplicates = got.len() - first.len();
+    println!(
+        "sent before kill -9: {sent_before} of 1000; received {} messages, {} distinct, {duplicates} duplicates",
+        got.len(),
+        first.len()
+    );
+    assert_eq!(first, published, "nothing lost, in order");
+    assert!(
+        duplicates <= BATCH,
+        "duplicates only within the last unacknowledged batch: {duplicates}"
+    );
+}
