@@ -470,6 +470,16 @@ impl Config {
         let mut names = std::collections::BTreeSet::new();
         for sink in &self.sinks {
             sink.validate().map_err(|e| ConfigError(e.to_string()))?;
+            // The bridge would read back what the sink publishes, forever.
+            if let (cds_events_sinks::SinkKind::Redis(r), Some(bridge)) =
+                (&sink.kind, &self.bridge.cds_redis_url)
+                && r.loops_with(bridge, &self.bridge.channel)
+            {
+                return Err(ConfigError(format!(
+                    "sinks[{}]: publishes on {:?} of the Redis the bridge subscribes to; it would loop",
+                    sink.name, self.bridge.channel
+                )));
+            }
             if !names.insert(sink.name.as_str()) {
                 return Err(ConfigError(format!(
                     "sinks: two sinks are named {:?}",
@@ -574,5 +584,19 @@ mod tests {
         assert_eq!(pg.pool_size, 4);
         assert_eq!(c.storage.backend(), "postgresql");
         assert_eq!(Config::default().storage.backend(), "sqlite");
+    }
+
+    #[test]
+    fn a_redis_sink_on_the_bridges_channel_is_refused() {
+        let mut c = Config::default();
+        c.bridge.cds_redis_url = Some("redis://127.0.0.1:6379".into());
+        let sink: cds_events_sinks::SinkConfig =
+            toml::from_str("name = \"r\"\nkind = \"redis\"\nurl = \"redis://localhost/1\"")
+                .expect("parses");
+        c.sinks = vec![sink.clone()];
+        let e = c.validate().expect_err("loops").to_string();
+        assert!(e.contains("sinks[r]") && e.contains("loop"), "{e}");
+        c.bridge.channel = "relay:ui".into();
+        c.validate().expect("another channel");
     }
 }

@@ -59,12 +59,15 @@ fn default_reconnect_max() -> Duration {
 pub enum SinkKind {
     /// NATS JetStream.
     Nats(NatsConfig),
+    /// Redis `PUBLISH` as CDS does (and optionally `XADD`).
+    Redis(crate::redis::RedisConfig),
 }
 
 impl SinkKind {
     pub fn name(&self) -> &'static str {
         match self {
             SinkKind::Nats(_) => "nats",
+            SinkKind::Redis(_) => "redis",
         }
     }
 }
@@ -141,6 +144,7 @@ impl SinkConfig {
             .map_err(|message| invalid("filter", message))?;
         match &self.kind {
             SinkKind::Nats(n) => n.validate().map_err(|(key, m)| invalid(key, m)),
+            SinkKind::Redis(r) => r.validate().map_err(|(key, m)| invalid(key, m)),
         }
     }
 

@@ -364,8 +364,11 @@ pub async fn a_replay_sends_again_from_the_sequence_asked(h: &dyn Harness) {
     } else {
         assert_eq!(ids(&receive(reader.as_mut(), 6).await), sent[4..].to_vec());
     }
-    let s = running.status("y").await;
-    assert_eq!((s.position, s.lag_events), (head.0, 0));
+    until("the position is back at the head", || async {
+        let s = running.status("y").await;
+        (s.position, s.lag_events) == (head.0, 0)
+    })
+    .await;
     running.stop().await;
     h.cleanup(&ns).await;
 }

@@ -19,6 +19,7 @@ pub mod config;
 pub mod conformance;
 mod driver;
 pub mod nats;
+pub mod redis;
 mod set;
 
 pub use config::{Format, SinkConfig, SinkConfigError, SinkKind, mask_url};
@@ -96,5 +97,6 @@ pub trait Sink: Send + Sync + std::fmt::Debug {
 pub fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
     match &config.kind {
         SinkKind::Nats(n) => Ok(Box::new(nats::NatsSink::new(n.clone()))),
+        SinkKind::Redis(r) => Ok(Box::new(redis::RedisSink::new(r.clone()))),
     }
 }

@@ -1,0 +1,90 @@
+//! The conformance suite on Redis (the machine's, 127.0.0.1:6379, or
+//! `CDS_EVENTS_TEST_REDIS`), each test on channels of its own.
+
+use async_trait::async_trait;
+use cds_events_sinks::SinkKind;
+use cds_events_sinks::conformance::{Harness, Reader, Received};
+use cds_events_sinks::redis::RedisConfig;
+use futures_util::StreamExt;
+use std::time::Duration;
+
+fn url() -> String {
+    std::env::var("CDS_EVENTS_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn channel(ns: &str) -> String {
+    format!("cdstest:{ns}:ui")
+}
+
+struct Redis;
+
+struct RedisReader {
+    messages: std::pin::Pin<Box<dyn futures_util::Stream<Item = redis::Msg> + Send>>,
+}
+
+#[async_trait]
+impl Reader for RedisReader {
+    async fn next(&mut self, timeout: Duration) -> Option<Received> {
+        let m = tokio::time::timeout(timeout, self.messages.next())
+            .await
+            .ok()??;
+        let body: Vec<u8> = m.get_payload().ok()?;
+        let id = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["id"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        Some(Received {
+            id,
+            seq: None,
+            body,
+            route: m.get_channel_name().to_owned(),
+        })
+    }
+}
+
+#[async_trait]
+impl Harness for Redis {
+    fn settings(&self, ns: &str) -> SinkKind {
+        let mut c = RedisConfig::new(url());
+        c.channel = channel(ns);
+        c.run_job_channel = format!("cdstest:{ns}:job");
+        SinkKind::Redis(c)
+    }
+
+    fn unreachable(&self, ns: &str, secret: &str) -> SinkKind {
+        let mut c = RedisConfig::new("redis://127.0.0.1:1");
+        c.password = Some(secret.into());
+        c.channel = channel(ns);
+        c.timeout = Duration::from_millis(500);
+        SinkKind::Redis(c)
+    }
+
+    async fn reader(&self, ns: &str) -> Box<dyn Reader> {
+        let client = redis::Client::open(url()).expect("redis url");
+        let mut pubsub = client
+            .get_async_pubsub()
+            .await
+            .expect("Redis at CDS_EVENTS_TEST_REDIS");
+        pubsub.subscribe(channel(ns)).await.expect("subscribe");
+        Box::new(RedisReader {
+            messages: Box::pin(pubsub.into_on_message()),
+        })
+    }
+
+    async fn cleanup(&self, _ns: &str) {}
+}
+
+cds_events_sinks::sink_conformance_tests!(Redis);
+
+#[test]
+fn a_sink_on_the_bridges_channel_of_the_same_redis_loops() {
+    let c = RedisConfig::new("redis://localhost:6379/2");
+    assert!(c.loops_with("redis://127.0.0.1", "event:ui"));
+    assert!(c.loops_with("redis://:pw@127.0.0.1:6379/0", "event:run:job"));
+    assert!(!c.loops_with("redis://127.0.0.1:6380", "event:ui"));
+    assert!(!c.loops_with("redis://other-host:6379", "event:ui"));
+    let mut elsewhere = c.clone();
+    elsewhere.channel = "relay:ui".into();
+    elsewhere.run_job_channel = String::new();
+    assert!(!elsewhere.loops_with("redis://127.0.0.1:6379", "event:ui"));
+}
