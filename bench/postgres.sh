@@ -119,9 +119,9 @@ for n in 1 3; do
   start "$n" --postgres "$PG/$DB"
   if [[ $n == 3 ]]; then
     echo "== live latency: published on instance 0, one SSE subscriber on instance 1, 2,000 events/s for 30 s"
-    sim --server "$(url 0)" --subscribe-to "$(url 1)" --duration 30s --batch 10 --connections 2 --rate 2000 --subscribers 1
+    sim --server "$(url 0)" --subscribe-to "$(url 1)" --duration 30s --batch 10 --connections 4 --rate 2000 --subscribers 1
     echo "== the same on one instance (subscriber on the instance that ingests)"
-    sim --server "$(url 2)" --duration 30s --batch 10 --connections 2 --rate 2000 --subscribers 1
+    sim --server "$(url 2)" --duration 30s --batch 10 --connections 4 --rate 2000 --subscribers 1
   fi
   ingest "PostgreSQL, $n instance(s), batch" "$n" "$EVENTS" 500 8
   ingest "PostgreSQL, $n instance(s), single" "$n" "$SINGLE" 1 64
