@@ -135,19 +135,15 @@ impl Generation {
 }
 
 impl IdFilter {
-    /// The filter of the ids stored in `conn`'s log, read from the index
-    /// (a scan of the index alone, not of the events).
-    pub(crate) fn load(conn: &Connection) -> Result<IdFilter, Error> {
-        let (count, first): (i64, i64) = conn.query_row(
-            "SELECT COUNT(*), COALESCE(MIN(seq), 0) FROM events",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+    /// The filter of the `count` ids stored in `conn`'s log from sequence
+    /// number `first` on, read from the index (a scan of the index alone,
+    /// not of the events).
+    pub(crate) fn load(conn: &Connection, count: u64, first: u64) -> Result<IdFilter, Error> {
         let filter = IdFilter::default();
-        let first_block = first as u64 >> BLOCK_SHIFT;
+        let first_block = first >> BLOCK_SHIFT;
         filter.oldest_block.store(first_block, Ordering::Relaxed);
         if count > 0 {
-            let capacity = (count as u64).next_power_of_two().max(FIRST_GENERATION);
+            let capacity = count.next_power_of_two().max(FIRST_GENERATION);
             let generation = Generation::new(first_block, capacity);
             let mut st = conn.prepare(
                 "SELECT seq >> 14, idh FROM events INDEXED BY events_block_idh ORDER BY seq >> 14",
@@ -324,7 +320,7 @@ mod tests {
         let far = 5u64 << BLOCK_SHIFT;
         let key = id_hash("a");
         let conn = log_with(&[(1, "a", key), (far as i64, "b", key)]);
-        let filter = IdFilter::load(&conn).expect("load");
+        let filter = IdFilter::load(&conn, 2, 1).expect("load");
         filter.insert(id_hash("ghost"), far);
         assert_eq!(filter.find(&conn, "a").expect("find"), Some(1));
         assert_eq!(

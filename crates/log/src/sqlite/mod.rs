@@ -136,15 +136,20 @@ impl SqliteLog {
         )?;
         schema::LAYOUT.apply(&conn)?;
         conn.execute_batch(schema::ID_INDEX)?;
-        let ids = Arc::new(ids::IdFilter::load(&conn)?);
-        let max_seq: i64 =
-            conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |r| r.get(0))?;
-        let last_seq = schema::LAST_SEQ.get(&conn)?.unwrap_or(0).max(max_seq);
-        let count = conn.query_row(
-            "SELECT COALESCE(MAX(seq) - MIN(seq) + 1, 0) FROM events",
+        // Sequence numbers have no gaps and purges cut a prefix: the count
+        // is max - min + 1 (no scan of the table).
+        let (min_seq, max_seq): (i64, i64) = conn.query_row(
+            "SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM events",
             [],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
+        let count = if max_seq == 0 {
+            0
+        } else {
+            max_seq - min_seq + 1
+        };
+        let last_seq = schema::LAST_SEQ.get(&conn)?.unwrap_or(0).max(max_seq);
+        let ids = Arc::new(ids::IdFilter::load(&conn, count as u64, min_seq as u64)?);
         // Checkpoints run on their own thread, off the writer's path.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let checkpointer = Checkpointer::spawn(
