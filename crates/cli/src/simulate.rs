@@ -203,9 +203,13 @@ async fn ingest(a: SimulateArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|| a.server.server.clone()),
             ..a.server.clone()
         };
+        let target_client = match a.subscribe_to {
+            Some(_) => target.client(a.connections)?,
+            None => client.clone(),
+        };
         let subs = subscribers::Subscribers::connect(
             &target,
-            &target.client(a.connections)?,
+            &target_client,
             a.subscriber_protocol,
             a.subscribe,
             a.subscribers,
