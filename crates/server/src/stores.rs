@@ -9,7 +9,7 @@ use cds_events_auth::postgres::PgTokens;
 use cds_events_log::postgres::{PgLog, PgLogOptions};
 use cds_events_log::sqlite::{SqliteLog, SqliteOptions};
 use cds_events_log::{EventLog, LogError};
-use cds_events_webhooks::{Webhooks, WebhooksError};
+use cds_events_webhooks::Webhooks;
 use std::sync::Arc;
 
 /// Opens (creating, migrating) the event log.
@@ -44,12 +44,7 @@ pub async fn open_webhooks(
     if let Some(pg) = config.storage.postgres() {
         return Ok(Webhooks::open_postgres(&pg, instance, log, wc).await?);
     }
-    let dir = config.data_dir.clone();
-    // SQLite, the key file and re-encryption: off the async workers.
-    let webhooks = tokio::task::spawn_blocking(move || Webhooks::open(&dir, log, wc))
-        .await
-        .map_err(|e| WebhooksError::Backend(Box::new(e)))??;
-    Ok(webhooks)
+    Ok(Webhooks::open(&config.data_dir, log, wc).await?)
 }
 
 /// Opens the token store (tokens, the audit trail, tickets).

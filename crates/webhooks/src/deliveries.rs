@@ -14,6 +14,7 @@ use crate::send::AttemptOutcome;
 use crate::store::{Attempt, Delivery, DeliveryId};
 use crate::time::{self, now_ms, to_datetime};
 use crate::{DeliveryDetail, MAX_PAGE};
+use cds_events_model::ProjectKey;
 use cds_events_model::cloudevents::{CloudEvent, TYPE_NAMESPACE, seq_text};
 use chrono::{DateTime, Utc};
 
@@ -25,7 +26,7 @@ impl Inner {
     /// See [`crate::Webhooks::deliveries`].
     pub(crate) async fn deliveries(
         &self,
-        project: &str,
+        project: &ProjectKey,
         name: &str,
         status: Option<DeliveryStatus>,
         cursor: Option<&str>,
@@ -64,7 +65,7 @@ impl Inner {
     /// See [`crate::Webhooks::delivery`].
     pub(crate) async fn delivery(
         &self,
-        project: &str,
+        project: &ProjectKey,
         name: &str,
         delivery_id: &str,
     ) -> Result<DeliveryDetail, WebhooksError> {
@@ -84,7 +85,7 @@ impl Inner {
     /// See [`crate::Webhooks::redeliver`].
     pub(crate) async fn redeliver(
         &self,
-        project: &str,
+        project: &ProjectKey,
         name: &str,
         delivery_id: &str,
     ) -> Result<DeliveryOut, WebhooksError> {
@@ -102,7 +103,7 @@ impl Inner {
     /// See [`crate::Webhooks::redeliver_failed_since`].
     pub(crate) async fn redeliver_failed_since(
         &self,
-        project: &str,
+        project: &ProjectKey,
         name: &str,
         since: DateTime<Utc>,
     ) -> Result<u64, WebhooksError> {
@@ -134,7 +135,7 @@ impl Inner {
     /// See [`crate::Webhooks::test`].
     pub(crate) async fn test(
         &self,
-        project: &str,
+        project: &ProjectKey,
         name: &str,
     ) -> Result<AttemptOutcome, WebhooksError> {
         let n = self.find(project, name)?;
@@ -157,12 +158,15 @@ impl Inner {
             EventFormat::CloudEvents => {
                 let ping = CloudEvent {
                     id: &msg_id,
-                    source: self.config.cloudevents_source.for_project(&n.project),
+                    source: self
+                        .config
+                        .cloudevents_source
+                        .for_project(n.project.as_str()),
                     ce_type: format!("{TYPE_NAMESPACE}.Ping"),
                     subject: Some(n.name.clone()),
                     time: cds_events_model::Timestamp::now().to_go_string(),
                     cdsseq: seq_text(0),
-                    cdsproject: Some(&n.project),
+                    cdsproject: Some(n.project.as_str()),
                     data: &body,
                 };
                 Outgoing::cloudevent(&ping, n.content_mode, &body)

@@ -18,6 +18,7 @@ use crate::store::{Mirror, NotificationStore, StoreOptions};
 use crate::{cache, crypto, lead, leases, send, worker};
 use cds_events_log::EventLog;
 use cds_events_log::pacing::{Pacing, Policy};
+use cds_events_model::ProjectKey;
 use cds_events_store::pg::PgOptions;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -228,7 +229,7 @@ impl Inner {
     /// The notification `name` of `project`, as in memory.
     pub(crate) fn find(
         &self,
-        project: &str,
+        project: &ProjectKey,
         name: &str,
     ) -> Result<Arc<Notification>, WebhooksError> {
         self.registry

@@ -4,6 +4,7 @@
 //! conversions from them live with the store (`store/mod.rs`).
 
 use cds_events_log::LogError;
+use cds_events_model::ProjectKey;
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -16,7 +17,7 @@ pub enum WebhooksError {
     AlreadyExists { name: String },
     /// The project has as many notifications as it may.
     #[error("project {project} already has {limit} notifications, the most allowed")]
-    TooMany { project: String, limit: usize },
+    TooMany { project: ProjectKey, limit: usize },
     /// A field of the request is invalid; `field` is its JSON path
     /// (`webhook_url`, `filters.any-name.event[1]`, `auth.headers.X-Token`).
     #[error("{field}: {message}")]
@@ -79,7 +80,7 @@ pub enum WebhooksError {
 
 impl WebhooksError {
     /// The notification `name` of `project` does not exist.
-    pub(crate) fn no_notification(project: &str, name: &str) -> Self {
+    pub(crate) fn no_notification(project: &ProjectKey, name: &str) -> Self {
         WebhooksError::NotFound(format!("notification {name} of project {project}"))
     }
 

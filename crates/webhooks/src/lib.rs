@@ -60,6 +60,7 @@ pub use send::{AttemptOutcome, MAX_RETRY_AFTER, OutcomeKind};
 pub use store::sqlite::DB_FILE;
 
 use cds_events_log::{EventLog, Seq};
+use cds_events_model::ProjectKey;
 use cds_events_store::pg::PgOptions;
 use chrono::{DateTime, Utc};
 use engine::Inner;
@@ -87,16 +88,20 @@ impl fmt::Debug for Webhooks {
 
 impl Webhooks {
     /// Opens (creating) `data_dir/webhooks.db` and the keyring, re-encrypting
-    /// values written under a previous master key. Nothing is sent until
-    /// [`Webhooks::run`].
-    pub fn open(
+    /// values written under a previous master key (off the async workers).
+    /// Nothing is sent until [`Webhooks::run`], but every event appended
+    /// from now on is delivered: the very first open stores the log's head
+    /// as the dispatcher's position.
+    pub async fn open(
         data_dir: &Path,
         log: Arc<dyn EventLog>,
         config: WebhooksConfig,
     ) -> Result<Webhooks, WebhooksError> {
-        Ok(Webhooks {
-            inner: Arc::new(Inner::open(data_dir, log, config)?),
-        })
+        let dir = data_dir.to_owned();
+        let inner = tokio::task::spawn_blocking(move || Inner::open(&dir, log, config))
+            .await
+            .map_err(|e| WebhooksError::Backend(Box::new(e)))??;
+        Webhooks::started(inner).await
     }
 
     /// Opens the store in the PostgreSQL database `database` (creating its
@@ -111,8 +116,17 @@ impl Webhooks {
         log: Arc<dyn EventLog>,
         config: WebhooksConfig,
     ) -> Result<Webhooks, WebhooksError> {
+        Webhooks::started(Inner::open_postgres(database, instance, log, config).await?).await
+    }
+
+    /// The engine over its open store, whose dispatcher position is set to
+    /// the log's head if it never had one (see
+    /// [`NotificationStore::start_position`](store::NotificationStore::start_position)).
+    async fn started(inner: Inner) -> Result<Webhooks, WebhooksError> {
+        let head = *inner.log.head().borrow();
+        inner.store.start_position(head).await?;
         Ok(Webhooks {
-            inner: Arc::new(Inner::open_postgres(database, instance, log, config).await?),
+            inner: Arc::new(inner),
         })
     }
 
@@ -148,18 +162,22 @@ impl Webhooks {
     }
 
     /// The project's notifications, by name.
-    pub async fn list(&self, project: &str) -> Result<Vec<NotificationOut>, WebhooksError> {
+    pub async fn list(&self, project: &ProjectKey) -> Result<Vec<NotificationOut>, WebhooksError> {
         Ok(self.inner.list(project))
     }
 
-    pub async fn get(&self, project: &str, name: &str) -> Result<NotificationOut, WebhooksError> {
+    pub async fn get(
+        &self,
+        project: &ProjectKey,
+        name: &str,
+    ) -> Result<NotificationOut, WebhooksError> {
         Ok(self.inner.find(project, name)?.out())
     }
 
     /// Creates a notification with a new signing secret, returned this once.
     pub async fn create(
         &self,
-        project: &str,
+        project: &ProjectKey,
         input: NotificationIn,
         actor: &Actor,
     ) -> Result<CreatedNotificationOut, WebhooksError> {
@@ -171,7 +189,7 @@ impl Webhooks {
     /// out keep theirs. Enabling clears the failure state.
     pub async fn update(
         &self,
-        project: &str,
+        project: &ProjectKey,
         name: &str,
         input: NotificationIn,
         actor: &Actor,
@@ -182,7 +200,7 @@ impl Webhooks {
     /// Deletes a notification with its deliveries and their attempts.
     pub async fn delete(
         &self,
-        project: &str,
+        project: &ProjectKey,
         name: &str,
         actor: &Actor,
     ) -> Result<(), WebhooksError> {
@@ -193,7 +211,7 @@ impl Webhooks {
     /// disables (pending deliveries wait) a notification.
     pub async fn set_enabled(
         &self,
-        project: &str,
+        project: &ProjectKey,
         name: &str,
         enabled: bool,
         actor: &Actor,
@@ -202,7 +220,11 @@ impl Webhooks {
     }
 
     /// The signing secrets a receiver should accept now.
-    pub async fn secret(&self, project: &str, name: &str) -> Result<SecretOut, WebhooksError> {
+    pub async fn secret(
+        &self,
+        project: &ProjectKey,
+        name: &str,
+    ) -> Result<SecretOut, WebhooksError> {
         self.inner.secret(project, name)
     }
 
@@ -210,7 +232,7 @@ impl Webhooks {
     /// carry both signatures) for `secret_overlap`.
     pub async fn rotate_secret(
         &self,
-        project: &str,
+        project: &ProjectKey,
         name: &str,
         actor: &Actor,
     ) -> Result<SecretOut, WebhooksError> {
@@ -221,7 +243,7 @@ impl Webhooks {
     /// one status. `cursor` is the `next_cursor` of the previous page.
     pub async fn deliveries(
         &self,
-        project: &str,
+        project: &ProjectKey,
         name: &str,
         status: Option<DeliveryStatus>,
         cursor: Option<&str>,
@@ -235,7 +257,7 @@ impl Webhooks {
     /// One delivery and every attempt made for it.
     pub async fn delivery(
         &self,
-        project: &str,
+        project: &ProjectKey,
         name: &str,
         delivery_id: &str,
     ) -> Result<DeliveryDetail, WebhooksError> {
@@ -246,7 +268,7 @@ impl Webhooks {
     /// budget; its attempt history is kept and its `webhook-id` is the same.
     pub async fn redeliver(
         &self,
-        project: &str,
+        project: &ProjectKey,
         name: &str,
         delivery_id: &str,
     ) -> Result<DeliveryOut, WebhooksError> {
@@ -257,7 +279,7 @@ impl Webhooks {
     /// many.
     pub async fn redeliver_failed_since(
         &self,
-        project: &str,
+        project: &ProjectKey,
         name: &str,
         since: DateTime<Utc>,
     ) -> Result<u64, WebhooksError> {
@@ -294,7 +316,11 @@ impl Webhooks {
 
     /// Sends a signed ping (type `Ping`, not stored) to the endpoint now,
     /// whether the notification is enabled or not, and returns the outcome.
-    pub async fn test(&self, project: &str, name: &str) -> Result<AttemptOutcome, WebhooksError> {
+    pub async fn test(
+        &self,
+        project: &ProjectKey,
+        name: &str,
+    ) -> Result<AttemptOutcome, WebhooksError> {
         self.inner.test(project, name).await
     }
 

@@ -4,6 +4,7 @@
 //! `cds_events_api` and re-exported here.
 
 use crate::error::WebhooksError;
+use cds_events_model::ProjectKey;
 use reqwest::header::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -67,11 +68,9 @@ pub(crate) struct Valid {
     pub content_mode: Option<ContentMode>,
 }
 
-pub(crate) fn validate_project(project: &str) -> Result<(), WebhooksError> {
-    if project.is_empty()
-        || project.len() > MAX_NAME
-        || project.chars().any(|c| c.is_control() || c == '/')
-    {
+pub(crate) fn validate_project(project: &ProjectKey) -> Result<(), WebhooksError> {
+    let project = project.as_str();
+    if project.len() > MAX_NAME || project.chars().any(|c| c.is_control() || c == '/') {
         return Err(WebhooksError::invalid(
             "project_key",
             "must be 1 to 128 characters, without control characters or '/'",

@@ -16,11 +16,12 @@ use crate::registry::Notification;
 use crate::signing::SigningSecret;
 use crate::store::{Edit, NotificationId, NotificationRecord};
 use crate::time::{self, now_ms};
+use cds_events_model::ProjectKey;
 use std::sync::Arc;
 
 impl Inner {
     /// See [`crate::Webhooks::list`].
-    pub(crate) fn list(&self, project: &str) -> Vec<NotificationOut> {
+    pub(crate) fn list(&self, project: &ProjectKey) -> Vec<NotificationOut> {
         self.registry
             .list(project)
             .iter()
@@ -31,7 +32,7 @@ impl Inner {
     /// See [`crate::Webhooks::create`].
     pub(crate) async fn create(
         self: &Arc<Self>,
-        project: &str,
+        project: &ProjectKey,
         input: NotificationIn,
         actor: &Actor,
     ) -> Result<CreatedNotificationOut, WebhooksError> {
@@ -75,7 +76,7 @@ impl Inner {
     /// See [`crate::Webhooks::update`].
     pub(crate) async fn update(
         &self,
-        project: &str,
+        project: &ProjectKey,
         name: &str,
         input: NotificationIn,
         actor: &Actor,
@@ -100,7 +101,7 @@ impl Inner {
     /// See [`crate::Webhooks::delete`].
     pub(crate) async fn delete(
         &self,
-        project: &str,
+        project: &ProjectKey,
         name: &str,
         actor: &Actor,
     ) -> Result<(), WebhooksError> {
@@ -112,7 +113,7 @@ impl Inner {
     /// See [`crate::Webhooks::set_enabled`].
     pub(crate) async fn set_enabled(
         &self,
-        project: &str,
+        project: &ProjectKey,
         name: &str,
         enabled: bool,
         actor: &Actor,
@@ -127,7 +128,11 @@ impl Inner {
     }
 
     /// See [`crate::Webhooks::secret`].
-    pub(crate) fn secret(&self, project: &str, name: &str) -> Result<SecretOut, WebhooksError> {
+    pub(crate) fn secret(
+        &self,
+        project: &ProjectKey,
+        name: &str,
+    ) -> Result<SecretOut, WebhooksError> {
         let n = self.find(project, name)?;
         Ok(secret_out(&n.secret, n.previous.as_ref(), now_ms()))
     }
@@ -135,7 +140,7 @@ impl Inner {
     /// See [`crate::Webhooks::rotate_secret`].
     pub(crate) async fn rotate_secret(
         &self,
-        project: &str,
+        project: &ProjectKey,
         name: &str,
         actor: &Actor,
     ) -> Result<SecretOut, WebhooksError> {
@@ -155,7 +160,7 @@ impl Inner {
     /// NotificationUpdated), then sends the event to the log.
     async fn change(
         &self,
-        project: &str,
+        project: &ProjectKey,
         name: &str,
         actor: &Actor,
         edit: impl FnOnce(&mut NotificationRecord) -> Result<(), WebhooksError> + Send + 'static,

@@ -9,7 +9,7 @@ use crate::error::{CompileError, WebhooksError};
 use crate::model::{ContentMode, EventFormat, NotificationFilter, NotificationOut};
 use crate::signing::SigningSecret;
 use crate::store::{Mirror, NotificationId, NotificationRecord};
-use cds_events_model::EventType;
+use cds_events_model::{EventType, ProjectKey};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -22,7 +22,7 @@ use tokio::sync::{Notify, watch};
 pub(crate) struct Notification {
     pub id: NotificationId,
     pub uid: String,
-    pub project: String,
+    pub project: ProjectKey,
     pub name: String,
     pub url: url::Url,
     pub filters: BTreeMap<String, NotificationFilter>,
@@ -189,7 +189,7 @@ impl Target {
 /// Enabled notifications by project.
 #[derive(Debug, Default)]
 pub(crate) struct MatchIndex {
-    pub by_project: HashMap<String, Arc<[Target]>>,
+    pub by_project: HashMap<ProjectKey, Arc<[Target]>>,
 }
 
 pub(crate) struct Slot {
@@ -201,7 +201,7 @@ pub(crate) struct Slot {
 #[derive(Default)]
 struct State {
     by_id: HashMap<NotificationId, Slot>,
-    by_name: HashMap<(String, String), NotificationId>,
+    by_name: HashMap<(ProjectKey, String), NotificationId>,
 }
 
 /// Handed to a new worker.
@@ -250,20 +250,20 @@ impl Registry {
             .map(|s| Arc::clone(&s.current.borrow()))
     }
 
-    pub(crate) fn by_name(&self, project: &str, name: &str) -> Option<Arc<Notification>> {
+    pub(crate) fn by_name(&self, project: &ProjectKey, name: &str) -> Option<Arc<Notification>> {
         let st = self.state();
-        let id = st.by_name.get(&(project.to_owned(), name.to_owned()))?;
+        let id = st.by_name.get(&(project.clone(), name.to_owned()))?;
         st.by_id.get(id).map(|s| Arc::clone(&s.current.borrow()))
     }
 
     /// A project's notifications, by name.
-    pub(crate) fn list(&self, project: &str) -> Vec<Arc<Notification>> {
+    pub(crate) fn list(&self, project: &ProjectKey) -> Vec<Arc<Notification>> {
         let st = self.state();
         let mut v: Vec<_> = st
             .by_id
             .values()
             .map(|s| Arc::clone(&s.current.borrow()))
-            .filter(|n| n.project == project)
+            .filter(|n| n.project == *project)
             .collect();
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
@@ -346,7 +346,7 @@ impl Registry {
     }
 
     /// Rebuilds the index entries of `projects` only.
-    fn reindex(&self, st: &State, projects: &[String]) {
+    fn reindex(&self, st: &State, projects: &[ProjectKey]) {
         let mut index = self.index.write().unwrap_or_else(|p| p.into_inner());
         let mut by_project = index.by_project.clone();
         for p in projects {

@@ -8,6 +8,7 @@
 use async_trait::async_trait;
 use base64::Engine;
 use cds_events_log::Seq;
+use cds_events_model::ProjectKey;
 use cds_events_store::pg::testing::TempDatabase;
 use cds_events_store::pg::{PgOptions, PgPool};
 use cds_events_webhooks::crypto::Keyring;
@@ -136,11 +137,16 @@ fn actor() -> Actor {
     }
 }
 
+/// A project key of the tests'.
+fn project_key(project: &str) -> ProjectKey {
+    ProjectKey::new(project).expect("a project key")
+}
+
 fn notification(project: &str, name: &str) -> NotificationRecord {
     NotificationRecord {
         id: NotificationId(0),
         uid: format!("uid-{project}-{name}"),
-        project: project.into(),
+        project: project_key(project),
         name: name.into(),
         url: format!("https://example.com/{name}"),
         filters: BTreeMap::new(),
@@ -193,7 +199,7 @@ async fn another_instances_changes_reach_the_mirror_within_a_second() {
 
     let changed = a
         .update_notification(
-            "P",
+            &project_key("P"),
             "slack",
             Box::new(|n| {
                 n.url = "https://example.com/moved".into();
@@ -209,7 +215,7 @@ async fn another_instances_changes_reach_the_mirror_within_a_second() {
     })
     .await;
 
-    a.delete_notification("P", "slack", &actor())
+    a.delete_notification(&project_key("P"), "slack", &actor())
         .await
         .expect("delete on a");
     within(SECOND, "the deletion", || async {
@@ -223,7 +229,7 @@ async fn another_instances_changes_reach_the_mirror_within_a_second() {
         .await
         .expect("create on b");
     a.update_notification(
-        "P",
+        &project_key("P"),
         "teams",
         Box::new(|n| {
             n.ordered = true;

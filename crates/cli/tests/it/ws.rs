@@ -1,6 +1,6 @@
 //! CDS's websocket protocol, spoken by a Python `websocket-client`.
 
-use crate::{ADMIN, Lines, TestServer, job_event};
+use crate::{ADMIN, Lines, TestServer, eventually, job_event};
 use serde_json::{Value, json};
 use std::process::Command;
 
@@ -497,9 +497,18 @@ fn a_peer_that_never_answers_pings_is_closed_after_the_ping_timeout() {
         "closed too early: {took:?}"
     );
     // A client that answers pings (the Python client pongs by itself) stays
-    // past the timeout and gets an event published 1.5 s later.
+    // past the timeout and gets an event published 1.5 s after it connected
+    // (however late a loaded machine starts it).
+    eventually("the raw websocket's slot to be freed", || {
+        !s.metrics()
+            .contains("cds_events_stream_connections{kind=\"ws\"} 1")
+    });
     let publisher = std::thread::scope(|scope| {
         scope.spawn(|| {
+            eventually("the Python client to connect", || {
+                s.metrics()
+                    .contains("cds_events_stream_connections{kind=\"ws\"} 1")
+            });
             // The wait is the test: well past the 700 ms ping timeout.
             std::thread::sleep(Duration::from_millis(1500));
             s.post_json(&job_event("A", 1))

@@ -17,9 +17,15 @@ use crate::signing::SigningSecret;
 use crate::time::now_ms;
 use async_trait::async_trait;
 use cds_events_log::Seq;
+use cds_events_model::ProjectKey;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// A project key of the suite's.
+fn key(project: &str) -> ProjectKey {
+    ProjectKey::new(project).expect("a project key")
+}
 
 mod claims;
 mod deliveries;
@@ -151,7 +157,7 @@ fn notification(project: &str, name: &str) -> NotificationRecord {
     NotificationRecord {
         id: NotificationId(0),
         uid: format!("uid-{project}-{name}-{}", now_ms()),
-        project: project.into(),
+        project: key(project),
         name: name.into(),
         url: format!("https://example.com/{name}"),
         filters: BTreeMap::new(),
@@ -340,6 +346,7 @@ macro_rules! conformance_tests {
             a_key_rotation_keeps_every_value_readable,
             the_body_format_is_stored_changed_and_read_back,
             deliveries_and_position_are_written_together,
+            the_start_position_is_stored_once,
             deliveries_of_a_deleted_notification_are_not_created,
             due_deliveries_are_claimed_by_due_time,
             one_lead_at_a_time_each_with_a_later_term,

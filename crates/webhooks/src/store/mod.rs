@@ -43,12 +43,13 @@ use crate::error::WebhooksError;
 use crate::model::{Actor, DeliveryStatus};
 use async_trait::async_trait;
 use cds_events_log::Seq;
+use cds_events_model::ProjectKey;
 pub use lead::Lead;
-pub(crate) use records::stored_format;
 pub use records::{
     Attempt, AttemptResult, Claim, Claimed, Delivery, DeliveryId, Due, NewDelivery, NotificationId,
     NotificationRecord, OutboxEntry, Purged, RecordAck,
 };
+pub(crate) use records::{stored_format, stored_project};
 use std::time::Duration;
 
 /// The storage plumbing's errors (both backends'): a database that is away
@@ -140,7 +141,7 @@ pub trait NotificationStore: Send + Sync + 'static {
     /// [`WebhooksError::AlreadyExists`] when renamed onto another.
     async fn update_notification(
         &self,
-        project: &str,
+        project: &ProjectKey,
         name: &str,
         edit: Edit,
         actor: &Actor,
@@ -151,7 +152,7 @@ pub trait NotificationStore: Send + Sync + 'static {
     /// and are deleted later by [`NotificationStore::purge_step`].
     async fn delete_notification(
         &self,
-        project: &str,
+        project: &ProjectKey,
         name: &str,
         actor: &Actor,
     ) -> Result<(), WebhooksError>;
@@ -166,6 +167,13 @@ pub trait NotificationStore: Send + Sync + 'static {
 
     /// The last log position the dispatcher turned into deliveries.
     async fn position(&self) -> Result<Option<Seq>, WebhooksError>;
+
+    /// The stored position, after storing `head` as the position when none
+    /// was ever stored (the engine's very first open), so that events
+    /// appended after the open are never taken for history. Needs no lead:
+    /// it only fills an empty place, the first caller wins and every later
+    /// one gets what is stored.
+    async fn start_position(&self, head: Seq) -> Result<Seq, WebhooksError>;
 
     /// Creates a batch's deliveries (due now) and moves the position to
     /// `position`, in one transaction: after a crash both happened or

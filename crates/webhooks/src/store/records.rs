@@ -11,7 +11,7 @@ use crate::model::{
 use crate::signing::SigningSecret;
 use crate::time::to_datetime;
 use cds_events_log::Seq;
-use cds_events_model::{EventType, FullEvent, NotificationEvent, Payload};
+use cds_events_model::{EventType, FullEvent, NotificationEvent, Payload, ProjectKey};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -33,7 +33,7 @@ pub struct NotificationRecord {
     pub id: NotificationId,
     /// The public id (`NotificationOut::id`), given by the caller.
     pub uid: String,
-    pub project: String,
+    pub project: ProjectKey,
     pub name: String,
     pub url: String,
     pub filters: BTreeMap<String, NotificationFilter>,
@@ -88,12 +88,20 @@ pub(crate) fn stored_format(
     ))
 }
 
+/// A stored project key, read back (every backend wrote a valid one).
+pub(crate) fn stored_project(uid: &str, project: String) -> Result<ProjectKey, WebhooksError> {
+    ProjectKey::new(project).map_err(|e| WebhooksError::Unreadable {
+        uid: uid.to_owned(),
+        problem: format!("project: {e}"),
+    })
+}
+
 impl NotificationRecord {
     /// As the API shows it: header values masked, secrets absent.
     pub fn out(&self) -> NotificationOut {
         NotificationOut {
             id: self.uid.clone(),
-            project_key: self.project.clone(),
+            project_key: self.project.to_string(),
             name: self.name.clone(),
             last_modified: to_datetime(self.last_modified),
             webhook_url: self.url.clone(),

@@ -33,7 +33,7 @@ async fn crud_round_trip_emits_notification_events() {
     let created = w
         .hooks
         .create(
-            "PROJ",
+            &key("PROJ"),
             input("slack", "https://example.com/a", &["Run.*"]),
             &actor(),
         )
@@ -43,16 +43,16 @@ async fn crud_round_trip_emits_notification_events() {
     assert_eq!(created.notification.project_key, "PROJ");
     assert!(created.notification.enabled);
     assert_eq!(
-        w.hooks.get("PROJ", "slack").await.expect("get"),
+        w.hooks.get(&key("PROJ"), "slack").await.expect("get"),
         created.notification
     );
-    assert_eq!(w.hooks.list("PROJ").await.expect("list").len(), 1);
-    assert!(w.hooks.list("OTHER").await.expect("list").is_empty());
+    assert_eq!(w.hooks.list(&key("PROJ")).await.expect("list").len(), 1);
+    assert!(w.hooks.list(&key("OTHER")).await.expect("list").is_empty());
 
     let updated = w
         .hooks
         .update(
-            "PROJ",
+            &key("PROJ"),
             "slack",
             input("slack", "https://example.com/b", &[]),
             &actor(),
@@ -64,15 +64,15 @@ async fn crud_round_trip_emits_notification_events() {
     assert_eq!(updated.id, created.notification.id);
 
     w.hooks
-        .delete("PROJ", "slack", &actor())
+        .delete(&key("PROJ"), "slack", &actor())
         .await
         .expect("delete");
     assert!(matches!(
-        w.hooks.get("PROJ", "slack").await,
+        w.hooks.get(&key("PROJ"), "slack").await,
         Err(WebhooksError::NotFound(_))
     ));
     assert!(matches!(
-        w.hooks.delete("PROJ", "slack", &actor()).await,
+        w.hooks.delete(&key("PROJ"), "slack", &actor()).await,
         Err(WebhooksError::NotFound(_))
     ));
 
@@ -106,7 +106,11 @@ async fn a_change_made_while_the_log_fails_gets_its_event_once_the_log_is_back()
     w.log.close().await.expect("close the log");
     let created = w
         .hooks
-        .create("PROJ", input("n", "https://example.com/", &[]), &actor())
+        .create(
+            &key("PROJ"),
+            input("n", "https://example.com/", &[]),
+            &actor(),
+        )
         .await
         .expect("the change is stored even though its event cannot be appended yet");
     let (dir, _, config) = w.stop().await;
@@ -125,7 +129,7 @@ async fn a_change_made_while_the_log_fails_gets_its_event_once_the_log_is_back()
     assert_eq!(events[0]["notification"], created.notification.name);
     // Later flushes (after another change) append nothing twice.
     w.hooks
-        .set_enabled("PROJ", "n", false, &actor())
+        .set_enabled(&key("PROJ"), "n", false, &actor())
         .await
         .expect("disable");
     let types: Vec<String> = notification_events(w.log.as_ref())
@@ -143,7 +147,11 @@ async fn names_are_unique_per_project() {
     w.create("PROJ", "n", "https://example.com/").await;
     let again = w
         .hooks
-        .create("PROJ", input("n", "https://example.com/", &[]), &actor())
+        .create(
+            &key("PROJ"),
+            input("n", "https://example.com/", &[]),
+            &actor(),
+        )
         .await;
     assert!(matches!(again, Err(WebhooksError::AlreadyExists { name }) if name == "n"));
     // Same name elsewhere is fine; renaming onto a taken name is not.
@@ -152,7 +160,7 @@ async fn names_are_unique_per_project() {
     let rename = w
         .hooks
         .update(
-            "PROJ",
+            &key("PROJ"),
             "m",
             input("n", "https://example.com/", &[]),
             &actor(),
@@ -173,7 +181,11 @@ async fn a_project_has_at_most_max_per_project_notifications() {
     w.create("PROJ", "b", "https://example.com/").await;
     let third = w
         .hooks
-        .create("PROJ", input("c", "https://example.com/", &[]), &actor())
+        .create(
+            &key("PROJ"),
+            input("c", "https://example.com/", &[]),
+            &actor(),
+        )
         .await;
     assert!(
         matches!(&third, Err(WebhooksError::TooMany { project, limit: 2 }) if project == "PROJ"),
@@ -181,9 +193,12 @@ async fn a_project_has_at_most_max_per_project_notifications() {
     );
     // Per project; and deleting one makes room again.
     w.create("OTHER", "c", "https://example.com/").await;
-    w.hooks.delete("PROJ", "a", &actor()).await.expect("delete");
+    w.hooks
+        .delete(&key("PROJ"), "a", &actor())
+        .await
+        .expect("delete");
     w.create("PROJ", "c", "https://example.com/").await;
-    assert_eq!(w.hooks.list("PROJ").await.expect("list").len(), 2);
+    assert_eq!(w.hooks.list(&key("PROJ")).await.expect("list").len(), 2);
     w.stop().await;
 }
 
@@ -197,7 +212,7 @@ async fn invalid_input_names_the_field() {
             event: vec!["Run.*".into(), "Run(".into()],
         },
     );
-    match w.hooks.create("PROJ", n, &actor()).await {
+    match w.hooks.create(&key("PROJ"), n, &actor()).await {
         Err(WebhooksError::Invalid { field, .. }) => assert_eq!(field, "filters.any-name.event[1]"),
         other => panic!("expected invalid, got {other:?}"),
     }
@@ -206,12 +221,12 @@ async fn invalid_input_names_the_field() {
         (input("n", "file:///etc/passwd", &[]), "webhook_url"),
         (input("n", "not a url", &[]), "webhook_url"),
     ] {
-        match w.hooks.create("PROJ", n, &actor()).await {
+        match w.hooks.create(&key("PROJ"), n, &actor()).await {
             Err(WebhooksError::Invalid { field: f, .. }) => assert_eq!(f, field),
             other => panic!("expected invalid {field}, got {other:?}"),
         }
     }
-    assert!(w.hooks.list("PROJ").await.expect("list").is_empty());
+    assert!(w.hooks.list(&key("PROJ")).await.expect("list").is_empty());
     w.stop().await;
 }
 
@@ -224,7 +239,7 @@ async fn header_values_are_masked_and_the_mask_keeps_them() {
         headers: [("Authorization".to_owned(), "Bearer s3cr3t-token".to_owned())].into(),
     });
     w.create_with("PROJ", n).await;
-    let got = w.hooks.get("PROJ", "n").await.expect("get");
+    let got = w.hooks.get(&key("PROJ"), "n").await.expect("get");
     assert_eq!(got.auth.headers["Authorization"], MASK);
     assert!(
         !serde_json::to_string(&got)
@@ -237,7 +252,7 @@ async fn header_values_are_masked_and_the_mask_keeps_them() {
         serde_json::from_value(serde_json::to_value(&got).expect("json")).expect("in");
     back.webhook_url = format!("{}/v2", rx.url);
     w.hooks
-        .update("PROJ", "n", back, &actor())
+        .update(&key("PROJ"), "n", back, &actor())
         .await
         .expect("update");
     w.publish("PROJ", 1).await;
@@ -250,7 +265,7 @@ async fn header_values_are_masked_and_the_mask_keeps_them() {
         headers: [("Authorization".to_owned(), "Bearer other".to_owned())].into(),
     });
     w.hooks
-        .update("PROJ", "n", n, &actor())
+        .update(&key("PROJ"), "n", n, &actor())
         .await
         .expect("update");
     w.publish("PROJ", 1).await;
@@ -266,7 +281,7 @@ async fn set_enabled_false_holds_deliveries_until_enabled() {
     w.create("PROJ", "n", &rx.url).await;
     let off = w
         .hooks
-        .set_enabled("PROJ", "n", false, &actor())
+        .set_enabled(&key("PROJ"), "n", false, &actor())
         .await
         .expect("disable");
     assert!(!off.enabled);
@@ -276,12 +291,12 @@ async fn set_enabled_false_holds_deliveries_until_enabled() {
     assert!(rx.requests().is_empty());
     let page = w
         .hooks
-        .deliveries("PROJ", "n", None, None, 10)
+        .deliveries(&key("PROJ"), "n", None, None, 10)
         .await
         .expect("list");
     assert!(page.deliveries.is_empty());
     w.hooks
-        .set_enabled("PROJ", "n", true, &actor())
+        .set_enabled(&key("PROJ"), "n", true, &actor())
         .await
         .expect("enable");
     w.publish("PROJ", 1).await;

@@ -19,7 +19,7 @@ async fn delivery_with_status(
     eventually(&format!("a {status} delivery"), || async {
         let page = w
             .hooks
-            .deliveries("PROJ", n, Some(status), None, 10)
+            .deliveries(&key("PROJ"), n, Some(status), None, 10)
             .await
             .ok()?;
         page.deliveries.into_iter().next()
@@ -137,7 +137,11 @@ async fn three_failures_then_success_is_four_requests_with_one_webhook_id() {
     assert_eq!(rx.requests().len(), 4);
     assert!(got.iter().all(|r| r.webhook_id() == d.id));
     assert_eq!(d.attempts, 4);
-    let detail = w.hooks.delivery("PROJ", "n", &d.id).await.expect("detail");
+    let detail = w
+        .hooks
+        .delivery(&key("PROJ"), "n", &d.id)
+        .await
+        .expect("detail");
     let codes: Vec<Option<u16>> = detail.attempts.iter().map(|a| a.status_code).collect();
     assert_eq!(codes, [Some(500), Some(500), Some(500), Some(200)]);
     assert_eq!(
@@ -150,7 +154,11 @@ async fn three_failures_then_success_is_four_requests_with_one_webhook_id() {
     );
     // Success clears the failure state.
     assert_eq!(
-        w.hooks.get("PROJ", "n").await.expect("get").failing_since,
+        w.hooks
+            .get(&key("PROJ"), "n")
+            .await
+            .expect("get")
+            .failing_since,
         None
     );
     w.stop().await;
@@ -167,7 +175,7 @@ async fn out_of_attempts_is_a_listable_dead_letter() {
     assert_eq!(rx.requests().len(), 3);
     assert!(
         w.hooks
-            .get("PROJ", "n")
+            .get(&key("PROJ"), "n")
             .await
             .expect("get")
             .failing_since
@@ -222,7 +230,7 @@ async fn continuous_failure_disables_and_enabling_resumes() {
     w.create("PROJ", "n", &rx.url).await;
     w.publish("PROJ", 1).await;
     let off = eventually("the notification disabled", || async {
-        let n = w.hooks.get("PROJ", "n").await.ok()?;
+        let n = w.hooks.get(&key("PROJ"), "n").await.ok()?;
         (!n.enabled).then_some(n)
     })
     .await;
@@ -262,7 +270,7 @@ async fn continuous_failure_disables_and_enabling_resumes() {
     healthy.heal();
     let on = w
         .hooks
-        .set_enabled("PROJ", "n", true, &actor())
+        .set_enabled(&key("PROJ"), "n", true, &actor())
         .await
         .expect("enable");
     assert!(on.enabled && on.disabled_reason.is_none() && on.failing_since.is_none());
@@ -293,7 +301,7 @@ async fn a_redelivery_made_while_an_attempt_is_in_flight_is_not_undone_by_its_re
     let got = rx.wait_for(2).await;
     let page = w
         .hooks
-        .deliveries("PROJ", "n", None, None, 10)
+        .deliveries(&key("PROJ"), "n", None, None, 10)
         .await
         .expect("deliveries");
     let d = page
@@ -302,7 +310,7 @@ async fn a_redelivery_made_while_an_attempt_is_in_flight_is_not_undone_by_its_re
         .find(|d| d.id == got[1].webhook_id())
         .expect("the delivery in flight");
     w.hooks
-        .redeliver("PROJ", "n", &d.id)
+        .redeliver(&key("PROJ"), "n", &d.id)
         .await
         .expect("redeliver");
     // Its timeout must not turn the delivery into a dead letter: it is sent
@@ -326,7 +334,7 @@ async fn redelivery_sends_again_with_the_same_id_and_keeps_history() {
     let failed = delivery_with_status(&w, "n", DeliveryStatus::Failed).await;
     let again = w
         .hooks
-        .redeliver("PROJ", "n", &failed.id)
+        .redeliver(&key("PROJ"), "n", &failed.id)
         .await
         .expect("redeliver");
     assert_eq!(again.status, DeliveryStatus::Pending);
@@ -334,7 +342,11 @@ async fn redelivery_sends_again_with_the_same_id_and_keeps_history() {
     assert_eq!(ok.id, failed.id);
     let got = rx.wait_for(2).await;
     assert_eq!(got[0].webhook_id(), got[1].webhook_id());
-    let detail = w.hooks.delivery("PROJ", "n", &ok.id).await.expect("detail");
+    let detail = w
+        .hooks
+        .delivery(&key("PROJ"), "n", &ok.id)
+        .await
+        .expect("detail");
     assert_eq!(detail.attempts.len(), 2);
     assert_eq!(detail.delivery.attempts, 2);
 
@@ -342,12 +354,12 @@ async fn redelivery_sends_again_with_the_same_id_and_keeps_history() {
     // (a success is kept in the delivery's row until then).
     let first_ok_at = detail.attempts[1].at;
     w.hooks
-        .redeliver("PROJ", "n", &ok.id)
+        .redeliver(&key("PROJ"), "n", &ok.id)
         .await
         .expect("redeliver a success");
     rx.wait_for(3).await;
     let detail = eventually("three attempts", || async {
-        let d = w.hooks.delivery("PROJ", "n", &ok.id).await.ok()?;
+        let d = w.hooks.delivery(&key("PROJ"), "n", &ok.id).await.ok()?;
         (d.delivery.status == DeliveryStatus::Succeeded && d.attempts.len() == 3).then_some(d)
     })
     .await;
@@ -367,7 +379,7 @@ async fn redelivery_sends_again_with_the_same_id_and_keeps_history() {
     eventually("two failed deliveries", || async {
         let p = w
             .hooks
-            .deliveries("PROJ", "m", Some(DeliveryStatus::Failed), None, 10)
+            .deliveries(&key("PROJ"), "m", Some(DeliveryStatus::Failed), None, 10)
             .await
             .ok()?;
         (p.deliveries.len() == 2).then_some(())
@@ -375,14 +387,14 @@ async fn redelivery_sends_again_with_the_same_id_and_keeps_history() {
     .await;
     let n = w
         .hooks
-        .redeliver_failed_since("PROJ", "m", since)
+        .redeliver_failed_since(&key("PROJ"), "m", since)
         .await
         .expect("bulk");
     assert_eq!(n, 2);
     eventually("two succeeded deliveries", || async {
         let p = w
             .hooks
-            .deliveries("PROJ", "m", Some(DeliveryStatus::Succeeded), None, 10)
+            .deliveries(&key("PROJ"), "m", Some(DeliveryStatus::Succeeded), None, 10)
             .await
             .ok()?;
         (p.deliveries.len() == 2).then_some(())
@@ -403,7 +415,7 @@ async fn deliveries_page_newest_first() {
     loop {
         let page = w
             .hooks
-            .deliveries("PROJ", "n", None, cursor.as_deref(), 2)
+            .deliveries(&key("PROJ"), "n", None, cursor.as_deref(), 2)
             .await
             .expect("page");
         assert!(page.deliveries.len() <= 2);
@@ -425,13 +437,13 @@ async fn secret_rotation_signs_with_both_secrets_during_the_overlap() {
     let old = w.create("PROJ", "n", &rx.url).await;
     let rotated = w
         .hooks
-        .rotate_secret("PROJ", "n", &actor())
+        .rotate_secret(&key("PROJ"), "n", &actor())
         .await
         .expect("rotate");
     assert_ne!(rotated.secret, old);
     let prev = rotated.previous.as_ref().expect("previous");
     assert_eq!(prev.secret, old);
-    let shown = w.hooks.secret("PROJ", "n").await.expect("secret");
+    let shown = w.hooks.secret(&key("PROJ"), "n").await.expect("secret");
     assert_eq!(shown.secret, rotated.secret);
     w.publish("PROJ", 1).await;
     let r = &rx.wait_for(1).await[0];
@@ -465,7 +477,7 @@ async fn after_the_overlap_only_the_new_secret_signs() {
     let old = w.create("PROJ", "n", &rx.url).await;
     let rotated = w
         .hooks
-        .rotate_secret("PROJ", "n", &actor())
+        .rotate_secret(&key("PROJ"), "n", &actor())
         .await
         .expect("rotate");
     assert!(rotated.previous.is_none());
@@ -557,7 +569,7 @@ async fn test_sends_a_signed_ping_now() {
     let w = World::start(config()).await;
     let rx = Receiver::ok().await;
     let secret = w.create("PROJ", "n", &rx.url).await;
-    let outcome = w.hooks.test("PROJ", "n").await.expect("test");
+    let outcome = w.hooks.test(&key("PROJ"), "n").await.expect("test");
     assert!(outcome.is_success(), "{outcome:?}");
     assert_eq!(outcome.status_code, Some(204));
     let r = &rx.wait_for(1).await[0];

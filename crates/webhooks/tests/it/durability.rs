@@ -3,9 +3,13 @@
 //! disabled notification holds nothing), and finished rows are purged.
 
 use crate::support::*;
+use cds_events_log::EventLog;
+use cds_events_log::sqlite::{SqliteLog, SqliteOptions};
 use cds_events_model::EventType;
+use cds_events_webhooks::Webhooks;
 use cds_events_webhooks::{DeliveryStatus, WebhooksConfig};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,7 +36,7 @@ async fn pending_deliveries_resume_after_a_restart() {
     eventually("two succeeded deliveries", || async {
         let p = w
             .hooks
-            .deliveries("PROJ", "n", Some(DeliveryStatus::Succeeded), None, 10)
+            .deliveries(&key("PROJ"), "n", Some(DeliveryStatus::Succeeded), None, 10)
             .await
             .ok()?;
         (p.deliveries.len() == 2).then_some(())
@@ -51,6 +55,52 @@ async fn pending_deliveries_resume_after_a_restart() {
     );
     assert_eq!(per_id.len(), 2);
     w.stop().await;
+}
+
+/// The very first open stores where the dispatcher starts (the log's head
+/// then): an event appended between the open and the run, as a server
+/// accepts ingest before its webhooks task first runs, is delivered, not
+/// taken for history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_appended_between_the_first_open_and_the_run_is_delivered() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log: Arc<dyn EventLog> =
+        Arc::new(SqliteLog::open(dir.path(), SqliteOptions::default()).expect("log"));
+    // History: before the open, never delivered.
+    append(&log, 1).await;
+    let hooks = Webhooks::open(dir.path(), Arc::clone(&log), config())
+        .await
+        .expect("open");
+    let rx = Receiver::ok().await;
+    hooks
+        .create(
+            &key("PROJ"),
+            input("n", &rx.url, &["^RunJobEnded$"]),
+            &actor(),
+        )
+        .await
+        .expect("create");
+    let after_open = append(&log, 2).await;
+    let w = World::running(dir, None, log, hooks, config()).await;
+    let got = rx.wait_for(1).await;
+    assert_eq!(got[0].event_id(), after_open);
+    w.settled().await;
+    assert_eq!(
+        rx.requests().len(),
+        1,
+        "the event from before the open stays history"
+    );
+    w.stop().await;
+}
+
+/// Appends one RunJobEnded of PROJ with number `n`; returns its id.
+async fn append(log: &Arc<dyn EventLog>, n: i64) -> String {
+    let e = cds_events_log::conformance::event(EventType::RunJobEnded, "PROJ", n);
+    let id = e.id.clone();
+    log.append(vec![cds_events_log::NewEvent::from(e)])
+        .await
+        .expect("append");
+    id
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,19 +158,19 @@ async fn pending_deliveries_hold_the_log_retention() {
     fail.heal();
     let failed_or_pending = w
         .hooks
-        .deliveries("PROJ", "n", None, None, 10)
+        .deliveries(&key("PROJ"), "n", None, None, 10)
         .await
         .expect("list");
     for d in &failed_or_pending.deliveries {
         w.hooks
-            .redeliver("PROJ", "n", &d.id)
+            .redeliver(&key("PROJ"), "n", &d.id)
             .await
             .expect("redeliver");
     }
     eventually("both delivered", || async {
         let p = w
             .hooks
-            .deliveries("PROJ", "n", Some(DeliveryStatus::Succeeded), None, 10)
+            .deliveries(&key("PROJ"), "n", Some(DeliveryStatus::Succeeded), None, 10)
             .await
             .ok()?;
         (p.deliveries.len() == 2).then_some(())
@@ -145,7 +195,7 @@ async fn a_disabled_notification_holds_nothing() {
     })
     .await;
     w.hooks
-        .set_enabled("PROJ", "n", false, &actor())
+        .set_enabled(&key("PROJ"), "n", false, &actor())
         .await
         .expect("disable");
     // The NotificationUpdated event is appended too: the position moves on.
@@ -192,7 +242,7 @@ async fn the_purge_deletes_finished_and_deleted_notifications_deliveries() {
     // longer pending, even after a restart.
     assert_eq!(w.hooks.pending().await.expect("pending"), 5);
     w.hooks
-        .delete("GONE", "gone", &actor())
+        .delete(&key("GONE"), "gone", &actor())
         .await
         .expect("delete");
     assert_eq!(w.hooks.pending().await.expect("pending"), 2);

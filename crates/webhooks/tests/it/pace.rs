@@ -36,7 +36,7 @@ async fn throughput_50_endpoints() {
             let p = w
                 .hooks
                 .deliveries(
-                    "PROJ",
+                    &key("PROJ"),
                     &format!("n{i}"),
                     Some(DeliveryStatus::Succeeded),
                     None,

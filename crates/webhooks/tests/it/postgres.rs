@@ -37,7 +37,7 @@ async fn a_webhook_is_delivered_and_recorded_over_postgres() {
     let delivered = eventually("the delivery recorded as succeeded", || async {
         let page = w
             .hooks
-            .deliveries("PROJ", "n", Some(DeliveryStatus::Succeeded), None, 10)
+            .deliveries(&key("PROJ"), "n", Some(DeliveryStatus::Succeeded), None, 10)
             .await
             .ok()?;
         page.deliveries.into_iter().next()
@@ -115,7 +115,7 @@ async fn an_answer_that_arrives_while_postgres_restarts_is_recorded_once_it_is_b
     let delivered = eventually("the delivery recorded as succeeded", || async {
         let page = w
             .hooks
-            .deliveries("PROJ", "n", Some(DeliveryStatus::Succeeded), None, 10)
+            .deliveries(&key("PROJ"), "n", Some(DeliveryStatus::Succeeded), None, 10)
             .await
             .ok()?;
         page.deliveries.into_iter().next()

@@ -26,7 +26,7 @@ async fn headers_and_secrets_are_encrypted_at_rest() {
     let secret = w.create_with("PROJ", n).await;
     let rotated = w
         .hooks
-        .rotate_secret("PROJ", "n", &actor())
+        .rotate_secret(&key("PROJ"), "n", &actor())
         .await
         .expect("rotate");
     let (dir, _log, _) = w.stop().await;
@@ -68,12 +68,20 @@ async fn master_key_rotation_keeps_everything_readable() {
     assert_ne!(keys(&key_before), keys(&key_after));
     // Readable now and after a restart (which decrypts from disk).
     assert_eq!(
-        w.hooks.secret("PROJ", "n").await.expect("secret").secret,
+        w.hooks
+            .secret(&key("PROJ"), "n")
+            .await
+            .expect("secret")
+            .secret,
         secret
     );
     let w = w.restart().await;
     assert_eq!(
-        w.hooks.secret("PROJ", "n").await.expect("secret").secret,
+        w.hooks
+            .secret(&key("PROJ"), "n")
+            .await
+            .expect("secret")
+            .secret,
         secret
     );
     w.publish("PROJ", 1).await;
@@ -110,7 +118,11 @@ async fn a_configured_key_reads_values_of_the_previous_one() {
     )
     .await;
     assert_eq!(
-        w.hooks.secret("PROJ", "n").await.expect("secret").secret,
+        w.hooks
+            .secret(&key("PROJ"), "n")
+            .await
+            .expect("secret")
+            .secret,
         secret
     );
     let (dir, log, config) = w.stop().await;
@@ -125,7 +137,11 @@ async fn a_configured_key_reads_values_of_the_previous_one() {
     )
     .await;
     assert_eq!(
-        w.hooks.secret("PROJ", "n").await.expect("secret").secret,
+        w.hooks
+            .secret(&key("PROJ"), "n")
+            .await
+            .expect("secret")
+            .secret,
         secret
     );
     w.stop().await;
@@ -148,7 +164,7 @@ async fn loopback_targets_are_refused_unless_allowed() {
     )
     .await;
     for name in ["literal", "name"] {
-        let outcome = w.hooks.test("PROJ", name).await.expect("test");
+        let outcome = w.hooks.test(&key("PROJ"), name).await.expect("test");
         assert_eq!(outcome.outcome, OutcomeKind::Refused, "{name}: {outcome:?}");
         let e = outcome.error.unwrap_or_default();
         assert!(
@@ -161,13 +177,17 @@ async fn loopback_targets_are_refused_unless_allowed() {
         let d = eventually("a failed delivery", || async {
             let p = w
                 .hooks
-                .deliveries("PROJ", name, Some(DeliveryStatus::Failed), None, 10)
+                .deliveries(&key("PROJ"), name, Some(DeliveryStatus::Failed), None, 10)
                 .await
                 .ok()?;
             p.deliveries.into_iter().next()
         })
         .await;
-        let detail = w.hooks.delivery("PROJ", name, &d.id).await.expect("detail");
+        let detail = w
+            .hooks
+            .delivery(&key("PROJ"), name, &d.id)
+            .await
+            .expect("detail");
         assert!(
             detail.attempts[0]
                 .error

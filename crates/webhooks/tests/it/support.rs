@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use base64::Engine;
 use cds_events_log::sqlite::{SqliteLog, SqliteOptions};
 use cds_events_log::{EventLog, NewEvent};
-use cds_events_model::EventType;
+use cds_events_model::{EventType, ProjectKey};
 use cds_events_store::pg::PgOptions;
 use cds_events_store::pg::testing::TempDatabase;
 use cds_events_webhooks::{Actor, NotificationFilter, NotificationIn, Webhooks, WebhooksConfig};
@@ -73,7 +73,9 @@ impl World {
         log: Arc<dyn EventLog>,
         config: WebhooksConfig,
     ) -> World {
-        let hooks = Webhooks::open(dir.path(), Arc::clone(&log), config.clone()).expect("open");
+        let hooks = Webhooks::open(dir.path(), Arc::clone(&log), config.clone())
+            .await
+            .expect("open");
         World::running(dir, None, log, hooks, config).await
     }
 
@@ -100,7 +102,7 @@ impl World {
     }
 
     /// Runs `hooks` until [`World::stop`].
-    async fn running(
+    pub async fn running(
         dir: tempfile::TempDir,
         db: Option<TempDatabase>,
         log: Arc<dyn EventLog>,
@@ -113,12 +115,6 @@ impl World {
             let shutdown = shutdown.clone();
             tokio::spawn(async move { hooks.run(shutdown).await.expect("run") })
         };
-        // At the very first start the dispatcher begins at the log's head as
-        // it finds it when it first runs: a test's events must come after.
-        eventually("the dispatcher's start position", || async {
-            hooks.retention_hold().await.ok()?
-        })
-        .await;
         World {
             dir,
             db,
@@ -158,7 +154,7 @@ impl World {
 
     pub async fn create_with(&self, project: &str, n: NotificationIn) -> String {
         self.hooks
-            .create(project, n, &actor())
+            .create(&key(project), n, &actor())
             .await
             .expect("create")
             .secret
@@ -457,4 +453,9 @@ async fn handle(
         h,
         "receiver says hi",
     )
+}
+
+/// A project key of the tests'.
+pub fn key(project: &str) -> ProjectKey {
+    ProjectKey::new(project).expect("a project key")
 }

@@ -24,7 +24,7 @@ use utoipa::IntoParams;
 
 /// A right over a project's notifications.
 pub trait Right: Send + Sync {
-    fn check(caller: &Principal, project: &str) -> Result<(), ApiError>;
+    fn check(caller: &Principal, project: &ProjectKey) -> Result<(), ApiError>;
 }
 
 /// `read:PROJECT`.
@@ -32,8 +32,8 @@ pub trait Right: Send + Sync {
 pub enum Read {}
 
 impl Right for Read {
-    fn check(caller: &Principal, project: &str) -> Result<(), ApiError> {
-        if ProjectKey::new(project).is_ok_and(|k| caller.can_read(&EventScope::Project(k))) {
+    fn check(caller: &Principal, project: &ProjectKey) -> Result<(), ApiError> {
+        if caller.can_read(&EventScope::Project(project.clone())) {
             Ok(())
         } else {
             Err(forbidden(format!(
@@ -48,8 +48,8 @@ impl Right for Read {
 pub enum Manage {}
 
 impl Right for Manage {
-    fn check(caller: &Principal, project: &str) -> Result<(), ApiError> {
-        if ProjectKey::new(project).is_ok_and(|k| caller.can_manage_notifications(&k)) {
+    fn check(caller: &Principal, project: &ProjectKey) -> Result<(), ApiError> {
+        if caller.can_manage_notifications(project) {
             Ok(())
         } else {
             Err(forbidden(format!(
@@ -89,7 +89,7 @@ pub struct DeliveryPath {
 #[derive(Debug)]
 pub struct OnProject<R> {
     pub caller: Arc<Principal>,
-    pub project: String,
+    pub project: ProjectKey,
     right: PhantomData<R>,
 }
 
@@ -98,19 +98,19 @@ pub struct OnProject<R> {
 #[derive(Debug)]
 pub struct OnNotification<R> {
     pub caller: Arc<Principal>,
-    pub project: String,
+    pub project: ProjectKey,
     pub name: String,
     right: PhantomData<R>,
 }
 
-/// The caller (put there by `require_principal`) and the path, then the
-/// right. A rejection is the extractor's own answer, as it was when the
-/// handlers took `Extension` and `Path` themselves.
+/// The caller (put there by `require_principal`), the path and its project
+/// key, then the right. A rejection is the extractor's own answer, as it
+/// was when the handlers took `Extension` and `Path` themselves.
 async fn extract<P, R>(
     parts: &mut Parts,
     st: &AppState,
     project: impl FnOnce(&P) -> &str,
-) -> Result<(Arc<Principal>, P), Response>
+) -> Result<(Arc<Principal>, P, ProjectKey), Response>
 where
     P: serde::de::DeserializeOwned + Send,
     R: Right,
@@ -121,18 +121,20 @@ where
     let Path(path) = Path::<P>::from_request_parts(parts, st)
         .await
         .map_err(IntoResponse::into_response)?;
-    R::check(&caller, project(&path)).map_err(IntoResponse::into_response)?;
-    Ok((caller, path))
+    let key = ProjectKey::new(project(&path))
+        .map_err(|e| ApiError::bad_param("projectKey", e.to_string()).into_response())?;
+    R::check(&caller, &key).map_err(IntoResponse::into_response)?;
+    Ok((caller, path, key))
 }
 
 impl<R: Right> FromRequestParts<AppState> for OnProject<R> {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, Response> {
-        let (caller, p) = extract::<ProjectPath, R>(parts, st, |p| &p.project).await?;
+        let (caller, _, project) = extract::<ProjectPath, R>(parts, st, |p| &p.project).await?;
         Ok(OnProject {
             caller,
-            project: p.project,
+            project,
             right: PhantomData,
         })
     }
@@ -142,10 +144,11 @@ impl<R: Right> FromRequestParts<AppState> for OnNotification<R> {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Self, Response> {
-        let (caller, p) = extract::<NotificationPath, R>(parts, st, |p| &p.project).await?;
+        let (caller, p, project) =
+            extract::<NotificationPath, R>(parts, st, |p| &p.project).await?;
         Ok(OnNotification {
             caller,
-            project: p.project,
+            project,
             name: p.name,
             right: PhantomData,
         })

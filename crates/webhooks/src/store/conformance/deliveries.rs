@@ -2,8 +2,8 @@
 //! recorded (with the notification's failure state), listed, redelivered.
 
 use super::{
-    Harness, Heard, SUITE, actor, attempt, claim, create, deliver, due_one, listed, move_position,
-    open, open_with, open_with_one, outbox_types, result, state,
+    Harness, Heard, SUITE, actor, attempt, claim, create, deliver, due_one, key, listed,
+    move_position, open, open_with, open_with_one, outbox_types, result, state,
 };
 use crate::model::DeliveryStatus;
 use crate::store::{DeliveryId, NewDelivery, NotificationStore, RecordAck};
@@ -39,12 +39,31 @@ pub async fn deliveries_and_position_are_written_together(h: &dyn Harness) {
     s.close().await.expect("close");
 }
 
+/// The very first open stores where the dispatcher starts; every later
+/// start keeps what the dispatcher stored since.
+pub async fn the_start_position_is_stored_once(h: &dyn Harness) {
+    let o = open(h).await;
+    let s = o.store.as_ref();
+    assert_eq!(s.start_position(Seq(5)).await.expect("start"), Seq(5));
+    assert_eq!(s.position().await.expect("position"), Some(Seq(5)));
+    assert_eq!(s.start_position(Seq(9)).await.expect("start"), Seq(5));
+    move_position(s, Seq(7)).await;
+    assert_eq!(s.start_position(Seq(20)).await.expect("start"), Seq(7));
+    s.close().await.expect("close");
+
+    let o = open(h).await;
+    let s = o.store.as_ref();
+    assert_eq!(s.start_position(Seq(30)).await.expect("start"), Seq(7));
+    assert_eq!(s.position().await.expect("position"), Some(Seq(7)));
+    s.close().await.expect("close");
+}
+
 pub async fn deliveries_of_a_deleted_notification_are_not_created(h: &dyn Harness) {
     let o = open(h).await;
     let s = o.store.as_ref();
     let kept = create(s, "P", "kept").await;
     let gone = create(s, "P", "gone").await;
-    s.delete_notification("P", "gone", &actor())
+    s.delete_notification(&key("P"), "gone", &actor())
         .await
         .expect("delete");
     // Matched before the deletion, written after it.
@@ -191,7 +210,7 @@ pub async fn a_result_for_a_deleted_notification_is_superseded(h: &dyn Harness) 
     let s = o.store.as_ref();
     let id = deliver(s, &n, [1]).await[0];
     let in_flight = due_one(s, &n, id).await;
-    s.delete_notification("P", "slack", &actor())
+    s.delete_notification(&key("P"), "slack", &actor())
         .await
         .expect("delete");
     let ack = s
@@ -434,7 +453,7 @@ pub async fn pending_counts_what_waits_to_be_sent(h: &dyn Harness) {
     attempt(s, &n, ids[1], DeliveryStatus::Pending).await;
     attempt(s, &n, ids[2], DeliveryStatus::Cancelled).await;
     assert_eq!(s.pending().await.expect("pending"), 3);
-    s.delete_notification("P", "other", &actor())
+    s.delete_notification(&key("P"), "other", &actor())
         .await
         .expect("delete");
     assert_eq!(s.pending().await.expect("pending"), 1, "at once");

@@ -2,7 +2,7 @@
 //! back, what retention must hold, the epoch.
 
 use super::{
-    Harness, actor, attempt, create, deliver, listed, move_position, open, open_with_one, set,
+    Harness, actor, attempt, create, deliver, key, listed, move_position, open, open_with_one, set,
 };
 use crate::model::DeliveryStatus;
 use crate::store::{PURGE_CHUNK, Purged};
@@ -18,7 +18,7 @@ pub async fn a_deleted_notifications_rows_are_purged_in_chunks(h: &dyn Harness) 
     let ids = deliver(s, &gone, 1..=many).await;
     attempt(s, &gone, ids[0], DeliveryStatus::Pending).await;
     deliver(s, &kept, [many + 1]).await;
-    s.delete_notification("P", "gone", &actor())
+    s.delete_notification(&key("P"), "gone", &actor())
         .await
         .expect("delete");
     // The finished-before limit keeps every finished delivery: only the
@@ -124,7 +124,7 @@ pub async fn retention_hold_is_the_oldest_pending_delivery_of_an_enabled_notific
     let b = create(s, "P", "b").await;
     let b_ids = deliver(s, &b, [7]).await;
     move_position(s, Seq(20)).await;
-    s.update_notification("P", "a", set(|n| n.enabled = false), &actor())
+    s.update_notification(&key("P"), "a", set(|n| n.enabled = false), &actor())
         .await
         .expect("disable");
     assert_eq!(

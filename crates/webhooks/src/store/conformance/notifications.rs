@@ -1,7 +1,9 @@
 //! Notifications: what is stored, unique names, the per-project cap,
 //! changes with their events in the outbox, the mirror, key rotation.
 
-use super::{Harness, Heard, actor, create, notification, open, open_with_one, outbox_types, set};
+use super::{
+    Harness, Heard, actor, create, key, notification, open, open_with_one, outbox_types, set,
+};
 use crate::error::WebhooksError;
 use crate::model::DeliveryStatus;
 use crate::signing::SigningSecret;
@@ -59,7 +61,7 @@ pub async fn the_body_format_is_stored_changed_and_read_back(h: &dyn Harness) {
     assert_eq!(created.format, EventFormat::CloudEvents);
     let updated = s
         .update_notification(
-            "P",
+            &key("P"),
             "ce",
             set(|n| n.content_mode = ContentMode::Binary),
             &actor(),
@@ -96,7 +98,7 @@ pub async fn names_are_unique_per_project(h: &dyn Harness) {
     );
     create(s, "A", "y").await;
     let renamed = s
-        .update_notification("A", "y", set(|n| n.name = "x".into()), &actor())
+        .update_notification(&key("A"), "y", set(|n| n.name = "x".into()), &actor())
         .await;
     assert!(
         matches!(renamed, Err(WebhooksError::AlreadyExists { .. })),
@@ -125,7 +127,7 @@ pub async fn the_per_project_cap_is_enforced(h: &dyn Harness) {
     s.create_notification(notification("B", "c"), 2, &actor())
         .await
         .expect("another project has its own cap");
-    s.delete_notification("A", "a", &actor())
+    s.delete_notification(&key("A"), "a", &actor())
         .await
         .expect("delete");
     s.create_notification(notification("A", "c"), 2, &actor())
@@ -168,7 +170,7 @@ pub async fn an_update_applies_the_edit_to_the_notification_as_stored(h: &dyn Ha
     assert!(failing.is_some());
     let changed = s
         .update_notification(
-            "P",
+            &key("P"),
             "slack",
             Box::new(|n| {
                 n.url = "https://example.com/new".into();
@@ -195,7 +197,7 @@ pub async fn a_failed_edit_changes_nothing(h: &dyn Harness) {
     let heard = o.mirror.heard();
     let r = s
         .update_notification(
-            "P",
+            &key("P"),
             "slack",
             Box::new(|n| {
                 n.url = "https://example.com/half-done".into();
@@ -218,13 +220,13 @@ pub async fn changing_a_missing_notification_is_not_found(h: &dyn Harness) {
     let s = o.store.as_ref();
     create(s, "P", "slack").await;
     let update = s
-        .update_notification("Q", "slack", Box::new(|_| Ok(())), &actor())
+        .update_notification(&key("Q"), "slack", Box::new(|_| Ok(())), &actor())
         .await;
     assert!(
         matches!(update, Err(WebhooksError::NotFound(_))),
         "{update:?}"
     );
-    let delete = s.delete_notification("P", "teams", &actor()).await;
+    let delete = s.delete_notification(&key("P"), "teams", &actor()).await;
     assert!(
         matches!(delete, Err(WebhooksError::NotFound(_))),
         "{delete:?}"
@@ -236,10 +238,10 @@ pub async fn every_change_puts_its_event_in_the_outbox(h: &dyn Harness) {
     let o = open(h).await;
     let s = o.store.as_ref();
     create(s, "P", "slack").await;
-    s.update_notification("P", "slack", set(|n| n.ordered = true), &actor())
+    s.update_notification(&key("P"), "slack", set(|n| n.ordered = true), &actor())
         .await
         .expect("update");
-    s.delete_notification("P", "slack", &actor())
+    s.delete_notification(&key("P"), "slack", &actor())
         .await
         .expect("delete");
     assert_eq!(
@@ -304,10 +306,10 @@ pub async fn the_mirror_hears_every_committed_change_in_order(h: &dyn Harness) {
     let s = o.store.as_ref();
     let a = create(s, "P", "a").await;
     let b = create(s, "P", "b").await;
-    s.update_notification("P", "a", set(|n| n.enabled = false), &actor())
+    s.update_notification(&key("P"), "a", set(|n| n.enabled = false), &actor())
         .await
         .expect("update");
-    s.delete_notification("P", "b", &actor())
+    s.delete_notification(&key("P"), "b", &actor())
         .await
         .expect("delete");
     assert_eq!(

@@ -39,6 +39,20 @@ impl Shared {
         .map(Seq))
     }
 
+    /// See [`NotificationStore::start_position`](crate::store::NotificationStore::start_position):
+    /// the one row's position is filled only while it was never written,
+    /// in one statement, so two instances opening at once agree.
+    pub(super) async fn start_position(&self, head: Seq) -> Result<Seq, WebhooksError> {
+        let conn = self.conn().await?;
+        conn.execute(
+            "UPDATE webhook_state SET position = $1 WHERE position IS NULL OR position < 0",
+            &[&(head.0 as i64)],
+        )
+        .await?;
+        drop(conn);
+        Ok(self.position().await?.unwrap_or(head))
+    }
+
     /// Creates the deliveries of one batch of events and moves the log
     /// position past the batch, in one transaction: after a crash either
     /// both happened or neither did. The position moves first, and only

@@ -70,6 +70,7 @@ use crate::error::WebhooksError;
 use crate::model::{Actor, DeliveryStatus};
 use async_trait::async_trait;
 use cds_events_log::Seq;
+use cds_events_model::ProjectKey;
 use cds_events_store::pg::deadpool_postgres::Object;
 use cds_events_store::pg::{PgOptions, PgPool, tokio_postgres};
 use follow::Ordered;
@@ -224,7 +225,7 @@ impl NotificationStore for PgStore {
 
     async fn update_notification(
         &self,
-        project: &str,
+        project: &ProjectKey,
         name: &str,
         edit: Edit,
         actor: &Actor,
@@ -236,7 +237,7 @@ impl NotificationStore for PgStore {
 
     async fn delete_notification(
         &self,
-        project: &str,
+        project: &ProjectKey,
         name: &str,
         actor: &Actor,
     ) -> Result<(), WebhooksError> {
@@ -247,6 +248,10 @@ impl NotificationStore for PgStore {
 
     async fn position(&self) -> Result<Option<Seq>, WebhooksError> {
         self.open_shared()?.position().await
+    }
+
+    async fn start_position(&self, head: Seq) -> Result<Seq, WebhooksError> {
+        self.open_shared()?.start_position(head).await
     }
 
     async fn lead(&self, instance: &str) -> Result<Lead, WebhooksError> {

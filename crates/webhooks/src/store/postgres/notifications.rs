@@ -9,8 +9,8 @@ use crate::crypto::Keyring;
 use crate::error::WebhooksError;
 use crate::model::{Actor, NotificationFilter};
 use crate::signing::SigningSecret;
-use crate::store::{Edit, NotificationId, NotificationRecord, stored_format};
-use cds_events_model::EventType;
+use crate::store::{Edit, NotificationId, NotificationRecord, stored_format, stored_project};
+use cds_events_model::{EventType, ProjectKey};
 use cds_events_store::pg::tokio_postgres::error::SqlState;
 use cds_events_store::pg::tokio_postgres::{GenericClient, Row, Transaction};
 use std::collections::BTreeMap;
@@ -43,13 +43,13 @@ impl Shared {
         // count below cannot be passed by a concurrent one.
         tx.execute(
             "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-            &[&PROJECT_LOCK, &n.project],
+            &[&PROJECT_LOCK, &n.project.as_str()],
         )
         .await?;
         let count: i64 = tx
             .query_one(
                 "SELECT count(*) FROM webhook_notifications WHERE project = $1",
-                &[&n.project],
+                &[&n.project.as_str()],
             )
             .await?
             .try_get(0)?;
@@ -69,7 +69,7 @@ impl Shared {
 
     pub(super) async fn update_notification(
         &self,
-        project: &str,
+        project: &ProjectKey,
         name: &str,
         edit: Edit,
         actor: &Actor,
@@ -81,7 +81,7 @@ impl Shared {
         let mut n = load_one(
             &*tx,
             &ordered.keyring,
-            Which::Named(project, name),
+            Which::Named(project.as_str(), name),
             Lock::Change,
         )
         .await?
@@ -100,7 +100,7 @@ impl Shared {
     /// transactions (`purge_step`).
     pub(super) async fn delete_notification(
         &self,
-        project: &str,
+        project: &ProjectKey,
         name: &str,
         actor: &Actor,
     ) -> Result<(), WebhooksError> {
@@ -110,7 +110,7 @@ impl Shared {
         let n = load_one(
             &*tx,
             &ordered.keyring,
-            Which::Named(project, name),
+            Which::Named(project.as_str(), name),
             Lock::Delete,
         )
         .await?
@@ -252,10 +252,11 @@ fn record_of(r: &Row, keyring: &Keyring) -> Result<NotificationRecord, WebhooksE
         _ => None,
     };
     let (format, content_mode) = stored_format(&uid, r.try_get(15)?, r.try_get(16)?)?;
+    let project = stored_project(&uid, r.try_get(2)?)?;
     Ok(NotificationRecord {
         id: NotificationId(r.try_get(0)?),
         uid,
-        project: r.try_get(2)?,
+        project,
         name: r.try_get(3)?,
         url: r.try_get(4)?,
         filters,
@@ -321,7 +322,7 @@ async fn write_notification(
              RETURNING id",
             &[
                 &f.uid,
-                &f.project,
+                &f.project.as_str(),
                 &f.name,
                 &f.url,
                 &filters,

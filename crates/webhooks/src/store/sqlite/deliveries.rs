@@ -71,6 +71,16 @@ pub(super) fn position(conn: &Connection) -> Result<Option<Seq>, WebhooksError> 
         .map(Seq))
 }
 
+/// See [`NotificationStore::start_position`](crate::store::NotificationStore::start_position).
+/// Run by the writer thread, the only one that writes the position.
+pub(super) fn start_position(conn: &Connection, head: Seq) -> Result<Seq, WebhooksError> {
+    if let Some(p) = position(conn)? {
+        return Ok(p);
+    }
+    POSITION.set(conn, &(head.0 as i64))?;
+    Ok(head)
+}
+
 /// One small transaction of clean-up (see
 /// [`NotificationStore::purge_step`](crate::store::NotificationStore::purge_step)).
 pub(super) fn purge_step(

@@ -32,6 +32,7 @@ use crate::error::{WebhooksError, io_err};
 use crate::model::{Actor, DeliveryStatus};
 use async_trait::async_trait;
 use cds_events_log::Seq;
+use cds_events_model::ProjectKey;
 use cds_events_store::{ReaderPool, Writer};
 use rusqlite::Connection;
 use std::collections::HashSet;
@@ -172,7 +173,7 @@ impl NotificationStore for SqliteStore {
 
     async fn update_notification(
         &self,
-        project: &str,
+        project: &ProjectKey,
         name: &str,
         edit: Edit,
         actor: &Actor,
@@ -184,7 +185,7 @@ impl NotificationStore for SqliteStore {
 
     async fn delete_notification(
         &self,
-        project: &str,
+        project: &ProjectKey,
         name: &str,
         actor: &Actor,
     ) -> Result<(), WebhooksError> {
@@ -195,6 +196,11 @@ impl NotificationStore for SqliteStore {
 
     async fn position(&self) -> Result<Option<Seq>, WebhooksError> {
         self.read(deliveries::position).await
+    }
+
+    async fn start_position(&self, head: Seq) -> Result<Seq, WebhooksError> {
+        self.call(move |ctx| deliveries::start_position(&ctx.conn, head))
+            .await
     }
 
     async fn lead(&self, _instance: &str) -> Result<Lead, WebhooksError> {

@@ -8,8 +8,8 @@ use crate::crypto::Keyring;
 use crate::error::WebhooksError;
 use crate::model::{Actor, NotificationFilter};
 use crate::signing::SigningSecret;
-use crate::store::{Edit, NotificationId, NotificationRecord, stored_format};
-use cds_events_model::EventType;
+use crate::store::{Edit, NotificationId, NotificationRecord, stored_format, stored_project};
+use cds_events_model::{EventType, ProjectKey};
 use rusqlite::{Connection, Row, params};
 use std::collections::BTreeMap;
 
@@ -30,7 +30,7 @@ impl WriterCtx {
         // Counted on the writer, where creations are serialized.
         let count: i64 = tx.query_row(
             "SELECT COUNT(*) FROM notifications WHERE project = ?1",
-            [&n.project],
+            [n.project.as_str()],
             |r| r.get(0),
         )?;
         if count >= limit as i64 {
@@ -49,13 +49,13 @@ impl WriterCtx {
 
     pub(super) fn update_notification(
         &mut self,
-        project: &str,
+        project: &ProjectKey,
         name: &str,
         edit: Edit,
         actor: &Actor,
     ) -> Result<NotificationRecord, WebhooksError> {
         let tx = self.conn.transaction()?;
-        let mut n = open_one(&tx, &self.keyring, Which::Named(project, name))?
+        let mut n = open_one(&tx, &self.keyring, Which::Named(project.as_str(), name))?
             .ok_or_else(|| WebhooksError::no_notification(project, name))?;
         edit(&mut n)?;
         write_notification(&tx, &self.keyring, &n, false)?;
@@ -69,12 +69,12 @@ impl WriterCtx {
     /// outbox, in one transaction.
     pub(super) fn delete_notification(
         &mut self,
-        project: &str,
+        project: &ProjectKey,
         name: &str,
         actor: &Actor,
     ) -> Result<(), WebhooksError> {
         let tx = self.conn.transaction()?;
-        let n = open_one(&tx, &self.keyring, Which::Named(project, name))?
+        let n = open_one(&tx, &self.keyring, Which::Named(project.as_str(), name))?
             .ok_or_else(|| WebhooksError::no_notification(project, name))?;
         outbox_put(&tx, &n.event(EventType::NotificationDeleted, actor)?)?;
         let pending: i64 = tx.query_row(
@@ -181,10 +181,11 @@ fn record_of(r: &Row<'_>, keyring: &Keyring) -> Result<NotificationRecord, Webho
     };
     let (format, content_mode) =
         stored_format(&uid, &r.get::<_, String>(15)?, &r.get::<_, String>(16)?)?;
+    let project = stored_project(&uid, r.get(2)?)?;
     Ok(NotificationRecord {
         id: NotificationId(r.get(0)?),
         uid,
-        project: r.get(2)?,
+        project,
         name: r.get(3)?,
         url: r.get(4)?,
         filters,
@@ -254,7 +255,7 @@ fn write_notification(
                  format, content_mode)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             params![
-                f.uid, f.project, f.name, f.url, filters, headers, secret, previous, until,
+                f.uid, f.project.as_str(), f.name, f.url, filters, headers, secret, previous, until,
                 f.enabled, f.ordered, f.disabled_reason, f.failing_since, f.last_modified,
                 f.format.as_str(), f.content_mode.as_str()
             ],
