@@ -34,7 +34,8 @@ pub(crate) struct Shared {
     pub(crate) status: Mutex<Status>,
     pub(crate) sent: AtomicU64,
     pub(crate) failed: AtomicU64,
-    /// Set by an operator: nothing is sent while `true`.
+    /// Set by an operator: nothing is sent while `true`. Stored in the log
+    /// (`consumer_paused`) and read back at start.
     pub(crate) paused: watch::Sender<bool>,
     /// A replay asked for: the first sequence number to send again. The
     /// current run is stopped (`run`), the position moved, and the sink

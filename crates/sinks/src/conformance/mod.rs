@@ -386,6 +386,30 @@ pub async fn a_replay_sends_again_from_the_sequence_asked(h: &dyn Harness) {
     h.cleanup(&ns).await;
 }
 
+pub async fn a_pause_outlives_a_restart(h: &dyn Harness) {
+    let ns = namespace();
+    let mut reader = h.reader(&ns).await;
+    let (_dir, log) = open_log();
+    let c = config("q", h.settings(&ns));
+    let running = Running::start(&log, std::slice::from_ref(&c)).await;
+    running.sinks.pause("q").await.expect("pause");
+    running.stop().await;
+    let running = Running::start(&log, std::slice::from_ref(&c)).await;
+    until("the pause is read back", || async {
+        running.status("q").await.state == SinkState::Paused
+    })
+    .await;
+    let held = append(log.as_ref(), 5).await;
+    // Nothing may arrive while paused (a wrong pass is possible, a wrong
+    // failure is not).
+    assert_eq!(reader.next(Duration::from_millis(500)).await, None);
+    running.sinks.resume("q").await.expect("resume");
+    assert_eq!(ids(&receive(reader.as_mut(), 5).await), held);
+    running.stop().await;
+    assert!(!log.consumer_paused("sink:q").await.expect("paused"));
+    h.cleanup(&ns).await;
+}
+
 /// Runs the whole suite against one broker: `sink_conformance_tests!(MyHarness::new())`.
 #[macro_export]
 macro_rules! sink_conformance_tests {
@@ -398,6 +422,7 @@ macro_rules! sink_conformance_tests {
             a_broker_that_is_down_holds_back_only_its_own_sink,
             the_filter_keeps_only_matching_events,
             a_paused_sink_holds_its_events_until_resumed,
+            a_pause_outlives_a_restart,
             a_replay_sends_again_from_the_sequence_asked,
             a_cut_connection_loses_nothing_and_repeats_only_the_batch_in_flight,
         );
