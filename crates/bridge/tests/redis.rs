@@ -66,6 +66,12 @@ impl EventLog for Gated {
     async fn set_consumer_position(&self, consumer: &str, seq: Seq) -> Result<(), LogError> {
         self.inner.set_consumer_position(consumer, seq).await
     }
+    async fn consumer_paused(&self, consumer: &str) -> Result<bool, LogError> {
+        self.inner.consumer_paused(consumer).await
+    }
+    async fn set_consumer_paused(&self, consumer: &str, paused: bool) -> Result<(), LogError> {
+        self.inner.set_consumer_paused(consumer, paused).await
+    }
     async fn purge(&self, retention: Retention, batch: usize) -> Result<u64, LogError> {
         self.inner.purge(retention, batch).await
     }

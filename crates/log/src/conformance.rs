@@ -583,6 +583,7 @@ macro_rules! conformance_tests {
             concurrent_appends_commit_in_sequence_order,
             a_reader_following_the_head_never_sees_an_event_below_one_it_has_seen,
             a_registered_consumers_hold_keeps_its_events_through_a_purge,
+            a_consumers_pause_is_kept_apart_from_its_position_and_across_a_reopen,
         );
     };
     (@each $make:expr; $($name:ident),+ $(,)?) => {

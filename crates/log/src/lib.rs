@@ -207,6 +207,15 @@ pub trait EventLog: Send + Sync + fmt::Debug + 'static {
     /// Records a named consumer's position.
     async fn set_consumer_position(&self, consumer: &str, seq: Seq) -> Result<(), LogError>;
 
+    /// Whether an operator paused a named consumer (a broker sink): kept
+    /// beside its position, so that a pause outlives a restart and holds
+    /// on every instance sharing the log. `false` if never paused.
+    async fn consumer_paused(&self, consumer: &str) -> Result<bool, LogError>;
+
+    /// Records whether a named consumer is paused (its position, if any,
+    /// stays as it is).
+    async fn set_consumer_paused(&self, consumer: &str, paused: bool) -> Result<(), LogError>;
+
     /// Deletes one small batch of the oldest events beyond `retention`.
     /// Returns how many were deleted; call again while it returns `batch`.
     async fn purge(&self, retention: Retention, batch: usize) -> Result<u64, LogError>;

@@ -522,3 +522,37 @@ async fn a_server_that_is_away_at_open_is_busy() {
         .expect_err("nothing listens on port 1");
     assert!(matches!(err, LogError::Busy(_)), "{err:?}");
 }
+
+/// A database made by the first layout (version 1, before pauses were kept)
+/// is brought to the current one at open, its positions untouched.
+#[tokio::test]
+async fn a_version_1_database_gains_the_consumer_pauses_at_open() {
+    let h = Postgres::new().await;
+    let log = h.log(PgLogOptions::default()).await;
+    log.set_consumer_position("sink:old", Seq(7))
+        .await
+        .expect("position");
+    log.close().await.expect("close");
+    drop(log);
+    h.sql()
+        .await
+        .get()
+        .await
+        .expect("conn")
+        .batch_execute(
+            "DROP TABLE log_consumer_pauses;
+             UPDATE cds_events_schema SET version = 1 WHERE component = 'log';",
+        )
+        .await
+        .expect("back to version 1");
+    let log = h.log(PgLogOptions::default()).await;
+    log.set_consumer_paused("sink:old", true)
+        .await
+        .expect("pause");
+    assert!(log.consumer_paused("sink:old").await.expect("paused"));
+    assert_eq!(
+        log.consumer_position("sink:old").await.expect("position"),
+        Some(Seq(7))
+    );
+    log.close().await.expect("close");
+}

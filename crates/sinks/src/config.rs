@@ -41,6 +41,12 @@ pub struct SinkConfig {
     /// The longest wait before reconnecting.
     #[serde(default = "default_reconnect_max", with = "humantime_serde")]
     pub reconnect_max: Duration,
+    /// A connect, or a batch's send and acknowledgements, that takes longer
+    /// fails (the batch is sent again after the backoff): whatever a
+    /// broker's client does on a broken connection, a sink never waits on
+    /// it forever. Above the broker's own timeouts, which fail first.
+    #[serde(default = "default_send_timeout", with = "humantime_serde")]
+    pub send_timeout: Duration,
 }
 
 fn default_batch() -> usize {
@@ -51,6 +57,9 @@ fn default_reconnect_min() -> Duration {
 }
 fn default_reconnect_max() -> Duration {
     Duration::from_secs(10)
+}
+fn default_send_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// The broker of a sink, with its own settings.
@@ -130,6 +139,9 @@ impl SinkConfig {
                 "name",
                 "1 to 64 letters, digits, '-' or '_'".into(),
             ));
+        }
+        if self.send_timeout.is_zero() {
+            return Err(invalid("send_timeout", "must be positive".into()));
         }
         if self.batch == 0 {
             return Err(invalid("batch", "must be positive".into()));
@@ -264,6 +276,7 @@ mod tests {
             ("filter = \"colour=red\"", "filter"),
             ("filter = \"type=NoSuchType\"", "filter"),
             ("batch = 0", "batch"),
+            ("send_timeout = \"0s\"", "send_timeout"),
             ("subject_prefix = \"a.*\"", "subject_prefix"),
         ];
         for (extra, key) in bad {

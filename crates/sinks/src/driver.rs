@@ -34,7 +34,8 @@ pub(crate) struct Shared {
     pub(crate) status: Mutex<Status>,
     pub(crate) sent: AtomicU64,
     pub(crate) failed: AtomicU64,
-    /// Set by an operator: nothing is sent while `true`.
+    /// Set by an operator: nothing is sent while `true`. Stored in the log
+    /// (`consumer_paused`) and read back at start.
     pub(crate) paused: watch::Sender<bool>,
     /// A replay asked for: the first sequence number to send again. The
     /// current run is stopped (`run`), the position moved, and the sink
@@ -131,7 +132,11 @@ impl Driver {
     /// Connects now (at start: the status says at once whether the broker
     /// is reached); a failure is tried again with the first batch.
     pub(crate) async fn connect(&mut self) -> Result<(), SinkError> {
-        match self.sink.connect().await {
+        let limit = self.shared.config.send_timeout;
+        let connected = tokio::time::timeout(limit, self.sink.connect())
+            .await
+            .unwrap_or_else(|_| Err(SinkError::Connect(timed_out("connect", limit))));
+        match connected {
             Ok(()) => {
                 self.connected = true;
                 self.backoff = self.shared.config.reconnect_min;
@@ -192,6 +197,11 @@ impl Driver {
     }
 }
 
+/// The driver's own bound on a broker call (`send_timeout`).
+fn timed_out(what: &str, limit: Duration) -> String {
+    format!("{what} not done within {limit:?} (send_timeout)")
+}
+
 impl Consumer for Driver {
     fn name(&self) -> &str {
         &self.consumer_name
@@ -224,7 +234,11 @@ impl Consumer for Driver {
                 .map_err(|e| ConsumerError::Handle(Box::new(e)))?;
         }
         self.pacing.admit_attempt().await;
-        match self.sink.send(&messages).await {
+        let limit = self.shared.config.send_timeout;
+        let sent = tokio::time::timeout(limit, self.sink.send(&messages))
+            .await
+            .unwrap_or_else(|_| Err(SinkError::Send(timed_out("send", limit))));
+        match sent {
             Ok(()) => {
                 let n = messages.len() as u64;
                 self.shared.sent.fetch_add(n, Ordering::Relaxed);
@@ -242,5 +256,54 @@ impl Consumer for Driver {
 
     fn reached(&mut self, position: Seq) {
         self.shared.status().position = position;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance::{append, config, open_log};
+    use async_trait::async_trait;
+
+    /// A broker whose client never answers (a connection that hangs).
+    #[derive(Debug)]
+    struct Hangs;
+
+    #[async_trait]
+    impl Sink for Hangs {
+        async fn connect(&mut self) -> Result<(), SinkError> {
+            Ok(())
+        }
+        async fn send(&mut self, _: &[Message]) -> Result<(), SinkError> {
+            std::future::pending().await
+        }
+        async fn health(&self) -> Health {
+            Health::Connected
+        }
+    }
+
+    #[tokio::test]
+    async fn a_send_that_never_returns_fails_after_send_timeout() {
+        let (_dir, log) = open_log();
+        append(log.as_ref(), 3).await;
+        let batch = log.read_after(Seq(0), 3).await.expect("read");
+        let mut c = config(
+            "hang",
+            crate::SinkKind::Redis(crate::redis::RedisConfig::new("redis://x")),
+        );
+        c.send_timeout = Duration::from_millis(100);
+        let shared = Arc::new(Shared::new(
+            c,
+            LogPositions::new(Arc::clone(&log), "sink:hang"),
+        ));
+        let pacing = Arc::new(Pacing::new("test", "cds_events_test_yield_rate"));
+        let mut driver = Driver::new(Arc::clone(&shared), Box::new(Hangs), None, pacing);
+        let failed = tokio::time::timeout(Duration::from_secs(10), driver.handle(&batch))
+            .await
+            .expect("the driver's own bound ends the send");
+        let e = failed.expect_err("a send that never returns fails");
+        assert!(e.to_string().contains("send_timeout"), "{e}");
+        assert_eq!(shared.status().state, SinkState::Disconnected);
+        assert_eq!(shared.failed.load(Ordering::Relaxed), 1);
     }
 }

@@ -217,9 +217,14 @@ impl Sinks {
         }
     }
 
-    /// Stops sending (the position stays; a restart of the server resumes).
+    /// Stops sending (the position stays). Stored beside the position: the
+    /// sink stays paused across a restart, on every instance.
     pub async fn pause(&self, name: &str) -> Result<SinkOut, SinksError> {
         let shared = self.find(name)?;
+        self.inner
+            .log
+            .set_consumer_paused(shared.positions.name(), true)
+            .await?;
         shared.paused.send_replace(true);
         self.get(name).await
     }
@@ -227,6 +232,10 @@ impl Sinks {
     /// Sends again from where the sink stands.
     pub async fn resume(&self, name: &str) -> Result<SinkOut, SinksError> {
         let shared = self.find(name)?;
+        self.inner
+            .log
+            .set_consumer_paused(shared.positions.name(), false)
+            .await?;
         shared.paused.send_replace(false);
         self.get(name).await
     }
@@ -278,6 +287,22 @@ impl Sinks {
 async fn run_one(log: Arc<dyn EventLog>, mut driver: Driver, shutdown: CancellationToken) {
     let shared = Arc::clone(&driver.shared);
     let name = shared.config.name.clone();
+    // An operator's pause from an earlier run holds before anything is sent.
+    loop {
+        match log.consumer_paused(shared.positions.name()).await {
+            Ok(paused) => {
+                shared.paused.send_replace(paused);
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(sink = %name, error = %e, "cannot read whether the sink is paused; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+        }
+    }
     if driver.connect().await.is_ok() {
         tracing::info!(sink = %name, kind = shared.config.kind.name(), "sink connected");
     }

@@ -63,6 +63,29 @@ impl Harness for Nats {
         SinkKind::Nats(c)
     }
 
+    fn broker_addr(&self) -> String {
+        let u = url::Url::parse(&url()).expect("CDS_EVENTS_TEST_NATS is a URL");
+        format!(
+            "{}:{}",
+            u.host_str().unwrap_or("127.0.0.1"),
+            u.port().unwrap_or(4222)
+        )
+    }
+
+    fn settings_at(&self, ns: &str, addr: &str) -> SinkKind {
+        let SinkKind::Nats(mut c) = self.settings(ns) else {
+            unreachable!("NATS settings")
+        };
+        let mut u = url::Url::parse(&c.url).expect("a URL");
+        let (host, port) = addr.rsplit_once(':').expect("host:port");
+        u.set_host(Some(host)).expect("host");
+        u.set_port(port.parse().ok()).expect("port");
+        c.url = u.to_string();
+        c.ack_timeout = Duration::from_secs(2);
+        c.connect_timeout = Duration::from_secs(2);
+        SinkKind::Nats(c)
+    }
+
     fn unreachable(&self, ns: &str, secret: &str) -> SinkKind {
         let mut c = NatsConfig::new("nats://127.0.0.1:1");
         c.user = Some("cds".into());

@@ -51,6 +51,28 @@ impl Harness for Redis {
         SinkKind::Redis(c)
     }
 
+    fn broker_addr(&self) -> String {
+        let u = url::Url::parse(&url()).expect("CDS_EVENTS_TEST_REDIS is a URL");
+        format!(
+            "{}:{}",
+            u.host_str().unwrap_or("127.0.0.1"),
+            u.port().unwrap_or(6379)
+        )
+    }
+
+    fn settings_at(&self, ns: &str, addr: &str) -> SinkKind {
+        let SinkKind::Redis(mut c) = self.settings(ns) else {
+            unreachable!("Redis settings")
+        };
+        let mut u = url::Url::parse(&c.url).expect("a URL");
+        let (host, port) = addr.rsplit_once(':').expect("host:port");
+        u.set_host(Some(host)).expect("host");
+        u.set_port(port.parse().ok()).expect("port");
+        c.url = u.to_string();
+        c.timeout = Duration::from_secs(2);
+        SinkKind::Redis(c)
+    }
+
     fn unreachable(&self, ns: &str, secret: &str) -> SinkKind {
         let mut c = RedisConfig::new("redis://127.0.0.1:1");
         c.password = Some(secret.into());

@@ -48,3 +48,38 @@ pub async fn a_registered_consumers_hold_keeps_its_events_through_a_purge(h: &dy
     assert_eq!((stats.events, stats.oldest_seq), (2, Seq(9)));
     log.close().await.expect("close");
 }
+
+pub async fn a_consumers_pause_is_kept_apart_from_its_position_and_across_a_reopen(
+    h: &dyn Harness,
+) {
+    let log = h.open().await;
+    assert!(!log.consumer_paused("sink:a").await.expect("paused"));
+    // Paused before it ever stored a position: kept all the same.
+    log.set_consumer_paused("sink:a", true)
+        .await
+        .expect("pause");
+    log.set_consumer_paused("sink:a", true)
+        .await
+        .expect("again");
+    log.set_consumer_position("sink:a", Seq(3))
+        .await
+        .expect("position");
+    log.set_consumer_position("sink:b", Seq(5))
+        .await
+        .expect("position");
+    log.close().await.expect("close");
+    drop(log);
+    let log = h.open().await;
+    assert!(log.consumer_paused("sink:a").await.expect("paused"));
+    assert!(!log.consumer_paused("sink:b").await.expect("paused"));
+    log.set_consumer_paused("sink:a", false)
+        .await
+        .expect("resume");
+    assert!(!log.consumer_paused("sink:a").await.expect("paused"));
+    assert_eq!(
+        log.consumer_position("sink:a").await.expect("position"),
+        Some(Seq(3)),
+        "a pause never moves the position"
+    );
+    log.close().await.expect("close");
+}

@@ -102,6 +102,12 @@ impl EventLog for MemLog {
         lock(&self.positions).insert(consumer.to_owned(), seq);
         Ok(())
     }
+    async fn consumer_paused(&self, _: &str) -> Result<bool, LogError> {
+        Err(unsupported())
+    }
+    async fn set_consumer_paused(&self, _: &str, _: bool) -> Result<(), LogError> {
+        Err(unsupported())
+    }
     async fn purge(&self, _: Retention, _: usize) -> Result<u64, LogError> {
         Err(unsupported())
     }

@@ -277,6 +277,34 @@ impl EventLog for PgLog {
         r.map_err(|e| self.error(e))
     }
 
+    async fn consumer_paused(&self, consumer: &str) -> Result<bool, LogError> {
+        let conn = self.conn().await?;
+        let r: Result<_, Error> = async {
+            let st = conn
+                .prepare_cached("SELECT 1 FROM log_consumer_pauses WHERE name = $1")
+                .await?;
+            Ok(conn.query_opt(&st, &[&consumer]).await?.is_some())
+        }
+        .await;
+        r.map_err(|e| self.error(e))
+    }
+
+    async fn set_consumer_paused(&self, consumer: &str, paused: bool) -> Result<(), LogError> {
+        let conn = self.conn().await?;
+        let r: Result<_, Error> = async {
+            let sql = if paused {
+                "INSERT INTO log_consumer_pauses (name) VALUES ($1) ON CONFLICT (name) DO NOTHING"
+            } else {
+                "DELETE FROM log_consumer_pauses WHERE name = $1"
+            };
+            let st = conn.prepare_cached(sql).await?;
+            conn.execute(&st, &[&consumer]).await?;
+            Ok(())
+        }
+        .await;
+        r.map_err(|e| self.error(e))
+    }
+
     async fn purge(&self, retention: Retention, batch: usize) -> Result<u64, LogError> {
         let mut conn = self.conn().await?;
         retention::purge(&mut conn, retention, batch)

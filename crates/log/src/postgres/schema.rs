@@ -1,18 +1,28 @@
 //! The log's tables on PostgreSQL (component `log` of `cds_events_schema`).
 
-use cds_events_store::pg::PgSchema;
+use cds_events_store::pg::{PgMigration, PgSchema};
 
 /// Sequence numbers are grouped in blocks of `1 << BLOCK_SHIFT` events for
 /// the time zone map (`log_zones`), as in the SQLite backend.
 pub(super) const BLOCK_SHIFT: u32 = 14;
 
-/// The layout, at version 1 (the first).
+/// The layout, at version 2 (`log_consumer_pauses` is new in 2).
 pub(super) const LAYOUT: PgSchema = PgSchema {
     component: "log",
     create: CREATE,
-    version: 1,
-    migrations: &[],
+    version: 2,
+    migrations: &[PgMigration {
+        from: 1,
+        sql: CONSUMER_PAUSES,
+    }],
 };
+
+/// The consumers an operator paused (a row: paused), beside their
+/// positions in `log_consumers`; the same statement as in [`CREATE`].
+const CONSUMER_PAUSES: &str = "CREATE TABLE log_consumer_pauses (
+    name TEXT PRIMARY KEY,
+    paused_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);";
 
 /// The channel every append transaction notifies with its last sequence
 /// number; each instance listens on it to move its `head()` watch.
@@ -79,6 +89,10 @@ CREATE TABLE log_consumers (
     seq BIGINT NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
+CREATE TABLE log_consumer_pauses (
+    name TEXT PRIMARY KEY,
+    paused_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
 "#;
 
 /// The log's relations, for `bytes_on_disk` (indexes and TOAST are counted
@@ -89,4 +103,5 @@ pub(super) const TABLES: &[&str] = &[
     "log_streams",
     "log_zones",
     "log_consumers",
+    "log_consumer_pauses",
 ];

@@ -330,6 +330,27 @@ impl EventLog for SqliteLog {
             .await
     }
 
+    async fn consumer_paused(&self, consumer: &str) -> Result<bool, LogError> {
+        let name = consumer.to_owned();
+        self.read(move |c| {
+            Ok(
+                c.prepare_cached("SELECT 1 FROM consumer_pauses WHERE name = ?1")?
+                    .exists([name])?,
+            )
+        })
+        .await
+    }
+
+    async fn set_consumer_paused(&self, consumer: &str, paused: bool) -> Result<(), LogError> {
+        let name = consumer.to_owned();
+        self.call(|reply| Cmd::SetPaused {
+            name,
+            paused,
+            reply,
+        })
+        .await
+    }
+
     async fn purge(&self, retention: Retention, batch: usize) -> Result<u64, LogError> {
         self.call(|reply| Cmd::Purge {
             retention,

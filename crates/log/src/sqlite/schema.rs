@@ -112,6 +112,10 @@ CREATE TABLE IF NOT EXISTS consumers (
     seq INTEGER NOT NULL,
     updated_at INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS consumer_pauses (
+    name TEXT PRIMARY KEY,
+    paused_at INTEGER NOT NULL
+);
 ";
 
 /// A stable 63-bit hash (FNV-1a) of a workflow run id, for the run index.

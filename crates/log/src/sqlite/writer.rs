@@ -38,6 +38,11 @@ pub(crate) enum Cmd {
         seq: Seq,
         reply: Reply<()>,
     },
+    SetPaused {
+        name: String,
+        paused: bool,
+        reply: Reply<()>,
+    },
 }
 
 /// Most events committed in one transaction: bounds commit latency and the
@@ -116,6 +121,25 @@ impl Handler for LogWriter {
                     .map_err(Error::from);
                 let _ = reply.send(r);
             }
+            Cmd::SetPaused {
+                name,
+                paused,
+                reply,
+            } => {
+                let sql = if paused {
+                    "INSERT INTO consumer_pauses(name, paused_at) VALUES (?1, strftime('%s','now'))
+                     ON CONFLICT(name) DO NOTHING"
+                } else {
+                    "DELETE FROM consumer_pauses WHERE name = ?1"
+                };
+                let r = self
+                    .conn
+                    .prepare_cached(sql)
+                    .and_then(|mut st| st.execute(params![name]))
+                    .map(|_| ())
+                    .map_err(Error::from);
+                let _ = reply.send(r);
+            }
         }
     }
 
@@ -127,7 +151,7 @@ impl Handler for LogWriter {
                 let _ = reply.send(Err(Error::Closed));
                 None
             }
-            Cmd::SetConsumer { reply, .. } => {
+            Cmd::SetConsumer { reply, .. } | Cmd::SetPaused { reply, .. } => {
                 let _ = reply.send(Err(Error::Closed));
                 None
             }

@@ -19,6 +19,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+mod cut;
+pub mod proxy;
+
+pub use cut::a_cut_connection_loses_nothing_and_repeats_only_the_batch_in_flight;
+
 /// What a test reads back from the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
@@ -52,6 +57,13 @@ pub trait Harness: Send + Sync {
     async fn reader(&self, ns: &str) -> Box<dyn Reader>;
     /// Removes what the test left in the broker.
     async fn cleanup(&self, ns: &str);
+    /// The broker's `host:port`, where a test's TCP proxy forwards to.
+    fn broker_addr(&self) -> String;
+    /// The settings of [`settings`](Harness::settings)`(ns)`, but reaching
+    /// the broker at `addr` (`host:port`, a proxy that cuts connections),
+    /// with timeouts of a second or two so that a lost acknowledgement
+    /// fails its batch quickly.
+    fn settings_at(&self, ns: &str, addr: &str) -> SinkKind;
     /// Whether the broker drops a message whose event id it has just
     /// stored (JetStream's `Nats-Msg-Id`): a replay then reaches it but no
     /// reader.
@@ -61,7 +73,7 @@ pub trait Harness: Send + Sync {
 }
 
 /// Generous: a loaded 2-core machine runs these.
-const WAIT: Duration = Duration::from_secs(20);
+pub const WAIT: Duration = Duration::from_secs(20);
 
 /// A namespace no other test (or run) uses.
 pub fn namespace() -> String {
@@ -87,6 +99,7 @@ pub fn config(name: &str, kind: SinkKind) -> SinkConfig {
         batch: 64,
         reconnect_min: Duration::from_millis(50),
         reconnect_max: Duration::from_millis(500),
+        send_timeout: Duration::from_secs(10),
     }
 }
 
@@ -179,7 +192,7 @@ where
     }
 }
 
-fn ids(received: &[Received]) -> Vec<String> {
+pub(crate) fn ids(received: &[Received]) -> Vec<String> {
     received.iter().map(|r| r.id.clone()).collect()
 }
 
@@ -373,6 +386,30 @@ pub async fn a_replay_sends_again_from_the_sequence_asked(h: &dyn Harness) {
     h.cleanup(&ns).await;
 }
 
+pub async fn a_pause_outlives_a_restart(h: &dyn Harness) {
+    let ns = namespace();
+    let mut reader = h.reader(&ns).await;
+    let (_dir, log) = open_log();
+    let c = config("q", h.settings(&ns));
+    let running = Running::start(&log, std::slice::from_ref(&c)).await;
+    running.sinks.pause("q").await.expect("pause");
+    running.stop().await;
+    let running = Running::start(&log, std::slice::from_ref(&c)).await;
+    until("the pause is read back", || async {
+        running.status("q").await.state == SinkState::Paused
+    })
+    .await;
+    let held = append(log.as_ref(), 5).await;
+    // Nothing may arrive while paused (a wrong pass is possible, a wrong
+    // failure is not).
+    assert_eq!(reader.next(Duration::from_millis(500)).await, None);
+    running.sinks.resume("q").await.expect("resume");
+    assert_eq!(ids(&receive(reader.as_mut(), 5).await), held);
+    running.stop().await;
+    assert!(!log.consumer_paused("sink:q").await.expect("paused"));
+    h.cleanup(&ns).await;
+}
+
 /// Runs the whole suite against one broker: `sink_conformance_tests!(MyHarness::new())`.
 #[macro_export]
 macro_rules! sink_conformance_tests {
@@ -385,7 +422,9 @@ macro_rules! sink_conformance_tests {
             a_broker_that_is_down_holds_back_only_its_own_sink,
             the_filter_keeps_only_matching_events,
             a_paused_sink_holds_its_events_until_resumed,
+            a_pause_outlives_a_restart,
             a_replay_sends_again_from_the_sequence_asked,
+            a_cut_connection_loses_nothing_and_repeats_only_the_batch_in_flight,
         );
     };
     (@each $make:expr; $($name:ident),+ $(,)?) => {
