@@ -3,7 +3,7 @@
 //! durable queue bound to the test's own exchange, across the broker
 //! closing the sink's connection and across a `kill -9` of the server.
 
-use crate::{TestServer, eventually, job_event};
+use crate::{BIN, TestServer, eventually, job_event};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -247,6 +247,17 @@ fn pika_sees_every_event_in_order_across_the_broker_closing_the_sinks_connection
         "CUT",
         "broker connection closed mid-stream",
     );
+    // The URL's password is masked in what `config` prints.
+    let out = Command::new(BIN)
+        .args(["config", "--config", cfg.to_str().expect("utf-8")])
+        .output()
+        .expect("config");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains("amqp://guest:***@127.0.0.1:5672/%2f"),
+        "{printed}"
+    );
+    assert!(!printed.contains("guest:guest"), "{printed}");
 }
 
 #[test]
