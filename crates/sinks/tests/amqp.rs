@@ -361,14 +361,9 @@ fn close_connections(connection_name: &str) -> usize {
     pids.len()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connection_the_broker_closes_fails_a_send_and_connect_opens_another() {
-    let ns = namespace();
-    let mut reader = Amqp.reader(&ns).await;
-    let name = format!("cut-{ns}");
-    let mut sink = AmqpSink::new(settings(&ns), &name);
-    sink.connect().await.expect("connect");
-    sink.send(&[message(1, "PROJ")]).await.expect("sent");
+/// Closes the sink's connection from the broker and waits until the sink
+/// sees it.
+async fn cut(sink: &AmqpSink, name: &str) {
     assert_eq!(
         close_connections(&format!("cds-events sink {name}")),
         1,
@@ -379,20 +374,39 @@ async fn a_connection_the_broker_closes_fails_a_send_and_connect_opens_another()
         assert!(tokio::time::Instant::now() < deadline, "the close is seen");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    sink.send(&[message(2, "PROJ")])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_broker_closes_fails_a_send_and_connect_opens_another() {
+    let ns = namespace();
+    let mut reader = Amqp.reader(&ns).await;
+    let name = format!("cut-{ns}");
+    let mut sink = AmqpSink::new(settings(&ns), &name);
+    sink.connect().await.expect("connect");
+    sink.send(&[message(1, "PROJ")]).await.expect("sent");
+    // Closed while idle: `connect` sees it and opens another.
+    cut(&sink, &name).await;
+    sink.connect().await.expect("reconnect");
+    assert_eq!(sink.health().await, Health::Connected);
+    sink.send(&[message(2, "PROJ")]).await.expect("sent");
+    // Closed, then a send: it fails, and `connect` opens another.
+    cut(&sink, &name).await;
+    sink.send(&[message(3, "PROJ")])
         .await
         .expect_err("the connection is gone");
     sink.connect().await.expect("reconnect");
     assert_eq!(sink.health().await, Health::Connected);
-    sink.send(&[message(3, "PROJ")]).await.expect("sent again");
-    let seqs: Vec<Option<u64>> = [
-        reader.next(Duration::from_secs(20)).await,
-        reader.next(Duration::from_secs(20)).await,
-    ]
-    .into_iter()
-    .map(|r| r.and_then(|r| r.seq))
-    .collect();
-    assert_eq!(seqs, [Some(1), Some(3)]);
+    sink.send(&[message(4, "PROJ")]).await.expect("sent again");
+    let mut seqs = Vec::new();
+    for _ in 0..3 {
+        seqs.push(
+            reader
+                .next(Duration::from_secs(20))
+                .await
+                .and_then(|r| r.seq),
+        );
+    }
+    assert_eq!(seqs, [Some(1), Some(2), Some(4)]);
     Amqp.cleanup(&ns).await;
 }
 
