@@ -70,6 +70,8 @@ pub enum SinkKind {
     Nats(NatsConfig),
     /// Redis `PUBLISH` as CDS does (and optionally `XADD`).
     Redis(crate::redis::RedisConfig),
+    /// RabbitMQ (AMQP 0-9-1): a durable topic exchange, publisher confirms.
+    Amqp(crate::amqp::AmqpConfig),
 }
 
 impl SinkKind {
@@ -77,6 +79,7 @@ impl SinkKind {
         match self {
             SinkKind::Nats(_) => "nats",
             SinkKind::Redis(_) => "redis",
+            SinkKind::Amqp(_) => "amqp",
         }
     }
 }
@@ -157,6 +160,7 @@ impl SinkConfig {
         match &self.kind {
             SinkKind::Nats(n) => n.validate().map_err(|(key, m)| invalid(key, m)),
             SinkKind::Redis(r) => r.validate().map_err(|(key, m)| invalid(key, m)),
+            SinkKind::Amqp(a) => a.validate().map_err(|(key, m)| invalid(key, m)),
         }
     }
 

@@ -15,6 +15,7 @@
 //! and one test file running the [`conformance`] suite with one macro line;
 //! the ingest path never changes: nothing here is called by it.
 
+pub mod amqp;
 pub mod config;
 pub mod conformance;
 mod driver;
@@ -98,5 +99,6 @@ pub fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
     match &config.kind {
         SinkKind::Nats(n) => Ok(Box::new(nats::NatsSink::new(n.clone()))),
         SinkKind::Redis(r) => Ok(Box::new(redis::RedisSink::new(r.clone()))),
+        SinkKind::Amqp(a) => Ok(Box::new(amqp::AmqpSink::new(a.clone(), &config.name))),
     }
 }

@@ -13,6 +13,7 @@ mod postgres;
 mod postgres_torture;
 mod receiver;
 mod sinks;
+mod sinks_amqp;
 mod sinks_redis;
 mod stream;
 mod ws;

@@ -1,0 +1,427 @@
+//! The conformance suite on RabbitMQ (the machine's, 127.0.0.1:5672 as
+//! guest, or `CDS_EVENTS_TEST_AMQP`), each test on an exchange of its own
+//! read through an exclusive queue bound to it with `#`; both deleted
+//! after. Then what only AMQP has: the message properties, the exchange's
+//! kind, a returned and a nacked batch, a connection the broker closes.
+
+use async_trait::async_trait;
+use cds_events_log::Seq;
+use cds_events_log::conformance::event;
+use cds_events_model::EventType;
+use cds_events_sinks::amqp::{AmqpConfig, AmqpSink, routing_key};
+use cds_events_sinks::conformance::{Harness, Reader, Received, namespace};
+use cds_events_sinks::{Health, Message, Sink, SinkKind};
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
+use std::time::Duration;
+
+fn url() -> String {
+    std::env::var("CDS_EVENTS_TEST_AMQP")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+}
+
+fn exchange(ns: &str) -> String {
+    format!("cdstest.{ns}")
+}
+
+fn queue(ns: &str) -> String {
+    format!("cdstest.{ns}.q")
+}
+
+async fn channel() -> (Connection, Channel) {
+    let c = Connection::connect(&url(), ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ at CDS_EVENTS_TEST_AMQP");
+    let ch = c.create_channel().await.expect("channel");
+    (c, ch)
+}
+
+/// Declares the test's exchange as the sink does (whichever comes first
+/// creates it) and a queue bound to it with `key`.
+async fn bound_queue(ch: &Channel, ns: &str, key: &str, arguments: FieldTable, exclusive: bool) {
+    ch.exchange_declare(
+        exchange(ns).into(),
+        ExchangeKind::Topic,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("exchange");
+    ch.queue_declare(
+        queue(ns).into(),
+        QueueDeclareOptions {
+            exclusive,
+            ..Default::default()
+        },
+        arguments,
+    )
+    .await
+    .expect("queue");
+    ch.queue_bind(
+        queue(ns).into(),
+        exchange(ns).into(),
+        key.into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("bind");
+}
+
+struct AmqpReader {
+    // Kept open: the exclusive queue lives as long as its connection.
+    _connection: Connection,
+    deliveries: lapin::Consumer,
+}
+
+fn header(d: &lapin::message::Delivery, k: &str) -> Option<AMQPValue> {
+    d.properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(k).cloned())
+}
+
+#[async_trait]
+impl Reader for AmqpReader {
+    async fn next(&mut self, timeout: Duration) -> Option<Received> {
+        let d = tokio::time::timeout(timeout, self.deliveries.next())
+            .await
+            .ok()??
+            .ok()?;
+        Some(Received {
+            id: d
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|i| i.to_string())
+                .unwrap_or_default(),
+            seq: header(&d, "cds-events-seq").and_then(|v| match v {
+                AMQPValue::LongLongInt(s) => u64::try_from(s).ok(),
+                _ => None,
+            }),
+            body: d.data.clone(),
+            route: d.routing_key.to_string(),
+        })
+    }
+}
+
+struct Amqp;
+
+#[async_trait]
+impl Harness for Amqp {
+    fn settings(&self, ns: &str) -> SinkKind {
+        let mut c = AmqpConfig::new(url());
+        c.exchange = exchange(ns);
+        SinkKind::Amqp(c)
+    }
+
+    fn unreachable(&self, ns: &str, secret: &str) -> SinkKind {
+        let mut c = AmqpConfig::new(format!("amqp://cds:{secret}@127.0.0.1:1/%2f"));
+        c.exchange = exchange(ns);
+        c.connect_timeout = Duration::from_millis(500);
+        SinkKind::Amqp(c)
+    }
+
+    async fn reader(&self, ns: &str) -> Box<dyn Reader> {
+        let (connection, ch) = channel().await;
+        bound_queue(&ch, ns, "#", FieldTable::default(), true).await;
+        let deliveries = ch
+            .basic_consume(
+                queue(ns).into(),
+                "cdstest".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume");
+        Box::new(AmqpReader {
+            _connection: connection,
+            deliveries,
+        })
+    }
+
+    async fn cleanup(&self, ns: &str) {
+        let (_c, ch) = channel().await;
+        ch.exchange_delete(exchange(ns).into(), ExchangeDeleteOptions::default())
+            .await
+            .expect("exchange deleted");
+        // An exclusive queue still open elsewhere refuses the delete (and
+        // closes this channel): it goes with its reader's connection.
+        let _ = ch
+            .queue_delete(queue(ns).into(), QueueDeleteOptions::default())
+            .await;
+    }
+}
+
+cds_events_sinks::sink_conformance_tests!(Amqp);
+
+fn message(i: u64, project: &str) -> Message {
+    let e = event(EventType::RunJobEnqueued, project, 1_700_000_000 + i as i64);
+    Message {
+        seq: Seq(i),
+        id: e.id.to_string(),
+        event_type: e.event_type,
+        project_key: e.project_key.clone(),
+        body: e.to_json().into(),
+    }
+}
+
+fn settings(ns: &str) -> AmqpConfig {
+    let mut c = AmqpConfig::new(url());
+    c.exchange = exchange(ns);
+    c
+}
+
+#[test]
+fn routing_keys_route_by_project_and_type() {
+    let m = |p: &str| Message {
+        project_key: p.into(),
+        ..message(1, "P")
+    };
+    assert_eq!(routing_key(None, &m("PROJ")), "PROJ.RunJobEnqueued");
+    assert_eq!(routing_key(None, &m("")), "_global.RunJobEnqueued");
+    assert_eq!(
+        routing_key(Some("cds.events"), &m("a.b *#")),
+        "cds.events.a_b___.RunJobEnqueued"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_are_persistent_json_with_id_seq_type_and_routing_key() {
+    let ns = namespace();
+    let (_c, ch) = channel().await;
+    bound_queue(&ch, &ns, "#", FieldTable::default(), true).await;
+    let mut c = settings(&ns);
+    c.routing_key_prefix = Some("cds.ev".into());
+    let mut sink = AmqpSink::new(c, "props");
+    sink.connect().await.expect("connect");
+    let sent = [message(7, "PROJ"), message(8, "")];
+    sink.send(&sent).await.expect("confirmed");
+    let mut deliveries = ch
+        .basic_consume(
+            queue(&ns).into(),
+            "t".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    for (m, route) in sent.iter().zip([
+        "cds.ev.PROJ.RunJobEnqueued",
+        "cds.ev._global.RunJobEnqueued",
+    ]) {
+        let d = tokio::time::timeout(Duration::from_secs(20), deliveries.next())
+            .await
+            .expect("delivered")
+            .expect("a delivery")
+            .expect("ok");
+        let p = &d.properties;
+        assert_eq!(d.routing_key.as_str(), route);
+        assert_eq!(d.data, m.body.as_bytes());
+        assert_eq!(
+            p.message_id().as_ref().map(|s| s.as_str()),
+            Some(m.id.as_str())
+        );
+        assert_eq!(*p.delivery_mode(), Some(2), "persistent");
+        assert_eq!(
+            p.content_type().as_ref().map(|s| s.as_str()),
+            Some("application/json")
+        );
+        assert_eq!(
+            header(&d, "cds-events-seq"),
+            Some(AMQPValue::LongLongInt(m.seq.0 as i64))
+        );
+        assert_eq!(
+            header(&d, "cds-events-type"),
+            Some(AMQPValue::LongString("RunJobEnqueued".into()))
+        );
+    }
+    Amqp.cleanup(&ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_exchange_is_declared_a_durable_topic_exchange() {
+    let ns = namespace();
+    let mut sink = AmqpSink::new(settings(&ns), "decl");
+    sink.connect().await.expect("connect");
+    let (_c, ch) = channel().await;
+    // Re-declaring an exchange succeeds only with the same kind and
+    // durability; a mismatch closes the channel.
+    let again = |kind: ExchangeKind, durable: bool| {
+        let ns = ns.clone();
+        async move {
+            let (_c, ch) = channel().await;
+            ch.exchange_declare(
+                exchange(&ns).into(),
+                kind,
+                ExchangeDeclareOptions {
+                    durable,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+        }
+    };
+    again(ExchangeKind::Topic, true)
+        .await
+        .expect("durable topic");
+    assert!(again(ExchangeKind::Topic, false).await.is_err());
+    assert!(again(ExchangeKind::Fanout, true).await.is_err());
+    drop(ch);
+    Amqp.cleanup(&ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_no_queue_takes_fails_its_batch_unless_not_mandatory() {
+    let ns = namespace();
+    let mut sink = AmqpSink::new(settings(&ns), "ret");
+    sink.connect().await.expect("connect");
+    let e = sink
+        .send(&[message(1, "PROJ")])
+        .await
+        .expect_err("returned: no queue is bound");
+    assert!(e.to_string().contains("NO_ROUTE"), "{e}");
+    // The connection is fine: the next batch goes out on it.
+    assert_eq!(sink.health().await, Health::Connected);
+    let mut c = settings(&ns);
+    c.mandatory = false;
+    let mut lax = AmqpSink::new(c, "lax");
+    lax.connect().await.expect("connect");
+    lax.send(&[message(1, "PROJ")])
+        .await
+        .expect("dropped by the broker, as asked");
+    Amqp.cleanup(&ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nacked_message_fails_its_batch() {
+    let ns = namespace();
+    let (_c, ch) = channel().await;
+    // A queue of one message that refuses the rest: the broker nacks them.
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(1));
+    arguments.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    bound_queue(&ch, &ns, "#", arguments, true).await;
+    let mut sink = AmqpSink::new(settings(&ns), "nack");
+    sink.connect().await.expect("connect");
+    sink.send(&[message(1, "PROJ")])
+        .await
+        .expect("the first fits");
+    let e = sink
+        .send(&[message(2, "PROJ"), message(3, "PROJ")])
+        .await
+        .expect_err("nacked: the queue is full");
+    assert!(e.to_string().contains("seq 2: nacked"), "{e}");
+    Amqp.cleanup(&ns).await;
+}
+
+/// Closes, through `rabbitmqctl`, the broker's connections named
+/// `connection_name`; how many.
+fn close_connections(connection_name: &str) -> usize {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "-s", "list_connections", "pid", "client_properties"])
+        .output()
+        .expect("rabbitmqctl (the broker's own CLI, as root)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let quoted = format!("\"{connection_name}\"");
+    let pids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&quoted))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect();
+    for pid in &pids {
+        let ok = std::process::Command::new("rabbitmqctl")
+            .args(["-q", "close_connection", pid, "cds-events test: cut"])
+            .status()
+            .expect("rabbitmqctl");
+        assert!(ok.success());
+    }
+    pids.len()
+}
+
+/// Closes the sink's connection from the broker and waits until the sink
+/// sees it.
+async fn cut(sink: &AmqpSink, name: &str) {
+    assert_eq!(
+        close_connections(&format!("cds-events sink {name}")),
+        1,
+        "the sink's connection carries its name"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while sink.health().await == Health::Connected {
+        assert!(tokio::time::Instant::now() < deadline, "the close is seen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_broker_closes_fails_a_send_and_connect_opens_another() {
+    let ns = namespace();
+    let mut reader = Amqp.reader(&ns).await;
+    let name = format!("cut-{ns}");
+    let mut sink = AmqpSink::new(settings(&ns), &name);
+    sink.connect().await.expect("connect");
+    sink.send(&[message(1, "PROJ")]).await.expect("sent");
+    // Closed while idle: `connect` sees it and opens another.
+    cut(&sink, &name).await;
+    sink.connect().await.expect("reconnect");
+    assert_eq!(sink.health().await, Health::Connected);
+    sink.send(&[message(2, "PROJ")]).await.expect("sent");
+    // Closed, then a send: it fails, and `connect` opens another.
+    cut(&sink, &name).await;
+    sink.send(&[message(3, "PROJ")])
+        .await
+        .expect_err("the connection is gone");
+    sink.connect().await.expect("reconnect");
+    assert_eq!(sink.health().await, Health::Connected);
+    sink.send(&[message(4, "PROJ")]).await.expect("sent again");
+    let mut seqs = Vec::new();
+    for _ in 0..3 {
+        seqs.push(
+            reader
+                .next(Duration::from_secs(20))
+                .await
+                .and_then(|r| r.seq),
+        );
+    }
+    assert_eq!(seqs, [Some(1), Some(2), Some(4)]);
+    Amqp.cleanup(&ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_login_is_an_error_without_the_password() {
+    let ns = namespace();
+    let secret = "pw-s3cret%2Fx";
+    let mut c = settings(&ns);
+    c.url = format!("amqp://guest:{secret}@127.0.0.1:5672/%2f");
+    let mut sink = AmqpSink::new(c, "login");
+    let e = sink.connect().await.expect_err("wrong password");
+    let shown = format!("{e} {sink:?}");
+    for s in [secret, "pw-s3cret/x"] {
+        assert!(!shown.contains(s), "{shown}");
+    }
+    assert!(shown.contains("guest:***@127.0.0.1:5672"), "{shown}");
+    assert!(matches!(sink.health().await, Health::Disconnected(_)));
+}
