@@ -61,6 +61,8 @@ pub enum SinkKind {
     Nats(NatsConfig),
     /// Redis `PUBLISH` as CDS does (and optionally `XADD`).
     Redis(crate::redis::RedisConfig),
+    /// Kafka: one topic, keyed by project or by run.
+    Kafka(crate::kafka::KafkaConfig),
 }
 
 impl SinkKind {
@@ -68,6 +70,7 @@ impl SinkKind {
         match self {
             SinkKind::Nats(_) => "nats",
             SinkKind::Redis(_) => "redis",
+            SinkKind::Kafka(_) => "kafka",
         }
     }
 }
@@ -145,6 +148,7 @@ impl SinkConfig {
         match &self.kind {
             SinkKind::Nats(n) => n.validate().map_err(|(key, m)| invalid(key, m)),
             SinkKind::Redis(r) => r.validate().map_err(|(key, m)| invalid(key, m)),
+            SinkKind::Kafka(k) => k.validate().map_err(|(key, m)| invalid(key, m)),
         }
     }
 

@@ -18,6 +18,7 @@
 pub mod config;
 pub mod conformance;
 mod driver;
+pub mod kafka;
 pub mod nats;
 pub mod redis;
 mod set;
@@ -98,5 +99,6 @@ pub fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
     match &config.kind {
         SinkKind::Nats(n) => Ok(Box::new(nats::NatsSink::new(n.clone()))),
         SinkKind::Redis(r) => Ok(Box::new(redis::RedisSink::new(r.clone()))),
+        SinkKind::Kafka(k) => Ok(Box::new(kafka::KafkaSink::new(k.clone()))),
     }
 }
