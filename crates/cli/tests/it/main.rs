@@ -13,6 +13,7 @@ mod postgres;
 mod postgres_torture;
 mod receiver;
 mod sinks;
+mod sinks_kafka;
 mod stream;
 mod ws;
 
