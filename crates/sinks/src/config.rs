@@ -72,6 +72,8 @@ pub enum SinkKind {
     Redis(crate::redis::RedisConfig),
     /// RabbitMQ (AMQP 0-9-1): a durable topic exchange, publisher confirms.
     Amqp(crate::amqp::AmqpConfig),
+    /// Kafka: one topic, keyed by project or by run.
+    Kafka(crate::kafka::KafkaConfig),
 }
 
 impl SinkKind {
@@ -80,6 +82,7 @@ impl SinkKind {
             SinkKind::Nats(_) => "nats",
             SinkKind::Redis(_) => "redis",
             SinkKind::Amqp(_) => "amqp",
+            SinkKind::Kafka(_) => "kafka",
         }
     }
 }
@@ -161,6 +164,7 @@ impl SinkConfig {
             SinkKind::Nats(n) => n.validate().map_err(|(key, m)| invalid(key, m)),
             SinkKind::Redis(r) => r.validate().map_err(|(key, m)| invalid(key, m)),
             SinkKind::Amqp(a) => a.validate().map_err(|(key, m)| invalid(key, m)),
+            SinkKind::Kafka(k) => k.validate().map_err(|(key, m)| invalid(key, m)),
         }
     }
 

@@ -19,6 +19,7 @@ pub mod amqp;
 pub mod config;
 pub mod conformance;
 mod driver;
+pub mod kafka;
 pub mod nats;
 pub mod redis;
 mod set;
@@ -100,5 +101,6 @@ pub fn build(config: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
         SinkKind::Nats(n) => Ok(Box::new(nats::NatsSink::new(n.clone()))),
         SinkKind::Redis(r) => Ok(Box::new(redis::RedisSink::new(r.clone()))),
         SinkKind::Amqp(a) => Ok(Box::new(amqp::AmqpSink::new(a.clone(), &config.name))),
+        SinkKind::Kafka(k) => Ok(Box::new(kafka::KafkaSink::new(k.clone()))),
     }
 }

@@ -130,6 +130,27 @@ impl Harness for Amqp {
         SinkKind::Amqp(c)
     }
 
+    fn broker_addr(&self) -> String {
+        let u = url::Url::parse(&url()).expect("CDS_EVENTS_TEST_AMQP is a URL");
+        format!(
+            "{}:{}",
+            u.host_str().unwrap_or("127.0.0.1"),
+            u.port().unwrap_or(5672)
+        )
+    }
+
+    fn settings_at(&self, ns: &str, addr: &str) -> SinkKind {
+        let mut u = url::Url::parse(&url()).expect("CDS_EVENTS_TEST_AMQP is a URL");
+        let (host, port) = addr.rsplit_once(':').expect("host:port");
+        u.set_host(Some(host)).expect("host");
+        u.set_port(port.parse().ok()).expect("port");
+        let mut c = AmqpConfig::new(u.to_string());
+        c.exchange = exchange(ns);
+        c.ack_timeout = Duration::from_secs(2);
+        c.connect_timeout = Duration::from_secs(2);
+        SinkKind::Amqp(c)
+    }
+
     async fn reader(&self, ns: &str) -> Box<dyn Reader> {
         let (connection, ch) = channel().await;
         bound_queue(&ch, ns, "#", FieldTable::default(), true).await;

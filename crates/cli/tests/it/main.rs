@@ -14,6 +14,7 @@ mod postgres_torture;
 mod receiver;
 mod sinks;
 mod sinks_amqp;
+mod sinks_kafka;
 mod sinks_redis;
 mod stream;
 mod ws;

@@ -37,9 +37,11 @@ enum Cut {
 pub async fn a_cut_connection_loses_nothing_and_repeats_only_the_batch_in_flight(h: &dyn Harness) {
     let ns = namespace();
     let proxy = Proxy::start(&h.broker_addr()).await;
+    // The settings first: a broker that names its address to clients
+    // (Kafka) is started by them, advertising the proxy.
+    let mut c = config("cut", h.settings_at(&ns, &proxy.addr().to_string()));
     let mut reader = h.reader(&ns).await;
     let (_dir, log) = open_log();
-    let mut c = config("cut", h.settings_at(&ns, &proxy.addr().to_string()));
     c.batch = BATCH;
     let kind = c.kind.name();
     let running = Running::start(&log, &[c]).await;
