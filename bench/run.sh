@@ -6,6 +6,8 @@
 #   EVENTS_10M=2000000 bash bench/run.sh   # a smaller log for the read phase
 #   PHASES="streams webhooks" bash bench/run.sh   # some phases only
 #   PHASES=ids bash bench/run.sh      # batch ingest, v7 against v4 ids, 10M log
+#   BIN=/path/cds-events bash bench/run.sh   # a binary built before (no build;
+#                                     # say which commit it is): two builds side by side
 #
 # Phases: ingest (batch, single-event), read (10M log), streams (1 SSE at
 # 20k/s, 10,000 websockets at 1 %, 1,000 websockets x 1,000/s), webhooks
@@ -23,13 +25,13 @@ LOG_EVENTS=${EVENTS_10M:-10000000}
 PHASES=${PHASES:-ingest read streams webhooks}
 want() { [[ " $PHASES " == *" $1 "* ]]; }
 PORT=${PORT:-18290}
-BIN=target/release/cds-events
+BIN=${BIN:-target/release/cds-events}
 # Authentication is always on: the server takes this as its admin token,
 # simulate sends it.
 export CDS_EVENTS_ADMIN_TOKEN=${CDS_EVENTS_ADMIN_TOKEN:-bench-admin-token-$RANDOM$RANDOM$RANDOM}
 export CDS_EVENTS_TOKEN=$CDS_EVENTS_ADMIN_TOKEN
 
-cargo build --release --quiet
+[[ $BIN != target/release/cds-events ]] || cargo build --release --quiet
 DATA=$(mktemp -d)
 trap 'kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$DATA"' EXIT
 

@@ -200,6 +200,8 @@ impl Server {
         let consumers = DurableConsumers::default();
         consumers.register(Arc::new(webhooks.clone()));
         let sinks = sinks(&config, Arc::clone(&log))?;
+        // Before any ingest: a new sink sends every event from now on.
+        sinks.start_positions().await?;
         // Retention keeps what each sink has not sent.
         for hold in sinks.holds() {
             consumers.register(hold);

@@ -123,6 +123,23 @@ impl Sinks {
             .collect()
     }
 
+    /// Stores the log's head as the position of each sink that never had
+    /// one (its first start), so that every event appended from now on is
+    /// sent even though the sink connects, and starts following, only once
+    /// [`Sinks::run`]'s task runs. Call it before the server takes events.
+    /// Several instances opening at once on a shared log may each store
+    /// their head; the highest wins, a few milliseconds of events apart.
+    pub async fn start_positions(&self) -> Result<(), SinksError> {
+        let head = *self.inner.log.head().borrow();
+        for e in &self.inner.entries {
+            let name = e.shared.positions.name();
+            if self.inner.log.consumer_position(name).await?.is_none() {
+                self.inner.log.set_consumer_position(name, head).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Runs every sink until `shutdown`; each stores its position before
     /// this returns. Once per process.
     pub async fn run(&self, shutdown: CancellationToken) -> Result<(), SinksError> {

@@ -91,30 +91,36 @@ impl PartitionReader {
                 return None;
             }
             if self.client.is_none() {
-                let c = client(&self.address).await;
+                let Ok(c) = ClientBuilder::new(vec![self.address.clone()]).build().await else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
                 let exists = c
                     .list_topics()
                     .await
-                    .expect("topics")
-                    .iter()
-                    .any(|t| t.name == self.topic);
+                    .is_ok_and(|topics| topics.iter().any(|t| t.name == self.topic));
                 if !exists {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
                 }
-                let p = c
+                let Ok(p) = c
                     .partition_client(&self.topic, self.partition, UnknownTopicHandling::Retry)
                     .await
-                    .expect("partition client");
+                else {
+                    continue;
+                };
                 self.client = Some((c, p));
             }
             let Some((_, p)) = &self.client else {
                 continue;
             };
-            let (records, _) = p
-                .fetch_records(self.offset, 1..1_000_000, 100)
-                .await
-                .expect("fetch");
+            // A cut check's proxy carries this reader's connections too (the
+            // broker advertises the proxy): a cut one is opened again.
+            let Ok((records, _)) = p.fetch_records(self.offset, 1..1_000_000, 100).await else {
+                self.client = None;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            };
             for r in records {
                 if r.offset >= self.offset {
                     self.offset = r.offset + 1;
@@ -172,6 +178,10 @@ impl Harness for Kafka {
 
     fn broker_addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
+    }
+
+    fn client_resends(&self) -> bool {
+        true
     }
 
     fn settings_at(&self, ns: &str, addr: &str) -> SinkKind {
