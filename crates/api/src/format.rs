@@ -1,14 +1,17 @@
-//! Which shape events leave in: CDS's own full event, or CloudEvents 1.0
-//! (the mapping is the model's `cloudevents` module), and for a webhook, the
-//! CloudEvents content mode.
+//! Which shape events leave in: CDS's own full event, CloudEvents 1.0 (the
+//! mapping is the model's `cloudevents` module) or CDEvents (the model's
+//! `cdevents`, carried as CloudEvents), and for a webhook, the CloudEvents
+//! content mode.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 use utoipa::ToSchema;
 
-/// The shape of each event sent: `cds` (the full event, the default) or
-/// `cloudevents` (a CloudEvents 1.0 event whose `data` is the full event).
+/// The shape of each event sent: `cds` (the full event, the default),
+/// `cloudevents` (a CloudEvents 1.0 event whose `data` is the full event) or
+/// `cdevents` (a CDEvent, itself a CloudEvent; events without a CDEvents
+/// counterpart are not sent in it).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EventFormat {
@@ -16,6 +19,8 @@ pub enum EventFormat {
     Cds,
     #[serde(rename = "cloudevents")]
     CloudEvents,
+    #[serde(rename = "cdevents")]
+    CdEvents,
 }
 
 /// How a webhook carries a CloudEvent: `structured` (the default: the body
@@ -70,7 +75,7 @@ macro_rules! names {
         }
     };
 }
-names!(EventFormat { Cds = "cds", CloudEvents = "cloudevents" });
+names!(EventFormat { Cds = "cds", CloudEvents = "cloudevents", CdEvents = "cdevents" });
 names!(ContentMode { Structured = "structured", Binary = "binary" });
 
 #[cfg(test)]
@@ -79,7 +84,11 @@ mod tests {
 
     #[test]
     fn names_parse_print_and_serialize_alike() {
-        for f in [EventFormat::Cds, EventFormat::CloudEvents] {
+        for f in [
+            EventFormat::Cds,
+            EventFormat::CloudEvents,
+            EventFormat::CdEvents,
+        ] {
             assert_eq!(f.as_str().parse::<EventFormat>(), Ok(f));
             assert_eq!(
                 serde_json::to_value(f).ok(),

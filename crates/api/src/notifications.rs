@@ -157,7 +157,7 @@ pub enum DeliveryStatus {
     /// Out of attempts, or refused for good (410 Gone): the dead letters.
     Failed,
     /// Given up without an endpoint failure: the event left the log before it
-    /// could be sent.
+    /// could be sent, or (`format: cdevents`) it has no CDEvents form.
     Cancelled,
 }
 

@@ -86,12 +86,13 @@ pub struct Fields {
     /// Deliver in sequence order, one at a time.
     #[arg(long)]
     ordered: Option<bool>,
-    /// The body sent: `cds` (the full event, the default) or `cloudevents`
-    /// (CloudEvents 1.0).
+    /// The body sent: `cds` (the full event, the default), `cloudevents`
+    /// (CloudEvents 1.0) or `cdevents` (CDEvents 0.5.1; events without a
+    /// CDEvents counterpart are not sent).
     #[arg(long)]
     format: Option<EventFormat>,
-    /// With `--format cloudevents`: `structured` (the default) or `binary`
-    /// (`ce-*` headers, the full event as the body).
+    /// With `--format cloudevents|cdevents`: `structured` (the default) or
+    /// `binary` (`ce-*` headers, the event's data as the body).
     #[arg(long)]
     content_mode: Option<ContentMode>,
 }

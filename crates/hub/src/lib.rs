@@ -41,6 +41,7 @@ pub struct LiveEvent {
     ws_ok: OnceLock<Bytes>,
     sse: OnceLock<Bytes>,
     cloudevent: OnceLock<Arc<str>>,
+    cdevent: OnceLock<Option<Arc<str>>>,
 }
 
 impl LiveEvent {
@@ -61,6 +62,7 @@ impl LiveEvent {
             ws_ok: OnceLock::new(),
             sse: OnceLock::new(),
             cloudevent: OnceLock::new(),
+            cdevent: OnceLock::new(),
         }
     }
 
@@ -94,6 +96,23 @@ impl LiveEvent {
                 CloudEvent::new(source, self.seq.0, &self.event, &self.json).to_structured_json(),
             )
         }))
+    }
+}
+
+impl LiveEvent {
+    /// This event as a structured CDEvent (the model's `cdevents::map`
+    /// carried as a CloudEvent), or `None` when CDEvents has no counterpart.
+    /// Built once, shared.
+    pub fn cdevent(&self, source: &Source) -> Option<Arc<str>> {
+        self.cdevent
+            .get_or_init(|| {
+                let cd = cds_events_model::cdevents::map(source, &self.event)?;
+                Some(Arc::from(
+                    cd.cloudevent(source, self.seq.0, &self.event)
+                        .to_structured_json(),
+                ))
+            })
+            .clone()
     }
 }
 

@@ -2,11 +2,12 @@
 //!
 //! This crate owns what an event *is*: its types and families
 //! ([`catalogue`]), the flat full event and its exact JSON ([`event`]), and
-//! how incoming JSON becomes one ([`decode`]), and its CloudEvents 1.0 form
-//! ([`cloudevents`]). It does no I/O and knows nothing
+//! how incoming JSON becomes one ([`decode`]), its CloudEvents 1.0 form
+//! ([`cloudevents`]) and its CDEvents form ([`cdevents`]). It does no I/O and knows nothing
 //! of storage or HTTP.
 
 pub mod catalogue;
+pub mod cdevents;
 pub mod cloudevents;
 pub mod decode;
 pub mod envelope;

@@ -154,8 +154,9 @@ impl Inner {
         let out = match n.format {
             EventFormat::Cds => Outgoing::cds(&body),
             // A ping is no catalogue event: its CloudEvent is built here,
-            // in the same shape.
-            EventFormat::CloudEvents => {
+            // in the same shape (for CDEvents too: it has no CDEvents
+            // counterpart, and a ping must still reach the endpoint).
+            EventFormat::CloudEvents | EventFormat::CdEvents => {
                 let ping = CloudEvent {
                     id: &msg_id,
                     source: self

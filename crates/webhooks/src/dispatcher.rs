@@ -122,6 +122,9 @@ async fn dispatch_batch(
     };
     let index = inner.registry.index();
     let mut rows = Vec::new();
+    // Events a `format: cdevents` notification matched but cannot be sent
+    // in: no delivery, counted.
+    let mut unmapped = 0u64;
     if !index.by_project.is_empty() {
         for stored in batch {
             // Only the type and project route an event: the rest of it is
@@ -137,7 +140,12 @@ async fn dispatch_batch(
                 continue;
             };
             let mut matched = false;
+            let has_cdevent = cds_events_model::cdevents::cd_kind(event.event_type).is_some();
             for t in targets.iter().filter(|t| t.matches(event.event_type)) {
+                if t.cdevents && !has_cdevent {
+                    unmapped += 1;
+                    continue;
+                }
                 rows.push(NewDelivery {
                     notification: t.id,
                     seq: stored.seq,
@@ -149,6 +157,10 @@ async fn dispatch_batch(
                 inner.cache.put(stored.seq, Arc::clone(&stored.json));
             }
         }
+    }
+    if unmapped > 0 {
+        metrics::counter!("cds_events_cdevents_unmapped_total", "way" => "webhook")
+            .increment(unmapped);
     }
     let created = rows.len();
     // The store wakes the workers concerned (every instance's).

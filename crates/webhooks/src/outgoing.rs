@@ -22,26 +22,40 @@ pub(crate) struct Outgoing<'a> {
 impl<'a> Outgoing<'a> {
     /// The body of the event stored at `seq` as `json`, for a notification
     /// of `format` and `mode`. `Err` names why a stored event cannot be sent
-    /// as a CloudEvent (it does not decode).
+    /// as a CloudEvent (it does not decode); `Ok(None)`: the event has no
+    /// CDEvents form (`format: cdevents`), so nothing is sent.
     pub(crate) fn event(
         format: EventFormat,
         mode: ContentMode,
         source: &Source,
         seq: Seq,
         json: &'a str,
-    ) -> Result<Outgoing<'a>, String> {
-        match format {
-            EventFormat::Cds => Ok(Outgoing::cds(json)),
-            EventFormat::CloudEvents => {
-                let event = cds_events_model::decode_stored(json)
-                    .map_err(|e| format!("the stored event does not decode: {}", e.message))?;
-                Ok(Outgoing::cloudevent(
-                    &CloudEvent::new(source, seq.0, &event, json),
-                    mode,
-                    json,
-                ))
-            }
+    ) -> Result<Option<Outgoing<'a>>, String> {
+        if format == EventFormat::Cds {
+            return Ok(Some(Outgoing::cds(json)));
         }
+        let event = cds_events_model::decode_stored(json)
+            .map_err(|e| format!("the stored event does not decode: {}", e.message))?;
+        if format == EventFormat::CdEvents {
+            let Some(cd) = cds_events_model::cdevents::map(source, &event) else {
+                return Ok(None);
+            };
+            let ce = cd.cloudevent(source, seq.0, &event);
+            // Binary mode's body is the CDEvent (`data`), owned here.
+            let out = Outgoing::cloudevent(&ce, mode, "");
+            return Ok(Some(match mode {
+                ContentMode::Binary => Outgoing {
+                    body: Cow::Owned(cd.data.clone()),
+                    ..out
+                },
+                ContentMode::Structured => out,
+            }));
+        }
+        Ok(Some(Outgoing::cloudevent(
+            &CloudEvent::new(source, seq.0, &event, json),
+            mode,
+            json,
+        )))
     }
 
     /// CDS's full event as is.
@@ -107,7 +121,8 @@ mod tests {
             Seq(3),
             &json,
         )
-        .expect("sendable");
+        .expect("sendable")
+        .expect("has a form");
         assert_eq!(o.body, json.as_str());
         assert_eq!(o.content_type, "application/json");
         assert!(o.headers.is_empty());
@@ -123,7 +138,8 @@ mod tests {
             Seq(3),
             &json,
         )
-        .expect("sendable");
+        .expect("sendable")
+        .expect("has a form");
         assert_eq!(o.content_type, "application/cloudevents+json");
         let v: serde_json::Value = serde_json::from_str(&o.body).expect("json");
         assert_eq!(v["type"], "org.ovh.cds.workflowrun.RunEnded");
@@ -141,7 +157,8 @@ mod tests {
             Seq(3),
             &json,
         )
-        .expect("sendable");
+        .expect("sendable")
+        .expect("has a form");
         assert_eq!(o.body, json.as_str());
         assert_eq!(o.content_type, "application/json");
         let get = |name: &str| {
@@ -154,5 +171,50 @@ mod tests {
         assert_eq!(get("ce-subject").as_deref(), Some("r%201"));
         assert_eq!(get("ce-cdsproject").as_deref(), Some("P"));
         assert_eq!(o.headers.len(), 8);
+    }
+
+    #[test]
+    fn cdevents_sends_the_cdevent_and_nothing_for_an_event_without_one() {
+        let json = stored();
+        let src = Source::default();
+        let o = Outgoing::event(
+            EventFormat::CdEvents,
+            ContentMode::Structured,
+            &src,
+            Seq(3),
+            &json,
+        )
+        .expect("sendable")
+        .expect("a run end has a CDEvent");
+        assert_eq!(o.content_type, "application/cloudevents+json");
+        let v: serde_json::Value = serde_json::from_str(&o.body).expect("json");
+        assert_eq!(v["type"], "dev.cdevents.pipelinerun.finished.0.3.0");
+        assert_eq!(v["data"]["context"]["specversion"], "0.5.1");
+        let b = Outgoing::event(
+            EventFormat::CdEvents,
+            ContentMode::Binary,
+            &src,
+            Seq(3),
+            &json,
+        )
+        .expect("sendable")
+        .expect("a run end has a CDEvent");
+        let body: serde_json::Value = serde_json::from_str(&b.body).expect("json");
+        assert_eq!(body, v["data"], "binary mode's body is the CDEvent");
+        let ce_type = b.headers.iter().find(|(k, _)| k.as_str() == "ce-type");
+        assert_eq!(
+            ce_type.map(|(_, v)| v.to_str().unwrap_or("")),
+            Some("dev.cdevents.pipelinerun.finished.0.3.0")
+        );
+        let user = FullEvent::new(EventType::UserCreated).to_json();
+        let none = Outgoing::event(
+            EventFormat::CdEvents,
+            ContentMode::Structured,
+            &src,
+            Seq(4),
+            &user,
+        )
+        .expect("sendable");
+        assert!(none.is_none(), "a user event has no CDEvents form");
     }
 }

@@ -178,6 +178,9 @@ impl Notification {
 pub(crate) struct Target {
     pub id: NotificationId,
     pub types: Option<Arc<[bool]>>,
+    /// `format: cdevents`: a type without a CDEvents counterpart is not
+    /// delivered to it.
+    pub cdevents: bool,
 }
 
 impl Target {
@@ -358,6 +361,7 @@ impl Registry {
                     (n.project == *p && n.enabled).then(|| Target {
                         id: n.id,
                         types: n.types.clone(),
+                        cdevents: n.format == EventFormat::CdEvents,
                     })
                 })
                 .collect();

@@ -228,26 +228,7 @@ async fn attempt(
             Ok(Some(b)) => b,
             Ok(None) => {
                 tracing::warn!("the event left the log before delivery; delivery cancelled");
-                let rec = AttemptResult {
-                    delivery: d.id,
-                    notification: n.id,
-                    claimant: inner.instance.clone(),
-                    attempts: d.attempts + 1,
-                    tries: d.tries + 1,
-                    status: DeliveryStatus::Cancelled,
-                    next_attempt_at: None,
-                    at: now_ms(),
-                    status_code: None,
-                    latency_ms: 0,
-                    error: Some("the event is no longer in the log".into()),
-                    response: None,
-                    endpoint_failed: None,
-                };
-                if let Err(e) = inner.store.record(rec).await {
-                    tracing::warn!(error = %e, "cannot record a cancelled delivery");
-                    return give_back(&inner, id).await;
-                }
-                return Done::new(id, None);
+                return cancel(&inner, &n, &d, "the event is no longer in the log").await;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the event to deliver; trying later");
@@ -261,10 +242,19 @@ async fn attempt(
                 let at = now_ms();
                 let source = &inner.config.cloudevents_source;
                 match Outgoing::event(n.format, n.content_mode, source, d.seq, &body) {
-                    Ok(out) => (at, inner.sender.send(&n, &msg_id, &out).await),
-                    Err(why) => (at, AttemptOutcome::unsendable(why)),
+                    Ok(Some(out)) => Some((at, inner.sender.send(&n, &msg_id, &out).await)),
+                    Ok(None) => None,
+                    Err(why) => Some((at, AttemptOutcome::unsendable(why))),
                 }
-            } => o,
+            } => match o {
+                Some(o) => o,
+                // `format: cdevents` and this event has no CDEvents form
+                // (a run result that is no artifact): nothing to send.
+                None => {
+                    metrics::counter!("cds_events_cdevents_unmapped_total", "way" => "webhook").increment(1);
+                    return cancel(&inner, &n, &d, "the event has no CDEvents form").await;
+                }
+            },
             // Not recorded: the delivery stays pending and is sent again,
             // here after a restart or by another instance (receivers
             // de-duplicate by webhook-id).
@@ -335,6 +325,31 @@ async fn record(
 
 /// An attempt that could not be made or recorded: its lease is released
 /// (or, the store away, ends by itself), and the worker claims again soon.
+/// Records `d` as cancelled without an attempt on the endpoint (it is not
+/// the endpoint's failure): the event is gone, or has no form to send in.
+async fn cancel(inner: &Inner, n: &Notification, d: &Due, why: &str) -> Done {
+    let rec = AttemptResult {
+        delivery: d.id,
+        notification: n.id,
+        claimant: inner.instance.clone(),
+        attempts: d.attempts + 1,
+        tries: d.tries + 1,
+        status: DeliveryStatus::Cancelled,
+        next_attempt_at: None,
+        at: now_ms(),
+        status_code: None,
+        latency_ms: 0,
+        error: Some(why.to_owned()),
+        response: None,
+        endpoint_failed: None,
+    };
+    if let Err(e) = inner.store.record(rec).await {
+        tracing::warn!(error = %e, "cannot record a cancelled delivery");
+        return give_back(inner, d.id).await;
+    }
+    Done::new(d.id, None)
+}
+
 async fn give_back(inner: &Inner, id: DeliveryId) -> Done {
     if let Err(e) = inner.store.release(&inner.instance, vec![id]).await {
         tracing::debug!(error = %e, "cannot release a webhook claim; it ends with its lease");

@@ -4,6 +4,7 @@
 mod api;
 mod auth;
 mod bridge;
+mod cdevents;
 mod cloudevents;
 mod durability;
 mod hardening;

@@ -1,6 +1,7 @@
 //! `/v2/events`: ingest, query, get by id, and the catalogue.
 
 use crate::auth::{Caller, forbidden};
+use crate::cloudevents::Standard;
 use crate::error::{ApiError, ErrorBody, NoToken, ProjectReader};
 use crate::extract::{EventsParams, event_format, restrict_to_readable};
 use crate::schema::{FullEventSchema, PageSchema};
@@ -11,7 +12,7 @@ use axum::extract::{OriginalUri, Path, Query, State, rejection::QueryRejection};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing;
-use cds_events_api::{EventFormat, FilterText};
+use cds_events_api::FilterText;
 use cds_events_auth::Principal;
 use cds_events_log::{NewEvent, Order, Seq};
 use cds_events_model::cloudevents::{BATCH_CONTENT_TYPE, CONTENT_TYPE as CE_CONTENT_TYPE};
@@ -325,8 +326,8 @@ pub async fn query(
             order,
         })
         .await?;
-    if format == EventFormat::CloudEvents {
-        return crate::cloudevents::page_response(&st.ce_source, &page, &uri);
+    if let Some(standard) = Standard::of(format, &st.ce_source) {
+        return crate::cloudevents::page_response(&standard, &page, &uri);
     }
     // The stored JSON is spliced in as is: no decode, no re-encode.
     let mut body =
@@ -362,8 +363,9 @@ pub async fn query(
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct FormatParam {
-    /// `cds` (the default) or `cloudevents` (also chosen by
-    /// `Accept: application/cloudevents+json`).
+    /// `cds` (the default), `cloudevents` (also chosen by
+    /// `Accept: application/cloudevents+json`) or `cdevents` (406 for an
+    /// event without a CDEvents counterpart).
     pub format: Option<String>,
 }
 
@@ -402,8 +404,8 @@ pub async fn get(
     if !caller.can_read(&EventScope::from_wire(&scope.project_key)) {
         return Err(not_found());
     }
-    if format == EventFormat::CloudEvents {
-        let mut resp = crate::cloudevents::one_response(&st.ce_source, &ev)?;
+    if let Some(standard) = Standard::of(format, &st.ce_source) {
+        let mut resp = crate::cloudevents::one_response(&standard, &ev)?;
         resp.headers_mut().insert(
             header::HeaderName::from_static(SEQ_HEADER),
             HeaderValue::from(ev.seq.0),

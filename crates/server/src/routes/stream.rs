@@ -2,6 +2,7 @@
 //! and exact resume (`Last-Event-ID`, `?since=N` or `?cursor=N`).
 
 use crate::auth::Caller;
+use crate::cloudevents::Standard;
 use crate::error::{ApiError, ErrorBody, NoTokenOrTicket};
 use crate::extract::{EventsParams, event_format, restrict_to_readable};
 use crate::slot::ConnectionSlot;
@@ -14,11 +15,9 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::{Bytes, BytesMut};
-use cds_events_api::EventFormat;
 use cds_events_api::FilterText;
 use cds_events_hub::{Feed, FeedError, LiveEvent, Matcher, sse_message};
 use cds_events_log::Seq;
-use cds_events_model::cloudevents::Source;
 use futures_util::StreamExt;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -59,7 +58,8 @@ fn resume_point(headers: &HeaderMap, params: &mut EventsParams) -> Result<Option
 /// Stream events as they are committed.
 ///
 /// Each SSE message has the sequence number as its `id:` and the full event as
-/// its `data:` (with `format=cloudevents`, a structured CloudEvent). A reconnecting `EventSource` sends `Last-Event-ID` and gets
+/// its `data:` (with `format=cloudevents`, a structured CloudEvent; with
+/// `format=cdevents`, a CDEvent, events without one skipped). A reconnecting `EventSource` sends `Last-Event-ID` and gets
 /// every matching event after it exactly once, then live. A comment every 15 s
 /// keeps proxies from closing an idle stream. A client too far behind gets an
 /// `event: lagged` message with `{"resume_from":N}`; at shutdown, an
@@ -81,10 +81,10 @@ pub async fn stream(
     let slot = ConnectionSlot::acquire(&st, "sse")?;
     let after = resume_point(&headers, &mut params)?;
     // Only the parameter chooses: a stream's `Accept` is text/event-stream.
-    let cloudevents = match event_format(params.format.as_deref(), &HeaderMap::new(), "")? {
-        EventFormat::CloudEvents => Some(st.ce_source.clone()),
-        EventFormat::Cds => None,
-    };
+    let standard = Standard::of(
+        event_format(params.format.as_deref(), &HeaderMap::new(), "")?,
+        &st.ce_source,
+    );
     let mut filter = params.filter()?;
     restrict_to_readable(&caller, &mut filter)?;
     let matcher: Arc<dyn Matcher> = Arc::new(filter);
@@ -104,7 +104,7 @@ pub async fn stream(
         feed: Some(feed),
         heartbeat,
         sent_since_tick: true,
-        cloudevents,
+        standard,
         _slot: slot,
     };
     let first = Bytes::from_static(b"retry: 2000\n: connected\n\n");
@@ -134,16 +134,21 @@ struct SseFeed {
     feed: Option<Feed>,
     heartbeat: tokio::time::Interval,
     sent_since_tick: bool,
-    /// `format=cloudevents`: each `data:` is a structured CloudEvent.
-    cloudevents: Option<Source>,
+    /// `format=cloudevents` or `cdevents`: each `data:` is a structured
+    /// CloudEvent or CDEvent (an event without a CDEvents form is skipped).
+    standard: Option<Standard>,
     _slot: ConnectionSlot,
 }
 
-/// One event's SSE message, in the connection's format.
-fn frame(cloudevents: &Option<Source>, e: &LiveEvent) -> Bytes {
-    match cloudevents {
+/// One event's SSE message, in the connection's format (nothing for an
+/// event without a CDEvents form).
+fn frame(standard: &Option<Standard>, e: &LiveEvent) -> Bytes {
+    match standard {
         None => e.sse_frame(),
-        Some(source) => sse_message(e.seq, &e.cloudevent(source)),
+        Some(s) => s
+            .live(e, "sse")
+            .map(|json| sse_message(e.seq, &json))
+            .unwrap_or_default(),
     }
 }
 
@@ -157,13 +162,13 @@ impl SseFeed {
                     self.sent_since_tick = true;
                     return Some(match next {
                         Ok(first) => {
-                            let Some(second) = feed.try_next() else { return Some(frame(&self.cloudevents, &first)) };
+                            let Some(second) = feed.try_next() else { return Some(frame(&self.standard, &first)) };
                             let mut chunk = BytesMut::with_capacity(4 * first.json.len());
-                            chunk.extend_from_slice(&frame(&self.cloudevents, &first));
-                            chunk.extend_from_slice(&frame(&self.cloudevents, &second));
+                            chunk.extend_from_slice(&frame(&self.standard, &first));
+                            chunk.extend_from_slice(&frame(&self.standard, &second));
                             for _ in 2..MAX_EVENTS_PER_CHUNK {
                                 let Some(e) = feed.try_next() else { break };
-                                chunk.extend_from_slice(&frame(&self.cloudevents, &e));
+                                chunk.extend_from_slice(&frame(&self.standard, &e));
                             }
                             chunk.freeze()
                         }

@@ -112,3 +112,76 @@ async fn a_binary_cloudevent_carries_the_full_event_as_its_body() {
     assert_eq!(got[0].header("ce-specversion"), "1.0");
     assert_eq!(got[0].json(), event, "the body is the full event");
 }
+
+/// `format: cdevents`: a run job's end is posted as a CDEvent; a type with
+/// no CDEvents counterpart gets no delivery; a run result that is no
+/// artifact gets a cancelled one, and the endpoint is not blamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cdevents_notification_posts_cdevents_and_skips_what_has_none() {
+    use cds_events_log::NewEvent;
+    use cds_events_model::{EventType, FullEvent, Payload};
+    use cds_events_webhooks::model::DeliveryStatus;
+    let rx = Receiver::ok().await;
+    let w = World::start(config()).await;
+    let mut n = input("cd", &rx.url, &[]);
+    n.format = Some(EventFormat::CdEvents);
+    w.create_with("P", n).await;
+    let job = |t: EventType, id: &str| {
+        let mut e = cds_events_log::conformance::event(t, "P", 1);
+        e.id = id.into();
+        (e.workflow_run_id, e.run_job_id, e.job_id, e.status) = (
+            "run-1".into(),
+            "rj-1".into(),
+            "compile".into(),
+            "Fail".into(),
+        );
+        e
+    };
+    let mut report = job(EventType::RunJobRunResultAdded, "ev-report");
+    report.payload =
+        Payload::from_json(r#"{"type":"tests","detail":{"data":{"name":"junit.xml"}}}"#)
+            .expect("json");
+    let events: Vec<FullEvent> = vec![
+        cds_events_log::conformance::event(EventType::ProjectUpdated, "P", 1),
+        report,
+        job(EventType::RunJobEnded, "ev-ended"),
+    ];
+    w.log
+        .append(events.into_iter().map(NewEvent::from).collect())
+        .await
+        .expect("append");
+    let got = rx.wait_for(1).await;
+    w.settled().await;
+    let got_all = rx.requests();
+    assert_eq!(got_all.len(), 1, "only the job's end is posted");
+    assert_eq!(
+        got[0].header("content-type"),
+        "application/cloudevents+json"
+    );
+    let ce = got[0].json();
+    assert_eq!(ce["type"], "dev.cdevents.taskrun.finished.0.3.0");
+    assert_eq!(ce["id"], "ev-ended");
+    assert_eq!(ce["data"]["context"]["id"], "ev-ended");
+    assert_eq!(ce["data"]["subject"]["id"], "rj-1");
+    assert_eq!(ce["data"]["subject"]["content"]["outcome"], "failure");
+    let page = w
+        .hooks
+        .deliveries("P", "cd", None, None, 10)
+        .await
+        .expect("deliveries");
+    let mut by_event: Vec<(String, DeliveryStatus)> = page
+        .deliveries
+        .iter()
+        .map(|d| (d.event_id.clone(), d.status))
+        .collect();
+    by_event.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        by_event,
+        vec![
+            ("ev-ended".to_owned(), DeliveryStatus::Succeeded),
+            ("ev-report".to_owned(), DeliveryStatus::Cancelled),
+        ],
+        "no delivery for the project update"
+    );
+    w.stop().await;
+}

@@ -20,6 +20,7 @@ pub mod cds;
 pub mod hatchery;
 
 use crate::auth::Caller;
+use crate::cloudevents::Standard;
 use crate::error::{ApiError, NoTokenOrTicket};
 use crate::extract::event_format;
 use crate::slot::ConnectionSlot;
@@ -37,7 +38,6 @@ use cds_events_auth::Principal;
 use cds_events_hub::{Feed, FeedError, LiveEvent, Matcher};
 use cds_events_log::Seq;
 use cds_events_model::EventType;
-use cds_events_model::cloudevents::Source;
 use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
@@ -69,10 +69,11 @@ const QUEUE_TYPES: &[EventType] = &[
 pub struct WsParams {
     /// Resume the first filter set after this sequence number.
     pub since: Option<u64>,
-    /// `cds` (CDS's messages, the default) or `cloudevents`: each event
+    /// `cds` (CDS's messages, the default), `cloudevents`: each event
     /// message is then one structured CloudEvent (as the CloudEvents
     /// websocket binding's `cloudevents.json` subprotocol, which chooses it
-    /// too); status messages (`KO`) are unchanged.
+    /// too), or `cdevents`: one CDEvent, events without one skipped; status
+    /// messages (`KO`) are unchanged.
     pub format: Option<String>,
 }
 
@@ -96,8 +97,8 @@ pub struct WsRequest {
     st: AppState,
     caller: Arc<Principal>,
     since: Option<Seq>,
-    /// `Some` when events go out as CloudEvents.
-    cloudevents: Option<Source>,
+    /// `Some` when events go out as CloudEvents or CDEvents.
+    cloudevents: Option<Standard>,
     upgrade: WebSocketUpgrade,
 }
 
@@ -130,7 +131,7 @@ impl FromRequestParts<AppState> for WsRequest {
             st: st.clone(),
             caller,
             since: params.since.map(Seq),
-            cloudevents: (format == EventFormat::CloudEvents).then(|| st.ce_source.clone()),
+            cloudevents: Standard::of(format, &st.ce_source),
             upgrade,
         })
     }
@@ -195,7 +196,7 @@ async fn session(
     caller: Arc<Principal>,
     since: Option<Seq>,
     fixed: Option<Arc<dyn Matcher>>,
-    cloudevents: Option<Source>,
+    cloudevents: Option<Standard>,
 ) {
     let (mut sink, mut stream) = socket.split();
     let mut feed: Option<Feed> = None;
@@ -328,25 +329,32 @@ async fn send_batch(
     sink: &mut SplitSink<WebSocket, Message>,
     first: Arc<LiveEvent>,
     feed: &mut Feed,
-    cloudevents: Option<&Source>,
+    cloudevents: Option<&Standard>,
 ) -> Result<(), axum::Error> {
-    sink.feed(text_message(&first, cloudevents)).await?;
+    if let Some(m) = text_message(&first, cloudevents) {
+        sink.feed(m).await?;
+    }
     for _ in 1..MAX_EVENTS_PER_FLUSH {
         let Some(e) = feed.try_next() else { break };
-        sink.feed(text_message(&e, cloudevents)).await?;
+        if let Some(m) = text_message(&e, cloudevents) {
+            sink.feed(m).await?;
+        }
     }
     sink.flush().await
 }
 
-fn text_message(e: &LiveEvent, cloudevents: Option<&Source>) -> Message {
-    if let Some(source) = cloudevents {
-        return Message::Text(Utf8Bytes::from(&*e.cloudevent(source)));
+/// The event's message; `None` for an event without a CDEvents form when
+/// the client asked for CDEvents (skipped, counted).
+fn text_message(e: &LiveEvent, cloudevents: Option<&Standard>) -> Option<Message> {
+    if let Some(standard) = cloudevents {
+        let json = standard.live(e, "ws")?;
+        return Some(Message::Text(Utf8Bytes::from(&*json)));
     }
     // The hub built the text once; checking it is UTF-8 costs no copy.
-    match Utf8Bytes::try_from(e.ws_message()) {
+    Some(match Utf8Bytes::try_from(e.ws_message()) {
         Ok(text) => Message::Text(text),
         Err(_) => Message::Text(String::from_utf8_lossy(&e.ws_message()).into_owned().into()),
-    }
+    })
 }
 
 async fn next_event(feed: &mut Option<Feed>) -> Result<Arc<LiveEvent>, FeedError> {
