@@ -2,7 +2,7 @@
 //! (structured, or binary with `ce-*` headers), signed over the body sent,
 //! and read by a library no one here wrote (the Python CloudEvents SDK).
 
-use crate::support::{Receiver, World, config, input};
+use crate::support::{Receiver, World, config, input, key};
 use cds_events_webhooks::model::{ContentMode, EventFormat};
 use cds_events_webhooks::signing::verify;
 use serde_json::{Value, json};
@@ -166,7 +166,7 @@ async fn a_cdevents_notification_posts_cdevents_and_skips_what_has_none() {
     assert_eq!(ce["data"]["subject"]["content"]["outcome"], "failure");
     let page = w
         .hooks
-        .deliveries("P", "cd", None, None, 10)
+        .deliveries(&key("P"), "cd", None, None, 10)
         .await
         .expect("deliveries");
     let mut by_event: Vec<(String, DeliveryStatus)> = page
