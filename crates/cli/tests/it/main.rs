@@ -247,6 +247,31 @@ impl TestServer {
         (status, r.json().expect("json answer"))
     }
 
+    /// The sink `name` as `GET /v2/sinks` shows it (`Null`: no such sink).
+    pub fn sink_status(&self, name: &str) -> Value {
+        let (status, body) = self.get("/v2/sinks");
+        assert_eq!(status, 200, "{body}");
+        body["sinks"]
+            .as_array()
+            .and_then(|all| all.iter().find(|x| x["name"] == name))
+            .cloned()
+            .unwrap_or(Value::Null)
+    }
+
+    /// Publishes `n` RunJobEnded events of project `p` numbered from
+    /// `first`, in one request; their ids.
+    pub fn publish_jobs(&self, p: &str, first: u64, n: usize) -> Vec<String> {
+        let batch: Vec<Value> = (first..first + n as u64).map(|i| job_event(p, i)).collect();
+        let (status, answer) = self.post_json(&Value::Array(batch));
+        assert_eq!(status, 200, "{answer}");
+        answer["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .map(|e| e["id"].as_str().expect("id").to_owned())
+            .collect()
+    }
+
     pub fn get(&self, path: &str) -> (u16, Value) {
         let r = self.http.get(self.url(path)).send().expect("get");
         let status = r.status().as_u16();

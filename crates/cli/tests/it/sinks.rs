@@ -69,31 +69,6 @@ fn nats_py(stream: &str, prefix: &str, expected: usize, idle: f64, delete: bool)
         .collect()
 }
 
-fn sink(s: &TestServer, name: &str) -> Value {
-    let (status, body) = s.get("/v2/sinks");
-    assert_eq!(status, 200, "{body}");
-    body["sinks"]
-        .as_array()
-        .expect("sinks")
-        .iter()
-        .find(|x| x["name"] == name)
-        .cloned()
-        .unwrap_or(Value::Null)
-}
-
-/// Publishes `n` events of project `p` numbered from `first`; their ids.
-fn publish(s: &TestServer, p: &str, first: u64, n: usize) -> Vec<String> {
-    let batch: Vec<Value> = (first..first + n as u64).map(|i| job_event(p, i)).collect();
-    let (status, answer) = s.post_json(&json!(batch));
-    assert_eq!(status, 200, "{answer}");
-    answer["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .map(|e| e["id"].as_str().expect("id").to_owned())
-        .collect()
-}
-
 #[test]
 fn sinks_are_shown_paused_resumed_and_replayed_without_their_credentials() {
     let cfg_dir = tempfile::tempdir().expect("tempdir");
@@ -107,16 +82,16 @@ fn sinks_are_shown_paused_resumed_and_replayed_without_their_credentials() {
         .arg("--config")
         .arg(cfg.to_str().expect("utf-8 path"))
         .start();
-    let ids = publish(&s, "OPS", 1, 10);
-    eventually("main sends the ten", || sink(&s, "main")["sent"] == 10);
-    let main = sink(&s, "main");
+    let ids = s.publish_jobs("OPS", 1, 10);
+    eventually("main sends the ten", || s.sink_status("main")["sent"] == 10);
+    let main = s.sink_status("main");
     assert_eq!(main["kind"], "nats");
     assert_eq!(main["state"], "running");
     assert_eq!(main["lag_events"], 0);
     eventually("down reports its broker", || {
-        sink(&s, "down")["state"] == "disconnected"
+        s.sink_status("down")["state"] == "disconnected"
     });
-    let down = sink(&s, "down");
+    let down = s.sink_status("down");
     assert_eq!(down["lag_events"], 10, "{down}");
     assert!(down["last_error"].is_string(), "{down}");
 
@@ -154,7 +129,7 @@ fn sinks_are_shown_paused_resumed_and_replayed_without_their_credentials() {
         None,
     );
     assert_eq!((status, &r["from"]), (200, &json!(1)), "{r}");
-    eventually("the replay is sent", || sink(&s, "main")["sent"] == 20);
+    eventually("the replay is sent", || s.sink_status("main")["sent"] == 20);
     // JetStream drops the replayed ids (Nats-Msg-Id): each event once.
     let got = nats_py(&stream, &prefix, ids.len(), 2.0, false);
     let got_ids: Vec<&str> = got.iter().filter_map(|m| m["id"].as_str()).collect();
@@ -180,7 +155,7 @@ fn sinks_are_shown_paused_resumed_and_replayed_without_their_credentials() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(sink(&s, "down")["state"], "paused");
+    assert_eq!(s.sink_status("down")["state"], "paused");
 
     // Metrics and status.
     let metrics = s.metrics();
@@ -223,19 +198,19 @@ fn nats_py_sees_every_event_in_order_across_a_kill_9_of_the_server() {
     let mut published = Vec::new();
     let mut n = 1;
     for _ in 0..20 {
-        published.extend(publish(&s, "KILL", n, BATCH));
+        published.extend(s.publish_jobs("KILL", n, BATCH));
         n += BATCH as u64;
     }
-    let sent_before = sink(&s, "main")["sent"].as_u64().unwrap_or(0);
+    let sent_before = s.sink_status("main")["sent"].as_u64().unwrap_or(0);
     // Mid-stream: the sink is (most likely) still sending.
     s.kill9();
     let s = start();
     for _ in 0..20 {
-        published.extend(publish(&s, "KILL", n, BATCH));
+        published.extend(s.publish_jobs("KILL", n, BATCH));
         n += BATCH as u64;
     }
     eventually("the sink catches up", || {
-        let m = sink(&s, "main");
+        let m = s.sink_status("main");
         m["lag_events"] == 0 && m["state"] == "running"
     });
     let got = nats_py(&stream, &prefix, published.len(), 5.0, true);

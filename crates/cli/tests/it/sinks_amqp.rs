@@ -70,39 +70,14 @@ fn pika(exchange: &str, queue: &str, expected: usize, idle: f64, flag: &str) -> 
         .collect()
 }
 
-fn sink(s: &TestServer, name: &str) -> Value {
-    let (status, body) = s.get("/v2/sinks");
-    assert_eq!(status, 200, "{body}");
-    body["sinks"]
-        .as_array()
-        .expect("sinks")
-        .iter()
-        .find(|x| x["name"] == name)
-        .cloned()
-        .unwrap_or(Value::Null)
-}
-
-/// Publishes `n` events of project `p` numbered from `first`; their ids.
-fn publish(s: &TestServer, p: &str, first: u64, n: usize) -> Vec<String> {
-    let batch: Vec<Value> = (first..first + n as u64).map(|i| job_event(p, i)).collect();
-    let (status, answer) = s.post_json(&json!(batch));
-    assert_eq!(status, 200, "{answer}");
-    answer["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .map(|e| e["id"].as_str().expect("id").to_owned())
-        .collect()
-}
-
 /// Waits until the sink `name` of a new server has taken its starting
 /// position: a new sink starts at the log's head, so what is published
 /// before that is never sent. One event of another project (filtered
 /// out) is published, and the sink is waited for to have passed it.
 fn wait_for_the_sinks_start(s: &TestServer, name: &str) {
-    publish(s, "WARMUP", 1, 1);
+    s.publish_jobs("WARMUP", 1, 1);
     eventually("the sink takes its start", || {
-        let m = sink(s, name);
+        let m = s.sink_status(name);
         m["position"].as_u64().is_some_and(|p| p >= 1) && m["position"] == m["head"]
     });
 }
@@ -199,11 +174,11 @@ fn pika_sees_every_event_in_order_across_the_broker_closing_the_sinks_connection
     let mut published = Vec::new();
     let mut n = 1;
     for _ in 0..5 {
-        published.extend(publish(&s, "CUT", n, BATCH));
+        published.extend(s.publish_jobs("CUT", n, BATCH));
         n += BATCH as u64;
     }
     eventually("the sink sends its first events", || {
-        sink(&s, &name)["sent"].as_u64().unwrap_or(0) > 0
+        s.sink_status(&name)["sent"].as_u64().unwrap_or(0) > 0
     });
     // The broker closes the connection while events keep coming.
     let cutter = std::thread::spawn({
@@ -215,11 +190,11 @@ fn pika_sees_every_event_in_order_across_the_broker_closing_the_sinks_connection
         if cutter.is_finished() {
             break;
         }
-        published.extend(publish(&s, "CUT", n, BATCH));
+        published.extend(s.publish_jobs("CUT", n, BATCH));
         n += BATCH as u64;
     }
     assert_eq!(cutter.join().expect("cutter"), 1, "the sink's connection");
-    let at_cut = sink(&s, &name);
+    let at_cut = s.sink_status(&name);
     println!(
         "connection closed with {} events published, {} sent, {} not yet acknowledged",
         published.len(),
@@ -227,14 +202,14 @@ fn pika_sees_every_event_in_order_across_the_broker_closing_the_sinks_connection
         at_cut["lag_events"]
     );
     for _ in 0..10 {
-        published.extend(publish(&s, "CUT", n, BATCH));
+        published.extend(s.publish_jobs("CUT", n, BATCH));
         n += BATCH as u64;
     }
     eventually("the sink catches up", || {
-        let m = sink(&s, &name);
+        let m = s.sink_status(&name);
         m["lag_events"] == 0 && m["state"] == "running"
     });
-    let status = sink(&s, &name);
+    let status = s.sink_status(&name);
     assert_eq!(status["kind"], "amqp");
     assert!(
         status["failed"].as_u64().is_some_and(|f| f >= 1),
@@ -280,19 +255,19 @@ fn pika_sees_every_event_in_order_across_a_kill_9_of_the_server() {
     let mut published = Vec::new();
     let mut n = 1;
     for _ in 0..20 {
-        published.extend(publish(&s, "KILL", n, BATCH));
+        published.extend(s.publish_jobs("KILL", n, BATCH));
         n += BATCH as u64;
     }
-    let sent_before = sink(&s, &name)["sent"].as_u64().unwrap_or(0);
+    let sent_before = s.sink_status(&name)["sent"].as_u64().unwrap_or(0);
     // Mid-stream: the sink is (most likely) still sending.
     s.kill9();
     let s = start();
     for _ in 0..20 {
-        published.extend(publish(&s, "KILL", n, BATCH));
+        published.extend(s.publish_jobs("KILL", n, BATCH));
         n += BATCH as u64;
     }
     eventually("the sink catches up", || {
-        let m = sink(&s, &name);
+        let m = s.sink_status(&name);
         m["lag_events"] == 0 && m["state"] == "running"
     });
     let got = pika(&exchange, &queue, published.len(), 5.0, "--delete");

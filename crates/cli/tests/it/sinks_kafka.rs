@@ -172,13 +172,7 @@ impl Setup {
 }
 
 fn sink(s: &TestServer) -> Value {
-    let (status, body) = s.get("/v2/sinks");
-    assert_eq!(status, 200, "{body}");
-    body["sinks"]
-        .as_array()
-        .and_then(|all| all.iter().find(|x| x["name"] == "main"))
-        .cloned()
-        .unwrap_or(Value::Null)
+    s.sink_status("main")
 }
 
 /// Publishes `BATCH` events numbered from `first`, in runs `run-0` …

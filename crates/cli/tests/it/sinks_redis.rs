@@ -115,17 +115,7 @@ fn publish(s: &TestServer, p: &str, first: u64, n: usize) -> Vec<(String, String
 }
 
 fn sink(s: &TestServer) -> Value {
-    sink_named(s, "cds-ui")
-}
-
-fn sink_named(s: &TestServer, name: &str) -> Value {
-    let (status, body) = s.get("/v2/sinks");
-    assert_eq!(status, 200, "{body}");
-    body["sinks"]
-        .as_array()
-        .and_then(|all| all.iter().find(|x| x["name"] == name))
-        .cloned()
-        .unwrap_or(Value::Null)
+    s.sink_status("cds-ui")
 }
 
 /// The ids `source` brought, in order.
@@ -296,7 +286,7 @@ fn what_a_redis_sink_publishes_another_servers_bridge_stores_once_under_the_same
     }
     let ids: Vec<String> = published.into_iter().map(|(id, _)| id).collect();
     eventually("A's sink sends every event", || {
-        sink_named(&a, "to-b")["sent"] == ids.len()
+        a.sink_status("to-b")["sent"] == ids.len()
     });
     eventually("B stores every event", || {
         b.ids("&project_key=BRIDGED").len() >= ids.len()
