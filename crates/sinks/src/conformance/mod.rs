@@ -150,7 +150,7 @@ impl Running {
     /// Starts `configs` on `log` and waits until each has stored its
     /// starting position (what is appended from then on is sent).
     pub async fn start(log: &Arc<dyn EventLog>, configs: &[SinkConfig]) -> Running {
-        let sinks = Sinks::new(Arc::clone(log), configs, None).expect("valid sinks");
+        let sinks = Sinks::new(Arc::clone(log), "conformance", configs, None).expect("valid sinks");
         let stop = CancellationToken::new();
         let task = tokio::spawn({
             let (sinks, stop) = (sinks.clone(), stop.clone());
