@@ -12,6 +12,9 @@ use utoipa::ToSchema;
 pub enum SinkState {
     /// Not connected yet (starting).
     Connecting,
+    /// Another instance sharing the log (PostgreSQL) runs this sink; this
+    /// one takes over when that one goes.
+    Standby,
     /// Connected; sending whatever it reads.
     Running,
     /// Paused by an operator: nothing is sent, the position stays.

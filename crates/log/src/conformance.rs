@@ -584,6 +584,7 @@ macro_rules! conformance_tests {
             a_reader_following_the_head_never_sees_an_event_below_one_it_has_seen,
             a_registered_consumers_hold_keeps_its_events_through_a_purge,
             a_consumers_pause_is_kept_apart_from_its_position_and_across_a_reopen,
+            a_consumers_lead_has_one_holder_and_fences_its_position,
         );
     };
     (@each $make:expr; $($name:ident),+ $(,)?) => {

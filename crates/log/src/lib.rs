@@ -17,8 +17,8 @@ pub mod postgres;
 pub mod sqlite;
 
 pub use consumer::{
-    Checkpoint, Consumer, ConsumerError, DurableConsumers, FollowOptions, LogPositions,
-    PositionStore, RetentionHold, follow,
+    Checkpoint, Consumer, ConsumerError, ConsumerLeads, DurableConsumers, FollowOptions, Lead,
+    LedPositions, LogPositions, PositionStore, RetentionHold, follow,
 };
 
 use async_trait::async_trait;
@@ -172,6 +172,10 @@ pub enum LogError {
     /// away; retrying may succeed.
     #[error("the log is busy: {0}")]
     Busy(String),
+    /// A position write under a lead that is no longer the latest: another
+    /// instance leads the consumer now, and nothing was written.
+    #[error("another instance leads this consumer now")]
+    LostLead,
 }
 
 /// The event log. Implementations are shared as `Arc<dyn EventLog>`.
@@ -215,6 +219,14 @@ pub trait EventLog: Send + Sync + fmt::Debug + 'static {
     /// Records whether a named consumer is paused (its position, if any,
     /// stays as it is).
     async fn set_consumer_paused(&self, consumer: &str, paused: bool) -> Result<(), LogError>;
+
+    /// The leads of named consumers, for a backend that several instances
+    /// share (PostgreSQL): a consumer that must run once between them (a
+    /// broker sink) takes its lead there. `None` (SQLite): one process owns
+    /// the log, so whatever runs a consumer leads it.
+    fn leads(&self) -> Option<&dyn ConsumerLeads> {
+        None
+    }
 
     /// Deletes one small batch of the oldest events beyond `retention`.
     /// Returns how many were deleted; call again while it returns `batch`.

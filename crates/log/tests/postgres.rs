@@ -526,7 +526,7 @@ async fn a_server_that_is_away_at_open_is_busy() {
 /// A database made by the first layout (version 1, before pauses were kept)
 /// is brought to the current one at open, its positions untouched.
 #[tokio::test]
-async fn a_version_1_database_gains_the_consumer_pauses_at_open() {
+async fn a_version_1_database_gains_the_consumer_pauses_and_leads_at_open() {
     let h = Postgres::new().await;
     let log = h.log(PgLogOptions::default()).await;
     log.set_consumer_position("sink:old", Seq(7))
@@ -541,6 +541,7 @@ async fn a_version_1_database_gains_the_consumer_pauses_at_open() {
         .expect("conn")
         .batch_execute(
             "DROP TABLE log_consumer_pauses;
+             DROP TABLE log_consumer_leads;
              UPDATE cds_events_schema SET version = 1 WHERE component = 'log';",
         )
         .await
@@ -554,5 +555,71 @@ async fn a_version_1_database_gains_the_consumer_pauses_at_open() {
         log.consumer_position("sink:old").await.expect("position"),
         Some(Seq(7))
     );
+    let leads = log.leads().expect("leads");
+    let lead = leads.lead("sink:old", "here").await.expect("lead");
+    leads
+        .save_position(&lead, "sink:old", Seq(8))
+        .await
+        .expect("a led save");
+    drop(lead);
     log.close().await.expect("close");
+}
+
+/// A consumer's lead dies with its session: the holder's lead connection
+/// killed (a cut connection, a dead process), the instance waiting gets the
+/// lead at once with a later term, and the holder is told its lead is lost
+/// within seconds; its position writes are refused from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumers_lead_passes_on_when_its_session_dies() {
+    let h = Postgres::new().await;
+    let a = h.log(PgLogOptions::default()).await;
+    let b = Arc::new(h.log(PgLogOptions::default()).await);
+    let held = a
+        .leads()
+        .expect("leads")
+        .lead("sink:cut", "a")
+        .await
+        .expect("lead");
+    let waiting = {
+        let b = Arc::clone(&b);
+        tokio::spawn(async move { b.leads().expect("leads").lead("sink:cut", "b").await })
+    };
+    let sql = h.sql().await;
+    let killed: i64 = sql
+        .get()
+        .await
+        .expect("conn")
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = $1
+               AND pid IN (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted)",
+            &[&cds_events_log::postgres::lead_session_name("sink:cut")],
+        )
+        .await
+        .expect("terminate")
+        .get(0);
+    assert_eq!(killed, 1, "the holder's session");
+    let taken = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the waiter takes the lead")
+        .expect("task")
+        .expect("lead");
+    assert!(taken.term() > held.term());
+    tokio::time::timeout(Duration::from_secs(10), held.lost())
+        .await
+        .expect("the holder learns that its lead is lost");
+    let refused = a
+        .leads()
+        .expect("leads")
+        .save_position(&held, "sink:cut", Seq(4))
+        .await;
+    assert!(matches!(refused, Err(LogError::LostLead)), "{refused:?}");
+    b.leads()
+        .expect("leads")
+        .save_position(&taken, "sink:cut", Seq(6))
+        .await
+        .expect("the new holder saves");
+    drop((held, taken));
+    a.close().await.expect("close");
+    b.close().await.expect("close");
 }

@@ -154,6 +154,9 @@ impl From<cds_events_sinks::SinksError> for ApiError {
             SinksError::NoSuchSink(name) => ApiError::not_found(format!("no sink named {name}")),
             e @ SinksError::BeyondHead { .. } => ApiError::bad_param("from", e.to_string()),
             SinksError::Log(e) => e.into(),
+            e @ SinksError::NotLeading { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "not_leading", e.to_string())
+            }
             other => {
                 tracing::error!(error = %other, "sink operation failed");
                 ApiError::new(

@@ -199,7 +199,7 @@ impl Server {
         let webhooks = stores::open_webhooks(&config, &instance, Arc::clone(&log)).await?;
         let consumers = DurableConsumers::default();
         consumers.register(Arc::new(webhooks.clone()));
-        let sinks = sinks(&config, Arc::clone(&log))?;
+        let sinks = sinks(&config, &instance, Arc::clone(&log))?;
         // Before any ingest: a new sink sends every event from now on.
         sinks.start_positions().await?;
         // Retention keeps what each sink has not sent.
@@ -347,13 +347,22 @@ fn bridge(config: &Config) -> Result<Option<cds_events_bridge::Bridge>, ServerEr
 /// The `[[sinks]]`, built (they connect when the server runs). They yield
 /// to ingest on a saturated machine as the webhooks engine does, by the
 /// same settings.
-fn sinks(config: &Config, log: Arc<dyn EventLog>) -> Result<cds_events_sinks::Sinks, ServerError> {
+fn sinks(
+    config: &Config,
+    instance: &str,
+    log: Arc<dyn EventLog>,
+) -> Result<cds_events_sinks::Sinks, ServerError> {
     let w = &config.webhooks;
     let policy = w.yield_to_ingest.then_some(cds_events_log::pacing::Policy {
         cpu: w.yield_cpu,
         floor: w.yield_rate,
     });
-    Ok(cds_events_sinks::Sinks::new(log, &config.sinks, policy)?)
+    Ok(cds_events_sinks::Sinks::new(
+        log,
+        instance,
+        &config.sinks,
+        policy,
+    )?)
 }
 
 /// The accept loop: HTTP/1.1 and HTTP/2, over TLS when configured, with a

@@ -14,7 +14,8 @@ use crate::{Health, Message, Sink, SinkError};
 use cds_events_api::SinkState;
 use cds_events_log::pacing::Pacing;
 use cds_events_log::{
-    Checkpoint, Consumer, ConsumerError, FollowOptions, LogPositions, Seq, StoredEvent,
+    Checkpoint, Consumer, ConsumerError, EventLog, FollowOptions, Lead, LedPositions, LogError,
+    LogPositions, PositionStore, RetentionHold, Seq, StoredEvent,
 };
 use cds_events_model::EventFilter;
 use chrono::{DateTime, Utc};
@@ -30,7 +31,12 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) config: SinkConfig,
+    log: Arc<dyn EventLog>,
     pub(crate) positions: LogPositions,
+    /// The sink's lead while this instance holds it, on a log that several
+    /// instances share (`EventLog::leads`); `None` otherwise. The position
+    /// is then written only under it.
+    lead: Mutex<Option<Arc<Lead>>>,
     pub(crate) status: Mutex<Status>,
     pub(crate) sent: AtomicU64,
     pub(crate) failed: AtomicU64,
@@ -52,10 +58,13 @@ pub(crate) struct Status {
 }
 
 impl Shared {
-    pub(crate) fn new(config: SinkConfig, positions: LogPositions) -> Shared {
+    pub(crate) fn new(config: SinkConfig, log: Arc<dyn EventLog>) -> Shared {
+        let positions = LogPositions::new(Arc::clone(&log), format!("sink:{}", config.name));
         Shared {
             config,
+            log,
             positions,
+            lead: Mutex::new(None),
             status: Mutex::new(Status {
                 state: SinkState::Connecting,
                 position: Seq(0),
@@ -73,8 +82,39 @@ impl Shared {
         self.status.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn set_state(&self, state: SinkState) {
+    pub(crate) fn set_state(&self, state: SinkState) {
         self.status().state = state;
+    }
+
+    /// The lead this instance holds, if any.
+    pub(crate) fn lead(&self) -> Option<Arc<Lead>> {
+        self.lead.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn set_lead(&self, lead: Option<Arc<Lead>>) {
+        *self.lead.lock().unwrap_or_else(|e| e.into_inner()) = lead;
+    }
+
+    /// Whether the sink must take a lead before it sends: the log is shared
+    /// by several instances.
+    pub(crate) fn needs_lead(&self) -> bool {
+        self.log.leads().is_some()
+    }
+
+    /// Where the position is written now: under the lead when the log has
+    /// leads (refused once the lead is lost, or without one), else plainly.
+    pub(crate) fn position_store(&self) -> Arc<dyn PositionStore> {
+        if !self.needs_lead() {
+            return Arc::new(self.positions.clone());
+        }
+        match self.lead() {
+            Some(lead) => Arc::new(LedPositions::new(
+                Arc::clone(&self.log),
+                self.positions.name().to_owned(),
+                lead,
+            )),
+            None => Arc::new(Unled),
+        }
     }
 
     fn record_failure(&self, e: &SinkError) {
@@ -84,6 +124,21 @@ impl Shared {
         let mut s = self.status();
         s.state = SinkState::Disconnected;
         s.last_error = Some((e.to_string(), Utc::now()));
+    }
+}
+
+/// The position store of a sink that would write without holding the lead
+/// of a shared log: every save is refused.
+struct Unled;
+
+#[async_trait::async_trait]
+impl PositionStore for Unled {
+    async fn load(&self) -> Result<Option<Seq>, ConsumerError> {
+        Err(ConsumerError::Log(LogError::LostLead))
+    }
+
+    async fn save(&self, _: Seq) -> Result<(), ConsumerError> {
+        Err(ConsumerError::Log(LogError::LostLead))
     }
 }
 
@@ -148,6 +203,10 @@ impl Driver {
         }
     }
 
+    pub(crate) fn is_connected(&self) -> bool {
+        self.connected
+    }
+
     pub(crate) async fn health(&self) -> Health {
         self.sink.health().await
     }
@@ -207,8 +266,9 @@ impl Consumer for Driver {
         &self.consumer_name
     }
 
+    /// Asked at each start of `follow`: under the lead held then.
     fn checkpoint(&self) -> Checkpoint {
-        Checkpoint::AfterBatch(Arc::new(self.shared.positions.clone()))
+        Checkpoint::AfterBatch(self.shared.position_store())
     }
 
     /// Waits while paused, then until the reconnect backoff is over, then
@@ -224,6 +284,10 @@ impl Consumer for Driver {
     }
 
     async fn handle(&mut self, batch: &[StoredEvent]) -> Result<(), ConsumerError> {
+        // A deposed holder sends nothing more (its run is being stopped).
+        if self.shared.lead().is_some_and(|l| l.is_lost()) {
+            return Err(ConsumerError::Log(LogError::LostLead));
+        }
         let messages = self.messages(batch);
         if messages.is_empty() {
             return Ok(());
@@ -292,10 +356,7 @@ mod tests {
             crate::SinkKind::Redis(crate::redis::RedisConfig::new("redis://x")),
         );
         c.send_timeout = Duration::from_millis(100);
-        let shared = Arc::new(Shared::new(
-            c,
-            LogPositions::new(Arc::clone(&log), "sink:hang"),
-        ));
+        let shared = Arc::new(Shared::new(c, Arc::clone(&log)));
         let pacing = Arc::new(Pacing::new("test", "cds_events_test_yield_rate"));
         let mut driver = Driver::new(Arc::clone(&shared), Box::new(Hangs), None, pacing);
         let failed = tokio::time::timeout(Duration::from_secs(10), driver.handle(&batch))

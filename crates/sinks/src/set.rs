@@ -1,13 +1,18 @@
 //! Every configured sink of this process: built at start, run until
 //! shutdown, each in a task of its own; status, pause, resume and replay
 //! for the API.
+//!
+//! On a log that several instances share (PostgreSQL, `EventLog::leads`)
+//! each sink runs on one instance at a time: it waits for its lead
+//! (`standby`), runs under it (its position written only under the lead's
+//! term), and when the lead is lost stops sending and waits again.
 
 use crate::config::{SinkConfig, SinkConfigError};
 use crate::driver::{Driver, Shared};
 use crate::{Health, SinkError};
 use cds_events_api::{ReplayOut, SinkOut, SinkState};
 use cds_events_log::pacing::{Pacing, Policy};
-use cds_events_log::{EventLog, LogError, LogPositions, PositionStore, RetentionHold, Seq, follow};
+use cds_events_log::{EventLog, Lead, LogError, RetentionHold, Seq, follow};
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -31,6 +36,10 @@ pub enum SinksError {
     Log(#[from] LogError),
     #[error("the sinks are already running")]
     Running,
+    /// On a shared log, only the instance that runs a sink moves its
+    /// position.
+    #[error("sink {name} runs on another instance ({holder}); ask it there")]
+    NotLeading { name: String, holder: String },
 }
 
 /// The sinks of this process; cheap to clone (clones share them).
@@ -41,6 +50,9 @@ pub struct Sinks {
 
 struct Inner {
     log: Arc<dyn EventLog>,
+    /// This process among the instances sharing the log: the holder the
+    /// leads name.
+    instance: String,
     entries: Vec<Entry>,
     pacing: Arc<Pacing>,
     policy: Option<Policy>,
@@ -62,8 +74,10 @@ impl std::fmt::Debug for Sinks {
 impl Sinks {
     /// Checks and builds every sink (nothing connects before `run`).
     /// `policy`: yield to ingest on a saturated machine (`None`: never).
+    /// `instance` names this process in the leads of a shared log.
     pub fn new(
         log: Arc<dyn EventLog>,
+        instance: &str,
         configs: &[SinkConfig],
         policy: Option<Policy>,
     ) -> Result<Sinks, SinksError> {
@@ -84,8 +98,7 @@ impl Sinks {
                 name: c.name.clone(),
                 error,
             })?;
-            let positions = LogPositions::new(Arc::clone(&log), format!("sink:{}", c.name));
-            let shared = Arc::new(Shared::new(c.clone(), positions));
+            let shared = Arc::new(Shared::new(c.clone(), Arc::clone(&log)));
             let driver = Driver::new(Arc::clone(&shared), sink, filter, Arc::clone(&pacing));
             entries.push(Entry {
                 shared,
@@ -95,6 +108,7 @@ impl Sinks {
         Ok(Sinks {
             inner: Arc::new(Inner {
                 log,
+                instance: instance.to_owned(),
                 entries,
                 pacing,
                 policy,
@@ -153,6 +167,7 @@ impl Sinks {
                 .ok_or(SinksError::Running)?;
             tracker.spawn(run_one(
                 Arc::clone(&self.inner.log),
+                self.inner.instance.clone(),
                 driver,
                 shutdown.clone(),
             ));
@@ -161,6 +176,13 @@ impl Sinks {
                 Arc::clone(&entry.shared),
                 shutdown.clone(),
             ));
+            if self.inner.log.leads().is_some() {
+                tracker.spawn(follow_pause(
+                    Arc::clone(&self.inner.log),
+                    Arc::clone(&entry.shared),
+                    shutdown.clone(),
+                ));
+            }
         }
         if let Some(policy) = self.inner.policy
             && !self.is_empty()
@@ -203,7 +225,18 @@ impl Sinks {
     }
 
     async fn status_of(&self, shared: &Shared, head: Seq) -> SinkOut {
-        let status = shared.status().clone();
+        let mut status = shared.status().clone();
+        if status.state == SinkState::Standby {
+            // Another instance moves it: the stored one.
+            if let Ok(Some(p)) = self
+                .inner
+                .log
+                .consumer_position(shared.positions.name())
+                .await
+            {
+                status.position = p;
+            }
+        }
         let lag_events = head.0.saturating_sub(status.position.0);
         let lag_seconds = if lag_events == 0 {
             0.0
@@ -277,18 +310,29 @@ impl Sinks {
                 run.cancel();
                 done.cancelled().await;
             }
-            // Not running: the position alone.
+            // Not running: the position alone, unless another instance
+            // runs the sink (it would overwrite it).
             None => {
                 shared
                     .replay
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .take();
-                shared
-                    .positions
-                    .save(Seq(from - 1))
-                    .await
-                    .map_err(|e| SinksError::Log(LogError::Backend(Box::new(e))))?;
+                let saved = shared.position_store().save(Seq(from - 1)).await;
+                match saved {
+                    Ok(()) => {}
+                    Err(cds_events_log::ConsumerError::Log(LogError::LostLead)) => {
+                        let holder = match self.inner.log.leads() {
+                            Some(leads) => leads.holder(shared.positions.name()).await?,
+                            None => None,
+                        };
+                        return Err(SinksError::NotLeading {
+                            name: name.to_owned(),
+                            holder: holder.unwrap_or_else(|| "none yet".into()),
+                        });
+                    }
+                    Err(e) => return Err(SinksError::Log(LogError::Backend(Box::new(e)))),
+                }
                 shared.status().position = Seq(from - 1);
             }
         }
@@ -299,12 +343,99 @@ impl Sinks {
     }
 }
 
-/// One sink until `shutdown`: connect, follow; after a replay's stop, move
-/// the position and follow again.
-async fn run_one(log: Arc<dyn EventLog>, mut driver: Driver, shutdown: CancellationToken) {
+/// One sink until `shutdown`: on a shared log, wait for its lead first and
+/// again whenever it is lost; under it (or at once on a log of one
+/// process) connect and follow, moving the position for a replay between
+/// two runs.
+async fn run_one(
+    log: Arc<dyn EventLog>,
+    instance: String,
+    mut driver: Driver,
+    shutdown: CancellationToken,
+) {
     let shared = Arc::clone(&driver.shared);
     let name = shared.config.name.clone();
-    // An operator's pause from an earlier run holds before anything is sent.
+    loop {
+        let lead = match log.leads() {
+            None => None,
+            Some(leads) => {
+                shared.set_state(SinkState::Standby);
+                match wait_lead(leads, &shared, &instance, &shutdown).await {
+                    Some(lead) => Some(lead),
+                    None => break,
+                }
+            }
+        };
+        shared.set_lead(lead.clone());
+        let (back, next) = under(&log, driver, lead.as_deref(), &shutdown).await;
+        driver = back;
+        // Given up: the next holder resumes from the position stored.
+        shared.set_lead(None);
+        drop(lead);
+        match next {
+            Next::Lost => {
+                tracing::warn!(sink = %name, "lost the sink's lead; another instance sends now");
+                continue;
+            }
+            Next::Stop => break,
+        }
+    }
+    shared.status().state = SinkState::Stopped;
+    if let Health::Connected = driver.health().await {
+        tracing::info!(sink = %name, "sink stopped");
+    }
+}
+
+/// Why a sink stopped running under a lead.
+enum Next {
+    /// The lead was lost: wait for it again.
+    Lost,
+    /// The server stops, or the log closed.
+    Stop,
+}
+
+/// Waits until this instance leads the sink; `None` at `shutdown`.
+async fn wait_lead(
+    leads: &dyn cds_events_log::ConsumerLeads,
+    shared: &Shared,
+    instance: &str,
+    shutdown: &CancellationToken,
+) -> Option<Arc<Lead>> {
+    let consumer = shared.positions.name();
+    loop {
+        let taken = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            lead = leads.lead(consumer, instance) => lead,
+        };
+        match taken {
+            Ok(lead) => {
+                tracing::info!(sink = %shared.config.name, term = lead.term(), "leading the sink: it sends from this instance");
+                return Some(Arc::new(lead));
+            }
+            Err(e) => {
+                tracing::warn!(sink = %shared.config.name, error = %e, "cannot take the sink's lead; trying again");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Runs the sink (under `lead`, if any) until the lead is lost, `shutdown`,
+/// or the log closes.
+async fn under(
+    log: &Arc<dyn EventLog>,
+    mut driver: Driver,
+    lead: Option<&Lead>,
+    shutdown: &CancellationToken,
+) -> (Driver, Next) {
+    let shared = Arc::clone(&driver.shared);
+    let name = shared.config.name.clone();
+    let lost = || lead.is_some_and(Lead::is_lost);
+    // An operator's pause (from an earlier run, or from another instance)
+    // holds before anything is sent.
     loop {
         match log.consumer_paused(shared.positions.name()).await {
             Ok(paused) => {
@@ -314,41 +445,64 @@ async fn run_one(log: Arc<dyn EventLog>, mut driver: Driver, shutdown: Cancellat
             Err(e) => {
                 tracing::warn!(sink = %name, error = %e, "cannot read whether the sink is paused; retrying");
                 tokio::select! {
-                    _ = shutdown.cancelled() => return,
+                    _ = shutdown.cancelled() => return (driver, Next::Stop),
                     _ = tokio::time::sleep(Duration::from_millis(500)) => {}
                 }
             }
         }
     }
-    if driver.connect().await.is_ok() {
-        tracing::info!(sink = %name, kind = shared.config.kind.name(), "sink connected");
+    if !driver.is_connected() {
+        shared.set_state(SinkState::Connecting);
+        if driver.connect().await.is_ok() {
+            tracing::info!(sink = %name, kind = shared.config.kind.name(), "sink connected");
+        }
+    } else {
+        shared.set_state(SinkState::Running);
     }
-    loop {
+    let next = loop {
         let run = shutdown.child_token();
         *shared.run.lock().unwrap_or_else(|e| e.into_inner()) = Some(run.clone());
         // A replay asked between two runs takes effect now.
         if !take_replay(&shared).await {
             let options = driver.options();
-            driver = follow(Arc::clone(&log), driver, options, run).await;
+            let following = follow(Arc::clone(log), driver, options, run.clone());
+            // A lost lead stops the run: nothing more is sent from here.
+            driver = match lead {
+                Some(lead) => {
+                    let mut following = std::pin::pin!(following);
+                    tokio::select! {
+                        d = &mut following => d,
+                        _ = lead.lost() => {
+                            run.cancel();
+                            following.await
+                        }
+                    }
+                }
+                None => following.await,
+            };
         }
         if shutdown.is_cancelled() {
-            break;
+            break Next::Stop;
+        }
+        if lost() {
+            break Next::Lost;
         }
         if !take_replay(&shared).await && !shutdown.is_cancelled() {
-            // The log closed.
-            break;
+            // The lead lost by the replay's save, or the log closed.
+            break if lost() { Next::Lost } else { Next::Stop };
         }
-    }
+    };
     shared.run.lock().unwrap_or_else(|e| e.into_inner()).take();
-    // A replay asked as the server stopped: its position still moves.
-    take_replay(&shared).await;
-    shared.status().state = SinkState::Stopped;
-    if let Health::Connected = driver.health().await {
-        tracing::info!(sink = %name, "sink stopped");
+    if let Next::Stop = next {
+        // A replay asked as the server stopped: its position still moves.
+        take_replay(&shared).await;
     }
+    (driver, next)
 }
 
 /// Moves the position for a pending replay; answers whether there was one.
+/// Under a lead that is lost meanwhile, the replay is dropped (the new
+/// holder's position stands).
 async fn take_replay(shared: &Shared) -> bool {
     let pending = shared
         .replay
@@ -358,9 +512,15 @@ async fn take_replay(shared: &Shared) -> bool {
     let Some((position, done)) = pending else {
         return false;
     };
+    let store = shared.position_store();
     loop {
-        match shared.positions.save(position).await {
+        match store.save(position).await {
             Ok(()) => break,
+            Err(cds_events_log::ConsumerError::Log(LogError::LostLead)) => {
+                tracing::warn!(sink = %shared.config.name, "the sink's lead was lost: the replay is not done here");
+                done.cancel();
+                return false;
+            }
             Err(e) => {
                 tracing::warn!(sink = %shared.config.name, error = %e, "cannot move the position for a replay; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
@@ -384,6 +544,22 @@ async fn lag_gauge(log: Arc<dyn EventLog>, shared: Arc<Shared>, shutdown: Cancel
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+/// On a shared log, a pause or resume asked of another instance reaches
+/// the one that sends within a second: the stored flag is read again.
+async fn follow_pause(log: Arc<dyn EventLog>, shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        if let Ok(paused) = log.consumer_paused(shared.positions.name()).await {
+            shared
+                .paused
+                .send_if_modified(|p| std::mem::replace(p, paused) != paused);
         }
     }
 }

@@ -301,3 +301,71 @@ fn what_a_redis_sink_publishes_another_servers_bridge_stores_once_under_the_same
     let bridge = b.get("/mon/status").1["bridge"].clone();
     println!("B's bridge after {} events: {bridge}", ids.len());
 }
+
+/// Two servers on one PostgreSQL database, both configured with the same
+/// sink: one sends, the other stands by; the sender `kill -9`ed, the other
+/// takes over from the stored position. redis-py sees every event in order,
+/// again at most the one batch in flight.
+#[test]
+fn two_servers_on_one_postgres_send_each_event_from_one_and_hand_over_at_a_kill_9() {
+    let n = names("lead");
+    let db = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(cds_events_store::pg::testing::TempDatabase::create())
+        .expect("a test database on the local PostgreSQL");
+    let cfg_dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config_file(cfg_dir.path(), &n);
+    let start = || {
+        TestServer::builder()
+            .arg("--postgres")
+            .arg(db.url())
+            .env("CDS_EVENTS_WEBHOOKS__KEY", crate::postgres::KEY)
+            .arg("--config")
+            .arg(cfg.to_str().expect("utf-8 path"))
+            .start()
+    };
+    let mut servers = [start(), start()];
+    let holder = |servers: &[TestServer; 2]| -> usize {
+        let mut found = None;
+        eventually("one server sends, the other stands by", || {
+            let states: Vec<Value> = servers.iter().map(|s| sink(s)["state"].clone()).collect();
+            found = states.iter().position(|s| s == "running");
+            states.contains(&json!("running")) && states.contains(&json!("standby"))
+        });
+        found.expect("a sender")
+    };
+    let first = holder(&servers);
+    let other = 1 - first;
+    let reader = redis_py(&n, 20 * BATCH, 30.0);
+    let mut published = Vec::new();
+    let mut next = 1;
+    for _ in 0..10 {
+        published.extend(publish(&servers[other], "LEAD", next, BATCH));
+        next += BATCH as u64;
+    }
+    let sent_before = sink(&servers[first])["sent"].as_u64().unwrap_or(0);
+    assert_eq!(
+        sink(&servers[other])["sent"],
+        0,
+        "the standby sends nothing"
+    );
+    servers[first].kill9();
+    eventually("the other server takes over", || {
+        sink(&servers[other])["state"] == "running"
+    });
+    for _ in 0..10 {
+        published.extend(publish(&servers[other], "LEAD", next, BATCH));
+        next += BATCH as u64;
+    }
+    eventually("the new sender catches up", || {
+        sink(&servers[other])["lag_events"] == 0
+    });
+    let got = reader.finish();
+    let all: Vec<String> = published.iter().map(|(id, _)| id.clone()).collect();
+    let (channel, dups) = firsts_and_duplicates(&from(&got, "channel"));
+    println!("sent before kill -9: {sent_before} of 500; duplicates: {dups} (batch {BATCH})");
+    assert_eq!(channel, all, "nothing lost, in order");
+    assert!(dups <= BATCH, "duplicates only within one batch: {dups}");
+}

@@ -83,3 +83,73 @@ pub async fn a_consumers_pause_is_kept_apart_from_its_position_and_across_a_reop
     );
     log.close().await.expect("close");
 }
+
+/// On a backend that several instances share ([`EventLog::leads`]), a
+/// consumer's lead has one holder at a time, the next one waits and gets a
+/// later term, and a position write under any lead but the latest is
+/// refused: a deposed holder moves the position neither back nor forward.
+/// A backend without leads (SQLite: one process) has nothing to check.
+///
+/// [`EventLog::leads`]: crate::EventLog::leads
+pub async fn a_consumers_lead_has_one_holder_and_fences_its_position(h: &dyn Harness) {
+    let a = h.open().await;
+    let Some(leads_a) = a.leads() else {
+        a.close().await.expect("close");
+        return;
+    };
+    let b = h.open().await;
+    let first = leads_a.lead("sink:led", "a").await.expect("lead");
+    leads_a
+        .save_position(&first, "sink:led", Seq(5))
+        .await
+        .expect("the holder saves");
+    // Another consumer's lead is apart: taken at once.
+    let other = leads_a.lead("sink:other", "a").await.expect("other lead");
+    // The same consumer's lead, asked from another instance, waits.
+    let waiting = {
+        let b = Arc::clone(&b);
+        tokio::spawn(async move { b.leads().expect("leads").lead("sink:led", "b").await })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "one holder at a time");
+    let deposed = first.term();
+    drop(first);
+    let second = tokio::time::timeout(std::time::Duration::from_secs(20), waiting)
+        .await
+        .expect("the waiter takes the lead once it is given up")
+        .expect("task")
+        .expect("lead");
+    assert!(second.term() > deposed, "a later term");
+    assert_eq!(
+        leads_a.holder("sink:led").await.expect("holder").as_deref(),
+        Some("b")
+    );
+    // A holder that has not noticed it was deposed: same term, as it had.
+    let stale = crate::Lead::new(deposed, Default::default(), ());
+    for seq in [Seq(3), Seq(9)] {
+        let refused = leads_a.save_position(&stale, "sink:led", seq).await;
+        assert!(
+            matches!(refused, Err(crate::LogError::LostLead)),
+            "{refused:?}"
+        );
+        assert!(stale.is_lost(), "a refused save marks the lead lost");
+    }
+    assert_eq!(
+        a.consumer_position("sink:led").await.expect("position"),
+        Some(Seq(5)),
+        "the deposed holder moved it neither back nor forward"
+    );
+    b.leads()
+        .expect("leads")
+        .save_position(&second, "sink:led", Seq(7))
+        .await
+        .expect("the new holder saves");
+    assert_eq!(
+        b.consumer_position("sink:led").await.expect("position"),
+        Some(Seq(7))
+    );
+    assert!(!second.is_lost() && !other.is_lost());
+    drop((second, other));
+    a.close().await.expect("close");
+    b.close().await.expect("close");
+}

@@ -19,6 +19,7 @@
 //! itself.
 
 mod follow;
+mod lead;
 mod position;
 mod retention;
 
@@ -26,6 +27,7 @@ mod retention;
 mod tests;
 
 pub use follow::follow;
+pub use lead::{ConsumerLeads, Lead, LedPositions};
 pub use position::{LogPositions, PositionStore};
 pub use retention::{DurableConsumers, HoldError, RetentionHold};
 

@@ -22,6 +22,10 @@
 //! `log_head` (`head.rs`); the hub and the webhooks engine follow the log
 //! through it, so live fan-out works across instances.
 //!
+//! A consumer that must run once between the instances (a broker sink)
+//! takes its lead here ([`ConsumerLeads`], `lead.rs`): a session advisory
+//! lock per consumer, and a term that fences its position writes.
+//!
 //! Queries walk ordered indexes over windows of sequence numbers
 //! (`query.rs`); purges and figures are in `retention.rs`.
 //!
@@ -30,13 +34,17 @@
 //! server answers 503), anything else [`LogError::Backend`].
 
 mod head;
+mod lead;
 mod query;
 mod retention;
 mod schema;
 mod writer;
 
+pub use lead::session_name as lead_session_name;
+
 use crate::{
-    Appended, EventLog, LogError, LogStats, NewEvent, Page, Query, Retention, Seq, StoredEvent,
+    Appended, ConsumerLeads, EventLog, Lead, LogError, LogStats, NewEvent, Page, Query, Retention,
+    Seq, StoredEvent,
 };
 use async_trait::async_trait;
 use cds_events_store::Error;
@@ -305,6 +313,10 @@ impl EventLog for PgLog {
         r.map_err(|e| self.error(e))
     }
 
+    fn leads(&self) -> Option<&dyn ConsumerLeads> {
+        Some(self)
+    }
+
     async fn purge(&self, retention: Retention, batch: usize) -> Result<u64, LogError> {
         let mut conn = self.conn().await?;
         retention::purge(&mut conn, retention, batch)
@@ -335,5 +347,20 @@ impl EventLog for PgLog {
         self.tasks.wait().await;
         self.pool.close();
         Ok(())
+    }
+}
+
+#[async_trait]
+impl ConsumerLeads for PgLog {
+    async fn lead(&self, consumer: &str, instance: &str) -> Result<Lead, LogError> {
+        self.take_lead(consumer, instance).await
+    }
+
+    async fn save_position(&self, lead: &Lead, consumer: &str, seq: Seq) -> Result<(), LogError> {
+        self.save_led(lead, consumer, seq).await
+    }
+
+    async fn holder(&self, consumer: &str) -> Result<Option<String>, LogError> {
+        self.lead_holder(consumer).await
     }
 }

@@ -6,16 +6,36 @@ use cds_events_store::pg::{PgMigration, PgSchema};
 /// the time zone map (`log_zones`), as in the SQLite backend.
 pub(super) const BLOCK_SHIFT: u32 = 14;
 
-/// The layout, at version 2 (`log_consumer_pauses` is new in 2).
+/// The layout, at version 3 (`log_consumer_pauses` is new in 2,
+/// `log_consumer_leads` in 3).
 pub(super) const LAYOUT: PgSchema = PgSchema {
     component: "log",
     create: CREATE,
-    version: 2,
-    migrations: &[PgMigration {
-        from: 1,
-        sql: CONSUMER_PAUSES,
-    }],
+    version: 3,
+    migrations: &[
+        PgMigration {
+            from: 1,
+            sql: CONSUMER_PAUSES,
+        },
+        PgMigration {
+            from: 2,
+            sql: CONSUMER_LEADS,
+        },
+    ],
 };
+
+/// The leads of consumers that run on one instance at a time (`lead.rs`):
+/// `term` counts the leads taken (each new holder adds one) and fences the
+/// position writes, `holder` names the latest holder (for an operator),
+/// `lock_key` is the second half of the consumer's advisory lock key. The
+/// same statement as in [`CREATE`].
+const CONSUMER_LEADS: &str = "CREATE TABLE log_consumer_leads (
+    name TEXT PRIMARY KEY,
+    lock_key INTEGER GENERATED ALWAYS AS IDENTITY UNIQUE,
+    term BIGINT NOT NULL DEFAULT 0,
+    holder TEXT,
+    taken_at TIMESTAMPTZ
+);";
 
 /// The consumers an operator paused (a row: paused), beside their
 /// positions in `log_consumers`; the same statement as in [`CREATE`].
@@ -51,7 +71,9 @@ pub(super) const HEAD_CHANNEL: &str = "cds_events_head";
 ///   with every index above (all end in `seq`). A BRIN index on `ts` would
 ///   give heap ranges instead, to be sorted by `seq` for every page: the
 ///   zone map keeps every read an ordered index walk.
-/// - `log_consumers`: the consumers' durable positions.
+/// - `log_consumers`: the consumers' durable positions; `log_consumer_pauses`
+///   those an operator paused; `log_consumer_leads` the leads of those that
+///   run on one instance at a time (see [`CONSUMER_LEADS`]).
 ///
 /// Other context fields are read from the JSON (`body::jsonb ->> 'field'`)
 /// on the rows an index walk or a bounded range yields.
@@ -93,6 +115,13 @@ CREATE TABLE log_consumer_pauses (
     name TEXT PRIMARY KEY,
     paused_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
+CREATE TABLE log_consumer_leads (
+    name TEXT PRIMARY KEY,
+    lock_key INTEGER GENERATED ALWAYS AS IDENTITY UNIQUE,
+    term BIGINT NOT NULL DEFAULT 0,
+    holder TEXT,
+    taken_at TIMESTAMPTZ
+);
 "#;
 
 /// The log's relations, for `bytes_on_disk` (indexes and TOAST are counted
@@ -104,4 +133,5 @@ pub(super) const TABLES: &[&str] = &[
     "log_zones",
     "log_consumers",
     "log_consumer_pauses",
+    "log_consumer_leads",
 ];

@@ -158,7 +158,7 @@ impl Running {
     /// position stored first (what is appended from then on is sent), then
     /// the sinks run in a task.
     pub async fn start(log: &Arc<dyn EventLog>, configs: &[SinkConfig]) -> Running {
-        let sinks = Sinks::new(Arc::clone(log), configs, None).expect("valid sinks");
+        let sinks = Sinks::new(Arc::clone(log), "conformance", configs, None).expect("valid sinks");
         sinks.start_positions().await.expect("start positions");
         Running::run(sinks)
     }
@@ -298,7 +298,7 @@ pub async fn what_is_appended_before_a_new_sink_runs_is_sent(h: &dyn Harness) {
     let (_dir, log) = open_log();
     append(log.as_ref(), 3).await;
     let configs = [config("early", h.settings(&ns))];
-    let sinks = Sinks::new(Arc::clone(&log), &configs, None).expect("valid sinks");
+    let sinks = Sinks::new(Arc::clone(&log), "conformance", &configs, None).expect("valid sinks");
     sinks.start_positions().await.expect("start positions");
     let early = append(log.as_ref(), 5).await;
     let running = Running::run(sinks);

@@ -34,7 +34,6 @@
 //! records what the engine decided.
 
 pub mod conformance;
-mod lead;
 pub mod postgres;
 mod records;
 pub mod sqlite;
@@ -42,9 +41,10 @@ pub mod sqlite;
 use crate::error::WebhooksError;
 use crate::model::{Actor, DeliveryStatus};
 use async_trait::async_trait;
+/// The one lead type of the project: the sinks' leads are the same.
+pub use cds_events_log::Lead;
 use cds_events_log::Seq;
 use cds_events_model::ProjectKey;
-pub use lead::Lead;
 pub use records::{
     Attempt, AttemptResult, Claim, Claimed, Delivery, DeliveryId, Due, NewDelivery, NotificationId,
     NotificationRecord, OutboxEntry, Purged, RecordAck,
