@@ -2,7 +2,7 @@
 //! operations over HTTP and the CLI, and a stock NATS client (nats-py)
 //! reading what the server sent, across a `kill -9` of the server.
 
-use crate::{ADMIN, BIN, TestServer, call, client_with_token, eventually, job_event};
+use crate::{ADMIN, BIN, TestServer, call, client_with_token, eventually};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};

@@ -3,7 +3,7 @@
 //! durable queue bound to the test's own exchange, across the broker
 //! closing the sink's connection and across a `kill -9` of the server.
 
-use crate::{BIN, TestServer, eventually, job_event};
+use crate::{BIN, TestServer, eventually};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
