@@ -351,6 +351,15 @@ fn two_servers_on_one_postgres_send_each_event_from_one_and_hand_over_at_a_kill_
         0,
         "the standby sends nothing"
     );
+    // A replay is the sender's to do: the standby says who holds the sink.
+    let (status, err) = crate::call(
+        &servers[other].http,
+        reqwest::Method::POST,
+        &servers[other].url("/v2/sinks/cds-ui/replay?from=1"),
+        None,
+    );
+    assert_eq!(status, 409, "{err}");
+    assert_eq!(err["error"]["code"], "not_leading", "{err}");
     servers[first].kill9();
     eventually("the other server takes over", || {
         sink(&servers[other])["state"] == "running"
