@@ -19,35 +19,17 @@
 //! locks (the schema's, the webhooks lead), which PostgreSQL keeps in a
 //! key space of their own.
 //!
-//! The holder checks its connection every [`PING`]; a failed or slow check
-//! loses the lead (another instance may have it by then). The session asks
-//! the server for TCP keepalives, so that a holder whose machine vanished
-//! is noticed within seconds rather than the system's hours.
+//! The lock's connection and its checks are `store::pg::LockSession`'s.
 
 use super::{PgLog, log_error};
 use crate::{Lead, LogError, Seq};
 use cds_events_store::Error;
-use cds_events_store::pg::tokio_postgres::{self, Client, NoTls};
-use std::time::Duration;
+use cds_events_store::pg::LockSession;
+use cds_events_store::pg::tokio_postgres;
 use tokio_util::sync::CancellationToken;
 
 /// The first half of every consumer lead's advisory lock key ("cdsc").
 const LOCK_CLASS: i32 = 0x6364_7363;
-
-/// How often the holder checks its connection, and how long a check may
-/// take.
-const PING: Duration = Duration::from_secs(1);
-const PING_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// For the lock's session: no statement timeout (waiting for the lock is
-/// one long statement); the server probes an idle client every few seconds
-/// and ends its session after a few silent probes; PostgreSQL 14+ also
-/// notices a client gone while it waits for the lock.
-const SESSION: &str = "SET statement_timeout = 0;
-     SET tcp_keepalives_idle = 5;
-     SET tcp_keepalives_interval = 2;
-     SET tcp_keepalives_count = 3;";
-const CLIENT_CHECK: &str = "SET client_connection_check_interval = 1000";
 
 /// The application name of a lead's session, which an operator sees in
 /// `pg_stat_activity` (and tests find it by).
@@ -64,25 +46,11 @@ impl PgLog {
         }
         let mut config = self.pool.options().config().map_err(log_error)?;
         config.application_name(session_name(consumer));
-        let (client, connection) = config
-            .connect(NoTls)
+        let session = LockSession::connect(&config, format!("the lead of consumer {consumer}"))
             .await
             .map_err(|e| log_error(Error::from(e)))?;
-        let lost = CancellationToken::new();
-        let gone = lost.clone();
-        // Dropped before the lock is taken (the caller gave up waiting),
-        // the connection closes with it, and the server stops the wait.
-        let driver = Driver(tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!(error = %e, "a consumer's lead connection ended");
-            }
-            // The session, and the lock with it, is gone.
-            gone.cancel();
-        }));
         let taken = async {
-            client.batch_execute(SESSION).await?;
-            // Older servers do not have it: the keepalives still work.
-            let _ = client.batch_execute(CLIENT_CHECK).await;
+            let client = session.client();
             client
                 .execute(
                     "INSERT INTO log_consumer_leads (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",
@@ -111,14 +79,9 @@ impl PgLog {
         }
         .await;
         let term = taken.map_err(|e| log_error(Error::from(e)))?;
+        let lost = session.lost();
         let release = CancellationToken::new();
-        tokio::spawn(keep(
-            client,
-            driver,
-            consumer.to_owned(),
-            lost.clone(),
-            release.clone(),
-        ));
+        session.keep(release.clone());
         Ok(Lead::new(term, lost, release.drop_guard()))
     }
 
@@ -171,45 +134,5 @@ impl PgLog {
         }
         .await;
         r.map_err(|e| self.error(e))
-    }
-}
-
-/// Holds the lock's session until `release` (the lead dropped) or until the
-/// session fails a check, which loses the lead.
-async fn keep(
-    client: Client,
-    mut driver: Driver,
-    consumer: String,
-    lost: CancellationToken,
-    release: CancellationToken,
-) {
-    let mut ping = tokio::time::interval(PING);
-    ping.reset();
-    loop {
-        tokio::select! {
-            _ = release.cancelled() => break,
-            _ = lost.cancelled() => break,
-            _ = ping.tick() => {
-                let alive = tokio::time::timeout(PING_TIMEOUT, client.simple_query("SELECT 1")).await;
-                if !matches!(alive, Ok(Ok(_))) {
-                    tracing::warn!(consumer = %consumer, "a consumer's lead connection does not answer; leaving the lead");
-                    lost.cancel();
-                    break;
-                }
-            }
-        }
-    }
-    // Closing the session frees the lock (the server notices at once).
-    drop(client);
-    let _ = tokio::time::timeout(PING_TIMEOUT, &mut driver.0).await;
-}
-
-/// The task driving the lock's connection, stopped (closing the
-/// connection) when dropped.
-struct Driver(tokio::task::JoinHandle<()>);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

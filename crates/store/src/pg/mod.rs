@@ -17,12 +17,14 @@
 
 mod cluster;
 mod listen;
+mod lock;
 mod pool;
 mod schema;
 pub mod testing;
 
 pub use deadpool_postgres;
 pub use listen::{Listener, Notification};
+pub use lock::LockSession;
 pub use pool::{PgOptions, PgPool};
 pub use schema::{PgMigration, PgSchema};
 pub use tokio_postgres;

@@ -12,58 +12,27 @@
 //! while its pool still works) writes nothing after its successor started,
 //! and its [`Lead`] is marked lost.
 //!
-//! The holder checks its connection every [`PING`]; a failed or slow check
-//! loses the lead (another instance may have it by then). The session asks
-//! the server for TCP keepalives, so that a holder whose machine vanished
-//! is noticed within seconds rather than the system's hours.
+//! The lock's connection and its checks are `store::pg::LockSession`'s.
 
 use super::Shared;
 use crate::error::WebhooksError;
 use crate::store::Lead;
-use cds_events_store::pg::tokio_postgres::{self, Client, NoTls};
-use std::time::Duration;
+use cds_events_store::pg::LockSession;
+use cds_events_store::pg::tokio_postgres;
 use tokio_util::sync::CancellationToken;
 
 /// The advisory lock key of the lead ("cdswhlea"); advisory locks are per
 /// database, so each database has its own lead.
 const LEAD_LOCK: i64 = 0x6364_7377_686c_6561;
 
-/// How often the holder checks its connection, and how long a check may
-/// take.
-const PING: Duration = Duration::from_secs(1);
-const PING_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// For the lock's session: no statement timeout (waiting for the lock is
-/// one long statement); the server probes an idle client every few seconds
-/// and ends its session after a few silent probes; PostgreSQL 14+ also
-/// notices a client gone while it waits for the lock.
-const SESSION: &str = "SET statement_timeout = 0;
-     SET tcp_keepalives_idle = 5;
-     SET tcp_keepalives_interval = 2;
-     SET tcp_keepalives_count = 3;";
-const CLIENT_CHECK: &str = "SET client_connection_check_interval = 1000";
-
 impl Shared {
     /// Waits for the lock, takes the next term, and keeps the lock until
     /// the returned lead is dropped or lost.
     pub(super) async fn lead(&self, instance: &str) -> Result<Lead, WebhooksError> {
         let config = self.options.config()?;
-        let (client, connection) = config.connect(NoTls).await?;
-        let lost = CancellationToken::new();
-        let gone = lost.clone();
-        // Dropped before the lock is taken (the caller gave up waiting),
-        // the connection closes with it, and the server stops the wait.
-        let driver = Driver(tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::warn!(error = %e, "the webhooks lead connection ended");
-            }
-            // The session, and the lock with it, is gone.
-            gone.cancel();
-        }));
+        let session = LockSession::connect(&config, "the webhooks lead".into()).await?;
         let taken = async {
-            client.batch_execute(SESSION).await?;
-            // Older servers do not have it: the keepalives still work.
-            let _ = client.batch_execute(CLIENT_CHECK).await;
+            let client = session.client();
             client
                 .execute("SELECT pg_advisory_lock($1)", &[&LEAD_LOCK])
                 .await?;
@@ -79,47 +48,9 @@ impl Shared {
         }
         .await;
         let term = taken?;
+        let lost = session.lost();
         let release = CancellationToken::new();
-        tokio::spawn(keep(client, driver, lost.clone(), release.clone()));
+        session.keep(release.clone());
         Ok(Lead::new(term, lost, release.drop_guard()))
-    }
-}
-
-/// Holds the lock's session until `release` (the lead dropped) or until the
-/// session fails a check, which loses the lead.
-async fn keep(
-    client: Client,
-    mut driver: Driver,
-    lost: CancellationToken,
-    release: CancellationToken,
-) {
-    let mut ping = tokio::time::interval(PING);
-    ping.reset();
-    loop {
-        tokio::select! {
-            _ = release.cancelled() => break,
-            _ = lost.cancelled() => break,
-            _ = ping.tick() => {
-                let alive = tokio::time::timeout(PING_TIMEOUT, client.simple_query("SELECT 1")).await;
-                if !matches!(alive, Ok(Ok(_))) {
-                    tracing::warn!("the webhooks lead connection does not answer; leaving the lead");
-                    lost.cancel();
-                    break;
-                }
-            }
-        }
-    }
-    // Closing the session frees the lock (the server notices at once).
-    drop(client);
-    let _ = tokio::time::timeout(PING_TIMEOUT, &mut driver.0).await;
-}
-
-/// The task driving the lock's connection, stopped (closing the
-/// connection) when dropped.
-struct Driver(tokio::task::JoinHandle<()>);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
