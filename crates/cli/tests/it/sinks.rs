@@ -83,7 +83,12 @@ fn sinks_are_shown_paused_resumed_and_replayed_without_their_credentials() {
         .arg(cfg.to_str().expect("utf-8 path"))
         .start();
     let ids = s.publish_jobs("OPS", 1, 10);
-    eventually("main sends the ten", || s.sink_status("main")["sent"] == 10);
+    // `sent` counts the acknowledged batch; its position is stored right
+    // after, and the lag follows the stored position.
+    eventually("main sends the ten and stores its position", || {
+        let m = s.sink_status("main");
+        m["sent"] == 10 && m["lag_events"] == 0
+    });
     let main = s.sink_status("main");
     assert_eq!(main["kind"], "nats");
     assert_eq!(main["state"], "running");
