@@ -43,6 +43,10 @@ pub(crate) struct Shared {
     /// Set by an operator: nothing is sent while `true`. Stored in the log
     /// (`consumer_paused`) and read back at start.
     pub(crate) paused: watch::Sender<bool>,
+    /// Held while the stored pause is written or read and `paused` set from
+    /// it: a read that began before an operator's pause cannot set the flag
+    /// back after the pause set it.
+    pub(crate) pause_order: tokio::sync::Mutex<()>,
     /// A replay asked for: the first sequence number to send again. The
     /// current run is stopped (`run`), the position moved, and the sink
     /// follows again from there.
@@ -73,6 +77,7 @@ impl Shared {
             sent: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             paused: watch::Sender::new(false),
+            pause_order: tokio::sync::Mutex::new(()),
             replay: Mutex::new(None),
             run: Mutex::new(None),
         }

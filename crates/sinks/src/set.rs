@@ -271,6 +271,7 @@ impl Sinks {
     /// sink stays paused across a restart, on every instance.
     pub async fn pause(&self, name: &str) -> Result<SinkOut, SinksError> {
         let shared = self.find(name)?;
+        let _order = shared.pause_order.lock().await;
         self.inner
             .log
             .set_consumer_paused(shared.positions.name(), true)
@@ -282,6 +283,7 @@ impl Sinks {
     /// Sends again from where the sink stands.
     pub async fn resume(&self, name: &str) -> Result<SinkOut, SinksError> {
         let shared = self.find(name)?;
+        let _order = shared.pause_order.lock().await;
         self.inner
             .log
             .set_consumer_paused(shared.positions.name(), false)
@@ -437,12 +439,15 @@ async fn under(
     // An operator's pause (from an earlier run, or from another instance)
     // holds before anything is sent.
     loop {
+        let order = shared.pause_order.lock().await;
         match log.consumer_paused(shared.positions.name()).await {
             Ok(paused) => {
                 shared.paused.send_replace(paused);
+                drop(order);
                 break;
             }
             Err(e) => {
+                drop(order);
                 tracing::warn!(sink = %name, error = %e, "cannot read whether the sink is paused; retrying");
                 tokio::select! {
                     _ = shutdown.cancelled() => return (driver, Next::Stop),
@@ -556,6 +561,7 @@ async fn follow_pause(log: Arc<dyn EventLog>, shared: Arc<Shared>, shutdown: Can
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
+        let _order = shared.pause_order.lock().await;
         if let Ok(paused) = log.consumer_paused(shared.positions.name()).await {
             shared
                 .paused
