@@ -303,41 +303,65 @@ fn what_a_redis_sink_publishes_another_servers_bridge_stores_once_under_the_same
 }
 
 /// Two servers on one PostgreSQL database, both configured with the same
-/// sink: one sends, the other stands by; the sender `kill -9`ed, the other
-/// takes over from the stored position. redis-py sees every event in order,
-/// again at most the one batch in flight.
-#[test]
-fn two_servers_on_one_postgres_send_each_event_from_one_and_hand_over_at_a_kill_9() {
-    let n = names("lead");
-    let db = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(cds_events_store::pg::testing::TempDatabase::create())
-        .expect("a test database on the local PostgreSQL");
-    let cfg_dir = tempfile::tempdir().expect("tempdir");
-    let cfg = config_file(cfg_dir.path(), &n);
-    let start = || {
-        TestServer::builder()
-            .arg("--postgres")
-            .arg(db.url())
-            .env("CDS_EVENTS_WEBHOOKS__KEY", crate::postgres::KEY)
-            .arg("--config")
-            .arg(cfg.to_str().expect("utf-8 path"))
-            .start()
-    };
-    let mut servers = [start(), start()];
-    let holder = |servers: &[TestServer; 2]| -> usize {
+/// sink (kept alive with the database and the configuration's folder).
+struct Pair {
+    servers: [TestServer; 2],
+    _db: cds_events_store::pg::testing::TempDatabase,
+    _cfg_dir: tempfile::TempDir,
+}
+
+impl Pair {
+    fn start(n: &Names) -> Pair {
+        let db = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(cds_events_store::pg::testing::TempDatabase::create())
+            .expect("a test database on the local PostgreSQL");
+        let cfg_dir = tempfile::tempdir().expect("tempdir");
+        let cfg = config_file(cfg_dir.path(), n);
+        let start = || {
+            TestServer::builder()
+                .arg("--postgres")
+                .arg(db.url())
+                .env("CDS_EVENTS_WEBHOOKS__KEY", crate::postgres::KEY)
+                .arg("--config")
+                .arg(cfg.to_str().expect("utf-8 path"))
+                .start()
+        };
+        Pair {
+            servers: [start(), start()],
+            _db: db,
+            _cfg_dir: cfg_dir,
+        }
+    }
+
+    /// Which server sends, once one does and the other stands by.
+    fn holder(&self) -> usize {
         let mut found = None;
         eventually("one server sends, the other stands by", || {
-            let states: Vec<Value> = servers.iter().map(|s| sink(s)["state"].clone()).collect();
+            let states: Vec<Value> = self
+                .servers
+                .iter()
+                .map(|s| sink(s)["state"].clone())
+                .collect();
             found = states.iter().position(|s| s == "running");
             states.contains(&json!("running")) && states.contains(&json!("standby"))
         });
         found.expect("a sender")
-    };
-    let first = holder(&servers);
+    }
+}
+
+/// One sends, the other stands by; the sender `kill -9`ed, the other takes
+/// over from the stored position. redis-py sees every event in order,
+/// again at most the one batch in flight.
+#[test]
+fn two_servers_on_one_postgres_send_each_event_from_one_and_hand_over_at_a_kill_9() {
+    let n = names("lead");
+    let mut pair = Pair::start(&n);
+    let first = pair.holder();
     let other = 1 - first;
+    let servers = &mut pair.servers;
     let reader = redis_py(&n, 20 * BATCH, 30.0);
     let mut published = Vec::new();
     let mut next = 1;
@@ -377,4 +401,50 @@ fn two_servers_on_one_postgres_send_each_event_from_one_and_hand_over_at_a_kill_
     println!("sent before kill -9: {sent_before} of 500; duplicates: {dups} (batch {BATCH})");
     assert_eq!(channel, all, "nothing lost, in order");
     assert!(dups <= BATCH, "duplicates only within one batch: {dups}");
+}
+
+/// A pause asked of the server on standby stops the one that sends (it
+/// reads the stored pause every second), and a resume asked there again
+/// lets it send what came meanwhile: nothing lost, nothing sent while paused.
+#[test]
+fn a_pause_asked_of_the_standby_holds_on_the_sender_and_so_does_the_resume() {
+    let n = names("pause-lead");
+    let pair = Pair::start(&n);
+    let holder = pair.holder();
+    let (sender, standby) = (&pair.servers[holder], &pair.servers[1 - holder]);
+    let reader = redis_py(&n, 2 * BATCH, 30.0);
+    let mut published = publish(standby, "PAUSE", 1, BATCH);
+    let sent = |s: &TestServer| sink(s)["sent"].as_u64().unwrap_or(0);
+    eventually("the first events are sent", || sent(sender) == BATCH as u64);
+    let (status, out) = crate::call(
+        &standby.http,
+        reqwest::Method::POST,
+        &standby.url("/v2/sinks/cds-ui/pause"),
+        None,
+    );
+    assert_eq!(status, 200, "{out}");
+    eventually("the sender sees the pause", || {
+        sink(sender)["state"] == "paused"
+    });
+    published.extend(publish(standby, "PAUSE", 1 + BATCH as u64, BATCH));
+    eventually("the paused sink's lag shows", || {
+        sink(sender)["lag_events"] == BATCH
+    });
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(sent(sender), BATCH as u64, "nothing is sent while paused");
+    let (status, out) = crate::call(
+        &standby.http,
+        reqwest::Method::POST,
+        &standby.url("/v2/sinks/cds-ui/resume"),
+        None,
+    );
+    assert_eq!(status, 200, "{out}");
+    eventually("the sender sends what came meanwhile", || {
+        sent(sender) == 2 * BATCH as u64 && sink(sender)["state"] == "running"
+    });
+    let got = reader.finish();
+    let all: Vec<String> = published.iter().map(|(id, _)| id.clone()).collect();
+    let (channel, dups) = firsts_and_duplicates(&from(&got, "channel"));
+    assert_eq!(channel, all, "nothing lost, in order");
+    assert_eq!(dups, 0, "a pause repeats nothing");
 }
