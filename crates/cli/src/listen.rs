@@ -2,10 +2,10 @@
 
 use crate::ServerArgs;
 use cds_events_api::FilterText;
-use cds_events_client::{ClientError, StreamItem};
+use cds_events_client::{ClientError, Stored};
 use clap::Args;
+use futures_util::TryStreamExt;
 use serde_json::Value;
-use std::time::Duration;
 
 #[derive(Debug, Args)]
 pub struct ListenArgs {
@@ -38,7 +38,7 @@ pub async fn run(a: ListenArgs) -> anyhow::Result<()> {
     }
     // A number is a sequence to resume after; anything else a time filter
     // replayed from the start of the log.
-    let mut last: Option<u64> = match a.since.as_deref().map(str::trim) {
+    let last: Option<u64> = match a.since.as_deref().map(str::trim) {
         None => None,
         Some(s) => match s.parse::<u64>() {
             Ok(n) => Some(n),
@@ -49,64 +49,37 @@ pub async fn run(a: ListenArgs) -> anyhow::Result<()> {
         },
     };
     let mut printed = 0u64;
-    let mut backoff = Duration::from_millis(200);
-    loop {
-        let mut stream = match client.stream(&params, last).await {
-            Ok(s) => s,
-            Err(ClientError::Api { status, body }) if status < 500 => {
-                anyhow::bail!("{} ({})", body.message, body.code);
-            }
-            Err(e) => {
-                eprintln!(
-                    "cannot connect ({e}); retrying in {:.1}s",
-                    backoff.as_secs_f64()
-                );
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(200);
-        loop {
-            match stream.next().await {
-                Ok(Some(StreamItem::Event { seq, event })) => {
-                    last = Some(seq);
-                    if a.json {
-                        println!("{{\"seq\":{seq},\"event\":{}}}", event.get());
-                    } else {
-                        let v: Value = serde_json::from_str(event.get())?;
-                        let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
-                        println!(
-                            "{seq:>10}  {}  {:<24}  {:<10}  {:<12}  {}",
-                            s("timestamp"),
-                            s("type"),
-                            s("project_key"),
-                            s("status"),
-                            s("id")
-                        );
-                    }
-                    printed += 1;
-                    if a.count.is_some_and(|c| printed >= c) {
-                        return Ok(());
-                    }
-                }
-                Ok(Some(StreamItem::Control { name, data })) => {
-                    if let Some(r) = data.get("resume_from").and_then(Value::as_u64) {
-                        last = Some(r);
-                    }
-                    eprintln!("server says {name}; resuming after {}", last.unwrap_or(0));
-                    break;
-                }
-                Ok(None) => {
-                    eprintln!("stream closed; resuming after {}", last.unwrap_or(0));
-                    break;
-                }
-                Err(e) => {
-                    eprintln!("stream broken ({e}); resuming after {}", last.unwrap_or(0));
-                    break;
-                }
-            }
+    let live = client.live_reporting(&params, last, |r| {
+        let after = r.after.unwrap_or(0);
+        eprintln!(
+            "{}; resuming after {after} in {:.1}s",
+            r.reason,
+            r.wait.as_secs_f64()
+        );
+    });
+    let mut live = std::pin::pin!(live);
+    while let Some(Stored { seq, event }) = live.try_next().await.map_err(|e| match e {
+        ClientError::Api { body, .. } => anyhow::anyhow!("{} ({})", body.message, body.code),
+        e => e.into(),
+    })? {
+        if a.json {
+            println!("{{\"seq\":{seq},\"event\":{}}}", event.get());
+        } else {
+            let v: Value = serde_json::from_str(event.get())?;
+            let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
+            println!(
+                "{seq:>10}  {}  {:<24}  {:<10}  {:<12}  {}",
+                s("timestamp"),
+                s("type"),
+                s("project_key"),
+                s("status"),
+                s("id")
+            );
         }
-        tokio::time::sleep(backoff).await;
+        printed += 1;
+        if a.count.is_some_and(|c| printed >= c) {
+            break;
+        }
     }
+    Ok(())
 }

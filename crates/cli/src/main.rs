@@ -108,6 +108,9 @@ impl ServerArgs {
             token: self.token(),
             pool,
             ca_cert_pem,
+            // A command reports a failure at once (simulate counts them);
+            // `listen` reconnects on its own.
+            retry: cds_events_client::Retry::NEVER,
         };
         Ok(cds_events_client::Client::with_options(&self.server, opts)?)
     }

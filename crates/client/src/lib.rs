@@ -16,9 +16,17 @@
 //! # Ok(()) }
 //! ```
 
+mod follow;
 mod notifications;
+mod publisher;
+mod retry;
 mod sinks;
 mod tokens;
+pub mod verify;
+
+pub use follow::{Reconnect, Stored};
+pub use publisher::{Publisher, PublisherOptions};
+pub use retry::Retry;
 
 use cds_events_model::FullEvent;
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
@@ -81,6 +89,27 @@ pub enum ClientError {
     Api { status: u16, body: ApiErrorBody },
     #[error("server answered {status} with an unexpected body: {text}")]
     Unexpected { status: u16, text: String },
+    /// The batch this event was sent in failed as a whole (a [`Publisher`]
+    /// hands the same error to every event of the batch).
+    #[error("the batch failed: {0}")]
+    Batch(std::sync::Arc<ClientError>),
+    /// The [`Publisher`]'s task is gone (its runtime shut down).
+    #[error("the publisher is closed")]
+    Closed,
+}
+
+impl ClientError {
+    /// Whether the server refused the request as bad input (400, 413, 422):
+    /// sending it again as it is cannot succeed.
+    pub fn is_bad_input(&self) -> bool {
+        match self {
+            ClientError::Api { status, .. } | ClientError::Unexpected { status, .. } => {
+                matches!(status, 400 | 413 | 422)
+            }
+            ClientError::Batch(e) => e.is_bad_input(),
+            _ => false,
+        }
+    }
 }
 
 /// How to build a [`Client`].
@@ -92,6 +121,9 @@ pub struct ClientOptions {
     pub pool: usize,
     /// Extra trusted CA certificates (PEM), for a server with a private CA.
     pub ca_cert_pem: Option<Vec<u8>>,
+    /// How publishing and paging retry a transient failure (default: five
+    /// retries over about 8 s; [`Retry::NEVER`] to fail at once).
+    pub retry: Retry,
 }
 
 /// A client of one cds-events server.
@@ -100,6 +132,7 @@ pub struct Client {
     http: reqwest::Client,
     base: url::Url,
     token: Option<String>,
+    retry: Retry,
 }
 
 impl Client {
@@ -115,7 +148,7 @@ impl Client {
             ClientOptions {
                 token,
                 pool,
-                ca_cert_pem: None,
+                ..ClientOptions::default()
             },
         )
     }
@@ -141,6 +174,7 @@ impl Client {
             http: b.build()?,
             base,
             token: opts.token,
+            retry: opts.retry,
         })
     }
 
@@ -177,20 +211,33 @@ impl Client {
         }
     }
 
-    /// Publishes events as one all-or-nothing batch.
+    /// Publishes events as one all-or-nothing batch, trying again after a
+    /// transient failure (see [`ClientOptions::retry`]). An event with an
+    /// empty id is sent with a new UUID v7, the same on every try: the
+    /// server stores each id once, so a retry never stores an event twice
+    /// (its answer then says `duplicate`).
     pub async fn publish(&self, events: &[FullEvent]) -> Result<Vec<Appended>, ClientError> {
         let mut body = String::from("[");
         for (i, e) in events.iter().enumerate() {
             if i > 0 {
                 body.push(',');
             }
-            body.push_str(&e.to_json());
+            if e.id.is_empty() {
+                let mut e = e.clone();
+                e.id = uuid::Uuid::now_v7().to_string();
+                body.push_str(&e.to_json());
+            } else {
+                body.push_str(&e.to_json());
+            }
         }
         body.push(']');
-        self.publish_raw(body, false).await
+        self.retry
+            .run(|| self.publish_raw(body.clone(), false))
+            .await
     }
 
-    /// Publishes a pre-encoded body: a JSON event or array, or NDJSON.
+    /// Publishes a pre-encoded body (a JSON event or array, or NDJSON) once,
+    /// without retrying.
     pub async fn publish_raw(
         &self,
         body: String,
