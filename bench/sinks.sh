@@ -7,6 +7,7 @@
 #   PHASES=drain bash bench/sinks.sh     # some phases only: drain ingest latency
 #   EVENTS=200000 PAIRS=5 bash bench/sinks.sh
 #   BIN=/path/cds-events bash bench/sinks.sh   # a binary built before (no build)
+#   SINK_BATCH=2048 SINKS="amqp" bash bench/sinks.sh  # another batch size; some sinks only
 #
 # Phases:
 #   drain    for each sink alone: its events/s at saturation. The sink is
@@ -38,7 +39,7 @@ BIN=${BIN:-target/release/cds-events}
 TAG=bench$RANDOM$RANDOM
 export CDS_EVENTS_ADMIN_TOKEN=${CDS_EVENTS_ADMIN_TOKEN:-bench-admin-token-$RANDOM$RANDOM$RANDOM}
 export CDS_EVENTS_TOKEN=$CDS_EVENTS_ADMIN_TOKEN
-SINKS=(nats redis amqp kafka)
+read -ra SINKS <<<"${SINKS:-nats redis amqp kafka}"
 
 [[ $BIN != target/release/cds-events ]] || cargo build --release --quiet
 DATA=$(mktemp -d)
@@ -73,6 +74,7 @@ config() {
     echo "[[sinks]]" >>"$file"
     echo "name = \"$kind\"" >>"$file"
     echo "kind = \"$kind\"" >>"$file"
+    [[ -z ${SINK_BATCH:-} ]] || echo "batch = $SINK_BATCH" >>"$file"
     case $kind in
       nats) printf 'url = "nats://127.0.0.1:4222"\nsubject_prefix = "%s.events"\nstream = "%s_EVENTS"\n' "$TAG" "${TAG^^}" >>"$file" ;;
       redis) printf 'url = "redis://127.0.0.1:6379"\nchannel = "%s:event:ui"\nrun_job_channel = "%s:event:run:job"\n' "$TAG" "$TAG" >>"$file" ;;
@@ -131,7 +133,7 @@ for pair in $(seq "$PAIRS"); do
   stop
   RATIO=$(python3 -c "print(round($WITH / $BARE, 3))")
   RATIOS+=("$RATIO")
-  echo "== ingest pair $pair: no sink $BARE events/s; all four sinks $WITH events/s: ${RATIO}x (drop $(python3 -c "print(round((1 - $WITH / $BARE) * 100, 1))") %); sinks' lag when ingest ended: $LAGS"
+  echo "== ingest pair $pair: no sink $BARE events/s; ${#SINKS[@]} sinks $WITH events/s: ${RATIO}x (drop $(python3 -c "print(round((1 - $WITH / $BARE) * 100, 1))") %); sinks' lag when ingest ended: $LAGS"
 done
 echo "   median with/without: $(median "${RATIOS[@]}")x over ${RATIOS[*]}"
 fi
@@ -149,7 +151,7 @@ for kind in "${SINKS[@]}"; do
   for _ in $(seq 300); do grep -q ready "$DATA/lat-$kind.err" 2>/dev/null && break; sleep 0.1; done
   grep -q ready "$DATA/lat-$kind.err" || { echo "$kind consumer not ready"; cat "$DATA/lat-$kind.err"; exit 1; }
 done
-echo "== latency: all four sinks on, $N events at 2,000 events/s (10/request), publish -> broker consumer"
+echo "== latency: ${#SINKS[@]} sinks on, $N events at 2,000 events/s (10/request), publish -> broker consumer"
 sim --events "$N" --rate 2000 --batch 10 --connections 1 >/dev/null
 wait "${CONSUMERS[@]}"
 for kind in "${SINKS[@]}"; do
