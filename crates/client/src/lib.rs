@@ -16,6 +16,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 mod follow;
 mod notifications;
 mod publisher;
@@ -38,8 +40,11 @@ use std::time::Duration;
 /// What the server answered for one published event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Appended {
+    /// The event's id.
     pub id: String,
+    /// Its place in the log.
     pub seq: u64,
+    /// The id was stored before (a retry, a resend): this is where.
     #[serde(default)]
     pub duplicate: bool,
 }
@@ -52,22 +57,29 @@ struct IngestOut {
 /// One event of a query page, with its sequence number.
 #[derive(Debug, Deserialize)]
 pub struct PageItem {
+    /// Its place in the log.
     pub seq: u64,
+    /// The event as stored, byte for byte.
     pub event: Box<RawValue>,
 }
 
 /// A query page.
 #[derive(Debug, Deserialize)]
 pub struct Page {
+    /// The page's events, in the order asked.
     pub events: Vec<PageItem>,
+    /// The `cursor` of the next page; `None` on the last one.
     pub next_cursor: Option<u64>,
 }
 
 /// The server's structured error.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct ApiErrorBody {
+    /// A stable machine-readable code (`invalid_field`, `not_found`, …).
     pub code: String,
+    /// What went wrong, for a person.
     pub message: String,
+    /// Per-field or per-line details (`field`, `index`, `line`, …).
     #[serde(default)]
     pub details: Vec<serde_json::Value>,
 }
@@ -77,18 +89,36 @@ struct ErrorEnvelope {
     error: ApiErrorBody,
 }
 
+/// Everything a call can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The server address is not an `http://` or `https://` URL.
     #[error("invalid server address {0:?}")]
     BadUrl(String),
+    /// [`ClientOptions::ca_cert_pem`] holds no PEM certificate.
     #[error("the CA certificate is not valid PEM")]
     BadCertificate,
+    /// The request did not get an answer (connection refused or cut,
+    /// timeout, TLS) or its body could not be read.
     #[error("cannot reach the server: {0}")]
     Http(#[from] reqwest::Error),
+    /// The server answered with an error and its structured body.
     #[error("server answered {status}: {} ({})", .body.message, .body.code)]
-    Api { status: u16, body: ApiErrorBody },
+    Api {
+        /// The HTTP status.
+        status: u16,
+        /// The server's `error` object.
+        body: ApiErrorBody,
+    },
+    /// The server answered something that is not the API's JSON (a proxy's
+    /// error page, say).
     #[error("server answered {status} with an unexpected body: {text}")]
-    Unexpected { status: u16, text: String },
+    Unexpected {
+        /// The HTTP status.
+        status: u16,
+        /// The body as text.
+        text: String,
+    },
     /// The batch this event was sent in failed as a whole (a [`Publisher`]
     /// hands the same error to every event of the batch).
     #[error("the batch failed: {0}")]
@@ -342,11 +372,18 @@ pub fn install_crypto_provider() {
 #[derive(Debug)]
 pub enum StreamItem {
     /// An event and its sequence number.
-    Event { seq: u64, event: Box<RawValue> },
+    Event {
+        /// Its place in the log (the SSE `id`).
+        seq: u64,
+        /// The event as stored.
+        event: Box<RawValue>,
+    },
     /// A control message (`lagged`, `shutdown`) with its JSON data: the
     /// stream ends after it.
     Control {
+        /// The SSE `event` name.
         name: String,
+        /// Its data (`resume_from`, …).
         data: serde_json::Value,
     },
 }
