@@ -21,6 +21,7 @@ pub const RESERVED_HEADERS: &[&str] = &[
     "webhook-id",
     "webhook-timestamp",
     "webhook-signature",
+    "webhook-attempt",
     "content-type",
     "content-length",
     "host",

@@ -242,7 +242,7 @@ async fn attempt(
                 let at = now_ms();
                 let source = &inner.config.cloudevents_source;
                 match Outgoing::event(n.format, n.content_mode, source, d.seq, &body) {
-                    Ok(Some(out)) => Some((at, inner.sender.send(&n, &msg_id, &out).await)),
+                    Ok(Some(out)) => Some((at, inner.sender.send(&n, &msg_id, d.attempts + 1, &out).await)),
                     Ok(None) => None,
                     Err(why) => Some((at, AttemptOutcome::unsendable(why))),
                 }

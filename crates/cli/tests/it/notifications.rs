@@ -299,7 +299,8 @@ fn the_standardwebhooks_library_verifies_our_signatures_through_a_rotation() {
 }
 
 /// A receiver that fails three times then succeeds gets the event four
-/// times, with one `webhook-id`; the delivery records every attempt.
+/// times, with one `webhook-id` and `webhook-attempt` 1 to 4; the delivery
+/// records every attempt.
 #[test]
 fn three_failures_then_success_is_four_calls_with_one_webhook_id() {
     let s = webhook_server().start();
@@ -317,6 +318,8 @@ fn three_failures_then_success_is_four_calls_with_one_webhook_id() {
     let got = rx.wait_for(4, Duration::from_secs(10));
     let ids: std::collections::HashSet<&str> = got.iter().map(|c| c.header("webhook-id")).collect();
     assert_eq!(ids.len(), 1);
+    let numbers: Vec<&str> = got.iter().map(|c| c.header("webhook-attempt")).collect();
+    assert_eq!(numbers, ["1", "2", "3", "4"]);
     crate::eventually("the delivery recorded as succeeded", || {
         let (_, page) = s.get("/v2/project/PROJ/notification/flaky/deliveries?status=succeeded");
         page["deliveries"].as_array().is_some_and(|d| d.len() == 1)
@@ -349,6 +352,8 @@ fn three_failures_then_success_is_four_calls_with_one_webhook_id() {
     assert_eq!(status, 202);
     let got = rx.wait_for(5, Duration::from_secs(10));
     assert_eq!(got[4].header("webhook-id"), id);
+    // The attempt count goes on across a redelivery.
+    assert_eq!(got[4].header("webhook-attempt"), "5");
 }
 
 /// Without the switch, a webhook may not call into the server's own network,
