@@ -276,6 +276,7 @@ async fn attempt(
             error: outcome.error,
             response: outcome.response,
             endpoint_failed: Some(outcome.outcome != OutcomeKind::Success),
+            gone: outcome.status_code == Some(410),
         };
         match record(&inner, rec, &shutdown).await {
             // Redelivered meanwhile: due now, look again.
@@ -342,6 +343,7 @@ async fn cancel(inner: &Inner, n: &Notification, d: &Due, why: &str) -> Done {
         error: Some(why.to_owned()),
         response: None,
         endpoint_failed: None,
+        gone: false,
     };
     if let Err(e) = inner.store.record(rec).await {
         tracing::warn!(error = %e, "cannot record a cancelled delivery");

@@ -2,6 +2,7 @@
 //! receivers on loopback, CDS's CRUD, Standard Webhooks signatures checked by
 //! a library no one here wrote; the guarantees under stress in `guarantees`.
 
+mod gone;
 mod guarantees;
 
 use crate::receiver::Receiver;
