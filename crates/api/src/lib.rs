@@ -25,7 +25,7 @@ pub use format::{ContentMode, EventFormat, UnknownFormat};
 pub use notifications::{
     AttemptOut, CreatedNotificationOut, DeliveriesQuery, DeliveryDetail, DeliveryOut, DeliveryPage,
     DeliveryStatus, MASK, NotificationAuth, NotificationFilter, NotificationIn, NotificationOut,
-    OutcomeKind, PingOut, PreviousSecret, RedeliveredOut, SecretOut,
+    OutcomeKind, PingOut, PreviewMatch, PreviewOut, PreviousSecret, RedeliveredOut, SecretOut,
 };
 pub use sinks::{ReplayOut, SinkOut, SinkState, SinksOut};
 pub use tokens::{AuditEntry, CreatedTokenOut, TicketOut, TokenIn, TokenOut};

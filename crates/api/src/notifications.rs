@@ -302,3 +302,27 @@ pub struct PingOut {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<String>,
 }
+
+/// Which of a project's notifications an example event would be delivered
+/// to (`POST …/notification/preview`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PreviewOut {
+    /// The example event's type.
+    pub event_type: String,
+    /// Every notification of the project, by name.
+    pub notifications: Vec<PreviewMatch>,
+}
+
+/// Whether one notification would get a delivery for the example event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PreviewMatch {
+    pub name: String,
+    pub matches: bool,
+    /// The filters with an expression matching the event type (none when
+    /// the notification has no filter: it takes every event).
+    #[serde(default)]
+    pub filters: Vec<String>,
+    /// Why not, when it does not match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}

@@ -39,6 +39,7 @@ use utoipa::OpenApi;
         crate::routes::notifications::get,
         crate::routes::notifications::update,
         crate::routes::notifications::delete,
+        crate::routes::notifications::preview::preview,
         crate::routes::notifications::secret,
         crate::routes::notifications::rotate_secret,
         crate::routes::notifications::enable,

@@ -41,6 +41,7 @@ pub mod model;
 mod notifications;
 mod outbox;
 mod outgoing;
+mod preview;
 mod registry;
 mod send;
 pub mod signing;
@@ -54,13 +55,13 @@ pub use error::{CompileError, WebhooksError};
 pub use model::{
     Actor, AttemptOut, CreatedNotificationOut, DeliveryDetail, DeliveryOut, DeliveryPage,
     DeliveryStatus, MASK, NotificationAuth, NotificationFilter, NotificationIn, NotificationOut,
-    PreviousSecret, SecretOut,
+    PreviewMatch, PreviewOut, PreviousSecret, SecretOut,
 };
 pub use send::{AttemptOutcome, MAX_RETRY_AFTER, OutcomeKind};
 pub use store::sqlite::DB_FILE;
 
 use cds_events_log::{EventLog, Seq};
-use cds_events_model::ProjectKey;
+use cds_events_model::{FullEvent, ProjectKey};
 use cds_events_store::pg::PgOptions;
 use chrono::{DateTime, Utc};
 use engine::Inner;
@@ -195,6 +196,14 @@ impl Webhooks {
         actor: &Actor,
     ) -> Result<NotificationOut, WebhooksError> {
         self.inner.update(project, name, input, actor).await
+    }
+
+    /// Which of the project's notifications `event` would be delivered to
+    /// if it were ingested now, and why not for the others. Sends and
+    /// stores nothing. An event of another project matches none (the HTTP
+    /// route refuses it).
+    pub fn preview(&self, project: &ProjectKey, event: &FullEvent) -> PreviewOut {
+        self.inner.preview(project, event)
     }
 
     /// Deletes a notification with its deliveries and their attempts.

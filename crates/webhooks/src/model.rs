@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 pub use cds_events_api::{
     AttemptOut, ContentMode, CreatedNotificationOut, DeliveryDetail, DeliveryOut, DeliveryPage,
     DeliveryStatus, EventFormat, MASK, NotificationAuth, NotificationFilter, NotificationIn,
-    NotificationOut, PreviousSecret, SecretOut,
+    NotificationOut, PreviewMatch, PreviewOut, PreviousSecret, SecretOut,
 };
 
 /// Headers a notification may not set: the signature scheme and the framing

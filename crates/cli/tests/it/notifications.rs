@@ -4,6 +4,7 @@
 
 mod gone;
 mod guarantees;
+mod preview;
 
 use crate::receiver::Receiver;
 use crate::{ADMIN, BIN, TestServer, call, client_with_token, job_event};

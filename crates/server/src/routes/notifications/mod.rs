@@ -6,6 +6,7 @@
 //! `error.rs`.
 
 mod access;
+pub mod preview;
 
 use crate::auth::Admin;
 use crate::error::{
@@ -40,7 +41,11 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/v2/project/{project}/notification/{name}",
-            routing::get(get).put(update).delete(delete),
+            // POST: only `…/notification/preview` (see `preview`).
+            routing::get(get)
+                .put(update)
+                .delete(delete)
+                .post(preview::preview),
         )
         .route(
             "/v2/project/{project}/notification/{name}/secret",
