@@ -55,7 +55,8 @@ pub use error::{CompileError, WebhooksError};
 pub use model::{
     Actor, AttemptOut, CreatedNotificationOut, DeliveryDetail, DeliveryOut, DeliveryPage,
     DeliveryStatus, MASK, NotificationAuth, NotificationFilter, NotificationIn, NotificationOut,
-    PreviewMatch, PreviewOut, PreviousSecret, SecretOut,
+    PreviewMatch, PreviewOut, PreviousPublicKey, PreviousSecret, PublicKey, PublicKeyOut,
+    SecretOut, SignatureScheme,
 };
 pub use send::{AttemptOutcome, MAX_RETRY_AFTER, OutcomeKind};
 pub use store::sqlite::DB_FILE;
@@ -175,7 +176,9 @@ impl Webhooks {
         Ok(self.inner.find(project, name)?.out())
     }
 
-    /// Creates a notification with a new signing secret, returned this once.
+    /// Creates a notification with a new signing key (a `whsec_` secret, or
+    /// an Ed25519 key pair with `signature: ed25519`); what receivers
+    /// verify with is returned (for Ed25519, the public key only).
     pub async fn create(
         &self,
         project: &ProjectKey,
@@ -228,7 +231,8 @@ impl Webhooks {
         self.inner.set_enabled(project, name, enabled, actor).await
     }
 
-    /// The signing secrets a receiver should accept now.
+    /// The signing secrets a receiver should accept now (for `ed25519`,
+    /// the public keys: a private key is never returned).
     pub async fn secret(
         &self,
         project: &ProjectKey,
@@ -237,8 +241,20 @@ impl Webhooks {
         self.inner.secret(project, name)
     }
 
-    /// Replaces the signing secret. The previous one stays valid (requests
-    /// carry both signatures) for `secret_overlap`.
+    /// An `ed25519` notification's public key(s), what receivers verify
+    /// its `v1a,` signatures with; [`WebhooksError::Unsupported`] for a
+    /// symmetric one.
+    pub async fn public_key(
+        &self,
+        project: &ProjectKey,
+        name: &str,
+    ) -> Result<PublicKeyOut, WebhooksError> {
+        self.inner.public_key(project, name)
+    }
+
+    /// Replaces the signing key with a new one of the same scheme. The
+    /// previous one stays valid (requests carry both signatures) for
+    /// `secret_overlap`.
     pub async fn rotate_secret(
         &self,
         project: &ProjectKey,

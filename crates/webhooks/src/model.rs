@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 pub use cds_events_api::{
     AttemptOut, ContentMode, CreatedNotificationOut, DeliveryDetail, DeliveryOut, DeliveryPage,
     DeliveryStatus, EventFormat, MASK, NotificationAuth, NotificationFilter, NotificationIn,
-    NotificationOut, PreviewMatch, PreviewOut, PreviousSecret, SecretOut,
+    NotificationOut, PreviewMatch, PreviewOut, PreviousPublicKey, PreviousSecret, PublicKey,
+    PublicKeyOut, SecretOut, SignatureScheme,
 };
 
 /// Headers a notification may not set: the signature scheme and the framing
@@ -67,6 +68,7 @@ pub(crate) struct Valid {
     pub ordered: Option<bool>,
     pub format: Option<EventFormat>,
     pub content_mode: Option<ContentMode>,
+    pub signature: Option<SignatureScheme>,
 }
 
 pub(crate) fn validate_project(project: &ProjectKey) -> Result<(), WebhooksError> {
@@ -184,6 +186,7 @@ pub(crate) fn validate(n: NotificationIn) -> Result<Valid, WebhooksError> {
         ordered: n.ordered,
         format: n.format,
         content_mode: n.content_mode,
+        signature: n.signature,
     })
 }
 

@@ -2,6 +2,7 @@
 //! receivers on loopback, CDS's CRUD, Standard Webhooks signatures checked by
 //! a library no one here wrote; the guarantees under stress in `guarantees`.
 
+mod ed25519;
 mod gone;
 mod guarantees;
 mod preview;

@@ -345,6 +345,7 @@ macro_rules! conformance_tests {
             the_outbox_keeps_an_event_until_removed,
             the_mirror_hears_every_committed_change_in_order,
             a_key_rotation_keeps_every_value_readable,
+            an_ed25519_signing_key_is_stored_sealed_and_read_back,
             the_body_format_is_stored_changed_and_read_back,
             deliveries_and_position_are_written_together,
             the_start_position_is_stored_once,

@@ -117,6 +117,7 @@ impl NotificationRecord {
             ordered: self.ordered,
             format: self.format,
             content_mode: self.content_mode,
+            signature: self.secret.scheme(),
             disabled_reason: self.disabled_reason.clone(),
             failing_since: self.failing_since.map(to_datetime),
         }
