@@ -226,13 +226,20 @@ secret, headers, body = sys.argv[1], json.loads(sys.argv[2]), sys.stdin.buffer.r
 Webhook(secret).verify(body, headers)
 print("verified")
 "#;
+    python_check(script, secret, got)
+}
+
+/// Runs a Python check of one received call: `script` gets `key` and the
+/// `webhook-*` headers (JSON) as arguments and the body on stdin; `Ok` when
+/// it exits 0, else what it printed on stderr.
+fn python_check(script: &str, key: &str, got: &crate::receiver::Received) -> Result<(), String> {
     let headers = json!({
         "webhook-id": got.header("webhook-id"),
         "webhook-timestamp": got.header("webhook-timestamp"),
         "webhook-signature": got.header("webhook-signature"),
     });
     let mut child = Command::new("python3")
-        .args(["-c", script, secret, &headers.to_string()])
+        .args(["-c", script, key, &headers.to_string()])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

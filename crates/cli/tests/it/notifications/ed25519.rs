@@ -6,7 +6,6 @@ use super::{create, webhook_server};
 use crate::receiver::{Received, Receiver};
 use crate::{call, client_with_token, job_event};
 use serde_json::{Value, json};
-use std::process::Command;
 use std::time::Duration;
 
 /// Verifies one received call with `cryptography`'s Ed25519: `key` is a
@@ -36,31 +35,7 @@ for sig in headers["webhook-signature"].split(" "):
         pass
 sys.exit("no v1a signature verifies")
 "#;
-    let headers = json!({
-        "webhook-id": got.header("webhook-id"),
-        "webhook-timestamp": got.header("webhook-timestamp"),
-        "webhook-signature": got.header("webhook-signature"),
-    });
-    let mut child = Command::new("python3")
-        .args(["-c", script, key, &headers.to_string()])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(&got.body)
-        .expect("body");
-    let out = child.wait_with_output().expect("python3");
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    super::python_check(script, key, got)
 }
 
 fn job_call(got: &[Received], n: u64) -> &Received {

@@ -176,7 +176,8 @@ pub async fn delete(
 }
 
 /// The signing secret receivers should accept now (and the previous one
-/// during a rotation's overlap).
+/// during a rotation's overlap). For an `ed25519` notification, its public
+/// keys (`whpk_…`): a private key is never returned.
 #[utoipa::path(get, path = "/v2/project/{projectKey}/notification/{name}/secret", tag = "notifications",
     params(NotificationPath),
     responses(
