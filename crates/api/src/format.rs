@@ -34,6 +34,18 @@ pub enum ContentMode {
     Binary,
 }
 
+/// How a webhook's requests are signed: `symmetric` (the default: Standard
+/// Webhooks `v1,` HMAC-SHA256 with a shared `whsec_` secret) or `ed25519`
+/// (Standard Webhooks `v1a,`: the receiver verifies with a public key and
+/// holds nothing that could sign).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureScheme {
+    #[default]
+    Symmetric,
+    Ed25519,
+}
+
 /// A format or mode name that is not one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownFormat {
@@ -77,6 +89,7 @@ macro_rules! names {
 }
 names!(EventFormat { Cds = "cds", CloudEvents = "cloudevents", CdEvents = "cdevents" });
 names!(ContentMode { Structured = "structured", Binary = "binary" });
+names!(SignatureScheme { Symmetric = "symmetric", Ed25519 = "ed25519" });
 
 #[cfg(test)]
 mod tests {
@@ -100,6 +113,13 @@ mod tests {
             assert_eq!(
                 serde_json::to_value(m).ok(),
                 Some(serde_json::json!(m.as_str()))
+            );
+        }
+        for s in [SignatureScheme::Symmetric, SignatureScheme::Ed25519] {
+            assert_eq!(s.as_str().parse::<SignatureScheme>(), Ok(s));
+            assert_eq!(
+                serde_json::to_value(s).ok(),
+                Some(serde_json::json!(s.as_str()))
             );
         }
         assert!("CloudEvents".parse::<EventFormat>().is_err());

@@ -21,11 +21,12 @@ mod sinks;
 mod tokens;
 
 pub use filter::FilterText;
-pub use format::{ContentMode, EventFormat, UnknownFormat};
+pub use format::{ContentMode, EventFormat, SignatureScheme, UnknownFormat};
 pub use notifications::{
     AttemptOut, CreatedNotificationOut, DeliveriesQuery, DeliveryDetail, DeliveryOut, DeliveryPage,
     DeliveryStatus, MASK, NotificationAuth, NotificationFilter, NotificationIn, NotificationOut,
-    OutcomeKind, PingOut, PreviousSecret, RedeliveredOut, SecretOut,
+    OutcomeKind, PingOut, PreviewMatch, PreviewOut, PreviousPublicKey, PreviousSecret, PublicKey,
+    PublicKeyOut, RedeliveredOut, SecretOut,
 };
 pub use sinks::{ReplayOut, SinkOut, SinkState, SinksOut};
 pub use tokens::{AuditEntry, CreatedTokenOut, TicketOut, TokenIn, TokenOut};

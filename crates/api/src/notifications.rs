@@ -2,7 +2,7 @@
 //! notification in CDS's JSON (spec §6), its signing secrets, its
 //! deliveries and their attempts.
 
-use crate::format::{ContentMode, EventFormat};
+use crate::format::{ContentMode, EventFormat, SignatureScheme};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -65,6 +65,13 @@ pub struct NotificationIn {
     /// On update, absent keeps the current one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_mode: Option<ContentMode>,
+    /// `symmetric` (the default: a `whsec_` secret shared with the
+    /// receiver) or `ed25519` (a key pair made here; receivers verify with
+    /// its public key, `…/public-key`). On update, absent keeps the current
+    /// one; another one replaces the key, the old one still signing for the
+    /// rotation overlap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureScheme>,
 }
 
 /// A notification as returned: header values masked, secrets absent.
@@ -85,6 +92,9 @@ pub struct NotificationOut {
     /// `structured` or `binary` (used with `cloudevents`).
     #[serde(default)]
     pub content_mode: ContentMode,
+    /// `symmetric` or `ed25519`: how its requests are signed.
+    #[serde(default)]
+    pub signature: SignatureScheme,
     /// Why the service turned it off (it kept failing), if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled_reason: Option<String>,
@@ -99,7 +109,9 @@ pub struct NotificationOut {
 pub struct CreatedNotificationOut {
     #[serde(flatten)]
     pub notification: NotificationOut,
-    /// `whsec_…`: the key receivers check signatures with.
+    /// The key receivers check signatures with: the `whsec_…` secret, or
+    /// for `ed25519`, the public key `whpk_…` (the private key is never
+    /// shown).
     pub secret: String,
 }
 
@@ -112,7 +124,8 @@ impl fmt::Debug for CreatedNotificationOut {
     }
 }
 
-/// The signing secrets a receiver should accept now.
+/// The signing secrets a receiver should accept now (for `ed25519`, the
+/// public keys `whpk_…`: the private keys are never shown).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SecretOut {
     /// The secret new requests are signed with.
@@ -145,6 +158,38 @@ impl fmt::Debug for PreviousSecret {
             .field("valid_until", &self.valid_until)
             .finish()
     }
+}
+
+/// An `ed25519` notification's public key(s): what a receiver verifies
+/// `v1a,` signatures with, in three spellings of the same 32 bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PublicKeyOut {
+    /// The key new requests are signed with.
+    #[serde(flatten)]
+    pub current: PublicKey,
+    /// The key before the last rotation, while requests are still signed
+    /// with it too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<PreviousPublicKey>,
+}
+
+/// One Ed25519 public key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PublicKey {
+    /// `whpk_` and the base64 of the key (Standard Webhooks' spelling).
+    pub public_key: String,
+    /// The raw 32 bytes, base64.
+    pub base64: String,
+    /// SubjectPublicKeyInfo, PEM (`-----BEGIN PUBLIC KEY-----`).
+    pub pem: String,
+}
+
+/// The public key before a rotation, still signing until `valid_until`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PreviousPublicKey {
+    #[serde(flatten)]
+    pub key: PublicKey,
+    pub valid_until: DateTime<Utc>,
 }
 
 /// Where a delivery stands.
@@ -301,4 +346,28 @@ pub struct PingOut {
     /// The start of the response body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response: Option<String>,
+}
+
+/// Which of a project's notifications an example event would be delivered
+/// to (`POST …/notification/preview`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PreviewOut {
+    /// The example event's type.
+    pub event_type: String,
+    /// Every notification of the project, by name.
+    pub notifications: Vec<PreviewMatch>,
+}
+
+/// Whether one notification would get a delivery for the example event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PreviewMatch {
+    pub name: String,
+    pub matches: bool,
+    /// The filters with an expression matching the event type (none when
+    /// the notification has no filter: it takes every event).
+    #[serde(default)]
+    pub filters: Vec<String>,
+    /// Why not, when it does not match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }

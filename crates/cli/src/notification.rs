@@ -5,7 +5,7 @@ use crate::{ServerArgs, wire_time};
 use anyhow::{Context, bail};
 use cds_events_api::{
     ContentMode, DeliveriesQuery, DeliveryStatus, EventFormat, NotificationAuth,
-    NotificationFilter, NotificationIn, NotificationOut, OutcomeKind,
+    NotificationFilter, NotificationIn, NotificationOut, OutcomeKind, SignatureScheme,
 };
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
@@ -95,6 +95,10 @@ pub struct Fields {
     /// `binary` (`ce-*` headers, the event's data as the body).
     #[arg(long)]
     content_mode: Option<ContentMode>,
+    /// How requests are signed: `symmetric` (a shared `whsec_` secret, the
+    /// default) or `ed25519` (receivers verify with the public key).
+    #[arg(long)]
+    signature: Option<SignatureScheme>,
 }
 
 #[derive(Debug, Args)]
@@ -266,16 +270,24 @@ pub async fn run(cmd: NotificationCommand) -> anyhow::Result<()> {
                 ordered: a.fields.ordered,
                 format: a.fields.format,
                 content_mode: a.fields.content_mode,
+                signature: a.fields.signature,
             };
             let out = a
                 .server
                 .client(1)?
                 .create_notification(&a.project, &input)
                 .await?;
-            eprintln!(
-                "created notification {} in {}; its signing secret, shown this once:",
-                input.name, a.project
-            );
+            if out.notification.signature == SignatureScheme::Ed25519 {
+                eprintln!(
+                    "created notification {} in {}; the public key its signatures verify with:",
+                    input.name, a.project
+                );
+            } else {
+                eprintln!(
+                    "created notification {} in {}; its signing secret, shown this once:",
+                    input.name, a.project
+                );
+            }
             println!("{}", out.secret);
         }
         NotificationCommand::List(a) => {
@@ -323,6 +335,7 @@ pub async fn run(cmd: NotificationCommand) -> anyhow::Result<()> {
                 // Absent: the server keeps the current ones.
                 format: a.fields.format,
                 content_mode: a.fields.content_mode,
+                signature: a.fields.signature,
             };
             let out = client
                 .update_notification(&a.project, &a.name, &input)

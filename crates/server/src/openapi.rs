@@ -39,8 +39,10 @@ use utoipa::OpenApi;
         crate::routes::notifications::get,
         crate::routes::notifications::update,
         crate::routes::notifications::delete,
+        crate::routes::notifications::preview::preview,
         crate::routes::notifications::secret,
         crate::routes::notifications::rotate_secret,
+        crate::routes::notifications::public_key,
         crate::routes::notifications::enable,
         crate::routes::notifications::disable,
         crate::routes::notifications::deliveries,
@@ -141,6 +143,7 @@ mod tests {
             ordered: false,
             format: Default::default(),
             content_mode: Default::default(),
+            signature: Default::default(),
             disabled_reason: Some("failing".into()),
             failing_since: Some(now),
         };

@@ -173,7 +173,8 @@ impl Inner {
                 Outgoing::cloudevent(&ping, n.content_mode, &body)
             }
         };
-        Ok(self.sender.send(&n, &msg_id, &out).await)
+        // A ping is never retried: always attempt 1.
+        Ok(self.sender.send(&n, &msg_id, 1, &out).await)
     }
 
     /// The public id of a delivery (also its `webhook-id`): `msg_`, the

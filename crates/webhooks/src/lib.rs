@@ -41,6 +41,7 @@ pub mod model;
 mod notifications;
 mod outbox;
 mod outgoing;
+mod preview;
 mod registry;
 mod send;
 pub mod signing;
@@ -54,13 +55,14 @@ pub use error::{CompileError, WebhooksError};
 pub use model::{
     Actor, AttemptOut, CreatedNotificationOut, DeliveryDetail, DeliveryOut, DeliveryPage,
     DeliveryStatus, MASK, NotificationAuth, NotificationFilter, NotificationIn, NotificationOut,
-    PreviousSecret, SecretOut,
+    PreviewMatch, PreviewOut, PreviousPublicKey, PreviousSecret, PublicKey, PublicKeyOut,
+    SecretOut, SignatureScheme,
 };
 pub use send::{AttemptOutcome, MAX_RETRY_AFTER, OutcomeKind};
 pub use store::sqlite::DB_FILE;
 
 use cds_events_log::{EventLog, Seq};
-use cds_events_model::ProjectKey;
+use cds_events_model::{FullEvent, ProjectKey};
 use cds_events_store::pg::PgOptions;
 use chrono::{DateTime, Utc};
 use engine::Inner;
@@ -174,7 +176,9 @@ impl Webhooks {
         Ok(self.inner.find(project, name)?.out())
     }
 
-    /// Creates a notification with a new signing secret, returned this once.
+    /// Creates a notification with a new signing key (a `whsec_` secret, or
+    /// an Ed25519 key pair with `signature: ed25519`); what receivers
+    /// verify with is returned (for Ed25519, the public key only).
     pub async fn create(
         &self,
         project: &ProjectKey,
@@ -195,6 +199,14 @@ impl Webhooks {
         actor: &Actor,
     ) -> Result<NotificationOut, WebhooksError> {
         self.inner.update(project, name, input, actor).await
+    }
+
+    /// Which of the project's notifications `event` would be delivered to
+    /// if it were ingested now, and why not for the others. Sends and
+    /// stores nothing. An event of another project matches none (the HTTP
+    /// route refuses it).
+    pub fn preview(&self, project: &ProjectKey, event: &FullEvent) -> PreviewOut {
+        self.inner.preview(project, event)
     }
 
     /// Deletes a notification with its deliveries and their attempts.
@@ -219,7 +231,8 @@ impl Webhooks {
         self.inner.set_enabled(project, name, enabled, actor).await
     }
 
-    /// The signing secrets a receiver should accept now.
+    /// The signing secrets a receiver should accept now (for `ed25519`,
+    /// the public keys: a private key is never returned).
     pub async fn secret(
         &self,
         project: &ProjectKey,
@@ -228,8 +241,20 @@ impl Webhooks {
         self.inner.secret(project, name)
     }
 
-    /// Replaces the signing secret. The previous one stays valid (requests
-    /// carry both signatures) for `secret_overlap`.
+    /// An `ed25519` notification's public key(s), what receivers verify
+    /// its `v1a,` signatures with; [`WebhooksError::Unsupported`] for a
+    /// symmetric one.
+    pub async fn public_key(
+        &self,
+        project: &ProjectKey,
+        name: &str,
+    ) -> Result<PublicKeyOut, WebhooksError> {
+        self.inner.public_key(project, name)
+    }
+
+    /// Replaces the signing key with a new one of the same scheme. The
+    /// previous one stays valid (requests carry both signatures) for
+    /// `secret_overlap`.
     pub async fn rotate_secret(
         &self,
         project: &ProjectKey,

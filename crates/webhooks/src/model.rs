@@ -12,7 +12,8 @@ use std::collections::BTreeMap;
 pub use cds_events_api::{
     AttemptOut, ContentMode, CreatedNotificationOut, DeliveryDetail, DeliveryOut, DeliveryPage,
     DeliveryStatus, EventFormat, MASK, NotificationAuth, NotificationFilter, NotificationIn,
-    NotificationOut, PreviousSecret, SecretOut,
+    NotificationOut, PreviewMatch, PreviewOut, PreviousPublicKey, PreviousSecret, PublicKey,
+    PublicKeyOut, SecretOut, SignatureScheme,
 };
 
 /// Headers a notification may not set: the signature scheme and the framing
@@ -21,6 +22,7 @@ pub const RESERVED_HEADERS: &[&str] = &[
     "webhook-id",
     "webhook-timestamp",
     "webhook-signature",
+    "webhook-attempt",
     "content-type",
     "content-length",
     "host",
@@ -66,6 +68,7 @@ pub(crate) struct Valid {
     pub ordered: Option<bool>,
     pub format: Option<EventFormat>,
     pub content_mode: Option<ContentMode>,
+    pub signature: Option<SignatureScheme>,
 }
 
 pub(crate) fn validate_project(project: &ProjectKey) -> Result<(), WebhooksError> {
@@ -183,6 +186,7 @@ pub(crate) fn validate(n: NotificationIn) -> Result<Valid, WebhooksError> {
         ordered: n.ordered,
         format: n.format,
         content_mode: n.content_mode,
+        signature: n.signature,
     })
 }
 

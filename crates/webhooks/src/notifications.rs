@@ -10,12 +10,15 @@
 use crate::engine::Inner;
 use crate::error::WebhooksError;
 use crate::model::{
-    self, Actor, CreatedNotificationOut, NotificationIn, NotificationOut, PreviousSecret, SecretOut,
+    self, Actor, CreatedNotificationOut, NotificationIn, NotificationOut, PreviousPublicKey,
+    PreviousSecret, PublicKey, PublicKeyOut, SecretOut,
 };
 use crate::registry::Notification;
 use crate::signing::SigningSecret;
 use crate::store::{Edit, NotificationId, NotificationRecord};
 use crate::time::{self, now_ms};
+use base64::Engine;
+use cds_events_api::SignatureScheme;
 use cds_events_model::ProjectKey;
 use std::sync::Arc;
 
@@ -39,8 +42,9 @@ impl Inner {
         model::validate_project(project)?;
         let v = model::validate(input)?;
         let headers = model::resolve_masked(v.headers, &Default::default())?;
-        let secret = SigningSecret::generate();
-        let text = secret.expose().to_owned();
+        let secret = SigningSecret::generate_for(v.signature.unwrap_or_default());
+        // What the receiver needs, never an Ed25519 private key.
+        let text = secret.receiver_key();
         let n = NotificationRecord {
             id: NotificationId(0),
             uid: uuid::Uuid::now_v7().to_string(),
@@ -82,6 +86,7 @@ impl Inner {
         actor: &Actor,
     ) -> Result<NotificationOut, WebhooksError> {
         let v = model::validate(input)?;
+        let overlap = time::millis(self.config.secret_overlap);
         let n = self
             .change(project, name, actor, move |f: &mut NotificationRecord| {
                 f.headers = model::resolve_masked(v.headers, &f.headers)?;
@@ -91,6 +96,10 @@ impl Inner {
                 f.ordered = v.ordered.unwrap_or(f.ordered);
                 f.format = v.format.unwrap_or(f.format);
                 f.content_mode = v.content_mode.unwrap_or(f.content_mode);
+                if let Some(scheme) = v.signature.filter(|s| *s != f.secret.scheme()) {
+                    // Another scheme is a rotation to a key of that scheme.
+                    rotate(f, scheme, now_ms() + overlap);
+                }
                 set_enabled_fields(f, v.enabled.unwrap_or(f.enabled));
                 Ok(())
             })
@@ -137,6 +146,35 @@ impl Inner {
         Ok(secret_out(&n.secret, n.previous.as_ref(), now_ms()))
     }
 
+    /// See [`crate::Webhooks::public_key`].
+    pub(crate) fn public_key(
+        &self,
+        project: &ProjectKey,
+        name: &str,
+    ) -> Result<PublicKeyOut, WebhooksError> {
+        let n = self.find(project, name)?;
+        let Some(current) = public_key(&n.secret) else {
+            return Err(WebhooksError::Unsupported(format!(
+                "notification {name} is signed with a shared secret (signature: symmetric); \
+                 only an ed25519 notification has a public key"
+            )));
+        };
+        let now = now_ms();
+        Ok(PublicKeyOut {
+            current,
+            previous: n
+                .previous
+                .as_ref()
+                .filter(|(_, until)| *until > now)
+                .and_then(|(s, until)| {
+                    Some(PreviousPublicKey {
+                        key: public_key(s)?,
+                        valid_until: time::to_datetime(*until),
+                    })
+                }),
+        })
+    }
+
     /// See [`crate::Webhooks::rotate_secret`].
     pub(crate) async fn rotate_secret(
         &self,
@@ -148,8 +186,7 @@ impl Inner {
         let now = now_ms();
         let n = self
             .change(project, name, actor, move |f: &mut NotificationRecord| {
-                f.previous = Some((f.secret.clone(), now + overlap));
-                f.secret = SigningSecret::generate();
+                rotate(f, f.secret.scheme(), now + overlap);
                 Ok(())
             })
             .await?;
@@ -181,6 +218,21 @@ impl Inner {
     }
 }
 
+/// An Ed25519 key's public key in its three spellings.
+fn public_key(s: &SigningSecret) -> Option<PublicKey> {
+    Some(PublicKey {
+        public_key: s.receiver_key(),
+        base64: base64::engine::general_purpose::STANDARD.encode(s.public_key()?),
+        pem: s.public_key_pem()?,
+    })
+}
+
+/// A new key of `scheme`; the current one still signs until `until`.
+fn rotate(f: &mut NotificationRecord, scheme: SignatureScheme, until: i64) {
+    f.previous = Some((f.secret.clone(), until));
+    f.secret = SigningSecret::generate_for(scheme);
+}
+
 fn set_enabled_fields(f: &mut NotificationRecord, enabled: bool) {
     if enabled && !f.enabled {
         f.disabled_reason = None;
@@ -189,19 +241,19 @@ fn set_enabled_fields(f: &mut NotificationRecord, enabled: bool) {
     f.enabled = enabled;
 }
 
-/// The secrets to accept at `now`: the current one, and the previous one
-/// while its overlap lasts.
+/// The keys to accept at `now`: the current one, and the previous one
+/// while its overlap lasts (for Ed25519, their public keys).
 fn secret_out(
     secret: &SigningSecret,
     previous: Option<&(SigningSecret, i64)>,
     now: i64,
 ) -> SecretOut {
     SecretOut {
-        secret: secret.expose().to_owned(),
+        secret: secret.receiver_key(),
         previous: previous
             .filter(|(_, until)| *until > now)
             .map(|(s, until)| PreviousSecret {
-                secret: s.expose().to_owned(),
+                secret: s.receiver_key(),
                 valid_until: time::to_datetime(*until),
             }),
     }

@@ -124,6 +124,12 @@ impl Notification {
         })
     }
 
+    /// Whether the filters take events of type `t` (as the dispatcher's
+    /// [`Target`] does).
+    pub(crate) fn matches(&self, t: EventType) -> bool {
+        self.types.as_ref().is_none_or(|m| m[t as usize])
+    }
+
     /// The notification as stored.
     pub(crate) fn record(&self) -> NotificationRecord {
         NotificationRecord {

@@ -22,6 +22,9 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
 const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
 const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+/// The attempt's number, 1-based, counting every attempt of the delivery
+/// (redeliveries included): a receiver can tell a retry from a first try.
+const WEBHOOK_ATTEMPT: HeaderName = HeaderName::from_static("webhook-attempt");
 
 /// How an attempt ended; also the `outcome` label of
 /// `cds_events_webhook_attempts_total`.
@@ -108,12 +111,14 @@ impl Sender {
         })
     }
 
-    /// Sends `out` to the notification's endpoint, its body signed as
-    /// message `msg_id` at the current time.
+    /// Sends `out` to the notification's endpoint as attempt number
+    /// `attempt` (1-based), its body signed as message `msg_id` at the
+    /// current time.
     pub(crate) async fn send(
         &self,
         n: &Notification,
         msg_id: &str,
+        attempt: i64,
         out: &Outgoing<'_>,
     ) -> AttemptOutcome {
         let body = out.body.as_bytes();
@@ -144,6 +149,7 @@ impl Sender {
         headers.insert(WEBHOOK_ID, id);
         headers.insert(WEBHOOK_TIMESTAMP, HeaderValue::from(ts));
         headers.insert(WEBHOOK_SIGNATURE, sig);
+        headers.insert(WEBHOOK_ATTEMPT, HeaderValue::from(attempt.max(1)));
         let request = self
             .client
             .post(n.url.clone())

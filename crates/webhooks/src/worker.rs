@@ -242,7 +242,7 @@ async fn attempt(
                 let at = now_ms();
                 let source = &inner.config.cloudevents_source;
                 match Outgoing::event(n.format, n.content_mode, source, d.seq, &body) {
-                    Ok(Some(out)) => Some((at, inner.sender.send(&n, &msg_id, &out).await)),
+                    Ok(Some(out)) => Some((at, inner.sender.send(&n, &msg_id, d.attempts + 1, &out).await)),
                     Ok(None) => None,
                     Err(why) => Some((at, AttemptOutcome::unsendable(why))),
                 }
@@ -276,6 +276,7 @@ async fn attempt(
             error: outcome.error,
             response: outcome.response,
             endpoint_failed: Some(outcome.outcome != OutcomeKind::Success),
+            gone: outcome.status_code == Some(410),
         };
         match record(&inner, rec, &shutdown).await {
             // Redelivered meanwhile: due now, look again.
@@ -342,6 +343,7 @@ async fn cancel(inner: &Inner, n: &Notification, d: &Due, why: &str) -> Done {
         error: Some(why.to_owned()),
         response: None,
         endpoint_failed: None,
+        gone: false,
     };
     if let Err(e) = inner.store.record(rec).await {
         tracing::warn!(error = %e, "cannot record a cancelled delivery");

@@ -2,7 +2,10 @@
 //! receivers on loopback, CDS's CRUD, Standard Webhooks signatures checked by
 //! a library no one here wrote; the guarantees under stress in `guarantees`.
 
+mod ed25519;
+mod gone;
 mod guarantees;
+mod preview;
 
 use crate::receiver::Receiver;
 use crate::{ADMIN, BIN, TestServer, call, client_with_token, job_event};
@@ -223,13 +226,20 @@ secret, headers, body = sys.argv[1], json.loads(sys.argv[2]), sys.stdin.buffer.r
 Webhook(secret).verify(body, headers)
 print("verified")
 "#;
+    python_check(script, secret, got)
+}
+
+/// Runs a Python check of one received call: `script` gets `key` and the
+/// `webhook-*` headers (JSON) as arguments and the body on stdin; `Ok` when
+/// it exits 0, else what it printed on stderr.
+fn python_check(script: &str, key: &str, got: &crate::receiver::Received) -> Result<(), String> {
     let headers = json!({
         "webhook-id": got.header("webhook-id"),
         "webhook-timestamp": got.header("webhook-timestamp"),
         "webhook-signature": got.header("webhook-signature"),
     });
     let mut child = Command::new("python3")
-        .args(["-c", script, secret, &headers.to_string()])
+        .args(["-c", script, key, &headers.to_string()])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -299,7 +309,8 @@ fn the_standardwebhooks_library_verifies_our_signatures_through_a_rotation() {
 }
 
 /// A receiver that fails three times then succeeds gets the event four
-/// times, with one `webhook-id`; the delivery records every attempt.
+/// times, with one `webhook-id` and `webhook-attempt` 1 to 4; the delivery
+/// records every attempt.
 #[test]
 fn three_failures_then_success_is_four_calls_with_one_webhook_id() {
     let s = webhook_server().start();
@@ -317,6 +328,8 @@ fn three_failures_then_success_is_four_calls_with_one_webhook_id() {
     let got = rx.wait_for(4, Duration::from_secs(10));
     let ids: std::collections::HashSet<&str> = got.iter().map(|c| c.header("webhook-id")).collect();
     assert_eq!(ids.len(), 1);
+    let numbers: Vec<&str> = got.iter().map(|c| c.header("webhook-attempt")).collect();
+    assert_eq!(numbers, ["1", "2", "3", "4"]);
     crate::eventually("the delivery recorded as succeeded", || {
         let (_, page) = s.get("/v2/project/PROJ/notification/flaky/deliveries?status=succeeded");
         page["deliveries"].as_array().is_some_and(|d| d.len() == 1)
@@ -349,6 +362,8 @@ fn three_failures_then_success_is_four_calls_with_one_webhook_id() {
     assert_eq!(status, 202);
     let got = rx.wait_for(5, Duration::from_secs(10));
     assert_eq!(got[4].header("webhook-id"), id);
+    // The attempt count goes on across a redelivery.
+    assert_eq!(got[4].header("webhook-attempt"), "5");
 }
 
 /// Without the switch, a webhook may not call into the server's own network,

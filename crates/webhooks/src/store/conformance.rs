@@ -295,6 +295,7 @@ fn result(n: &NotificationRecord, d: &Due, status: DeliveryStatus, at: i64) -> A
         error: (!ok).then(|| "HTTP 500".to_owned()),
         response: Some(if ok { "ok" } else { "down" }.to_owned()),
         endpoint_failed: Some(!ok),
+        gone: false,
     }
 }
 
@@ -344,6 +345,7 @@ macro_rules! conformance_tests {
             the_outbox_keeps_an_event_until_removed,
             the_mirror_hears_every_committed_change_in_order,
             a_key_rotation_keeps_every_value_readable,
+            an_ed25519_signing_key_is_stored_sealed_and_read_back,
             the_body_format_is_stored_changed_and_read_back,
             deliveries_and_position_are_written_together,
             the_start_position_is_stored_once,
@@ -362,6 +364,7 @@ macro_rules! conformance_tests {
             a_result_for_a_deleted_notification_is_superseded,
             a_first_failure_marks_the_notification_failing_and_a_success_clears_it,
             a_failure_past_disable_after_disables_the_notification_with_its_event,
+            a_410_gone_disables_the_notification_at_once_with_its_event,
             listings_are_newest_first_per_status_and_page_below_a_delivery,
             listing_every_status_reads_one_snapshot,
             a_delivery_lists_its_attempts_in_order,

@@ -117,6 +117,7 @@ impl NotificationRecord {
             ordered: self.ordered,
             format: self.format,
             content_mode: self.content_mode,
+            signature: self.secret.scheme(),
             disabled_reason: self.disabled_reason.clone(),
             failing_since: self.failing_since.map(to_datetime),
         }
@@ -178,12 +179,36 @@ pub struct AttemptResult {
     /// `Some(true)` when the endpoint failed, `Some(false)` when it
     /// succeeded, `None` when it was not reached through no fault of its own.
     pub endpoint_failed: Option<bool>,
+    /// The receiver answered `410 Gone` (it wants no more calls): the
+    /// notification is disabled at once, whatever `disable_after` says.
+    pub gone: bool,
+}
+
+impl AttemptResult {
+    /// Whether this failed attempt disables its enabled notification, which
+    /// has been failing since `failing_since` (unix ms).
+    pub(crate) fn disables(&self, failing_since: i64, disable_after_ms: i64) -> bool {
+        self.gone || self.at - failing_since >= disable_after_ms
+    }
+
+    /// Why this failed attempt disabled its notification (see
+    /// [`AttemptResult::disables`]).
+    pub(crate) fn disabled_reason(&self, failing_since: i64) -> String {
+        if self.gone {
+            return "disabled: the receiver answered 410 Gone".to_owned();
+        }
+        format!(
+            "disabled after failing continuously since {}",
+            crate::time::to_datetime(failing_since).to_rfc3339()
+        )
+    }
 }
 
 /// What recording an attempt changed besides the delivery.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RecordAck {
-    /// The notification was disabled by this failure.
+    /// The notification was disabled by this failure (failing for
+    /// `disable_after`, or answered `410 Gone`).
     pub disabled: bool,
     /// The result was not recorded: the delivery was deleted or redelivered
     /// while the attempt was in flight.

@@ -6,6 +6,7 @@
 //! `error.rs`.
 
 mod access;
+pub mod preview;
 
 use crate::auth::Admin;
 use crate::error::{
@@ -22,7 +23,8 @@ use axum::routing::{self, post};
 use axum::{Json, Router};
 use cds_events_api::{
     CreatedNotificationOut, DeliveriesQuery, DeliveryDetail, DeliveryOut, DeliveryPage,
-    DeliveryStatus, NotificationIn, NotificationOut, PingOut, RedeliveredOut, SecretOut,
+    DeliveryStatus, NotificationIn, NotificationOut, PingOut, PublicKeyOut, RedeliveredOut,
+    SecretOut,
 };
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -40,11 +42,19 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/v2/project/{project}/notification/{name}",
-            routing::get(get).put(update).delete(delete),
+            // POST: only `…/notification/preview` (see `preview`).
+            routing::get(get)
+                .put(update)
+                .delete(delete)
+                .post(preview::preview),
         )
         .route(
             "/v2/project/{project}/notification/{name}/secret",
             routing::get(secret),
+        )
+        .route(
+            "/v2/project/{project}/notification/{name}/public-key",
+            routing::get(public_key),
         )
         .route(
             "/v2/project/{project}/notification/{name}/secret/rotate",
@@ -166,7 +176,8 @@ pub async fn delete(
 }
 
 /// The signing secret receivers should accept now (and the previous one
-/// during a rotation's overlap).
+/// during a rotation's overlap). For an `ed25519` notification, its public
+/// keys (`whpk_…`): a private key is never returned.
 #[utoipa::path(get, path = "/v2/project/{projectKey}/notification/{name}/secret", tag = "notifications",
     params(NotificationPath),
     responses(
@@ -178,6 +189,23 @@ pub async fn secret(
     n: OnNotification<Manage>,
 ) -> Result<Json<SecretOut>, ApiError> {
     Ok(Json(st.webhooks.secret(&n.project, &n.name).await?))
+}
+
+/// An `ed25519` notification's public key (and the previous one during a
+/// rotation's overlap), to verify its `v1a,` signatures with: `whpk_…`,
+/// raw base64 and PEM. Public: reading the project is enough.
+#[utoipa::path(get, path = "/v2/project/{projectKey}/notification/{name}/public-key", tag = "notifications",
+    params(NotificationPath),
+    responses(
+        (status = 200, description = "the public key, and the previous one during a rotation's overlap", body = PublicKeyOut),
+        (status = 409, description = "the notification is signed with a shared secret (symmetric)", body = ErrorBody),
+        NotificationReader,
+    ))]
+pub async fn public_key(
+    State(st): State<AppState>,
+    n: OnNotification<Read>,
+) -> Result<Json<PublicKeyOut>, ApiError> {
+    Ok(Json(st.webhooks.public_key(&n.project, &n.name).await?))
 }
 
 /// A new signing secret; the old one stays valid (and is signed with too)

@@ -297,6 +297,43 @@ pub async fn a_failure_past_disable_after_disables_the_notification_with_its_eve
     o.store.close().await.expect("close");
 }
 
+pub async fn a_410_gone_disables_the_notification_at_once_with_its_event(h: &dyn Harness) {
+    // However long `disable_after`, a receiver that says Gone is heard.
+    let o = open_with(h, Duration::from_secs(3600)).await;
+    let s = o.store.as_ref();
+    let n = create(s, "P", "gone").await;
+    let ids = deliver(s, &n, [1, 2]).await;
+    let at = now_ms();
+    let d = due_one(s, &n, ids[0]).await;
+    let mut gone = result(&n, &d, DeliveryStatus::Failed, at);
+    gone.status_code = Some(410);
+    gone.gone = true;
+    let ack = s.record(gone).await.expect("record");
+    assert!(ack.disabled, "410 Gone disables at once");
+    let told = o.mirror.get(n.id).expect("told");
+    assert!(!told.enabled);
+    assert!(
+        told.disabled_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("410 Gone")),
+        "{:?}",
+        told.disabled_reason
+    );
+    assert_eq!(
+        state(s, &n, ids[0]).await.status,
+        DeliveryStatus::Failed,
+        "no more retries of that delivery"
+    );
+    assert_eq!(
+        outbox_types(s).await,
+        ["NotificationCreated", "NotificationUpdated"]
+    );
+    s.close().await.expect("close");
+    let o = open(h).await;
+    assert_eq!(o.mirror.get(n.id), Some(told), "stored with the change");
+    o.store.close().await.expect("close");
+}
+
 pub async fn listings_are_newest_first_per_status_and_page_below_a_delivery(h: &dyn Harness) {
     let (o, n) = open_with_one(h).await;
     let s = o.store.as_ref();

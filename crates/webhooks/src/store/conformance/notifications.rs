@@ -343,3 +343,36 @@ pub async fn a_key_rotation_keeps_every_value_readable(h: &dyn Harness) {
     assert_eq!(o.mirror.get(after.id), Some(after));
     o.store.close().await.expect("close");
 }
+
+pub async fn an_ed25519_signing_key_is_stored_sealed_and_read_back(h: &dyn Harness) {
+    use cds_events_api::SignatureScheme;
+    let o = open(h).await;
+    let s: &dyn NotificationStore = o.store.as_ref();
+    let mut n = notification("P", "signed");
+    n.secret = SigningSecret::generate_for(SignatureScheme::Ed25519);
+    // Switched from a shared secret: the old one still signs for a while.
+    n.previous = Some((SigningSecret::generate(), i64::MAX));
+    let n = s
+        .create_notification(n, 10, &actor())
+        .await
+        .expect("create");
+    assert_eq!(n.out().signature, SignatureScheme::Ed25519);
+    // Never in clear in the event announcing it.
+    let outbox = s.outbox(10).await.expect("outbox");
+    assert!(!outbox[0].event.contains(n.secret.expose()));
+    assert_eq!(
+        s.rotate_key().await.expect("rotate"),
+        3,
+        "headers, secret and previous"
+    );
+    s.close().await.expect("close");
+    let o = open(h).await;
+    let back = o.mirror.get(n.id).expect("stored");
+    assert_eq!(back.secret.scheme(), SignatureScheme::Ed25519);
+    assert_eq!(back, n, "the same key pair, the previous secret too");
+    assert_eq!(
+        back.secret.sign("msg_1", 1, b"{}"),
+        n.secret.sign("msg_1", 1, b"{}")
+    );
+    o.store.close().await.expect("close");
+}

@@ -270,11 +270,8 @@ impl Shared {
                         r.at
                     }
                 };
-                if enabled && r.at - since >= self.disable_after_ms {
-                    let reason = format!(
-                        "disabled after failing continuously since {}",
-                        crate::time::to_datetime(since).to_rfc3339()
-                    );
+                if enabled && r.disables(since, self.disable_after_ms) {
+                    let reason = r.disabled_reason(since);
                     tx.execute(&disable, &[&id.0, &reason, &r.at]).await?;
                     // Announced with the change itself (outbox).
                     if let Some(n) =

@@ -314,12 +314,9 @@ impl WriterCtx {
                         transitions.push((r.notification, Some(since)));
                     }
                     if let Some((since, true)) = row
-                        && r.at - since >= disable_after
+                        && r.disables(since, disable_after)
                     {
-                        let reason = format!(
-                            "disabled after failing continuously since {}",
-                            crate::time::to_datetime(since).to_rfc3339()
-                        );
+                        let reason = r.disabled_reason(since);
                         disable.execute(params![r.notification.0, reason, r.at])?;
                         // Announced with the change itself (outbox).
                         if let Some(n) = open_one(&tx, &self.keyring, Which::Id(r.notification))? {
