@@ -2,14 +2,17 @@
 //!
 //! Requests follow Standard Webhooks: `webhook-id`, `webhook-timestamp`
 //! (unix seconds) and `webhook-signature`, a space-separated list of
-//! `v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`, where the key
-//! is the base64 after `whsec_` in the notification's secret. During a
-//! rotation a request carries one signature per valid secret.
+//! signatures of `"{id}.{timestamp}.{body}"`: `v1,<base64 HMAC-SHA256>`
+//! keyed by the base64 after `whsec_` in the notification's secret, or, for
+//! a notification signed with ed25519, `v1a,<base64 Ed25519 signature>`
+//! checked with its public key (`whpk_…`). During a rotation a request
+//! carries one signature per valid key.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, KeyInit, Mac};
 use reqwest::header::HeaderMap;
+use ring::signature;
 use sha2::Sha256;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -29,16 +32,17 @@ pub enum VerifyError {
     /// The request is older (or newer) than [`TOLERANCE`].
     #[error("webhook-timestamp is {0} s away from now")]
     Expired(i64),
-    /// A given secret is not `whsec_<base64>`.
-    #[error("a secret is not whsec_<base64>")]
+    /// A given secret is neither `whsec_<base64>` nor `whpk_<base64 of 32 bytes>`.
+    #[error("a secret is neither whsec_<base64> nor whpk_<base64>")]
     BadSecret,
-    /// No `v1` signature matches any of the secrets.
+    /// No signature matches any of the secrets.
     #[error("no signature matches")]
     NoMatch,
 }
 
-/// Checks a webhook request against the notification's secrets (`whsec_…`;
-/// give both during a rotation): the signature must match one of them and
+/// Checks a webhook request against the notification's secrets (`whsec_…`,
+/// or public keys `whpk_…` for ed25519; give both during a rotation): a
+/// signature must match one of them and
 /// the timestamp be within [`TOLERANCE`] of now. `body` is the request body
 /// exactly as received, before any parsing.
 ///
@@ -80,17 +84,28 @@ pub fn verify_at(
     }
     let keys = secrets
         .iter()
-        .map(|s| key(s))
+        .map(|s| Key::parse(s))
         .collect::<Result<Vec<_>, _>>()?;
     for candidate in signatures.split_whitespace() {
-        let Some(b64) = candidate.strip_prefix("v1,") else {
-            continue; // another scheme (v1a: asymmetric)
+        let Some((scheme, b64)) = candidate.split_once(',') else {
+            continue;
         };
         let Ok(given) = STANDARD.decode(b64) else {
             continue;
         };
         for key in &keys {
-            if mac(key, id, sent, body).verify_slice(&given).is_ok() {
+            let ok = match (scheme, key) {
+                ("v1", Key::Hmac(k)) => mac(k, id, sent, body).verify_slice(&given).is_ok(),
+                ("v1a", Key::Ed25519(public)) => {
+                    let ts = sent.to_string();
+                    let signed = [id.as_bytes(), b".", ts.as_bytes(), b".", body].concat();
+                    signature::UnparsedPublicKey::new(&signature::ED25519, public)
+                        .verify(&signed, &given)
+                        .is_ok()
+                }
+                _ => false,
+            };
+            if ok {
                 return Ok(());
             }
         }
@@ -102,9 +117,10 @@ pub fn verify_at(
 /// `secret` at `at`: for a receiver's own tests.
 pub fn sign(secret: &str, id: &str, at: SystemTime, body: &[u8]) -> Result<HeaderMap, VerifyError> {
     let timestamp = unix(at);
-    let signature = mac(&key(secret)?, id, timestamp, body)
-        .finalize()
-        .into_bytes();
+    let Key::Hmac(key) = Key::parse(secret)? else {
+        return Err(VerifyError::BadSecret); // signing needs the private key
+    };
+    let signature = mac(&key, id, timestamp, body).finalize().into_bytes();
     let mut headers = HeaderMap::new();
     let value = |s: String| {
         s.parse()
@@ -119,11 +135,25 @@ pub fn sign(secret: &str, id: &str, at: SystemTime, body: &[u8]) -> Result<Heade
     Ok(headers)
 }
 
-fn key(secret: &str) -> Result<Vec<u8>, VerifyError> {
-    let b64 = secret.strip_prefix("whsec_").unwrap_or(secret);
-    match STANDARD.decode(b64) {
-        Ok(k) if !k.is_empty() => Ok(k),
-        _ => Err(VerifyError::BadSecret),
+/// What a given secret checks: HMAC signatures or ed25519 ones.
+enum Key {
+    Hmac(Vec<u8>),
+    Ed25519(Vec<u8>),
+}
+
+impl Key {
+    fn parse(secret: &str) -> Result<Key, VerifyError> {
+        if let Some(b64) = secret.strip_prefix("whpk_") {
+            return match STANDARD.decode(b64) {
+                Ok(k) if k.len() == 32 => Ok(Key::Ed25519(k)),
+                _ => Err(VerifyError::BadSecret),
+            };
+        }
+        let b64 = secret.strip_prefix("whsec_").unwrap_or(secret);
+        match STANDARD.decode(b64) {
+            Ok(k) if !k.is_empty() => Ok(Key::Hmac(k)),
+            _ => Err(VerifyError::BadSecret),
+        }
     }
 }
 

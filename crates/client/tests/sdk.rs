@@ -243,12 +243,57 @@ async fn the_live_stream_resumes_across_a_server_restart_with_no_gap_and_no_dupl
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verify_accepts_a_real_delivery_and_nothing_else() {
-    use axum::{Router, body::Bytes, http::HeaderMap, routing::post};
-    use cds_events_api::{NotificationFilter, NotificationIn};
+async fn verify_accepts_real_deliveries_of_both_schemes_and_nothing_else() {
+    use cds_events_api::SignatureScheme;
     use cds_events_client::verify::{VerifyError, verify};
 
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(HeaderMap, Bytes)>();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = start(dir.path(), "127.0.0.1:0", true).await;
+    let client = server.client(Retry::default());
+    let other = "whsec_dGhlIG90aGVyIHNlY3JldCBvZiB0aGUgdGVzdA==";
+    for scheme in [SignatureScheme::Symmetric, SignatureScheme::Ed25519] {
+        let project = format!("HOOK{scheme:?}").to_uppercase();
+        let (url, mut requests) = receiver().await;
+        let created = client
+            .create_notification(&project, &notification(url, scheme))
+            .await
+            .expect("created");
+        // ed25519: what creation shows is the public key, all a receiver needs.
+        let prefix = match scheme {
+            SignatureScheme::Ed25519 => "whpk_",
+            SignatureScheme::Symmetric => "whsec_",
+        };
+        assert!(created.secret.starts_with(prefix), "{scheme:?}");
+        client.publish(&[event(&project, 1)]).await.expect("stored");
+        let (headers, body) = tokio::time::timeout(Duration::from_secs(30), requests.recv())
+            .await
+            .expect("delivered in time")
+            .expect("a request");
+        let secret = created.secret.as_str();
+        assert_eq!(verify(&headers, &body, &[secret]), Ok(()), "{scheme:?}");
+        assert_eq!(verify(&headers, &body, &[other]), Err(VerifyError::NoMatch));
+        assert_eq!(
+            verify(&headers, &body, &[other, secret]),
+            Ok(()),
+            "either key"
+        );
+        let mut tampered = body.to_vec();
+        tampered.push(b' ');
+        assert_eq!(
+            verify(&headers, &tampered, &[secret]),
+            Err(VerifyError::NoMatch)
+        );
+    }
+    server.stop().await;
+}
+
+/// What the test receiver got: each request's headers and body.
+type Requests = tokio::sync::mpsc::UnboundedReceiver<(axum::http::HeaderMap, axum::body::Bytes)>;
+
+/// A webhook receiver on 127.0.0.1: its URL, and every request it gets.
+async fn receiver() -> (String, Requests) {
+    use axum::{Router, body::Bytes, http::HeaderMap, routing::post};
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let app = Router::new().route(
         "/hook",
         post(move |headers: HeaderMap, body: Bytes| {
@@ -256,53 +301,32 @@ async fn verify_accepts_a_real_delivery_and_nothing_else() {
             async { axum::http::StatusCode::NO_CONTENT }
         }),
     );
-    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0")
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let receiver_addr = receiver.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(receiver, app).await });
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, rx)
+}
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = start(dir.path(), "127.0.0.1:0", true).await;
-    let client = server.client(Retry::default());
-    let created = client
-        .create_notification(
-            "HOOK",
-            &NotificationIn {
-                name: "receiver".into(),
-                webhook_url: format!("http://{receiver_addr}/hook"),
-                filters: [(
-                    "all".to_owned(),
-                    NotificationFilter {
-                        event: vec![".*".into()],
-                    },
-                )]
-                .into(),
-                ..NotificationIn::default()
+/// A notification of every event to `url`, signed with `scheme`.
+fn notification(
+    url: String,
+    scheme: cds_events_api::SignatureScheme,
+) -> cds_events_api::NotificationIn {
+    cds_events_api::NotificationIn {
+        name: "receiver".into(),
+        webhook_url: url,
+        filters: [(
+            "all".to_owned(),
+            cds_events_api::NotificationFilter {
+                event: vec![".*".into()],
             },
-        )
-        .await
-        .expect("created");
-    client.publish(&[event("HOOK", 1)]).await.expect("stored");
-    let (headers, body) = tokio::time::timeout(Duration::from_secs(30), rx.recv())
-        .await
-        .expect("delivered in time")
-        .expect("a request");
-    assert_eq!(verify(&headers, &body, &[&created.secret]), Ok(()));
-    let other = "whsec_dGhlIG90aGVyIHNlY3JldCBvZiB0aGUgdGVzdA==";
-    assert_eq!(verify(&headers, &body, &[other]), Err(VerifyError::NoMatch));
-    assert_eq!(
-        verify(&headers, &body, &[other, &created.secret]),
-        Ok(()),
-        "either secret"
-    );
-    let mut tampered = body.to_vec();
-    tampered.push(b' ');
-    assert_eq!(
-        verify(&headers, &tampered, &[&created.secret]),
-        Err(VerifyError::NoMatch)
-    );
-    server.stop().await;
+        )]
+        .into(),
+        signature: Some(scheme),
+        ..Default::default()
+    }
 }
 
 /// The examples of `crates/client/examples/`, built by `cargo test` beside
