@@ -28,4 +28,6 @@ pub use notifications::{
     OutcomeKind, PingOut, PreviousSecret, RedeliveredOut, SecretOut,
 };
 pub use sinks::{ReplayOut, SinkOut, SinkState, SinksOut};
-pub use tokens::{AuditEntry, CreatedTokenOut, TicketOut, TokenIn, TokenOut};
+pub use tokens::{
+    AuditEntry, CreatedTokenOut, SessionIn, SessionOut, TicketOut, TokenIn, TokenOut,
+};

@@ -136,7 +136,12 @@ mod tests {
             grants: vec![Grant::Admin],
         };
         let made = store
-            .create("reader", vec!["read:A".parse().expect("grant")], None, &admin)
+            .create(
+                "reader",
+                vec!["read:A".parse().expect("grant")],
+                None,
+                &admin,
+            )
             .await
             .expect("create");
         (dir, store, made.secret)
@@ -159,7 +164,12 @@ mod tests {
             name: "system".into(),
             grants: vec![Grant::Admin],
         };
-        assert!(store.revoke(&s.principal.token_id, &admin).await.expect("revoke"));
+        assert!(
+            store
+                .revoke(&s.principal.token_id, &admin)
+                .await
+                .expect("revoke")
+        );
         assert!(store.session(&s.value).is_none());
     }
 
