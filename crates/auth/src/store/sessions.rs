@@ -125,22 +125,25 @@ mod tests {
     use crate::{Grant, Principal, TokenStore};
     use std::time::Duration;
 
+    fn admin() -> Principal {
+        Principal {
+            token_id: "system".into(),
+            name: "system".into(),
+            grants: vec![Grant::Admin],
+        }
+    }
+
     async fn store() -> (tempfile::TempDir, TokenStore, String) {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = TokenStore::open(dir.path(), Duration::from_secs(30))
             .await
             .expect("open");
-        let admin = Principal {
-            token_id: "system".into(),
-            name: "system".into(),
-            grants: vec![Grant::Admin],
-        };
         let made = store
             .create(
                 "reader",
                 vec!["read:A".parse().expect("grant")],
                 None,
-                &admin,
+                &admin(),
             )
             .await
             .expect("create");
@@ -159,14 +162,9 @@ mod tests {
         assert_eq!(back.principal.token_id, s.principal.token_id);
         assert!(back.csrf_matches(&s.csrf));
         assert!(!back.csrf_matches(&s.value));
-        let admin = Principal {
-            token_id: "system".into(),
-            name: "system".into(),
-            grants: vec![Grant::Admin],
-        };
         assert!(
             store
-                .revoke(&s.principal.token_id, &admin)
+                .revoke(&s.principal.token_id, &admin())
                 .await
                 .expect("revoke")
         );

@@ -88,6 +88,9 @@ try {
     // While the server is down on purpose, the browser says it could not
     // connect; that is the restart, not a fault of the page.
     if (phase === 'restart' && /ERR_CONNECTION_REFUSED|Failed to load resource|EventSource/.test(m.text())) return;
+    // Asking for a project the token may not read is answered 403, which
+    // the browser reports; the page's own message is checked instead.
+    if (phase === 'refused' && /status of 403/.test(m.text())) return;
     report.consoleErrors.push(`${phase}: ${m.text()}`);
   });
   page.on('pageerror', (e) => report.consoleErrors.push(`${phase}: ${e.message}`));
@@ -177,6 +180,22 @@ try {
   await page.waitForSelector('#signin');
   const after = await page.evaluate(async () => (await fetch('/v2/auth/session')).status);
   expect(after === 204, `signed out, /v2/auth/session answered ${after}`);
+
+  // A token that reads project P only: its tail of P is live, and a tail
+  // of Q says it may not.
+  const reader = await api('POST', '/v2/auth/tokens', { name: 'console reader', grants: ['read:P'] });
+  expect(reader.status === 201, `a reader token: ${reader.text}`);
+  await page.fill('#token', reader.json.token);
+  await page.click('#signin button[type=submit]');
+  await page.waitForSelector('#signout');
+  await page.goto(BASE + '/console/tail?project_key=P', { waitUntil: 'networkidle' });
+  await page.waitForSelector('#tail-state[data-state=live]', { timeout: 20000 });
+  phase = 'refused';
+  await page.goto(BASE + '/console/tail?project_key=Q', { waitUntil: 'networkidle' });
+  await page.waitForSelector('#refused', { timeout: 20000 });
+  const why = await page.textContent('#refused');
+  expect(/may not read project Q/.test(why), `the view says the token may not read Q: ${why}`);
+  await page.screenshot({ path: join(ARTIFACTS, 'tail-refused.png') });
 
   expect(report.foreign.length === 0, `no request to another origin: ${report.foreign}`);
   expect(report.consoleErrors.length === 0, `no console errors: ${report.consoleErrors.join('\n')}`);

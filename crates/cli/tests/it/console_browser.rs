@@ -79,7 +79,14 @@ fn the_console_signs_in_tails_resumes_after_a_restart_pauses_and_shows_an_event(
     assert!(said.contains("RESULT "), "{said}");
     // The measured first-load size and the like, for whoever reads the log.
     println!("{said}");
-    for shot in ["signin", "tail", "tail-paused", "tail-phone", "event"] {
+    for shot in [
+        "signin",
+        "tail",
+        "tail-paused",
+        "tail-phone",
+        "event",
+        "tail-refused",
+    ] {
         assert!(artifacts.join(format!("{shot}.png")).exists(), "{shot}.png");
     }
     drop(server);
