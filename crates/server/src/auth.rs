@@ -80,9 +80,24 @@ pub fn session_cookie(headers: &axum::http::HeaderMap) -> Option<&str> {
         })
 }
 
+/// A state-changing request made with the session cookie but without the
+/// session's CSRF value.
+struct CsrfRefused;
+
+impl IntoResponse for CsrfRefused {
+    fn into_response(self) -> Response {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "csrf",
+            format!("a request signed in by the session cookie needs the {CSRF_HEADER} header given at sign-in"),
+        )
+        .into_response()
+    }
+}
+
 /// The session of the request's cookie; a state-changing request without
 /// the session's CSRF value is refused (403 `csrf`).
-fn cookie_session(st: &AppState, req: &Request) -> Result<Option<Session>, Response> {
+fn cookie_session(st: &AppState, req: &Request) -> Result<Option<Session>, CsrfRefused> {
     let Some(session) = session_cookie(req.headers()).and_then(|v| st.auth.session(v)) else {
         return Ok(None);
     };
@@ -92,12 +107,7 @@ fn cookie_session(st: &AppState, req: &Request) -> Result<Option<Session>, Respo
     );
     let sent = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok());
     if !safe && !sent.is_some_and(|c| session.csrf_matches(c)) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "csrf",
-            format!("a request signed in by the session cookie needs the {CSRF_HEADER} header given at sign-in"),
-        )
-        .into_response());
+        return Err(CsrfRefused);
     }
     Ok(Some(session))
 }
@@ -118,7 +128,7 @@ pub async fn require_principal(
                     Ok(Some(p))
                 }
                 Ok(None) => Ok(None),
-                Err(refused) => return refused,
+                Err(refused) => return refused.into_response(),
             },
         },
     };
