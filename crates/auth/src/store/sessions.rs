@@ -133,7 +133,8 @@ mod tests {
         }
     }
 
-    async fn store() -> (tempfile::TempDir, TokenStore, String) {
+    /// A store, a reader token's secret and a session opened with it.
+    async fn store() -> (tempfile::TempDir, TokenStore, String, super::Session) {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = TokenStore::open(dir.path(), Duration::from_secs(30))
             .await
@@ -147,17 +148,17 @@ mod tests {
             )
             .await
             .expect("create");
-        (dir, store, made.secret)
+        let session = store
+            .open_session(&made.secret, Duration::from_secs(60))
+            .await
+            .expect("open")
+            .expect("a session");
+        (dir, store, made.secret, session)
     }
 
     #[tokio::test]
     async fn a_session_stands_for_its_token_until_the_token_is_revoked() {
-        let (_dir, store, secret) = store().await;
-        let s = store
-            .open_session(&secret, Duration::from_secs(60))
-            .await
-            .expect("open")
-            .expect("a session");
+        let (_dir, store, _, s) = store().await;
         let back = store.session(&s.value).expect("valid");
         assert_eq!(back.principal.token_id, s.principal.token_id);
         assert!(back.csrf_matches(&s.csrf));
@@ -173,12 +174,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_tampered_or_expired_session_is_refused() {
-        let (_dir, store, secret) = store().await;
-        let s = store
-            .open_session(&secret, Duration::from_secs(60))
-            .await
-            .expect("open")
-            .expect("a session");
+        let (_dir, store, secret, s) = store().await;
         // A later expiry with the same MAC.
         let mut parts: Vec<&str> = s.value.split('.').collect();
         let later = (s.expires_at.timestamp() + 3600).to_string();
