@@ -29,4 +29,6 @@ pub use notifications::{
     PublicKeyOut, RedeliveredOut, SecretOut,
 };
 pub use sinks::{ReplayOut, SinkOut, SinkState, SinksOut};
-pub use tokens::{AuditEntry, CreatedTokenOut, TicketOut, TokenIn, TokenOut};
+pub use tokens::{
+    AuditEntry, CreatedTokenOut, SessionIn, SessionOut, TicketOut, TokenIn, TokenOut,
+};

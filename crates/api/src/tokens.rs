@@ -80,3 +80,37 @@ pub struct AuditEntry {
     pub target: String,
     pub detail: serde_json::Value,
 }
+
+/// A console sign-in: the token, exchanged once for a session cookie.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionIn {
+    pub token: String,
+}
+
+impl fmt::Debug for SessionIn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionIn").field("token", &"***").finish()
+    }
+}
+
+/// A console session: whose token it stands for, until when, and the CSRF
+/// value to send in `X-CSRF-Token` with every state-changing request.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SessionOut {
+    pub token_id: String,
+    pub name: String,
+    pub grants: Vec<String>,
+    pub expires_at: DateTime<Utc>,
+    pub csrf: String,
+}
+
+impl fmt::Debug for SessionOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionOut")
+            .field("token_id", &self.token_id)
+            .field("expires_at", &self.expires_at)
+            .field("csrf", &"***")
+            .finish_non_exhaustive()
+    }
+}

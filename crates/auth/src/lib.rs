@@ -27,4 +27,6 @@ pub use records::{
     AuditEntry, CreatedToken, NewAuditEntry, SecretHash, StoredToken, Ticket, TokenInfo,
 };
 pub use sqlite::AUTH_DB;
-pub use store::{ADMIN_TOKEN_FILE, Bootstrap, TokenStore, read_admin_token};
+pub use store::{
+    ADMIN_TOKEN_FILE, Bootstrap, SESSION_PREFIX, Session, TokenStore, read_admin_token,
+};

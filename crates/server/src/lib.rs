@@ -113,7 +113,7 @@ async fn track_http(req: Request, next: Next) -> Response {
 /// added later is protected unless someone decides otherwise, in this one
 /// place.
 pub fn router(state: AppState) -> Router {
-    use routes::{events, mon, notifications, sinks, stream, tokens, ws};
+    use routes::{console, events, mon, notifications, sinks, stream, tokens, ws};
     let protected = Router::new()
         .merge(events::router())
         .merge(sinks::router())
@@ -121,13 +121,18 @@ pub fn router(state: AppState) -> Router {
         .merge(ws::router())
         .merge(tokens::router())
         .merge(notifications::router())
+        .merge(console::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_principal,
         ));
-    // Public: the document, and `/mon/*` (whose metrics route asks for an
-    // admin token itself unless configured public).
-    let public = Router::new().merge(openapi::router()).merge(mon::router());
+    // Public: the document, `/mon/*` (whose metrics route asks for an
+    // admin token itself unless configured public), and the console's page,
+    // files and sign-in.
+    let public = Router::new()
+        .merge(openapi::router())
+        .merge(mon::router())
+        .merge(console::public_router());
     protected
         .merge(public)
         .fallback(|| async { error::ApiError::not_found("no such endpoint") })

@@ -58,6 +58,22 @@ impl Record {
     pub(super) fn principal(&self) -> &Arc<Principal> {
         &self.principal
     }
+
+    /// When the token stops being valid (`None`: never).
+    pub(super) fn expires_at(&self) -> Option<chrono::DateTime<Utc>> {
+        self.info.expires_at
+    }
+
+    /// An HMAC-SHA256 of `msg` keyed by this token's stored hash: what a
+    /// console session is sealed with. Only this server (and whoever holds
+    /// the token itself) knows the hash; it dies with the token.
+    pub(super) fn seal(&self, msg: &[u8]) -> [u8; 32] {
+        use hmac::{KeyInit, Mac};
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(self.hash.as_bytes())
+            .expect("hmac takes any key length");
+        mac.update(msg);
+        mac.finalize().into_bytes().into()
+    }
 }
 
 /// The active tokens by id.

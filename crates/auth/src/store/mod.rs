@@ -17,6 +17,7 @@
 mod audit;
 mod bootstrap;
 mod copy;
+mod sessions;
 mod tickets;
 
 use crate::sqlite::SqliteTokens;
@@ -35,6 +36,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 pub use bootstrap::{ADMIN_TOKEN_FILE, Bootstrap, read_admin_token};
+pub use sessions::{SESSION_PREFIX, Session};
 
 const TOKEN_PREFIX: &str = "cdse_";
 

@@ -6,6 +6,8 @@ mod auth;
 mod bridge;
 mod cdevents;
 mod cloudevents;
+mod console;
+mod console_browser;
 mod durability;
 mod hardening;
 mod notifications;

@@ -132,6 +132,10 @@ pub struct AuthConfig {
     /// How long a ticket from `POST /v2/auth/ticket` stays valid.
     #[serde(with = "humantime_serde")]
     pub ticket_ttl: Duration,
+    /// How long a console session (`POST /v2/auth/session`) lasts at most;
+    /// it ends earlier with its token.
+    #[serde(with = "humantime_serde")]
+    pub session_ttl: Duration,
     /// Events per second each token may publish (unset: no limit).
     pub publish_rate: Option<u32>,
     /// Events a token may publish at once above its rate (default: one second's worth).
@@ -143,6 +147,7 @@ impl Default for AuthConfig {
         AuthConfig {
             public_metrics: false,
             ticket_ttl: Duration::from_secs(30),
+            session_ttl: Duration::from_secs(8 * 3600),
             publish_rate: None,
             publish_burst: None,
         }

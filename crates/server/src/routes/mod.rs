@@ -1,3 +1,4 @@
+pub mod console;
 pub mod events;
 pub mod mon;
 pub mod notifications;
