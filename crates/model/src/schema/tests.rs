@@ -66,7 +66,12 @@ fn project_types_require_a_project_key_and_global_ones_refuse_it() {
 #[test]
 fn the_family_context_is_described_and_the_rest_is_marked_foreign() {
     let s = schema(EventType::HatcheryCreated);
-    let desc = |k: &str| s["properties"][k]["description"].as_str().unwrap().to_owned();
+    let desc = |k: &str| {
+        s["properties"][k]["description"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
     assert!(desc("hatchery").starts_with("context of the Hatchery family"));
     assert!(desc("user_id").contains("may leave it empty"));
     assert!(desc("workflow").starts_with("not a context field"));
@@ -77,7 +82,10 @@ fn the_family_context_is_described_and_the_rest_is_marked_foreign() {
             .contains("hatchery, user_id?, username?")
     );
     let run = schema(EventType::RunEnded);
-    assert_eq!(run["properties"]["run_number"]["type"], json!(["integer", "null"]));
+    assert_eq!(
+        run["properties"]["run_number"]["type"],
+        json!(["integer", "null"])
+    );
 }
 
 #[test]
@@ -88,7 +96,12 @@ fn the_id_bound_follows_the_configured_limits() {
     };
     let s = event_schema(EventType::UserCreated, "", &limits);
     assert_eq!(s["properties"]["id"]["maxLength"], 16);
-    assert!(s["$comment"].as_str().unwrap().contains("longer than 16 bytes"));
+    assert!(
+        s["$comment"]
+            .as_str()
+            .unwrap()
+            .contains("longer than 16 bytes")
+    );
 }
 
 fn pattern() -> regex::Regex {
