@@ -12,7 +12,7 @@
 //! test `model/tests/schema` generates events from these schemas and breaks
 //! them, and the decoder must agree with the schema both ways.
 
-use crate::{ENVELOPE, EventType, FieldKind, Family, Limits, Scope};
+use crate::{ENVELOPE, EventType, Family, FieldKind, Limits, Scope};
 use serde_json::{Map, Value, json};
 
 #[cfg(test)]
