@@ -39,7 +39,7 @@ fn the_properties_are_the_envelope_keys() {
         let s = schema(*t);
         let mut keys: Vec<&str> = s["properties"]
             .as_object()
-            .unwrap()
+            .expect("properties")
             .keys()
             .map(String::as_str)
             .collect();
@@ -69,7 +69,7 @@ fn the_family_context_is_described_and_the_rest_is_marked_foreign() {
     let desc = |k: &str| {
         s["properties"][k]["description"]
             .as_str()
-            .unwrap()
+            .expect("a string")
             .to_owned()
     };
     assert!(desc("hatchery").starts_with("context of the Hatchery family"));
@@ -78,7 +78,7 @@ fn the_family_context_is_described_and_the_rest_is_marked_foreign() {
     assert!(
         s["description"]
             .as_str()
-            .unwrap()
+            .expect("a string")
             .contains("hatchery, user_id?, username?")
     );
     let run = schema(EventType::RunEnded);
@@ -99,7 +99,7 @@ fn the_id_bound_follows_the_configured_limits() {
     assert!(
         s["$comment"]
             .as_str()
-            .unwrap()
+            .expect("a string")
             .contains("longer than 16 bytes")
     );
 }
