@@ -119,7 +119,7 @@ pub enum CatalogueOutput {
 
 pub async fn types(a: TypesArgs) -> anyhow::Result<()> {
     let cat: Value = if a.offline {
-        serde_json::to_value(cds_events_server::routes::events::catalogue())?
+        serde_json::to_value(cds_events_server::routes::types::catalogue(""))?
     } else {
         a.server.client(1)?.get_json("/v2/events/types").await?
     };

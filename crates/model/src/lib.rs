@@ -3,8 +3,8 @@
 //! This crate owns what an event *is*: its types and families
 //! ([`catalogue`]), the flat full event and its exact JSON ([`event`]), and
 //! how incoming JSON becomes one ([`decode`]), its CloudEvents 1.0 form
-//! ([`cloudevents`]) and its CDEvents form ([`cdevents`]). It does no I/O and knows nothing
-//! of storage or HTTP.
+//! ([`cloudevents`]), its CDEvents form ([`cdevents`]) and the JSON Schema of
+//! each type ([`schema`]). It does no I/O and knows nothing of storage or HTTP.
 
 pub mod catalogue;
 pub mod cdevents;
@@ -14,6 +14,7 @@ pub mod envelope;
 pub mod event;
 pub mod filter;
 pub mod identity;
+pub mod schema;
 
 pub use catalogue::*;
 pub use decode::{

@@ -113,9 +113,10 @@ async fn track_http(req: Request, next: Next) -> Response {
 /// added later is protected unless someone decides otherwise, in this one
 /// place.
 pub fn router(state: AppState) -> Router {
-    use routes::{console, events, mon, notifications, sinks, stream, tokens, ws};
+    use routes::{console, events, mon, notifications, sinks, stream, tokens, types, ws};
     let protected = Router::new()
         .merge(events::router())
+        .merge(types::router())
         .merge(sinks::router())
         .merge(stream::router())
         .merge(ws::router())

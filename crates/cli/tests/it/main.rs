@@ -20,6 +20,7 @@ mod sinks_amqp;
 mod sinks_kafka;
 mod sinks_redis;
 mod stream;
+mod types;
 mod ws;
 
 use serde_json::{Value, json};

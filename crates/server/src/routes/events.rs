@@ -1,4 +1,4 @@
-//! `/v2/events`: ingest, query, get by id, and the catalogue.
+//! `/v2/events`: ingest, query and get by id (the catalogue is `types`).
 
 use crate::auth::{Caller, forbidden};
 use crate::cloudevents::Standard;
@@ -16,16 +16,15 @@ use cds_events_api::FilterText;
 use cds_events_auth::Principal;
 use cds_events_log::{NewEvent, Order, Seq};
 use cds_events_model::cloudevents::{BATCH_CONTENT_TYPE, CONTENT_TYPE as CE_CONTENT_TYPE};
-use cds_events_model::{BatchError, EventScope, EventType, Family};
+use cds_events_model::{BatchError, EventScope, EventType};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-/// `/v2/events`, `/v2/events/types` and `/v2/events/{id}`.
+/// `/v2/events` and `/v2/events/{id}`.
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v2/events", routing::get(query).post(ingest))
-        .route("/v2/events/types", routing::get(types))
         .route("/v2/events/{id}", routing::get(get))
 }
 
@@ -426,75 +425,4 @@ pub async fn get(
         ev.json.to_string(),
     )
         .into_response())
-}
-
-/// A family in the catalogue.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct FamilyOut {
-    pub name: &'static str,
-    /// `project` or `global`.
-    pub scope: &'static str,
-    pub fields: Vec<FieldOut>,
-    pub types: Vec<&'static str>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct FieldOut {
-    pub name: &'static str,
-    /// CDS may leave it empty.
-    pub optional: bool,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct TypeOut {
-    #[serde(rename = "type")]
-    pub event_type: &'static str,
-    pub family: &'static str,
-    pub scope: &'static str,
-}
-
-/// The catalogue for clients to discover.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CatalogueOut {
-    pub families: Vec<FamilyOut>,
-    pub types: Vec<TypeOut>,
-}
-
-pub fn catalogue() -> CatalogueOut {
-    CatalogueOut {
-        families: Family::ALL
-            .iter()
-            .map(|f| FamilyOut {
-                name: f.as_str(),
-                scope: f.scope().as_str(),
-                fields: f
-                    .fields()
-                    .iter()
-                    .map(|s| FieldOut {
-                        name: s.name,
-                        optional: s.optional,
-                    })
-                    .collect(),
-                types: f.types().iter().map(|t| t.as_str()).collect(),
-            })
-            .collect(),
-        types: EventType::ALL
-            .iter()
-            .map(|t| TypeOut {
-                event_type: t.as_str(),
-                family: t.family().as_str(),
-                scope: t.scope().as_str(),
-            })
-            .collect(),
-    }
-}
-
-/// The event catalogue: families, types, scopes and context fields.
-#[utoipa::path(get, path = "/v2/events/types", tag = "events",
-    responses(
-        (status = 200, description = "the catalogue", body = CatalogueOut),
-        NoToken,
-    ))]
-pub async fn types() -> axum::Json<CatalogueOut> {
-    axum::Json(catalogue())
 }

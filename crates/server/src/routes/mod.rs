@@ -5,4 +5,5 @@ pub mod notifications;
 pub mod sinks;
 pub mod stream;
 pub mod tokens;
+pub mod types;
 pub mod ws;
