@@ -33,6 +33,10 @@ pub enum NotificationCommand {
     Test(NameArgs),
     /// Print the signing secret(s) receivers should accept; `--rotate` makes a new one.
     Secret(SecretArgs),
+    /// Print the public key of a notification signed with ed25519 (PEM with `--pem`).
+    PublicKey(PublicKeyArgs),
+    /// Say which notifications an example event (a JSON file, `-` for stdin) would reach.
+    Preview(PreviewArgs),
     /// Turn a notification back on (pending deliveries resume).
     Enable(NameArgs),
     /// Turn a notification off (no new deliveries; pending ones wait).
@@ -67,6 +71,28 @@ pub struct NameArgs {
     project: String,
     /// The notification's name.
     name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct PublicKeyArgs {
+    #[command(flatten)]
+    name: NameArgs,
+    /// Print the key as PEM (SubjectPublicKeyInfo) instead of `whpk_…`.
+    #[arg(long)]
+    pem: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PreviewArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[arg(long)]
+    project: String,
+    /// The example event: a JSON file, or `-` for standard input.
+    event: std::path::PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 /// What a notification is made of, as flags.
@@ -435,6 +461,56 @@ pub async fn run(cmd: NotificationCommand) -> anyhow::Result<()> {
                     wire_time(&prev.valid_until)
                 );
                 println!("{}", prev.secret);
+            }
+        }
+        NotificationCommand::PublicKey(a) => {
+            let n = &a.name;
+            let out = n
+                .server
+                .client(1)?
+                .notification_public_key(&n.project, &n.name)
+                .await?;
+            let show = |k: &cds_events_api::PublicKey| {
+                if a.pem {
+                    k.pem.trim_end().to_owned()
+                } else {
+                    k.public_key.clone()
+                }
+            };
+            println!("{}", show(&out.current));
+            if let Some(prev) = &out.previous {
+                eprintln!(
+                    "the previous key stays valid until {}:",
+                    wire_time(&prev.valid_until)
+                );
+                println!("{}", show(&prev.key));
+            }
+        }
+        NotificationCommand::Preview(a) => {
+            let text = if a.event.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&a.event)
+                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", a.event.display()))?
+            };
+            let out = a
+                .server
+                .client(1)?
+                .preview_notifications(&a.project, &text)
+                .await?;
+            if a.json {
+                pretty(&out)?;
+            } else {
+                for m in &out.notifications {
+                    let why = match (&m.reason, m.matches) {
+                        (_, true) if m.filters.is_empty() => "every event".to_owned(),
+                        (_, true) => format!("filters {}", m.filters.join(", ")),
+                        (Some(r), false) => r.clone(),
+                        (None, false) => String::new(),
+                    };
+                    let verdict = if m.matches { "matches" } else { "no" };
+                    println!("{:<24} {verdict:<8} {why}", m.name);
+                }
             }
         }
         NotificationCommand::Enable(a) => set_enabled(a, true, "enabled").await?,

@@ -4,7 +4,7 @@
 use crate::{Client, ClientError};
 use cds_events_api::{
     CreatedNotificationOut, DeliveriesQuery, DeliveryDetail, DeliveryOut, DeliveryPage,
-    NotificationIn, NotificationOut, PingOut, RedeliveredOut, SecretOut,
+    NotificationIn, NotificationOut, PingOut, PreviewOut, PublicKeyOut, RedeliveredOut, SecretOut,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::Method;
@@ -92,6 +92,31 @@ impl Client {
     ) -> Result<SecretOut, ClientError> {
         let path = at(project, Some(name), &["secret", "rotate"]);
         Self::read(self.req_at(Method::POST, &path)?).await
+    }
+
+    /// Which of the project's notifications an example event (its JSON, as
+    /// it would be published) would reach; nothing is stored or sent.
+    pub async fn preview_notifications(
+        &self,
+        project: &str,
+        event_json: &str,
+    ) -> Result<PreviewOut, ClientError> {
+        Self::read(
+            self.req_at(Method::POST, &at(project, Some("preview"), &[]))?
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(event_json.to_owned()),
+        )
+        .await
+    }
+
+    /// The public key(s) of a notification signed with ed25519, for its
+    /// receivers (the previous one too during a rotation).
+    pub async fn notification_public_key(
+        &self,
+        project: &str,
+        name: &str,
+    ) -> Result<PublicKeyOut, ClientError> {
+        Self::read(self.req_at(Method::GET, &at(project, Some(name), &["public-key"]))?).await
     }
 
     /// Sends a signed ping now; how the endpoint answered.

@@ -121,3 +121,55 @@ fn a_bad_example_event_is_a_400_naming_the_field() {
     let (status, _) = preview(&s, &stranger, &job_event("PROJ", 1));
     assert_eq!(status, 403);
 }
+
+/// `cds-events notification preview` reads the example event from a file
+/// and prints a line per notification; `public-key` prints what a receiver
+/// of an ed25519 notification verifies with.
+#[test]
+fn the_cli_previews_an_event_and_prints_a_public_key() {
+    let s = TestServer::builder().start();
+    let rx = Receiver::ok();
+    let created = create(
+        &s,
+        "PROJ",
+        json!({"name": "signed", "webhook_url": rx.url, "signature": "ed25519",
+               "filters": {"jobs": {"event": ["RunJobEnded"]}}}),
+    );
+    create(
+        &s,
+        "PROJ",
+        json!({"name": "runs", "webhook_url": rx.url, "filters": {"runs": {"event": ["^RunEnded$"]}}}),
+    );
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(crate::BIN)
+            .args(["notification"])
+            .args(args)
+            .args(["--server", &s.base, "--project", "PROJ"])
+            .env("CDS_EVENTS_TOKEN", crate::ADMIN)
+            .output()
+            .expect("cds-events");
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{args:?}: {err}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("event.json");
+    std::fs::write(&file, job_event("PROJ", 1).to_string()).expect("write");
+    let out = cli(&["preview", file.to_str().expect("utf-8")]);
+    let line = |name: &str| {
+        out.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("{name} in {out}"))
+            .to_owned()
+    };
+    assert!(
+        line("signed").contains("matches") && line("signed").contains("jobs"),
+        "{out}"
+    );
+    assert!(line("runs").contains("no filter matches"), "{out}");
+
+    let key = cli(&["public-key", "signed"]);
+    assert_eq!(key.trim(), created["secret"].as_str().expect("whpk_"));
+    let pem = cli(&["public-key", "signed", "--pem"]);
+    assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"), "{pem}");
+}
