@@ -96,7 +96,11 @@ impl Client {
     /// this subscriber `lagged`, it reconnects (waiting 200 ms, doubling up
     /// to 10 s) and resumes after the last event it yielded, so nothing is
     /// missed and nothing comes twice. `after` is a sequence number to
-    /// start after (`None`: from now).
+    /// start after (`None`: from now). Until the first event arrives a
+    /// `None` stream has no place of its own: a server that stops cleanly
+    /// tells it where to resume, but after a crash or a cut connection it
+    /// starts from now again. Pass the head (`GET /mon/status`,
+    /// `storage.head_seq`) to be gap-free from the start.
     ///
     /// It ends with an error only when the server refuses the subscription
     /// itself (a bad filter, a token without the grant).
