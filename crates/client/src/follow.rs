@@ -32,6 +32,17 @@ impl PageItem {
 }
 
 impl Client {
+    /// The log's head: the highest sequence number stored (`/mon/status`).
+    pub async fn head(&self) -> Result<u64, ClientError> {
+        let status = self.get_json("/mon/status").await?;
+        status["storage"]["head_seq"]
+            .as_u64()
+            .ok_or_else(|| ClientError::Unexpected {
+                status: 200,
+                text: status.to_string(),
+            })
+    }
+
     /// Every event the query matches, page after page (following
     /// `next_cursor`), as one stream. `params` are the query API's
     /// parameters (`project_key`, `type`, `since`, `limit` as the page
@@ -96,11 +107,9 @@ impl Client {
     /// this subscriber `lagged`, it reconnects (waiting 200 ms, doubling up
     /// to 10 s) and resumes after the last event it yielded, so nothing is
     /// missed and nothing comes twice. `after` is a sequence number to
-    /// start after (`None`: from now). Until the first event arrives a
-    /// `None` stream has no place of its own: a server that stops cleanly
-    /// tells it where to resume, but after a crash or a cut connection it
-    /// starts from now again. Pass the head (`GET /mon/status`,
-    /// `storage.head_seq`) to be gap-free from the start.
+    /// start after; `None` is the log's head as the stream first connects
+    /// ([`Client::head`]), fixed then, so that a reconnection even before
+    /// the first event (a crash, a cut connection) misses nothing.
     ///
     /// It ends with an error only when the server refuses the subscription
     /// itself (a bad filter, a token without the grant).
@@ -185,6 +194,17 @@ impl Live {
     async fn next(&mut self) -> Result<Stored, ClientError> {
         loop {
             let Some(stream) = self.open.as_mut() else {
+                if self.last.is_none() {
+                    // "From now": the head, fixed before the first connection.
+                    match self.client.head().await {
+                        Ok(head) => self.last = Some(head),
+                        Err(e) if !e.is_transient() => return Err(e),
+                        Err(e) => {
+                            self.wait(format!("cannot connect ({e})")).await;
+                            continue;
+                        }
+                    }
+                }
                 match self.client.stream(&self.params, self.last).await {
                     Ok(s) => {
                         self.open = Some(s);

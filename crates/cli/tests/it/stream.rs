@@ -237,3 +237,54 @@ fn listen_reconnects_and_resumes_across_a_restart() {
     assert_eq!(seqs, [1, 2, 3, 4, 5, 6], "{stderr}");
     assert!(stderr.contains("resuming after 3"), "{stderr}");
 }
+
+/// `cds-events listen` without `--since` starts from now; if the server is
+/// killed (no `shutdown` message, so no `resume_from`) before the first
+/// event, what is published after the restart and before the listener is
+/// back still comes: "now" was fixed at the first connection.
+#[test]
+fn listen_from_now_misses_nothing_across_a_kill_9_before_its_first_event() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut s = TestServer::builder().dir(tmp.path()).start();
+    s.post_json(&json!([job_event("A", 0)]));
+    let port = s.base.rsplit(':').next().expect("port").to_owned();
+    let mut listener = std::process::Command::new(crate::BIN)
+        .args(["listen", "--server", &s.base, "--token", ADMIN])
+        .args(["--project", "A", "--json", "--count", "3"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("listen");
+    let stdout = Lines::of(listener.stdout.take().expect("stdout"));
+    let stderr = Lines::of(listener.stderr.take().expect("stderr"));
+    crate::eventually("the listener is connected", || {
+        s.metrics()
+            .contains("cds_events_stream_connections{kind=\"sse\"} 1")
+    });
+    s.kill9();
+    drop(s);
+    // Down long enough for the listener to back off past the restart.
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let s = TestServer::builder()
+        .dir(tmp.path())
+        .listen(&format!("127.0.0.1:{port}"))
+        .start();
+    s.post_json(&json!(
+        (1..4).map(|i| job_event("A", i)).collect::<Vec<_>>()
+    ));
+    let lines: Vec<String> = (1..=3)
+        .map(|n| stdout.next(&format!("event {n} after the restart")))
+        .collect();
+    let stderr = stderr.rest().join("\n");
+    let status = listener.wait().expect("listen exit");
+    assert!(status.success(), "{stderr}");
+    let seqs: Vec<u64> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).expect("json")["seq"]
+                .as_u64()
+                .expect("seq")
+        })
+        .collect();
+    assert_eq!(seqs, [2, 3, 4], "{stderr}");
+}
