@@ -223,17 +223,7 @@ fn listen_reconnects_and_resumes_across_a_restart() {
         (3..6).map(|i| job_event("A", i)).collect::<Vec<_>>()
     ));
     lines.extend(stdout.rest());
-    let stderr = stderr.rest().join("\n");
-    let status = listener.wait().expect("listen exit");
-    assert!(status.success(), "{stderr}");
-    let seqs: Vec<u64> = lines
-        .iter()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).expect("json")["seq"]
-                .as_u64()
-                .expect("seq")
-        })
-        .collect();
+    let (seqs, stderr) = listened(listener, &lines, stderr);
     assert_eq!(seqs, [1, 2, 3, 4, 5, 6], "{stderr}");
     assert!(stderr.contains("resuming after 3"), "{stderr}");
 }
@@ -275,10 +265,21 @@ fn listen_from_now_misses_nothing_across_a_kill_9_before_its_first_event() {
     let lines: Vec<String> = (1..=3)
         .map(|n| stdout.next(&format!("event {n} after the restart")))
         .collect();
+    let (seqs, stderr) = listened(listener, &lines, stderr);
+    assert_eq!(seqs, [2, 3, 4], "{stderr}");
+}
+
+/// Once `cds-events listen --json` has exited (successfully), the sequence
+/// numbers of the lines it printed, and what it said on stderr.
+fn listened(
+    mut listener: std::process::Child,
+    lines: &[String],
+    stderr: Lines,
+) -> (Vec<u64>, String) {
     let stderr = stderr.rest().join("\n");
     let status = listener.wait().expect("listen exit");
     assert!(status.success(), "{stderr}");
-    let seqs: Vec<u64> = lines
+    let seqs = lines
         .iter()
         .map(|l| {
             serde_json::from_str::<Value>(l).expect("json")["seq"]
@@ -286,5 +287,5 @@ fn listen_from_now_misses_nothing_across_a_kill_9_before_its_first_event() {
                 .expect("seq")
         })
         .collect();
-    assert_eq!(seqs, [2, 3, 4], "{stderr}");
+    (seqs, stderr)
 }
