@@ -31,6 +31,9 @@ pub const RESERVED_HEADERS: &[&str] = &[
 ];
 
 const MAX_NAME: usize = 128;
+/// Names a notification cannot take: `…/notification/preview` is the
+/// preview of an event against every notification of the project.
+const RESERVED_NAMES: &[&str] = &["preview"];
 const MAX_URL: usize = 2048;
 const MAX_EXPRESSIONS: usize = 64;
 const MAX_EXPRESSION_BYTES: usize = 1024;
@@ -93,6 +96,15 @@ pub(crate) fn validate(n: NotificationIn) -> Result<Valid, WebhooksError> {
         return Err(WebhooksError::invalid(
             "name",
             "must be 1 to 128 characters among letters, digits, '-', '_' and '.'",
+        ));
+    }
+    if RESERVED_NAMES.contains(&n.name.as_str()) {
+        return Err(WebhooksError::invalid(
+            "name",
+            format!(
+                "{:?} is reserved: …/notification/{} previews an event",
+                n.name, n.name
+            ),
         ));
     }
     if n.webhook_url.len() > MAX_URL {

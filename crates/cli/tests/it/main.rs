@@ -9,6 +9,7 @@ mod cloudevents;
 mod console;
 mod console_browser;
 mod durability;
+mod fuzz;
 mod hardening;
 mod notifications;
 mod ops;

@@ -379,8 +379,10 @@ pub struct FormatParam {
     responses(
         (status = 200, description = "the full event", body = FullEventSchema,
             headers(("cds-events-seq" = u64, description = "the event's sequence number"))),
+        (status = 400, description = "an unknown `format`", body = ErrorBody),
         NoToken,
         (status = 404, description = "no such event, or one the token may not read", body = ErrorBody),
+        (status = 406, description = "`format=cdevents` for an event with no CDEvents counterpart", body = ErrorBody),
     )
 )]
 pub async fn get(

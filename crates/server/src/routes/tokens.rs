@@ -116,6 +116,7 @@ pub async fn ticket(
 #[into_params(parameter_in = Query)]
 pub struct AuditParams {
     /// Most entries to return (default 100, max 1000).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
@@ -123,6 +124,7 @@ pub struct AuditParams {
 #[utoipa::path(get, path = "/v2/auth/audit", tag = "auth", params(AuditParams),
     responses(
         (status = 200, description = "token creations and revocations", body = Vec<AuditEntry>),
+        (status = 400, description = "`limit` is not an integer from 1 to 1000", body = ErrorBody),
         AdminOnly,
     ))]
 pub async fn audit(

@@ -28,8 +28,6 @@ fn a_preview_says_which_notifications_an_event_would_reach_and_why_not() {
                "filters": {"ended": {"event": ["RunJobEnded"]}, "runs": {"event": ["^RunEnded$"]}}}),
         json!({"name": "runs", "webhook_url": rx.url, "filters": {"runs": {"event": ["^RunEnded$"]}}}),
         json!({"name": "off", "webhook_url": rx.url, "enabled": false}),
-        // A notification may be called `preview` and still be read by GET.
-        json!({"name": "preview", "webhook_url": rx.url, "filters": {"never": {"event": ["^$"]}}}),
     ] {
         create(&s, "PROJ", body);
     }
@@ -51,7 +49,7 @@ fn a_preview_says_which_notifications_an_event_would_reach_and_why_not() {
     };
     assert_eq!(
         out["notifications"].as_array().map(Vec::len),
-        Some(5),
+        Some(4),
         "this project's only: {out}"
     );
     assert_eq!(by_name("all")["matches"], true);
@@ -74,17 +72,31 @@ fn a_preview_says_which_notifications_an_event_would_reach_and_why_not() {
             .is_some_and(|r| r.contains("disabled")),
         "{off}"
     );
-    let (status, named) = s.get("/v2/project/PROJ/notification/preview");
-    assert_eq!(status, 200, "{named}");
-    assert_eq!(named["name"], "preview");
-    // POST on a notification itself is no method of it.
-    let (status, _) = call(
+    // `preview` is no notification's name, so each path has one meaning,
+    // and a 405 lists the methods the path does have.
+    let (status, err) = call(
         &s.http,
         reqwest::Method::POST,
-        &s.url("/v2/project/PROJ/notification/all"),
-        Some(&job_event("PROJ", 1)),
+        &s.url("/v2/project/PROJ/notification"),
+        Some(&json!({"name": "preview", "webhook_url": rx.url})),
     );
-    assert_eq!(status, 405);
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["details"][0]["field"], "name", "{err}");
+    for (method, path, allow) in [
+        (reqwest::Method::GET, "preview", "POST"),
+        (reqwest::Method::POST, "all", "GET,HEAD,PUT,DELETE"),
+    ] {
+        let resp = s
+            .http
+            .request(
+                method,
+                s.url(&format!("/v2/project/PROJ/notification/{path}")),
+            )
+            .send()
+            .expect("request");
+        assert_eq!(resp.status(), 405, "{path}");
+        assert_eq!(resp.headers()["allow"], allow, "{path}");
+    }
     // The preview sent nothing: no delivery of the example event.
     let (_, page) = s.get("/v2/project/PROJ/notification/jobs/deliveries");
     assert_eq!(page["deliveries"], json!([]), "{page}");

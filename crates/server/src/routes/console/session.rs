@@ -113,7 +113,8 @@ pub async fn current(State(st): State<AppState>, headers: HeaderMap) -> Response
 /// stored: a copy kept elsewhere lasts until its expiry or its token's
 /// revocation.)
 #[utoipa::path(delete, path = "/v2/auth/session", tag = "auth",
-    params(("X-CSRF-Token" = String, Header, description = "the session's CSRF value")),
+    params(("X-CSRF-Token" = Option<String>, Header,
+        description = "the session's CSRF value: required when signed in by the cookie, not with a bearer token")),
     responses(
         (status = 204, description = "signed out"),
         NoToken,

@@ -41,12 +41,12 @@ pub fn router() -> Router<AppState> {
             routing::get(list).post(create),
         )
         .route(
+            "/v2/project/{project}/notification/preview",
+            post(preview::preview),
+        )
+        .route(
             "/v2/project/{project}/notification/{name}",
-            // POST: only `…/notification/preview` (see `preview`).
-            routing::get(get)
-                .put(update)
-                .delete(delete)
-                .post(preview::preview),
+            routing::get(get).put(update).delete(delete),
         )
         .route(
             "/v2/project/{project}/notification/{name}/secret",

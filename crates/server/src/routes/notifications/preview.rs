@@ -2,24 +2,19 @@
 //! project's notifications an example event would be delivered to. The
 //! event is validated as ingest validates it; nothing is stored or sent.
 //!
-//! The path shares its shape with `…/notification/{name}` (a notification
-//! may well be called `preview`, and must stay readable by GET), so the
-//! router sends `POST …/notification/{name}` here and anything but
-//! `preview` is refused as a method the notification does not have.
+//! The path is a static route beside `…/notification/{name}`: the name
+//! `preview` is reserved (`cds_events_webhooks` refuses a notification of
+//! that name), so every method of `…/notification/preview` has one meaning.
 
-use super::access::{OnNotification, Read};
+use super::access::{OnProject, Read};
 use crate::error::{ApiError, ErrorBody, ProjectReader};
 use crate::schema::FullEventSchema;
 use crate::state::AppState;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::StatusCode;
 use cds_events_api::PreviewOut;
 use serde_json::json;
-
-/// The one name under `…/notification/` that POST answers.
-pub const PREVIEW: &str = "preview";
 
 /// Preview which notifications an event would match. The body is one CDS
 /// event (the full-event or producer shape, as `POST /v2/events` takes it)
@@ -36,16 +31,9 @@ pub const PREVIEW: &str = "preview";
     ))]
 pub async fn preview(
     State(st): State<AppState>,
-    p: OnNotification<Read>,
+    p: OnProject<Read>,
     body: Bytes,
 ) -> Result<Json<PreviewOut>, ApiError> {
-    if p.name != PREVIEW {
-        return Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "a notification takes GET, PUT and DELETE; POST is for …/notification/preview",
-        ));
-    }
     let text = std::str::from_utf8(&body).map_err(|e| {
         ApiError::bad_request(
             "invalid_utf8",
