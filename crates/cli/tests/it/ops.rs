@@ -41,6 +41,32 @@ fn status_version_and_metrics_report_the_log() {
     }
 }
 
+/// The live-task gauge follows the connections: up while they are open,
+/// back down once they are gone (what the soak benchmark watches).
+#[test]
+fn the_task_gauge_rises_with_connections_and_falls_back() {
+    let s = TestServer::start();
+    let tasks = || -> u64 {
+        let text = s.metrics();
+        text.lines()
+            .find_map(|l| l.strip_prefix("cds_events_runtime_alive_tasks "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no task gauge in:\n{text}")) as u64
+    };
+    let base = tasks();
+    let addr = s.url("").trim_start_matches("http://").to_owned();
+    let open: Vec<_> = (0..20)
+        .map(|_| std::net::TcpStream::connect(&addr).expect("connect"))
+        .collect();
+    eventually("20 more tasks while 20 connections are open", || {
+        tasks() >= base + 20
+    });
+    drop(open);
+    eventually("the tasks end with their connections", || {
+        tasks() <= base + 2
+    });
+}
+
 #[test]
 fn config_layers_file_then_environment_then_flags() {
     let tmp = tempfile::tempdir().expect("tempdir");

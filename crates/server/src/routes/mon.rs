@@ -120,6 +120,10 @@ pub async fn metrics(State(st): State<AppState>, req: axum::extract::Request) ->
         metrics::gauge!("cds_events_log_bytes").set(stats.bytes_on_disk as f64);
         metrics::gauge!("cds_events_log_head_seq").set(stats.head_seq.0 as f64);
     }
+    // Every connection, stream and background loop is a task: a soak reads
+    // this to see that nothing piles up.
+    let runtime = tokio::runtime::Handle::current().metrics();
+    metrics::gauge!("cds_events_runtime_alive_tasks").set(runtime.num_alive_tasks() as f64);
     (
         [(
             header::CONTENT_TYPE,
