@@ -345,6 +345,20 @@ impl Index {
         }
     }
 
+    /// Whether any subscriber may want this event, read from its project
+    /// alone: an event of a project nobody follows (and with nobody
+    /// following everything) is skipped before it is decoded. One that
+    /// does not even peek goes on, to be reported where it fails to decode.
+    fn may_want(&self, stored: &StoredEvent) -> bool {
+        if !self.any.is_empty() {
+            return true;
+        }
+        match cds_events_model::peek_stored(&stored.json) {
+            Ok(head) => !self.listed(&head.project_key).is_empty(),
+            Err(_) => true,
+        }
+    }
+
     /// The subscribers listed under the scope of an event with this wire
     /// `project_key` (`""` is global on the wire, and only there).
     fn listed(&self, project_key: &str) -> &[u64] {
@@ -395,6 +409,9 @@ impl Consumer for Fanout {
 
     async fn handle(&mut self, batch: &[StoredEvent]) -> Result<(), ConsumerError> {
         for stored in batch {
+            if !self.index.may_want(stored) {
+                continue;
+            }
             let Some(live) = LiveEvent::new(stored) else {
                 tracing::error!(
                     seq = stored.seq.0,
@@ -496,6 +513,35 @@ mod tests {
         let b: serde_json::Value = serde_json::from_str(&pretty).expect("json");
         assert_eq!(a, b);
         assert_eq!((lines[2], lines[3]), ("", ""));
+    }
+
+    /// An event of a project nobody follows is skipped before its decode;
+    /// one subscriber following everything makes every event wanted.
+    #[test]
+    fn only_events_of_a_followed_project_are_decoded() {
+        let stored = |p: &str| StoredEvent {
+            seq: Seq(1),
+            json: Arc::from(event(EventType::RunJobEnded, p, 1).to_json()),
+        };
+        let subscriber = |scopes| {
+            let (tx, _) = mpsc::channel(1);
+            let matcher: Arc<dyn Matcher> = Arc::new(EventFilter::default());
+            Subscriber {
+                matcher,
+                scopes,
+                tx,
+                lag: Arc::default(),
+            }
+        };
+        let mut index = Index::default();
+        let a = ProjectKey::new("A").expect("key");
+        index.insert(1, subscriber(Some(vec![EventScope::Project(a)])));
+        assert!(index.may_want(&stored("A")));
+        assert!(!index.may_want(&stored("B")));
+        index.insert(2, subscriber(None));
+        assert!(index.may_want(&stored("B")));
+        index.remove(2);
+        assert!(!index.may_want(&stored("B")));
     }
 
     /// Regression: a subscriber that overflowed mid-batch and then freed a
