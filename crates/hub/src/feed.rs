@@ -208,6 +208,9 @@ impl Feed {
     /// Reads the next step of `(scanned, until]` into the backlog.
     async fn read_log(&mut self, scanned: Seq, until: Seq) -> Result<(), FeedError> {
         let log = self.hub.log();
+        // A filter the log query applied needs no second look: those events
+        // leave as stored, undecoded (a CloudEvents reader decodes its own).
+        let filtered = self.matcher.as_filter().is_some();
         let (events, reached) = match self.matcher.as_filter() {
             Some(filter) => {
                 let page = log
@@ -232,9 +235,8 @@ impl Feed {
             if stored.seq > until {
                 break;
             }
-            if let Some(live) = LiveEvent::new(&stored)
-                && self.matcher.matches(&live.event)
-            {
+            let live = LiveEvent::undecoded(&stored);
+            if filtered || live.event().is_some_and(|e| self.matcher.matches(e)) {
                 self.backlog.push_back(Arc::new(live));
             }
         }

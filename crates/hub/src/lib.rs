@@ -30,40 +30,62 @@ use tokio_util::sync::CancellationToken;
 
 use cds_events_log::{Checkpoint, Consumer, ConsumerError, FollowOptions, follow};
 
-/// A committed event as the hub hands it out: decoded once, and framed once
-/// per protocol, however many clients receive it.
+/// A committed event as the hub hands it out: decoded at most once, and
+/// framed once per protocol, however many clients receive it.
 #[derive(Debug)]
 pub struct LiveEvent {
     pub seq: Seq,
-    pub event: FullEvent,
     /// The stored full-event JSON, verbatim.
     pub json: Arc<str>,
+    /// Decoded on first need (a matcher, a CloudEvent): an event that a log
+    /// query already filtered and that leaves as stored is never decoded.
+    /// `None`: the stored JSON does not decode (logged where it is found).
+    event: OnceLock<Option<FullEvent>>,
     ws_ok: OnceLock<Bytes>,
     sse: OnceLock<Bytes>,
-    cloudevent: OnceLock<Arc<str>>,
+    cloudevent: OnceLock<Option<Arc<str>>>,
     cdevent: OnceLock<Option<Arc<str>>>,
 }
 
 impl LiveEvent {
+    /// The event, decoded now: `None` when it does not decode.
     pub fn new(stored: &StoredEvent) -> Option<LiveEvent> {
-        let event = cds_events_model::decode_stored(&stored.json).ok()?;
-        Some(Self::from_parts(
-            stored.seq,
-            event,
-            Arc::clone(&stored.json),
-        ))
+        let live = Self::undecoded(stored);
+        live.event()?;
+        Some(live)
     }
 
-    fn from_parts(seq: Seq, event: FullEvent, json: Arc<str>) -> LiveEvent {
+    /// The event, decoded only if something asks for [`LiveEvent::event`].
+    pub fn undecoded(stored: &StoredEvent) -> LiveEvent {
         LiveEvent {
-            seq,
-            event,
-            json,
+            seq: stored.seq,
+            json: Arc::clone(&stored.json),
+            event: OnceLock::new(),
             ws_ok: OnceLock::new(),
             sse: OnceLock::new(),
             cloudevent: OnceLock::new(),
             cdevent: OnceLock::new(),
         }
+    }
+
+    #[cfg(test)]
+    fn from_parts(seq: Seq, event: FullEvent, json: Arc<str>) -> LiveEvent {
+        let live = Self::undecoded(&StoredEvent { seq, json });
+        let _ = live.event.set(Some(event));
+        live
+    }
+
+    /// The decoded event; `None` when the stored JSON does not decode.
+    pub fn event(&self) -> Option<&FullEvent> {
+        self.event
+            .get_or_init(|| {
+                let decoded = cds_events_model::decode_stored(&self.json);
+                if let Err(e) = &decoded {
+                    tracing::error!(seq = self.seq.0, error = %e, "stored event does not decode");
+                }
+                decoded.ok()
+            })
+            .as_ref()
     }
 
     /// CDS's websocket message for this event, `{"status":"OK","error":"","event":…}`,
@@ -88,27 +110,33 @@ impl LiveEvent {
             .clone()
     }
 
-    /// This event as a structured CloudEvent (the model's one mapping).
-    /// Built once, shared: `source` is the process's one configured base.
-    pub fn cloudevent(&self, source: &Source) -> Arc<str> {
-        Arc::clone(self.cloudevent.get_or_init(|| {
-            Arc::from(
-                CloudEvent::new(source, self.seq.0, &self.event, &self.json).to_structured_json(),
-            )
-        }))
+    /// This event as a structured CloudEvent (the model's one mapping), or
+    /// `None` when it does not decode. Built once, shared: `source` is the
+    /// process's one configured base.
+    pub fn cloudevent(&self, source: &Source) -> Option<Arc<str>> {
+        self.cloudevent
+            .get_or_init(|| {
+                let event = self.event()?;
+                Some(Arc::from(
+                    CloudEvent::new(source, self.seq.0, event, &self.json).to_structured_json(),
+                ))
+            })
+            .clone()
     }
 }
 
 impl LiveEvent {
     /// This event as a structured CDEvent (the model's `cdevents::map`
-    /// carried as a CloudEvent), or `None` when CDEvents has no counterpart.
+    /// carried as a CloudEvent), or `None` when CDEvents has no counterpart
+    /// (or it does not decode).
     /// Built once, shared.
     pub fn cdevent(&self, source: &Source) -> Option<Arc<str>> {
         self.cdevent
             .get_or_init(|| {
-                let cd = cds_events_model::cdevents::map(source, &self.event)?;
+                let event = self.event()?;
+                let cd = cds_events_model::cdevents::map(source, event)?;
                 Some(Arc::from(
-                    cd.cloudevent(source, self.seq.0, &self.event)
+                    cd.cloudevent(source, self.seq.0, event)
                         .to_structured_json(),
                 ))
             })
@@ -125,11 +153,16 @@ pub fn sse_message(seq: Seq, json: &str) -> Bytes {
     out.push_str("\ndata: ");
     // A line break inside JSON can only be whitespace between tokens
     // (strings escape theirs), so a space is equivalent and keeps the event
-    // on the one `data:` line SSE requires.
-    out.extend(json.chars().map(|c| match c {
-        '\n' | '\r' => ' ',
-        c => c,
-    }));
+    // on the one `data:` line SSE requires. Stored events have none: they
+    // are copied whole.
+    if json.contains(['\n', '\r']) {
+        out.extend(json.chars().map(|c| match c {
+            '\n' | '\r' => ' ',
+            c => c,
+        }));
+    } else {
+        out.push_str(json);
+    }
     out.push_str("\n\n");
     Bytes::from(out)
 }
@@ -412,11 +445,8 @@ impl Consumer for Fanout {
             if !self.index.may_want(stored) {
                 continue;
             }
+            // Logged by `event()` when it does not decode; not routed.
             let Some(live) = LiveEvent::new(stored) else {
-                tracing::error!(
-                    seq = stored.seq.0,
-                    "stored event does not decode; not routed"
-                );
                 continue;
             };
             route(
@@ -455,7 +485,8 @@ impl Consumer for Fanout {
 }
 
 fn route(index: &Index, live: Arc<LiveEvent>, drop_list: &mut Vec<u64>, stats: &HubStats) {
-    let listed = index.listed(&live.event.project_key);
+    let Some(event) = live.event() else { return };
+    let listed = index.listed(&event.project_key);
     for id in listed.iter().chain(index.any.iter()) {
         // Once a subscriber overflowed, it gets nothing more from this batch:
         // a later event slipping into a freed slot would leave a hole before
@@ -466,7 +497,7 @@ fn route(index: &Index, live: Arc<LiveEvent>, drop_list: &mut Vec<u64>, stats: &
         let Some(sub) = index.subs.get(id) else {
             continue;
         };
-        if !sub.matcher.matches(&live.event) {
+        if !sub.matcher.matches(event) {
             continue;
         }
         match sub.tx.try_send(Arc::clone(&live)) {
@@ -486,90 +517,4 @@ fn route(index: &Index, live: Arc<LiveEvent>, drop_list: &mut Vec<u64>, stats: &
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use cds_events_log::conformance::event;
-    use cds_events_model::EventType;
-
-    fn live(seq: u64) -> Arc<LiveEvent> {
-        let e = event(EventType::RunJobEnded, "A", seq as i64);
-        let json: Arc<str> = Arc::from(e.to_json());
-        Arc::new(LiveEvent::from_parts(Seq(seq), e, json))
-    }
-
-    #[test]
-    fn an_sse_frame_keeps_a_multi_line_event_on_one_data_line() {
-        let e = event(EventType::RunJobEnded, "A", 1);
-        let pretty = e.to_json().replace("\",\"", "\",\r\n  \"");
-        assert!(pretty.contains('\n'));
-        let live = LiveEvent::from_parts(Seq(7), e, Arc::from(pretty.as_str()));
-        let frame = live.sse_frame();
-        let text = std::str::from_utf8(&frame).expect("utf-8");
-        let lines: Vec<&str> = text.split('\n').collect();
-        assert_eq!(lines.len(), 4, "{text:?}");
-        assert_eq!(lines[0], "id: 7");
-        let data = lines[1].strip_prefix("data: ").expect("a data line");
-        let a: serde_json::Value = serde_json::from_str(data).expect("json");
-        let b: serde_json::Value = serde_json::from_str(&pretty).expect("json");
-        assert_eq!(a, b);
-        assert_eq!((lines[2], lines[3]), ("", ""));
-    }
-
-    /// An event of a project nobody follows is skipped before its decode;
-    /// one subscriber following everything makes every event wanted.
-    #[test]
-    fn only_events_of_a_followed_project_are_decoded() {
-        let stored = |p: &str| StoredEvent {
-            seq: Seq(1),
-            json: Arc::from(event(EventType::RunJobEnded, p, 1).to_json()),
-        };
-        let subscriber = |scopes| {
-            let (tx, _) = mpsc::channel(1);
-            let matcher: Arc<dyn Matcher> = Arc::new(EventFilter::default());
-            Subscriber {
-                matcher,
-                scopes,
-                tx,
-                lag: Arc::default(),
-            }
-        };
-        let mut index = Index::default();
-        let a = ProjectKey::new("A").expect("key");
-        index.insert(1, subscriber(Some(vec![EventScope::Project(a)])));
-        assert!(index.may_want(&stored("A")));
-        assert!(!index.may_want(&stored("B")));
-        index.insert(2, subscriber(None));
-        assert!(index.may_want(&stored("B")));
-        index.remove(2);
-        assert!(!index.may_want(&stored("B")));
-    }
-
-    /// Regression: a subscriber that overflowed mid-batch and then freed a
-    /// slot used to receive the batch's later events, with a hole where the
-    /// overflowing one was; resuming after the last one received lost it.
-    #[test]
-    fn after_an_overflow_a_subscriber_gets_nothing_more_from_the_batch() {
-        let (tx, mut rx) = mpsc::channel(1);
-        let lag = Arc::new(LagSignal::default());
-        let mut index = Index::default();
-        let matcher: Arc<dyn Matcher> = Arc::new(EventFilter::default());
-        index.insert(
-            1,
-            Subscriber {
-                matcher,
-                scopes: None,
-                tx,
-                lag: Arc::clone(&lag),
-            },
-        );
-        let stats = HubStats::default();
-        let mut drop_list = Vec::new();
-        route(&index, live(1), &mut drop_list, &stats);
-        route(&index, live(2), &mut drop_list, &stats);
-        assert!(lag.take(), "the overflow was signalled");
-        assert_eq!(rx.try_recv().expect("first").seq, Seq(1));
-        route(&index, live(3), &mut drop_list, &stats);
-        assert!(rx.try_recv().is_err(), "nothing after the hole");
-        assert_eq!(drop_list, [1]);
-    }
-}
+mod tests;

@@ -47,7 +47,7 @@ impl Standard {
     /// reader); `None`, counted under `way`, when it has no CDEvents form.
     pub fn live(&self, e: &LiveEvent, way: &'static str) -> Option<Arc<str>> {
         match self {
-            Standard::CloudEvents(source) => Some(e.cloudevent(source)),
+            Standard::CloudEvents(source) => e.cloudevent(source),
             Standard::CdEvents(source) => {
                 let out = e.cdevent(source);
                 if out.is_none() {
