@@ -19,6 +19,10 @@ use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
 /// restart takes a few seconds, and the pools reconnect on their own.
 pub const STORAGE_RETRY_AFTER: u64 = 2;
 
+/// Seconds a client is told to wait when the disk is full: freeing space
+/// takes an operator.
+pub const STORAGE_FULL_RETRY_AFTER: u64 = 10;
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -79,6 +83,19 @@ impl ApiError {
         e
     }
 
+    /// 507 with `Retry-After`: the disk holding the data is full. Nothing
+    /// of the request was kept; it succeeds again once space is freed,
+    /// without a restart.
+    pub fn insufficient_storage() -> Self {
+        let mut e = ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "insufficient_storage",
+            "the disk holding the event log is full; nothing of this request was stored, retry once space is freed",
+        );
+        e.retry_after = Some(STORAGE_FULL_RETRY_AFTER);
+        e
+    }
+
     pub fn with_details(mut self, details: Vec<Value>) -> Self {
         self.details = details;
         self
@@ -111,6 +128,10 @@ impl From<LogError> for ApiError {
             LogError::Busy(error) => {
                 tracing::warn!(%error, "event log unavailable");
                 ApiError::unavailable("storage_busy", "storage is busy or unavailable, retry")
+            }
+            LogError::Full(error) => {
+                tracing::warn!(%error, "event log storage full");
+                ApiError::insufficient_storage()
             }
             other => {
                 tracing::error!(error = %other, "storage failure");
@@ -356,6 +377,24 @@ mod unavailable_tests {
             assert_eq!(retry.as_deref(), Some("2"), "{code}");
             assert_eq!(got, code);
         }
+    }
+}
+
+#[cfg(test)]
+mod full_tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_507_insufficient_storage_with_retry_after() {
+        let e = ApiError::from(LogError::Full("database or disk is full".into()));
+        assert_eq!(
+            (e.status, e.code, e.retry_after),
+            (
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                Some(STORAGE_FULL_RETRY_AFTER)
+            )
+        );
     }
 }
 

@@ -20,6 +20,7 @@ mod sinks_amqp;
 mod sinks_kafka;
 mod sinks_redis;
 mod stream;
+mod torture_disk;
 mod types;
 mod ws;
 
