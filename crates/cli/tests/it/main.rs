@@ -22,6 +22,7 @@ mod sinks_redis;
 mod stream;
 mod torture_disk;
 mod torture_hostile;
+mod torture_kill;
 mod types;
 mod ws;
 
