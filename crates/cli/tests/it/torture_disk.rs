@@ -188,6 +188,15 @@ fn a_full_disk_refuses_with_507_keeps_every_acknowledged_event_and_recovers_alon
     // Reads need no room.
     let (status, page) = s.get("/v2/events?project_key=P&limit=10");
     assert_eq!(status, 200, "a query on a full disk: {page}");
+    // A while full: the checkpointers fail every pass (ten a second), and
+    // say so once each.
+    std::thread::sleep(Duration::from_secs(1));
+    let warned = s.logs().matches("checkpoint failed").count();
+    assert!(
+        warned <= 3,
+        "{warned} checkpoint warnings in a second\n{}",
+        s.logs_tail(10)
+    );
 
     // Free the space: ingest resumes by itself.
     std::fs::remove_file(&ballast).expect("remove the ballast");
@@ -254,7 +263,8 @@ fn a_full_disk_refuses_with_507_keeps_every_acknowledged_event_and_recovers_alon
     drop(s);
     eprintln!(
         "disk full: {} events acknowledged ({acked_while_full} batches of them after the ballast of {} MiB), \
-         {refused} refusals with 507, {resumed_after} more before the freed space was used, in {:?}",
+         {refused} refusals with 507, {resumed_after} more before the freed space was used, \
+         {warned} checkpoint warnings while full, in {:?}",
         acked.len(),
         ballast_bytes >> 20,
         started.elapsed()
