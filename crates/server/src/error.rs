@@ -90,7 +90,7 @@ impl ApiError {
         let mut e = ApiError::new(
             StatusCode::INSUFFICIENT_STORAGE,
             "insufficient_storage",
-            "the disk holding the event log is full; nothing of this request was stored, retry once space is freed",
+            "the disk holding the data is full; nothing of this request was stored, retry once space is freed",
         );
         e.retry_after = Some(STORAGE_FULL_RETRY_AFTER);
         e
@@ -149,6 +149,10 @@ impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::Invalid(msg) => ApiError::bad_request("invalid_token_request", msg),
+            AuthError::Full(error) => {
+                tracing::warn!(%error, "token store storage full");
+                ApiError::insufficient_storage()
+            }
             AuthError::Unavailable(error) => {
                 tracing::warn!(%error, "token store unavailable");
                 ApiError::unavailable(
@@ -207,6 +211,10 @@ impl From<WebhooksError> for ApiError {
             WebhooksError::Invalid { field, message } => {
                 ApiError::bad_request("invalid_notification", format!("{field}: {message}"))
                     .with_details(vec![json!({"field": field, "message": message})])
+            }
+            WebhooksError::Full(error) => {
+                tracing::warn!(%error, "notification store storage full");
+                ApiError::insufficient_storage()
             }
             WebhooksError::Unsupported(msg) => {
                 ApiError::new(StatusCode::CONFLICT, "unsupported", msg)
@@ -386,15 +394,22 @@ mod full_tests {
 
     #[test]
     fn a_full_disk_is_507_insufficient_storage_with_retry_after() {
-        let e = ApiError::from(LogError::Full("database or disk is full".into()));
-        assert_eq!(
-            (e.status, e.code, e.retry_after),
-            (
-                StatusCode::INSUFFICIENT_STORAGE,
-                "insufficient_storage",
-                Some(STORAGE_FULL_RETRY_AFTER)
-            )
-        );
+        let full = "database or disk is full";
+        for e in [
+            ApiError::from(LogError::Full(full.into())),
+            ApiError::from(AuthError::Full(full.into())),
+            ApiError::from(WebhooksError::Full(full.into())),
+            ApiError::from(WebhooksError::Log(LogError::Full(full.into()))),
+        ] {
+            assert_eq!(
+                (e.status, e.code, e.retry_after),
+                (
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "insufficient_storage",
+                    Some(STORAGE_FULL_RETRY_AFTER)
+                )
+            );
+        }
     }
 }
 

@@ -188,6 +188,19 @@ fn a_full_disk_refuses_with_507_keeps_every_acknowledged_event_and_recovers_alon
     // Reads need no room.
     let (status, page) = s.get("/v2/events?project_key=P&limit=10");
     assert_eq!(status, 200, "a query on a full disk: {page}");
+    // The other stores say the same: a notification, a token.
+    for (path, body) in [
+        (
+            "/v2/project/P/notification",
+            json!({"name": "hook", "webhook_url": "https://example.org/hook"}),
+        ),
+        ("/v2/auth/tokens", json!({"name": "t", "grants": ["read:*"]})),
+    ] {
+        let (status, answer) =
+            crate::call(&s.http, reqwest::Method::POST, &s.url(path), Some(&body));
+        assert_eq!(status, 507, "{path} on a full disk: {answer}");
+        assert_eq!(answer["error"]["code"], "insufficient_storage", "{answer}");
+    }
     // A while full: the checkpointers fail every pass (ten a second), and
     // say so once each.
     std::thread::sleep(Duration::from_secs(1));
