@@ -39,6 +39,17 @@ fn open_fds(s: &TestServer) -> usize {
         .count()
 }
 
+/// The server's resident memory, KiB.
+fn rss_kib(s: &TestServer) -> u64 {
+    std::fs::read_to_string(format!("/proc/{}/status", s.child.id()))
+        .expect("status")
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
 /// The server's open-files limit: (soft, hard).
 fn nofile(s: &TestServer) -> (String, String) {
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", s.child.id())).expect("limits");
@@ -131,6 +142,7 @@ fn five_thousand_silent_connections_are_dropped_and_others_still_served() {
     );
     still_served(&s, 0);
     let baseline = open_fds(&s);
+    let rss_before = rss_kib(&s);
 
     let t = Instant::now();
     let silent: Vec<TcpStream> = (0..5_000)
@@ -138,6 +150,7 @@ fn five_thousand_silent_connections_are_dropped_and_others_still_served() {
         .collect();
     let opened = t.elapsed();
     let most = open_fds(&s);
+    let rss_open = rss_kib(&s);
     for n in 1..=3 {
         still_served(&s, n);
     }
@@ -151,8 +164,9 @@ fn five_thousand_silent_connections_are_dropped_and_others_still_served() {
     still_served(&s, 4);
     eprintln!(
         "5,000 silent connections opened in {opened:?} ({most} server descriptors then), \
-         all closed by the server after {:?}",
-        t.elapsed()
+         all closed by the server after {:?}; server RSS {rss_before} KiB before, {rss_open} with them, {} after",
+        t.elapsed(),
+        rss_kib(&s)
     );
 }
 
