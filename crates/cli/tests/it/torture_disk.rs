@@ -194,7 +194,10 @@ fn a_full_disk_refuses_with_507_keeps_every_acknowledged_event_and_recovers_alon
             "/v2/project/P/notification",
             json!({"name": "hook", "webhook_url": "https://example.org/hook"}),
         ),
-        ("/v2/auth/tokens", json!({"name": "t", "grants": ["read:*"]})),
+        (
+            "/v2/auth/tokens",
+            json!({"name": "t", "grants": ["read:*"]}),
+        ),
     ] {
         let (status, answer) =
             crate::call(&s.http, reqwest::Method::POST, &s.url(path), Some(&body));
