@@ -17,6 +17,10 @@ pub enum AuthError {
     /// or busy: the same call may succeed later.
     #[error("token store unavailable: {0}")]
     Unavailable(Box<dyn std::error::Error + Send + Sync>),
+    /// The disk holding the store is full: nothing was written, and the
+    /// same call may succeed once space is freed.
+    #[error("token store full: {0}")]
+    Full(String),
     /// The store (`auth.db`, or the `auth` component of a PostgreSQL
     /// database) was written by a newer build, which this one cannot read.
     #[error("{} has schema version {found}, this build knows {known}", path.display())]
@@ -57,6 +61,7 @@ impl From<cds_events_store::Error> for AuthError {
             Error::SchemaTooNew { path, found, known } => {
                 AuthError::SchemaTooNew { path, found, known }
             }
+            Error::Full(msg) => AuthError::Full(msg),
             e if e.is_unavailable() => AuthError::Unavailable(Box::new(e)),
             other => AuthError::Backend(Box::new(other)),
         }

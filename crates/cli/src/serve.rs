@@ -97,6 +97,7 @@ pub async fn migrate(args: ServeArgs) -> anyhow::Result<()> {
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.load()?;
+    raise_open_files_limit();
     let data_dir = config.data_dir.clone();
     let durability = config.storage.durability;
     let server = cds_events_server::Server::bind(config).await?;
@@ -123,6 +124,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tokio::spawn(wait_for_signal(shutdown.clone()));
     server.run(shutdown).await?;
     Ok(())
+}
+
+/// Every client connection and stream holds a file descriptor: the soft
+/// limit a service manager or shell leaves (often 1024) would refuse clients
+/// long before memory runs short, so it is raised to the hard limit, the
+/// most this process may have.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open files limit"),
+        Err(error) => tracing::warn!(%error, "cannot raise the open files limit"),
+    }
 }
 
 async fn wait_for_signal(shutdown: CancellationToken) {

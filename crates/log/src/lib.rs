@@ -172,6 +172,10 @@ pub enum LogError {
     /// away; retrying may succeed.
     #[error("the log is busy: {0}")]
     Busy(String),
+    /// The disk holding the store is full: nothing of the request was
+    /// kept, and it may succeed once space is freed (no restart needed).
+    #[error("the storage is full: {0}")]
+    Full(String),
     /// A position write under a lead that is no longer the latest: another
     /// instance leads the consumer now, and nothing was written.
     #[error("another instance leads this consumer now")]

@@ -19,6 +19,10 @@ use utoipa::openapi::{ContentBuilder, RefOr, ResponseBuilder};
 /// restart takes a few seconds, and the pools reconnect on their own.
 pub const STORAGE_RETRY_AFTER: u64 = 2;
 
+/// Seconds a client is told to wait when the disk is full: freeing space
+/// takes an operator.
+pub const STORAGE_FULL_RETRY_AFTER: u64 = 10;
+
 #[derive(Debug)]
 pub struct ApiError {
     pub status: StatusCode,
@@ -79,6 +83,19 @@ impl ApiError {
         e
     }
 
+    /// 507 with `Retry-After`: the disk holding the data is full. Nothing
+    /// of the request was kept; it succeeds again once space is freed,
+    /// without a restart.
+    pub fn insufficient_storage() -> Self {
+        let mut e = ApiError::new(
+            StatusCode::INSUFFICIENT_STORAGE,
+            "insufficient_storage",
+            "the disk holding the data is full; nothing of this request was stored, retry once space is freed",
+        );
+        e.retry_after = Some(STORAGE_FULL_RETRY_AFTER);
+        e
+    }
+
     pub fn with_details(mut self, details: Vec<Value>) -> Self {
         self.details = details;
         self
@@ -112,6 +129,10 @@ impl From<LogError> for ApiError {
                 tracing::warn!(%error, "event log unavailable");
                 ApiError::unavailable("storage_busy", "storage is busy or unavailable, retry")
             }
+            LogError::Full(error) => {
+                tracing::warn!(%error, "event log storage full");
+                ApiError::insufficient_storage()
+            }
             other => {
                 tracing::error!(error = %other, "storage failure");
                 ApiError::new(
@@ -128,6 +149,10 @@ impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::Invalid(msg) => ApiError::bad_request("invalid_token_request", msg),
+            AuthError::Full(error) => {
+                tracing::warn!(%error, "token store storage full");
+                ApiError::insufficient_storage()
+            }
             AuthError::Unavailable(error) => {
                 tracing::warn!(%error, "token store unavailable");
                 ApiError::unavailable(
@@ -186,6 +211,10 @@ impl From<WebhooksError> for ApiError {
             WebhooksError::Invalid { field, message } => {
                 ApiError::bad_request("invalid_notification", format!("{field}: {message}"))
                     .with_details(vec![json!({"field": field, "message": message})])
+            }
+            WebhooksError::Full(error) => {
+                tracing::warn!(%error, "notification store storage full");
+                ApiError::insufficient_storage()
             }
             WebhooksError::Unsupported(msg) => {
                 ApiError::new(StatusCode::CONFLICT, "unsupported", msg)
@@ -355,6 +384,31 @@ mod unavailable_tests {
             assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{code}");
             assert_eq!(retry.as_deref(), Some("2"), "{code}");
             assert_eq!(got, code);
+        }
+    }
+}
+
+#[cfg(test)]
+mod full_tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_507_insufficient_storage_with_retry_after() {
+        let full = "database or disk is full";
+        for e in [
+            ApiError::from(LogError::Full(full.into())),
+            ApiError::from(AuthError::Full(full.into())),
+            ApiError::from(WebhooksError::Full(full.into())),
+            ApiError::from(WebhooksError::Log(LogError::Full(full.into()))),
+        ] {
+            assert_eq!(
+                (e.status, e.code, e.retry_after),
+                (
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "insufficient_storage",
+                    Some(STORAGE_FULL_RETRY_AFTER)
+                )
+            );
         }
     }
 }

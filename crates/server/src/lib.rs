@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod cloudevents;
 pub mod config;
+pub mod deadline;
 pub mod error;
 pub mod extract;
 pub mod openapi;
@@ -188,13 +189,12 @@ impl Server {
                 governor::Quota::per_second(rate).allow_burst(burst),
             ))
         });
-        let listener =
-            TcpListener::bind(&config.listen)
-                .await
-                .map_err(|source| ServerError::Bind {
-                    addr: config.listen.clone(),
-                    source,
-                })?;
+        let listener = listen(&config.listen)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: config.listen.clone(),
+                source,
+            })?;
         // The hub stops with the server (see `run`), which ends every live
         // stream with a message saying where to resume.
         let hub_shutdown = CancellationToken::new();
@@ -334,6 +334,33 @@ impl Server {
     }
 }
 
+/// Pending connections the kernel queues for the accept loop: std's 128 is
+/// overrun by a burst of clients connecting at once (each one over is
+/// dropped and retried by its client a second later).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the first address `addr` resolves to that can be bound, with
+/// [`LISTEN_BACKLOG`].
+async fn listen(addr: &str) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for a in tokio::net::lookup_host(addr).await? {
+        let socket = if a.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As std's bind: a restarted server takes its port back at once.
+        socket.set_reuseaddr(true)?;
+        match socket.bind(a).and_then(|()| socket.listen(LISTEN_BACKLOG)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on")
+    }))
+}
+
 /// The CDS bridge, when `bridge.cds_redis_url` is set: it appends to the
 /// log like any producer, with the ingest path's limits.
 fn bridge(config: &Config) -> Result<Option<cds_events_bridge::Bridge>, ServerError> {
@@ -372,7 +399,8 @@ fn sinks(
 }
 
 /// The accept loop: HTTP/1.1 and HTTP/2, over TLS when configured, with a
-/// bound on request heads, graceful shutdown and a grace period.
+/// bound on request heads, deadlines on clients that send or take nothing
+/// ([`deadline`]), graceful shutdown and a grace period.
 async fn serve(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
@@ -380,6 +408,7 @@ async fn serve(
     config: &Config,
     shutdown: CancellationToken,
 ) {
+    use crate::deadline::Deadlines;
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
     let mut builder = Builder::new(TokioExecutor::new());
@@ -395,6 +424,7 @@ async fn serve(
     let builder = Arc::new(builder);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let handshake_timeout = config.http.header_timeout;
+    let write_timeout = config.http.write_timeout;
     loop {
         let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -416,6 +446,7 @@ async fn serve(
         tokio::spawn(async move {
             match tls {
                 None => {
+                    let stream = Deadlines::new(stream, handshake_timeout, write_timeout);
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     let _ = watcher.watch(conn.into_owned()).await;
@@ -434,6 +465,7 @@ async fn serve(
                         }
                         Err(_) => return,
                     };
+                    let stream = Deadlines::new(stream, handshake_timeout, write_timeout);
                     let conn =
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     let _ = watcher.watch(conn.into_owned()).await;

@@ -59,16 +59,30 @@ impl Checkpointer {
         let thread = std::thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || {
+                // Passes failed in a row: a full disk fails every pass until
+                // space is freed, and one warning says so, not ten a second.
+                let mut failing = 0u64;
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(opts.interval);
                     let big = std::fs::metadata(&wal)
                         .map(|m| m.len() > opts.max_wal_bytes)
                         .unwrap_or(false);
                     let mode = if big { "RESTART" } else { "PASSIVE" };
-                    if let Err(e) =
-                        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))
+                    match conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(()))
                     {
-                        tracing::warn!(error = %e, mode, "checkpoint failed");
+                        Err(e) if failing == 0 => {
+                            failing = 1;
+                            tracing::warn!(error = %e, mode, "checkpoint failed; retrying quietly");
+                        }
+                        Err(e) => {
+                            failing += 1;
+                            tracing::debug!(error = %e, mode, failing, "checkpoint failed again");
+                        }
+                        Ok(()) if failing > 0 => {
+                            tracing::info!(failed_passes = failing, "checkpoints work again");
+                            failing = 0;
+                        }
+                        Ok(()) => {}
                     }
                 }
             })

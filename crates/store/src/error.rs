@@ -13,6 +13,11 @@ pub enum Error {
     /// timeout.
     #[error("{0}")]
     Busy(String),
+    /// The disk (or the filesystem's quota) is full: nothing of the
+    /// failed statement or transaction was kept, and the same request may
+    /// succeed once space is freed.
+    #[error("{0}")]
+    Full(String),
     /// The database was written by a newer build.
     #[error("{} has schema version {found}, this build knows {known}", path.display())]
     SchemaTooNew {
@@ -83,7 +88,16 @@ impl From<rusqlite::Error> for Error {
             {
                 Error::Busy(msg.clone().unwrap_or_else(|| f.to_string()))
             }
+            rusqlite::Error::SqliteFailure(f, ref msg) if is_full(&f) => {
+                Error::Full(msg.clone().unwrap_or_else(|| f.to_string()))
+            }
             other => Error::Sqlite(other),
         }
     }
+}
+
+/// SQLite's "disk full": `SQLITE_FULL`, which it answers for a write that
+/// failed with `ENOSPC` (or `EDQUOT`).
+fn is_full(f: &rusqlite::ffi::Error) -> bool {
+    f.code == rusqlite::ErrorCode::DiskFull
 }

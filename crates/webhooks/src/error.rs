@@ -34,6 +34,10 @@ pub enum WebhooksError {
     /// the same request may succeed later. The error is the store's own.
     #[error("webhooks storage unavailable, retry: {0}")]
     Unavailable(Box<dyn std::error::Error + Send + Sync>),
+    /// The disk holding the store is full: nothing was written, and the
+    /// same request may succeed once space is freed.
+    #[error("webhooks storage full: {0}")]
+    Full(String),
     /// `webhooks.db` was written by a newer build, which this one cannot
     /// read.
     #[error("{} has schema version {found}, this build knows {known}", path.display())]

@@ -45,7 +45,7 @@ impl TokenStore {
         {
             Ok(Some(id)) => id,
             Ok(None) => return Ok(None),
-            Err(e @ AuthError::Unavailable(_)) => return Err(e),
+            Err(e @ (AuthError::Unavailable(_) | AuthError::Full(_))) => return Err(e),
             Err(error) => {
                 // The caller answers as for an unknown ticket; the cause is
                 // for the operator.

@@ -21,6 +21,9 @@ mod sinks_amqp;
 mod sinks_kafka;
 mod sinks_redis;
 mod stream;
+mod torture_disk;
+mod torture_hostile;
+mod torture_kill;
 mod types;
 mod ws;
 
@@ -92,6 +95,8 @@ pub struct Builder {
     args: Vec<String>,
     admin_env: bool,
     listen: String,
+    /// A program (and its arguments) that runs the server: `prlimit …`.
+    wrapper: Vec<String>,
 }
 
 impl Default for Builder {
@@ -102,6 +107,7 @@ impl Default for Builder {
             args: Vec::new(),
             admin_env: true,
             listen: "127.0.0.1:0".into(),
+            wrapper: Vec::new(),
         }
     }
 }
@@ -122,6 +128,12 @@ impl Builder {
     /// Listen on this address instead of an ephemeral port.
     pub fn listen(mut self, addr: &str) -> Self {
         self.listen = addr.into();
+        self
+    }
+    /// Run the server through `program args… cds-events serve …` (which
+    /// must exec it, keeping its pid), e.g. `prlimit --nofile=1024:`.
+    pub fn wrapped_by(mut self, program: &[&str]) -> Self {
+        self.wrapper = program.iter().map(|a| (*a).to_owned()).collect();
         self
     }
     /// Start without CDS_EVENTS_ADMIN_TOKEN (the server then generates one).
@@ -146,7 +158,14 @@ impl Builder {
             .append(true)
             .open(&stderr)
             .expect("stderr file");
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
         cmd.arg("serve")
             .arg("--listen")
             .arg(&self.listen)

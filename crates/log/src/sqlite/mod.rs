@@ -108,6 +108,7 @@ pub struct SqliteLog {
 fn log_error(e: Error) -> LogError {
     match e {
         Error::Busy(msg) => LogError::Busy(msg),
+        Error::Full(msg) => LogError::Full(msg),
         Error::Closed => LogError::Closed,
         Error::SchemaTooNew { path, found, known } => LogError::SchemaTooNew { path, found, known },
         other => LogError::Backend(Box::new(other)),

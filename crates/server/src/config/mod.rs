@@ -168,9 +168,14 @@ pub struct HttpConfig {
     /// Largest request head (request line and headers), bytes; over it the
     /// connection gets 431.
     pub max_header_bytes: usize,
-    /// A client that sends no complete request head within this is dropped.
+    /// A client that sends no complete request head within this (or, just
+    /// connected, nothing at all) is dropped.
     #[serde(with = "humantime_serde")]
     pub header_timeout: Duration,
+    /// A client that takes none of the bytes sent to it for this long (a
+    /// stream reader that stopped reading) is dropped.
+    #[serde(with = "humantime_serde")]
+    pub write_timeout: Duration,
 }
 
 impl Default for HttpConfig {
@@ -178,6 +183,7 @@ impl Default for HttpConfig {
         HttpConfig {
             max_header_bytes: 16 * 1024,
             header_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -96,6 +96,8 @@ fn is_cloudevents(headers: &HeaderMap) -> bool {
         (status = 403, description = "an event outside the token's publish grants; nothing stored", body = ErrorBody),
         (status = 413, description = "body or batch too large", body = ErrorBody),
         (status = 429, description = "the token's publish rate is exceeded; see Retry-After", body = ErrorBody),
+        (status = 503, description = "storage busy or away; nothing stored; see Retry-After", body = ErrorBody),
+        (status = 507, description = "the disk holding the log is full; nothing stored; see Retry-After", body = ErrorBody),
     )
 )]
 pub async fn ingest(

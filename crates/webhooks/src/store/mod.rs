@@ -59,6 +59,7 @@ impl From<cds_events_store::Error> for WebhooksError {
         use cds_events_store::Error;
         match e {
             Error::Closed => WebhooksError::Closed,
+            Error::Full(msg) => WebhooksError::Full(msg),
             Error::SchemaTooNew { path, found, known } => {
                 WebhooksError::SchemaTooNew { path, found, known }
             }

@@ -162,6 +162,9 @@ fn configure(upgrade: WebSocketUpgrade) -> WebSocketUpgrade {
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .max_message_size(MAX_CLIENT_MESSAGE)
+        // A frame announced larger is refused from its header, before any
+        // of it is read (the default, 16 MiB, would be read in full first).
+        .max_frame_size(MAX_CLIENT_MESSAGE)
 }
 
 const READ_BUFFER: usize = 4 * 1024;
