@@ -5,10 +5,12 @@ import { useEffect, useState } from './vendor/hooks.js';
 import { api, html, link, navigate, setCsrf } from './api.js';
 import { Tail } from './tail.js';
 import { Detail } from './detail.js';
+import { Explorer } from './explorer.js';
 
 function route(path) {
   if (path === '/' || path === '/console' || path === '/console/') return { view: 'home' };
   if (path === '/console/tail') return { view: 'tail' };
+  if (path === '/console/events') return { view: 'explorer' };
   const m = path.match(/^\/console\/events\/([^/]+)$/);
   if (m) return { view: 'event', id: decodeURIComponent(m[1]) };
   return { view: 'missing' };
@@ -47,7 +49,10 @@ function SignIn({ onSignedIn }) {
 function Header({ session, onSignOut }) {
   return html`<header class="top">
     <a class="brand" href="/console/tail" onClick=${link}>cds-events</a>
-    <nav><a href="/console/tail" onClick=${link}>Live tail</a></nav>
+    <nav>
+      <a href="/console/tail" onClick=${link}>Live tail</a>
+      <a href="/console/events" onClick=${link}>Explorer</a>
+    </nav>
     <span class="who" title=${session.grants.join(', ')}>${session.name}</span>
     <button type="button" id="signout" onClick=${onSignOut}>Sign out</button>
   </header>`;
@@ -86,6 +91,7 @@ function App() {
   let view;
   if (where.view === 'tail' || where.view === 'home') view = html`<${Tail} />`;
   else if (where.view === 'event') view = html`<${Detail} id=${where.id} key=${where.id} />`;
+  else if (where.view === 'explorer') view = html`<${Explorer} />`;
   else view = html`<main><p class="error">No such view. <a href="/console/tail" onClick=${link}>Live tail</a></p></main>`;
   return html`<${Header} session=${session} onSignOut=${signOut} />${view}`;
 }

@@ -9,6 +9,7 @@ import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import * as views from './views.mjs';
 
 const BASE = process.env.BASE;
 const TOKEN = process.env.TOKEN;
@@ -75,7 +76,8 @@ const ctx = await chromium.launchPersistentContext(profile, {
     '--disable-background-networking', '--disable-component-update', '--disable-sync',
   ],
 });
-const report = { foreign: [], consoleErrors: [], firstLoadBytes: 0 };
+const report = { foreign: [], consoleErrors: [], firstLoadBytes: 0, seconds: {} };
+const began = Date.now();
 let phase = 'load';
 try {
   const page = ctx.pages()[0] || (await ctx.newPage());
@@ -91,6 +93,8 @@ try {
     // Asking for a project the token may not read is answered 403, which
     // the browser reports; the page's own message is checked instead.
     if (phase === 'refused' && /status of 403/.test(m.text())) return;
+    // The same for a bad value given on purpose (the page names the field).
+    if (phase === 'bad-input' && /status of 400/.test(m.text())) return;
     report.consoleErrors.push(`${phase}: ${m.text()}`);
   });
   page.on('pageerror', (e) => report.consoleErrors.push(`${phase}: ${e.message}`));
@@ -175,6 +179,19 @@ try {
   await page.waitForSelector('#raw');
   expect((await page.textContent('#raw')) === stored.text, 'the detail survives a reload');
 
+  // The explorer.
+  phase = 'views';
+  const t = {
+    BASE, api, expect,
+    shot: (name) => page.screenshot({ path: join(ARTIFACTS, `${name}.png`) }),
+    setPhase: (p) => { phase = p; },
+  };
+  for (const name of ['explorer']) {
+    const start = Date.now();
+    await views[name](t, page);
+    report.seconds[name] = (Date.now() - start) / 1000;
+  }
+
   // Sign out: back to the form, and the session is gone.
   await page.click('#signout');
   await page.waitForSelector('#signin');
@@ -196,9 +213,12 @@ try {
   const why = await page.textContent('#refused');
   expect(/may not read project Q/.test(why), `the view says the token may not read Q: ${why}`);
   await page.screenshot({ path: join(ARTIFACTS, 'tail-refused.png') });
+  phase = 'reader';
+  await views.readerExplorer(t, page);
 
   expect(report.foreign.length === 0, `no request to another origin: ${report.foreign}`);
   expect(report.consoleErrors.length === 0, `no console errors: ${report.consoleErrors.join('\n')}`);
+  report.seconds.total = (Date.now() - began) / 1000;
   console.log(`RESULT ${JSON.stringify(report)}`);
 } catch (e) {
   console.log(`FAILED ${e.stack || e}`);

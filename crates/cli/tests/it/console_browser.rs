@@ -35,7 +35,7 @@ fn ensure_playwright() {
 }
 
 #[test]
-fn the_console_signs_in_tails_resumes_after_a_restart_pauses_and_shows_an_event() {
+fn the_console_signs_in_tails_resumes_after_a_restart_pauses_shows_and_explores() {
     ensure_playwright();
     assert!(
         Path::new("/usr/bin/chromium").exists(),
@@ -86,6 +86,7 @@ fn the_console_signs_in_tails_resumes_after_a_restart_pauses_and_shows_an_event(
         "tail-phone",
         "event",
         "tail-refused",
+        "explorer",
     ] {
         assert!(artifacts.join(format!("{shot}.png")).exists(), "{shot}.png");
     }

@@ -36,6 +36,22 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../../console/detail.js"),
     ),
     (
+        "filters.js",
+        JS,
+        include_bytes!("../../../console/filters.js"),
+    ),
+    (
+        "stream.js",
+        JS,
+        include_bytes!("../../../console/stream.js"),
+    ),
+    ("table.js", JS, include_bytes!("../../../console/table.js")),
+    (
+        "explorer.js",
+        JS,
+        include_bytes!("../../../console/explorer.js"),
+    ),
+    (
         "style.css",
         CSS,
         include_bytes!("../../../console/style.css"),
