@@ -6,13 +6,16 @@ import { api, html, link, navigate, setCsrf } from './api.js';
 import { Tail } from './tail.js';
 import { Detail } from './detail.js';
 import { Explorer } from './explorer.js';
+import { Timeline } from './timeline.js';
 
 function route(path) {
   if (path === '/' || path === '/console' || path === '/console/') return { view: 'home' };
   if (path === '/console/tail') return { view: 'tail' };
   if (path === '/console/events') return { view: 'explorer' };
-  const m = path.match(/^\/console\/events\/([^/]+)$/);
+  let m = path.match(/^\/console\/events\/([^/]+)$/);
   if (m) return { view: 'event', id: decodeURIComponent(m[1]) };
+  m = path.match(/^\/console\/runs\/([^/]+)$/);
+  if (m) return { view: 'run', id: decodeURIComponent(m[1]) };
   return { view: 'missing' };
 }
 
@@ -92,6 +95,7 @@ function App() {
   if (where.view === 'tail' || where.view === 'home') view = html`<${Tail} />`;
   else if (where.view === 'event') view = html`<${Detail} id=${where.id} key=${where.id} />`;
   else if (where.view === 'explorer') view = html`<${Explorer} />`;
+  else if (where.view === 'run') view = html`<${Timeline} id=${where.id} key=${where.id} />`;
   else view = html`<main><p class="error">No such view. <a href="/console/tail" onClick=${link}>Live tail</a></p></main>`;
   return html`<${Header} session=${session} onSignOut=${signOut} />${view}`;
 }

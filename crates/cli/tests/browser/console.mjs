@@ -179,14 +179,14 @@ try {
   await page.waitForSelector('#raw');
   expect((await page.textContent('#raw')) === stored.text, 'the detail survives a reload');
 
-  // The explorer.
+  // The explorer and the run timeline.
   phase = 'views';
   const t = {
     BASE, api, expect,
     shot: (name) => page.screenshot({ path: join(ARTIFACTS, `${name}.png`) }),
     setPhase: (p) => { phase = p; },
   };
-  for (const name of ['explorer']) {
+  for (const name of ['explorer', 'timeline']) {
     const start = Date.now();
     await views[name](t, page);
     report.seconds[name] = (Date.now() - start) / 1000;

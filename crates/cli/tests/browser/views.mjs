@@ -96,6 +96,61 @@ export async function explorer(t, page) {
   await explorerRows(page);
 }
 
+const ISO = (ms) => new Date(ms).toISOString();
+
+export async function timeline(t, page) {
+  const run = 'run-timeline-1';
+  const t0 = Date.now() - 60000;
+  const common = { project_key: 'P', vcs_name: 'github', repository: 'app', workflow: 'deliver', workflow_run_id: run,
+    run_number: 7, run_attempt: 1, user_id: 'u1', username: 'alice' };
+  const ev = (type, s, status, extra = {}) => ({ ...common, type, status, timestamp: ISO(t0 + s * 1000), ...extra });
+  const job = (name, type, s, status, extra = {}) =>
+    ev(type, s, status, { run_job_id: `rj-${name}`, job_id: name, region: 'eu', hatchery: 'swarm-eu', ...extra });
+  // `deploy` is published first but enqueued last: lanes follow time, not arrival.
+  const batch = [
+    ev('RunCrafted', 0, 'Crafting'), ev('RunBuilding', 1, 'Building'),
+    job('deploy', 'RunJobEnqueued', 3, 'Waiting'), job('deploy', 'RunJobScheduled', 6, 'Scheduling'),
+    job('deploy', 'RunJobBuilding', 7, 'Building'),
+    job('build', 'RunJobEnqueued', 1, 'Waiting'), job('build', 'RunJobScheduled', 2, 'Scheduling'),
+    job('build', 'RunJobBuilding', 3, 'Building'),
+    job('build', 'RunJobRunResultAdded', 5, 'Building', { run_result: 'app.tar.gz' }),
+    job('build', 'RunJobEnded', 8, 'Success'),
+    job('test', 'RunJobEnqueued', 2, 'Waiting'), job('test', 'RunJobScheduled', 4, 'Scheduling'),
+    job('test', 'RunJobBuilding', 5, 'Building'), job('test', 'RunJobEnded', 9, 'Fail'),
+  ];
+  const r = await t.api('POST', '/v2/events', batch);
+  t.expect(r.status === 200, `publish the run: ${r.text}`);
+
+  await page.goto(`${t.BASE}/console/runs/${run}`);
+  await page.waitForSelector('#timeline-state[data-state=live]', { timeout: 20000 });
+  await page.waitForFunction(() => document.querySelectorAll('#lanes tr.lane').length === 3, null, { timeout: 20000 });
+  const lanes = () => page.$$eval('#lanes tr.lane', (trs) => trs.map((tr) => ({
+    job: tr.dataset.job, status: tr.dataset.status, ended: tr.dataset.ended,
+    phases: [...tr.querySelectorAll('.seg')].map((s) => s.dataset.phase),
+    lefts: [...tr.querySelectorAll('.seg')].map((s) => parseFloat(s.style.left)),
+    marks: tr.querySelectorAll('.mark').length, ongoing: tr.querySelectorAll('.seg.ongoing').length,
+  })));
+  let got = await lanes();
+  t.expect(got.map((l) => l.job).join() === 'build,test,deploy', `lanes in enqueue order: ${JSON.stringify(got)}`);
+  for (const l of got) {
+    t.expect(l.phases.join() === 'waiting,scheduled,building', `${l.job}: enqueued → scheduled → building: ${l.phases}`);
+    t.expect(l.lefts.every((x, i) => i === 0 || x > l.lefts[i - 1]), `${l.job}: phases left to right: ${l.lefts}`);
+  }
+  t.expect(got[0].status === 'success' && got[0].ended === 'yes' && got[0].marks === 1, `build: ${JSON.stringify(got[0])}`);
+  t.expect(got[1].status === 'fail' && got[1].ended === 'yes' && got[1].marks === 0, `test: ${JSON.stringify(got[1])}`);
+  t.expect(got[2].status === 'building' && got[2].ended === 'no' && got[2].ongoing === 1, `deploy: ${JSON.stringify(got[2])}`);
+  await t.shot('timeline-running');
+
+  // Live: deploy ends, then the run.
+  const live = await t.api('POST', '/v2/events', [job('deploy', 'RunJobEnded', 12, 'Success'), ev('RunEnded', 13, 'Fail')]);
+  t.expect(live.status === 200, `publish the end: ${live.text}`);
+  await page.waitForSelector('#lanes tr.lane[data-job=deploy][data-ended=yes][data-status=success]', { timeout: 20000 });
+  await page.waitForFunction(() => document.querySelector('#run-status')?.textContent === 'Fail', null, { timeout: 20000 });
+  got = await lanes();
+  t.expect(got.map((l) => l.job).join() === 'build,test,deploy' && got[2].ongoing === 0, `after the live end: ${JSON.stringify(got)}`);
+  await t.shot('timeline');
+}
+
 // A token that reads P only sees another project's events nowhere
 // (T's are in the log).
 export async function readerExplorer(t, page) {

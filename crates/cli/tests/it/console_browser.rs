@@ -35,7 +35,7 @@ fn ensure_playwright() {
 }
 
 #[test]
-fn the_console_signs_in_tails_resumes_after_a_restart_pauses_shows_and_explores() {
+fn the_console_signs_in_tails_explores_and_draws_a_run() {
     ensure_playwright();
     assert!(
         Path::new("/usr/bin/chromium").exists(),
@@ -87,6 +87,8 @@ fn the_console_signs_in_tails_resumes_after_a_restart_pauses_shows_and_explores(
         "event",
         "tail-refused",
         "explorer",
+        "timeline-running",
+        "timeline",
     ] {
         assert!(artifacts.join(format!("{shot}.png")).exists(), "{shot}.png");
     }

@@ -52,6 +52,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../../console/explorer.js"),
     ),
     (
+        "timeline.js",
+        JS,
+        include_bytes!("../../../console/timeline.js"),
+    ),
+    (
         "style.css",
         CSS,
         include_bytes!("../../../console/style.css"),
