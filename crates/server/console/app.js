@@ -7,15 +7,20 @@ import { Tail } from './tail.js';
 import { Detail } from './detail.js';
 import { Explorer } from './explorer.js';
 import { Timeline } from './timeline.js';
+import { Notifications } from './notifications.js';
+import { Deliveries } from './deliveries.js';
 
 function route(path) {
   if (path === '/' || path === '/console' || path === '/console/') return { view: 'home' };
   if (path === '/console/tail') return { view: 'tail' };
   if (path === '/console/events') return { view: 'explorer' };
+  if (path === '/console/notifications') return { view: 'notifications' };
   let m = path.match(/^\/console\/events\/([^/]+)$/);
   if (m) return { view: 'event', id: decodeURIComponent(m[1]) };
   m = path.match(/^\/console\/runs\/([^/]+)$/);
   if (m) return { view: 'run', id: decodeURIComponent(m[1]) };
+  m = path.match(/^\/console\/notifications\/([^/]+)\/([^/]+)$/);
+  if (m) return { view: 'deliveries', project: decodeURIComponent(m[1]), name: decodeURIComponent(m[2]) };
   return { view: 'missing' };
 }
 
@@ -55,6 +60,7 @@ function Header({ session, onSignOut }) {
     <nav>
       <a href="/console/tail" onClick=${link}>Live tail</a>
       <a href="/console/events" onClick=${link}>Explorer</a>
+      <a href="/console/notifications" onClick=${link}>Notifications</a>
     </nav>
     <span class="who" title=${session.grants.join(', ')}>${session.name}</span>
     <button type="button" id="signout" onClick=${onSignOut}>Sign out</button>
@@ -96,6 +102,11 @@ function App() {
   else if (where.view === 'event') view = html`<${Detail} id=${where.id} key=${where.id} />`;
   else if (where.view === 'explorer') view = html`<${Explorer} />`;
   else if (where.view === 'run') view = html`<${Timeline} id=${where.id} key=${where.id} />`;
+  else if (where.view === 'notifications') view = html`<${Notifications} session=${session} />`;
+  else if (where.view === 'deliveries') {
+    view = html`<${Deliveries} session=${session} project=${where.project} name=${where.name}
+      key=${`${where.project}/${where.name}`} />`;
+  }
   else view = html`<main><p class="error">No such view. <a href="/console/tail" onClick=${link}>Live tail</a></p></main>`;
   return html`<${Header} session=${session} onSignOut=${signOut} />${view}`;
 }

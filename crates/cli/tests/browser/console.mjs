@@ -179,14 +179,14 @@ try {
   await page.waitForSelector('#raw');
   expect((await page.textContent('#raw')) === stored.text, 'the detail survives a reload');
 
-  // The explorer and the run timeline.
+  // The explorer, the run timeline, notifications and deliveries.
   phase = 'views';
   const t = {
     BASE, api, expect,
     shot: (name) => page.screenshot({ path: join(ARTIFACTS, `${name}.png`) }),
     setPhase: (p) => { phase = p; },
   };
-  for (const name of ['explorer', 'timeline']) {
+  for (const name of ['explorer', 'timeline', 'notifications']) {
     const start = Date.now();
     await views[name](t, page);
     report.seconds[name] = (Date.now() - start) / 1000;
@@ -198,9 +198,9 @@ try {
   const after = await page.evaluate(async () => (await fetch('/v2/auth/session')).status);
   expect(after === 204, `signed out, /v2/auth/session answered ${after}`);
 
-  // A token that reads project P only: its tail of P is live, and a tail
-  // of Q says it may not.
-  const reader = await api('POST', '/v2/auth/tokens', { name: 'console reader', grants: ['read:P'] });
+  // A token that reads projects P and N only: its tail of P is live, and a
+  // tail of Q says it may not.
+  const reader = await api('POST', '/v2/auth/tokens', { name: 'console reader', grants: ['read:P', 'read:N'] });
   expect(reader.status === 201, `a reader token: ${reader.text}`);
   await page.fill('#token', reader.json.token);
   await page.click('#signin button[type=submit]');
@@ -215,6 +215,7 @@ try {
   await page.screenshot({ path: join(ARTIFACTS, 'tail-refused.png') });
   phase = 'reader';
   await views.readerExplorer(t, page);
+  await views.readerDeliveries(t, page);
 
   expect(report.foreign.length === 0, `no request to another origin: ${report.foreign}`);
   expect(report.consoleErrors.length === 0, `no console errors: ${report.consoleErrors.join('\n')}`);

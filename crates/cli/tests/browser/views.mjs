@@ -1,5 +1,6 @@
 // The console's views, checked in the browser against the API. Called
 // by console.mjs with `t`: { BASE, api, expect, shot, setPhase }.
+import { createServer } from 'node:http';
 
 async function rowSeqs(page, table) {
   return page.$$eval(`#${table} tbody tr`, (trs) => trs.map((tr) => Number(tr.dataset.seq)));
@@ -151,11 +152,73 @@ export async function timeline(t, page) {
   await t.shot('timeline');
 }
 
-// A token that reads P only sees another project's events nowhere
+// A receiver that answers 500 to its first call and 200 after.
+export function flakyReceiver() {
+  const calls = [];
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      calls.push(req.headers['webhook-attempt']);
+      res.writeHead(calls.length === 1 ? 500 : 200, { 'content-type': 'text/plain' });
+      res.end(calls.length === 1 ? 'down for a moment' : 'ok');
+    });
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ server, calls, port: server.address().port })));
+}
+
+const attemptCodes = (page) => page.$$eval('#attempts tbody tr', (trs) => trs.map((tr) => tr.dataset.code));
+
+export async function notifications(t, page) {
+  const rx = await flakyReceiver();
+  try {
+    // Job events only (its own NotificationCreated would be delivered too).
+    const made = await t.api('POST', '/v2/project/N/notification', {
+      name: 'flaky', webhook_url: `http://127.0.0.1:${rx.port}/hook`, filters: { jobs: { event: ['^RunJobEnded$'] } },
+    });
+    t.expect(made.status === 201, `a notification: ${made.text}`);
+    const pub = await t.api('POST', '/v2/events', { type: 'RunJobEnded', project_key: 'N', workflow: 'build',
+      workflow_run_id: 'run-n', run_job_id: 'rj-n', job_id: 'compile', region: 'eu', status: 'Success',
+      user_id: 'u1', username: 'alice' });
+    t.expect(pub.status === 200, `publish N: ${pub.text}`);
+
+    await page.goto(`${t.BASE}/console/notifications?project_key=N`);
+    await page.waitForSelector('#notifications tr[data-name=flaky] td[data-count=failed]:not(:empty)');
+    await page.waitForFunction(() => !/…/.test(document.querySelector('#notifications tbody').textContent));
+    await t.shot('notifications');
+    await page.click('#notifications tr[data-name=flaky] a');
+    // Failing, then succeeding on the retry: one delivery, two attempts.
+    await page.waitForSelector('#deliveries tr[data-status=succeeded][data-attempts="2"]', { timeout: 20000 });
+    t.expect(rx.calls.join() === '1,2', `the receiver was called twice: ${rx.calls}`);
+    await page.click('#deliveries tr[data-status=succeeded] td a');
+    await page.waitForSelector('#attempts');
+    t.expect(new URL(page.url()).searchParams.get('delivery'), `the opened delivery in the URL: ${page.url()}`);
+    t.expect((await attemptCodes(page)).join() === '500,200', `attempts 500 then 200: ${await attemptCodes(page)}`);
+    t.expect((await page.textContent('#attempts')).includes('down for a moment'), 'the response excerpt is shown');
+    // Redeliver adds one attempt.
+    await page.click('#deliveries tr.open button.redeliver');
+    await page.waitForFunction(() => document.querySelectorAll('#attempts tbody tr').length === 3, null, { timeout: 20000 });
+    await page.waitForSelector('#deliveries tr.open[data-status=succeeded][data-attempts="3"]', { timeout: 20000 });
+    t.expect((await attemptCodes(page)).join() === '500,200,200', `a third attempt: ${await attemptCodes(page)}`);
+    t.expect(rx.calls.join() === '1,2,3', `the receiver was called a third time: ${rx.calls}`);
+    await t.shot('deliveries');
+  } finally {
+    rx.server.close();
+  }
+}
+
+// A token that reads P and N only sees another project's events nowhere
 // (T's are in the log).
 export async function readerExplorer(t, page) {
   await page.goto(`${t.BASE}/console/events?order=desc&limit=1000`);
   await explorerRows(page);
   const projects = await page.$$eval('#explorer-rows tbody tr td:nth-child(4)', (tds) => [...new Set(tds.map((td) => td.textContent))]);
-  t.expect(projects.length > 0 && projects.every((p) => p === 'P'), `only P: ${projects}`);
+  t.expect(projects.length > 0 && projects.every((p) => p === 'P' || p === 'N'), `only P and N: ${projects}`);
+}
+
+// ... and no manage button.
+export async function readerDeliveries(t, page) {
+  await page.goto(`${t.BASE}/console/notifications/N/flaky`);
+  await page.waitForSelector('#deliveries tbody tr');
+  t.expect(!(await page.$('#manage')) && !(await page.$('button.redeliver')), 'a reader sees no manage button');
+  await t.shot('deliveries-reader');
 }

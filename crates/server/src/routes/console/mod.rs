@@ -57,6 +57,16 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../../console/timeline.js"),
     ),
     (
+        "notifications.js",
+        JS,
+        include_bytes!("../../../console/notifications.js"),
+    ),
+    (
+        "deliveries.js",
+        JS,
+        include_bytes!("../../../console/deliveries.js"),
+    ),
+    (
         "style.css",
         CSS,
         include_bytes!("../../../console/style.css"),
