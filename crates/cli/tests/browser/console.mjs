@@ -179,14 +179,15 @@ try {
   await page.waitForSelector('#raw');
   expect((await page.textContent('#raw')) === stored.text, 'the detail survives a reload');
 
-  // The explorer, the run timeline, notifications and deliveries.
+  // The explorer, the run timeline, notifications and deliveries, the
+  // overview, tokens.
   phase = 'views';
   const t = {
     BASE, api, expect,
     shot: (name) => page.screenshot({ path: join(ARTIFACTS, `${name}.png`) }),
     setPhase: (p) => { phase = p; },
   };
-  for (const name of ['explorer', 'timeline', 'notifications']) {
+  for (const name of ['explorer', 'timeline', 'notifications', 'overview', 'tokens']) {
     const start = Date.now();
     await views[name](t, page);
     report.seconds[name] = (Date.now() - start) / 1000;
@@ -216,6 +217,7 @@ try {
   phase = 'reader';
   await views.readerExplorer(t, page);
   await views.readerDeliveries(t, page);
+  await views.readerAdminViews(t, page);
 
   expect(report.foreign.length === 0, `no request to another origin: ${report.foreign}`);
   expect(report.consoleErrors.length === 0, `no console errors: ${report.consoleErrors.join('\n')}`);

@@ -222,3 +222,94 @@ export async function readerDeliveries(t, page) {
   t.expect(!(await page.$('#manage')) && !(await page.$('button.redeliver')), 'a reader sees no manage button');
   await t.shot('deliveries-reader');
 }
+
+async function statusHead(t) {
+  const r = await t.api('GET', '/mon/status');
+  return r.json.storage.head_seq;
+}
+
+// The overview follows the head, shows a rate and (for an admin) the
+// live connections, and reads nothing while the tab is hidden.
+export async function overview(t, page) {
+  const reads = [];
+  const count = (req) => new URL(req.url()).pathname === '/mon/status' && reads.push(Date.now());
+  page.on('request', count);
+  try {
+    await page.goto(`${t.BASE}/console/overview?every=1`);
+    await page.waitForSelector('#overview-head');
+    await page.waitForSelector('#overview-connections');
+    const before = await statusHead(t);
+    const r = await t.api('POST', '/v2/events', Array.from({ length: 30 }, (_, i) => ({
+      type: 'ProjectUpdated', project_key: 'P', user_id: 'u1', username: 'alice', payload: { i },
+    })));
+    t.expect(r.status === 200, `publish 30: ${r.text}`);
+    const head = await statusHead(t);
+    t.expect(head === before + 30, `the head moved by 30: ${before} → ${head}`);
+    await page.waitForFunction((h) => document.querySelector('#overview-head')?.textContent === String(h), head, { timeout: 20000 });
+    await page.waitForFunction(() => Number(document.querySelector('#overview-rate')?.textContent) > 0, null, { timeout: 20000 });
+    await page.waitForSelector('#rate-chart', { timeout: 20000 });
+    t.expect(/^\d+$/.test(await page.textContent('#overview-connections')), 'live connections are a count');
+    await t.shot('overview');
+
+    // Hidden: no reading; visible again: reading again.
+    const setHidden = (hidden) => page.evaluate((hidden) => {
+      Object.defineProperty(document, 'hidden', { configurable: true, get: () => hidden });
+      Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => (hidden ? 'hidden' : 'visible') });
+      document.dispatchEvent(new Event('visibilitychange'));
+    }, hidden);
+    await setHidden(true);
+    await page.waitForTimeout(300); // a reading already under way may end
+    const hiddenFrom = reads.length;
+    await page.waitForTimeout(2500);
+    t.expect(reads.length === hiddenFrom, `no reading while hidden (${reads.length - hiddenFrom} in 2.5 s at every=1)`);
+    const again = page.waitForRequest((req) => new URL(req.url()).pathname === '/mon/status', { timeout: 5000 });
+    await setHidden(false);
+    await again;
+  } finally {
+    page.off('request', count);
+  }
+}
+
+// Tokens: create (the secret shown once, and it works), revoke (two
+// clicks; then it does not), the audit trail, and a bad grant named.
+export async function tokens(t, page) {
+  await page.goto(`${t.BASE}/console/tokens`);
+  await page.waitForSelector('#tokens');
+  await page.fill('#token-form input[name=name]', 'ci-publisher');
+  await page.fill('#token-form input[name=grants]', 'publish:P read:P');
+  await page.click('#token-form button[type=submit]');
+  await page.waitForSelector('#new-token');
+  const secret = (await page.textContent('#new-token')).trim();
+  const use = async () => (await fetch(`${t.BASE}/v2/events?project_key=P&limit=1`, { headers: { Authorization: `Bearer ${secret}` } })).status;
+  t.expect((await use()) === 200, 'the new token reads P');
+  await page.waitForSelector('#tokens tr[data-name=ci-publisher]');
+  await page.waitForSelector('#audit tr[data-action="token.create"]');
+  await t.shot('tokens');
+  await page.click('#tokens tr[data-name=ci-publisher] button.revoke');
+  t.expect((await page.textContent('#tokens tr[data-name=ci-publisher] button.revoke')) === 'Confirm revoke', 'a second click confirms');
+  await page.click('#tokens tr[data-name=ci-publisher] button.revoke');
+  await page.waitForSelector('#tokens tr[data-name=ci-publisher]', { state: 'detached' });
+  await page.waitForSelector('#audit tr[data-action="token.revoke"]');
+  t.expect((await use()) === 401, 'the revoked token is refused');
+
+  t.setPhase('bad-input');
+  const reported = page.waitForEvent('console', { predicate: (m) => /status of 400/.test(m.text()) });
+  await page.fill('#token-form input[name=name]', 'bad');
+  await page.fill('#token-form input[name=grants]', 'root');
+  await page.click('#token-form button[type=submit]');
+  await page.waitForSelector('#token-error');
+  await reported;
+  t.setPhase('views');
+  const said = await page.textContent('#token-error');
+  t.expect(/grants/.test(said), `the error names grants: ${said}`);
+}
+
+// A reader may not use the tokens view, and is told so; its overview has
+// no admin figures.
+export async function readerAdminViews(t, page) {
+  await page.goto(`${t.BASE}/console/tokens`);
+  await page.waitForSelector('#refused');
+  await page.goto(`${t.BASE}/console/overview?every=1`);
+  await page.waitForSelector('#overview-head');
+  t.expect(!(await page.$('#overview-connections')), 'no admin figures for a reader');
+}

@@ -44,7 +44,7 @@ fn webhook_server() -> crate::Builder {
 }
 
 #[test]
-fn the_console_signs_in_tails_explores_draws_a_run_and_redelivers() {
+fn the_console_signs_in_tails_explores_draws_a_run_redelivers_and_manages_tokens() {
     ensure_playwright();
     assert!(
         Path::new("/usr/bin/chromium").exists(),
@@ -101,6 +101,8 @@ fn the_console_signs_in_tails_explores_draws_a_run_and_redelivers() {
         "notifications",
         "deliveries",
         "deliveries-reader",
+        "overview",
+        "tokens",
     ] {
         assert!(artifacts.join(format!("{shot}.png")).exists(), "{shot}.png");
     }

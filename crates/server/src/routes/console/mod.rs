@@ -67,6 +67,16 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../../console/deliveries.js"),
     ),
     (
+        "overview.js",
+        JS,
+        include_bytes!("../../../console/overview.js"),
+    ),
+    (
+        "tokens.js",
+        JS,
+        include_bytes!("../../../console/tokens.js"),
+    ),
+    (
         "style.css",
         CSS,
         include_bytes!("../../../console/style.css"),
