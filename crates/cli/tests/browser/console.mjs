@@ -180,14 +180,14 @@ try {
   expect((await page.textContent('#raw')) === stored.text, 'the detail survives a reload');
 
   // The explorer, the run timeline, notifications and deliveries, the
-  // overview, tokens.
+  // overview, tokens; dark and phone-width.
   phase = 'views';
   const t = {
     BASE, api, expect,
     shot: (name) => page.screenshot({ path: join(ARTIFACTS, `${name}.png`) }),
     setPhase: (p) => { phase = p; },
   };
-  for (const name of ['explorer', 'timeline', 'notifications', 'overview', 'tokens']) {
+  for (const name of ['explorer', 'timeline', 'notifications', 'overview', 'tokens', 'themes']) {
     const start = Date.now();
     await views[name](t, page);
     report.seconds[name] = (Date.now() - start) / 1000;

@@ -313,3 +313,39 @@ export async function readerAdminViews(t, page) {
   await page.waitForSelector('#overview-head');
   t.expect(!(await page.$('#overview-connections')), 'no admin figures for a reader');
 }
+
+// Dark when the system is dark, and usable at a phone's width (nothing
+// wider than the screen), on the new views.
+export async function themes(t, page) {
+  await page.emulateMedia({ colorScheme: 'dark' });
+  try {
+    await page.goto(`${t.BASE}/console/runs/run-timeline-1`);
+    await page.waitForSelector('#lanes tr.lane');
+    const bg = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    const [r, g, b] = bg.match(/\d+/g).map(Number);
+    t.expect(r + g + b < 150, `a dark background in dark mode: ${bg}`);
+    await t.shot('timeline-dark');
+    await page.goto(`${t.BASE}/console/notifications/N/flaky`);
+    await page.waitForSelector('#deliveries tbody tr');
+    await t.shot('deliveries-dark');
+  } finally {
+    await page.emulateMedia({ colorScheme: 'light' });
+  }
+  await page.setViewportSize({ width: 390, height: 844 });
+  try {
+    for (const [name, url, ready] of [
+      ['explorer-phone', '/console/events?project_key=P&order=desc', '#explorer-rows tbody tr'],
+      ['timeline-phone', '/console/runs/run-timeline-1', '#lanes tr.lane'],
+      ['deliveries-phone', '/console/notifications/N/flaky', '#deliveries tbody tr'],
+      ['overview-phone', '/console/overview', '#overview-head'],
+    ]) {
+      await page.goto(`${t.BASE}${url}`);
+      await page.waitForSelector(ready);
+      const wide = await page.evaluate(() => document.documentElement.scrollWidth);
+      t.expect(wide <= 390, `${name}: nothing wider than the screen (${wide} px)`);
+      await t.shot(name);
+    }
+  } finally {
+    await page.setViewportSize({ width: 1280, height: 800 });
+  }
+}

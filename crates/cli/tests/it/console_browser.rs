@@ -103,6 +103,12 @@ fn the_console_signs_in_tails_explores_draws_a_run_redelivers_and_manages_tokens
         "deliveries-reader",
         "overview",
         "tokens",
+        "timeline-dark",
+        "deliveries-dark",
+        "explorer-phone",
+        "timeline-phone",
+        "deliveries-phone",
+        "overview-phone",
     ] {
         assert!(artifacts.join(format!("{shot}.png")).exists(), "{shot}.png");
     }
