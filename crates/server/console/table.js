@@ -29,6 +29,32 @@ export function shortTime(ts) {
   return (ts || '').replace('T', ' ').replace(/\.\d+/, '').replace('Z', '');
 }
 
+function cell(text, cls) {
+  const td = document.createElement('td');
+  td.setAttribute('role', 'cell');
+  if (cls) td.className = cls;
+  td.textContent = text;
+  return td;
+}
+
+// The same row as EventRow, as a DOM element: for the live tail, which
+// adds rows without diffing the rows it already shows.
+export function eventRowElement(r) {
+  const e = r.event;
+  const tr = document.createElement('tr');
+  tr.dataset.seq = r.seq;
+  tr.tabIndex = 0;
+  tr.setAttribute('role', 'row');
+  const a = document.createElement('a');
+  a.href = `/console/events/${encodeURIComponent(e.id)}`;
+  a.textContent = e.type;
+  const type = cell('');
+  type.appendChild(a);
+  tr.append(cell(String(r.seq), 'num'), cell(shortTime(e.timestamp), 'time'), type, cell(e.project_key || ''),
+    cell(e.workflow || e.hatchery || e.username || ''), cell(e.status || '', `status s-${(e.status || '').toLowerCase()}`));
+  return tr;
+}
+
 export function EventRow({ r }) {
   const e = r.event;
   return html`<tr data-seq=${r.seq} tabindex="0">

@@ -2,40 +2,76 @@
 //
 // The stream (stream.js) resumes after the last sequence number shown.
 // Events are gathered and drawn at most once per animation frame, and only
-// the newest `cap` rows are kept, so a fast stream never freezes the tab.
+// the newest `cap` rows are kept, so a fast stream never freezes the tab:
+// the rows are DOM elements added at the top and dropped at the bottom
+// (table.js's eventRowElement), never diffed as a whole list, so a frame
+// costs what its new rows cost, however many rows are shown.
+import { Component } from './vendor/preact.js';
 import { useEffect, useRef, useState } from './vendor/hooks.js';
 import { html, navigate } from './api.js';
 import { FILTER_KEYS, filterOf, fromText, toText } from './filters.js';
 import { Stream } from './stream.js';
-import { EventTable } from './table.js';
+import { eventRowElement, rowKeys } from './table.js';
 
 const DEFAULT_CAP = 500;
+
+// The table's body, left to the tail: Preact draws it once, empty.
+class LiveBody extends Component {
+  shouldComponentUpdate() {
+    return false;
+  }
+  render({ onBody }) {
+    return html`<tbody role="rowgroup" ref=${onBody}></tbody>`;
+  }
+}
+
+// A row's link opens its view in the console (rows are not Preact's).
+function openLink(e) {
+  const a = e.target.closest('a[href^="/console/"]');
+  if (!a || e.defaultPrevented || e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey) return;
+  e.preventDefault();
+  navigate(a.getAttribute('href'));
+}
 
 export function Tail() {
   const search = location.search;
   const filter = filterOf(search);
   const cap = Math.max(1, Math.min(5000, Number(new URLSearchParams(search).get('cap')) || DEFAULT_CAP));
-  const [rows, setRows] = useState([]);
+  const [count, setCount] = useState(0);
   const [state, setState] = useState('connecting');
   const [refused, setRefused] = useState(null);
   const [paused, setPaused] = useState(false);
   const [held, setHeld] = useState(0);
   const [bad, setBad] = useState([]);
-  const buf = useRef({ incoming: [], heldRows: [], paused: false, frame: 0 });
+  // heldRows: the newest `cap` events received while paused (oldest first).
+  const buf = useRef({ incoming: [], heldRows: [], heldCount: 0, paused: false, frame: 0, body: null });
+
+  // Draws `batch` (oldest first) on top, newest first, and keeps `cap` rows.
+  function draw(batch) {
+    const tb = buf.current.body;
+    if (!tb || batch.length === 0) return;
+    const frag = document.createDocumentFragment();
+    for (let i = batch.length - 1; i >= Math.max(0, batch.length - cap); i--) frag.appendChild(eventRowElement(batch[i]));
+    tb.prepend(frag);
+    while (tb.rows.length > cap) tb.lastElementChild.remove();
+    setCount(tb.rows.length);
+  }
 
   useEffect(() => {
     const b = buf.current;
+    if (b.body) b.body.replaceChildren();
+    setCount(0);
     const flush = () => {
       b.frame = 0;
       const batch = b.incoming;
       b.incoming = [];
       if (b.paused) {
-        b.heldRows.push(...batch);
-        setHeld(b.heldRows.length);
+        b.heldCount += batch.length;
+        b.heldRows = b.heldRows.concat(batch).slice(-cap);
+        setHeld(b.heldCount);
         return;
       }
-      batch.reverse();
-      setRows((old) => batch.concat(old).slice(0, cap));
+      draw(batch);
     };
     const s = new Stream(filter, {
       event(r) {
@@ -60,10 +96,11 @@ export function Tail() {
     b.paused = !b.paused;
     setPaused(b.paused);
     if (!b.paused) {
-      const back = b.heldRows.reverse();
+      const back = b.heldRows;
       b.heldRows = [];
+      b.heldCount = 0;
       setHeld(0);
-      setRows((old) => back.concat(old).slice(0, cap));
+      draw(back);
     }
   }
   function applyFilter(e) {
@@ -87,7 +124,11 @@ export function Tail() {
     </form>
     ${bad.length > 0 && html`<p class="error">Unknown filter ${bad.join(', ')}; keys: ${FILTER_KEYS.join(', ')}</p>`}
     ${refused && html`<p class="error" role="alert" id="refused">${refused}</p>`}
-    <${EventTable} id="tail-rows" rows=${rows} />
-    ${rows.length === 0 && !refused && html`<p class="empty">Waiting for events…</p>`}
+    <table class="events" id="tail-rows" role="table" onKeyDown=${rowKeys} onClick=${openLink}>
+      <thead role="rowgroup"><tr role="row">${['seq', 'time (UTC)', 'type', 'project', 'what', 'status'].map((c) =>
+        html`<th role="columnheader">${c}</th>`)}</tr></thead>
+      <${LiveBody} onBody=${(el) => { buf.current.body = el; }} />
+    </table>
+    ${count === 0 && !refused && html`<p class="empty">Waiting for events…</p>`}
   </main>`;
 }

@@ -180,16 +180,16 @@ try {
   expect((await page.textContent('#raw')) === stored.text, 'the detail survives a reload');
 
   // The explorer, the run timeline, notifications and deliveries, the
-  // overview, tokens; dark and phone-width.
+  // overview, tokens; dark and phone-width; the tail at 2,000 events/s.
   phase = 'views';
   const t = {
     BASE, api, expect,
     shot: (name) => page.screenshot({ path: join(ARTIFACTS, `${name}.png`) }),
     setPhase: (p) => { phase = p; },
   };
-  for (const name of ['explorer', 'timeline', 'notifications', 'overview', 'tokens', 'themes']) {
+  for (const name of ['explorer', 'timeline', 'notifications', 'overview', 'tokens', 'themes', 'tailLoad']) {
     const start = Date.now();
-    await views[name](t, page);
+    await views[name](t, page, report);
     report.seconds[name] = (Date.now() - start) / 1000;
   }
 
