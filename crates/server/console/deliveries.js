@@ -2,7 +2,8 @@
 // ?status=failed&delivery=ID`): by status, each with its attempts (time,
 // status code, latency, error, response excerpt) when opened; the opened
 // delivery is in the URL. Managers (and only they) see Test, Enable or
-// Disable, Redeliver and Redeliver every failed one since a time. While a
+// Disable, Rotate secret (the new one shown once), Redeliver and Redeliver
+// every failed one since a time. While a
 // delivery is pending the list is read again every 2 s (not while hidden).
 import { useEffect, useState } from './vendor/hooks.js';
 import { api, html, link } from './api.js';
@@ -95,6 +96,8 @@ export function Deliveries({ session, project, name }) {
       ${n.enabled
         ? html`<button type="button" id="disable" onClick=${() => act('Disable', 'POST', `${base}/disable`, () => 'Disabled')}>Disable</button>`
         : html`<button type="button" id="enable" onClick=${() => act('Enable', 'POST', `${base}/enable`, () => 'Enabled')}>Enable</button>`}
+      <button type="button" id="rotate" onClick=${() => act('Rotate', 'POST', `${base}/secret/rotate`,
+        (j) => `New ${n.signature === 'ed25519' ? 'public key' : 'secret'} (the previous one is honoured for a while): ${j.secret}`)}>Rotate secret</button>
       <form class="inline" onSubmit=${redeliverSince}>
         <input name="since" class="time" aria-label="since" spellcheck="false"
           value=${new Date(Date.now() - 86400000).toISOString().replace(/\.\d{3}Z$/, 'Z')} />

@@ -1,11 +1,14 @@
 // Notifications: a project's notifications with their health
 // (`/console/notifications?project_key=P`): enabled or why disabled,
 // failing since when, deliveries pending and failed. Each links to its
-// deliveries (deliveries.js). What a token may not do is not offered:
-// manage buttons only with `admin` or `manage-notifications:P`.
+// deliveries (deliveries.js); managers create one here
+// (notification_form.js), its secret shown once. What a token may not do
+// is not offered: manage buttons only with `admin` or
+// `manage-notifications:P`.
 import { useEffect, useState } from './vendor/hooks.js';
 import { api, html, link, navigate } from './api.js';
 import { rowKeys, shortTime } from './table.js';
+import { NotificationForm } from './notification_form.js';
 
 export function canManage(session, project) {
   return session.grants.includes('admin') || session.grants.includes(`manage-notifications:${project}`);
@@ -59,6 +62,9 @@ export function Notifications({ session }) {
   const [list, setList] = useState(null);
   const [counts, setCounts] = useState({});
   const [error, setError] = useState(null);
+  const [adding, setAdding] = useState(false);
+  const [created, setCreated] = useState(null);
+  const [tick, setTick] = useState(0);
   useEffect(() => {
     if (!project) return;
     setList(null);
@@ -75,10 +81,25 @@ export function Notifications({ session }) {
       },
       (err) => setError(err.message),
     );
-  }, [project]);
+  }, [project, tick]);
+  function done(json) {
+    setAdding(false);
+    if (json) {
+      setCreated(json);
+      setTick((t) => t + 1);
+    }
+  }
   if (!project) return html`<${ProjectPicker} session=${session} />`;
   return html`<main class="notifications">
     <h2>Notifications of ${project}</h2>
+    ${canManage(session, project) && !adding && html`<p><button type="button" id="new-notification"
+      onClick=${() => setAdding(true)}>New notification</button></p>`}
+    ${adding && html`<${NotificationForm} project=${project} onDone=${done} />`}
+    ${created && html`<div class="secret" role="status"><p>Notification <b>${created.name}</b> created. Its
+      ${created.signature === 'ed25519' ? ' public key' : ' signing secret'}, shown this once
+      ${created.signature === 'ed25519' ? '' : ' (managers may read it again)'}:</p>
+      <code id="new-secret">${created.secret}</code>
+      <button type="button" onClick=${() => setCreated(null)}>Done</button></div>`}
     ${error && html`<p class="error" role="alert" id="refused">${error}</p>`}
     ${list && list.length === 0 && html`<p class="empty">This project has no notification.</p>`}
     ${list && list.length > 0 && html`<table class="events" id="notifications" onKeyDown=${rowKeys}>

@@ -206,6 +206,48 @@ export async function notifications(t, page) {
   }
 }
 
+// Creating a notification: the preview says which catalogue types each
+// expression matches, a bad expression is named by the server, the secret
+// is shown once; Rotate shows a new one.
+export async function createNotification(t, page) {
+  await page.goto(`${t.BASE}/console/notifications?project_key=N`);
+  await page.waitForSelector('#notifications');
+  await page.click('#new-notification');
+  await page.fill('#notification-form input[name=name]', 'made');
+  await page.fill('#notification-form input[name=url]', 'http://127.0.0.1:9/cds');
+  await page.fill('#notification-form textarea[name=filters]', 'jobs: ^RunJob(Ended|Enqueued)$\nbad: (');
+  const jobs = '#filter-preview li[data-expr="^RunJob(Ended|Enqueued)$"]';
+  await page.waitForSelector(`${jobs}[data-types]`);
+  const matched = (await page.getAttribute(jobs, 'data-types')).split(',').sort();
+  t.expect(matched.join() === 'RunJobEnded,RunJobEnqueued', `the preview's types: ${matched}`);
+  t.expect(await page.$('#filter-preview li.error[data-expr="("]'), 'the preview says "(" is not an expression');
+  t.setPhase('bad-input');
+  const reported = page.waitForEvent('console', { predicate: (m) => /status of 400/.test(m.text()) });
+  await page.click('#notification-form button[type=submit]');
+  await page.waitForSelector('#form-error');
+  await reported;
+  t.setPhase('views');
+  const said = await page.textContent('#form-error');
+  t.expect(said.includes('filters.bad.event[0]'), `the server names the bad expression: ${said}`);
+  await page.fill('#notification-form textarea[name=filters]', 'jobs: ^RunJob(Ended|Enqueued)$');
+  await page.click('#notification-form button[type=submit]');
+  await page.waitForSelector('#new-secret');
+  const secret = await page.textContent('#new-secret');
+  t.expect(secret.startsWith('whsec_'), `the secret shown once: ${secret}`);
+  await page.waitForSelector('#notifications tr[data-name=made]');
+  const stored = await t.api('GET', '/v2/project/N/notification/made');
+  t.expect(JSON.stringify(stored.json.filters) === JSON.stringify({ jobs: { event: ['^RunJob(Ended|Enqueued)$'] } }),
+    `stored as typed: ${stored.text}`);
+  await t.shot('notification-created');
+  await page.click('#notifications tr[data-name=made] a');
+  await page.click('#rotate');
+  await page.waitForFunction(() => /whsec_/.test(document.querySelector('#note')?.textContent || ''));
+  const rotated = (await page.textContent('#note')).match(/whsec_\S+/)[0];
+  t.expect(rotated !== secret, 'Rotate shows a new secret');
+  const now = await t.api('GET', '/v2/project/N/notification/made/secret');
+  t.expect(now.json.secret === rotated, 'the new secret is the one signing now');
+}
+
 // A token that reads P and N only sees another project's events nowhere
 // (T's are in the log).
 export async function readerExplorer(t, page) {
@@ -217,6 +259,9 @@ export async function readerExplorer(t, page) {
 
 // ... and no manage button.
 export async function readerDeliveries(t, page) {
+  await page.goto(`${t.BASE}/console/notifications?project_key=N`);
+  await page.waitForSelector('#notifications tr[data-name=flaky]');
+  t.expect(!(await page.$('#new-notification')), 'a reader may not create a notification');
   await page.goto(`${t.BASE}/console/notifications/N/flaky`);
   await page.waitForSelector('#deliveries tbody tr');
   t.expect(!(await page.$('#manage')) && !(await page.$('button.redeliver')), 'a reader sees no manage button');

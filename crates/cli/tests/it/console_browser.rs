@@ -101,6 +101,7 @@ fn the_console_signs_in_tails_explores_draws_a_run_redelivers_and_manages_tokens
         "notifications",
         "deliveries",
         "deliveries-reader",
+        "notification-created",
         "overview",
         "tokens",
         "timeline-dark",

@@ -67,6 +67,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../../console/deliveries.js"),
     ),
     (
+        "notification_form.js",
+        JS,
+        include_bytes!("../../../console/notification_form.js"),
+    ),
+    (
         "overview.js",
         JS,
         include_bytes!("../../../console/overview.js"),
