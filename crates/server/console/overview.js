@@ -2,8 +2,8 @@
 // second (from the head's moves between two readings, drawn over the last
 // hour this page was open), storage, and — for an admin, whose session may
 // read /mon/metrics — live stream connections, webhook deliveries pending
-// and each sink's lag. It reads every `every` seconds (default 5) and not
-// at all while the tab is hidden.
+// and the events ingested by family; each sink's lag. It reads every
+// `every` seconds (default 5) and not at all while the tab is hidden.
 import { useEffect, useState } from './vendor/hooks.js';
 import { api, html } from './api.js';
 
@@ -11,20 +11,50 @@ const HOUR = 3600 * 1000;
 // Kept across visits of the view while the page lives.
 const samples = [];
 
-// Sums of the Prometheus text's samples by metric name (labels summed up,
-// but each sink's lag kept apart).
+// Sums of the Prometheus text's samples by metric name (labels summed up),
+// and the events ingested by type (`cds_events_ingested_total{type}`).
 export function parseMetrics(text) {
   const sums = {};
-  const sinks = {};
+  const byType = {};
   for (const line of text.split('\n')) {
     const m = line.match(/^([a-z_]+)(\{[^}]*\})?\s+([-+0-9.eE]+|NaN)$/);
     if (!m) continue;
     const v = Number(m[3]);
     sums[m[1]] = (sums[m[1]] || 0) + v;
-    const sink = m[1] === 'cds_events_sink_lag_events' && (m[2] || '').match(/sink="([^"]*)"/);
-    if (sink) sinks[sink[1]] = v;
+    const type = m[1] === 'cds_events_ingested_total' && (m[2] || '').match(/type="([^"]*)"/);
+    if (type) byType[type[1]] = v;
   }
-  return { sums, sinks };
+  return { sums, byType };
+}
+
+let families = null;
+// type → family, from the catalogue (read once).
+function familyOf() {
+  if (!families) {
+    families = api('GET', '/v2/events/types').then(({ json }) => Object.fromEntries(json.types.map((t) => [t.type, t.family])));
+  }
+  return families;
+}
+
+// Events ingested per family between the first and the last reading kept.
+function byFamily(first, last, fam) {
+  const out = {};
+  for (const [type, n] of Object.entries(last)) {
+    const f = fam[type] || 'other';
+    out[f] = (out[f] || 0) + n - (first[type] || 0);
+  }
+  return Object.entries(out).filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]);
+}
+
+const ingested = [];
+
+function Families({ rows }) {
+  if (!rows) return null;
+  const top = Math.max(1, ...rows.map(([, n]) => n));
+  return html`<h3>Ingested by family <small class="muted">(since this page opened, up to an hour)</small></h3>
+    ${rows.length === 0 && html`<p class="muted">Nothing ingested meanwhile.</p>`}
+    <ul class="families" id="by-family">${rows.map(([f, n]) => html`<li key=${f} data-family=${f} data-count=${n}>
+      <span class="name">${f}</span><span class="bar" style=${{ width: `${(n / top) * 60}%` }}></span><span class="num">${n}</span></li>`)}</ul>`;
 }
 
 function bytes(n) {
@@ -60,6 +90,7 @@ export function Overview({ session }) {
   const admin = session.grants.includes('admin');
   const [status, setStatus] = useState(null);
   const [metrics, setMetrics] = useState(null);
+  const [fams, setFams] = useState(null);
   const [points, setPoints] = useState(() => samples.slice());
   const [error, setError] = useState(null);
   useEffect(() => {
@@ -77,7 +108,13 @@ export function Overview({ session }) {
         setStatus(json);
         setPoints(samples.slice(1));
         setError(null);
-        if (admin) setMetrics(parseMetrics((await api('GET', '/mon/metrics')).text));
+        if (admin) {
+          const got = parseMetrics((await api('GET', '/mon/metrics')).text);
+          ingested.push({ t: now, byType: got.byType });
+          while (ingested.length && ingested[0].t < now - HOUR) ingested.shift();
+          setMetrics(got);
+          setFams(byFamily(ingested[0].byType, got.byType, await familyOf()));
+        }
       } catch (err) {
         setError(err.message);
       }
@@ -118,6 +155,7 @@ export function Overview({ session }) {
     </div>
     <h3>Events per second</h3>
     <${Spark} points=${points} />
+    <${Families} rows=${fams} />
     ${status.sinks && html`<h3>Sinks</h3><table class="events" id="overview-sinks">
       <thead><tr><th>sink</th><th>state</th><th>lag (events)</th><th>lag (s)</th></tr></thead>
       <tbody>${status.sinks.map((k) => html`<tr key=${k.name}><td>${k.name}</td><td>${k.state}</td>

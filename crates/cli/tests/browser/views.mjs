@@ -293,6 +293,9 @@ export async function overview(t, page) {
     await page.waitForFunction((h) => document.querySelector('#overview-head')?.textContent === String(h), head, { timeout: 20000 });
     await page.waitForFunction(() => Number(document.querySelector('#overview-rate')?.textContent) > 0, null, { timeout: 20000 });
     await page.waitForSelector('#rate-chart', { timeout: 20000 });
+    // The 30 were ingested as the Project family, counted from the metrics.
+    await page.waitForFunction(() => Number(document.querySelector('#by-family li[data-family=Project]')?.dataset.count) === 30,
+      null, { timeout: 20000 });
     t.expect(/^\d+$/.test(await page.textContent('#overview-connections')), 'live connections are a count');
     await t.shot('overview');
 
