@@ -59,8 +59,13 @@ export function Tail() {
 
   useEffect(() => {
     const b = buf.current;
+    // A new filter starts afresh: no row, nothing held.
     if (b.body) b.body.replaceChildren();
     setCount(0);
+    b.incoming = [];
+    b.heldRows = [];
+    b.heldCount = 0;
+    setHeld(0);
     const flush = () => {
       b.frame = 0;
       const batch = b.incoming;
