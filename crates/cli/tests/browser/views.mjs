@@ -407,6 +407,20 @@ export async function themes(t, page) {
 export async function tailLoad(t, page, report) {
   await page.goto(`${t.BASE}/console/tail?project_key=R`);
   await page.waitForSelector('#tail-state[data-state=live]', { timeout: 20000 });
+  // First: what a paused tail held is dropped by a new filter.
+  await page.click('#pause');
+  const job = (n) => ({ type: 'RunJobEnqueued', project_key: 'R', workflow: 'load', workflow_run_id: 'run-held',
+    run_job_id: `h-${n}`, job_id: 'j', region: 'eu', status: 'Waiting', user_id: 'u1', username: 'alice' });
+  t.expect((await t.api('POST', '/v2/events', [job(1), job(2), job(3)])).status === 200, 'publish 3 to R');
+  await page.waitForFunction(() => document.querySelector('#held')?.textContent === '3 new', null, { timeout: 20000 });
+  await page.fill('.tail input[name=filter]', 'project_key:R type:RunJobEnqueued');
+  await page.click('.tail button[type=submit]');
+  await page.waitForFunction(() => document.querySelector('#held')?.textContent === '0 new', null, { timeout: 20000 });
+  await page.waitForSelector('#tail-state[data-state=live]', { timeout: 20000 });
+  await page.click('#pause');
+  t.expect((await page.$$('#tail-rows tbody tr')).length === 0, 'nothing held from the previous filter is drawn');
+  await page.goto(`${t.BASE}/console/tail?project_key=R`);
+  await page.waitForSelector('#tail-state[data-state=live]', { timeout: 20000 });
   await page.evaluate(() => {
     window.longTasks = [];
     new PerformanceObserver((list) => window.longTasks.push(...list.getEntries().map((e) => e.duration)))
