@@ -208,7 +208,7 @@ export async function notifications(t, page) {
 
 // Creating a notification: the preview says which catalogue types each
 // expression matches, a bad expression is named by the server, the secret
-// is shown once; Rotate shows a new one.
+// is shown once; Rotate shows a new one; Test ping, Disable and Enable.
 export async function createNotification(t, page) {
   await page.goto(`${t.BASE}/console/notifications?project_key=N`);
   await page.waitForSelector('#notifications');
@@ -246,6 +246,16 @@ export async function createNotification(t, page) {
   t.expect(rotated !== secret, 'Rotate shows a new secret');
   const now = await t.api('GET', '/v2/project/N/notification/made/secret');
   t.expect(now.json.secret === rotated, 'the new secret is the one signing now');
+  // Test ping: nothing listens on port 9, and the page says how it went.
+  await page.click('#test');
+  await page.waitForFunction(() => /^Test ping: (?!success)/.test(document.querySelector('#note')?.textContent || ''));
+  // Disable, then enable: the health and the API agree.
+  await page.click('#disable');
+  await page.waitForFunction(() => document.querySelector('#health')?.textContent.startsWith('disabled'));
+  t.expect((await t.api('GET', '/v2/project/N/notification/made')).json.enabled === false, 'disabled in the API');
+  await page.click('#enable');
+  await page.waitForFunction(() => document.querySelector('#health')?.textContent === 'healthy');
+  t.expect((await t.api('GET', '/v2/project/N/notification/made')).json.enabled === true, 'enabled in the API');
 }
 
 // A token that reads P and N only sees another project's events nowhere
