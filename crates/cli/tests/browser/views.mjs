@@ -208,7 +208,8 @@ export async function notifications(t, page) {
 
 // Creating a notification: the preview says which catalogue types each
 // expression matches, a bad expression is named by the server, the secret
-// is shown once; Rotate shows a new one; Test ping, Disable and Enable.
+// is shown once; Rotate shows a new one; Test ping, Disable and Enable;
+// Redeliver failed since.
 export async function createNotification(t, page) {
   await page.goto(`${t.BASE}/console/notifications?project_key=N`);
   await page.waitForSelector('#notifications');
@@ -256,6 +257,25 @@ export async function createNotification(t, page) {
   await page.click('#enable');
   await page.waitForFunction(() => document.querySelector('#health')?.textContent === 'healthy');
   t.expect((await t.api('GET', '/v2/project/N/notification/made')).json.enabled === true, 'enabled in the API');
+  // A delivery that runs out of attempts (nothing on port 9), then
+  // Redeliver failed since: one queued again, one more attempt.
+  const pub = await t.api('POST', '/v2/events', { type: 'RunJobEnded', project_key: 'N', workflow: 'build',
+    workflow_run_id: 'run-n2', run_job_id: 'rj-n2', job_id: 'compile', region: 'eu', status: 'Fail',
+    user_id: 'u1', username: 'alice' });
+  t.expect(pub.status === 200, `publish N: ${pub.text}`);
+  // (The view reads again only while one of its deliveries is pending.)
+  const deadline = Date.now() + 20000;
+  while ((await t.api('GET', '/v2/project/N/notification/made/deliveries?status=failed')).json.deliveries.length === 0) {
+    t.expect(Date.now() < deadline, 'the delivery to port 9 failed within 20 s');
+    await new Promise((res) => setTimeout(res, 200));
+  }
+  await page.reload();
+  await page.waitForSelector('#deliveries tr[data-status=failed]', { timeout: 20000 });
+  const before = Number(await page.getAttribute('#deliveries tr[data-status=failed]', 'data-attempts'));
+  await page.click('#manage form.inline button[type=submit]');
+  await page.waitForFunction(() => document.querySelector('#note')?.textContent === '1 failed deliveries queued again');
+  await page.waitForFunction((n) => Number(document.querySelector('#deliveries tr[data-status=failed]')?.dataset.attempts) > n,
+    before, { timeout: 20000 });
 }
 
 // A token that reads P and N only sees another project's events nowhere
