@@ -5,12 +5,26 @@ import { useEffect, useState } from './vendor/hooks.js';
 import { api, html, link, navigate, setCsrf } from './api.js';
 import { Tail } from './tail.js';
 import { Detail } from './detail.js';
+import { Explorer } from './explorer.js';
+import { Timeline } from './timeline.js';
+import { Notifications } from './notifications.js';
+import { Deliveries } from './deliveries.js';
+import { Overview } from './overview.js';
+import { Tokens } from './tokens.js';
 
 function route(path) {
   if (path === '/' || path === '/console' || path === '/console/') return { view: 'home' };
   if (path === '/console/tail') return { view: 'tail' };
-  const m = path.match(/^\/console\/events\/([^/]+)$/);
+  if (path === '/console/events') return { view: 'explorer' };
+  if (path === '/console/notifications') return { view: 'notifications' };
+  if (path === '/console/overview') return { view: 'overview' };
+  if (path === '/console/tokens') return { view: 'tokens' };
+  let m = path.match(/^\/console\/events\/([^/]+)$/);
   if (m) return { view: 'event', id: decodeURIComponent(m[1]) };
+  m = path.match(/^\/console\/runs\/([^/]+)$/);
+  if (m) return { view: 'run', id: decodeURIComponent(m[1]) };
+  m = path.match(/^\/console\/notifications\/([^/]+)\/([^/]+)$/);
+  if (m) return { view: 'deliveries', project: decodeURIComponent(m[1]), name: decodeURIComponent(m[2]) };
   return { view: 'missing' };
 }
 
@@ -47,7 +61,13 @@ function SignIn({ onSignedIn }) {
 function Header({ session, onSignOut }) {
   return html`<header class="top">
     <a class="brand" href="/console/tail" onClick=${link}>cds-events</a>
-    <nav><a href="/console/tail" onClick=${link}>Live tail</a></nav>
+    <nav>
+      <a href="/console/tail" onClick=${link}>Live tail</a>
+      <a href="/console/events" onClick=${link}>Explorer</a>
+      <a href="/console/notifications" onClick=${link}>Notifications</a>
+      <a href="/console/overview" onClick=${link}>Overview</a>
+      ${session.grants.includes('admin') && html`<a href="/console/tokens" onClick=${link}>Tokens</a>`}
+    </nav>
     <span class="who" title=${session.grants.join(', ')}>${session.name}</span>
     <button type="button" id="signout" onClick=${onSignOut}>Sign out</button>
   </header>`;
@@ -86,6 +106,15 @@ function App() {
   let view;
   if (where.view === 'tail' || where.view === 'home') view = html`<${Tail} />`;
   else if (where.view === 'event') view = html`<${Detail} id=${where.id} key=${where.id} />`;
+  else if (where.view === 'explorer') view = html`<${Explorer} />`;
+  else if (where.view === 'run') view = html`<${Timeline} id=${where.id} key=${where.id} />`;
+  else if (where.view === 'overview') view = html`<${Overview} session=${session} />`;
+  else if (where.view === 'tokens') view = html`<${Tokens} session=${session} />`;
+  else if (where.view === 'notifications') view = html`<${Notifications} session=${session} />`;
+  else if (where.view === 'deliveries') {
+    view = html`<${Deliveries} session=${session} project=${where.project} name=${where.name}
+      key=${`${where.project}/${where.name}`} />`;
+  }
   else view = html`<main><p class="error">No such view. <a href="/console/tail" onClick=${link}>Live tail</a></p></main>`;
   return html`<${Header} session=${session} onSignOut=${signOut} />${view}`;
 }

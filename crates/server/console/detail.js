@@ -53,7 +53,9 @@ export function Detail({ id }) {
     <h2>${e.type} <small>#${seq} · ${e.id}</small></h2>
     <p class="links">
       ${e.project_key && html`<a href=${`/console/tail?project_key=${encodeURIComponent(e.project_key)}`} onClick=${link}>project ${e.project_key}</a>`}
-      ${e.workflow_run_id && html`<a href=${`/console/tail?workflow_run_id=${encodeURIComponent(e.workflow_run_id)}`} onClick=${link}>run ${e.workflow_run_id}</a>`}
+      ${e.workflow_run_id && html`<a href=${`/console/runs/${encodeURIComponent(e.workflow_run_id)}`} onClick=${link}>run ${e.workflow_run_id}</a>`}
+      ${e.workflow_run_id && html`<a href=${`/console/tail?workflow_run_id=${encodeURIComponent(e.workflow_run_id)}`} onClick=${link}>its live tail</a>`}
+      ${e.project_key && html`<a href=${`/console/notifications?project_key=${encodeURIComponent(e.project_key)}`} onClick=${link}>its project's deliveries</a>`}
     </p>
     <p class="copy">Copy as ${Object.keys(copies).map((k) => html`<button type="button" onClick=${() => copy(k)}>${k}</button> `)}
       <span class="copied">${copied}</span></p>

@@ -264,3 +264,23 @@ fn a_session_ends_at_its_expiry() {
     }
     assert_eq!(get_with(&s, "/v2/events", &cookie), 401);
 }
+
+/// The console's overview reads the metrics with an admin's session; a
+/// reader's session is refused them, as its token would be.
+#[test]
+fn an_admin_session_reads_the_metrics_and_a_reader_session_does_not() {
+    let s = TestServer::start();
+    let created: Value = s
+        .http
+        .post(s.url("/v2/auth/tokens"))
+        .json(&json!({"name": "console", "grants": ["read:P"]}))
+        .send()
+        .expect("create")
+        .json()
+        .expect("json");
+    let (admin, _) = sign_in(&s, ADMIN);
+    let (reader, _) = sign_in(&s, created["token"].as_str().expect("token"));
+    assert_eq!(get_with(&s, "/mon/metrics", &cookie_of(&admin)), 200);
+    assert_eq!(get_with(&s, "/mon/metrics", &cookie_of(&reader)), 403);
+    assert_eq!(get_with(&s, "/mon/metrics", &HeaderMap::new()), 401);
+}

@@ -34,15 +34,24 @@ fn ensure_playwright() {
     );
 }
 
+/// The server, able to call the script's loopback receiver, retrying a
+/// failed delivery quickly.
+fn webhook_server() -> crate::Builder {
+    TestServer::builder()
+        .env("CDS_EVENTS_WEBHOOK_ALLOW_PRIVATE", "1")
+        .env("CDS_EVENTS_WEBHOOKS__RETRY_SCHEDULE", "[0s,300ms,300ms]")
+        .env("CDS_EVENTS_WEBHOOKS__JITTER", "0")
+}
+
 #[test]
-fn the_console_signs_in_tails_resumes_after_a_restart_pauses_and_shows_an_event() {
+fn the_console_signs_in_tails_explores_draws_a_run_redelivers_and_manages_tokens() {
     ensure_playwright();
     assert!(
         Path::new("/usr/bin/chromium").exists(),
         "the browser tests need Debian's chromium (apt-get install chromium)"
     );
     let tmp = tempfile::tempdir().expect("tempdir");
-    let mut server = TestServer::builder().dir(tmp.path()).start();
+    let mut server = webhook_server().dir(tmp.path()).start();
     let addr = server
         .base
         .strip_prefix("http://")
@@ -68,7 +77,7 @@ fn the_console_signs_in_tails_resumes_after_a_restart_pauses_and_shows_an_event(
             let (status, logs) = server.terminate();
             assert!(status.success(), "{logs}");
             drop(server);
-            server = TestServer::builder().dir(tmp.path()).listen(&addr).start();
+            server = webhook_server().dir(tmp.path()).listen(&addr).start();
             writeln!(to_node, "RESTARTED").expect("answer");
         }
         said.push(line);
@@ -86,6 +95,21 @@ fn the_console_signs_in_tails_resumes_after_a_restart_pauses_and_shows_an_event(
         "tail-phone",
         "event",
         "tail-refused",
+        "explorer",
+        "timeline-running",
+        "timeline",
+        "notifications",
+        "deliveries",
+        "deliveries-reader",
+        "notification-created",
+        "overview",
+        "tokens",
+        "timeline-dark",
+        "deliveries-dark",
+        "explorer-phone",
+        "timeline-phone",
+        "deliveries-phone",
+        "overview-phone",
     ] {
         assert!(artifacts.join(format!("{shot}.png")).exists(), "{shot}.png");
     }

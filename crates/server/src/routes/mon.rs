@@ -88,7 +88,7 @@ pub async fn version() -> axum::Json<VersionOut> {
 #[utoipa::path(get, path = "/mon/metrics", tag = "mon", security((), ("bearer" = [])),
     responses(
         (status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String),
-        (status = 401, description = "no valid token (unless auth.public_metrics)", body = ErrorBody),
+        (status = 401, description = "no valid token or console session (unless auth.public_metrics)", body = ErrorBody),
         (status = 403, description = "not an admin token (unless auth.public_metrics)", body = ErrorBody),
     ))]
 pub async fn metrics(State(st): State<AppState>, req: axum::extract::Request) -> Response {
@@ -105,7 +105,11 @@ pub async fn metrics(State(st): State<AppState>, req: axum::extract::Request) ->
                 Ok(p) => p,
                 Err(e) => return crate::error::ApiError::from(e).into_response(),
             },
-            None => None,
+            // The console's overview reads them with an admin's session
+            // (a GET: no CSRF value needed).
+            None => crate::auth::session_cookie(req.headers())
+                .and_then(|v| st.auth.session(v))
+                .map(|s| std::sync::Arc::clone(&s.principal)),
         };
         match principal {
             None => return crate::auth::unauthorized(),

@@ -36,6 +36,52 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../../console/detail.js"),
     ),
     (
+        "filters.js",
+        JS,
+        include_bytes!("../../../console/filters.js"),
+    ),
+    (
+        "stream.js",
+        JS,
+        include_bytes!("../../../console/stream.js"),
+    ),
+    ("table.js", JS, include_bytes!("../../../console/table.js")),
+    (
+        "explorer.js",
+        JS,
+        include_bytes!("../../../console/explorer.js"),
+    ),
+    (
+        "timeline.js",
+        JS,
+        include_bytes!("../../../console/timeline.js"),
+    ),
+    (
+        "notifications.js",
+        JS,
+        include_bytes!("../../../console/notifications.js"),
+    ),
+    (
+        "deliveries.js",
+        JS,
+        include_bytes!("../../../console/deliveries.js"),
+    ),
+    (
+        "notification_form.js",
+        JS,
+        include_bytes!("../../../console/notification_form.js"),
+    ),
+    (
+        "overview.js",
+        JS,
+        include_bytes!("../../../console/overview.js"),
+    ),
+    (
+        "tokens.js",
+        JS,
+        include_bytes!("../../../console/tokens.js"),
+    ),
+    (
         "style.css",
         CSS,
         include_bytes!("../../../console/style.css"),

@@ -1,0 +1,87 @@
+// Creating a notification: its name, URL, format and signature, and
+// its filters as `name: expression` lines, each with a preview of the
+// catalogue types it matches (the expression is matched against the type,
+// unanchored, as the server does; the server still has the last word and
+// names a bad expression). A created notification's secret (or public
+// key) is shown once, here, by the caller.
+import { useEffect, useState } from './vendor/hooks.js';
+import { api, html } from './api.js';
+
+let catalogue = null;
+async function types() {
+  if (!catalogue) catalogue = api('GET', '/v2/events/types').then(({ json }) => json.types.map((t) => t.type));
+  return catalogue;
+}
+
+// `name: expression` lines as the API's filters, and back.
+export function parseFilters(text) {
+  const filters = {};
+  const lines = [];
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (!line) continue;
+    const m = line.match(/^([A-Za-z0-9_.-]+):\s+(.+)$/);
+    const [name, expr] = m ? [m[1], m[2]] : ['events', line];
+    (filters[name] = filters[name] || { event: [] }).event.push(expr);
+    lines.push({ name, expr });
+  }
+  return { filters, lines };
+}
+
+function Preview({ lines, all }) {
+  if (!all || lines.length === 0) return html`<p class="muted" id="filter-preview">No filter: every event of the project.</p>`;
+  return html`<ul class="preview" id="filter-preview">${lines.map(({ name, expr }, i) => {
+    let re = null;
+    try {
+      re = new RegExp(expr);
+    } catch (_) {
+      return html`<li key=${i} data-expr=${expr} class="error">${name}: ${expr} — not a valid expression</li>`;
+    }
+    const hit = all.filter((t) => re.test(t));
+    return html`<li key=${i} data-expr=${expr} data-types=${hit.join(',')}><code>${name}: ${expr}</code> matches
+      ${hit.length} type${hit.length === 1 ? '' : 's'}${hit.length ? `: ${hit.join(', ')}` : ''}</li>`;
+  })}</ul>`;
+}
+
+export function NotificationForm({ project, onDone }) {
+  const [text, setText] = useState('');
+  const [all, setAll] = useState(null);
+  const [error, setError] = useState(null);
+  useEffect(() => {
+    types().then(setAll, (err) => setError(err.message));
+  }, []);
+  const { filters, lines } = parseFilters(text);
+  async function submit(e) {
+    e.preventDefault();
+    const el = e.currentTarget.elements;
+    const body = {
+      name: el.name.value.trim(),
+      webhook_url: el.url.value.trim(),
+      filters,
+      format: el.format.value,
+      signature: el.signature.value,
+      ordered: el.ordered.checked,
+    };
+    try {
+      const { json } = await api('POST', `/v2/project/${encodeURIComponent(project)}/notification`, body);
+      onDone(json);
+    } catch (err) {
+      const field = err.details[0] && err.details[0].field;
+      setError(`${field && !err.message.startsWith(field) ? `${field}: ` : ''}${err.message}`);
+    }
+  }
+  return html`<form class="notification-form" id="notification-form" onSubmit=${submit}>
+    <label>Name <input name="name" required spellcheck="false" /></label>
+    <label>URL <input name="url" type="url" required spellcheck="false" /></label>
+    <label>Format <select name="format">${['cds', 'cloudevents', 'cdevents'].map((f) => html`<option>${f}</option>`)}</select></label>
+    <label>Signature <select name="signature">${['symmetric', 'ed25519'].map((s) => html`<option>${s}</option>`)}</select></label>
+    <label class="check"><input name="ordered" type="checkbox" /> ordered</label>
+    <label class="wide">Filters, one <code>name: expression</code> a line
+      <textarea name="filters" rows="3" spellcheck="false" value=${text}
+        onInput=${(e) => setText(e.currentTarget.value)} placeholder="runs: ^Run(Ended|JobEnded)$"></textarea></label>
+    <${Preview} lines=${lines} all=${all} />
+    <div><button type="submit">Create</button>
+      <button type="button" onClick=${() => onDone(null)}>Cancel</button></div>
+    ${error && html`<p class="error" role="alert" id="form-error">${error}</p>`}
+  </form>`;
+}
