@@ -7,11 +7,10 @@
 
 mod publisher;
 mod subscribers;
-mod traffic;
 mod webhooks;
 
+use cds_events_traffic::{IdKind, TEMPLATES_PER_CONNECTION, Templates, Traffic, project_key};
 use publisher::Publisher;
-use traffic::{IdKind, TEMPLATES_PER_CONNECTION, Templates, Traffic, project_key};
 
 use crate::ServerArgs;
 use anyhow::{Context, bail};

@@ -1,6 +1,9 @@
-//! The traffic `simulate` sends: CDS-like events in a plausible order
-//! (projects with repositories, analyses and entities, workflow runs that
-//! walk the whole run and job life of spec §2), pre-rendered as templates.
+//! The traffic `cds-events simulate` sends, and the peers benchmark
+//! (`bench/peers/`) sends to other brokers: CDS-like events in a plausible
+//! order (projects with repositories, analyses and entities, workflow runs
+//! that walk the whole run and job life of spec §2), pre-rendered as
+//! templates. One generator for both, so that every side of a comparison
+//! gets the same events.
 
 use cds_events_model::{EventType, FullEvent, Payload, Timestamp};
 use rand::rngs::SmallRng;
@@ -10,13 +13,14 @@ use std::collections::VecDeque;
 /// Events rendered ahead per connection (about 5 MB): the generator's JSON
 /// work is done before the clock starts, so the load generator leaves the
 /// machine's cores to the server it measures.
-pub(super) const TEMPLATES_PER_CONNECTION: usize = 8192;
+pub const TEMPLATES_PER_CONNECTION: usize = 8192;
 
 /// Pre-rendered events, each kept as the JSON between its id and its
 /// timestamp. Sending one costs a fresh UUID v7, a clock read and a copy, so
 /// every event sent is still unique and current.
 /// (The id may be random instead: `--ids v4`.)
-pub(super) struct Templates {
+#[derive(Debug)]
+pub struct Templates {
     /// Each event's JSON between id and timestamp, and its project's index.
     middles: Vec<(String, u16)>,
     next: usize,
@@ -24,8 +28,9 @@ pub(super) struct Templates {
 }
 
 /// Which UUIDs the events carry.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub(super) enum IdKind {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum IdKind {
     /// Time-ordered (what `cds-events publish` and the client crate make).
     V7,
     /// Random, as CDS's Go producers make them (`uuid.New()`).
@@ -33,7 +38,7 @@ pub(super) enum IdKind {
 }
 
 impl Templates {
-    pub(super) fn new(traffic: &mut Traffic, n: usize, ids: IdKind) -> Self {
+    pub fn new(traffic: &mut Traffic, n: usize, ids: IdKind) -> Self {
         const ID_KEY: &str = r#"{"id":""#;
         const TS_KEY: &str = r#""timestamp":""#;
         let middles = (0..n)
@@ -61,7 +66,7 @@ impl Templates {
     }
 
     /// Writes the next event; answers its project's index.
-    pub(super) fn write(&mut self, out: &mut String) -> u16 {
+    pub fn write(&mut self, out: &mut String) -> u16 {
         let (middle, project) = &self.middles[self.next];
         out.push_str(r#"{"id":""#);
         let id = match self.ids {
@@ -77,12 +82,13 @@ impl Templates {
     }
 }
 
-pub(super) fn project_key(i: usize) -> String {
+pub fn project_key(i: usize) -> String {
     format!("PROJ{i:03}")
 }
 
 /// Generates CDS-like events in a plausible order.
-pub(super) struct Traffic {
+#[derive(Debug)]
+pub struct Traffic {
     rng: SmallRng,
     projects: usize,
     queue: VecDeque<FullEvent>,
@@ -102,7 +108,7 @@ const JOBS: [&str; 5] = ["compile", "unit-tests", "lint", "package", "integratio
 const REGIONS: [&str; 3] = ["eu-west", "us-east", "ap-south"];
 
 impl Traffic {
-    pub(super) fn new(projects: usize, event_bytes: usize, seed: u64) -> Self {
+    pub fn new(projects: usize, event_bytes: usize, seed: u64) -> Self {
         Traffic {
             rng: SmallRng::seed_from_u64(seed),
             projects,
