@@ -177,11 +177,7 @@ async fn publish_cds(a: &LatencyArgs) -> anyhow::Result<u64> {
             anyhow::Ok(sent)
         }));
     }
-    let mut sent = 0;
-    for w in workers {
-        sent += w.await??;
-    }
-    Ok(sent)
+    crate::gather_counts(workers).await
 }
 
 async fn publish_nats(a: &LatencyArgs) -> anyhow::Result<u64> {
@@ -218,9 +214,5 @@ async fn publish_nats(a: &LatencyArgs) -> anyhow::Result<u64> {
             anyhow::Ok(sent)
         }));
     }
-    let mut sent = 0;
-    for w in workers {
-        sent += w.await??;
-    }
-    Ok(sent)
+    crate::gather_counts(workers).await
 }

@@ -189,6 +189,33 @@ impl Budget {
     }
 }
 
+/// A sending worker: the events it sent and its per-request latencies.
+type Worker = tokio::task::JoinHandle<anyhow::Result<(u64, Histogram<u64>)>>;
+
+/// Waits for every sending worker: the events they sent and, merged, their
+/// per-request latencies.
+async fn gather(workers: Vec<Worker>) -> anyhow::Result<(u64, Histogram<u64>)> {
+    let mut hist = new_hist();
+    let mut sent = 0;
+    for w in workers {
+        let (n, h) = w.await??;
+        sent += n;
+        hist.add(&h).ok();
+    }
+    Ok((sent, hist))
+}
+
+/// Waits for every sending worker: the events they sent.
+async fn gather_counts(
+    workers: Vec<tokio::task::JoinHandle<anyhow::Result<u64>>>,
+) -> anyhow::Result<u64> {
+    let mut sent = 0;
+    for w in workers {
+        sent += w.await??;
+    }
+    Ok(sent)
+}
+
 fn new_hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid bounds")
 }

@@ -95,13 +95,7 @@ pub async fn ingest(load: &Load, b: &Brokers, in_flight: usize) -> anyhow::Resul
             anyhow::Ok((sent, hist))
         }));
     }
-    let mut hist = new_hist();
-    let mut sent = 0;
-    for w in workers {
-        let (n, h) = w.await??;
-        sent += n;
-        hist.add(&h).ok();
-    }
+    let (sent, hist) = crate::gather(workers).await?;
     let secs = started.elapsed().as_secs_f64();
     let what = if load.batch == 1 {
         "nats-jetstream-sync"

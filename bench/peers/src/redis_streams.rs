@@ -52,13 +52,7 @@ pub async fn ingest(load: &Load, b: &Brokers) -> anyhow::Result<()> {
             anyhow::Ok((sent, hist))
         }));
     }
-    let mut hist = new_hist();
-    let mut sent = 0;
-    for w in workers {
-        let (n, h) = w.await??;
-        sent += n;
-        hist.add(&h).ok();
-    }
+    let (sent, hist) = crate::gather(workers).await?;
     let secs = started.elapsed().as_secs_f64();
     let what = if load.batch == 1 {
         "redis-xadd-single"
