@@ -219,17 +219,22 @@ fn a_state_changing_request_with_the_cookie_needs_the_csrf_header() {
     );
 }
 
-#[test]
-fn revoking_the_token_ends_its_session() {
-    let s = TestServer::start();
-    let created: Value = s
-        .http
+/// A `read:P` token created by the admin: the answer, with its `id` and
+/// its `token`.
+fn reader_token(s: &TestServer) -> Value {
+    s.http
         .post(s.url("/v2/auth/tokens"))
         .json(&json!({"name": "console", "grants": ["read:P"]}))
         .send()
         .expect("create")
         .json()
-        .expect("json");
+        .expect("json")
+}
+
+#[test]
+fn revoking_the_token_ends_its_session() {
+    let s = TestServer::start();
+    let created = reader_token(&s);
     let (set, _) = sign_in(&s, created["token"].as_str().expect("token"));
     let cookie = cookie_of(&set);
     assert_eq!(get_with(&s, "/v2/events", &cookie), 200);
@@ -270,14 +275,7 @@ fn a_session_ends_at_its_expiry() {
 #[test]
 fn an_admin_session_reads_the_metrics_and_a_reader_session_does_not() {
     let s = TestServer::start();
-    let created: Value = s
-        .http
-        .post(s.url("/v2/auth/tokens"))
-        .json(&json!({"name": "console", "grants": ["read:P"]}))
-        .send()
-        .expect("create")
-        .json()
-        .expect("json");
+    let created = reader_token(&s);
     let (admin, _) = sign_in(&s, ADMIN);
     let (reader, _) = sign_in(&s, created["token"].as_str().expect("token"));
     assert_eq!(get_with(&s, "/mon/metrics", &cookie_of(&admin)), 200);
