@@ -296,10 +296,12 @@ async fn attempt(
     .await
 }
 
-/// Records an answered attempt. The store away (PostgreSQL restarting),
-/// tries again for up to a lease: the delivery stays this instance's
-/// meanwhile (its lease renewed while the attempt is held), so a restart of
-/// the database does not make the endpoint called twice. The store records
+/// Records an answered attempt. The store away (PostgreSQL restarting) or
+/// its disk full, tries again for up to a lease: the delivery stays this
+/// instance's meanwhile (its lease renewed while the attempt is held), so a
+/// restart of the database does not make the endpoint called twice, and a
+/// full disk does not make the worker send the same delivery again and
+/// again (each resend failing to record in turn). The store records
 /// a result only where the delivery still is as the attempt found it, so a
 /// late one never overwrites a newer attempt's.
 async fn record(
@@ -311,10 +313,12 @@ async fn record(
     let mut pause = RECORD_RETRY;
     loop {
         match inner.store.record(rec.clone()).await {
-            Err(WebhooksError::Unavailable(e)) if Instant::now() + pause < give_up => {
-                tracing::debug!(error = %e, retry_in = ?pause, "the store is away; recording the attempt again");
+            Err(e @ (WebhooksError::Unavailable(_) | WebhooksError::Full(_)))
+                if Instant::now() + pause < give_up =>
+            {
+                tracing::debug!(error = %e, retry_in = ?pause, "the store is away or full; recording the attempt again");
                 tokio::select! {
-                    _ = shutdown.cancelled() => return Err(WebhooksError::Unavailable(e)),
+                    _ = shutdown.cancelled() => return Err(e),
                     _ = tokio::time::sleep(pause) => {}
                 }
                 pause = (pause * 2).min(MAX_RECORD_RETRY);

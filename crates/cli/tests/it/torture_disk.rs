@@ -286,3 +286,83 @@ fn a_full_disk_refuses_with_507_keeps_every_acknowledged_event_and_recovers_alon
         started.elapsed()
     );
 }
+
+/// The disk fills while webhook attempts are in flight: their results
+/// cannot be recorded. The worker holds those deliveries and records them
+/// again until the disk has room, instead of sending them again and again
+/// (each resend failing to record in turn: thousands of calls a second to
+/// the endpoint, and as many error lines). Once space is freed, every event
+/// is delivered.
+#[test]
+fn a_full_disk_during_webhook_attempts_holds_them_instead_of_resending() {
+    let fs = match Tmpfs::mount("24m") {
+        Ok(fs) => fs,
+        Err(why) => {
+            eprintln!(
+                "SKIPPED a_full_disk_during_webhook_attempts_…: cannot mount a tmpfs here ({why})"
+            );
+            return;
+        }
+    };
+    let s = TestServer::builder()
+        .dir(&fs.dir)
+        .env("CDS_EVENTS_WEBHOOK_ALLOW_PRIVATE", "1")
+        .start();
+    // Slow answers: the results come back once the disk is full.
+    let rx = crate::receiver::Receiver::with(|_| Some((200, Duration::from_millis(1500))));
+    let (status, out) = crate::call(
+        &s.http,
+        reqwest::Method::POST,
+        &s.url("/v2/project/P/notification"),
+        Some(&json!({"name": "hook", "webhook_url": rx.url})),
+    );
+    assert_eq!(status, 201, "{out}");
+    let events = batch(1);
+    assert!(matches!(publish(&s, &events), Outcome::Acked(_)));
+    rx.wait_for(1, Duration::from_secs(20));
+    let ballast = fs.dir.join("ballast");
+    fill(&ballast);
+    std::thread::sleep(Duration::from_secs(6));
+    let while_full = rx.count();
+    // Each delivery is sent at most a few times while its result waits.
+    assert!(
+        while_full <= 3 * events.len(),
+        "{while_full} calls to the endpoint for {} deliveries while the disk was full\n{}",
+        events.len(),
+        s.logs_tail(10)
+    );
+    std::fs::remove_file(&ballast).expect("remove the ballast");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let got: std::collections::HashSet<String> = rx
+            .received()
+            .iter()
+            .filter_map(|r| r.json()["id"].as_str().map(str::to_owned))
+            .collect();
+        if events
+            .iter()
+            .all(|e| got.contains(e["id"].as_str().expect("id")))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} events delivered once space was freed",
+            got.len(),
+            events.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Held, not resent: an endpoint called twice for the same delivery is
+    // the exception (a lease that ended while its result waited).
+    let calls = rx.count();
+    eprintln!(
+        "disk full during webhook attempts: {while_full} calls for {} deliveries while full, {calls} in all",
+        events.len()
+    );
+    assert!(
+        calls <= events.len() + events.len() / 10,
+        "{calls} calls for {} deliveries: resent instead of held",
+        events.len()
+    );
+}

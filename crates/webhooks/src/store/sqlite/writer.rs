@@ -119,10 +119,22 @@ impl Handler for WriterCtx {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, results = n, "cannot record attempt results");
-                // Every request of the group failed the same way.
+                // A full disk is said once by the checkpointer and to every
+                // writer as a 507; the worker holds its attempts and records
+                // them again, so each failed group is no news.
+                if matches!(e, WebhooksError::Full(_)) {
+                    tracing::debug!(error = %e, results = n, "cannot record attempt results");
+                } else {
+                    tracing::error!(error = %e, results = n, "cannot record attempt results");
+                }
+                // Every request of the group failed the same way: a full
+                // disk stays a full disk, so the worker knows to wait.
                 for (_, reply) in group {
-                    let _ = reply.send(Err(WebhooksError::Backend(e.to_string().into())));
+                    let again = match &e {
+                        WebhooksError::Full(m) => WebhooksError::Full(m.clone()),
+                        other => WebhooksError::Backend(other.to_string().into()),
+                    };
+                    let _ = reply.send(Err(again));
                 }
             }
         }
