@@ -1,9 +1,11 @@
-//! A notification's health over the last 24 hours, as the API shows it.
+//! A notification's health over the last 24 hours, as the API and the CLI
+//! show it.
 
 use super::{create, webhook_server};
-use crate::job_event;
 use crate::receiver::Receiver;
-use serde_json::json;
+use crate::{ADMIN, BIN, job_event};
+use serde_json::{Value, json};
+use std::process::Command;
 use std::time::Duration;
 
 /// Two failures then a success on one delivery, one failure then a success
@@ -49,4 +51,20 @@ fn health_counts_every_attempt_of_the_last_24_hours_and_the_failed_deliveries() 
     assert!(h["since"].as_str().is_some(), "{h}");
     let (status, _) = s.get("/v2/project/PROJ/notification/nope/health");
     assert_eq!(status, 404);
+    // The CLI prints the same figures.
+    let out = Command::new(BIN)
+        .args(["notification", "health", "--project", "PROJ", "flaky"])
+        .args(["--server", &s.base])
+        .env("CDS_EVENTS_TOKEN", ADMIN)
+        .output()
+        .expect("cds-events");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    for field in ["attempts", "succeeded", "success_rate", "pending", "failed"] {
+        assert_eq!(printed[field], h[field], "{field}: {printed}");
+    }
 }
