@@ -24,9 +24,9 @@ pub use filter::FilterText;
 pub use format::{ContentMode, EventFormat, SignatureScheme, UnknownFormat};
 pub use notifications::{
     AttemptOut, CreatedNotificationOut, DeliveriesQuery, DeliveryDetail, DeliveryOut, DeliveryPage,
-    DeliveryStatus, MASK, NotificationAuth, NotificationFilter, NotificationIn, NotificationOut,
-    OutcomeKind, PingOut, PreviewMatch, PreviewOut, PreviousPublicKey, PreviousSecret, PublicKey,
-    PublicKeyOut, RedeliveredOut, SecretOut,
+    DeliveryStatus, MASK, NotificationAuth, NotificationFilter, NotificationHealthOut,
+    NotificationIn, NotificationOut, OutcomeKind, PingOut, PreviewMatch, PreviewOut,
+    PreviousPublicKey, PreviousSecret, PublicKey, PublicKeyOut, RedeliveredOut, SecretOut,
 };
 pub use sinks::{ReplayOut, SinkOut, SinkState, SinksOut};
 pub use tokens::{

@@ -259,6 +259,30 @@ pub struct DeliveryPage {
     pub next_cursor: Option<String>,
 }
 
+/// A notification's health over the last 24 hours
+/// (`…/notification/{name}/health`): its attempts in that time and its
+/// deliveries pending and failed now, counted exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct NotificationHealthOut {
+    /// The start of the window: attempts made at or after it are counted.
+    pub since: DateTime<Utc>,
+    /// Attempts made in the window (failed, retried or successful).
+    pub attempts: u64,
+    /// How many of them succeeded.
+    pub succeeded: u64,
+    /// `succeeded / attempts`, from 0 to 1; absent without an attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub success_rate: Option<f64>,
+    /// The 95th percentile of the attempts' latencies (nearest rank), in
+    /// milliseconds; absent without an attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p95_latency_ms: Option<i64>,
+    /// Deliveries waiting to be sent (or sent again).
+    pub pending: u64,
+    /// Deliveries that gave up, until redelivered or purged.
+    pub failed: u64,
+}
+
 /// The query string of a delivery listing (`…/deliveries`): what the client
 /// sends and the server reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, IntoParams)]

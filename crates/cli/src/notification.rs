@@ -1,4 +1,4 @@
-//! `notification add|list|show|update|rm|deliveries|delivery|redeliver|test|
+//! `notification add|list|show|update|rm|health|deliveries|delivery|redeliver|test|
 //! secret|enable|disable|rotate-key`: project notifications (webhooks).
 
 use crate::{ServerArgs, wire_time};
@@ -23,6 +23,9 @@ pub enum NotificationCommand {
     Update(UpdateArgs),
     /// Delete a notification and its pending deliveries.
     Rm(NameArgs),
+    /// Print a notification's last 24 hours (attempts, success rate, p95
+    /// latency) and its deliveries pending and failed, as JSON.
+    Health(NameArgs),
     /// List a notification's deliveries, newest first.
     Deliveries(DeliveriesArgs),
     /// Show one delivery with every attempt.
@@ -374,6 +377,14 @@ pub async fn run(cmd: NotificationCommand) -> anyhow::Result<()> {
                 .delete_notification(&a.project, &a.name)
                 .await?;
             eprintln!("deleted notification {} of {}", a.name, a.project);
+        }
+        NotificationCommand::Health(a) => {
+            let out = a
+                .server
+                .client(1)?
+                .notification_health(&a.project, &a.name)
+                .await?;
+            pretty(&out)?;
         }
         NotificationCommand::Deliveries(a) => {
             let out = a

@@ -4,7 +4,8 @@
 use crate::{Client, ClientError};
 use cds_events_api::{
     CreatedNotificationOut, DeliveriesQuery, DeliveryDetail, DeliveryOut, DeliveryPage,
-    NotificationIn, NotificationOut, PingOut, PreviewOut, PublicKeyOut, RedeliveredOut, SecretOut,
+    NotificationHealthOut, NotificationIn, NotificationOut, PingOut, PreviewOut, PublicKeyOut,
+    RedeliveredOut, SecretOut,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use reqwest::Method;
@@ -126,6 +127,16 @@ impl Client {
         name: &str,
     ) -> Result<PingOut, ClientError> {
         Self::read(self.req_at(Method::POST, &at(project, Some(name), &["test"]))?).await
+    }
+
+    /// A notification's last 24 hours: attempts, success rate, p95 latency,
+    /// deliveries pending and failed.
+    pub async fn notification_health(
+        &self,
+        project: &str,
+        name: &str,
+    ) -> Result<NotificationHealthOut, ClientError> {
+        Self::read(self.req_at(Method::GET, &at(project, Some(name), &["health"]))?).await
     }
 
     /// A page of a notification's deliveries, newest first.

@@ -1,13 +1,14 @@
 // One notification and its deliveries (`/console/notifications/P/NAME
 // ?status=failed&delivery=ID`): by status, each with its attempts (time,
 // status code, latency, error, response excerpt) when opened; the opened
-// delivery is in the URL. Managers (and only they) see Test, Enable or
-// Disable, Rotate secret (the new one shown once), Redeliver and Redeliver
+// delivery is in the URL. Managers (and only they) see Edit (the form of
+// notification_form.js, a PUT), Test, Enable or Disable, Rotate secret (the new one shown once), Redeliver and Redeliver
 // every failed one since a time. While a
 // delivery is pending the list is read again every 2 s (not while hidden).
 import { useEffect, useState } from './vendor/hooks.js';
-import { api, html, link } from './api.js';
-import { canManage, health, notificationApi } from './notifications.js';
+import { api, html, link, navigate } from './api.js';
+import { canManage, health, notificationApi, rate } from './notifications.js';
+import { NotificationForm } from './notification_form.js';
 import { rowKeys, shortTime } from './table.js';
 
 const STATUSES = ['', 'pending', 'succeeded', 'failed', 'cancelled'];
@@ -30,15 +31,18 @@ export function Deliveries({ session, project, name }) {
   const base = notificationApi(project, name);
   const manage = canManage(session, project);
   const [n, setN] = useState(null);
+  const [recent, setRecent] = useState(null);
   const [page, setPage] = useState(null);
   const [detail, setDetail] = useState(null);
   const [error, setError] = useState(null);
   const [note, setNote] = useState('');
   const [tick, setTick] = useState(0);
+  const [editing, setEditing] = useState(false);
   const again = () => setTick((t) => t + 1);
 
   useEffect(() => {
     api('GET', base).then(({ json }) => setN(json), (err) => setError(err.message));
+    api('GET', `${base}/health`).then(({ json }) => setRecent(json), (err) => setError(err.message));
   }, [base, tick]);
   useEffect(() => {
     api('GET', `${base}/deliveries?limit=100${status ? `&status=${status}` : ''}`).then(
@@ -86,11 +90,23 @@ export function Deliveries({ session, project, name }) {
     act('Redeliver', 'POST', `${base}/redeliver?since=${encodeURIComponent(since)}`,
       (j) => `${j.redelivered} failed deliveries queued again`);
   }
+  function edited(json) {
+    setEditing(false);
+    if (!json) return;
+    setNote('Saved');
+    if (json.name !== name) navigate(`/console/notifications/${encodeURIComponent(project)}/${encodeURIComponent(json.name)}`);
+    else again();
+  }
   const h = n && health(n);
   return html`<main class="deliveries">
     <h2><a href=${`/console/notifications?project_key=${encodeURIComponent(project)}`} onClick=${link}>${project}</a>${' / '}${name}${' '}${h && html`<span class=${`health h-${h.key}`} id="health">${h.text}</span>`}</h2>
     ${n && html`<p class="muted">${n.webhook_url} · ${n.format}${n.ordered ? ' · ordered' : ''}</p>`}
+    ${recent && html`<p id="recent-health">${`Last 24 h: ${recent.attempts
+      ? `${rate(recent)} attempts succeeded, p95 ${recent.p95_latency_ms} ms` : 'no attempt'}`}${
+      ` · ${recent.pending} pending · ${recent.failed} failed`}</p>`}
+    ${manage && n && editing && html`<${NotificationForm} project=${project} initial=${n} onDone=${edited} />`}
     ${manage && n && html`<div class="bar manage" id="manage">
+      <button type="button" id="edit" disabled=${editing} onClick=${() => setEditing(true)}>Edit</button>
       <button type="button" id="test" onClick=${() => act('Test', 'POST', `${base}/test`,
         (j) => `Test ping: ${j.outcome}${j.status_code ? ` ${j.status_code}` : ''} in ${j.latency} ms`)}>Test ping</button>
       ${n.enabled

@@ -1,9 +1,11 @@
-// Creating a notification: its name, URL, format and signature, and
-// its filters as `name: expression` lines, each with a preview of the
-// catalogue types it matches (the expression is matched against the type,
-// unanchored, as the server does; the server still has the last word and
-// names a bad expression). A created notification's secret (or public
-// key) is shown once, here, by the caller.
+// Creating or editing a notification: its name, URL, format and
+// signature, and its filters as `name: expression` lines, each with a
+// preview of the catalogue types it matches (the expression is matched
+// against the type, unanchored, as the server does; the server still has
+// the last word and names a bad expression). A created notification's
+// secret (or public key) is shown once, here, by the caller. An edit
+// (`initial`, the notification as read) is a PUT that sends its header
+// values back as read, masked (`***`): the server keeps the stored ones.
 import { useEffect, useState } from './vendor/hooks.js';
 import { api, html } from './api.js';
 
@@ -28,6 +30,13 @@ export function parseFilters(text) {
   return { filters, lines };
 }
 
+// The API's filters as `name: expression` lines (what `parseFilters` reads).
+export function filterText(filters) {
+  return Object.entries(filters || {})
+    .flatMap(([name, f]) => (f.event || []).map((expr) => `${name}: ${expr}`))
+    .join('\n');
+}
+
 function Preview({ lines, all }) {
   if (!all || lines.length === 0) return html`<p class="muted" id="filter-preview">No filter: every event of the project.</p>`;
   return html`<ul class="preview" id="filter-preview">${lines.map(({ name, expr }, i) => {
@@ -43,8 +52,8 @@ function Preview({ lines, all }) {
   })}</ul>`;
 }
 
-export function NotificationForm({ project, onDone }) {
-  const [text, setText] = useState('');
+export function NotificationForm({ project, initial, onDone }) {
+  const [text, setText] = useState(initial ? filterText(initial.filters) : '');
   const [all, setAll] = useState(null);
   const [error, setError] = useState(null);
   useEffect(() => {
@@ -62,25 +71,35 @@ export function NotificationForm({ project, onDone }) {
       signature: el.signature.value,
       ordered: el.ordered.checked,
     };
+    if (initial) body.auth = initial.auth;
+    const base = `/v2/project/${encodeURIComponent(project)}/notification`;
     try {
-      const { json } = await api('POST', `/v2/project/${encodeURIComponent(project)}/notification`, body);
+      const { json } = initial
+        ? await api('PUT', `${base}/${encodeURIComponent(initial.name)}`, body)
+        : await api('POST', base, body);
       onDone(json);
     } catch (err) {
       const field = err.details[0] && err.details[0].field;
       setError(`${field && !err.message.startsWith(field) ? `${field}: ` : ''}${err.message}`);
     }
   }
+  // Initial values only (`defaultValue`): a `value` would be set again at
+  // every render, undoing what the user typed.
   return html`<form class="notification-form" id="notification-form" onSubmit=${submit}>
-    <label>Name <input name="name" required spellcheck="false" /></label>
-    <label>URL <input name="url" type="url" required spellcheck="false" /></label>
-    <label>Format <select name="format">${['cds', 'cloudevents', 'cdevents'].map((f) => html`<option>${f}</option>`)}</select></label>
-    <label>Signature <select name="signature">${['symmetric', 'ed25519'].map((s) => html`<option>${s}</option>`)}</select></label>
-    <label class="check"><input name="ordered" type="checkbox" /> ordered</label>
+    <label>Name <input name="name" required spellcheck="false" defaultValue=${initial?.name ?? ''} /></label>
+    <label>URL <input name="url" type="url" required spellcheck="false" defaultValue=${initial?.webhook_url ?? ''} /></label>
+    <label>Format <select name="format">${['cds', 'cloudevents', 'cdevents'].map((f) => html`<option
+      selected=${f === (initial?.format ?? 'cds')}>${f}</option>`)}</select></label>
+    <label>Signature <select name="signature">${['symmetric', 'ed25519'].map((s) => html`<option
+      selected=${s === (initial?.signature ?? 'symmetric')}>${s}</option>`)}</select></label>
+    <label class="check"><input name="ordered" type="checkbox" defaultChecked=${!!initial?.ordered} /> ordered</label>
     <label class="wide">Filters, one <code>name: expression</code> a line
       <textarea name="filters" rows="3" spellcheck="false" value=${text}
         onInput=${(e) => setText(e.currentTarget.value)} placeholder="runs: ^Run(Ended|JobEnded)$"></textarea></label>
     <${Preview} lines=${lines} all=${all} />
-    <div><button type="submit">Create</button>
+    ${initial && Object.keys(initial.auth?.headers || {}).length > 0 && html`<p class="muted" id="kept-headers">${
+      `Header values kept as stored: ${Object.keys(initial.auth.headers).join(', ')}.`}</p>`}
+    <div><button type="submit">${initial ? 'Save' : 'Create'}</button>
       <button type="button" onClick=${() => onDone(null)}>Cancel</button></div>
     ${error && html`<p class="error" role="alert" id="form-error">${error}</p>`}
   </form>`;

@@ -1,6 +1,8 @@
 // Notifications: a project's notifications with their health
 // (`/console/notifications?project_key=P`): enabled or why disabled,
-// failing since when, deliveries pending and failed. Each links to its
+// failing since when; over the last 24 h the success rate and the 95th
+// percentile latency of its attempts; its deliveries pending and failed
+// (exact counts, from `…/health`). Each links to its
 // deliveries (deliveries.js); managers create one here
 // (notification_form.js), its secret shown once. What a token may not do
 // is not offered: manage buttons only with `admin` or
@@ -28,10 +30,12 @@ const path = (project, name) =>
   `/v2/project/${encodeURIComponent(project)}/notification${name ? `/${encodeURIComponent(name)}` : ''}`;
 export const notificationApi = path;
 
-// How many deliveries have this status, counted up to one page ("100+").
-async function count(project, name, status) {
-  const { json } = await api('GET', `${path(project, name)}/deliveries?status=${status}&limit=100`);
-  return `${json.deliveries.length}${json.next_cursor ? '+' : ''}`;
+// The success rate of a health (`…/health`) as a percentage, or a dash
+// without an attempt in the window.
+export function rate(h) {
+  if (h.success_rate === undefined) return '—';
+  const pct = h.success_rate * 100;
+  return `${pct === 100 || pct === 0 ? pct : pct.toFixed(1)} % of ${h.attempts}`;
 }
 
 export function health(n) {
@@ -60,7 +64,7 @@ function ProjectPicker({ session }) {
 export function Notifications({ session }) {
   const project = new URLSearchParams(location.search).get('project_key');
   const [list, setList] = useState(null);
-  const [counts, setCounts] = useState({});
+  const [healths, setHealths] = useState({});
   const [error, setError] = useState(null);
   const [adding, setAdding] = useState(false);
   const [created, setCreated] = useState(null);
@@ -74,10 +78,9 @@ export function Notifications({ session }) {
         setList(json);
         const got = {};
         await Promise.all(json.map(async (n) => {
-          const [pending, failed] = await Promise.all([count(project, n.name, 'pending'), count(project, n.name, 'failed')]);
-          got[n.name] = { pending, failed };
+          got[n.name] = (await api('GET', `${path(project, n.name)}/health`)).json;
         }));
-        setCounts(got);
+        setHealths(got);
       },
       (err) => setError(err.message),
     );
@@ -103,15 +106,19 @@ export function Notifications({ session }) {
     ${error && html`<p class="error" role="alert" id="refused">${error}</p>`}
     ${list && list.length === 0 && html`<p class="empty">This project has no notification.</p>`}
     ${list && list.length > 0 && html`<table class="events" id="notifications" onKeyDown=${rowKeys}>
-      <thead><tr><th>name</th><th>health</th><th>pending</th><th>failed</th><th>format</th><th>URL</th></tr></thead>
+      <thead><tr><th>name</th><th>health</th><th title="attempts of the last 24 h that succeeded">success 24 h</th>
+        <th title="95th percentile latency of the attempts of the last 24 h">p95 24 h</th>
+        <th>pending</th><th>failed</th><th>format</th><th>URL</th></tr></thead>
       <tbody>${list.map((n) => {
         const h = health(n);
-        const c = counts[n.name] || {};
+        const c = healths[n.name];
         return html`<tr key=${n.name} data-name=${n.name} data-health=${h.key} tabindex="0">
           <td><a href=${`/console/notifications/${encodeURIComponent(project)}/${encodeURIComponent(n.name)}`} onClick=${link}>${n.name}</a></td>
           <td class=${`health h-${h.key}`}>${h.text}</td>
-          <td class="num" data-count="pending">${c.pending ?? '…'}</td>
-          <td class="num" data-count="failed">${c.failed ?? '…'}</td>
+          <td class="num" data-rate=${c?.success_rate ?? ''}>${c ? rate(c) : '…'}</td>
+          <td class="num" data-p95=${c?.p95_latency_ms ?? ''}>${c ? (c.p95_latency_ms === undefined ? '—' : `${c.p95_latency_ms} ms`) : '…'}</td>
+          <td class="num" data-count="pending">${c?.pending ?? '…'}</td>
+          <td class="num" data-count="failed">${c?.failed ?? '…'}</td>
           <td>${n.format}${n.ordered ? ', ordered' : ''}</td>
           <td class="url">${n.webhook_url}</td>
         </tr>`;

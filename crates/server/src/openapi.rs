@@ -49,6 +49,7 @@ use utoipa::OpenApi;
         crate::routes::notifications::public_key,
         crate::routes::notifications::enable,
         crate::routes::notifications::disable,
+        crate::routes::notifications::health,
         crate::routes::notifications::deliveries,
         crate::routes::notifications::delivery,
         crate::routes::notifications::redeliver,

@@ -8,7 +8,9 @@
 
 use crate::engine::Inner;
 use crate::error::WebhooksError;
-use crate::model::{AttemptOut, DeliveryOut, DeliveryPage, DeliveryStatus, EventFormat};
+use crate::model::{
+    AttemptOut, DeliveryOut, DeliveryPage, DeliveryStatus, EventFormat, NotificationHealthOut,
+};
 use crate::outgoing::Outgoing;
 use crate::send::AttemptOutcome;
 use crate::store::{Attempt, Delivery, DeliveryId};
@@ -22,7 +24,30 @@ use chrono::{DateTime, Utc};
 /// interleave with a long purge.
 const PURGE_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
 
+/// The window of a notification's health.
+const HEALTH_WINDOW_MS: i64 = 24 * 3_600_000;
+
 impl Inner {
+    /// See [`crate::Webhooks::health`].
+    pub(crate) async fn health(
+        &self,
+        project: &ProjectKey,
+        name: &str,
+    ) -> Result<NotificationHealthOut, WebhooksError> {
+        let n = self.find(project, name)?;
+        let since = now_ms() - HEALTH_WINDOW_MS;
+        let h = self.store.health(n.id, since).await?;
+        Ok(NotificationHealthOut {
+            since: to_datetime(since),
+            attempts: h.attempts,
+            succeeded: h.succeeded,
+            success_rate: (h.attempts > 0).then(|| h.succeeded as f64 / h.attempts as f64),
+            p95_latency_ms: h.p95_latency_ms,
+            pending: h.pending,
+            failed: h.failed,
+        })
+    }
+
     /// See [`crate::Webhooks::deliveries`].
     pub(crate) async fn deliveries(
         &self,

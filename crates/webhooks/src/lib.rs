@@ -54,9 +54,9 @@ pub use config::WebhooksConfig;
 pub use error::{CompileError, WebhooksError};
 pub use model::{
     Actor, AttemptOut, CreatedNotificationOut, DeliveryDetail, DeliveryOut, DeliveryPage,
-    DeliveryStatus, MASK, NotificationAuth, NotificationFilter, NotificationIn, NotificationOut,
-    PreviewMatch, PreviewOut, PreviousPublicKey, PreviousSecret, PublicKey, PublicKeyOut,
-    SecretOut, SignatureScheme,
+    DeliveryStatus, MASK, NotificationAuth, NotificationFilter, NotificationHealthOut,
+    NotificationIn, NotificationOut, PreviewMatch, PreviewOut, PreviousPublicKey, PreviousSecret,
+    PublicKey, PublicKeyOut, SecretOut, SignatureScheme,
 };
 pub use send::{AttemptOutcome, MAX_RETRY_AFTER, OutcomeKind};
 pub use store::sqlite::DB_FILE;
@@ -277,6 +277,16 @@ impl Webhooks {
         self.inner
             .deliveries(project, name, status, cursor, limit)
             .await
+    }
+
+    /// The notification's health over the last 24 hours: attempts, success
+    /// rate, 95th percentile latency, deliveries pending and failed.
+    pub async fn health(
+        &self,
+        project: &ProjectKey,
+        name: &str,
+    ) -> Result<NotificationHealthOut, WebhooksError> {
+        self.inner.health(project, name).await
     }
 
     /// One delivery and every attempt made for it.

@@ -11,9 +11,9 @@ use std::collections::BTreeMap;
 
 pub use cds_events_api::{
     AttemptOut, ContentMode, CreatedNotificationOut, DeliveryDetail, DeliveryOut, DeliveryPage,
-    DeliveryStatus, EventFormat, MASK, NotificationAuth, NotificationFilter, NotificationIn,
-    NotificationOut, PreviewMatch, PreviewOut, PreviousPublicKey, PreviousSecret, PublicKey,
-    PublicKeyOut, SecretOut, SignatureScheme,
+    DeliveryStatus, EventFormat, MASK, NotificationAuth, NotificationFilter, NotificationHealthOut,
+    NotificationIn, NotificationOut, PreviewMatch, PreviewOut, PreviousPublicKey, PreviousSecret,
+    PublicKey, PublicKeyOut, SecretOut, SignatureScheme,
 };
 
 /// Headers a notification may not set: the signature scheme and the framing

@@ -187,7 +187,7 @@ try {
     shot: (name) => page.screenshot({ path: join(ARTIFACTS, `${name}.png`) }),
     setPhase: (p) => { phase = p; },
   };
-  for (const name of ['explorer', 'timeline', 'notifications', 'createNotification', 'overview', 'tokens', 'themes', 'tailLoad']) {
+  for (const name of ['explorer', 'timeline', 'notifications', 'createNotification', 'editNotification', 'overview', 'tokens', 'themes', 'tailLoad']) {
     const start = Date.now();
     await views[name](t, page, report);
     report.seconds[name] = (Date.now() - start) / 1000;

@@ -201,6 +201,22 @@ export async function notifications(t, page) {
     t.expect((await attemptCodes(page)).join() === '500,200,200', `a third attempt: ${await attemptCodes(page)}`);
     t.expect(rx.calls.join() === '1,2,3', `the receiver was called a third time: ${rx.calls}`);
     await t.shot('deliveries');
+    // The health over 24 h: three attempts, two successes, as the API says,
+    // on the notification's page and in the list.
+    const h = (await t.api('GET', '/v2/project/N/notification/flaky/health')).json;
+    t.expect(h.attempts === 3 && h.succeeded === 2 && h.pending === 0 && h.failed === 0 && h.p95_latency_ms >= 0,
+      `the health of flaky: ${JSON.stringify(h)}`);
+    await page.reload();
+    await page.waitForFunction(() => /of 3 attempts succeeded/.test(document.querySelector('#recent-health')?.textContent || ''));
+    await page.goto(`${t.BASE}/console/notifications?project_key=N`);
+    const row = '#notifications tr[data-name=flaky]';
+    await page.waitForSelector(`${row} td[data-rate]:not([data-rate=""])`);
+    const shown = await page.$eval(row, (tr) => ({
+      rate: tr.querySelector('td[data-rate]').dataset.rate, p95: tr.querySelector('td[data-p95]').dataset.p95,
+      text: tr.querySelector('td[data-rate]').textContent,
+    }));
+    t.expect(shown.rate === String(h.success_rate) && shown.p95 === String(h.p95_latency_ms) && shown.text === '66.7 % of 3',
+      `the list shows the API's health: ${JSON.stringify(shown)}`);
   } finally {
     rx.server.close();
   }
@@ -276,6 +292,49 @@ export async function createNotification(t, page) {
   await page.waitForFunction(() => document.querySelector('#note')?.textContent === '1 failed deliveries queued again');
   await page.waitForFunction((n) => Number(document.querySelector('#deliveries tr[data-status=failed]')?.dataset.attempts) > n,
     before, { timeout: 20000 });
+}
+
+// Editing a notification: the form holds its filters as stored; the
+// filters changed are stored, and its header (sent back masked) keeps its
+// stored value, which a test ping carries.
+export async function editNotification(t, page) {
+  const heard = [];
+  const server = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      heard.push(req.headers['x-token']);
+      res.writeHead(204);
+      res.end();
+    });
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  try {
+    const made = await t.api('POST', '/v2/project/N/notification', {
+      name: 'edited', webhook_url: `http://127.0.0.1:${server.address().port}/hook`,
+      filters: { jobs: { event: ['^RunJobEnded$'] } }, auth: { headers: { 'X-Token': 's3cret' } },
+    });
+    t.expect(made.status === 201, `a notification with a header: ${made.text}`);
+    await page.goto(`${t.BASE}/console/notifications/N/edited`);
+    await page.click('#edit');
+    await page.waitForSelector('#notification-form');
+    const before = await page.inputValue('#notification-form textarea[name=filters]');
+    t.expect(before === 'jobs: ^RunJobEnded$', `the form holds the stored filters: ${before}`);
+    await page.fill('#notification-form textarea[name=filters]', 'jobs: ^RunJobEnded$\nruns: ^RunEnded$');
+    await page.waitForSelector('#filter-preview li[data-expr="^RunEnded$"][data-types="RunEnded"]');
+    await t.shot('notification-edit');
+    await page.click('#notification-form button[type=submit]');
+    await page.waitForFunction(() => document.querySelector('#note')?.textContent === 'Saved');
+    t.expect(!(await page.$('#notification-form')), 'the form closes once saved');
+    const stored = (await t.api('GET', '/v2/project/N/notification/edited')).json;
+    t.expect(JSON.stringify(stored.filters) === JSON.stringify({ jobs: { event: ['^RunJobEnded$'] }, runs: { event: ['^RunEnded$'] } }),
+      `the edited filters are stored: ${JSON.stringify(stored.filters)}`);
+    t.expect(stored.auth.headers['X-Token'] === '***', `the header is kept: ${JSON.stringify(stored.auth)}`);
+    await page.click('#test');
+    await page.waitForFunction(() => /^Test ping: success/.test(document.querySelector('#note')?.textContent || ''));
+    t.expect(heard.join() === 's3cret', `the stored header value is sent, not the mask: ${heard}`);
+  } finally {
+    server.close();
+  }
 }
 
 // A token that reads P and N only sees another project's events nowhere

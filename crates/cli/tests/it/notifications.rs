@@ -5,6 +5,7 @@
 mod ed25519;
 mod gone;
 mod guarantees;
+mod health;
 mod preview;
 
 use crate::receiver::Receiver;

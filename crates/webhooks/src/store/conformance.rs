@@ -29,10 +29,12 @@ fn key(project: &str) -> ProjectKey {
 
 mod claims;
 mod deliveries;
+mod health;
 mod lifecycle;
 mod notifications;
 pub use claims::*;
 pub use deliveries::*;
+pub use health::*;
 pub use lifecycle::*;
 pub use notifications::*;
 
@@ -371,6 +373,7 @@ macro_rules! conformance_tests {
             redeliver_resets_the_attempt_budget_and_keeps_the_id,
             redeliver_failed_since_takes_failed_deliveries_created_since,
             pending_counts_what_waits_to_be_sent,
+            health_counts_the_attempts_since_a_time_and_the_deliveries_pending_and_failed,
             a_deleted_notifications_rows_are_purged_in_chunks,
             finished_deliveries_are_purged_once_old,
             delivery_ids_are_never_reused,

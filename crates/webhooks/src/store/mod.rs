@@ -46,8 +46,8 @@ pub use cds_events_log::Lead;
 use cds_events_log::Seq;
 use cds_events_model::ProjectKey;
 pub use records::{
-    Attempt, AttemptResult, Claim, Claimed, Delivery, DeliveryId, Due, NewDelivery, NotificationId,
-    NotificationRecord, OutboxEntry, Purged, RecordAck,
+    Attempt, AttemptResult, Claim, Claimed, Delivery, DeliveryId, Due, Health, NewDelivery,
+    NotificationId, NotificationRecord, OutboxEntry, Purged, RecordAck, p95,
 };
 pub(crate) use records::{stored_format, stored_project};
 use std::time::Duration;
@@ -260,6 +260,17 @@ pub trait NotificationStore: Send + Sync + 'static {
         notification: NotificationId,
         since: i64,
     ) -> Result<u64, WebhooksError>;
+
+    /// The notification's [`Health`]: its attempts made at or after `since`
+    /// (failed ones, successes, and successes kept from before a
+    /// redelivery) and its deliveries pending and failed now, in one
+    /// snapshot. Costs one index range over the deliveries changed since
+    /// `since`, not a scan of the notification's history.
+    async fn health(
+        &self,
+        notification: NotificationId,
+        since: i64,
+    ) -> Result<Health, WebhooksError>;
 
     /// One small transaction of clean-up: up to [`PURGE_CHUNK`] deliveries
     /// of a deleted notification, or else of those finished (not pending)

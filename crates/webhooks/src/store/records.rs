@@ -303,3 +303,46 @@ pub struct Purged {
     /// Whether there may be more to delete.
     pub more: bool,
 }
+
+/// A notification's recent health, read in one snapshot: its attempts made
+/// since a time (successes among them, their 95th percentile latency) and
+/// its deliveries pending and failed now, counted exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Health {
+    pub attempts: u64,
+    pub succeeded: u64,
+    /// The nearest-rank 95th percentile of the attempts' latencies: the
+    /// smallest latency at least 95 % of them do not exceed. `None` without
+    /// an attempt.
+    pub p95_latency_ms: Option<i64>,
+    pub pending: u64,
+    pub failed: u64,
+}
+
+/// The nearest-rank 95th percentile of `sorted` (ascending); what a backend
+/// that cannot compute it in its query uses, so that every backend agrees
+/// with PostgreSQL's `percentile_disc(0.95)`.
+pub fn p95(sorted: &[i64]) -> Option<i64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    // ceil(0.95 × n), in integers: the rank, from 1.
+    let rank = (sorted.len() * 95).div_ceil(100);
+    Some(sorted[rank.max(1) - 1])
+}
+
+#[cfg(test)]
+mod health_tests {
+    use super::p95;
+
+    #[test]
+    fn p95_is_the_nearest_rank() {
+        assert_eq!(p95(&[]), None);
+        assert_eq!(p95(&[7]), Some(7));
+        let twenty: Vec<i64> = (1..=20).collect();
+        assert_eq!(p95(&twenty), Some(19));
+        let hundred: Vec<i64> = (1..=100).collect();
+        assert_eq!(p95(&hundred), Some(95));
+        assert_eq!(p95(&[1, 2, 3, 4, 5]), Some(5));
+    }
+}

@@ -23,8 +23,8 @@ use axum::routing::{self, post};
 use axum::{Json, Router};
 use cds_events_api::{
     CreatedNotificationOut, DeliveriesQuery, DeliveryDetail, DeliveryOut, DeliveryPage,
-    DeliveryStatus, NotificationIn, NotificationOut, PingOut, PublicKeyOut, RedeliveredOut,
-    SecretOut,
+    DeliveryStatus, NotificationHealthOut, NotificationIn, NotificationOut, PingOut, PublicKeyOut,
+    RedeliveredOut, SecretOut,
 };
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -69,6 +69,10 @@ pub fn router() -> Router<AppState> {
             post(disable),
         )
         .route("/v2/project/{project}/notification/{name}/test", post(test))
+        .route(
+            "/v2/project/{project}/notification/{name}/health",
+            routing::get(health),
+        )
         .route(
             "/v2/project/{project}/notification/{name}/deliveries",
             routing::get(deliveries),
@@ -260,6 +264,22 @@ async fn set_enabled(
         .set_enabled(&n.project, &n.name, enabled, &actor(&n.caller))
         .await?;
     Ok(Json(out))
+}
+
+/// A notification's health over the last 24 hours: attempts, success rate,
+/// 95th percentile latency, and its deliveries pending and failed (exact
+/// counts).
+#[utoipa::path(get, path = "/v2/project/{projectKey}/notification/{name}/health", tag = "notifications",
+    params(NotificationPath),
+    responses(
+        (status = 200, description = "the notification's health", body = NotificationHealthOut),
+        NotificationReader,
+    ))]
+pub async fn health(
+    State(st): State<AppState>,
+    n: OnNotification<Read>,
+) -> Result<Json<NotificationHealthOut>, ApiError> {
+    Ok(Json(st.webhooks.health(&n.project, &n.name).await?))
 }
 
 /// A notification's deliveries, newest first.

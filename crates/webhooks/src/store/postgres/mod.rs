@@ -55,15 +55,16 @@
 mod claims;
 mod deliveries;
 mod follow;
+mod health;
 mod lead;
 mod notifications;
 mod record;
 mod schema;
 
 use super::{
-    Attempt, AttemptResult, Claim, Claimed, Delivery, DeliveryId, Edit, Lead, Mirror, NewDelivery,
-    NotificationId, NotificationRecord, NotificationStore, OutboxEntry, Purged, RecordAck,
-    StoreOptions,
+    Attempt, AttemptResult, Claim, Claimed, Delivery, DeliveryId, Edit, Health, Lead, Mirror,
+    NewDelivery, NotificationId, NotificationRecord, NotificationStore, OutboxEntry, Purged,
+    RecordAck, StoreOptions,
 };
 use crate::crypto::{KeySource, Keyring};
 use crate::error::WebhooksError;
@@ -333,6 +334,14 @@ impl NotificationStore for PgStore {
 
     async fn purge_step(&self, finished_before: i64) -> Result<Purged, WebhooksError> {
         self.open_shared()?.purge_step(finished_before).await
+    }
+
+    async fn health(
+        &self,
+        notification: NotificationId,
+        since: i64,
+    ) -> Result<Health, WebhooksError> {
+        self.open_shared()?.health(notification, since).await
     }
 
     async fn pending(&self) -> Result<u64, WebhooksError> {

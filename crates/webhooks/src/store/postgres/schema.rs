@@ -4,13 +4,13 @@
 
 use cds_events_store::pg::{PgMigration, PgSchema};
 
-/// The current layout (version 3) and how earlier ones reach it: a new
-/// database gets version 1's tables and the steps to 3, the very statements
+/// The current layout (version 4) and how earlier ones reach it: a new
+/// database gets version 1's tables and the steps to 4, the very statements
 /// an existing one runs.
 pub(super) const LAYOUT: PgSchema = PgSchema {
     component: "webhooks",
-    create: concat!(v1!(), v2!(), v3!()),
-    version: 3,
+    create: concat!(v1!(), v2!(), v3!(), v4!()),
+    version: 4,
     migrations: &[
         PgMigration {
             from: 1,
@@ -19,6 +19,10 @@ pub(super) const LAYOUT: PgSchema = PgSchema {
         PgMigration {
             from: 2,
             sql: v3!(),
+        },
+        PgMigration {
+            from: 3,
+            sql: v4!(),
         },
     ],
 };
@@ -160,6 +164,20 @@ ALTER TABLE webhook_notifications
 }
 use v3;
 
+/// Version 4: `webhook_deliveries_recent`, a notification's deliveries by
+/// last change, whose attempts make its health over the last 24 h (every
+/// attempt moves `updated_at` to its time, so an attempt since then
+/// belongs to a delivery in that range).
+macro_rules! v4 {
+    () => {
+        "
+CREATE INDEX webhook_deliveries_recent
+    ON webhook_deliveries (notification_id, updated_at);
+"
+    };
+}
+use v4;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,7 +185,8 @@ mod tests {
     use cds_events_store::pg::testing::TempDatabase;
 
     #[tokio::test]
-    async fn a_version_1_database_gains_the_lease_and_format_columns_and_keeps_its_rows() {
+    async fn a_version_1_database_gains_the_lease_and_format_columns_and_the_recent_index_and_keeps_its_rows()
+     {
         let db = TempDatabase::create().await.expect("test database");
         let pool = PgPool::connect(&db.options()).await.expect("pool");
         let v1 = PgSchema {
@@ -214,7 +233,15 @@ mod tests {
             ("cds".to_owned(), "structured".to_owned()),
             "earlier notifications keep CDS's body"
         );
+        let indexed = conn
+            .query_one(
+                "SELECT count(*) FROM pg_indexes WHERE indexname = 'webhook_deliveries_recent'",
+                &[],
+            )
+            .await
+            .expect("read");
+        assert_eq!(indexed.get::<_, i64>(0), 1, "version 4's index");
         // Already current: nothing to do.
-        assert_eq!(LAYOUT.apply(&pool).await.expect("again"), Some(3));
+        assert_eq!(LAYOUT.apply(&pool).await.expect("again"), Some(4));
     }
 }

@@ -17,15 +17,16 @@
 
 mod claims;
 mod deliveries;
+mod health;
 mod notifications;
 mod outbox;
 mod schema;
 mod writer;
 
 use super::{
-    Attempt, AttemptResult, Claim, Claimed, Delivery, DeliveryId, Edit, Lead, Mirror, NewDelivery,
-    NotificationId, NotificationRecord, NotificationStore, OutboxEntry, Purged, RecordAck,
-    StoreOptions,
+    Attempt, AttemptResult, Claim, Claimed, Delivery, DeliveryId, Edit, Health, Lead, Mirror,
+    NewDelivery, NotificationId, NotificationRecord, NotificationStore, OutboxEntry, Purged,
+    RecordAck, StoreOptions,
 };
 use crate::crypto::{KeySource, Keyring};
 use crate::error::{WebhooksError, io_err};
@@ -310,6 +311,15 @@ impl NotificationStore for SqliteStore {
 
     async fn purge_step(&self, finished_before: i64) -> Result<Purged, WebhooksError> {
         self.call(move |ctx| deliveries::purge_step(&mut ctx.conn, finished_before))
+            .await
+    }
+
+    async fn health(
+        &self,
+        notification: NotificationId,
+        since: i64,
+    ) -> Result<Health, WebhooksError> {
+        self.read(move |c| health::health(c, notification, since))
             .await
     }
 

@@ -4,7 +4,7 @@
 use cds_events_store::{ConnOptions, Error, MetaKey, Migration, Schema, Step, Synchronous};
 use rusqlite::Connection;
 
-pub(crate) const SCHEMA_VERSION: i64 = 3;
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 
 /// The current layout and how earlier ones reach it.
 pub(crate) const LAYOUT: Schema = Schema {
@@ -31,6 +31,11 @@ pub(crate) const LAYOUT: Schema = Schema {
                  ALTER TABLE notifications ADD COLUMN content_mode TEXT NOT NULL DEFAULT 'structured';",
             ),
         },
+        Migration {
+            from: 3,
+            // 3 → 4: a notification's deliveries by last change (its health).
+            step: Step::Sql(RECENT_INDEX),
+        },
     ],
 };
 
@@ -45,7 +50,12 @@ pub(crate) const POSITION: MetaKey<i64> = MetaKey::new("position");
 ///   deliveries, in due order, without sorting its whole backlog; rows leave
 ///   it when they are done, so it stays the size of the backlog;
 /// - `deliveries_by_status`: listing a notification's deliveries of one
-///   status newest first, and an ordered notification's oldest pending one.
+///   status newest first, and an ordered notification's oldest pending one;
+///   counting its pending and failed deliveries without reading the rows;
+/// - `deliveries_recent`: a notification's deliveries changed since a time,
+///   whose attempts make its health over the last 24 h (every attempt
+///   moves `updated_at` to its time, so an attempt since then belongs to a
+///   delivery in that range).
 ///
 /// A successful attempt is kept in its delivery's row (`ok_*`, its time is
 /// `updated_at`, its number `attempts`) rather than as an `attempts` row:
@@ -102,6 +112,8 @@ CREATE INDEX IF NOT EXISTS deliveries_due
     ON deliveries(notification_id, next_attempt_at, id) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_by_status
     ON deliveries(notification_id, status, id);
+CREATE INDEX IF NOT EXISTS deliveries_recent
+    ON deliveries(notification_id, updated_at);
 CREATE TABLE IF NOT EXISTS purge_queue (
     notification_id INTEGER PRIMARY KEY
 );
@@ -126,6 +138,10 @@ CREATE TABLE IF NOT EXISTS attempts (
 pub(crate) fn migrate(conn: &Connection) -> Result<Option<i64>, Error> {
     LAYOUT.apply(conn)
 }
+
+/// The index of version 4 (also in [`SCHEMA`]).
+const RECENT_INDEX: &str =
+    "CREATE INDEX IF NOT EXISTS deliveries_recent ON deliveries(notification_id, updated_at);";
 
 /// The writer's connection. In WAL mode `synchronous=NORMAL` loses nothing on
 /// a process crash (kill -9), only on power loss; delivery records are
@@ -212,6 +228,27 @@ mod tests {
             })
             .expect("row");
         assert_eq!(kept, ("cds".to_owned(), "structured".to_owned()));
+    }
+
+    #[test]
+    fn a_version_3_database_gains_the_index_of_recent_deliveries() {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch(SCHEMA).expect("schema");
+        conn.execute_batch("DROP INDEX deliveries_recent;")
+            .expect("v3");
+        cds_events_store::meta::SCHEMA_VERSION
+            .set(&conn, &3)
+            .expect("version");
+        assert_eq!(migrate(&conn).expect("migrate"), Some(3));
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT id FROM deliveries
+                 WHERE notification_id = 1 AND updated_at >= 0",
+                [],
+                |r| r.get(3),
+            )
+            .expect("plan");
+        assert!(plan.contains("deliveries_recent"), "{plan}");
     }
 
     #[test]
