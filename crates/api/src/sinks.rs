@@ -51,7 +51,8 @@ pub struct SinkOut {
     pub last_error_at: Option<DateTime<Utc>>,
     /// The filter (query-string form), when it has one.
     pub filter: Option<String>,
-    /// What is sent: `cds` (the stored event JSON, byte for byte).
+    /// What is sent: `cds` (the stored event JSON, byte for byte) or
+    /// `cloudevents` (a structured CloudEvent whose data is that JSON).
     pub format: String,
 }
 

@@ -395,6 +395,7 @@ fn sinks(
         instance,
         &config.sinks,
         policy,
+        &config.cloudevents_source(),
     )?)
 }
 

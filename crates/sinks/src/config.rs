@@ -28,7 +28,8 @@ pub struct SinkConfig {
     #[serde(default)]
     pub filter: Option<String>,
     /// What a message's body is. `cds`: the event's JSON, byte for byte as
-    /// stored (CDS's `FullEventV2`).
+    /// stored (CDS's `FullEventV2`); `cloudevents`: a structured CloudEvent
+    /// 1.0 whose `data` is that JSON (the model's one mapping).
     #[serde(default)]
     pub format: Format,
     /// Most events read, sent and acknowledged as one batch.
@@ -94,12 +95,25 @@ pub enum Format {
     /// The event's JSON as stored (CDS's `FullEventV2`, payload included).
     #[default]
     Cds,
+    /// A structured CloudEvent 1.0 (`CloudEvent::new`), `data` being the
+    /// stored JSON.
+    CloudEvents,
 }
 
 impl Format {
     pub fn name(&self) -> &'static str {
         match self {
             Format::Cds => "cds",
+            Format::CloudEvents => "cloudevents",
+        }
+    }
+
+    /// The media type of a body in this format, for the brokers that carry
+    /// one (a `content-type` header or property).
+    pub fn content_type(&self) -> &'static str {
+        match self {
+            Format::Cds => "application/json",
+            Format::CloudEvents => cds_events_model::cloudevents::CONTENT_TYPE,
         }
     }
 }
@@ -255,6 +269,12 @@ mod tests {
         assert_eq!(c.kind.name(), "nats");
         assert_eq!(c.format, Format::Cds);
         assert_eq!(c.batch, 256);
+        let ce = nats("format = \"cloudevents\"").expect("parses");
+        assert_eq!(ce.format, Format::CloudEvents);
+        assert!(
+            nats("format = \"cdevents\"").is_err(),
+            "not a sink format yet"
+        );
         c.validate().expect("valid");
         let f = c.event_filter().expect("filter").expect("some");
         assert!(f.types.as_ref().is_some_and(|t| !t.is_empty()));

@@ -9,7 +9,7 @@
 //! backoff, so a consumer sees duplicates only of a batch that was not
 //! acknowledged. It never waits on anything but its own broker.
 
-use crate::config::SinkConfig;
+use crate::config::{Format, SinkConfig};
 use crate::{Health, Message, Sink, SinkError};
 use cds_events_api::SinkState;
 use cds_events_log::pacing::Pacing;
@@ -18,6 +18,7 @@ use cds_events_log::{
     LogPositions, PositionStore, RetentionHold, Seq, StoredEvent,
 };
 use cds_events_model::EventFilter;
+use cds_events_model::cloudevents::{CloudEvent, Source};
 use chrono::{DateTime, Utc};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -153,6 +154,8 @@ pub(crate) struct Driver {
     sink: Box<dyn Sink>,
     filter: Option<EventFilter>,
     pacing: Arc<Pacing>,
+    /// The base of the CloudEvents `source` (format `cloudevents`).
+    ce_source: Source,
     connected: bool,
     backoff: Duration,
     retry_at: Option<Instant>,
@@ -165,6 +168,7 @@ impl Driver {
         sink: Box<dyn Sink>,
         filter: Option<EventFilter>,
         pacing: Arc<Pacing>,
+        ce_source: Source,
     ) -> Driver {
         let backoff = shared.config.reconnect_min;
         let consumer_name = format!("sink:{}", shared.config.name);
@@ -173,6 +177,7 @@ impl Driver {
             sink,
             filter,
             pacing,
+            ce_source,
             connected: false,
             backoff,
             retry_at: None,
@@ -238,23 +243,40 @@ impl Driver {
                     continue;
                 }
             };
-            if let Some(filter) = &self.filter {
+            let format = self.shared.config.format;
+            // Decoded only when the filter or the format needs the event.
+            let event = if self.filter.is_some() || format == Format::CloudEvents {
                 match stored.decode() {
-                    Ok(event) if filter.matches(&event) => {}
-                    Ok(_) => continue,
+                    Ok(event) => Some(event),
                     Err(e) => {
                         tracing::error!(sink = %self.shared.config.name, seq = stored.seq.0, error = %e, "stored event does not decode; not sent");
                         continue;
                     }
                 }
+            } else {
+                None
+            };
+            if let (Some(filter), Some(event)) = (&self.filter, &event)
+                && !filter.matches(event)
+            {
+                continue;
             }
+            let body = match (format, &event) {
+                (Format::CloudEvents, Some(event)) => {
+                    CloudEvent::new(&self.ce_source, stored.seq.0, event, &stored.json)
+                        .to_structured_json()
+                        .into()
+                }
+                // `cds`: the stored JSON, byte for byte.
+                _ => Arc::clone(&stored.json),
+            };
             out.push(Message {
                 seq: stored.seq,
                 id: head.id.into_owned(),
                 event_type: head.event_type,
                 project_key: head.project_key.into_owned(),
-                // `cds`: the stored JSON, byte for byte.
-                body: Arc::clone(&stored.json),
+                body,
+                format,
             });
         }
         out
@@ -363,7 +385,13 @@ mod tests {
         c.send_timeout = Duration::from_millis(100);
         let shared = Arc::new(Shared::new(c, Arc::clone(&log)));
         let pacing = Arc::new(Pacing::new("test", "cds_events_test_yield_rate"));
-        let mut driver = Driver::new(Arc::clone(&shared), Box::new(Hangs), None, pacing);
+        let mut driver = Driver::new(
+            Arc::clone(&shared),
+            Box::new(Hangs),
+            None,
+            pacing,
+            Source::default(),
+        );
         let failed = tokio::time::timeout(Duration::from_secs(10), driver.handle(&batch))
             .await
             .expect("the driver's own bound ends the send");

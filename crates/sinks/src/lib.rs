@@ -43,6 +43,9 @@ pub struct Message {
     pub project_key: String,
     /// The body in the sink's format (`cds`: the stored JSON, verbatim).
     pub body: Arc<str>,
+    /// The body's format: its media type goes with it where the broker
+    /// carries one ([`Format::content_type`]).
+    pub format: Format,
 }
 
 impl Message {

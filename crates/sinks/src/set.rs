@@ -13,6 +13,7 @@ use crate::{Health, SinkError};
 use cds_events_api::{ReplayOut, SinkOut, SinkState};
 use cds_events_log::pacing::{Pacing, Policy};
 use cds_events_log::{EventLog, Lead, LogError, RetentionHold, Seq, follow};
+use cds_events_model::cloudevents::Source;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -74,12 +75,15 @@ impl std::fmt::Debug for Sinks {
 impl Sinks {
     /// Checks and builds every sink (nothing connects before `run`).
     /// `policy`: yield to ingest on a saturated machine (`None`: never).
-    /// `instance` names this process in the leads of a shared log.
+    /// `instance` names this process in the leads of a shared log;
+    /// `ce_source` is the base of the `source` of sinks that send
+    /// CloudEvents (`cloudevents.source`).
     pub fn new(
         log: Arc<dyn EventLog>,
         instance: &str,
         configs: &[SinkConfig],
         policy: Option<Policy>,
+        ce_source: &Source,
     ) -> Result<Sinks, SinksError> {
         let pacing = Arc::new(Pacing::new("sinks", "cds_events_sink_yield_rate"));
         let mut names = BTreeSet::new();
@@ -99,7 +103,13 @@ impl Sinks {
                 error,
             })?;
             let shared = Arc::new(Shared::new(c.clone(), Arc::clone(&log)));
-            let driver = Driver::new(Arc::clone(&shared), sink, filter, Arc::clone(&pacing));
+            let driver = Driver::new(
+                Arc::clone(&shared),
+                sink,
+                filter,
+                Arc::clone(&pacing),
+                ce_source.clone(),
+            );
             entries.push(Entry {
                 shared,
                 driver: Mutex::new(Some(driver)),

@@ -109,6 +109,7 @@ impl Reader for AmqpReader {
             }),
             body: d.data.clone(),
             route: d.routing_key.to_string(),
+            content_type: d.properties.content_type().as_ref().map(|c| c.to_string()),
         })
     }
 }
@@ -195,6 +196,7 @@ fn message(i: u64, project: &str) -> Message {
         event_type: e.event_type,
         project_key: e.project_key.clone(),
         body: e.to_json().into(),
+        format: cds_events_sinks::Format::Cds,
     }
 }
 

@@ -144,6 +144,7 @@ fn received(r: &RecordAndOffset) -> Received {
         seq: header("cds-events-seq").and_then(|s| s.parse().ok()),
         body: r.record.value.clone().unwrap_or_default(),
         route: String::from_utf8_lossy(r.record.key.as_deref().unwrap_or_default()).into_owned(),
+        content_type: header("content-type"),
     }
 }
 
@@ -222,6 +223,7 @@ fn message(seq: u64, run: Option<&str>) -> Message {
         event_type: EventType::RunJobEnded,
         project_key: "PROJ".into(),
         body: body.to_string().into(),
+        format: cds_events_sinks::Format::Cds,
     }
 }
 

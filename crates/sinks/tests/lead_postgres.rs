@@ -61,8 +61,14 @@ impl Instance {
                         .await
                         .expect("open"),
                 );
-                let sinks = Sinks::new(Arc::clone(&log), &name_owned, &[config(SINK, kind)], None)
-                    .expect("valid sinks");
+                let sinks = Sinks::new(
+                    Arc::clone(&log),
+                    &name_owned,
+                    &[config(SINK, kind)],
+                    None,
+                    &Default::default(),
+                )
+                .expect("valid sinks");
                 let running = sinks.clone();
                 tokio::spawn(async move { running.run(stopped).await.expect("runs once") });
                 (log, sinks)

@@ -50,6 +50,7 @@ impl Reader for NatsReader {
             seq: header("cds-events-seq").and_then(|s| s.parse().ok()),
             body: m.payload.to_vec(),
             route: m.subject.to_string(),
+            content_type: header("content-type"),
         })
     }
 }
@@ -139,6 +140,7 @@ fn subjects_route_by_project_and_type() {
         event_type: EventType::RunJobEnqueued,
         project_key: p.into(),
         body: "{}".into(),
+        format: cds_events_sinks::Format::Cds,
     };
     let s = cds_events_sinks::nats::subject;
     assert_eq!(

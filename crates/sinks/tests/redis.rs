@@ -38,6 +38,7 @@ impl Reader for RedisReader {
             seq: None,
             body,
             route: m.get_channel_name().to_owned(),
+            content_type: None,
         })
     }
 }

@@ -1,5 +1,6 @@
 //! CloudEvents 1.0 on the way out (query, one event, SSE, websocket) and in
-//! (ingest of structured and batched CloudEvents whose data is a CDS event).
+//! (ingest of structured, batched and binary-mode CloudEvents whose data is a
+//! CDS event).
 
 use crate::{TestServer, job_event, read_sse, stream_client};
 use serde_json::{Value, json};
@@ -183,4 +184,129 @@ fn ingest_refuses_a_cloudevent_that_does_not_match_its_data_naming_the_field() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["details"][0]["index"], 1);
     assert!(s.ids("").is_empty(), "nothing stored");
+}
+
+/// Has the Python CloudEvents SDK build one CloudEvent (attributes and data
+/// from stdin), and posts it with urllib in `mode` (`binary` or
+/// `structured`) to each server: prints each answer's status and body.
+const SDK_POST: &str = r#"
+import json, sys, urllib.request, urllib.error
+from cloudevents.core.v1.event import CloudEvent
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.bindings.http import to_binary, to_structured
+ask = json.load(sys.stdin)
+event = CloudEvent(ask["attributes"], ask["data"])
+out = []
+for mode, url in ask["posts"]:
+    m = (to_binary if mode == "binary" else to_structured)(event, JSONFormat())
+    headers = dict(m.headers)
+    headers["authorization"] = "Bearer " + ask["token"]
+    req = urllib.request.Request(url, data=m.body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(req) as r:
+            out.append({"status": r.status, "body": json.load(r)})
+    except urllib.error.HTTPError as e:
+        out.append({"status": e.code, "body": json.load(e)})
+json.dump(out, sys.stdout)
+"#;
+
+/// What the server answered each of the SDK's posts of `data` under
+/// `attributes`, `posts` being (mode, server).
+fn sdk_posts(attributes: Value, data: &Value, posts: &[(&str, &TestServer)]) -> Vec<Value> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    crate::ensure_python_package("cloudevents.core", "cloudevents>=2.2");
+    let posts: Vec<Value> = posts
+        .iter()
+        .map(|(mode, s)| json!([mode, s.url("/v2/events")]))
+        .collect();
+    let ask =
+        json!({"attributes": attributes, "data": data, "posts": posts, "token": crate::ADMIN});
+    let mut child = Command::new("python3")
+        .args(["-c", SDK_POST])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(ask.to_string().as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("python3");
+    assert!(
+        out.status.success(),
+        "the SDK script failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+#[test]
+fn ingest_stores_a_binary_mode_cloudevent_as_the_same_event_in_structured_mode() {
+    let (binary, structured) = (server(), server());
+    let mut data = job_event("A é", 7);
+    data["timestamp"] = json!("2024-02-13T10:23:01.5Z");
+    let attributes = json!({"specversion": "1.0", "id": "ce bin é", "source": "/elsewhere é",
+        "type": "org.ovh.cds.workflowrunjob.RunJobEnded", "subject": "rj-7",
+        "datacontenttype": "application/json", "cdsseq": "00000000000000000099"});
+    let answers = sdk_posts(
+        attributes,
+        &data,
+        &[("binary", &binary), ("structured", &structured)],
+    );
+    for a in &answers {
+        assert_eq!(a["status"], 200, "{a}");
+        assert_eq!(a["body"]["events"][0]["id"], "ce bin é", "{a}");
+    }
+    let path = "/v2/events/ce%20bin%20%C3%A9";
+    let (status, from_binary) = binary.get(path);
+    assert_eq!(status, 200, "{from_binary}");
+    assert_eq!(from_binary, structured.get(path).1, "the same stored event");
+    assert_eq!(from_binary["project_key"], "A é");
+    assert_eq!(from_binary["payload"], data["payload"]);
+}
+
+#[test]
+fn ingest_refuses_a_bad_binary_mode_cloudevent_naming_the_header() {
+    let s = server();
+    let data = job_event("A", 7);
+    let good = [
+        ("ce-specversion", "1.0"),
+        ("ce-id", "b1"),
+        ("ce-source", "/elsewhere"),
+        ("ce-type", "org.ovh.cds.workflowrunjob.RunJobEnded"),
+        ("content-type", "application/json"),
+    ];
+    let post = |change: (&str, Option<&str>)| {
+        let mut req = s.http.post(s.url("/v2/events")).body(data.to_string());
+        for (name, value) in good {
+            if name != change.0 {
+                req = req.header(name, value);
+            }
+        }
+        if let Some(value) = change.1 {
+            req = req.header(change.0, value);
+        }
+        let r = req.send().expect("post");
+        (r.status().as_u16(), r.json::<Value>().expect("json"))
+    };
+    for change in [
+        ("ce-specversion", None),
+        ("ce-specversion", Some("0.3")),
+        ("ce-type", Some("org.ovh.cds.workflowrun.RunEnded")),
+        ("ce-id", Some("b%FF")),
+        ("ce-source", None),
+        ("content-type", Some("application/x-ndjson")),
+    ] {
+        let (status, body) = post(change);
+        assert_eq!(status, 400, "{change:?}: {body}");
+        assert_eq!(body["error"]["details"][0]["field"], change.0, "{body}");
+    }
+    assert!(s.ids("").is_empty(), "nothing stored");
+    let (status, body) = post(("ce-time", Some("2024-02-13T10:23:01Z")));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(s.ids(""), ["b1"]);
 }

@@ -1,6 +1,7 @@
 //! Broker sinks from the outside: `[[sinks]]` in the configuration, the
 //! operations over HTTP and the CLI, and a stock NATS client (nats-py)
-//! reading what the server sent, across a `kill -9` of the server.
+//! reading what the server sent, across a `kill -9` of the server; in
+//! `format = "cloudevents"`, read by the Python CloudEvents SDK.
 
 use crate::{ADMIN, BIN, TestServer, call, client_with_token, eventually};
 use reqwest::Method;
@@ -243,4 +244,84 @@ fn nats_py_sees_every_event_in_order_across_a_kill_9_of_the_server() {
         duplicates <= BATCH,
         "duplicates only within the last unacknowledged batch: {duplicates}"
     );
+}
+
+/// Reads `expected` messages of a JetStream stream with nats-py, has the
+/// Python CloudEvents SDK parse each (structured, JSON format), prints
+/// them as one JSON array, and deletes the stream.
+const NATS_CLOUDEVENTS: &str = r#"
+import asyncio, json, sys
+import nats
+from cloudevents.core.formats.json import JSONFormat
+async def main():
+    url, stream, subjects, expected = sys.argv[1:5]
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    sub = await js.subscribe(subjects, stream=stream, ordered_consumer=True)
+    out = []
+    while len(out) < int(expected):
+        msg = await sub.next_msg(timeout=20)
+        e = JSONFormat().read(None, msg.data)
+        a = e.get_attributes()
+        out.append({"content_type": (msg.headers or {}).get("content-type"),
+                    "id": e.get_id(), "source": e.get_source(), "type": e.get_type(),
+                    "cdsseq": a.get("cdsseq"), "data": e.get_data()})
+    await sub.unsubscribe()
+    await js.delete_stream(stream)
+    await nc.close()
+    print(json.dumps(out))
+asyncio.run(main())
+"#;
+
+#[test]
+fn a_nats_sink_in_cloudevents_format_sends_what_the_cloudevents_sdk_reads() {
+    crate::ensure_python_package("nats", "nats-py");
+    crate::ensure_python_package("cloudevents.core", "cloudevents>=2.2");
+    let cfg_dir = tempfile::tempdir().expect("tempdir");
+    let (stream, prefix) = namespace("ce");
+    let cfg = config_file(
+        cfg_dir.path(),
+        &stream,
+        &prefix,
+        "format = \"cloudevents\"\n",
+    );
+    let s = TestServer::builder()
+        .arg("--config")
+        .arg(cfg.to_str().expect("utf-8 path"))
+        .env(
+            "CDS_EVENTS_CLOUDEVENTS__SOURCE",
+            "https://cds.example.com/ev",
+        )
+        .start();
+    let ids = s.publish_jobs("CE", 1, 3);
+    assert_eq!(s.sink_status("main")["format"], "cloudevents");
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            NATS_CLOUDEVENTS,
+            NATS,
+            &stream,
+            &format!("{prefix}.>"),
+            "3",
+        ])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "nats-py or the SDK failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got: Vec<Value> = serde_json::from_slice(&out.stdout).expect("json");
+    let stored = s.query_all("&project_key=CE");
+    assert_eq!(got.len(), 3);
+    for (ce, (seq, event)) in got.iter().zip(&stored) {
+        assert_eq!(ce["content_type"], "application/cloudevents+json");
+        assert_eq!(ce["id"], event["id"]);
+        assert_eq!(ce["source"], "https://cds.example.com/ev/projects/CE");
+        assert_eq!(ce["type"], "org.ovh.cds.workflowrunjob.RunJobEnded");
+        assert_eq!(ce["cdsseq"], format!("{seq:020}"));
+        assert_eq!(&ce["data"], event, "data is the stored event");
+    }
+    let sent: Vec<&str> = got.iter().filter_map(|c| c["id"].as_str()).collect();
+    assert_eq!(sent, ids, "in order");
 }

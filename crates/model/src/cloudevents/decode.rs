@@ -8,6 +8,11 @@
 //! `data` without an id takes the CloudEvent's. Every refusal names the field
 //! (`specversion`, `type`, `data.run_number`…). Extension attributes are
 //! ignored.
+//!
+//! The same holds in the HTTP binding's binary content mode
+//! ([`decode_binary_cloudevent`]): the attributes come from `ce-*` headers,
+//! `datacontenttype` from `Content-Type`, the data is the body, and a
+//! refusal names the header.
 
 use super::{DATA_CONTENT_TYPE, SPECVERSION, ce_type};
 use crate::decode::{finish, peek_id};
@@ -91,42 +96,164 @@ pub fn decode_cloudevent(text: &str, limits: &Limits) -> Result<FullEvent, Decod
             format!("not a structured CloudEvent: {e}"),
         )
     })?;
-    let version = required(&env.specversion, "specversion")?;
+    let attrs = Attributes {
+        specversion: env.specversion,
+        id: env.id,
+        source: env.source,
+        ce_type: env.ce_type,
+        datacontenttype: env.datacontenttype,
+    };
+    if env.data.is_none() && env.data_base64.is_some() {
+        return Err(refuse(
+            ErrorCode::MissingField,
+            "data",
+            "data must be a CDS event as JSON, not data_base64",
+        ));
+    }
+    carried_event(attrs, &STRUCTURED, env.data.map(RawValue::get), limits)
+}
+
+/// Decodes one CloudEvent in the HTTP binding's binary content mode: its
+/// context attributes are the `ce-*` headers (percent-decoded, HTTP binding
+/// §3.1.3.2), `datacontenttype` is the `Content-Type` header, and `body` is
+/// the data, a CDS event. `headers` are (lowercase name, raw value) pairs;
+/// extension headers are ignored. Refusals name the header (`ce-type`,
+/// `content-type`), or `data` and the field inside it.
+pub fn decode_binary_cloudevent<'h>(
+    headers: impl IntoIterator<Item = (&'h str, &'h [u8])>,
+    body: &str,
+    limits: &Limits,
+) -> Result<FullEvent, DecodeError> {
+    let mut attrs = Attributes::default();
+    for (name, value) in headers {
+        let slot = match name {
+            "ce-specversion" => &mut attrs.specversion,
+            "ce-id" => &mut attrs.id,
+            "ce-source" => &mut attrs.source,
+            "ce-type" => &mut attrs.ce_type,
+            "content-type" => {
+                attrs.datacontenttype = Some(text_header(name, value)?.to_owned());
+                continue;
+            }
+            _ => continue,
+        };
+        if slot.is_some() {
+            return Err(refuse(
+                ErrorCode::DuplicateKey,
+                name,
+                format!("{name} is given more than once"),
+            ));
+        }
+        *slot = Some(attribute_of_header(name, value)?);
+    }
+    let data = (!body.trim().is_empty()).then_some(body);
+    carried_event(attrs, &BINARY, data, limits)
+}
+
+/// The header names that say a request is a binary-mode CloudEvent: any of
+/// the required attributes (so that one missing is refused by name rather
+/// than the body being taken for a plain CDS event).
+pub const BINARY_MODE_HEADERS: [&str; 4] = ["ce-specversion", "ce-id", "ce-source", "ce-type"];
+
+/// An attribute's value from its header: percent-decoded, UTF-8.
+fn attribute_of_header(name: &str, value: &[u8]) -> Result<String, DecodeError> {
+    percent_encoding::percent_decode(value)
+        .decode_utf8()
+        .map(|v| v.into_owned())
+        .map_err(|_| {
+            refuse(
+                ErrorCode::InvalidUtf8,
+                name,
+                format!("{name} is not UTF-8 once percent-decoded"),
+            )
+        })
+}
+
+fn text_header<'v>(name: &str, value: &'v [u8]) -> Result<&'v str, DecodeError> {
+    std::str::from_utf8(value)
+        .map_err(|_| refuse(ErrorCode::InvalidUtf8, name, format!("{name} is not text")))
+}
+
+/// The context attributes the decoder checks, however they came.
+#[derive(Default)]
+struct Attributes {
+    specversion: Option<String>,
+    id: Option<String>,
+    source: Option<String>,
+    ce_type: Option<String>,
+    datacontenttype: Option<String>,
+}
+
+/// What each attribute is called in a content mode, for refusals.
+struct Names {
+    specversion: &'static str,
+    id: &'static str,
+    source: &'static str,
+    ce_type: &'static str,
+    datacontenttype: &'static str,
+}
+
+const STRUCTURED: Names = Names {
+    specversion: "specversion",
+    id: "id",
+    source: "source",
+    ce_type: "type",
+    datacontenttype: "datacontenttype",
+};
+
+const BINARY: Names = Names {
+    specversion: "ce-specversion",
+    id: "ce-id",
+    source: "ce-source",
+    ce_type: "ce-type",
+    datacontenttype: "content-type",
+};
+
+/// The CDS event `data` carries, once the attributes agree with it.
+fn carried_event(
+    attrs: Attributes,
+    names: &Names,
+    data: Option<&str>,
+    limits: &Limits,
+) -> Result<FullEvent, DecodeError> {
+    let version = required(&attrs.specversion, names.specversion)?;
     if version != SPECVERSION {
         return Err(refuse(
             ErrorCode::WrongType,
-            "specversion",
+            names.specversion,
             format!("specversion {version:?} is not {SPECVERSION:?}"),
         ));
     }
-    let id = required(&env.id, "id")?;
-    required(&env.source, "source")?;
-    let declared_type = required(&env.ce_type, "type")?;
-    if let Some(ct) = env.datacontenttype.as_deref() {
+    let id = required(&attrs.id, names.id)?;
+    required(&attrs.source, names.source)?;
+    let declared_type = required(&attrs.ce_type, names.ce_type)?;
+    if let Some(ct) = attrs.datacontenttype.as_deref() {
         let media = ct.split(';').next().unwrap_or("").trim();
         if !media.eq_ignore_ascii_case(DATA_CONTENT_TYPE) && !media.ends_with("+json") {
             return Err(refuse(
                 ErrorCode::WrongType,
-                "datacontenttype",
-                format!("datacontenttype {ct:?} is not JSON; data must be a CDS event"),
+                names.datacontenttype,
+                format!(
+                    "{} {ct:?} is not JSON; data must be a CDS event",
+                    names.datacontenttype
+                ),
             ));
         }
     }
-    let Some(data) = env.data else {
-        let why = if env.data_base64.is_some() {
-            "data must be a CDS event as JSON, not data_base64"
-        } else {
-            "a CloudEvent carrying a CDS event needs data"
-        };
-        return Err(refuse(ErrorCode::MissingField, "data", why));
+    let Some(data) = data else {
+        return Err(refuse(
+            ErrorCode::MissingField,
+            "data",
+            "a CloudEvent carrying a CDS event needs data",
+        ));
     };
-    let data_id = peek_id(data.get());
-    let mut ev = decode_event(data.get(), limits).map_err(under_data)?;
+    let data_id = peek_id(data);
+    let mut ev = decode_event(data, limits).map_err(under_data)?;
     let expected = ce_type(ev.event_type);
     if declared_type != expected {
         return Err(refuse(
             ErrorCode::WrongType,
-            "type",
+            names.ce_type,
             format!(
                 "type {declared_type:?} does not match data, a {}: expected {expected:?}",
                 ev.event_type
@@ -137,7 +264,7 @@ pub fn decode_cloudevent(text: &str, limits: &Limits) -> Result<FullEvent, Decod
         Some(own) if own != id => {
             return Err(refuse(
                 ErrorCode::InvalidId,
-                "id",
+                names.id,
                 format!("id {id:?} differs from data.id {own:?}"),
             ));
         }

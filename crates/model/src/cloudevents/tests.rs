@@ -1,4 +1,4 @@
-use super::decode::{decode_cloudevent, decode_cloudevents_body};
+use super::decode::{decode_binary_cloudevent, decode_cloudevent, decode_cloudevents_body};
 use super::*;
 use crate::{BatchError, ErrorCode, Limits, Payload, Timestamp};
 use serde_json::{Value, json};
@@ -288,6 +288,117 @@ fn a_batch_names_the_index_of_each_bad_cloudevent() {
         }
         other => panic!("unexpected {other:?}"),
     }
+}
+
+/// Decodes a binary-mode CloudEvent from (name, value) header pairs.
+fn binary(headers: &[(&str, &str)], body: &str) -> Result<FullEvent, crate::DecodeError> {
+    decode_binary_cloudevent(
+        headers.iter().map(|(n, v)| (*n, v.as_bytes())),
+        body,
+        &Limits::default(),
+    )
+}
+
+#[test]
+fn a_binary_event_decodes_back_to_the_same_cds_event() {
+    let e = run_job_ended();
+    let json = e.to_json();
+    let ce = CloudEvent::new(&Source::default(), 3, &e, &json);
+    let mut headers = ce.binary_headers();
+    headers.push(("content-type".into(), "application/json".into()));
+    headers.push(("ce-unknownextension".into(), "%FF ignored".into()));
+    let pairs: Vec<(&str, &str)> = headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let back = binary(&pairs, ce.data).expect("decodes");
+    assert_eq!(back, e);
+    assert_eq!(back.payload.get(), e.payload.get(), "payload byte for byte");
+}
+
+#[test]
+fn a_binary_event_reads_percent_encoded_headers_and_may_omit_content_type() {
+    let body = r#"{"type":"UserCreated","user_id":"u","username":"n"}"#;
+    let ev = binary(
+        &[
+            ("ce-specversion", "1.0"),
+            ("ce-id", "id%20%C3%A9"),
+            ("ce-source", "/x"),
+            ("ce-type", "org.ovh.cds.user.UserCreated"),
+        ],
+        body,
+    )
+    .expect("decodes");
+    assert_eq!(ev.id, "id é", "the data without an id takes ce-id, decoded");
+}
+
+#[test]
+fn each_bad_binary_header_is_refused_naming_the_header() {
+    let good: Vec<(&str, &str)> = vec![
+        ("ce-specversion", "1.0"),
+        ("ce-id", "u1"),
+        ("ce-source", "/x"),
+        ("ce-type", "org.ovh.cds.user.UserCreated"),
+        ("content-type", "application/json; charset=utf-8"),
+    ];
+    let body = r#"{"id":"u1","type":"UserCreated","user_id":"u","username":"n"}"#;
+    assert!(binary(&good, body).is_ok());
+    let refused = |headers: Vec<(&str, &str)>, body: &str| {
+        let e = binary(&headers, body).expect_err("refused");
+        (e.code, e.field.unwrap_or_default())
+    };
+    let with = |name: &'static str, value: &'static str| {
+        let mut h: Vec<_> = good.iter().copied().filter(|(n, _)| *n != name).collect();
+        h.push((name, value));
+        h
+    };
+    let without = |name: &str| -> Vec<(&str, &str)> {
+        good.iter().copied().filter(|(n, _)| *n != name).collect()
+    };
+    let cases = [
+        (
+            without("ce-specversion"),
+            ErrorCode::MissingField,
+            "ce-specversion",
+        ),
+        (
+            with("ce-specversion", "0.3"),
+            ErrorCode::WrongType,
+            "ce-specversion",
+        ),
+        (without("ce-id"), ErrorCode::MissingField, "ce-id"),
+        (with("ce-id", "other"), ErrorCode::InvalidId, "ce-id"),
+        (with("ce-id", "u%FF1"), ErrorCode::InvalidUtf8, "ce-id"),
+        (without("ce-source"), ErrorCode::MissingField, "ce-source"),
+        (
+            with("ce-type", "org.ovh.cds.user.UserDeleted"),
+            ErrorCode::WrongType,
+            "ce-type",
+        ),
+        (
+            with("content-type", "text/plain"),
+            ErrorCode::WrongType,
+            "content-type",
+        ),
+    ];
+    for (headers, code, field) in cases {
+        assert_eq!(refused(headers, body), (code, field.to_owned()), "{field}");
+    }
+    let mut twice = good.clone();
+    twice.push(("ce-id", "u1"));
+    assert_eq!(
+        refused(twice, body),
+        (ErrorCode::DuplicateKey, "ce-id".into())
+    );
+    assert_eq!(
+        refused(good.clone(), " "),
+        (ErrorCode::MissingField, "data".into())
+    );
+    let wrong_data = r#"{"id":"u1","type":"UserCreated","user_id":5,"username":"n"}"#;
+    assert_eq!(
+        refused(good.clone(), wrong_data),
+        (ErrorCode::WrongType, "data.user_id".into())
+    );
 }
 
 #[test]

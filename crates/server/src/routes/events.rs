@@ -15,6 +15,7 @@ use axum::routing;
 use cds_events_api::FilterText;
 use cds_events_auth::Principal;
 use cds_events_log::{NewEvent, Order, Seq};
+use cds_events_model::cloudevents::decode::{BINARY_MODE_HEADERS, decode_binary_cloudevent};
 use cds_events_model::cloudevents::{BATCH_CONTENT_TYPE, CONTENT_TYPE as CE_CONTENT_TYPE};
 use cds_events_model::{BatchError, EventScope, EventType};
 use serde::{Deserialize, Serialize};
@@ -74,6 +75,13 @@ fn is_cloudevents(headers: &HeaderMap) -> bool {
     )
 }
 
+/// A CloudEvent in binary content mode: any required `ce-*` attribute
+/// header, outside the structured media types (which win, as the HTTP
+/// binding says).
+fn is_binary_cloudevent(headers: &HeaderMap) -> bool {
+    !is_cloudevents(headers) && BINARY_MODE_HEADERS.iter().any(|h| headers.contains_key(*h))
+}
+
 /// Publish events.
 ///
 /// The body is one event object, a JSON array of events, or NDJSON
@@ -83,15 +91,26 @@ fn is_cloudevents(headers: &HeaderMap) -> bool {
 /// or `application/cloudevents-batch+json` (an array of them), each
 /// CloudEvent's `data` must be a CDS event: it is stored as that event, its
 /// id kept; a CloudEvent that does not match its data is refused naming the
-/// field. The batch is
-/// all-or-nothing; the answer comes after the commit.
+/// field. One CloudEvent in binary content mode (the `ce-specversion`,
+/// `ce-id`, `ce-source`, `ce-type` headers, percent-encoded; the body, a CDS
+/// event, being its data, with `Content-Type` its JSON `datacontenttype`) is
+/// taken as the same event in structured mode; a bad header is refused by
+/// name (`ce-type`, `content-type`). The batch is all-or-nothing; the answer
+/// comes after the commit.
 #[utoipa::path(
     post, path = "/v2/events", tag = "events",
-    request_body(content = Vec<FullEventSchema>, description = "one event, an array, or NDJSON",
+    request_body(content = Vec<FullEventSchema>, description = "one event, an array, or NDJSON; \
+        with ce-* headers, one event as the data of a binary-mode CloudEvent",
         content_type = "application/json"),
+    params(
+        ("ce-specversion" = Option<String>, Header, description = "binary-mode CloudEvent: `1.0`"),
+        ("ce-id" = Option<String>, Header, description = "binary-mode CloudEvent: its id (the data's id, when it has one)"),
+        ("ce-source" = Option<String>, Header, description = "binary-mode CloudEvent: its source (any non-empty URI reference)"),
+        ("ce-type" = Option<String>, Header, description = "binary-mode CloudEvent: the data's mapped type, `org.ovh.cds.<family>.<Type>`"),
+    ),
     responses(
         (status = 200, description = "every event committed (or already stored)", body = IngestOut),
-        (status = 400, description = "invalid events; details list each bad event's index and reason", body = ErrorBody),
+        (status = 400, description = "invalid events; details list each bad event's index and reason (a binary-mode CloudEvent's bad header by name)", body = ErrorBody),
         NoToken,
         (status = 403, description = "an event outside the token's publish grants; nothing stored", body = ErrorBody),
         (status = 413, description = "body or batch too large", body = ErrorBody),
@@ -124,8 +143,14 @@ pub async fn ingest(
         )
     })?;
     let limits = &st.config.ingest.limits;
-    let ndjson = is_ndjson(&headers);
-    let decoded = if ndjson {
+    let binary = is_binary_cloudevent(&headers);
+    let ndjson = !binary && is_ndjson(&headers);
+    let decoded = if binary {
+        let pairs = headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes()));
+        decode_binary_cloudevent(pairs, text, limits)
+            .map(|e| vec![e])
+            .map_err(|e| BatchError::Items(vec![(0, e)]))
+    } else if ndjson {
         cds_events_model::decode_ndjson_body(text, limits)
     } else if is_cloudevents(&headers) {
         cds_events_model::cloudevents::decode::decode_cloudevents_body(text, limits)

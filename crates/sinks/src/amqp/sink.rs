@@ -137,7 +137,7 @@ impl AmqpSink {
             let properties = BasicProperties::default()
                 .with_message_id(m.id.as_str().into())
                 .with_delivery_mode(2)
-                .with_content_type("application/json".into())
+                .with_content_type(m.format.content_type().into())
                 .with_type(m.event_type.as_str().into())
                 .with_headers(headers);
             let key = routing_key(c.routing_key_prefix.as_deref(), m);

@@ -14,6 +14,7 @@ use cds_events_log::conformance::event;
 use cds_events_log::sqlite::{SqliteLog, SqliteOptions};
 use cds_events_log::{EventLog, NewEvent, Seq};
 use cds_events_model::EventType;
+use cds_events_model::cloudevents::{CloudEvent, Source, ce_type, seq_text};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -34,6 +35,9 @@ pub struct Received {
     pub body: Vec<u8>,
     /// Where it was published (subject, channel, routing key).
     pub route: String,
+    /// The body's media type, when the broker carries one (a header, a
+    /// property).
+    pub content_type: Option<String>,
 }
 
 /// Reads what sinks publish into one namespace, in order.
@@ -158,7 +162,14 @@ impl Running {
     /// position stored first (what is appended from then on is sent), then
     /// the sinks run in a task.
     pub async fn start(log: &Arc<dyn EventLog>, configs: &[SinkConfig]) -> Running {
-        let sinks = Sinks::new(Arc::clone(log), "conformance", configs, None).expect("valid sinks");
+        let sinks = Sinks::new(
+            Arc::clone(log),
+            "conformance",
+            configs,
+            None,
+            &Source::default(),
+        )
+        .expect("valid sinks");
         sinks.start_positions().await.expect("start positions");
         Running::run(sinks)
     }
@@ -214,6 +225,7 @@ pub async fn a_sent_batch_arrives_in_order_with_ids_and_stored_bytes(h: &dyn Har
                 event_type: e.event_type,
                 project_key: e.project_key.clone(),
                 body: e.to_json().into(),
+                format: crate::Format::Cds,
             }
         })
         .collect();
@@ -222,6 +234,12 @@ pub async fn a_sent_batch_arrives_in_order_with_ids_and_stored_bytes(h: &dyn Har
     for (m, r) in batch.iter().zip(&got) {
         assert_eq!(r.id, m.id);
         assert_eq!(r.body, m.body.as_bytes(), "the body is the stored JSON");
+        assert!(
+            r.content_type
+                .as_deref()
+                .is_none_or(|ct| ct == "application/json"),
+            "{r:?}"
+        );
         assert!(r.seq.is_none_or(|s| s == m.seq.0), "{r:?}");
     }
     h.cleanup(&ns).await;
@@ -298,7 +316,14 @@ pub async fn what_is_appended_before_a_new_sink_runs_is_sent(h: &dyn Harness) {
     let (_dir, log) = open_log();
     append(log.as_ref(), 3).await;
     let configs = [config("early", h.settings(&ns))];
-    let sinks = Sinks::new(Arc::clone(&log), "conformance", &configs, None).expect("valid sinks");
+    let sinks = Sinks::new(
+        Arc::clone(&log),
+        "conformance",
+        &configs,
+        None,
+        &Source::default(),
+    )
+    .expect("valid sinks");
     sinks.start_positions().await.expect("start positions");
     let early = append(log.as_ref(), 5).await;
     let running = Running::run(sinks);
@@ -353,6 +378,46 @@ pub async fn the_filter_keeps_only_matching_events(h: &dyn Harness) {
         .map(|(_, id)| id.clone())
         .collect();
     assert_eq!(ids(&receive(reader.as_mut(), 20).await), expected);
+    running.stop().await;
+    h.cleanup(&ns).await;
+}
+
+pub async fn the_cloudevents_format_sends_each_event_as_a_structured_cloudevent(h: &dyn Harness) {
+    let ns = namespace();
+    let mut reader = h.reader(&ns).await;
+    let (_dir, log) = open_log();
+    let mut c = config("c", h.settings(&ns));
+    c.format = crate::Format::CloudEvents;
+    let running = Running::start(&log, &[c]).await;
+    let sent = append(log.as_ref(), 6).await;
+    let got = receive(reader.as_mut(), 6).await;
+    assert_eq!(ids(&got), sent, "in order, each with its event id");
+    let source = Source::default();
+    for r in &got {
+        let stored = log.get(&r.id).await.expect("get").expect("stored");
+        let event = stored.decode().expect("decodes");
+        let ce: serde_json::Value = serde_json::from_slice(&r.body).expect("a JSON object");
+        assert_eq!(ce["specversion"], "1.0");
+        assert_eq!(ce["id"], r.id.as_str());
+        assert_eq!(ce["type"], ce_type(event.event_type));
+        assert_eq!(ce["source"], source.for_project(&event.project_key));
+        assert_eq!(ce["cdsseq"], seq_text(stored.seq.0));
+        let data: serde_json::Value = serde_json::from_str(&stored.json).expect("json");
+        assert_eq!(ce["data"], data, "data is the stored event");
+        assert!(r.seq.is_none_or(|s| s == stored.seq.0), "{r:?}");
+        assert!(
+            r.content_type
+                .as_deref()
+                .is_none_or(|ct| ct == "application/cloudevents+json"),
+            "{r:?}"
+        );
+        let mapped = CloudEvent::new(&source, stored.seq.0, &event, &stored.json);
+        assert_eq!(
+            r.body,
+            mapped.to_structured_json().as_bytes(),
+            "the model's one mapping, byte for byte"
+        );
+    }
     running.stop().await;
     h.cleanup(&ns).await;
 }
@@ -444,6 +509,7 @@ macro_rules! sink_conformance_tests {
             what_is_appended_before_a_new_sink_runs_is_sent,
             a_broker_that_is_down_holds_back_only_its_own_sink,
             the_filter_keeps_only_matching_events,
+            the_cloudevents_format_sends_each_event_as_a_structured_cloudevent,
             a_paused_sink_holds_its_events_until_resumed,
             a_pause_outlives_a_restart,
             a_replay_sends_again_from_the_sequence_asked,

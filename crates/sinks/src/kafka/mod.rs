@@ -290,6 +290,7 @@ mod tests {
             event_type: cds_events_model::EventType::RunJobEnded,
             project_key: project.into(),
             body: body.into(),
+            format: crate::Format::Cds,
         }
     }
 

@@ -158,6 +158,10 @@ impl KafkaSink {
                         "cds-events-type".to_owned(),
                         m.event_type.as_str().as_bytes().to_vec(),
                     ),
+                    (
+                        "content-type".to_owned(),
+                        m.format.content_type().as_bytes().to_vec(),
+                    ),
                 ]),
                 timestamp: now,
             };

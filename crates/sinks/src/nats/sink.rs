@@ -108,6 +108,7 @@ impl Sink for NatsSink {
             headers.insert("Nats-Msg-Id", m.id.as_str());
             headers.insert("cds-events-seq", m.seq.0.to_string().as_str());
             headers.insert("cds-events-type", m.event_type.as_str());
+            headers.insert("content-type", m.format.content_type());
             let body = Bytes::copy_from_slice(m.body.as_bytes());
             let ack = context
                 .publish_with_headers(subject(&self.config.subject_prefix, m), headers, body)
