@@ -45,6 +45,9 @@ launch() {
   # phase is not measured against someone else's flush.
   sync; sleep 2
   LAUNCHED=$(date +%s.%N)
+  # Emptied here, not by the child's redirection: the wait below must not
+  # read the previous server's "listening" before the child truncates it.
+  : >"$DATA/out"
   CDS_EVENTS_WEBHOOK_ALLOW_PRIVATE=1 "$BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$DATA/d" --durability "$DURABILITY" >"$DATA/out" 2>"$DATA/err" &
   PID=$!
   for _ in $(seq 600); do grep -q listening "$DATA/out" 2>/dev/null && return; sleep 0.05; done
