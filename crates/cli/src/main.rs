@@ -120,9 +120,14 @@ fn init_tracing() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("CDS_EVENTS_LOG_FORMAT").is_ok_and(|v| v == "json");
+    // A line that cannot be written (the disk holding stderr full) is lost,
+    // quietly: tracing-subscriber would otherwise report it with
+    // `eprintln!`, which panics when stderr fails too — killing whichever
+    // thread was logging, the event log's writer among them.
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     if json {
         b.json().init();
     } else {
