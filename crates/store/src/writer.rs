@@ -15,6 +15,8 @@
 //! checkpointed and truncated, the connection is closed, and only then is the
 //! close answered, so that the database can be opened again at once.
 //!
+//! A panic in the thread ends the process (see [`Writer::spawn`]).
+//!
 //! This module must never know what a request does: it never commits
 //! anything itself.
 
@@ -89,7 +91,20 @@ impl<H: Handler> Writer<H> {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let thread = std::thread::Builder::new()
             .name(name.to_owned())
-            .spawn(move || run(handler, rx))
+            .spawn(move || {
+                // A writer that panicked leaves its database mid-request and
+                // every later write refused as "closed": a server that only
+                // answers 503 and cannot stop cleanly. Ending the process
+                // instead lets its supervisor start it again on the same
+                // files, where everything committed is.
+                let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run(handler, rx);
+                }));
+                if ran.is_err() {
+                    tracing::error!("a store writer thread panicked; ending the process");
+                    std::process::abort();
+                }
+            })
             .map_err(|source| Error::Spawn {
                 name: name.to_owned(),
                 source,

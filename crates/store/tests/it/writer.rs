@@ -44,6 +44,7 @@ impl Handler for Test {
         let mut replies = Vec::new();
         let tx = self.conn.transaction().expect("tx");
         for (value, reply) in group {
+            assert!(value >= 0, "the test asked this writer to panic");
             tx.execute("INSERT INTO t VALUES (?1)", [value])
                 .expect("insert");
             replies.push(reply);
@@ -290,4 +291,31 @@ async fn after_close_may_refuse_commands_queued_behind_the_close() {
     let refused = counted.await.expect("task");
     assert!(matches!(refused, Err(Error::Closed)), "{refused:?}");
     assert_eq!(rows(&w.path), 1);
+}
+
+/// A writer that panics ends the process (SIGABRT) rather than leaving a
+/// server whose every write hears "closed". Run in a child process: the
+/// test binary again, on this test alone, with `WRITER_PANIC_CHILD` set.
+#[tokio::test]
+async fn a_panicking_writer_ends_the_process() {
+    if std::env::var_os("WRITER_PANIC_CHILD").is_some() {
+        let w = start(false);
+        let _ = w.insert(-1).await.await;
+        // Never reached: the abort ends the process first.
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        return;
+    }
+    let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args(["--exact", "writer::a_panicking_writer_ends_the_process"])
+        .env("WRITER_PANIC_CHILD", "1")
+        .output()
+        .expect("run the child");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        out.status.signal(),
+        Some(6),
+        "the child ended with {:?}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
