@@ -222,25 +222,7 @@ fn a_websocket_frame_announced_at_16_mib_is_refused_from_its_header() {
     let s = hostile_server();
     still_served(&s, 0);
     let baseline = open_fds(&s);
-    let mut c = TcpStream::connect(addr(&s)).expect("connect");
-    write!(
-        c,
-        "GET /v2/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
-         Authorization: Bearer {ADMIN}\r\n\r\n"
-    )
-    .expect("handshake");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        c.read_exact(&mut byte).expect("101 head");
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
+    let mut c = crate::ws::raw_websocket(&s, "/v2/ws");
     // A masked text frame of 16 MiB: its header, then its first MiB only.
     let mut frame = vec![0x81, 0x80 | 127];
     frame.extend_from_slice(&(16u64 << 20).to_be_bytes());

@@ -427,7 +427,7 @@ fn a_stalled_client_neither_slows_others_nor_grows_memory() {
 
 /// A websocket opened by hand over TCP: the handshake, then nothing unless
 /// the test writes it, so it can play a peer that never answers a ping.
-fn raw_websocket(s: &TestServer, path: &str) -> std::net::TcpStream {
+pub(crate) fn raw_websocket(s: &TestServer, path: &str) -> std::net::TcpStream {
     use std::io::{Read, Write};
     let addr = s.base.trim_start_matches("http://");
     let mut tcp = std::net::TcpStream::connect(addr).expect("connect");
