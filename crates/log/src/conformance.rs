@@ -577,6 +577,7 @@ macro_rules! conformance_tests {
             query_pages_in_both_orders,
             queries_span_many_blocks,
             read_after_follows_the_head,
+            read_after_answers_alike_from_every_position,
             read_seqs_returns_those_asked_in_order,
             reopening_keeps_events_and_sequence_continues,
             purge_deletes_oldest_first_and_cursors_continue,

@@ -14,6 +14,7 @@ pub mod conformance;
 pub mod consumer;
 pub mod pacing;
 pub mod postgres;
+mod recent;
 pub mod sqlite;
 
 pub use consumer::{

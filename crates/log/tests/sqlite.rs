@@ -9,12 +9,19 @@ use std::sync::Arc;
 
 struct Sqlite {
     dir: tempfile::TempDir,
+    recent_bytes: usize,
 }
 
 impl Sqlite {
     fn new() -> Self {
+        Self::keeping(SqliteOptions::default().recent_bytes)
+    }
+
+    /// Keeps `recent_bytes` of the newest events in memory for `read_after`.
+    fn keeping(recent_bytes: usize) -> Self {
         Sqlite {
             dir: tempfile::tempdir().expect("tempdir"),
+            recent_bytes,
         }
     }
 }
@@ -22,11 +29,28 @@ impl Sqlite {
 #[async_trait]
 impl Harness for Sqlite {
     async fn open(&self) -> Arc<dyn EventLog> {
-        Arc::new(SqliteLog::open(self.dir.path(), SqliteOptions::default()).expect("open"))
+        let opts = SqliteOptions {
+            recent_bytes: self.recent_bytes,
+            ..SqliteOptions::default()
+        };
+        Arc::new(SqliteLog::open(self.dir.path(), opts).expect("open"))
     }
 }
 
 cds_events_log::conformance_tests!(Sqlite::new());
+
+/// Every read from the database: what the newest events kept in memory
+/// answer must be what the database would.
+mod without_recent_events {
+    use super::*;
+    cds_events_log::conformance_tests!(Sqlite::keeping(0));
+}
+
+/// Only a few events kept: reads start on both sides of the boundary.
+mod keeping_a_few_recent_events {
+    use super::*;
+    cds_events_log::conformance_tests!(Sqlite::keeping(4096));
+}
 
 /// The common filters are served by an index, never by a scan of the table:
 /// the plans are printed here so a reader can see them (`--nocapture`).

@@ -21,6 +21,7 @@ pub async fn open_log(config: &Config) -> Result<Arc<dyn EventLog>, ServerError>
     let opts = SqliteOptions {
         durability: config.storage.durability,
         readers: config.storage.readers,
+        recent_bytes: config.storage.recent_cache_mib << 20,
         ..SqliteOptions::default()
     };
     let data_dir = config.data_dir.clone();

@@ -113,3 +113,54 @@ pub async fn a_reader_following_the_head_never_sees_an_event_below_one_it_has_se
     assert_eq!(seen, (1..=TOTAL).collect::<Vec<u64>>());
     log.close().await.expect("close");
 }
+
+/// `read_after` gives the same answer from every position: the events after
+/// it, in order, each body as appended, whatever the backend keeps in memory
+/// (a backend may answer reads near the head from memory, and older ones from
+/// its storage); after a purge, from the oldest kept event.
+pub async fn read_after_answers_alike_from_every_position(h: &dyn Harness) {
+    let log = h.open().await;
+    let mut appended: Vec<String> = Vec::new();
+    let mut ts = 0;
+    for size in [1usize, 7, 50, 3, 120, 19] {
+        let events = batch((0..size).map(|i| {
+            ts += 1;
+            let p = if i % 2 == 0 { "A" } else { "B" };
+            event(EventType::RunJobEnded, p, ts)
+        }));
+        appended.extend(events.iter().map(|e| e.json.clone()));
+        // One already stored: not a new event, nothing kept twice.
+        let again = events[0].clone();
+        log.append(events).await.expect("append");
+        log.append(vec![again]).await.expect("append a duplicate");
+    }
+    let head = appended.len() as u64;
+    for after in 0..=head {
+        for limit in [1usize, 13, 500] {
+            let got = log.read_after(Seq(after), limit).await.expect("read");
+            let want: Vec<u64> = (after + 1..=head).take(limit).collect();
+            assert_eq!(
+                got.iter().map(|e| e.seq.0).collect::<Vec<_>>(),
+                want,
+                "read_after({after}, {limit})"
+            );
+            for e in &got {
+                assert_eq!(
+                    &*e.json,
+                    appended[e.seq.0 as usize - 1],
+                    "body of {}",
+                    e.seq
+                );
+            }
+        }
+    }
+    let keep_100 = crate::Retention {
+        max_events: Some(100),
+        ..crate::Retention::default()
+    };
+    while log.purge(keep_100, 1000).await.expect("purge") > 0 {}
+    let got = log.read_after(Seq(0), 5).await.expect("read after a purge");
+    let want: Vec<u64> = (head - 99..head - 94).collect();
+    assert_eq!(got.iter().map(|e| e.seq.0).collect::<Vec<_>>(), want);
+    log.close().await.expect("close");
+}

@@ -13,6 +13,7 @@ mod query;
 mod schema;
 mod writer;
 
+use crate::recent::Recent;
 use crate::{
     Appended, EventLog, LogError, LogStats, NewEvent, Page, Query, Retention, Seq, StoredEvent,
 };
@@ -74,6 +75,9 @@ pub struct SqliteOptions {
     pub reader_cache_kib: i64,
     /// Longest a query walks before answering what it found with a cursor.
     pub query_budget: std::time::Duration,
+    /// Bytes of the newest events kept in memory for the consumers that
+    /// follow the head (`recent.rs`); 0 reads everything from the database.
+    pub recent_bytes: usize,
 }
 
 impl Default for SqliteOptions {
@@ -84,6 +88,7 @@ impl Default for SqliteOptions {
             writer_cache_kib: 32 * 1024,
             reader_cache_kib: 8 * 1024,
             query_budget: std::time::Duration::from_millis(500),
+            recent_bytes: 32 << 20,
         }
     }
 }
@@ -99,6 +104,7 @@ pub struct SqliteLog {
     head: watch::Receiver<Seq>,
     readers: ReaderPool,
     ids: Arc<ids::IdFilter>,
+    recent: Arc<Recent>,
     query_budget: std::time::Duration,
     checkpointer: Checkpointer,
 }
@@ -163,12 +169,14 @@ impl SqliteLog {
         )?;
         let (head_tx, head_rx) = watch::channel(Seq(last_seq as u64));
         let streams = load_streams(&conn)?;
+        let recent = Arc::new(Recent::new(opts.recent_bytes));
         let writer = LogWriter {
             conn,
             streams,
             next_seq: last_seq as u64 + 1,
             count,
             ids: ids.clone(),
+            recent: recent.clone(),
             head: head_tx,
         };
         let writer = Writer::spawn("cds-events-log-writer", 4096, writer)?;
@@ -189,6 +197,7 @@ impl SqliteLog {
             head: head_rx,
             readers,
             ids,
+            recent,
             query_budget: opts.query_budget,
             checkpointer,
         })
@@ -270,6 +279,11 @@ impl EventLog for SqliteLog {
     }
 
     async fn read_after(&self, after: Seq, limit: usize) -> Result<Vec<StoredEvent>, LogError> {
+        if let Some(kept) = self.recent.read_after(after, limit) {
+            metrics::counter!("cds_events_log_reads_total", "from" => "memory").increment(1);
+            return Ok(kept);
+        }
+        metrics::counter!("cds_events_log_reads_total", "from" => "database").increment(1);
         self.read(move |c| {
             let mut st = c.prepare_cached(
                 "SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",

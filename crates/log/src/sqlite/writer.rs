@@ -12,7 +12,8 @@
 
 use super::ids::{IdFilter, id_hash};
 use super::schema::{BLOCK_SHIFT, LAST_SEQ, run_hash};
-use crate::{Appended, NewEvent, Retention, Seq};
+use crate::recent::Recent;
+use crate::{Appended, NewEvent, Retention, Seq, StoredEvent};
 use cds_events_store::{Error, Handler};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::collections::HashMap;
@@ -58,6 +59,8 @@ pub(crate) struct LogWriter {
     pub count: i64,
     /// Which blocks may hold an id (shared with the readers).
     pub ids: Arc<IdFilter>,
+    /// The newest committed events, for the readers that follow the head.
+    pub recent: Arc<Recent>,
     pub head: watch::Sender<Seq>,
 }
 
@@ -170,6 +173,7 @@ impl LogWriter {
         let first_seq = self.next_seq;
         let mut zone_rows: Vec<(u64, i64)> = Vec::new();
         let mut new_streams: Vec<(String, &'static str)> = Vec::new();
+        let mut fresh: Vec<StoredEvent> = Vec::new();
         let r = (|| -> Result<Vec<Vec<Appended>>, Error> {
             let tx = self
                 .conn
@@ -181,6 +185,7 @@ impl LogWriter {
                 zones: &mut zone_rows,
                 streams: &mut self.streams,
                 new_streams: &mut new_streams,
+                fresh: &mut fresh,
             };
             for events in requests {
                 out.push(insert_request(&tx, events, &mut ctx)?);
@@ -211,6 +216,8 @@ impl LogWriter {
         match r {
             Ok(out) => {
                 self.count += zone_rows.len() as i64;
+                // Before the head moves: a consumer it wakes finds them.
+                self.recent.committed(fresh);
                 if self.next_seq != first_seq {
                     self.head.send_replace(Seq(self.next_seq - 1));
                 }
@@ -288,6 +295,7 @@ impl LogWriter {
         LAST_SEQ.set(&tx, &(self.next_seq as i64 - 1))?;
         tx.commit()?;
         self.ids.purged_below((bound as u64 + 1) >> BLOCK_SHIFT);
+        self.recent.purged_through(Seq(bound as u64));
         self.count -= deleted;
         metrics::counter!("cds_events_purged_total").increment(deleted as u64);
         Ok(deleted as u64)
@@ -300,6 +308,8 @@ struct InsertCtx<'a> {
     zones: &'a mut Vec<(u64, i64)>,
     streams: &'a mut HashMap<(String, &'static str), i64>,
     new_streams: &'a mut Vec<(String, &'static str)>,
+    /// The events inserted, as readers will see them once committed.
+    fresh: &'a mut Vec<StoredEvent>,
 }
 
 fn stream_id(
@@ -349,6 +359,10 @@ fn insert_request(
         ctx.ids.insert(key, seq);
         *ctx.next_seq += 1;
         ctx.zones.push((seq, ts));
+        ctx.fresh.push(StoredEvent {
+            seq: Seq(seq),
+            json: Arc::from(ne.json.as_str()),
+        });
         out.push(Appended {
             id: e.id.clone(),
             seq: Seq(seq),

@@ -54,6 +54,10 @@ pub struct StorageConfig {
     pub durability: Durability,
     /// Read connections serving queries concurrently (SQLite).
     pub readers: usize,
+    /// MiB of the newest events kept in memory, from which the consumers
+    /// that follow the head (live streams, webhooks, sinks) read instead of
+    /// the database (SQLite). 0 turns it off.
+    pub recent_cache_mib: usize,
     /// Keep everything instances share (the log, notifications and
     /// deliveries, tokens, the audit trail, tickets) in this PostgreSQL
     /// database instead of the data directory, so that any number of
@@ -266,6 +270,7 @@ impl Default for StorageConfig {
         StorageConfig {
             durability: Durability::default(),
             readers: 4,
+            recent_cache_mib: 32,
             postgres_url: None,
             postgres_pool_size: 16,
             postgres_statement_timeout: Duration::from_secs(30),
