@@ -373,6 +373,7 @@ macro_rules! conformance_tests {
             redeliver_resets_the_attempt_budget_and_keeps_the_id,
             redeliver_failed_since_takes_failed_deliveries_created_since,
             pending_counts_what_waits_to_be_sent,
+            a_deleted_notifications_purge_spares_one_made_after_it,
             health_counts_the_attempts_since_a_time_and_the_deliveries_pending_and_failed,
             a_deleted_notifications_rows_are_purged_in_chunks,
             finished_deliveries_are_purged_once_old,

@@ -103,6 +103,45 @@ pub async fn delivery_ids_are_never_reused(h: &dyn Harness) {
     s.close().await.expect("close");
 }
 
+/// A notification made after the newest one was deleted never gets its id:
+/// the deleted one's deliveries are purged by that id later, and would take
+/// the new one's with them (what the soak found on SQLite).
+pub async fn a_deleted_notifications_purge_spares_one_made_after_it(h: &dyn Harness) {
+    let o = open(h).await;
+    let s = o.store.as_ref();
+    let gone = create(s, "P", "gone").await;
+    deliver(s, &gone, 1..=3).await;
+    s.delete_notification(&key("P"), "gone", &actor())
+        .await
+        .expect("delete");
+    let next = create(s, "P", "next").await;
+    assert_ne!(next.id, gone.id, "a deleted notification's id came back");
+    let ids = deliver(s, &next, [4, 5]).await;
+    while s.purge_step(0).await.expect("purge").more {}
+    let left: Vec<_> = listed(s, &next, &DeliveryStatus::ALL)
+        .await
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(
+        left,
+        [ids[1], ids[0]],
+        "the new notification's deliveries stay"
+    );
+    assert_eq!(s.pending().await.expect("pending"), 2);
+    s.close().await.expect("close");
+    // Nor after a reopen, the table empty again.
+    let o = open(h).await;
+    let s = o.store.as_ref();
+    s.delete_notification(&key("P"), "next", &actor())
+        .await
+        .expect("delete");
+    while s.purge_step(0).await.expect("purge").more {}
+    let third = create(s, "P", "third").await;
+    assert!(third.id > next.id, "{:?} after {:?}", third.id, next.id);
+    s.close().await.expect("close");
+}
+
 pub async fn retention_hold_is_the_oldest_pending_delivery_of_an_enabled_notification(
     h: &dyn Harness,
 ) {

@@ -3,6 +3,7 @@
 //! under a new key.
 
 use super::outbox::outbox_put;
+use super::schema::NOTIFICATION_ID_HIGH;
 use super::writer::WriterCtx;
 use crate::crypto::Keyring;
 use crate::error::WebhooksError;
@@ -219,6 +220,23 @@ fn open_secret(
 }
 
 /// Inserts (`new`) or updates a notification row; returns its id.
+/// The id of a new notification: never one given before. SQLite would give
+/// the highest id in the table plus one, so deleting the newest notification
+/// made its id come back; a deleted notification's deliveries are purged by
+/// its id later (`purge_queue`), and they took the new one's deliveries with
+/// them. Above every id ever given (kept in `meta`, the table, the purge
+/// queue and the deliveries, for databases from before the mark).
+fn next_id(conn: &Connection) -> Result<i64, WebhooksError> {
+    let seen: i64 = conn.query_row(
+        "SELECT MAX(COALESCE((SELECT MAX(id) FROM notifications), 0),
+                    COALESCE((SELECT MAX(notification_id) FROM purge_queue), 0),
+                    COALESCE((SELECT MAX(notification_id) FROM deliveries), 0))",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(seen.max(NOTIFICATION_ID_HIGH.get(conn)?.unwrap_or(0)) + 1)
+}
+
 fn write_notification(
     conn: &Connection,
     keyring: &Keyring,
@@ -249,19 +267,21 @@ fn write_notification(
         _ => WebhooksError::from(e),
     };
     if new {
+        let id = next_id(conn)?;
         conn.execute(
-            "INSERT INTO notifications(uid, project, name, url, filters, headers, secret, previous_secret,
+            "INSERT INTO notifications(id, uid, project, name, url, filters, headers, secret, previous_secret,
                  previous_valid_until, enabled, ordered, disabled_reason, failing_since, last_modified,
                  format, content_mode)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+             VALUES (?17, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             params![
                 f.uid, f.project.as_str(), f.name, f.url, filters, headers, secret, previous, until,
                 f.enabled, f.ordered, f.disabled_reason, f.failing_since, f.last_modified,
-                f.format.as_str(), f.content_mode.as_str()
+                f.format.as_str(), f.content_mode.as_str(), id
             ],
         )
         .map_err(map_unique)?;
-        Ok(NotificationId(conn.last_insert_rowid()))
+        NOTIFICATION_ID_HIGH.set(conn, &id)?;
+        Ok(NotificationId(id))
     } else {
         conn.execute(
             "UPDATE notifications SET name = ?2, url = ?3, filters = ?4, headers = ?5, secret = ?6,

@@ -42,6 +42,9 @@ pub(crate) const LAYOUT: Schema = Schema {
 /// Random, fixed at creation: part of every public delivery id.
 pub(crate) const EPOCH: MetaKey<String> = MetaKey::new("epoch");
 
+/// The highest notification id ever given (see `notifications::next_id`).
+pub(crate) const NOTIFICATION_ID_HIGH: MetaKey<i64> = MetaKey::new("notification_id_high");
+
 /// The last log position the dispatcher has turned into deliveries.
 pub(crate) const POSITION: MetaKey<i64> = MetaKey::new("position");
 
