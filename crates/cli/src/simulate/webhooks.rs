@@ -86,30 +86,25 @@ impl Sink {
         Ok(Sink { seen, created })
     }
 
-    /// Waits until `expected` deliveries have arrived or none for 10 s, then
-    /// deletes the notifications.
+    /// Waits until `expected` deliveries have arrived or none for 10 s (if
+    /// some are missing then, says where they are and waits up to a minute
+    /// more for late ones), then deletes the notifications.
     pub async fn finish(
         self,
         client: &cds_events_client::Client,
         expected: u64,
     ) -> anyhow::Result<Report> {
-        let mut last_count = 0;
-        let mut quiet_since = Instant::now();
-        loop {
-            let count = self
-                .seen
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .ids
-                .len() as u64;
-            if count >= expected || quiet_since.elapsed() > Duration::from_secs(10) {
-                break;
-            }
-            if count != last_count {
-                last_count = count;
-                quiet_since = Instant::now();
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let count = self.wait(expected, Duration::from_secs(10)).await;
+        if count < expected {
+            self.explain_shortfall(client, expected - count).await;
+            // Late or lost? Late ones still come while the notifications
+            // exist; lost ones never do.
+            let waited = Instant::now();
+            let late = self.wait(expected, Duration::from_secs(60)).await - count;
+            eprintln!(
+                "webhooks: {late} of them arrived in the next {:.0} s",
+                waited.elapsed().as_secs_f64()
+            );
         }
         for (project, name) in &self.created {
             client.delete_notification(project, name).await?;
@@ -126,6 +121,74 @@ impl Sink {
             per_second: deliveries as f64 / span,
             latency: seen.latency.take().unwrap_or_else(super::new_hist),
         })
+    }
+}
+
+impl Sink {
+    fn received(&self) -> u64 {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .ids
+            .len() as u64
+    }
+
+    /// Waits until `expected` deliveries have arrived, or none for `quiet`;
+    /// answers how many have.
+    async fn wait(&self, expected: u64, quiet: Duration) -> u64 {
+        let mut last_count = self.received();
+        let mut quiet_since = Instant::now();
+        loop {
+            let count = self.received();
+            if count >= expected || quiet_since.elapsed() > quiet {
+                return count;
+            }
+            if count != last_count {
+                last_count = count;
+                quiet_since = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Says where deliveries the receiver has not seen are (before the
+    /// notifications, and their deliveries with them, are deleted): still
+    /// pending (how many, the oldest's attempts and when it is due), failed,
+    /// or never created (the dispatcher behind the log).
+    async fn explain_shortfall(&self, client: &cds_events_client::Client, missing: u64) {
+        let (mut pending, mut failed) = (0u64, 0u64);
+        let mut oldest: Option<cds_events_api::DeliveryOut> = None;
+        for (project, name) in &self.created {
+            if let Ok(h) = client.notification_health(project, name).await {
+                pending += h.pending;
+                failed += h.failed;
+            }
+            let query = cds_events_api::DeliveriesQuery {
+                status: Some("pending".into()),
+                limit: Some(1000),
+                ..Default::default()
+            };
+            if let Ok(page) = client.deliveries(project, name, &query).await {
+                for d in page.deliveries {
+                    if oldest.as_ref().is_none_or(|o| d.event_seq < o.event_seq) {
+                        oldest = Some(d);
+                    }
+                }
+            }
+        }
+        eprintln!(
+            "webhooks: {missing} deliveries not received when the wait ended: {pending} pending, {failed} failed, the rest not created yet"
+        );
+        if let Some(d) = oldest {
+            eprintln!(
+                "webhooks: oldest pending: event seq {} created {}, {} attempts, next attempt {}",
+                d.event_seq,
+                d.created_at,
+                d.attempts,
+                d.next_attempt_at
+                    .map_or("unset".to_owned(), |t| t.to_string())
+            );
+        }
     }
 }
 
