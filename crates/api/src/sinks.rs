@@ -51,9 +51,18 @@ pub struct SinkOut {
     pub last_error_at: Option<DateTime<Utc>>,
     /// The filter (query-string form), when it has one.
     pub filter: Option<String>,
-    /// What is sent: `cds` (the stored event JSON, byte for byte) or
-    /// `cloudevents` (a structured CloudEvent whose data is that JSON).
+    /// What is sent: `cds` (the stored event JSON, byte for byte),
+    /// `cloudevents` (a CloudEvent whose data is that JSON) or `cdevents`
+    /// (a CDEvent, carried as a CloudEvent).
     pub format: String,
+    /// How a CloudEvent travels: `structured` (the body is the event) or
+    /// `binary` (the broker's CloudEvents binding: attributes as headers).
+    #[serde(default)]
+    pub content_mode: crate::ContentMode,
+    /// Events not sent since this process started because they have no
+    /// CDEvents form (`format` `cdevents`); the position passes them.
+    #[serde(default)]
+    pub skipped: u64,
 }
 
 /// `GET /v2/sinks`.

@@ -7,8 +7,10 @@
 //! `password` and `token` fields out; errors name URLs masked.
 
 use crate::nats::NatsConfig;
+pub use cds_events_api::ContentMode;
 use cds_events_api::FilterText;
 use cds_events_model::EventFilter;
+use cds_events_model::cloudevents::Binding;
 use serde::{Deserialize, Serialize, Serializer};
 use std::fmt;
 use std::time::Duration;
@@ -28,10 +30,17 @@ pub struct SinkConfig {
     #[serde(default)]
     pub filter: Option<String>,
     /// What a message's body is. `cds`: the event's JSON, byte for byte as
-    /// stored (CDS's `FullEventV2`); `cloudevents`: a structured CloudEvent
-    /// 1.0 whose `data` is that JSON (the model's one mapping).
+    /// stored (CDS's `FullEventV2`); `cloudevents`: a CloudEvent 1.0 whose
+    /// `data` is that JSON (the model's one mapping); `cdevents`: a CDEvent
+    /// (itself a CloudEvent), events without one being skipped.
     #[serde(default)]
     pub format: Format,
+    /// How a CloudEvent (`cloudevents`, `cdevents`) travels: `structured`
+    /// (the default: the body is the event) or `binary` (the broker's
+    /// CloudEvents protocol binding: attributes as headers, the body is
+    /// `data`). Kafka, NATS and AMQP have a binding; Redis has none.
+    #[serde(default)]
+    pub content_mode: ContentMode,
     /// Most events read, sent and acknowledged as one batch.
     #[serde(default = "default_batch")]
     pub batch: usize,
@@ -86,6 +95,17 @@ impl SinkKind {
             SinkKind::Kafka(_) => "kafka",
         }
     }
+
+    /// The broker's CloudEvents protocol binding, which binary content
+    /// mode follows; `None` for Redis, which has none.
+    pub fn binding(&self) -> Option<Binding> {
+        match self {
+            SinkKind::Nats(_) => Some(Binding::Nats),
+            SinkKind::Redis(_) => None,
+            SinkKind::Amqp(_) => Some(Binding::Amqp),
+            SinkKind::Kafka(_) => Some(Binding::Kafka),
+        }
+    }
 }
 
 /// A message body's format.
@@ -95,9 +115,13 @@ pub enum Format {
     /// The event's JSON as stored (CDS's `FullEventV2`, payload included).
     #[default]
     Cds,
-    /// A structured CloudEvent 1.0 (`CloudEvent::new`), `data` being the
-    /// stored JSON.
+    /// A CloudEvent 1.0 (`CloudEvent::new`), `data` being the stored JSON.
     CloudEvents,
+    /// A CDEvent (`cdevents::map`), carried as a CloudEvent; an event
+    /// without a CDEvents counterpart is not sent (counted in
+    /// `cds_events_cdevents_unmapped_total{way="sink"}` and the sink's
+    /// `skipped`).
+    CdEvents,
 }
 
 impl Format {
@@ -105,15 +129,16 @@ impl Format {
         match self {
             Format::Cds => "cds",
             Format::CloudEvents => "cloudevents",
+            Format::CdEvents => "cdevents",
         }
     }
 
-    /// The media type of a body in this format, for the brokers that carry
-    /// one (a `content-type` header or property).
+    /// The media type of a structured body in this format, for the brokers
+    /// that carry one (a `content-type` header or property).
     pub fn content_type(&self) -> &'static str {
         match self {
             Format::Cds => "application/json",
-            Format::CloudEvents => cds_events_model::cloudevents::CONTENT_TYPE,
+            Format::CloudEvents | Format::CdEvents => cds_events_model::cloudevents::CONTENT_TYPE,
         }
     }
 }
@@ -126,6 +151,7 @@ impl fmt::Debug for SinkConfig {
             .field("kind", &self.kind)
             .field("filter", &self.filter)
             .field("format", &self.format)
+            .field("content_mode", &self.content_mode)
             .field("batch", &self.batch)
             .finish_non_exhaustive()
     }
@@ -174,6 +200,23 @@ impl SinkConfig {
         }
         self.event_filter()
             .map_err(|message| invalid("filter", message))?;
+        if self.content_mode == ContentMode::Binary {
+            if self.format == Format::Cds {
+                return Err(invalid(
+                    "content_mode",
+                    "binary is a CloudEvents content mode: it needs format = \"cloudevents\" or \"cdevents\"".into(),
+                ));
+            }
+            if self.kind.binding().is_none() {
+                return Err(invalid(
+                    "content_mode",
+                    format!(
+                        "{} has no CloudEvents protocol binding: only structured (kafka, nats and amqp have binary)",
+                        self.kind.name()
+                    ),
+                ));
+            }
+        }
         match &self.kind {
             SinkKind::Nats(n) => n.validate().map_err(|(key, m)| invalid(key, m)),
             SinkKind::Redis(r) => r.validate().map_err(|(key, m)| invalid(key, m)),
@@ -271,10 +314,14 @@ mod tests {
         assert_eq!(c.batch, 256);
         let ce = nats("format = \"cloudevents\"").expect("parses");
         assert_eq!(ce.format, Format::CloudEvents);
-        assert!(
-            nats("format = \"cdevents\"").is_err(),
-            "not a sink format yet"
+        assert_eq!(ce.content_mode, ContentMode::Structured);
+        let cd = nats("format = \"cdevents\"\ncontent_mode = \"binary\"").expect("parses");
+        assert_eq!(
+            (cd.format, cd.content_mode),
+            (Format::CdEvents, ContentMode::Binary)
         );
+        cd.validate().expect("NATS has a binary mode");
+        assert!(nats("content_mode = \"headers\"").is_err());
         c.validate().expect("valid");
         let f = c.event_filter().expect("filter").expect("some");
         assert!(f.types.as_ref().is_some_and(|t| !t.is_empty()));
@@ -311,6 +358,15 @@ mod tests {
             let e = nats(extra).expect("parses").validate().expect_err(extra);
             assert_eq!(e.key, key, "{extra}: {e}");
         }
+        let binary = nats("content_mode = \"binary\"").expect("parses");
+        assert_eq!(binary.validate().expect_err("cds").key, "content_mode");
+        let redis: SinkConfig = toml::from_str(
+            "name = \"r\"\nkind = \"redis\"\nurl = \"redis://127.0.0.1\"\nformat = \"cloudevents\"\ncontent_mode = \"binary\"",
+        )
+        .expect("parses");
+        let e = redis.validate().expect_err("redis has no binding");
+        assert_eq!(e.key, "content_mode", "{e}");
+        assert!(e.to_string().contains("redis"), "{e}");
         let mut c = nats("").expect("parses");
         c.name = "a b".into();
         assert_eq!(c.validate().expect_err("name").key, "name");

@@ -9,7 +9,7 @@
 //! backoff, so a consumer sees duplicates only of a batch that was not
 //! acknowledged. It never waits on anything but its own broker.
 
-use crate::config::{Format, SinkConfig};
+use crate::config::{ContentMode, Format, SinkConfig};
 use crate::{Health, Message, Sink, SinkError};
 use cds_events_api::SinkState;
 use cds_events_log::pacing::Pacing;
@@ -18,7 +18,8 @@ use cds_events_log::{
     LogPositions, PositionStore, RetentionHold, Seq, StoredEvent,
 };
 use cds_events_model::EventFilter;
-use cds_events_model::cloudevents::{CloudEvent, Source};
+use cds_events_model::cdevents;
+use cds_events_model::cloudevents::{CONTENT_TYPE, CloudEvent, DATA_CONTENT_TYPE, Source};
 use chrono::{DateTime, Utc};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -41,6 +42,8 @@ pub(crate) struct Shared {
     pub(crate) status: Mutex<Status>,
     pub(crate) sent: AtomicU64,
     pub(crate) failed: AtomicU64,
+    /// Events not sent for want of a CDEvents form (`format = "cdevents"`).
+    pub(crate) skipped: AtomicU64,
     /// Set by an operator: nothing is sent while `true`. Stored in the log
     /// (`consumer_paused`) and read back at start.
     pub(crate) paused: watch::Sender<bool>,
@@ -77,6 +80,7 @@ impl Shared {
             }),
             sent: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
             paused: watch::Sender::new(false),
             pause_order: tokio::sync::Mutex::new(()),
             replay: Mutex::new(None),
@@ -232,24 +236,30 @@ impl Driver {
         e
     }
 
-    /// The messages of a batch: those the filter keeps, in the sink's format.
+    /// The messages of a batch: those the filter keeps, in the sink's format
+    /// and content mode. With `cdevents`, an event without a CDEvents form
+    /// is skipped and counted; the position passes it like a filtered one.
     fn messages(&self, batch: &[StoredEvent]) -> Vec<Message> {
+        let config = &self.shared.config;
         let mut out = Vec::with_capacity(batch.len());
+        let mut unmapped = 0u64;
         for stored in batch {
+            let not_sent = |e: &dyn std::fmt::Display| {
+                tracing::error!(sink = %config.name, seq = stored.seq.0, error = %e, "stored event does not decode; not sent");
+            };
             let head = match cds_events_model::peek_stored(&stored.json) {
                 Ok(h) => h,
                 Err(e) => {
-                    tracing::error!(sink = %self.shared.config.name, seq = stored.seq.0, error = %e, "stored event does not decode; not sent");
+                    not_sent(&e);
                     continue;
                 }
             };
-            let format = self.shared.config.format;
             // Decoded only when the filter or the format needs the event.
-            let event = if self.filter.is_some() || format == Format::CloudEvents {
+            let event = if self.filter.is_some() || config.format != Format::Cds {
                 match stored.decode() {
                     Ok(event) => Some(event),
                     Err(e) => {
-                        tracing::error!(sink = %self.shared.config.name, seq = stored.seq.0, error = %e, "stored event does not decode; not sent");
+                        not_sent(&e);
                         continue;
                     }
                 }
@@ -261,25 +271,63 @@ impl Driver {
             {
                 continue;
             }
-            let body = match (format, &event) {
+            let mut message = Message::cds(
+                stored.seq,
+                head.id.into_owned(),
+                head.event_type,
+                head.project_key.into_owned(),
+                Arc::clone(&stored.json),
+            );
+            match (config.format, &event) {
                 (Format::CloudEvents, Some(event)) => {
-                    CloudEvent::new(&self.ce_source, stored.seq.0, event, &stored.json)
-                        .to_structured_json()
-                        .into()
+                    let ce = CloudEvent::new(&self.ce_source, stored.seq.0, event, &stored.json);
+                    self.standard(&mut message, &ce);
+                }
+                (Format::CdEvents, Some(event)) => {
+                    let Some(cd) = cdevents::map(&self.ce_source, event) else {
+                        unmapped += 1;
+                        continue;
+                    };
+                    self.standard(
+                        &mut message,
+                        &cd.cloudevent(&self.ce_source, stored.seq.0, event),
+                    );
                 }
                 // `cds`: the stored JSON, byte for byte.
-                _ => Arc::clone(&stored.json),
-            };
-            out.push(Message {
-                seq: stored.seq,
-                id: head.id.into_owned(),
-                event_type: head.event_type,
-                project_key: head.project_key.into_owned(),
-                body,
-                format,
-            });
+                _ => {}
+            }
+            out.push(message);
+        }
+        if unmapped > 0 {
+            self.shared.skipped.fetch_add(unmapped, Ordering::Relaxed);
+            metrics::counter!("cds_events_cdevents_unmapped_total", "way" => "sink")
+                .increment(unmapped);
         }
         out
+    }
+
+    /// `message` as the CloudEvent `ce`, in the sink's content mode:
+    /// structured (the body is the event) or binary (the body is `data`,
+    /// the attributes go as the broker's binding asks).
+    fn standard(&self, message: &mut Message, ce: &CloudEvent<'_>) {
+        let binding = match self.shared.config.content_mode {
+            ContentMode::Binary => self.shared.config.kind.binding(),
+            ContentMode::Structured => None,
+        };
+        match binding {
+            // Refused by `validate` without a binding (Redis).
+            Some(binding) => {
+                message.body = Arc::from(ce.data);
+                message.ce_headers = ce.binding_headers(binding);
+                message.content_type = binding
+                    .content_type_carries_datacontenttype()
+                    .then_some(DATA_CONTENT_TYPE);
+            }
+            None => {
+                message.body = ce.to_structured_json().into();
+                message.content_type = Some(CONTENT_TYPE);
+            }
+        }
     }
 }
 

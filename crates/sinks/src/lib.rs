@@ -24,7 +24,7 @@ pub mod nats;
 pub mod redis;
 mod set;
 
-pub use config::{Format, SinkConfig, SinkConfigError, SinkKind, mask_url};
+pub use config::{ContentMode, Format, SinkConfig, SinkConfigError, SinkKind, mask_url};
 pub use set::{Sinks, SinksError};
 
 use async_trait::async_trait;
@@ -41,14 +41,44 @@ pub struct Message {
     pub event_type: EventType,
     /// Empty for a global event.
     pub project_key: String,
-    /// The body in the sink's format (`cds`: the stored JSON, verbatim).
+    /// The body in the sink's format (`cds`: the stored JSON, verbatim;
+    /// binary content mode: the CloudEvent's `data`).
     pub body: Arc<str>,
-    /// The body's format: its media type goes with it where the broker
-    /// carries one ([`Format::content_type`]).
-    pub format: Format,
+    /// The body's media type, sent where the broker carries one (a
+    /// `content-type` header or property); `None` where the binding says
+    /// not to (NATS binary mode: `ce-datacontenttype` says it).
+    pub content_type: Option<&'static str>,
+    /// Binary content mode: the CloudEvents attributes named and encoded as
+    /// the broker's protocol binding asks (`ce_id`, `ce-id`,
+    /// `cloudEvents_id`); empty otherwise.
+    pub ce_headers: Vec<(String, String)>,
+    /// The event's non-empty `workflow_run_id` (a Kafka key by run).
+    pub workflow_run_id: Option<String>,
 }
 
 impl Message {
+    /// A message of CDS's own format: `body` is the stored event JSON,
+    /// verbatim (its `workflow_run_id` is read from it).
+    pub fn cds(
+        seq: Seq,
+        id: impl Into<String>,
+        event_type: EventType,
+        project_key: impl Into<String>,
+        body: impl Into<Arc<str>>,
+    ) -> Message {
+        let body = body.into();
+        Message {
+            seq,
+            id: id.into(),
+            event_type,
+            project_key: project_key.into(),
+            workflow_run_id: workflow_run_id(&body),
+            body,
+            content_type: Some(Format::Cds.content_type()),
+            ce_headers: Vec::new(),
+        }
+    }
+
     /// The project key, or `_global` for a global event: the routing word
     /// of subjects and routing keys.
     pub fn scope_word(&self) -> &str {
@@ -58,6 +88,20 @@ impl Message {
             &self.project_key
         }
     }
+}
+
+/// A stored event's non-empty `workflow_run_id` (nothing else of it is
+/// read).
+pub(crate) fn workflow_run_id(json: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Run<'a> {
+        #[serde(borrow, default)]
+        workflow_run_id: Option<std::borrow::Cow<'a, str>>,
+    }
+    let run: Run<'_> = serde_json::from_str(json).ok()?;
+    run.workflow_run_id
+        .filter(|r| !r.is_empty())
+        .map(std::borrow::Cow::into_owned)
 }
 
 /// Whether a sink reaches its broker now.

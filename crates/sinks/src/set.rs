@@ -274,6 +274,8 @@ impl Sinks {
             last_error_at: status.last_error.as_ref().map(|(_, at)| *at),
             filter: c.filter.clone(),
             format: c.format.name().to_owned(),
+            content_mode: c.content_mode,
+            skipped: shared.skipped.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 

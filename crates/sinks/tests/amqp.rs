@@ -190,14 +190,13 @@ cds_events_sinks::sink_conformance_tests!(Amqp);
 
 fn message(i: u64, project: &str) -> Message {
     let e = event(EventType::RunJobEnqueued, project, 1_700_000_000 + i as i64);
-    Message {
-        seq: Seq(i),
-        id: e.id.to_string(),
-        event_type: e.event_type,
-        project_key: e.project_key.clone(),
-        body: e.to_json().into(),
-        format: cds_events_sinks::Format::Cds,
-    }
+    Message::cds(
+        Seq(i),
+        e.id.to_string(),
+        e.event_type,
+        e.project_key.clone(),
+        e.to_json(),
+    )
 }
 
 fn settings(ns: &str) -> AmqpConfig {
@@ -447,4 +446,69 @@ async fn a_refused_login_is_an_error_without_the_password() {
     }
     assert!(shown.contains("guest:***@127.0.0.1:5672"), "{shown}");
     assert!(matches!(sink.health().await, Health::Disconnected(_)));
+}
+
+/// Takes `n` messages off a queue with pika and parses each with the
+/// CloudEvents SDK's AMQP binding in binary mode (the 0-9-1 headers table
+/// being what RabbitMQ gives AMQP 1.0 readers as application-properties).
+const READ_BINARY: &str = r#"
+import json, sys
+import pika
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.bindings.amqp import AMQPMessage, from_binary
+url, queue, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+connection = pika.BlockingConnection(pika.URLParameters(url))
+channel = connection.channel()
+out = []
+while len(out) < n:
+    method, props, body = channel.basic_get(queue, auto_ack=True)
+    if method is None:
+        connection.sleep(0.05)
+        continue
+    headers = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in (props.headers or {}).items()}
+    e = from_binary(AMQPMessage(properties={"content-type": props.content_type},
+                                application_properties=headers, application_data=body), JSONFormat())
+    attributes = {k: v for k, v in e.get_attributes().items() if k != "time"}
+    out.append({"headers": headers, "content_type": props.content_type, "attributes": attributes,
+                "time": e.get_time().timestamp(), "data": e.get_data()})
+connection.close()
+json.dump(out, sys.stdout)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_mode_follows_the_amqp_binding_as_pika_and_the_sdk_read_it() {
+    use cds_events_sinks::conformance::{
+        Running, append_runs, config, expect_parsed, open_log, python, until,
+    };
+    use cds_events_sinks::{ContentMode, Format};
+    let ns = namespace();
+    let (_c, ch) = channel().await;
+    bound_queue(&ch, &ns, "#", FieldTable::default(), false).await;
+    let (_dir, log) = open_log();
+    let mut c = config("b", Amqp.settings(&ns));
+    c.format = Format::CloudEvents;
+    c.content_mode = ContentMode::Binary;
+    let running = Running::start(&log, &[c]).await;
+    append_runs(log.as_ref(), 6).await;
+    until("sent", || async { running.status("b").await.sent == 6 }).await;
+    let parsed = python(READ_BINARY, &[&url(), &queue(&ns), "6"]);
+    for p in parsed.as_array().expect("a list") {
+        let event = expect_parsed(log.as_ref(), p, Format::CloudEvents).await;
+        // 3.1.1: content-type is datacontenttype; 3.1.3.1: every other
+        // attribute is a `cloudEvents_` application property.
+        assert_eq!(p["content_type"], "application/json");
+        let headers = p["headers"].as_object().expect("headers");
+        for name in p["attributes"].as_object().expect("attributes").keys() {
+            if name != "datacontenttype" {
+                assert!(
+                    headers.contains_key(&format!("cloudEvents_{name}")),
+                    "{name}: {p}"
+                );
+            }
+        }
+        assert!(!headers.contains_key("cloudEvents_datacontenttype"), "{p}");
+        assert_eq!(headers["cloudEvents_id"], event.id.as_str());
+    }
+    running.stop().await;
+    Amqp.cleanup(&ns).await;
 }

@@ -217,14 +217,13 @@ fn message(seq: u64, run: Option<&str>) -> Message {
     if let Some(run) = run {
         body["workflow_run_id"] = run.into();
     }
-    Message {
-        seq: Seq(seq),
-        id: format!("id-{seq}"),
-        event_type: EventType::RunJobEnded,
-        project_key: "PROJ".into(),
-        body: body.to_string().into(),
-        format: cds_events_sinks::Format::Cds,
-    }
+    Message::cds(
+        Seq(seq),
+        format!("id-{seq}"),
+        EventType::RunJobEnded,
+        "PROJ",
+        body.to_string(),
+    )
 }
 
 fn kafka(broker: &Tansu, topic: &str, tune: impl FnOnce(&mut KafkaConfig)) -> Box<dyn Sink> {
@@ -353,4 +352,101 @@ async fn a_send_after_the_broker_went_away_fails_and_says_disconnected() {
         cds_events_sinks::Health::Disconnected(_)
     ));
     assert!(sink.connect().await.is_err(), "still away at {address}");
+}
+
+/// Reads `n` records of `topic` (partition 0, from its start) with
+/// kafka-python and parses each with the CloudEvents SDK's Kafka binding
+/// in binary mode; prints the headers, key and parsed event.
+const READ_BINARY: &str = r#"
+import json, sys
+from kafka import KafkaConsumer, TopicPartition
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.bindings.kafka import KafkaMessage, from_binary
+address, topic, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+consumer = KafkaConsumer(bootstrap_servers=address, group_id=None,
+                         enable_auto_commit=False, consumer_timeout_ms=20000)
+tp = TopicPartition(topic, 0)
+consumer.assign([tp])
+consumer.seek_to_beginning(tp)
+out = []
+for m in consumer:
+    headers = {k: v for k, v in m.headers}
+    e = from_binary(KafkaMessage(headers=headers, key=m.key, value=m.value), JSONFormat())
+    attributes = {k: v for k, v in e.get_attributes().items() if k != "time"}
+    out.append({"headers": {k: v.decode() for k, v in headers.items()},
+                "key": m.key.decode(), "attributes": attributes,
+                "time": e.get_time().timestamp(), "data": e.get_data()})
+    if len(out) == n:
+        break
+json.dump(out, sys.stdout)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_mode_follows_the_kafka_binding_as_the_cloudevents_sdk_reads_it() {
+    use cds_events_sinks::conformance::{Running, append_runs, expect_parsed, open_log, until};
+    use cds_events_sinks::{ContentMode, Format};
+    let broker = Tansu::start();
+    let (_dir, log) = open_log();
+    let sink = |name: &str, format: Format| {
+        let mut k = KafkaConfig::new(vec![broker.address()]);
+        k.topic = format!("binary-{name}");
+        k.key = KeyBy::WorkflowRunId;
+        let mut c = cds_events_sinks::conformance::config(name, SinkKind::Kafka(k));
+        c.format = format;
+        c.content_mode = ContentMode::Binary;
+        c
+    };
+    let configs = [
+        sink("ce", Format::CloudEvents),
+        sink("cd", Format::CdEvents),
+    ];
+    let running = Running::start(&log, &configs).await;
+    let events = append_runs(log.as_ref(), 9).await;
+    until("both sinks sent", || async {
+        running.status("ce").await.sent == 9 && running.status("cd").await.sent == 6
+    })
+    .await;
+    for (name, format, n) in [("ce", Format::CloudEvents, 9), ("cd", Format::CdEvents, 6)] {
+        let topic = format!("binary-{name}");
+        let parsed = cds_events_sinks::conformance::python(
+            READ_BINARY,
+            &[&broker.address(), &topic, &n.to_string()],
+        );
+        let parsed = parsed.as_array().expect("a list");
+        assert_eq!(parsed.len(), n, "{name}");
+        for p in parsed {
+            let event = expect_parsed(log.as_ref(), p, format).await;
+            let headers = p["headers"].as_object().expect("headers");
+            // 3.2.1: `content-type` is datacontenttype; 3.2.3: every other
+            // attribute is a `ce_` header, and no other header is `ce_`.
+            assert_eq!(headers["content-type"], "application/json", "{p}");
+            assert!(!headers.contains_key("ce_datacontenttype"), "{p}");
+            let ce_names: Vec<&String> = headers.keys().filter(|k| k.starts_with("ce_")).collect();
+            let attributes = p["attributes"].as_object().expect("attributes");
+            // (`time` is printed apart, as a number.)
+            for k in &ce_names {
+                assert!(
+                    k.as_str() == "ce_time" || attributes.contains_key(&k[3..]),
+                    "{k}"
+                );
+            }
+            for name in attributes.keys() {
+                if name != "datacontenttype" && name != "partitionkey" {
+                    assert!(headers.contains_key(&format!("ce_{name}")), "{name}: {p}");
+                }
+            }
+            assert_eq!(headers["ce_id"], event.id.as_str());
+            // 3.1: the sink's key, as it is (the SDK reads it back as
+            // `partitionkey`).
+            let run = events
+                .iter()
+                .find(|e| e.id == event.id)
+                .map(|e| e.workflow_run_id.clone())
+                .unwrap_or_default();
+            let key = if run.is_empty() { "PROJ".into() } else { run };
+            assert_eq!(p["key"], key.as_str());
+            assert_eq!(attributes["partitionkey"], key.as_str());
+        }
+    }
+    running.stop().await;
 }

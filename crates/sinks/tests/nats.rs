@@ -134,14 +134,8 @@ cds_events_sinks::sink_conformance_tests!(Nats);
 fn subjects_route_by_project_and_type() {
     use cds_events_log::Seq;
     use cds_events_model::EventType;
-    let m = |p: &str| cds_events_sinks::Message {
-        seq: Seq(1),
-        id: "i".into(),
-        event_type: EventType::RunJobEnqueued,
-        project_key: p.into(),
-        body: "{}".into(),
-        format: cds_events_sinks::Format::Cds,
-    };
+    let m =
+        |p: &str| cds_events_sinks::Message::cds(Seq(1), "i", EventType::RunJobEnqueued, p, "{}");
     let s = cds_events_sinks::nats::subject;
     assert_eq!(
         s("cds.events", &m("PROJ")),
@@ -149,4 +143,95 @@ fn subjects_route_by_project_and_type() {
     );
     assert_eq!(s("cds.events", &m("")), "cds.events._global.RunJobEnqueued");
     assert_eq!(s("x", &m("a.b *>")), "x.a_b___.RunJobEnqueued");
+}
+
+/// Reads messages 1..=n of a stream with nats-py, prints each one's
+/// headers and the event the CloudEvents SDK parses from them. The SDK has
+/// no NATS binding: its HTTP binary decoder applies the same header rules
+/// (`ce-` prefix, percent-decoding), and the NATS binding's own rules are
+/// checked on the headers themselves.
+const READ_BINARY: &str = r#"
+import asyncio, json, sys
+import nats
+from cloudevents.core.formats.json import JSONFormat
+from cloudevents.core.bindings.http import HTTPMessage, from_binary
+url, stream, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+async def main():
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+    out = []
+    for seq in range(1, n + 1):
+        m = await js.get_msg(stream, seq)
+        headers = dict(m.headers or {})
+        e = from_binary(HTTPMessage(headers=headers, body=m.data), JSONFormat())
+        attributes = {k: v for k, v in e.get_attributes().items() if k != "time"}
+        out.append({"headers": headers, "attributes": attributes,
+                    "time": e.get_time().timestamp(), "data": e.get_data()})
+    await nc.close()
+    json.dump(out, sys.stdout)
+asyncio.run(main())
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_mode_follows_the_nats_binding_as_nats_py_and_the_sdk_read_it() {
+    use cds_events_sinks::conformance::{
+        Running, append_runs, config, expect_parsed, namespace, open_log, python, until,
+    };
+    use cds_events_sinks::{ContentMode, Format};
+    let (_dir, log) = open_log();
+    let cases = [
+        (namespace(), Format::CloudEvents, 9),
+        (namespace(), Format::CdEvents, 6),
+    ];
+    let configs: Vec<_> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, (ns, format, _))| {
+            let mut c = config(&format!("s{i}"), Nats.settings(ns));
+            c.format = *format;
+            c.content_mode = ContentMode::Binary;
+            c
+        })
+        .collect();
+    let running = Running::start(&log, &configs).await;
+    append_runs(log.as_ref(), 9).await;
+    until("both sinks sent", || async {
+        running.status("s0").await.sent == 9 && running.status("s1").await.sent == 6
+    })
+    .await;
+    for (ns, format, n) in &cases {
+        let parsed = python(READ_BINARY, &[&url(), &stream(ns), &n.to_string()]);
+        let parsed = parsed.as_array().expect("a list");
+        assert_eq!(parsed.len(), *n);
+        for p in parsed {
+            let event = expect_parsed(log.as_ref(), p, *format).await;
+            let headers = p["headers"].as_object().expect("headers");
+            // 3.1.3.1: every attribute, datacontenttype included, is a
+            // `ce-` header; no Content-Type says "structured" (3).
+            let attributes = p["attributes"].as_object().expect("attributes");
+            for name in attributes.keys() {
+                assert!(headers.contains_key(&format!("ce-{name}")), "{name}: {p}");
+            }
+            assert_eq!(headers["ce-datacontenttype"], "application/json");
+            assert!(
+                !headers
+                    .keys()
+                    .any(|k| k.eq_ignore_ascii_case("content-type")),
+                "{p}"
+            );
+            // 3.1.3.2: values are printable ASCII, percent-encoded.
+            for (k, v) in headers {
+                let v = v.as_str().expect("a string");
+                assert!(
+                    v.bytes().all(|b| b.is_ascii_graphic() && b != b'"'),
+                    "{k}: {v:?}"
+                );
+            }
+            assert_eq!(headers["Nats-Msg-Id"], event.id.as_str());
+        }
+    }
+    running.stop().await;
+    for (ns, _, _) in &cases {
+        Nats.cleanup(ns).await;
+    }
 }

@@ -18,6 +18,7 @@ mod postgres_torture;
 mod receiver;
 mod sinks;
 mod sinks_amqp;
+mod sinks_cloudevents;
 mod sinks_kafka;
 mod sinks_redis;
 mod stream;

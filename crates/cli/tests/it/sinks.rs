@@ -10,13 +10,13 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const NATS: &str = "nats://127.0.0.1:4222";
+pub(crate) const NATS: &str = "nats://127.0.0.1:4222";
 const SECRET: &str = "pw-s3cret-sink";
 /// Events per batch the sink sends (and per request here).
 const BATCH: usize = 50;
 
 /// A stream and subject prefix of this test's own.
-fn namespace(test: &str) -> (String, String) {
+pub(crate) fn namespace(test: &str) -> (String, String) {
     let n = format!(
         "{test}{}x{}",
         std::process::id(),
@@ -30,7 +30,7 @@ fn namespace(test: &str) -> (String, String) {
 
 /// A configuration file with a NATS sink `main` on `stream`/`prefix` (and
 /// `extra` appended).
-fn config_file(dir: &Path, stream: &str, prefix: &str, extra: &str) -> PathBuf {
+pub(crate) fn config_file(dir: &Path, stream: &str, prefix: &str, extra: &str) -> PathBuf {
     let path = dir.join("sinks.toml");
     let text = format!(
         "[[sinks]]\nname = \"main\"\nkind = \"nats\"\nurl = \"{NATS}\"\nstream = \"{stream}\"\n\

@@ -205,15 +205,77 @@ impl<'a> CloudEvent<'a> {
         out.push('}');
     }
 
-    /// Binary content mode: the `ce-*` headers (values percent-encoded as
-    /// the HTTP binding asks), `Content-Type` being [`DATA_CONTENT_TYPE`]
-    /// and the body [`CloudEvent::data`].
+    /// Binary content mode over HTTP: the `ce-*` headers (values
+    /// percent-encoded as the HTTP binding asks), `Content-Type` being
+    /// [`DATA_CONTENT_TYPE`] and the body [`CloudEvent::data`].
     pub fn binary_headers(&self) -> Vec<(String, String)> {
+        self.binding_headers(Binding::Http)
+    }
+
+    /// Binary content mode over `binding`: every attribute but the one the
+    /// binding carries in its own content-type header or property
+    /// ([`Binding::content_type_carries_datacontenttype`]), named and
+    /// encoded as that binding asks. The body is [`CloudEvent::data`].
+    pub fn binding_headers(&self, binding: Binding) -> Vec<(String, String)> {
+        let prefix = binding.prefix();
         self.attributes()
             .into_iter()
-            .filter(|(name, _)| *name != "datacontenttype")
-            .map(|(name, value)| (format!("ce-{name}"), header_value(value)))
+            .filter(|(name, _)| {
+                *name != "datacontenttype" || !binding.content_type_carries_datacontenttype()
+            })
+            .map(|(name, value)| {
+                let value = if binding.percent_encodes() {
+                    header_value(value)
+                } else {
+                    value.to_owned()
+                };
+                (format!("{prefix}{name}"), value)
+            })
             .collect()
+    }
+}
+
+/// A CloudEvents protocol binding with a binary content mode: where the
+/// attributes go when the body is `data` alone.
+///
+/// | binding | attribute `x` | values | `datacontenttype` |
+/// |---|---|---|---|
+/// | HTTP | header `ce-x` | percent-encoded (HTTP binding §3.1.3.2) | `Content-Type` |
+/// | Kafka | header `ce_x` | UTF-8 as is (Kafka binding §3.2.3) | header `content-type` |
+/// | NATS | header `ce-x` | percent-encoded (NATS binding §3.1.3.2) | header `ce-datacontenttype` |
+/// | AMQP | application property `cloudEvents_x` | strings as is (AMQP binding §3.1.3) | property `content-type` |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Binding {
+    Http,
+    Kafka,
+    Nats,
+    Amqp,
+}
+
+impl Binding {
+    /// What each attribute's name is prefixed with.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Binding::Http | Binding::Nats => "ce-",
+            Binding::Kafka => "ce_",
+            // The binding allows `cloudEvents:` too and prefers `_` (JMS
+            // selectors cannot name `:`).
+            Binding::Amqp => "cloudEvents_",
+        }
+    }
+
+    /// Whether `datacontenttype` travels in the protocol's own content-type
+    /// header or property rather than as a prefixed attribute. NATS has no
+    /// such header in its binding: a `Content-Type` there marks structured
+    /// mode, so `datacontenttype` is `ce-datacontenttype`.
+    pub fn content_type_carries_datacontenttype(self) -> bool {
+        !matches!(self, Binding::Nats)
+    }
+
+    /// Whether values are percent-encoded (header values restricted to
+    /// printable ASCII); otherwise they go as UTF-8 strings.
+    pub fn percent_encodes(self) -> bool {
+        matches!(self, Binding::Http | Binding::Nats)
     }
 }
 

@@ -170,6 +170,52 @@ fn binary_headers_percent_encode_what_the_http_binding_asks() {
 }
 
 #[test]
+fn each_brokers_binding_names_and_encodes_the_attributes_its_own_way() {
+    let mut e = run_job_ended();
+    e.project_key = "MY PRÖJ".into();
+    let json = e.to_json();
+    let ce = CloudEvent::new(&Source::default(), 5, &e, &json);
+    let get = |b: Binding, name: &str| {
+        ce.binding_headers(b)
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+    };
+    // Kafka: `ce_`, values as UTF-8, datacontenttype in `content-type`.
+    assert_eq!(
+        get(Binding::Kafka, "ce_cdsproject").as_deref(),
+        Some("MY PRÖJ")
+    );
+    assert_eq!(get(Binding::Kafka, "ce_id").as_deref(), Some("ev-1"));
+    assert_eq!(get(Binding::Kafka, "ce_datacontenttype"), None);
+    // NATS: `ce-`, percent-encoded, and datacontenttype is an attribute header.
+    assert_eq!(
+        get(Binding::Nats, "ce-cdsproject").as_deref(),
+        Some("MY%20PR%C3%96J")
+    );
+    assert_eq!(
+        get(Binding::Nats, "ce-datacontenttype").as_deref(),
+        Some("application/json")
+    );
+    // AMQP: `cloudEvents_`, strings as they are.
+    assert_eq!(
+        get(Binding::Amqp, "cloudEvents_cdsproject").as_deref(),
+        Some("MY PRÖJ")
+    );
+    assert_eq!(get(Binding::Amqp, "cloudEvents_datacontenttype"), None);
+    for b in [Binding::Http, Binding::Kafka, Binding::Nats, Binding::Amqp] {
+        let n = ce.binding_headers(b).len();
+        let expected = if b.content_type_carries_datacontenttype() {
+            8
+        } else {
+            9
+        };
+        assert_eq!(n, expected, "{b:?}: every attribute once");
+    }
+    assert_eq!(ce.binary_headers(), ce.binding_headers(Binding::Http));
+}
+
+#[test]
 fn a_batch_is_a_json_array_of_structured_events() {
     let a = run_job_ended();
     let mut b = run_job_ended();

@@ -134,12 +134,22 @@ impl AmqpSink {
                 "cds-events-type".into(),
                 AMQPValue::LongString(m.event_type.as_str().into()),
             );
-            let properties = BasicProperties::default()
+            // Binary content mode: `cloudEvents_<attribute>` (AMQP binding
+            // 3.1.3), strings in their canonical form.
+            for (name, value) in &m.ce_headers {
+                headers.insert(
+                    name.as_str().into(),
+                    AMQPValue::LongString(value.as_str().into()),
+                );
+            }
+            let mut properties = BasicProperties::default()
                 .with_message_id(m.id.as_str().into())
                 .with_delivery_mode(2)
-                .with_content_type(m.format.content_type().into())
                 .with_type(m.event_type.as_str().into())
                 .with_headers(headers);
+            if let Some(ct) = m.content_type {
+                properties = properties.with_content_type(ct.into());
+            }
             let key = routing_key(c.routing_key_prefix.as_deref(), m);
             let mut write = Box::pin(channel.basic_publish(
                 c.exchange.as_str().into(),

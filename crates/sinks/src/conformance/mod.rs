@@ -22,8 +22,13 @@ use tokio_util::sync::CancellationToken;
 
 mod cut;
 pub mod proxy;
+mod standards;
 
 pub use cut::a_cut_connection_loses_nothing_and_repeats_only_the_batch_in_flight;
+pub use standards::{
+    RUN_TYPES, append_runs, expect_parsed, python, run_event,
+    the_cdevents_format_sends_mapped_events_and_skips_the_rest,
+};
 
 /// What a test reads back from the broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +112,7 @@ pub fn config(name: &str, kind: SinkKind) -> SinkConfig {
         kind,
         filter: None,
         format: crate::Format::Cds,
+        content_mode: crate::ContentMode::Structured,
         batch: 64,
         reconnect_min: Duration::from_millis(50),
         reconnect_max: Duration::from_millis(500),
@@ -219,14 +225,13 @@ pub async fn a_sent_batch_arrives_in_order_with_ids_and_stored_bytes(h: &dyn Har
     let batch: Vec<Message> = (0..50)
         .map(|i| {
             let e = event(TYPES[i % TYPES.len()], "PROJ", 1_700_000_000 + i as i64);
-            Message {
-                seq: Seq(i as u64 + 1),
-                id: e.id.to_string(),
-                event_type: e.event_type,
-                project_key: e.project_key.clone(),
-                body: e.to_json().into(),
-                format: crate::Format::Cds,
-            }
+            Message::cds(
+                Seq(i as u64 + 1),
+                e.id.to_string(),
+                e.event_type,
+                e.project_key.clone(),
+                e.to_json(),
+            )
         })
         .collect();
     sink.send(&batch).await.expect("acknowledged");
@@ -510,6 +515,7 @@ macro_rules! sink_conformance_tests {
             a_broker_that_is_down_holds_back_only_its_own_sink,
             the_filter_keeps_only_matching_events,
             the_cloudevents_format_sends_each_event_as_a_structured_cloudevent,
+            the_cdevents_format_sends_mapped_events_and_skips_the_rest,
             a_paused_sink_holds_its_events_until_resumed,
             a_pause_outlives_a_restart,
             a_replay_sends_again_from_the_sequence_asked,

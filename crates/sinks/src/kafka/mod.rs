@@ -23,7 +23,6 @@ pub mod testing;
 pub use sink::KafkaSink;
 
 use serde::{Deserialize, Serialize};
-use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
@@ -199,27 +198,16 @@ impl fmt::Debug for KafkaConfig {
 }
 
 /// The key of a message: the project key (`_global` for a global event),
-/// or its `workflow_run_id` when keyed by run and it has one.
+/// or its `workflow_run_id` when keyed by run and it has one. The same in
+/// every format: the Kafka binding maps the user's key as it is (3.1), and
+/// no `partitionkey` attribute is written.
 pub fn message_key(key: KeyBy, m: &crate::Message) -> String {
     if key == KeyBy::WorkflowRunId
-        && let Some(run) = workflow_run_id(&m.body)
+        && let Some(run) = &m.workflow_run_id
     {
-        return run;
+        return run.clone();
     }
     m.scope_word().to_owned()
-}
-
-/// The event's non-empty `workflow_run_id` (nothing else of it is read).
-fn workflow_run_id(json: &str) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Run<'a> {
-        #[serde(borrow, default)]
-        workflow_run_id: Option<Cow<'a, str>>,
-    }
-    let run: Run<'_> = serde_json::from_str(json).ok()?;
-    run.workflow_run_id
-        .filter(|r| !r.is_empty())
-        .map(Cow::into_owned)
 }
 
 /// The partition of `key` among `partitions`, as Kafka's default
@@ -284,14 +272,13 @@ mod tests {
     }
 
     fn message(body: &str, project: &str) -> crate::Message {
-        crate::Message {
-            seq: cds_events_log::Seq(1),
-            id: "i".into(),
-            event_type: cds_events_model::EventType::RunJobEnded,
-            project_key: project.into(),
-            body: body.into(),
-            format: crate::Format::Cds,
-        }
+        crate::Message::cds(
+            cds_events_log::Seq(1),
+            "i",
+            cds_events_model::EventType::RunJobEnded,
+            project,
+            body,
+        )
     }
 
     #[test]

@@ -145,24 +145,28 @@ impl KafkaSink {
         for m in batch {
             let key = message_key(self.config.key, m).into_bytes();
             let partition = partition_of(&key, partitions);
+            let mut headers = BTreeMap::from([
+                ("cds-events-id".to_owned(), m.id.clone().into_bytes()),
+                (
+                    "cds-events-seq".to_owned(),
+                    m.seq.0.to_string().into_bytes(),
+                ),
+                (
+                    "cds-events-type".to_owned(),
+                    m.event_type.as_str().as_bytes().to_vec(),
+                ),
+            ]);
+            if let Some(ct) = m.content_type {
+                headers.insert("content-type".to_owned(), ct.as_bytes().to_vec());
+            }
+            // Binary content mode: `ce_<attribute>` (Kafka binding 3.2.3).
+            for (name, value) in &m.ce_headers {
+                headers.insert(name.clone(), value.as_bytes().to_vec());
+            }
             let record = Record {
                 key: Some(key),
                 value: Some(m.body.as_bytes().to_vec()),
-                headers: BTreeMap::from([
-                    ("cds-events-id".to_owned(), m.id.clone().into_bytes()),
-                    (
-                        "cds-events-seq".to_owned(),
-                        m.seq.0.to_string().into_bytes(),
-                    ),
-                    (
-                        "cds-events-type".to_owned(),
-                        m.event_type.as_str().as_bytes().to_vec(),
-                    ),
-                    (
-                        "content-type".to_owned(),
-                        m.format.content_type().as_bytes().to_vec(),
-                    ),
-                ]),
+                headers,
                 timestamp: now,
             };
             let size = record.approximate_size();

@@ -108,7 +108,14 @@ impl Sink for NatsSink {
             headers.insert("Nats-Msg-Id", m.id.as_str());
             headers.insert("cds-events-seq", m.seq.0.to_string().as_str());
             headers.insert("cds-events-type", m.event_type.as_str());
-            headers.insert("content-type", m.format.content_type());
+            if let Some(ct) = m.content_type {
+                headers.insert("content-type", ct);
+            }
+            // Binary content mode: `ce-<attribute>`, percent-encoded (NATS
+            // binding 3.1.3).
+            for (name, value) in &m.ce_headers {
+                headers.insert(name.as_str(), value.as_str());
+            }
             let body = Bytes::copy_from_slice(m.body.as_bytes());
             let ack = context
                 .publish_with_headers(subject(&self.config.subject_prefix, m), headers, body)
