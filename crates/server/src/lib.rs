@@ -214,7 +214,7 @@ impl Server {
         }
         let bridge = bridge(&config)?;
         let config_max_connections = config.stream.max_connections;
-        let state = AppState {
+        let state = AppState::new(state::Shared {
             ce_source: config.cloudevents_source(),
             log,
             hub,
@@ -228,7 +228,7 @@ impl Server {
             webhooks,
             bridge,
             sinks,
-        };
+        });
         Ok(Server {
             hub_shutdown,
             consumers,
