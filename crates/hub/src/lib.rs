@@ -70,7 +70,7 @@ impl LiveEvent {
 
     #[cfg(test)]
     fn from_parts(seq: Seq, event: FullEvent, json: Arc<str>) -> LiveEvent {
-        let live = Self::undecoded(&StoredEvent { seq, json });
+        let live = Self::undecoded(&StoredEvent::new(seq, json));
         let _ = live.event.set(Some(event));
         live
     }
@@ -386,7 +386,7 @@ impl Index {
         if !self.any.is_empty() {
             return true;
         }
-        match cds_events_model::peek_stored(&stored.json) {
+        match stored.head() {
             Ok(head) => !self.listed(&head.project_key).is_empty(),
             Err(_) => true,
         }

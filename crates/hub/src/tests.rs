@@ -34,18 +34,12 @@ fn an_sse_frame_keeps_a_multi_line_event_on_one_data_line() {
 #[test]
 fn an_event_is_decoded_only_when_asked() {
     let json = event(EventType::RunJobEnded, "A", 1).to_json();
-    let live = LiveEvent::undecoded(&StoredEvent {
-        seq: Seq(3),
-        json: Arc::from(json.as_str()),
-    });
+    let live = LiveEvent::undecoded(&StoredEvent::new(Seq(3), Arc::from(json.as_str())));
     assert!(live.sse_frame().ends_with(format!("{json}\n\n").as_bytes()));
     assert!(!live.ws_message().is_empty());
     assert!(live.event.get().is_none(), "framing did not decode");
     assert_eq!(live.event().map(|e| e.project_key.as_str()), Some("A"));
-    let broken = StoredEvent {
-        seq: Seq(4),
-        json: Arc::from("{\"type\":"),
-    };
+    let broken = StoredEvent::new(Seq(4), Arc::from("{\"type\":"));
     assert!(LiveEvent::new(&broken).is_none());
     let source = Source::new("https://cds.example").expect("source");
     assert!(LiveEvent::undecoded(&broken).cloudevent(&source).is_none());
@@ -55,9 +49,11 @@ fn an_event_is_decoded_only_when_asked() {
 /// one subscriber following everything makes every event wanted.
 #[test]
 fn only_events_of_a_followed_project_are_decoded() {
-    let stored = |p: &str| StoredEvent {
-        seq: Seq(1),
-        json: Arc::from(event(EventType::RunJobEnded, p, 1).to_json()),
+    let stored = |p: &str| {
+        StoredEvent::new(
+            Seq(1),
+            Arc::from(event(EventType::RunJobEnded, p, 1).to_json()),
+        )
     };
     let subscriber = |scopes| {
         let (tx, _) = mpsc::channel(1);

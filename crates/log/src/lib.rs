@@ -74,12 +74,48 @@ pub struct Appended {
 pub struct StoredEvent {
     pub seq: Seq,
     pub json: Arc<str>,
+    /// Its id, type and project when the writer handed them over with it
+    /// (the events a backend keeps in memory, see `recent.rs`); `None` when
+    /// read from storage. [`StoredEvent::head`] reads them from `json` then.
+    pub known: Option<Arc<KnownHead>>,
+}
+
+/// What routes an event (see [`cds_events_model::StoredHead`]), as the
+/// writer knew it when it appended the event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownHead {
+    pub id: String,
+    pub event_type: cds_events_model::EventType,
+    pub project_key: String,
 }
 
 impl StoredEvent {
+    /// An event read from storage (nothing known but its JSON).
+    pub fn new(seq: Seq, json: Arc<str>) -> StoredEvent {
+        StoredEvent {
+            seq,
+            json,
+            known: None,
+        }
+    }
+
     /// Decodes the stored JSON back into a full event.
     pub fn decode(&self) -> Result<FullEvent, cds_events_model::DecodeError> {
         cds_events_model::decode_event(&self.json, &cds_events_model::Limits::default())
+    }
+
+    /// Its id, type and project: what routes it, without decoding the rest.
+    /// Free when the writer handed them over; otherwise read from the JSON
+    /// (which still scans all of it).
+    pub fn head(&self) -> Result<cds_events_model::StoredHead<'_>, cds_events_model::DecodeError> {
+        match &self.known {
+            Some(k) => Ok(cds_events_model::StoredHead {
+                id: std::borrow::Cow::Borrowed(&k.id),
+                event_type: k.event_type,
+                project_key: std::borrow::Cow::Borrowed(&k.project_key),
+            }),
+            None => cds_events_model::peek_stored(&self.json),
+        }
     }
 }
 

@@ -106,10 +106,7 @@ mod tests {
     use std::sync::Arc;
 
     fn ev(seq: u64) -> StoredEvent {
-        StoredEvent {
-            seq: Seq(seq),
-            json: Arc::from(format!("{{\"n\":{seq:04}}}")),
-        }
+        StoredEvent::new(Seq(seq), Arc::from(format!("{{\"n\":{seq:04}}}")))
     }
 
     fn seqs(v: Option<Vec<StoredEvent>>) -> Option<Vec<u64>> {

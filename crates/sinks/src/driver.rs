@@ -247,7 +247,7 @@ impl Driver {
             let not_sent = |e: &dyn std::fmt::Display| {
                 tracing::error!(sink = %config.name, seq = stored.seq.0, error = %e, "stored event does not decode; not sent");
             };
-            let head = match cds_events_model::peek_stored(&stored.json) {
+            let head = match stored.head() {
                 Ok(h) => h,
                 Err(e) => {
                     not_sent(&e);

@@ -129,7 +129,7 @@ async fn dispatch_batch(
         for stored in batch {
             // Only the type and project route an event: the rest of it is
             // not decoded.
-            let event = match cds_events_model::peek_stored(&stored.json) {
+            let event = match stored.head() {
                 Ok(e) => e,
                 Err(e) => {
                     tracing::error!(seq = stored.seq.0, error = %e, "stored event does not decode; no webhook delivery");

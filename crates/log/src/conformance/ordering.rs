@@ -117,7 +117,8 @@ pub async fn a_reader_following_the_head_never_sees_an_event_below_one_it_has_se
 /// `read_after` gives the same answer from every position: the events after
 /// it, in order, each body as appended, whatever the backend keeps in memory
 /// (a backend may answer reads near the head from memory, and older ones from
-/// its storage); after a purge, from the oldest kept event.
+/// its storage, and hand over each event's head with it); after a purge, from
+/// the oldest kept event.
 pub async fn read_after_answers_alike_from_every_position(h: &dyn Harness) {
     let log = h.open().await;
     let mut appended: Vec<String> = Vec::new();
@@ -151,6 +152,10 @@ pub async fn read_after_answers_alike_from_every_position(h: &dyn Harness) {
                     "body of {}",
                     e.seq
                 );
+                // What a backend hands over with an event routes it as its
+                // JSON would.
+                let peeked = cds_events_model::peek_stored(&e.json).expect("peek");
+                assert_eq!(e.head().expect("head"), peeked, "head of {}", e.seq);
             }
         }
     }

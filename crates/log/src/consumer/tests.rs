@@ -47,10 +47,7 @@ impl MemLog {
         for _ in 0..n {
             let seq = Seq(events.len() as u64 + 1);
             let json = event(EventType::UserCreated, "", seq.0 as i64).to_json();
-            events.push(StoredEvent {
-                seq,
-                json: Arc::from(json),
-            });
+            events.push(StoredEvent::new(seq, Arc::from(json)));
         }
         self.head.send_replace(Seq(events.len() as u64));
     }

@@ -159,10 +159,10 @@ impl Drop for PgLog {
 }
 
 fn stored(row: &cds_events_store::pg::tokio_postgres::Row) -> StoredEvent {
-    StoredEvent {
-        seq: Seq(row.get::<_, i64>(0) as u64),
-        json: Arc::from(row.get::<_, String>(1)),
-    }
+    StoredEvent::new(
+        Seq(row.get::<_, i64>(0) as u64),
+        Arc::from(row.get::<_, String>(1)),
+    )
 }
 
 #[async_trait]

@@ -362,10 +362,10 @@ pub(super) async fn run(conn: &Object, q: &Query, budget: Duration) -> Result<Pa
     loop {
         let window = [lo, hi, limit - events.len() as i64];
         for row in conn.query(&statement, &plan.args(&window)).await? {
-            events.push(StoredEvent {
-                seq: Seq(row.get::<_, i64>(0) as u64),
-                json: Arc::from(row.get::<_, String>(1)),
-            });
+            events.push(StoredEvent::new(
+                Seq(row.get::<_, i64>(0) as u64),
+                Arc::from(row.get::<_, String>(1)),
+            ));
         }
         if events.len() as i64 >= limit {
             next_cursor = events.last().map(|e| e.seq);

@@ -265,10 +265,9 @@ impl EventLog for SqliteLog {
         let id = id.to_owned();
         let ids = self.ids.clone();
         self.read(move |c| {
-            Ok(ids.get(c, &id)?.map(|(seq, body)| StoredEvent {
-                seq: Seq(seq as u64),
-                json: Arc::from(body),
-            }))
+            Ok(ids
+                .get(c, &id)?
+                .map(|(seq, body)| StoredEvent::new(Seq(seq as u64), Arc::from(body))))
         })
         .await
     }
@@ -289,10 +288,10 @@ impl EventLog for SqliteLog {
                 "SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             )?;
             let rows = st.query_map([after.0 as i64, limit as i64], |r| {
-                Ok(StoredEvent {
-                    seq: Seq(r.get::<_, i64>(0)? as u64),
-                    json: Arc::from(r.get::<_, String>(1)?),
-                })
+                Ok(StoredEvent::new(
+                    Seq(r.get::<_, i64>(0)? as u64),
+                    Arc::from(r.get::<_, String>(1)?),
+                ))
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
         })
@@ -311,10 +310,7 @@ impl EventLog for SqliteLog {
                     .query_row([seq.0 as i64], |r| r.get::<_, String>(0))
                     .optional()?
                 {
-                    out.push(StoredEvent {
-                        seq,
-                        json: Arc::from(body),
-                    });
+                    out.push(StoredEvent::new(seq, Arc::from(body)));
                 }
             }
             Ok(out)

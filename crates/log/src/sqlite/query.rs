@@ -293,10 +293,7 @@ pub(crate) fn run(conn: &Connection, q: &Query, budget: Duration) -> Result<Page
     let mut events = Vec::with_capacity(found.len());
     for seq in found {
         let json: String = body.query_row([seq], |r| r.get(0))?;
-        events.push(StoredEvent {
-            seq: Seq(seq as u64),
-            json: Arc::from(json),
-        });
+        events.push(StoredEvent::new(Seq(seq as u64), Arc::from(json)));
     }
     Ok(Page {
         events,

@@ -13,7 +13,7 @@
 use super::ids::{IdFilter, id_hash};
 use super::schema::{BLOCK_SHIFT, LAST_SEQ, run_hash};
 use crate::recent::Recent;
-use crate::{Appended, NewEvent, Retention, Seq, StoredEvent};
+use crate::{Appended, KnownHead, NewEvent, Retention, Seq, StoredEvent};
 use cds_events_store::{Error, Handler};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::collections::HashMap;
@@ -362,6 +362,12 @@ fn insert_request(
         ctx.fresh.push(StoredEvent {
             seq: Seq(seq),
             json: Arc::from(ne.json.as_str()),
+            // Readers near the head route it without scanning its JSON.
+            known: Some(Arc::new(KnownHead {
+                id: e.id.clone(),
+                event_type: e.event_type,
+                project_key: e.project_key.clone(),
+            })),
         });
         out.push(Appended {
             id: e.id.clone(),
