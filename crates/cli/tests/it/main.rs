@@ -20,6 +20,7 @@ mod sinks;
 mod sinks_amqp;
 mod sinks_kafka;
 mod sinks_redis;
+mod stats;
 mod stream;
 mod torture_disk;
 mod torture_hostile;
