@@ -588,6 +588,7 @@ macro_rules! conformance_tests {
             a_consumers_pause_is_kept_apart_from_its_position_and_across_a_reopen,
             a_consumers_lead_has_one_holder_and_fences_its_position,
             count_buckets_events_by_time_type_and_scope,
+            count_spans_many_blocks,
         );
     };
     (@each $make:expr; $($name:ident),+ $(,)?) => {

@@ -112,3 +112,69 @@ pub async fn count_buckets_events_by_time_type_and_scope(h: &dyn Harness) {
     );
     log.close().await.expect("close");
 }
+
+/// `n` events spread evenly over the 24 hours after `base` (seconds), in
+/// projects `P0`..`P9`, alternately of two families; counted over the whole
+/// day by hour and over its last hour by minute. Returns the time each
+/// count took (whole day, last hour), for the scale test's report.
+pub async fn count_a_day_of_events(h: &dyn Harness, n: u64) -> (Duration, Duration) {
+    let log = h.open().await;
+    let base: i64 = 1_700_000_000;
+    let day_ns: i64 = 86_400_000_000_000;
+    let mut pending = Vec::new();
+    for i in 0..n {
+        let t = if i % 2 == 0 {
+            EventType::RunJobEnded
+        } else {
+            EventType::AnalysisDone
+        };
+        let mut e = event(t, &format!("P{}", i % 10), base);
+        e.timestamp = Timestamp::from_unix_nanos(
+            base * 1_000_000_000 + (i128::from(i) * i128::from(day_ns) / i128::from(n)) as i64,
+        );
+        pending.push(e);
+        if pending.len() == 5000 || i + 1 == n {
+            log.append(batch(std::mem::take(&mut pending)))
+                .await
+                .expect("append");
+        }
+    }
+    let mut day = window(base, base + 86_400);
+    day.step = Duration::from_secs(3600);
+    let started = std::time::Instant::now();
+    let counts = log.count(day).await.expect("count");
+    let whole = started.elapsed();
+    assert_eq!(counts.iter().map(|c| c.count).sum::<u64>(), n);
+    assert_eq!(counts.iter().map(|c| c.bucket).max(), Some(23));
+    let started = std::time::Instant::now();
+    let counts = log
+        .count(window(base + 82_800, base + 86_400))
+        .await
+        .expect("count");
+    let hour = started.elapsed();
+    let in_hour = (0..n)
+        .filter(|i| i128::from(*i) * 24 >= i128::from(n) * 23)
+        .count() as u64;
+    assert_eq!(counts.iter().map(|c| c.count).sum::<u64>(), in_hour);
+    let mut one = window(base + 82_800, base + 86_400);
+    one.scopes = vec![project("P3")];
+    let p3: u64 = log
+        .count(one)
+        .await
+        .expect("count")
+        .iter()
+        .map(|c| c.count)
+        .sum();
+    assert!(
+        p3 > 0 && p3 < in_hour,
+        "one project of ten: {p3} of {in_hour}"
+    );
+    log.close().await.expect("close");
+    (whole, hour)
+}
+
+/// A count over more than one block of sequence numbers (blocks hold 16,384
+/// events) adds up every event once.
+pub async fn count_spans_many_blocks(h: &dyn Harness) {
+    count_a_day_of_events(h, 40_000).await;
+}
