@@ -50,11 +50,13 @@ export function Tail() {
   function draw(batch) {
     const tb = buf.current.body;
     if (!tb || batch.length === 0) return;
+    performance.mark('tail-draw');
     const frag = document.createDocumentFragment();
     for (let i = batch.length - 1; i >= Math.max(0, batch.length - cap); i--) frag.appendChild(eventRowElement(batch[i]));
     tb.prepend(frag);
     while (tb.rows.length > cap) tb.lastElementChild.remove();
     setCount(tb.rows.length);
+    performance.measure(`tail-draw ${batch.length}`, 'tail-draw');
   }
 
   useEffect(() => {
