@@ -1,10 +1,11 @@
-//! `GET /v2/events/stats`: events per minute and family over a window, for
-//! what the token may read, and a window too long or too finely cut refused
-//! naming the field.
+//! `GET /v2/events/stats` (and `cds-events stats`): events per minute and
+//! family over a window, for what the token may read, and a window too long
+//! or too finely cut refused naming the field.
 
-use crate::{TestServer, call, client_with_token, job_event};
+use crate::{ADMIN, BIN, TestServer, call, client_with_token, job_event};
 use reqwest::Method;
 use serde_json::{Value, json};
+use std::process::Command;
 
 fn at(mut e: Value, ts: &str) -> Value {
     e["timestamp"] = json!(ts);
@@ -65,6 +66,39 @@ fn stats_count_per_bucket_and_family_for_what_the_token_reads() {
     assert_eq!(status, 200, "{mine}");
     assert_eq!(mine["total"], 2, "{mine}");
     assert_eq!(mine["buckets"][2]["by_family"], json!({"Analysis": 1}));
+
+    // The CLI prints the same count, as JSON or as a table.
+    let cli = |extra: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["stats", "--server", &s.base, "--token", ADMIN])
+            .args([
+                "--since",
+                "2024-01-01T10:00:00Z",
+                "--until",
+                "2024-01-01T10:03:00Z",
+            ])
+            .args(["--step", "1m"])
+            .args(extra)
+            .output()
+            .expect("cli");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8")
+    };
+    let printed: Value = serde_json::from_str(&cli(&["--json"])).expect("json");
+    assert_eq!(printed, all);
+    let table = cli(&[]);
+    assert!(
+        table.contains("WorkflowRunJob") && table.contains("Hatchery"),
+        "{table}"
+    );
+    assert!(
+        table.contains("5 events from 2024-01-01T10:00:00Z to 2024-01-01T10:03:00Z"),
+        "{table}"
+    );
 
     // The default window is the last hour, by minute.
     let (status, recent) = s.get("/v2/events/stats");

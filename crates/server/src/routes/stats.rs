@@ -10,12 +10,13 @@ use crate::extract::restrict_to_readable;
 use crate::state::AppState;
 use axum::extract::{Query, State, rejection::QueryRejection};
 use axum::{Json, Router, routing};
+use cds_events_api::{BucketOut, StatsOut};
 use cds_events_log::{CountQuery, MAX_COUNT_BUCKETS, MAX_COUNT_WINDOW};
 use cds_events_model::{EventFilter, Family, Timestamp};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 
 /// `/v2/events/stats`.
 pub fn router() -> Router<AppState> {
@@ -34,29 +35,6 @@ pub struct StatsParams {
     /// Bucket width: seconds, or a number with `s`, `m` or `h` (default
     /// `60s`); at least `1s`, at most 1,440 buckets in the window.
     pub step: Option<String>,
-}
-
-/// One bucket of a count.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct BucketOut {
-    /// The bucket's start (RFC 3339); it ends `step_seconds` later.
-    pub start: String,
-    pub total: u64,
-    /// Events per family (families with none are left out).
-    pub by_family: BTreeMap<&'static str, u64>,
-}
-
-/// Events per bucket and family, for what the token may read.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct StatsOut {
-    pub since: String,
-    pub until: String,
-    pub step_seconds: u64,
-    /// The catalogue's families, in its order.
-    pub families: Vec<&'static str>,
-    /// Every bucket of the window, in time order, empty ones included.
-    pub buckets: Vec<BucketOut>,
-    pub total: u64,
 }
 
 /// A step: whole seconds, bare or with a unit (`s`, `m`, `h`).
@@ -164,7 +142,7 @@ pub async fn stats(
         if let Some(b) = buckets.get_mut(c.bucket as usize) {
             b.total += c.count;
             *b.by_family
-                .entry(c.event_type.family().as_str())
+                .entry(c.event_type.family().as_str().to_owned())
                 .or_default() += c.count;
             total += c.count;
         }
@@ -173,7 +151,7 @@ pub async fn stats(
         since: since.to_go_string(),
         until: until.to_go_string(),
         step_seconds: step.as_secs(),
-        families: Family::ALL.iter().map(|f| f.as_str()).collect(),
+        families: Family::ALL.iter().map(|f| f.as_str().to_owned()).collect(),
         buckets,
         total,
     }))
