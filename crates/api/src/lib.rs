@@ -1,6 +1,7 @@
 //! The HTTP API's shapes that are not events: the filter keys a reader
 //! writes ([`FilterText`]), and the bodies of notifications, their
-//! deliveries, tokens and tickets, and the broker sinks' status. Plain data, declared once, so that the
+//! deliveries, tokens and tickets, the broker sinks' status and the
+//! event counts of `/v2/events/stats`. Plain data, declared once, so that the
 //! server reads and writes them, the client and the CLI use them, and
 //! `/v2/openapi.json` describes them field by field (`utoipa`) from the same
 //! declarations.
@@ -18,6 +19,7 @@ mod filter;
 mod format;
 mod notifications;
 mod sinks;
+mod stats;
 mod tokens;
 
 pub use filter::FilterText;
@@ -29,6 +31,7 @@ pub use notifications::{
     PreviousPublicKey, PreviousSecret, PublicKey, PublicKeyOut, RedeliveredOut, SecretOut,
 };
 pub use sinks::{ReplayOut, SinkOut, SinkState, SinksOut};
+pub use stats::{BucketOut, StatsOut};
 pub use tokens::{
     AuditEntry, CreatedTokenOut, SessionIn, SessionOut, TicketOut, TokenIn, TokenOut,
 };

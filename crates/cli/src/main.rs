@@ -11,6 +11,7 @@ mod query;
 mod serve;
 mod simulate;
 mod sinks;
+mod stats;
 mod token;
 
 use clap::{Args, Parser, Subcommand};
@@ -44,6 +45,9 @@ enum Command {
     Listen(Box<listen::ListenArgs>),
     /// List the event catalogue.
     Types(query::TypesArgs),
+    /// Events per minute (or `--step`) and family over the last hour (or
+    /// `--since`/`--until`, at most 24 h), for what the token reads.
+    Stats(stats::StatsArgs),
     /// Generate realistic CDS traffic, for demos and load tests.
     Simulate(Box<simulate::SimulateArgs>),
     /// Manage access tokens (admin).
@@ -177,6 +181,7 @@ fn main() -> std::process::ExitCode {
             Command::Query(a) => query::run(*a).await,
             Command::Listen(a) => listen::run(*a).await,
             Command::Types(a) => query::types(a).await,
+            Command::Stats(a) => stats::run(a).await,
             Command::Simulate(a) => simulate::run(*a).await,
             Command::Token(c) => token::run(c).await,
             Command::Notification(c) => notification::run(c).await,

@@ -23,6 +23,7 @@ mod notifications;
 mod publisher;
 mod retry;
 mod sinks;
+mod stats;
 mod tokens;
 pub mod verify;
 

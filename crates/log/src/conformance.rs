@@ -14,8 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod consumers;
+mod counts;
 mod ordering;
 pub use consumers::*;
+pub use counts::*;
 pub use ordering::*;
 
 /// Opens a backend over one private store.
@@ -586,6 +588,8 @@ macro_rules! conformance_tests {
             a_registered_consumers_hold_keeps_its_events_through_a_purge,
             a_consumers_pause_is_kept_apart_from_its_position_and_across_a_reopen,
             a_consumers_lead_has_one_holder_and_fences_its_position,
+            count_buckets_events_by_time_type_and_scope,
+            count_spans_many_blocks,
         );
     };
     (@each $make:expr; $($name:ident),+ $(,)?) => {

@@ -12,6 +12,7 @@
 
 pub mod conformance;
 pub mod consumer;
+pub mod counts;
 pub mod pacing;
 pub mod postgres;
 mod recent;
@@ -21,6 +22,7 @@ pub use consumer::{
     Checkpoint, Consumer, ConsumerError, ConsumerLeads, DurableConsumers, FollowOptions, Lead,
     LedPositions, LogPositions, PositionStore, RetentionHold, follow,
 };
+pub use counts::{CountQuery, MAX_COUNT_BUCKETS, MAX_COUNT_WINDOW, TypeCount};
 
 use async_trait::async_trait;
 use cds_events_model::{EventFilter, FullEvent};
@@ -274,6 +276,14 @@ pub trait EventLog: Send + Sync + fmt::Debug + 'static {
     async fn purge(&self, retention: Retention, batch: usize) -> Result<u64, LogError>;
 
     async fn stats(&self) -> Result<LogStats, LogError>;
+
+    /// Events per time bucket and type in `q`'s window (the console's
+    /// overview chart), ordered by bucket then type, without zero counts.
+    /// The default reads every event through [`EventLog::query`]; backends
+    /// count from their zone map's sequence range instead (see `counts`).
+    async fn count(&self, q: CountQuery) -> Result<Vec<TypeCount>, LogError> {
+        counts::count_by_query(self, &q).await
+    }
 
     /// Finishes pending writes and closes the store. Later calls fail with
     /// [`LogError::Closed`].

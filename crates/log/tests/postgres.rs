@@ -623,3 +623,15 @@ async fn a_consumers_lead_passes_on_when_its_session_dies() {
     a.close().await.expect("close");
     b.close().await.expect("close");
 }
+
+/// The cost of the overview's count over a log of 1M events spread over a
+/// day (`--ignored --nocapture` prints it; see BENCHMARKS.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fills a log of 1M events; run by hand for the figure"]
+async fn count_over_a_million_events() {
+    let (day, hour) =
+        cds_events_log::conformance::count_a_day_of_events(&Postgres::new().await, 1_000_000).await;
+    println!(
+        "postgres, 1M events over 24 h: whole day by hour {day:?}, last hour by minute {hour:?}"
+    );
+}

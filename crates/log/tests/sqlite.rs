@@ -289,3 +289,15 @@ async fn a_database_of_a_newer_build_is_refused_naming_it() {
         "{e}"
     );
 }
+
+/// The cost of the overview's count over a log of 1M events spread over a
+/// day (`--ignored --nocapture` prints it; see BENCHMARKS.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "fills a log of 1M events; run by hand for the figure"]
+async fn count_over_a_million_events() {
+    let (day, hour) =
+        cds_events_log::conformance::count_a_day_of_events(&Sqlite::new(), 1_000_000).await;
+    println!(
+        "sqlite, 1M events over 24 h: whole day by hour {day:?}, last hour by minute {hour:?}"
+    );
+}

@@ -1,9 +1,10 @@
 // Overview (`/console/overview?every=5`): the log's head, events per
-// second (from the head's moves between two readings, drawn over the last
-// hour this page was open), storage, and — for an admin, whose session may
-// read /mon/metrics — live stream connections, webhook deliveries pending
-// and the events ingested by family; each sink's lag. It reads every
-// `every` seconds (default 5) and not at all while the tab is hidden.
+// second now (from the head's moves between two readings), the last hour's
+// events per minute and by family (counted by the server, see readMinutes),
+// storage, and — for an admin, whose session may read /mon/metrics — live
+// stream connections and webhook deliveries pending; each sink's lag. It
+// reads every `every` seconds (default 5) and not at all while the tab is
+// hidden.
 import { useEffect, useState } from './vendor/hooks.js';
 import { api, html } from './api.js';
 
@@ -11,50 +12,72 @@ const HOUR = 3600 * 1000;
 // Kept across visits of the view while the page lives.
 const samples = [];
 
-// Sums of the Prometheus text's samples by metric name (labels summed up),
-// and the events ingested by type (`cds_events_ingested_total{type}`).
+// Sums of the Prometheus text's samples by metric name (labels summed up).
 export function parseMetrics(text) {
   const sums = {};
-  const byType = {};
   for (const line of text.split('\n')) {
     const m = line.match(/^([a-z_]+)(\{[^}]*\})?\s+([-+0-9.eE]+|NaN)$/);
     if (!m) continue;
     const v = Number(m[3]);
     sums[m[1]] = (sums[m[1]] || 0) + v;
-    const type = m[1] === 'cds_events_ingested_total' && (m[2] || '').match(/type="([^"]*)"/);
-    if (type) byType[type[1]] = v;
   }
-  return { sums, byType };
+  return { sums };
 }
 
-let families = null;
-// type → family, from the catalogue (read once).
-function familyOf() {
-  if (!families) {
-    families = api('GET', '/v2/events/types').then(({ json }) => Object.fromEntries(json.types.map((t) => [t.type, t.family])));
-  }
-  return families;
+const MINUTE = 60 * 1000;
+// The last hour's events per minute, by family, as the server counts them
+// (`GET /v2/events/stats`, by event time, what the session may read): the
+// whole hour when the view opens, then only from the newest minute kept on.
+
+function iso(ms) {
+  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z');
 }
 
-// Events ingested per family between the first and the last reading kept.
-function byFamily(first, last, fam) {
+async function readMinutes(now, minutes) {
+  const first = Math.floor(now / MINUTE) * MINUTE - 59 * MINUTE;
+  const last = minutes.length ? minutes[minutes.length - 1].t : 0;
+  const since = last >= first ? last : first;
+  const { json } = await api('GET', `/v2/events/stats?since=${iso(since)}&until=${iso(now)}&step=60s`);
+  const kept = minutes.filter((m) => m.t >= first && m.t < since)
+    .concat(json.buckets.map((b) => ({ t: Date.parse(b.start), total: b.total, fam: b.by_family })));
+  return { since: iso(first), until: iso(now), minutes: kept };
+}
+
+// Events per family over the window, most first.
+function familyTotals(list) {
   const out = {};
-  for (const [type, n] of Object.entries(last)) {
-    const f = fam[type] || 'other';
-    out[f] = (out[f] || 0) + n - (first[type] || 0);
-  }
-  return Object.entries(out).filter(([, n]) => n > 0).sort((a, b) => b[1] - a[1]);
+  for (const m of list) for (const [f, n] of Object.entries(m.fam)) out[f] = (out[f] || 0) + n;
+  return Object.entries(out).sort((a, b) => b[1] - a[1]);
 }
-
-const ingested = [];
 
 function Families({ rows }) {
-  if (!rows) return null;
   const top = Math.max(1, ...rows.map(([, n]) => n));
-  return html`<h3>Ingested by family <small class="muted">(since this page opened, up to an hour)</small></h3>
-    ${rows.length === 0 && html`<p class="muted">Nothing ingested meanwhile.</p>`}
+  return html`<h3>Events by family <small class="muted">(last hour, by event time)</small></h3>
+    ${rows.length === 0 && html`<p class="muted">No event in the last hour.</p>`}
     <ul class="families" id="by-family">${rows.map(([f, n]) => html`<li key=${f} data-family=${f} data-count=${n}>
       <span class="name">${f}</span><span class="bar" style=${{ width: `${(n / top) * 60}%` }}></span><span class="num">${n}</span></li>`)}</ul>`;
+}
+
+// Events/s per minute of the last hour (the current minute so far).
+function Chart({ counts }) {
+  const { since, until, minutes: list } = counts;
+  const end = Date.parse(until);
+  const t0 = Date.parse(since);
+  const rate = (m) => m.total / Math.max(1, (Math.min(end, m.t + MINUTE) - m.t) / 1000);
+  const top = Math.max(0.1, ...list.map(rate));
+  const total = list.reduce((a, m) => a + m.total, 0);
+  const w = 600;
+  const h = 80;
+  const bw = w / 60;
+  return html`<svg class="spark" id="rate-chart" viewBox=${`0 0 ${w} ${h}`} preserveAspectRatio="none"
+      data-since=${since} data-until=${until} data-total=${total}
+      role="img" aria-label=${`events per second by minute over the last hour, up to ${top.toFixed(1)}`}>
+    ${list.map((m) => {
+      const bh = (rate(m) / top) * (h - 4);
+      return html`<rect key=${m.t} x=${(((m.t - t0) / MINUTE) * bw).toFixed(1)} y=${(h - bh).toFixed(1)}
+        width=${(bw - 1).toFixed(1)} height=${bh.toFixed(1)} data-total=${m.total} />`;
+    })}
+  </svg><p class="muted">${total} events in the last hour · peak ${top.toFixed(1)} events/s in a minute</p>`;
 }
 
 function bytes(n) {
@@ -67,20 +90,6 @@ function bytes(n) {
   return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
 }
 
-function Spark({ points }) {
-  if (points.length < 2) return html`<p class="muted">(a chart after two readings)</p>`;
-  const w = 600;
-  const h = 80;
-  const t0 = points[0].t;
-  const span = Math.max(1, points[points.length - 1].t - t0);
-  const top = Math.max(1, ...points.map((p) => p.rate));
-  const xy = points.map((p) => `${(((p.t - t0) / span) * w).toFixed(1)},${(h - (p.rate / top) * (h - 4)).toFixed(1)}`);
-  return html`<svg class="spark" id="rate-chart" viewBox=${`0 0 ${w} ${h}`} preserveAspectRatio="none"
-      role="img" aria-label=${`events per second, up to ${top.toFixed(1)}`}>
-    <polyline points=${xy.join(' ')} />
-  </svg><p class="muted">peak ${top.toFixed(1)} events/s over the last ${Math.round(span / 60000)} min</p>`;
-}
-
 function Card({ id, label, value }) {
   return html`<div class="card"><div class="label">${label}</div><div class="value" id=${id}>${value}</div></div>`;
 }
@@ -90,12 +99,16 @@ export function Overview({ session }) {
   const admin = session.grants.includes('admin');
   const [status, setStatus] = useState(null);
   const [metrics, setMetrics] = useState(null);
-  const [fams, setFams] = useState(null);
+  const [counts, setCounts] = useState(null);
   const [points, setPoints] = useState(() => samples.slice());
   const [error, setError] = useState(null);
   useEffect(() => {
     let timer = null;
+    let kept = { minutes: [] };
+    let reading = false;
     async function read() {
+      if (reading) return;
+      reading = true;
       try {
         const { json } = await api('GET', '/mon/status');
         const now = Date.now();
@@ -107,17 +120,14 @@ export function Overview({ session }) {
         while (samples.length && samples[0].t < now - HOUR) samples.shift();
         setStatus(json);
         setPoints(samples.slice(1));
+        kept = await readMinutes(now, kept.minutes);
+        setCounts(kept);
         setError(null);
-        if (admin) {
-          const got = parseMetrics((await api('GET', '/mon/metrics')).text);
-          ingested.push({ t: now, byType: got.byType });
-          while (ingested.length && ingested[0].t < now - HOUR) ingested.shift();
-          setMetrics(got);
-          setFams(byFamily(ingested[0].byType, got.byType, await familyOf()));
-        }
+        if (admin) setMetrics(parseMetrics((await api('GET', '/mon/metrics')).text));
       } catch (err) {
         setError(err.message);
       }
+      reading = false;
     }
     const start = () => {
       if (timer || document.hidden) return;
@@ -153,9 +163,9 @@ export function Overview({ session }) {
       <${Card} id="overview-pending" label="webhook deliveries pending"
         value=${m.cds_events_webhook_deliveries_pending ?? 0} />`}
     </div>
-    <h3>Events per second</h3>
-    <${Spark} points=${points} />
-    <${Families} rows=${fams} />
+    <h3>Events per second <small class="muted">(per minute, last hour)</small></h3>
+    ${counts && html`<${Chart} counts=${counts} />`}
+    ${counts && html`<${Families} rows=${familyTotals(counts.minutes)} />`}
     ${status.sinks && html`<h3>Sinks</h3><table class="events" id="overview-sinks">
       <thead><tr><th>sink</th><th>state</th><th>lag (events)</th><th>lag (s)</th></tr></thead>
       <tbody>${status.sinks.map((k) => html`<tr key=${k.name}><td>${k.name}</td><td>${k.state}</td>

@@ -40,18 +40,30 @@ function cell(text, cls) {
 // The same row as EventRow, as a DOM element: for the live tail, which
 // adds rows without diffing the rows it already shows.
 export function eventRowElement(r) {
-  const e = r.event;
   const tr = document.createElement('tr');
-  tr.dataset.seq = r.seq;
   tr.tabIndex = 0;
   tr.setAttribute('role', 'row');
-  const a = document.createElement('a');
+  const type = cell('');
+  type.appendChild(document.createElement('a'));
+  tr.append(cell('', 'num'), cell('', 'time'), type, cell(''), cell(''), cell(''));
+  return fillEventRow(tr, r);
+}
+
+// Writes event `r` into a row made by eventRowElement (a new one, or one
+// the tail recycles instead of allocating another).
+export function fillEventRow(tr, r) {
+  const e = r.event;
+  const c = tr.cells;
+  tr.dataset.seq = r.seq;
+  c[0].textContent = String(r.seq);
+  c[1].textContent = shortTime(e.timestamp);
+  const a = c[2].firstChild;
   a.href = `/console/events/${encodeURIComponent(e.id)}`;
   a.textContent = e.type;
-  const type = cell('');
-  type.appendChild(a);
-  tr.append(cell(String(r.seq), 'num'), cell(shortTime(e.timestamp), 'time'), type, cell(e.project_key || ''),
-    cell(e.workflow || e.hatchery || e.username || ''), cell(e.status || '', `status s-${(e.status || '').toLowerCase()}`));
+  c[3].textContent = e.project_key || '';
+  c[4].textContent = e.workflow || e.hatchery || e.username || '';
+  c[5].textContent = e.status || '';
+  c[5].className = `status s-${(e.status || '').toLowerCase()}`;
   return tr;
 }
 

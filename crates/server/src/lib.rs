@@ -114,10 +114,11 @@ async fn track_http(req: Request, next: Next) -> Response {
 /// added later is protected unless someone decides otherwise, in this one
 /// place.
 pub fn router(state: AppState) -> Router {
-    use routes::{console, events, mon, notifications, sinks, stream, tokens, types, ws};
+    use routes::{console, events, mon, notifications, sinks, stats, stream, tokens, types, ws};
     let protected = Router::new()
         .merge(events::router())
         .merge(types::router())
+        .merge(stats::router())
         .merge(sinks::router())
         .merge(stream::router())
         .merge(ws::router())

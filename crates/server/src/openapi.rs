@@ -22,6 +22,7 @@ use utoipa::OpenApi;
         crate::routes::events::ingest,
         crate::routes::events::query,
         crate::routes::events::get,
+        crate::routes::stats::stats,
         crate::routes::types::types,
         crate::routes::types::type_schema,
         crate::routes::stream::stream,

@@ -21,6 +21,7 @@ mod sinks_amqp;
 mod sinks_cloudevents;
 mod sinks_kafka;
 mod sinks_redis;
+mod stats;
 mod stream;
 mod torture_disk;
 mod torture_hostile;

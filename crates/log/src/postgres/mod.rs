@@ -33,6 +33,7 @@
 //! (`cds_events_store::pg::is_unavailable`) is [`LogError::Busy`] (the
 //! server answers 503), anything else [`LogError::Backend`].
 
+mod counts;
 mod head;
 mod lead;
 mod query;
@@ -43,8 +44,8 @@ mod writer;
 pub use lead::session_name as lead_session_name;
 
 use crate::{
-    Appended, ConsumerLeads, EventLog, Lead, LogError, LogStats, NewEvent, Page, Query, Retention,
-    Seq, StoredEvent,
+    Appended, ConsumerLeads, CountQuery, EventLog, Lead, LogError, LogStats, NewEvent, Page, Query,
+    Retention, Seq, StoredEvent, TypeCount,
 };
 use async_trait::async_trait;
 use cds_events_store::Error;
@@ -202,6 +203,11 @@ impl EventLog for PgLog {
         query::run(&conn, &q, self.options.query_budget)
             .await
             .map_err(|e| self.error(e))
+    }
+
+    async fn count(&self, q: CountQuery) -> Result<Vec<TypeCount>, LogError> {
+        let conn = self.conn().await?;
+        counts::run(&conn, &q).await.map_err(|e| self.error(e))
     }
 
     async fn read_after(&self, after: Seq, limit: usize) -> Result<Vec<StoredEvent>, LogError> {

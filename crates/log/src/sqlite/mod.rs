@@ -8,6 +8,7 @@
 //! writes and the query planner (`query.rs`). SQLite's errors never leave this
 //! module: they become [`LogError`]s in `log_error`.
 
+mod counts;
 mod ids;
 mod query;
 mod schema;
@@ -15,7 +16,8 @@ mod writer;
 
 use crate::recent::Recent;
 use crate::{
-    Appended, EventLog, LogError, LogStats, NewEvent, Page, Query, Retention, Seq, StoredEvent,
+    Appended, CountQuery, EventLog, LogError, LogStats, NewEvent, Page, Query, Retention, Seq,
+    StoredEvent, TypeCount,
 };
 use async_trait::async_trait;
 use cds_events_store::{
@@ -275,6 +277,10 @@ impl EventLog for SqliteLog {
     async fn query(&self, q: Query) -> Result<Page, LogError> {
         let budget = self.query_budget;
         self.read(move |c| query::run(c, &q, budget)).await
+    }
+
+    async fn count(&self, q: CountQuery) -> Result<Vec<TypeCount>, LogError> {
+        self.read(move |c| counts::run(c, &q)).await
     }
 
     async fn read_after(&self, after: Seq, limit: usize) -> Result<Vec<StoredEvent>, LogError> {

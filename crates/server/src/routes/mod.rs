@@ -3,6 +3,7 @@ pub mod events;
 pub mod mon;
 pub mod notifications;
 pub mod sinks;
+pub mod stats;
 pub mod stream;
 pub mod tokens;
 pub mod types;
