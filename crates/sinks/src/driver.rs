@@ -51,10 +51,11 @@ pub(crate) struct Shared {
     /// it: a read that began before an operator's pause cannot set the flag
     /// back after the pause set it.
     pub(crate) pause_order: tokio::sync::Mutex<()>,
-    /// A replay asked for: the first sequence number to send again. The
+    /// A replay asked for: the position to move back to, and where to say
+    /// whether it was done here (`false`: the lead was lost first). The
     /// current run is stopped (`run`), the position moved, and the sink
     /// follows again from there.
-    pub(crate) replay: Mutex<Option<(Seq, CancellationToken)>>,
+    pub(crate) replay: Mutex<Option<(Seq, tokio::sync::oneshot::Sender<bool>)>>,
     pub(crate) run: Mutex<Option<CancellationToken>>,
 }
 

@@ -10,7 +10,7 @@
 use crate::config::{SinkConfig, SinkConfigError};
 use crate::driver::{Driver, Shared};
 use crate::{Health, SinkError};
-use cds_events_api::{ReplayOut, SinkOut, SinkState};
+use cds_events_api::{SinkOut, SinkState};
 use cds_events_log::pacing::{Pacing, Policy};
 use cds_events_log::{EventLog, Lead, LogError, RetentionHold, Seq, follow};
 use cds_events_model::cloudevents::Source;
@@ -19,6 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+mod replay;
+use replay::take_replay;
 
 /// Why the sinks could not start, or an operation was refused.
 #[derive(Debug, thiserror::Error)]
@@ -303,58 +306,6 @@ impl Sinks {
         shared.paused.send_replace(false);
         self.get(name).await
     }
-
-    /// Sends again every event from `from` on (the oldest kept one if `from`
-    /// was purged): the sink's position moves back to `from - 1`.
-    pub async fn replay(&self, name: &str, from: u64) -> Result<ReplayOut, SinksError> {
-        let shared = self.find(name)?;
-        let stats = self.inner.log.stats().await?;
-        let head = stats.head_seq.0;
-        if from > head + 1 {
-            return Err(SinksError::BeyondHead { from, head });
-        }
-        let from = from.max(stats.oldest_seq.0).max(1);
-        let done = CancellationToken::new();
-        *shared.replay.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((Seq(from - 1), done.clone()));
-        let running = shared.run.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        match running {
-            // The run stops, moves the position and follows again.
-            Some(run) => {
-                run.cancel();
-                done.cancelled().await;
-            }
-            // Not running: the position alone, unless another instance
-            // runs the sink (it would overwrite it).
-            None => {
-                shared
-                    .replay
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .take();
-                let saved = shared.position_store().save(Seq(from - 1)).await;
-                match saved {
-                    Ok(()) => {}
-                    Err(cds_events_log::ConsumerError::Log(LogError::LostLead)) => {
-                        let holder = match self.inner.log.leads() {
-                            Some(leads) => leads.holder(shared.positions.name()).await?,
-                            None => None,
-                        };
-                        return Err(SinksError::NotLeading {
-                            name: name.to_owned(),
-                            holder: holder.unwrap_or_else(|| "none yet".into()),
-                        });
-                    }
-                    Err(e) => return Err(SinksError::Log(LogError::Backend(Box::new(e)))),
-                }
-                shared.status().position = Seq(from - 1);
-            }
-        }
-        Ok(ReplayOut {
-            name: name.to_owned(),
-            from,
-        })
-    }
 }
 
 /// One sink until `shutdown`: on a shared log, wait for its lead first and
@@ -510,44 +461,24 @@ async fn under(
         }
     };
     shared.run.lock().unwrap_or_else(|e| e.into_inner()).take();
-    if let Next::Stop = next {
+    match next {
         // A replay asked as the server stopped: its position still moves.
-        take_replay(&shared).await;
-    }
-    (driver, next)
-}
-
-/// Moves the position for a pending replay; answers whether there was one.
-/// Under a lead that is lost meanwhile, the replay is dropped (the new
-/// holder's position stands).
-async fn take_replay(shared: &Shared) -> bool {
-    let pending = shared
-        .replay
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take();
-    let Some((position, done)) = pending else {
-        return false;
-    };
-    let store = shared.position_store();
-    loop {
-        match store.save(position).await {
-            Ok(()) => break,
-            Err(cds_events_log::ConsumerError::Log(LogError::LostLead)) => {
-                tracing::warn!(sink = %shared.config.name, "the sink's lead was lost: the replay is not done here");
-                done.cancel();
-                return false;
-            }
-            Err(e) => {
-                tracing::warn!(sink = %shared.config.name, error = %e, "cannot move the position for a replay; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+        Next::Stop => {
+            take_replay(&shared).await;
+        }
+        // One asked as the lead went is not done here: its caller is told.
+        Next::Lost => {
+            let pending = shared
+                .replay
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some((_, done)) = pending {
+                let _ = done.send(false);
             }
         }
     }
-    shared.status().position = position;
-    tracing::info!(sink = %shared.config.name, from = position.0 + 1, "sink replays");
-    done.cancel();
-    true
+    (driver, next)
 }
 
 /// Keeps `cds_events_sink_lag_events` current even while the sink is

@@ -327,3 +327,57 @@ async fn one_instance_sends_and_another_takes_over_when_it_goes() {
     }
     writer.close().await.expect("close");
 }
+
+/// A replay asked of the holder just as its lead session is cut is
+/// answered: done there, or refused naming no one or the new holder; never
+/// answered "done" while not done, nor left waiting for a lead that may
+/// never come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_asked_as_the_lead_is_lost_is_answered() {
+    let db = TempDatabase::create().await.expect("test database");
+    let pg = PgOptions {
+        pool_size: 4,
+        ..db.options()
+    };
+    let ns = namespace();
+    let mut reader = Reader::open(&ns).await;
+    let instances = vec![
+        Instance::start("a", &pg, &ns).await,
+        Instance::start("b", &pg, &ns).await,
+    ];
+    let first = the_holder(&instances).await;
+    let writer: Arc<dyn EventLog> = Arc::new(
+        PgLog::open(&pg, PgLogOptions::default())
+            .await
+            .expect("open"),
+    );
+    let ids = append(writer.as_ref(), 10).await;
+    reader.until_all(&ids).await;
+    let sql = PgPool::connect(&pg).await.expect("connect");
+    cut_the_lead_session(&sql).await;
+    let sinks = instances[first].sinks.clone();
+    let answer = tokio::time::timeout(
+        WAIT,
+        instances[first].on(async move { sinks.replay(SINK, 1).await }),
+    )
+    .await
+    .expect("the replay is answered");
+    match answer {
+        // Done before the lead went: the ten events come again.
+        Ok(r) => {
+            assert_eq!(r.from, 1);
+            let again = reader.until_all(&ids).await;
+            assert!(again.len() >= ids.len(), "{again:?}");
+        }
+        Err(e) => assert!(
+            matches!(e, cds_events_sinks::SinksError::NotLeading { .. }),
+            "{e}"
+        ),
+    }
+    let second = the_holder(&instances).await;
+    assert_ne!(second, first, "the other instance took over");
+    for inst in instances {
+        inst.shutdown().await;
+    }
+    writer.close().await.expect("close");
+}
