@@ -46,6 +46,21 @@ pub enum SignatureScheme {
     Ed25519,
 }
 
+/// The envelope field whose value orders a webhook's deliveries (its
+/// `ordered_by`): deliveries of one value go one at a time in event order,
+/// different values in parallel. Events where the field is empty share one
+/// key of their own (the empty value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderedBy {
+    /// Ordered within a workflow run, parallel across runs.
+    WorkflowRunId,
+    /// Ordered within a workflow (its name), parallel across workflows.
+    Workflow,
+    /// Ordered within a repository, parallel across repositories.
+    Repository,
+}
+
 /// A format or mode name that is not one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownFormat {
@@ -90,6 +105,7 @@ macro_rules! names {
 names!(EventFormat { Cds = "cds", CloudEvents = "cloudevents", CdEvents = "cdevents" });
 names!(ContentMode { Structured = "structured", Binary = "binary" });
 names!(SignatureScheme { Symmetric = "symmetric", Ed25519 = "ed25519" });
+names!(OrderedBy { WorkflowRunId = "workflow_run_id", Workflow = "workflow", Repository = "repository" });
 
 #[cfg(test)]
 mod tests {
@@ -113,6 +129,17 @@ mod tests {
             assert_eq!(
                 serde_json::to_value(m).ok(),
                 Some(serde_json::json!(m.as_str()))
+            );
+        }
+        for o in [
+            OrderedBy::WorkflowRunId,
+            OrderedBy::Workflow,
+            OrderedBy::Repository,
+        ] {
+            assert_eq!(o.as_str().parse::<OrderedBy>(), Ok(o));
+            assert_eq!(
+                serde_json::to_value(o).ok(),
+                Some(serde_json::json!(o.as_str()))
             );
         }
         for s in [SignatureScheme::Symmetric, SignatureScheme::Ed25519] {

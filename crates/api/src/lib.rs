@@ -23,7 +23,7 @@ mod stats;
 mod tokens;
 
 pub use filter::FilterText;
-pub use format::{ContentMode, EventFormat, SignatureScheme, UnknownFormat};
+pub use format::{ContentMode, EventFormat, OrderedBy, SignatureScheme, UnknownFormat};
 pub use notifications::{
     AttemptOut, CreatedNotificationOut, DeliveriesQuery, DeliveryDetail, DeliveryOut, DeliveryPage,
     DeliveryStatus, MASK, NotificationAuth, NotificationFilter, NotificationHealthOut,

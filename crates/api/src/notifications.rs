@@ -2,7 +2,7 @@
 //! notification in CDS's JSON (spec §6), its signing secrets, its
 //! deliveries and their attempts.
 
-use crate::format::{ContentMode, EventFormat, SignatureScheme};
+use crate::format::{ContentMode, EventFormat, OrderedBy, SignatureScheme};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -53,9 +53,18 @@ pub struct NotificationIn {
     /// Default `true`; on update, absent keeps the current state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
-    /// Deliver one at a time in event order. Default `false`.
+    /// Deliver one at a time in event order. Default `false`. Not `true`
+    /// together with `ordered_by`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ordered: Option<bool>,
+    /// Ordering per key: one at a time in event order among the events of
+    /// one value of this envelope field (`workflow_run_id`, `workflow` or
+    /// `repository`), in parallel across values; events where it is empty
+    /// share one key. On update, given with or without `ordered: false` it
+    /// sets this mode; `ordered` alone (`true` or `false`) clears it; both
+    /// absent keep the current mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordered_by: Option<OrderedBy>,
     /// The body sent: `cds` (the full event, the default) or `cloudevents`
     /// (CloudEvents 1.0). On update, absent keeps the current one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,6 +95,10 @@ pub struct NotificationOut {
     pub auth: NotificationAuth,
     pub enabled: bool,
     pub ordered: bool,
+    /// The envelope field its deliveries are ordered by (per key), if
+    /// they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordered_by: Option<OrderedBy>,
     /// `cds` or `cloudevents`.
     #[serde(default)]
     pub format: EventFormat,

@@ -5,7 +5,7 @@ use crate::{ServerArgs, wire_time};
 use anyhow::{Context, bail};
 use cds_events_api::{
     ContentMode, DeliveriesQuery, DeliveryStatus, EventFormat, NotificationAuth,
-    NotificationFilter, NotificationIn, NotificationOut, OutcomeKind, SignatureScheme,
+    NotificationFilter, NotificationIn, NotificationOut, OrderedBy, OutcomeKind, SignatureScheme,
 };
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
@@ -112,9 +112,15 @@ pub struct Fields {
     /// A header sent with every call, `Name: value` (stored encrypted); repeatable.
     #[arg(long = "header")]
     headers: Vec<String>,
-    /// Deliver in sequence order, one at a time.
+    /// Deliver in sequence order, one at a time (`false` also ends
+    /// `--ordered-by`).
     #[arg(long)]
     ordered: Option<bool>,
+    /// Order per key: one at a time in sequence order among the events of
+    /// one value of this field (`workflow_run_id`, `workflow` or
+    /// `repository`), in parallel across values. Not with `--ordered true`.
+    #[arg(long)]
+    ordered_by: Option<OrderedBy>,
     /// The body sent: `cds` (the full event, the default), `cloudevents`
     /// (CloudEvents 1.0) or `cdevents` (CDEvents 0.5.1; events without a
     /// CDEvents counterpart are not sent).
@@ -256,7 +262,7 @@ fn parse_headers(headers: &[String]) -> anyhow::Result<NotificationAuth> {
 
 fn print_table(list: &[NotificationOut]) {
     println!(
-        "{:<24}  {:<8}  {:<7}  {:<11}  {:<40}  FILTERS",
+        "{:<24}  {:<8}  {:<15}  {:<11}  {:<40}  FILTERS",
         "NAME", "ENABLED", "ORDERED", "FORMAT", "URL"
     );
     for n in list {
@@ -266,10 +272,12 @@ fn print_table(list: &[NotificationOut]) {
             .map(|(k, v)| format!("{k}={}", v.event.join(",")))
             .collect();
         println!(
-            "{:<24}  {:<8}  {:<7}  {:<11}  {:<40}  {}",
+            "{:<24}  {:<8}  {:<15}  {:<11}  {:<40}  {}",
             n.name,
             n.enabled,
-            n.ordered,
+            // `true`, `false`, or the field it is ordered by.
+            n.ordered_by
+                .map_or_else(|| n.ordered.to_string(), |o| o.to_string()),
             n.format.as_str(),
             n.webhook_url,
             if filters.is_empty() {
@@ -297,6 +305,7 @@ pub async fn run(cmd: NotificationCommand) -> anyhow::Result<()> {
                 auth: (!headers.headers.is_empty()).then_some(headers),
                 enabled: None,
                 ordered: a.fields.ordered,
+                ordered_by: a.fields.ordered_by,
                 format: a.fields.format,
                 content_mode: a.fields.content_mode,
                 signature: a.fields.signature,
@@ -360,7 +369,18 @@ pub async fn run(cmd: NotificationCommand) -> anyhow::Result<()> {
                 filters,
                 auth: Some(auth),
                 enabled: None,
-                ordered: Some(a.fields.ordered.unwrap_or(current.ordered)),
+                // `--ordered-by` sets the per-key order, `--ordered` alone
+                // the other modes; neither keeps the current one.
+                ordered: Some(
+                    a.fields
+                        .ordered
+                        .unwrap_or(current.ordered && a.fields.ordered_by.is_none()),
+                ),
+                ordered_by: match (a.fields.ordered_by, a.fields.ordered) {
+                    (Some(by), _) => Some(by),
+                    (None, Some(_)) => None,
+                    (None, None) => current.ordered_by,
+                },
                 // Absent: the server keeps the current ones.
                 format: a.fields.format,
                 content_mode: a.fields.content_mode,

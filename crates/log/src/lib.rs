@@ -76,19 +76,23 @@ pub struct Appended {
 pub struct StoredEvent {
     pub seq: Seq,
     pub json: Arc<str>,
-    /// Its id, type and project when the writer handed them over with it
+    /// Its head (id, type, project…) when the writer handed it over with it
     /// (the events a backend keeps in memory, see `recent.rs`); `None` when
     /// read from storage. [`StoredEvent::head`] reads them from `json` then.
     pub known: Option<Arc<KnownHead>>,
 }
 
-/// What routes an event (see [`cds_events_model::StoredHead`]), as the
+/// What routes an event (see [`cds_events_model::StoredHead`]: its id,
+/// type, project, and the fields a notification may order by), as the
 /// writer knew it when it appended the event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownHead {
     pub id: String,
     pub event_type: cds_events_model::EventType,
     pub project_key: String,
+    pub workflow_run_id: String,
+    pub workflow: String,
+    pub repository: String,
 }
 
 impl StoredEvent {
@@ -106,7 +110,7 @@ impl StoredEvent {
         cds_events_model::decode_event(&self.json, &cds_events_model::Limits::default())
     }
 
-    /// Its id, type and project: what routes it, without decoding the rest.
+    /// Its head (id, type, project…): what routes it, without decoding the rest.
     /// Free when the writer handed them over; otherwise read from the JSON
     /// (which still scans all of it).
     pub fn head(&self) -> Result<cds_events_model::StoredHead<'_>, cds_events_model::DecodeError> {
@@ -115,6 +119,9 @@ impl StoredEvent {
                 id: std::borrow::Cow::Borrowed(&k.id),
                 event_type: k.event_type,
                 project_key: std::borrow::Cow::Borrowed(&k.project_key),
+                workflow_run_id: std::borrow::Cow::Borrowed(&k.workflow_run_id),
+                workflow: std::borrow::Cow::Borrowed(&k.workflow),
+                repository: std::borrow::Cow::Borrowed(&k.repository),
             }),
             None => cds_events_model::peek_stored(&self.json),
         }

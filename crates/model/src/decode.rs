@@ -134,13 +134,17 @@ pub fn decode_stored(text: &str) -> Result<FullEvent, DecodeError> {
 }
 
 /// What routing needs of a stored event (one this system encoded): its id,
-/// type and project, read without building the rest. The payload and the
-/// other fields are skipped, not decoded.
+/// type and project, and the envelope fields a webhook may be ordered by,
+/// read without building the rest. The payload and the other fields are
+/// skipped, not decoded. A field the event lacks is empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredHead<'a> {
     pub id: Cow<'a, str>,
     pub event_type: EventType,
     pub project_key: Cow<'a, str>,
+    pub workflow_run_id: Cow<'a, str>,
+    pub workflow: Cow<'a, str>,
+    pub repository: Cow<'a, str>,
 }
 
 /// Reads a stored event's [`StoredHead`].
@@ -153,6 +157,12 @@ pub fn peek_stored(text: &str) -> Result<StoredHead<'_>, DecodeError> {
         event_type: Option<Cow<'a, str>>,
         #[serde(borrow, default)]
         project_key: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        workflow_run_id: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        workflow: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        repository: Option<Cow<'a, str>>,
     }
     let head: Head<'_> = serde_json::from_str(text)
         .map_err(|e| DecodeError::new(ErrorCode::InvalidJson, None, e.to_string()))?;
@@ -161,6 +171,9 @@ pub fn peek_stored(text: &str) -> Result<StoredHead<'_>, DecodeError> {
         id: head.id.unwrap_or_default(),
         event_type,
         project_key: head.project_key.unwrap_or_default(),
+        workflow_run_id: head.workflow_run_id.unwrap_or_default(),
+        workflow: head.workflow.unwrap_or_default(),
+        repository: head.repository.unwrap_or_default(),
     })
 }
 

@@ -1,5 +1,5 @@
-// Creating or editing a notification: its name, URL, format and
-// signature, and its filters as `name: expression` lines, each with a
+// Creating or editing a notification: its name, URL, format,
+// signature and order, and its filters as `name: expression` lines, each with a
 // preview of the catalogue types it matches (the expression is matched
 // against the type, unanchored, as the server does; the server still has
 // the last word and names a bad expression). A created notification's
@@ -8,6 +8,15 @@
 // values back as read, masked (`***`): the server keeps the stored ones.
 import { useEffect, useState } from './vendor/hooks.js';
 import { api, html } from './api.js';
+
+// The delivery order: none (parallel), all (one at a time), or per key,
+// the envelope field named (`ordered_by`).
+const ORDER_KEYS = ['workflow_run_id', 'workflow', 'repository'];
+const ORDER_LABELS = { none: 'parallel', all: 'one at a time' };
+function orderOf(n) {
+  if (n?.ordered) return 'all';
+  return n?.ordered_by ?? 'none';
+}
 
 let catalogue = null;
 async function types() {
@@ -69,8 +78,10 @@ export function NotificationForm({ project, initial, onDone }) {
       filters,
       format: el.format.value,
       signature: el.signature.value,
-      ordered: el.ordered.checked,
+      // `ordered` alone clears a per-key order; `ordered_by` sets one.
+      ordered: el.order.value === 'all',
     };
+    if (ORDER_KEYS.includes(el.order.value)) body.ordered_by = el.order.value;
     if (initial) body.auth = initial.auth;
     const base = `/v2/project/${encodeURIComponent(project)}/notification`;
     try {
@@ -92,7 +103,8 @@ export function NotificationForm({ project, initial, onDone }) {
       selected=${f === (initial?.format ?? 'cds')}>${f}</option>`)}</select></label>
     <label>Signature <select name="signature">${['symmetric', 'ed25519'].map((s) => html`<option
       selected=${s === (initial?.signature ?? 'symmetric')}>${s}</option>`)}</select></label>
-    <label class="check"><input name="ordered" type="checkbox" defaultChecked=${!!initial?.ordered} /> ordered</label>
+    <label>Order <select name="order">${['none', 'all', ...ORDER_KEYS].map((o) => html`<option
+      value=${o} selected=${o === orderOf(initial)}>${ORDER_LABELS[o] ?? `per ${o}`}</option>`)}</select></label>
     <label class="wide">Filters, one <code>name: expression</code> a line
       <textarea name="filters" rows="3" spellcheck="false" value=${text}
         onInput=${(e) => setText(e.currentTarget.value)} placeholder="runs: ^Run(Ended|JobEnded)$"></textarea></label>

@@ -110,7 +110,7 @@ pub async fn openapi_json() -> axum::Json<utoipa::openapi::OpenApi> {
 mod tests {
     use super::*;
     use cds_events_api::{
-        DeliveryOut, DeliveryStatus, NotificationAuth, NotificationOut, TokenOut,
+        DeliveryOut, DeliveryStatus, NotificationAuth, NotificationOut, OrderedBy, TokenOut,
     };
     use serde_json::Value;
     use std::collections::BTreeSet;
@@ -147,6 +147,7 @@ mod tests {
             auth: NotificationAuth::default(),
             enabled: false,
             ordered: false,
+            ordered_by: Some(OrderedBy::WorkflowRunId),
             format: Default::default(),
             content_mode: Default::default(),
             signature: Default::default(),

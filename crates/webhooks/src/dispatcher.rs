@@ -10,6 +10,7 @@
 //! waits for a receiver, so a slow endpoint cannot hold the log back.
 
 use crate::engine::Inner;
+use crate::model::OrderedBy;
 use crate::store::{Lead, NewDelivery};
 use cds_events_log::{
     Checkpoint, Consumer, ConsumerError, EventLog, FollowOptions, LogError, PositionStore, Seq,
@@ -110,6 +111,18 @@ fn position_error(e: crate::WebhooksError) -> ConsumerError {
     ConsumerError::Position(Box::new(e))
 }
 
+/// A delivery's key for a notification ordered by `by`: the event's value
+/// of that envelope field (empty when it has none: such events share one
+/// key); empty when the notification is not ordered per key.
+fn order_key(by: Option<OrderedBy>, e: &cds_events_model::StoredHead<'_>) -> String {
+    match by {
+        None => String::new(),
+        Some(OrderedBy::WorkflowRunId) => e.workflow_run_id.to_string(),
+        Some(OrderedBy::Workflow) => e.workflow.to_string(),
+        Some(OrderedBy::Repository) => e.repository.to_string(),
+    }
+}
+
 /// Matches and records one batch (never empty): its deliveries and the
 /// position of its last event, in one transaction.
 async fn dispatch_batch(
@@ -150,6 +163,7 @@ async fn dispatch_batch(
                     notification: t.id,
                     seq: stored.seq,
                     event_id: event.id.to_string(),
+                    order_key: order_key(t.ordered_by, &event),
                 });
                 matched = true;
             }

@@ -55,8 +55,8 @@ pub use error::{CompileError, WebhooksError};
 pub use model::{
     Actor, AttemptOut, CreatedNotificationOut, DeliveryDetail, DeliveryOut, DeliveryPage,
     DeliveryStatus, MASK, NotificationAuth, NotificationFilter, NotificationHealthOut,
-    NotificationIn, NotificationOut, PreviewMatch, PreviewOut, PreviousPublicKey, PreviousSecret,
-    PublicKey, PublicKeyOut, SecretOut, SignatureScheme,
+    NotificationIn, NotificationOut, OrderedBy, PreviewMatch, PreviewOut, PreviousPublicKey,
+    PreviousSecret, PublicKey, PublicKeyOut, SecretOut, SignatureScheme,
 };
 pub use send::{AttemptOutcome, MAX_RETRY_AFTER, OutcomeKind};
 pub use store::sqlite::DB_FILE;

@@ -12,8 +12,8 @@ use std::collections::BTreeMap;
 pub use cds_events_api::{
     AttemptOut, ContentMode, CreatedNotificationOut, DeliveryDetail, DeliveryOut, DeliveryPage,
     DeliveryStatus, EventFormat, MASK, NotificationAuth, NotificationFilter, NotificationHealthOut,
-    NotificationIn, NotificationOut, PreviewMatch, PreviewOut, PreviousPublicKey, PreviousSecret,
-    PublicKey, PublicKeyOut, SecretOut, SignatureScheme,
+    NotificationIn, NotificationOut, OrderedBy, PreviewMatch, PreviewOut, PreviousPublicKey,
+    PreviousSecret, PublicKey, PublicKeyOut, SecretOut, SignatureScheme,
 };
 
 /// Headers a notification may not set: the signature scheme and the framing
@@ -69,6 +69,7 @@ pub(crate) struct Valid {
     /// `None`: the default on create, unchanged on update.
     pub enabled: Option<bool>,
     pub ordered: Option<bool>,
+    pub ordered_by: Option<OrderedBy>,
     pub format: Option<EventFormat>,
     pub content_mode: Option<ContentMode>,
     pub signature: Option<SignatureScheme>,
@@ -130,6 +131,12 @@ pub(crate) fn validate(n: NotificationIn) -> Result<Valid, WebhooksError> {
         return Err(WebhooksError::invalid(
             "webhook_url",
             "credentials in the URL are not accepted; put them in auth.headers (e.g. Authorization), which are encrypted and masked",
+        ));
+    }
+    if n.ordered == Some(true) && n.ordered_by.is_some() {
+        return Err(WebhooksError::invalid(
+            "ordered_by",
+            "not with ordered: true (ordered is one at a time over every event; ordered_by, per key)",
         ));
     }
     let count: usize = n.filters.values().map(|f| f.event.len()).sum();
@@ -196,6 +203,7 @@ pub(crate) fn validate(n: NotificationIn) -> Result<Valid, WebhooksError> {
         headers,
         enabled: n.enabled,
         ordered: n.ordered,
+        ordered_by: n.ordered_by,
         format: n.format,
         content_mode: n.content_mode,
         signature: n.signature,
@@ -260,6 +268,26 @@ mod tests {
         assert_eq!(n.filters["any-name"].event.len(), 2);
         assert!(!format!("{n:?}").contains("Bearer"));
         assert!(validate(n).is_ok());
+    }
+
+    #[test]
+    fn ordered_and_ordered_by_together_are_refused_naming_ordered_by() {
+        let n: NotificationIn = serde_json::from_str(
+            r#"{"name":"slack","webhook_url":"https://h/x","ordered_by":"workflow_run_id"}"#,
+        )
+        .expect("decode");
+        assert_eq!(n.ordered_by, Some(OrderedBy::WorkflowRunId));
+        assert!(validate(n.clone()).is_ok());
+        let with_false = NotificationIn {
+            ordered: Some(false),
+            ..n.clone()
+        };
+        assert!(validate(with_false).is_ok(), "ordered: false goes with it");
+        let both = NotificationIn {
+            ordered: Some(true),
+            ..n
+        };
+        assert_eq!(field_of(validate(both)), "ordered_by");
     }
 
     #[test]

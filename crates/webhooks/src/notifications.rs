@@ -57,6 +57,7 @@ impl Inner {
             previous: None,
             enabled: v.enabled.unwrap_or(true),
             ordered: v.ordered.unwrap_or(false),
+            ordered_by: v.ordered_by,
             format: v.format.unwrap_or_default(),
             content_mode: v.content_mode.unwrap_or_default(),
             disabled_reason: None,
@@ -93,7 +94,15 @@ impl Inner {
                 f.name = v.name;
                 f.url = v.url.to_string();
                 f.filters = v.filters;
-                f.ordered = v.ordered.unwrap_or(f.ordered);
+                // `ordered_by` sets the per-key mode; `ordered` alone
+                // (either way) leaves it.
+                if v.ordered_by.is_some() {
+                    f.ordered = false;
+                    f.ordered_by = v.ordered_by;
+                } else if let Some(ordered) = v.ordered {
+                    f.ordered = ordered;
+                    f.ordered_by = None;
+                }
                 f.format = v.format.unwrap_or(f.format);
                 f.content_mode = v.content_mode.unwrap_or(f.content_mode);
                 if let Some(scheme) = v.signature.filter(|s| *s != f.secret.scheme()) {

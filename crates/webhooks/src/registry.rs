@@ -6,7 +6,7 @@
 //! in order. Everything else reads snapshots (`Arc`s).
 
 use crate::error::{CompileError, WebhooksError};
-use crate::model::{ContentMode, EventFormat, NotificationFilter, NotificationOut};
+use crate::model::{ContentMode, EventFormat, NotificationFilter, NotificationOut, OrderedBy};
 use crate::signing::SigningSecret;
 use crate::store::{Mirror, NotificationId, NotificationRecord};
 use cds_events_model::{EventType, ProjectKey};
@@ -35,6 +35,7 @@ pub(crate) struct Notification {
     pub previous: Option<(SigningSecret, i64)>,
     pub enabled: bool,
     pub ordered: bool,
+    pub ordered_by: Option<OrderedBy>,
     pub format: EventFormat,
     pub content_mode: ContentMode,
     pub disabled_reason: Option<String>,
@@ -60,6 +61,7 @@ impl fmt::Debug for Notification {
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("enabled", &self.enabled)
             .field("ordered", &self.ordered)
+            .field("ordered_by", &self.ordered_by)
             .field("format", &self.format)
             .finish_non_exhaustive()
     }
@@ -115,6 +117,7 @@ impl Notification {
             previous: f.previous,
             enabled: f.enabled,
             ordered: f.ordered,
+            ordered_by: f.ordered_by,
             format: f.format,
             content_mode: f.content_mode,
             disabled_reason: f.disabled_reason,
@@ -144,6 +147,7 @@ impl Notification {
             previous: self.previous.clone(),
             enabled: self.enabled,
             ordered: self.ordered,
+            ordered_by: self.ordered_by,
             format: self.format,
             content_mode: self.content_mode,
             disabled_reason: self.disabled_reason.clone(),
@@ -187,6 +191,8 @@ pub(crate) struct Target {
     /// `format: cdevents`: a type without a CDEvents counterpart is not
     /// delivered to it.
     pub cdevents: bool,
+    /// Ordered per key: the envelope field that makes each delivery's key.
+    pub ordered_by: Option<OrderedBy>,
 }
 
 impl Target {
@@ -368,6 +374,7 @@ impl Registry {
                         id: n.id,
                         types: n.types.clone(),
                         cdevents: n.format == EventFormat::CdEvents,
+                        ordered_by: n.ordered_by,
                     })
                 })
                 .collect();

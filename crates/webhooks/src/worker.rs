@@ -11,7 +11,11 @@
 //! endpoint's concurrency holds for the whole cluster. With `ordered`, the
 //! store hands out the oldest pending delivery only, once it is due and no
 //! one holds it: one at a time in sequence order, and a delivery waiting
-//! for a retry holds back the later ones of that notification only.
+//! for a retry holds back the later ones of that notification only. With
+//! `ordered_by`, the same holds per key: the store hands out a delivery
+//! only while no earlier one of its key is pending, so keys go in parallel
+//! (up to the endpoint's concurrency) and a failing key holds back only
+//! its own later deliveries.
 //!
 //! Workers share nothing but the HTTP client's connection pool (per host)
 //! and the store: a hanging or failing endpoint fills only its own slots.
@@ -151,6 +155,7 @@ async fn claim(
         notification: n.id,
         claimant: inner.instance.clone(),
         ordered: n.ordered,
+        per_key: n.ordered_by.is_some(),
         want,
         max_leased: concurrency,
         now,

@@ -155,6 +155,7 @@ fn notification(project: &str, name: &str) -> NotificationRecord {
         previous: None,
         enabled: true,
         ordered: false,
+        ordered_by: None,
         format: Default::default(),
         content_mode: Default::default(),
         disabled_reason: None,
@@ -397,6 +398,7 @@ fn new_delivery(n: &NotificationRecord, seq: u64) -> NewDelivery {
         notification: n.id,
         seq: Seq(seq),
         event_id: format!("event-{seq}"),
+        order_key: String::new(),
     }
 }
 
@@ -525,6 +527,7 @@ async fn concurrent_claims_from_several_instances_hand_out_each_delivery_once_wi
         notification: n.id,
         claimant: format!("c{i}"),
         ordered: false,
+        per_key: false,
         want: 5,
         max_leased,
         now,

@@ -463,3 +463,70 @@ fn the_cli_adds_lists_tests_and_removes_notifications() {
     let (ok, _, err) = cli(&["show", "--project", "PROJ", "ci"]);
     assert!(!ok && err.contains("not found"), "{err}");
 }
+
+/// Ordering per key through the CLI and the API: set, kept by an update
+/// that does not name it, replaced by `--ordered`, and refused together
+/// with `ordered: true`, naming the field.
+#[test]
+fn the_cli_sets_keeps_and_clears_ordering_per_key() {
+    let s = webhook_server().start();
+    let cli = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["notification"])
+            .args(args)
+            .args(["--server", &s.base])
+            .env("CDS_EVENTS_TOKEN", ADMIN)
+            .output()
+            .expect("cds-events");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let shown = |name: &str| -> Value {
+        let (ok, out, err) = cli(&["show", "--project", "PROJ", name]);
+        assert!(ok, "{err}");
+        serde_json::from_str(&out).expect("json")
+    };
+    let url = "https://example.com/hook";
+    let (ok, _, err) = cli(&[
+        "add",
+        "--project",
+        "PROJ",
+        "runs",
+        "--url",
+        url,
+        "--ordered-by",
+        "workflow_run_id",
+    ]);
+    assert!(ok, "{err}");
+    let n = shown("runs");
+    assert_eq!(
+        (n["ordered"].clone(), n["ordered_by"].clone()),
+        (false.into(), "workflow_run_id".into())
+    );
+    let (ok, list, _) = cli(&["list", "--project", "PROJ"]);
+    assert!(ok && list.contains("workflow_run_id"), "{list}");
+    let (ok, _, err) = cli(&["update", "--project", "PROJ", "runs", "--no-filters"]);
+    assert!(ok, "{err}");
+    assert_eq!(shown("runs")["ordered_by"], "workflow_run_id", "kept");
+    let (ok, _, err) = cli(&["update", "--project", "PROJ", "runs", "--ordered", "true"]);
+    assert!(ok, "{err}");
+    let n = shown("runs");
+    assert_eq!(n["ordered"], true);
+    assert!(n.get("ordered_by").is_none(), "{n}");
+    let (ok, _, err) = cli(&[
+        "add",
+        "--project",
+        "PROJ",
+        "both",
+        "--url",
+        url,
+        "--ordered",
+        "true",
+        "--ordered-by",
+        "workflow",
+    ]);
+    assert!(!ok && err.contains("ordered_by"), "{err}");
+}

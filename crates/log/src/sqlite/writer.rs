@@ -367,6 +367,9 @@ fn insert_request(
                 id: e.id.clone(),
                 event_type: e.event_type,
                 project_key: e.project_key.clone(),
+                workflow_run_id: e.workflow_run_id.clone(),
+                workflow: e.workflow.clone(),
+                repository: e.repository.clone(),
             })),
         });
         out.push(Appended {

@@ -168,6 +168,7 @@ fn notification(project: &str, name: &str) -> NotificationRecord {
         previous: None,
         enabled: true,
         ordered: false,
+        ordered_by: None,
         format: Default::default(),
         content_mode: Default::default(),
         disabled_reason: None,
@@ -203,6 +204,7 @@ fn claim(n: &NotificationRecord, claimant: &str, now: i64, want: usize) -> Claim
         notification: n.id,
         claimant: claimant.into(),
         ordered: false,
+        per_key: false,
         want,
         max_leased: 100,
         now,
@@ -225,12 +227,22 @@ async fn deliver(
     n: &NotificationRecord,
     seqs: impl IntoIterator<Item = u64>,
 ) -> Vec<DeliveryId> {
-    let batch: Vec<NewDelivery> = seqs
+    deliver_keyed(s, n, seqs.into_iter().map(|seq| (seq, ""))).await
+}
+
+/// [`deliver`] with each delivery's order key.
+async fn deliver_keyed<'k>(
+    s: &dyn NotificationStore,
+    n: &NotificationRecord,
+    keyed: impl IntoIterator<Item = (u64, &'k str)>,
+) -> Vec<DeliveryId> {
+    let batch: Vec<NewDelivery> = keyed
         .into_iter()
-        .map(|seq| NewDelivery {
+        .map(|(seq, k)| NewDelivery {
             notification: n.id,
             seq: Seq(seq),
             event_id: format!("event-{seq}"),
+            order_key: k.to_owned(),
         })
         .collect();
     let last = batch.last().map_or(Seq(0), |d| d.seq);
@@ -360,6 +372,9 @@ macro_rules! conformance_tests {
             a_renewal_extends_only_the_claimants_own_leases,
             claims_never_lease_more_than_max_leased_across_claimants,
             an_ordered_notification_hands_out_its_oldest_pending_delivery_only,
+            ordered_per_key_a_pending_delivery_holds_back_its_key_only,
+            ordered_per_key_a_dead_letter_no_longer_holds_its_key,
+            ordering_per_key_is_stored_changed_and_read_back,
             a_recorded_success_ends_the_delivery,
             a_recorded_failure_reschedules_the_delivery,
             a_result_for_a_redelivered_delivery_is_superseded,

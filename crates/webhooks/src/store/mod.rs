@@ -28,7 +28,8 @@
 //!   until its result is recorded, it is released, or its lease ends; the
 //!   leases of a notification never exceed the claim's `max_leased`, and an
 //!   ordered notification's next delivery is not claimed while an earlier
-//!   one is pending.
+//!   one is pending, nor, ordered per key, while an earlier one of its key
+//!   is (other keys are not held back).
 //!
 //! A store must never send anything, read the log, or decide a retry: it
 //! records what the engine decided.
@@ -49,7 +50,7 @@ pub use records::{
     Attempt, AttemptResult, Claim, Claimed, Delivery, DeliveryId, Due, Health, NewDelivery,
     NotificationId, NotificationRecord, OutboxEntry, Purged, RecordAck, p95,
 };
-pub(crate) use records::{stored_format, stored_project};
+pub(crate) use records::{stored_format, stored_ordered_by, stored_project};
 use std::time::Duration;
 
 /// The storage plumbing's errors (both backends'): a database that is away
@@ -195,7 +196,9 @@ pub trait NotificationStore: Send + Sync + 'static {
     /// `claim.claimant` until `claim.until`: pending ones that are due and
     /// that no one holds, by due time (then id), as many as `claim.want`
     /// and the free part of `claim.max_leased` allow; or, when `ordered`,
-    /// the oldest pending one if it is due and no one holds it (else none).
+    /// the oldest pending one if it is due and no one holds it (else none);
+    /// or, when `per_key`, as unordered among the pending ones that are the
+    /// oldest pending of their key (`NewDelivery::order_key`).
     /// No one else gets a delivery while its lease lasts: until a result for
     /// it is recorded, it is released, or `now` passes the lease's end.
     async fn claim(&self, claim: Claim) -> Result<Claimed, WebhooksError>;

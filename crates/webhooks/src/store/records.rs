@@ -6,7 +6,7 @@
 use crate::error::WebhooksError;
 use crate::model::{
     Actor, ContentMode, DeliveryStatus, EventFormat, MASK, NotificationAuth, NotificationFilter,
-    NotificationOut,
+    NotificationOut, OrderedBy,
 };
 use crate::signing::SigningSecret;
 use crate::time::to_datetime;
@@ -43,6 +43,9 @@ pub struct NotificationRecord {
     pub previous: Option<(SigningSecret, i64)>,
     pub enabled: bool,
     pub ordered: bool,
+    /// Ordering per key (never with `ordered`): the envelope field whose
+    /// value is each delivery's [`NewDelivery::order_key`].
+    pub ordered_by: Option<OrderedBy>,
     /// The body's shape, and with CloudEvents, the content mode.
     pub format: EventFormat,
     pub content_mode: ContentMode,
@@ -63,6 +66,7 @@ impl fmt::Debug for NotificationRecord {
             .field("headers", &self.headers.keys().collect::<Vec<_>>())
             .field("enabled", &self.enabled)
             .field("ordered", &self.ordered)
+            .field("ordered_by", &self.ordered_by)
             .field("failing_since", &self.failing_since)
             .finish_non_exhaustive()
     }
@@ -86,6 +90,22 @@ pub(crate) fn stored_format(
         mode.parse()
             .map_err(|e| unreadable(format!("content_mode: {e}")))?,
     ))
+}
+
+/// A stored `ordered_by` read back (`NULL`: not ordered per key); a value
+/// no build wrote makes the notification unreadable.
+pub(crate) fn stored_ordered_by(
+    uid: &str,
+    stored: Option<String>,
+) -> Result<Option<OrderedBy>, WebhooksError> {
+    stored
+        .map(|s| {
+            s.parse().map_err(|e| WebhooksError::Unreadable {
+                uid: uid.to_owned(),
+                problem: format!("ordered_by: {e}"),
+            })
+        })
+        .transpose()
 }
 
 /// A stored project key, read back (every backend wrote a valid one).
@@ -115,6 +135,7 @@ impl NotificationRecord {
             },
             enabled: self.enabled,
             ordered: self.ordered,
+            ordered_by: self.ordered_by,
             format: self.format,
             content_mode: self.content_mode,
             signature: self.secret.scheme(),
@@ -151,6 +172,10 @@ pub struct NewDelivery {
     pub notification: NotificationId,
     pub seq: Seq,
     pub event_id: String,
+    /// Its key when the notification is ordered per key (the value of the
+    /// notification's `ordered_by` field in the event, empty when the
+    /// event has none), else empty.
+    pub order_key: String,
 }
 
 /// The outcome of one attempt, to record.
@@ -225,6 +250,11 @@ pub struct Claim {
     /// One at a time in log order: the oldest pending delivery, if it is due
     /// and no one holds it, else nothing (it holds back the later ones).
     pub ordered: bool,
+    /// Ordered per key: a pending delivery is handed out only while no
+    /// earlier one of its key (`NewDelivery::order_key`) is pending (in
+    /// flight or waiting for a retry); keys go in parallel, within the
+    /// leases' limit. Not with `ordered`.
+    pub per_key: bool,
     /// Most deliveries wanted now.
     pub want: usize,
     /// Most deliveries of this notification leased at once, by every

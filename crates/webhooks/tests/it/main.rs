@@ -7,6 +7,7 @@ mod cluster;
 mod crud;
 mod delivery;
 mod durability;
+mod ordering;
 mod pace;
 mod postgres;
 mod security;

@@ -3,7 +3,7 @@
 //! claimant. Different claimants stand for different instances; times are
 //! given, so leases end without waiting.
 
-use super::{Harness, LEASE, claim, create, deliver, open, open_with_one, result};
+use super::{Harness, LEASE, claim, create, deliver, deliver_keyed, open, open_with_one, result};
 use crate::model::DeliveryStatus;
 use crate::store::{Claim, DeliveryId, NotificationStore};
 use crate::time::now_ms;
@@ -206,5 +206,93 @@ pub async fn an_ordered_notification_hands_out_its_oldest_pending_delivery_only(
     s.record(ok).await.expect("record");
     let a = s.claim(ordered("a", t + 60_011)).await.expect("claim");
     assert_eq!(ids(&a), [d[1]], "then the next, in log order");
+    s.close().await.expect("close");
+}
+
+/// A claim per key by the suite's claimant (many leases allowed).
+fn per_key(n: &crate::store::NotificationRecord, now: i64) -> Claim {
+    Claim {
+        per_key: true,
+        ..claim(n, super::SUITE, now, 10)
+    }
+}
+
+pub async fn ordered_per_key_a_pending_delivery_holds_back_its_key_only(h: &dyn Harness) {
+    let (o, n) = open_with_one(h).await;
+    let s = o.store.as_ref();
+    // Three runs interleaved: a1 b1 a2 c1 b2.
+    let d = deliver_keyed(s, &n, [(1, "a"), (2, "b"), (3, "a"), (4, "c"), (5, "b")]).await;
+    let (a1, b1, a2, c1, b2) = (d[0], d[1], d[2], d[3], d[4]);
+    let t = now_ms();
+    let first = s.claim(per_key(&n, t)).await.expect("claim");
+    assert_eq!(
+        ids(&first),
+        [a1, b1, c1],
+        "the first of each key, in parallel; a2 and b2 wait for theirs in flight"
+    );
+    let again = s.claim(per_key(&n, t + 1)).await.expect("claim");
+    assert!(
+        again.due.is_empty(),
+        "in flight, each holds its key: {again:?}"
+    );
+    let by_id = |id| first.due.iter().find(|d| d.id == id).expect("claimed");
+    // a1 fails (a retry in a minute), b1 and c1 succeed.
+    s.record(result(&n, by_id(a1), DeliveryStatus::Pending, t + 2))
+        .await
+        .expect("record");
+    for id in [b1, c1] {
+        s.record(result(&n, by_id(id), DeliveryStatus::Succeeded, t + 2))
+            .await
+            .expect("record");
+    }
+    let next = s.claim(per_key(&n, t + 3)).await.expect("claim");
+    assert_eq!(
+        ids(&next),
+        [b2],
+        "a's retry holds back a2, not b's next delivery"
+    );
+    s.record(result(&n, &next.due[0], DeliveryStatus::Succeeded, t + 4))
+        .await
+        .expect("record");
+    let waiting = s.claim(per_key(&n, t + 5)).await.expect("claim");
+    assert!(
+        waiting.due.is_empty(),
+        "a2 waits for a1's retry: {waiting:?}"
+    );
+    let retry = s.claim(per_key(&n, t + 2 + 60_000)).await.expect("claim");
+    assert_eq!(ids(&retry), [a1], "the retry first, a2 still behind it");
+    s.record(result(
+        &n,
+        &retry.due[0],
+        DeliveryStatus::Succeeded,
+        t + 60_010,
+    ))
+    .await
+    .expect("record");
+    let last = s.claim(per_key(&n, t + 60_011)).await.expect("claim");
+    assert_eq!(ids(&last), [a2], "then a's next, in log order");
+    s.close().await.expect("close");
+}
+
+pub async fn ordered_per_key_a_dead_letter_no_longer_holds_its_key(h: &dyn Harness) {
+    let (o, n) = open_with_one(h).await;
+    let s = o.store.as_ref();
+    let d = deliver_keyed(s, &n, [(1, "a"), (2, "a"), (3, "")]).await;
+    let t = now_ms();
+    let first = s.claim(per_key(&n, t)).await.expect("claim");
+    assert_eq!(
+        ids(&first),
+        [d[0], d[2]],
+        "events without the field share the empty key, a key like any other"
+    );
+    s.record(result(&n, &first.due[0], DeliveryStatus::Failed, t + 1))
+        .await
+        .expect("record");
+    let next = s.claim(per_key(&n, t + 2)).await.expect("claim");
+    assert_eq!(
+        ids(&next),
+        [d[1]],
+        "a failed delivery is finished: the key goes on"
+    );
     s.close().await.expect("close");
 }

@@ -73,6 +73,7 @@ pub async fn deliveries_of_a_deleted_notification_are_not_created(h: &dyn Harnes
             notification: n.id,
             seq: Seq(1),
             event_id: "event-1".into(),
+            order_key: String::new(),
         })
         .collect();
     let lead = s.lead(SUITE).await.expect("lead");

@@ -42,6 +42,36 @@ pub async fn a_created_notification_reads_back_after_a_reopen(h: &dyn Harness) {
     o.store.close().await.expect("close");
 }
 
+pub async fn ordering_per_key_is_stored_changed_and_read_back(h: &dyn Harness) {
+    use crate::model::OrderedBy;
+    let o = open(h).await;
+    let s = o.store.as_ref();
+    let plain = create(s, "P", "plain").await;
+    assert_eq!(plain.ordered_by, None, "not ordered per key by default");
+    let mut n = notification("P", "runs");
+    n.ordered_by = Some(OrderedBy::WorkflowRunId);
+    let created = s
+        .create_notification(n, 10, &actor())
+        .await
+        .expect("create");
+    let updated = s
+        .update_notification(
+            &key("P"),
+            "plain",
+            set(|n| n.ordered_by = Some(OrderedBy::Repository)),
+            &actor(),
+        )
+        .await
+        .expect("update");
+    assert_eq!(updated.ordered_by, Some(OrderedBy::Repository));
+    s.close().await.expect("close");
+    let o = open(h).await;
+    let back = |id| o.mirror.get(id).expect("told at open").ordered_by;
+    assert_eq!(back(created.id), Some(OrderedBy::WorkflowRunId));
+    assert_eq!(back(plain.id), Some(OrderedBy::Repository));
+    o.store.close().await.expect("close");
+}
+
 pub async fn the_body_format_is_stored_changed_and_read_back(h: &dyn Harness) {
     use crate::model::{ContentMode, EventFormat};
     let o = open(h).await;

@@ -11,7 +11,10 @@
 //! `FOR UPDATE SKIP LOCKED`: a row being recorded at that moment is
 //! skipped, not waited for. Ordered, the oldest pending row is read without
 //! skipping (skipping it would hand out the next one first) and leased only
-//! if it is due and no one holds it.
+//! if it is due and no one holds it. Ordered per key, as unordered among
+//! the rows with no earlier pending row of their key: the check reads the
+//! statement's snapshot, where a row being recorded at that moment is still
+//! pending, so it holds its key back (never the reverse).
 
 use super::Shared;
 use super::deliveries::seq;
@@ -164,12 +167,17 @@ async fn claim_due(tx: &Tx<'_>, c: &Claim) -> Result<Claimed, WebhooksError> {
                      SELECT id FROM webhook_deliveries
                      WHERE notification_id = $1 AND status = 'pending' AND next_attempt_at <= $2
                        AND (lease_until IS NULL OR lease_until <= $2)
+                       AND (NOT $6 OR NOT EXISTS (
+                           SELECT 1 FROM webhook_deliveries e
+                           WHERE e.notification_id = $1 AND e.status = 'pending'
+                             AND e.order_key = webhook_deliveries.order_key
+                             AND e.id < webhook_deliveries.id))
                      ORDER BY next_attempt_at, id LIMIT $3
                      FOR UPDATE SKIP LOCKED)
                  UPDATE webhook_deliveries d SET claimed_by = $4, lease_until = $5
                  FROM picked WHERE d.id = picked.id
                  RETURNING d.id, d.event_seq, d.event_id, d.attempts, d.tries, d.next_attempt_at",
-                &[&id, &c.now, &slots, &c.claimant, &c.until],
+                &[&id, &c.now, &slots, &c.claimant, &c.until, &c.per_key],
             )
             .await?;
         due = rows.iter().map(due_of).collect::<Result<Vec<_>, _>>()?;

@@ -84,22 +84,25 @@ impl Shared {
         // A notification deleted since the batch was matched gets nothing;
         // one being deleted now waits for this transaction.
         let live = lock_live(&tx, &ids).await?;
-        let (mut notifications, mut seqs, mut events) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut notifications, mut seqs, mut events, mut keys) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for d in batch.iter().filter(|d| live.contains(&d.notification.0)) {
             notifications.push(d.notification.0);
             seqs.push(d.seq.0 as i64);
             events.push(d.event_id.as_str());
+            keys.push(d.order_key.as_str());
         }
         if !notifications.is_empty() {
             // One statement for the batch; ids given in the batch's order
             // (log order), which the workers' ordered pages rely on.
             tx.execute(
-                "INSERT INTO webhook_deliveries (notification_id, event_seq, event_id, status,
-                     attempts, tries, next_attempt_at, created_at, updated_at)
-                 SELECT n, s, e, 'pending', 0, 0, $4, $4, $4
-                 FROM unnest($1::BIGINT[], $2::BIGINT[], $3::TEXT[]) WITH ORDINALITY AS t(n, s, e, o)
+                "INSERT INTO webhook_deliveries (notification_id, event_seq, event_id, order_key,
+                     status, attempts, tries, next_attempt_at, created_at, updated_at)
+                 SELECT n, s, e, k, 'pending', 0, 0, $4, $4, $4
+                 FROM unnest($1::BIGINT[], $2::BIGINT[], $3::TEXT[], $5::TEXT[])
+                     WITH ORDINALITY AS t(n, s, e, k, o)
                  ORDER BY o",
-                &[&notifications, &seqs, &events, &now_ms()],
+                &[&notifications, &seqs, &events, &now_ms(), &keys],
             )
             .await?;
         }

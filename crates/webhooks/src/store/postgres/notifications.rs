@@ -9,7 +9,9 @@ use crate::crypto::Keyring;
 use crate::error::WebhooksError;
 use crate::model::{Actor, NotificationFilter};
 use crate::signing::SigningSecret;
-use crate::store::{Edit, NotificationId, NotificationRecord, stored_format, stored_project};
+use crate::store::{
+    Edit, NotificationId, NotificationRecord, stored_format, stored_ordered_by, stored_project,
+};
 use cds_events_model::{EventType, ProjectKey};
 use cds_events_store::pg::tokio_postgres::error::SqlState;
 use cds_events_store::pg::tokio_postgres::{GenericClient, Row, Transaction};
@@ -19,7 +21,7 @@ const SEALED_COLUMNS: [&str; 3] = ["headers", "secret", "previous_secret"];
 
 const COLUMNS: &str = "id, uid, project, name, url, filters, headers, secret, previous_secret,
      previous_valid_until, enabled, ordered, disabled_reason, failing_since, last_modified,
-     format, content_mode";
+     format, content_mode, ordered_by";
 
 /// The first key of the two-key advisory locks a creation takes per project
 /// (`pg_advisory_xact_lock(PROJECT_LOCK, hashtext(project))`): "wh". The
@@ -253,6 +255,7 @@ fn record_of(r: &Row, keyring: &Keyring) -> Result<NotificationRecord, WebhooksE
     };
     let (format, content_mode) = stored_format(&uid, r.try_get(15)?, r.try_get(16)?)?;
     let project = stored_project(&uid, r.try_get(2)?)?;
+    let ordered_by = stored_ordered_by(&uid, r.try_get(17)?)?;
     Ok(NotificationRecord {
         id: NotificationId(r.try_get(0)?),
         uid,
@@ -265,6 +268,7 @@ fn record_of(r: &Row, keyring: &Keyring) -> Result<NotificationRecord, WebhooksE
         previous,
         enabled: r.try_get(10)?,
         ordered: r.try_get(11)?,
+        ordered_by,
         format,
         content_mode,
         disabled_reason: r.try_get(12)?,
@@ -317,8 +321,8 @@ async fn write_notification(
         tx.query_one(
             "INSERT INTO webhook_notifications (uid, project, name, url, filters, headers, secret,
                  previous_secret, previous_valid_until, enabled, ordered, disabled_reason,
-                 failing_since, last_modified, format, content_mode)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
+                 failing_since, last_modified, format, content_mode, ordered_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
              RETURNING id",
             &[
                 &f.uid,
@@ -337,6 +341,7 @@ async fn write_notification(
                 &f.last_modified,
                 &f.format.as_str(),
                 &f.content_mode.as_str(),
+                &f.ordered_by.map(|o| o.as_str()),
             ],
         )
         .await
@@ -346,7 +351,7 @@ async fn write_notification(
             "UPDATE webhook_notifications SET name = $2, url = $3, filters = $4, headers = $5,
                  secret = $6, previous_secret = $7, previous_valid_until = $8, enabled = $9,
                  ordered = $10, disabled_reason = $11, failing_since = $12, last_modified = $13,
-                 format = $14, content_mode = $15
+                 format = $14, content_mode = $15, ordered_by = $16
              WHERE id = $1",
             &[
                 &f.id.0,
@@ -364,6 +369,7 @@ async fn write_notification(
                 &f.last_modified,
                 &f.format.as_str(),
                 &f.content_mode.as_str(),
+                &f.ordered_by.map(|o| o.as_str()),
             ],
         )
         .await

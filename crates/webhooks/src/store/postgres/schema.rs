@@ -4,13 +4,13 @@
 
 use cds_events_store::pg::{PgMigration, PgSchema};
 
-/// The current layout (version 4) and how earlier ones reach it: a new
-/// database gets version 1's tables and the steps to 4, the very statements
+/// The current layout (version 5) and how earlier ones reach it: a new
+/// database gets version 1's tables and the steps to 5, the very statements
 /// an existing one runs.
 pub(super) const LAYOUT: PgSchema = PgSchema {
     component: "webhooks",
-    create: concat!(v1!(), v2!(), v3!(), v4!()),
-    version: 4,
+    create: concat!(v1!(), v2!(), v3!(), v4!(), v5!()),
+    version: 5,
     migrations: &[
         PgMigration {
             from: 1,
@@ -23,6 +23,10 @@ pub(super) const LAYOUT: PgSchema = PgSchema {
         PgMigration {
             from: 3,
             sql: v4!(),
+        },
+        PgMigration {
+            from: 4,
+            sql: v5!(),
         },
     ],
 };
@@ -178,6 +182,24 @@ CREATE INDEX webhook_deliveries_recent
 }
 use v4;
 
+/// Version 5: ordering per key. `webhook_notifications.ordered_by` names
+/// the envelope field (`NULL`: not ordered per key) and
+/// `webhook_deliveries.order_key` holds each delivery's value of it (empty
+/// for every earlier delivery: one key). `webhook_deliveries_by_key`
+/// (partial, pending rows only) answers whether a pending delivery has an
+/// earlier pending one of its key, which holds it back.
+macro_rules! v5 {
+    () => {
+        "
+ALTER TABLE webhook_notifications ADD COLUMN ordered_by TEXT;
+ALTER TABLE webhook_deliveries ADD COLUMN order_key TEXT NOT NULL DEFAULT '';
+CREATE INDEX webhook_deliveries_by_key
+    ON webhook_deliveries (notification_id, order_key, id) WHERE status = 'pending';
+"
+    };
+}
+use v5;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,7 +207,7 @@ mod tests {
     use cds_events_store::pg::testing::TempDatabase;
 
     #[tokio::test]
-    async fn a_version_1_database_gains_the_lease_and_format_columns_and_the_recent_index_and_keeps_its_rows()
+    async fn a_version_1_database_gains_the_lease_format_and_key_columns_and_the_indexes_and_keeps_its_rows()
      {
         let db = TempDatabase::create().await.expect("test database");
         let pool = PgPool::connect(&db.options()).await.expect("pool");
@@ -241,7 +263,29 @@ mod tests {
             .await
             .expect("read");
         assert_eq!(indexed.get::<_, i64>(0), 1, "version 4's index");
+        let keyed = conn
+            .query_one(
+                "SELECT n.ordered_by, d.order_key
+                 FROM webhook_notifications n CROSS JOIN webhook_deliveries d",
+                &[],
+            )
+            .await
+            .expect("read");
+        let keyed: (Option<String>, String) = (keyed.get(0), keyed.get(1));
+        assert_eq!(
+            keyed,
+            (None, String::new()),
+            "earlier notifications are not ordered per key, earlier deliveries share one key"
+        );
+        let indexed = conn
+            .query_one(
+                "SELECT count(*) FROM pg_indexes WHERE indexname = 'webhook_deliveries_by_key'",
+                &[],
+            )
+            .await
+            .expect("read");
+        assert_eq!(indexed.get::<_, i64>(0), 1, "version 5's index");
         // Already current: nothing to do.
-        assert_eq!(LAYOUT.apply(&pool).await.expect("again"), Some(4));
+        assert_eq!(LAYOUT.apply(&pool).await.expect("again"), Some(5));
     }
 }

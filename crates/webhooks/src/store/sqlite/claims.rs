@@ -71,14 +71,24 @@ impl WriterCtx {
         }
         let slots = c.max_leased.saturating_sub(leases.len()).min(c.want);
         if slots > 0 {
-            // Leased rows are due too: read past them.
+            // Leased rows are due too: read past them. Per key, only the
+            // oldest pending delivery of each key is a candidate.
             let mut st = self.conn.prepare_cached(&format!(
-                "SELECT {DUE_COLUMNS} FROM deliveries
+                "SELECT {DUE_COLUMNS} FROM deliveries d
                  WHERE notification_id = ?1 AND status = 'pending' AND next_attempt_at <= ?2
+                   AND (?4 = 0 OR NOT EXISTS (
+                       SELECT 1 FROM deliveries e
+                       WHERE e.notification_id = ?1 AND e.status = 'pending'
+                         AND e.order_key = d.order_key AND e.id < d.id))
                  ORDER BY next_attempt_at, id LIMIT ?3"
             ))?;
             let rows = st.query_map(
-                params![c.notification.0, c.now, (slots + leases.len()) as i64],
+                params![
+                    c.notification.0,
+                    c.now,
+                    (slots + leases.len()) as i64,
+                    c.per_key
+                ],
                 due_of,
             )?;
             for d in rows {

@@ -9,7 +9,9 @@ use crate::crypto::Keyring;
 use crate::error::WebhooksError;
 use crate::model::{Actor, NotificationFilter};
 use crate::signing::SigningSecret;
-use crate::store::{Edit, NotificationId, NotificationRecord, stored_format, stored_project};
+use crate::store::{
+    Edit, NotificationId, NotificationRecord, stored_format, stored_ordered_by, stored_project,
+};
 use cds_events_model::{EventType, ProjectKey};
 use rusqlite::{Connection, Row, params};
 use std::collections::BTreeMap;
@@ -18,7 +20,7 @@ const SEALED_COLUMNS: [&str; 3] = ["headers", "secret", "previous_secret"];
 
 const COLUMNS: &str = "id, uid, project, name, url, filters, headers, secret, previous_secret,
      previous_valid_until, enabled, ordered, disabled_reason, failing_since, last_modified,
-     format, content_mode";
+     format, content_mode, ordered_by";
 
 impl WriterCtx {
     pub(super) fn create_notification(
@@ -183,6 +185,7 @@ fn record_of(r: &Row<'_>, keyring: &Keyring) -> Result<NotificationRecord, Webho
     let (format, content_mode) =
         stored_format(&uid, &r.get::<_, String>(15)?, &r.get::<_, String>(16)?)?;
     let project = stored_project(&uid, r.get(2)?)?;
+    let ordered_by = stored_ordered_by(&uid, r.get::<_, Option<String>>(17)?)?;
     Ok(NotificationRecord {
         id: NotificationId(r.get(0)?),
         uid,
@@ -195,6 +198,7 @@ fn record_of(r: &Row<'_>, keyring: &Keyring) -> Result<NotificationRecord, Webho
         previous,
         enabled: r.get(10)?,
         ordered: r.get(11)?,
+        ordered_by,
         format,
         content_mode,
         disabled_reason: r.get(12)?,
@@ -271,12 +275,12 @@ fn write_notification(
         conn.execute(
             "INSERT INTO notifications(id, uid, project, name, url, filters, headers, secret, previous_secret,
                  previous_valid_until, enabled, ordered, disabled_reason, failing_since, last_modified,
-                 format, content_mode)
-             VALUES (?17, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                 format, content_mode, ordered_by)
+             VALUES (?18, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
             params![
                 f.uid, f.project.as_str(), f.name, f.url, filters, headers, secret, previous, until,
                 f.enabled, f.ordered, f.disabled_reason, f.failing_since, f.last_modified,
-                f.format.as_str(), f.content_mode.as_str(), id
+                f.format.as_str(), f.content_mode.as_str(), f.ordered_by.map(|o| o.as_str()), id
             ],
         )
         .map_err(map_unique)?;
@@ -287,7 +291,7 @@ fn write_notification(
             "UPDATE notifications SET name = ?2, url = ?3, filters = ?4, headers = ?5, secret = ?6,
                  previous_secret = ?7, previous_valid_until = ?8, enabled = ?9, ordered = ?10,
                  disabled_reason = ?11, failing_since = ?12, last_modified = ?13, format = ?14,
-                 content_mode = ?15
+                 content_mode = ?15, ordered_by = ?16
              WHERE id = ?1",
             params![
                 f.id.0,
@@ -304,7 +308,8 @@ fn write_notification(
                 f.failing_since,
                 f.last_modified,
                 f.format.as_str(),
-                f.content_mode.as_str()
+                f.content_mode.as_str(),
+                f.ordered_by.map(|o| o.as_str())
             ],
         )
         .map_err(map_unique)?;

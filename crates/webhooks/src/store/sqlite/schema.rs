@@ -4,7 +4,7 @@
 use cds_events_store::{ConnOptions, Error, MetaKey, Migration, Schema, Step, Synchronous};
 use rusqlite::Connection;
 
-pub(crate) const SCHEMA_VERSION: i64 = 4;
+pub(crate) const SCHEMA_VERSION: i64 = 5;
 
 /// The current layout and how earlier ones reach it.
 pub(crate) const LAYOUT: Schema = Schema {
@@ -36,6 +36,15 @@ pub(crate) const LAYOUT: Schema = Schema {
             // 3 → 4: a notification's deliveries by last change (its health).
             step: Step::Sql(RECENT_INDEX),
         },
+        Migration {
+            from: 4,
+            // 4 → 5: ordering per key (every earlier delivery has the one
+            // empty key, every earlier notification none).
+            step: Step::Sql(
+                "ALTER TABLE notifications ADD COLUMN ordered_by TEXT;
+                 ALTER TABLE deliveries ADD COLUMN order_key TEXT NOT NULL DEFAULT '';",
+            ),
+        },
     ],
 };
 
@@ -59,6 +68,9 @@ pub(crate) const POSITION: MetaKey<i64> = MetaKey::new("position");
 ///   whose attempts make its health over the last 24 h (every attempt
 ///   moves `updated_at` to its time, so an attempt since then belongs to a
 ///   delivery in that range).
+/// - `deliveries_by_key` (partial, pending rows only): whether a pending
+///   delivery of a notification ordered per key has an earlier pending one
+///   of its key (`order_key`), which holds it back.
 ///
 /// A successful attempt is kept in its delivery's row (`ok_*`, its time is
 /// `updated_at`, its number `attempts`) rather than as an `attempts` row:
@@ -94,6 +106,7 @@ CREATE TABLE IF NOT EXISTS notifications (
     last_modified INTEGER NOT NULL,
     format TEXT NOT NULL DEFAULT 'cds',
     content_mode TEXT NOT NULL DEFAULT 'structured',
+    ordered_by TEXT,
     UNIQUE (project, name)
 );
 CREATE TABLE IF NOT EXISTS deliveries (
@@ -109,7 +122,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     updated_at INTEGER NOT NULL,
     ok_status_code INTEGER,
     ok_latency_ms INTEGER,
-    ok_response TEXT
+    ok_response TEXT,
+    order_key TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS deliveries_due
     ON deliveries(notification_id, next_attempt_at, id) WHERE status = 'pending';
@@ -139,8 +153,16 @@ CREATE TABLE IF NOT EXISTS attempts (
 /// Creates what is missing and brings a database written by an earlier
 /// version to [`SCHEMA_VERSION`]. Returns the version it found.
 pub(crate) fn migrate(conn: &Connection) -> Result<Option<i64>, Error> {
-    LAYOUT.apply(conn)
+    let found = LAYOUT.apply(conn)?;
+    // After the migrations: `SCHEMA` runs first on every database, where
+    // one of version 4 has no `order_key` to index yet.
+    conn.execute_batch(BY_KEY_INDEX)?;
+    Ok(found)
 }
+
+/// Version 5's index, made once the column is there (see [`migrate`]).
+const BY_KEY_INDEX: &str = "CREATE INDEX IF NOT EXISTS deliveries_by_key
+    ON deliveries(notification_id, order_key, id) WHERE status = 'pending';";
 
 /// The index of version 4 (also in [`SCHEMA`]).
 const RECENT_INDEX: &str =
@@ -173,10 +195,16 @@ pub(crate) fn reader_options() -> ConnOptions {
 mod tests {
     use super::*;
 
+    /// Takes version 5's columns out of a database made by [`SCHEMA`], to
+    /// stand for an earlier version.
+    const WITHOUT_V5: &str = "ALTER TABLE notifications DROP COLUMN ordered_by;
+         ALTER TABLE deliveries DROP COLUMN order_key;";
+
     #[test]
     fn a_version_1_database_gains_the_success_columns() {
         let conn = Connection::open_in_memory().expect("open");
         conn.execute_batch(SCHEMA).expect("schema");
+        conn.execute_batch(WITHOUT_V5).expect("v4");
         // What version 1 had: no ok_* columns, one delivery with a row.
         conn.execute_batch(
             "ALTER TABLE notifications DROP COLUMN format;
@@ -213,6 +241,7 @@ mod tests {
     fn a_version_2_database_gains_the_format_columns_its_notifications_keeping_cds() {
         let conn = Connection::open_in_memory().expect("open");
         conn.execute_batch(SCHEMA).expect("schema");
+        conn.execute_batch(WITHOUT_V5).expect("v4");
         conn.execute_batch(
             "ALTER TABLE notifications DROP COLUMN format;
              ALTER TABLE notifications DROP COLUMN content_mode;
@@ -237,6 +266,7 @@ mod tests {
     fn a_version_3_database_gains_the_index_of_recent_deliveries() {
         let conn = Connection::open_in_memory().expect("open");
         conn.execute_batch(SCHEMA).expect("schema");
+        conn.execute_batch(WITHOUT_V5).expect("v4");
         conn.execute_batch("DROP INDEX deliveries_recent;")
             .expect("v3");
         cds_events_store::meta::SCHEMA_VERSION
@@ -252,6 +282,43 @@ mod tests {
             )
             .expect("plan");
         assert!(plan.contains("deliveries_recent"), "{plan}");
+    }
+
+    #[test]
+    fn a_version_4_database_gains_ordering_per_key_its_rows_in_one_key() {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch(SCHEMA).expect("schema");
+        conn.execute_batch(WITHOUT_V5).expect("v4");
+        conn.execute_batch(
+            "INSERT INTO notifications(uid, project, name, url, filters, headers, secret, enabled,
+                                       ordered, last_modified)
+             VALUES ('u', 'P', 'n', 'https://x', '{}', x'', x'', 1, 0, 0);
+             INSERT INTO deliveries(notification_id, event_seq, event_id, status, attempts, tries,
+                                    next_attempt_at, created_at, updated_at)
+             VALUES (1, 7, 'e', 'pending', 0, 0, 0, 0, 0);",
+        )
+        .expect("v4");
+        cds_events_store::meta::SCHEMA_VERSION
+            .set(&conn, &4)
+            .expect("version");
+        assert_eq!(migrate(&conn).expect("migrate"), Some(4));
+        let kept: (Option<String>, String) = conn
+            .query_row(
+                "SELECT n.ordered_by, d.order_key FROM notifications n CROSS JOIN deliveries d",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("row");
+        assert_eq!(kept, (None, String::new()));
+        let plan: String = conn
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT id FROM deliveries
+                 WHERE notification_id = 1 AND order_key = 'k' AND status = 'pending' AND id < 9",
+                [],
+                |r| r.get(3),
+            )
+            .expect("plan");
+        assert!(plan.contains("deliveries_by_key"), "{plan}");
     }
 
     #[test]

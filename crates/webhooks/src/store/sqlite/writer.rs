@@ -49,22 +49,23 @@ const MAX_GROUP: usize = 4096;
 const INSERT_CHUNK: usize = 64;
 
 /// `INSERT … VALUES (…), (…)` for `n` deliveries: `?1` is the time, then
-/// three parameters per row (notification, sequence number, event id).
+/// four parameters per row (notification, sequence number, event id, key).
 fn insert_sql(n: usize) -> String {
     let mut sql = String::from(
-        "INSERT INTO deliveries(notification_id, event_seq, event_id, status, attempts, tries,
-                                next_attempt_at, created_at, updated_at) VALUES ",
+        "INSERT INTO deliveries(notification_id, event_seq, event_id, order_key, status, attempts,
+                                tries, next_attempt_at, created_at, updated_at) VALUES ",
     );
     for i in 0..n {
-        let p = 2 + 3 * i;
+        let p = 2 + 4 * i;
         if i > 0 {
             sql.push_str(", ");
         }
         sql.push_str(&format!(
-            "(?{}, ?{}, ?{}, 'pending', 0, 0, ?1, ?1, ?1)",
+            "(?{}, ?{}, ?{}, ?{}, 'pending', 0, 0, ?1, ?1, ?1)",
             p,
             p + 1,
-            p + 2
+            p + 2,
+            p + 3
         ));
     }
     sql
@@ -183,10 +184,17 @@ impl WriterCtx {
         let now = crate::time::now_ms();
         let mut inserted = 0i64;
         // A notification deleted since the batch was matched gets nothing.
-        let rows: Vec<(i64, i64, &str)> = rows
+        let rows: Vec<(i64, i64, &str, &str)> = rows
             .iter()
             .filter(|r| self.live.contains(&r.notification))
-            .map(|r| (r.notification.0, r.seq.0 as i64, r.event_id.as_str()))
+            .map(|r| {
+                (
+                    r.notification.0,
+                    r.seq.0 as i64,
+                    r.event_id.as_str(),
+                    r.order_key.as_str(),
+                )
+            })
             .collect();
         let tx = self
             .conn
@@ -195,12 +203,13 @@ impl WriterCtx {
         // the AUTOINCREMENT counter) per chunk, not per delivery.
         for chunk in rows.chunks(INSERT_CHUNK) {
             let mut st = tx.prepare_cached(&insert_sql(chunk.len()))?;
-            let mut args: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(1 + 3 * chunk.len());
+            let mut args: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(1 + 4 * chunk.len());
             args.push(&now);
-            for (notification, seq, event_id) in chunk {
+            for (notification, seq, event_id, order_key) in chunk {
                 args.push(notification);
                 args.push(seq);
                 args.push(event_id);
+                args.push(order_key);
             }
             inserted += st.execute(args.as_slice())? as i64;
         }
