@@ -164,6 +164,9 @@ impl Default for AuthConfig {
 pub struct TlsConfig {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// PEM file of CA certificates: every client must then present a
+    /// certificate one of them signed (mutual TLS); unset, none is asked.
+    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -409,6 +412,11 @@ impl Config {
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(ConfigError("tls.cert and tls.key go together".into()));
+        }
+        if self.tls.client_ca.is_some() && self.tls.cert.is_none() {
+            return Err(ConfigError(
+                "tls.client_ca needs tls.cert and tls.key (client certificates are TLS)".into(),
+            ));
         }
         if self.auth.publish_rate == Some(0) || self.auth.publish_burst == Some(0) {
             return Err(ConfigError(
