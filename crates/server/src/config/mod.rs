@@ -415,7 +415,7 @@ impl Config {
         }
         if self.tls.client_ca.is_some() && self.tls.cert.is_none() {
             return Err(ConfigError(
-                "tls.client_ca needs tls.cert and tls.key (client certificates are TLS)".into(),
+                "tls.client_ca needs tls.cert and tls.key".into(),
             ));
         }
         if self.auth.publish_rate == Some(0) || self.auth.publish_burst == Some(0) {
@@ -594,5 +594,16 @@ mod tests {
         assert!(e.contains("sinks[r]") && e.contains("loop"), "{e}");
         c.bridge.channel = "relay:ui".into();
         c.validate().expect("another channel");
+    }
+
+    #[test]
+    fn client_certificates_need_the_server_to_serve_tls() {
+        let mut c = Config::default();
+        c.tls.client_ca = Some("/etc/cds/clients.pem".into());
+        let e = c.validate().expect_err("no TLS").to_string();
+        assert!(e.contains("tls.client_ca"), "{e}");
+        c.tls.cert = Some("/etc/cds/cert.pem".into());
+        c.tls.key = Some("/etc/cds/key.pem".into());
+        c.validate().expect("with TLS");
     }
 }
