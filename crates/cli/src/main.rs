@@ -84,8 +84,16 @@ pub struct ServerArgs {
     )]
     pub data_dir: std::path::PathBuf,
     /// A PEM file of CA certificates to trust (for a server with a private CA).
-    #[arg(long, global = true)]
+    #[arg(long, env = "CDS_EVENTS_CA_CERT", global = true)]
     pub ca_cert: Option<std::path::PathBuf>,
+    /// A PEM client certificate (chain) for mutual TLS, with its key in
+    /// the same file or in --client-key (a server with tls.client_ca, or a
+    /// proxy that asks for one).
+    #[arg(long, env = "CDS_EVENTS_CLIENT_CERT", global = true)]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --client-cert (it may also be in that file).
+    #[arg(long, env = "CDS_EVENTS_CLIENT_KEY", global = true)]
+    pub client_key: Option<std::path::PathBuf>,
 }
 
 impl ServerArgs {
@@ -102,16 +110,27 @@ impl ServerArgs {
     }
 
     pub fn client(&self, pool: usize) -> anyhow::Result<cds_events_client::Client> {
-        let ca_cert_pem = match &self.ca_cert {
-            Some(p) => Some(
-                std::fs::read(p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))?,
-            ),
-            None => None,
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| anyhow::anyhow!("reading {}: {e}", p.display()))
+        };
+        let ca_cert_pem = self.ca_cert.as_deref().map(read).transpose()?;
+        // The identity is the chain and the key in one PEM buffer.
+        let identity_pem = match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => {
+                let mut pem = read(cert)?;
+                pem.push(b'\n');
+                pem.extend(read(key)?);
+                Some(pem)
+            }
+            (Some(cert), None) => Some(read(cert)?),
+            (None, Some(_)) => anyhow::bail!("--client-key needs --client-cert"),
+            (None, None) => None,
         };
         let opts = cds_events_client::ClientOptions {
             token: self.token(),
             pool,
             ca_cert_pem,
+            identity_pem,
             // A command reports a failure at once (simulate counts them);
             // `listen` reconnects on its own.
             retry: cds_events_client::Retry::NEVER,

@@ -32,6 +32,10 @@ pub struct ServeArgs {
     /// PEM private key for --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// PEM file of CA certificates: require every client to present a
+    /// certificate one of them signed (mutual TLS; with --tls-cert).
+    #[arg(long, requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
     /// CDS's Redis: take CDS's events from its `event:ui` channel
     /// (bridge.cds_redis_url; put a password in the configuration or the
     /// environment rather than on a command line).
@@ -70,10 +74,11 @@ impl ServeArgs {
             flags.insert("storage".into(), Value::Object(storage));
         }
         if let (Some(c), Some(k)) = (&self.tls_cert, &self.tls_key) {
-            flags.insert(
-                "tls".into(),
-                serde_json::json!({ "cert": c.display().to_string(), "key": k.display().to_string() }),
-            );
+            let mut tls = serde_json::json!({ "cert": c.display().to_string(), "key": k.display().to_string() });
+            if let Some(ca) = &self.tls_client_ca {
+                tls["client_ca"] = Value::String(ca.display().to_string());
+            }
+            flags.insert("tls".into(), tls);
         }
         if let Some(url) = &self.cds_redis {
             flags.insert("bridge".into(), serde_json::json!({ "cds_redis_url": url }));

@@ -99,6 +99,10 @@ pub enum ClientError {
     /// [`ClientOptions::ca_cert_pem`] holds no PEM certificate.
     #[error("the CA certificate is not valid PEM")]
     BadCertificate,
+    /// [`ClientOptions::identity_pem`] is not a PEM certificate chain and
+    /// private key.
+    #[error("the client identity is not a PEM certificate chain and private key: {0}")]
+    BadIdentity(String),
     /// The request did not get an answer (connection refused or cut,
     /// timeout, TLS) or its body could not be read.
     #[error("cannot reach the server: {0}")]
@@ -129,6 +133,19 @@ pub enum ClientError {
     Closed,
 }
 
+/// An error's message followed by its sources' (reqwest's own says
+/// little: "builder error").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 impl ClientError {
     /// Whether the server refused the request as bad input (400, 413, 422):
     /// sending it again as it is cannot succeed.
@@ -144,17 +161,36 @@ impl ClientError {
 }
 
 /// How to build a [`Client`].
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct ClientOptions {
     /// Bearer token sent with every request.
     pub token: Option<String>,
     /// Most idle connections kept open.
     pub pool: usize,
-    /// Extra trusted CA certificates (PEM), for a server with a private CA.
+    /// The CA certificates (PEM) to trust instead of the system's, for a
+    /// server with a private CA.
     pub ca_cert_pem: Option<Vec<u8>>,
+    /// A client certificate for mutual TLS, for a server (`tls.client_ca`)
+    /// or a reverse proxy that requires one: PEM, the certificate chain
+    /// (the client's certificate first) and its private key (PKCS#8,
+    /// PKCS#1 or SEC1) in one buffer, as the two files concatenated.
+    /// Never printed by `Debug`.
+    pub identity_pem: Option<Vec<u8>>,
     /// How publishing and paging retry a transient failure (default: five
     /// retries over about 8 s; [`Retry::NEVER`] to fail at once).
     pub retry: Retry,
+}
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("pool", &self.pool)
+            .field("ca_cert_pem", &self.ca_cert_pem.as_ref().map(Vec::len))
+            .field("identity_pem", &self.identity_pem.as_ref().map(|_| "***"))
+            .field("retry", &self.retry)
+            .finish()
+    }
 }
 
 /// A client of one cds-events server.
@@ -200,6 +236,11 @@ impl Client {
                 .map_err(|_| ClientError::BadCertificate)?;
             // Only these roots: a private CA is the point of giving one.
             b = b.tls_certs_only(certs);
+        }
+        if let Some(pem) = &opts.identity_pem {
+            let identity = reqwest::Identity::from_pem(pem)
+                .map_err(|e| ClientError::BadIdentity(error_chain(&e)))?;
+            b = b.identity(identity);
         }
         Ok(Client {
             http: b.build()?,

@@ -77,7 +77,10 @@ impl ClientError {
                 matches!(status, 429 | 502 | 503 | 504)
             }
             ClientError::Batch(e) => e.is_transient(),
-            ClientError::BadUrl(_) | ClientError::BadCertificate | ClientError::Closed => false,
+            ClientError::BadUrl(_)
+            | ClientError::BadCertificate
+            | ClientError::BadIdentity(_)
+            | ClientError::Closed => false,
         }
     }
 }

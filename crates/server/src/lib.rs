@@ -16,6 +16,7 @@ pub mod schema;
 pub mod slot;
 pub mod state;
 pub mod stores;
+mod tls;
 
 use crate::config::Config;
 use crate::state::AppState;
@@ -48,7 +49,7 @@ pub enum ServerError {
     Serve(std::io::Error),
     #[error("cannot open the token store: {0}")]
     Auth(#[from] cds_events_auth::AuthError),
-    #[error("cannot load the TLS certificate or key: {0}")]
+    #[error("cannot load the TLS settings: {0}")]
     Tls(String),
     #[error("cannot open the notification store: {0}")]
     Webhooks(#[from] cds_events_webhooks::WebhooksError),
@@ -147,7 +148,7 @@ pub fn router(state: AppState) -> Router {
 /// A bound, not yet serving, server.
 pub struct Server {
     listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<tls::Tls>,
     state: AppState,
     bootstrap: cds_events_auth::Bootstrap,
     hub_shutdown: CancellationToken,
@@ -175,10 +176,7 @@ impl Server {
         let bootstrap = auth
             .bootstrap(env_token.as_deref(), &config.data_dir)
             .await?;
-        let tls = match (&config.tls.cert, &config.tls.key) {
-            (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
-            _ => None,
-        };
+        let tls = tls::acceptor(&config.tls)?;
         let publish_limiter = config.auth.publish_rate.map(|rate| {
             let rate = std::num::NonZeroU32::new(rate).unwrap_or(std::num::NonZeroU32::MIN);
             let burst = config
@@ -405,7 +403,7 @@ fn sinks(
 /// ([`deadline`]), graceful shutdown and a grace period.
 async fn serve(
     listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<tls::Tls>,
     app: Router,
     config: &Config,
     shutdown: CancellationToken,
@@ -453,19 +451,22 @@ async fn serve(
                         builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     let _ = watcher.watch(conn.into_owned()).await;
                 }
-                Some(acceptor) => {
-                    let stream = match tokio::time::timeout(
-                        handshake_timeout,
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "tls handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
+                Some(tls) => {
+                    let stream =
+                        match tokio::time::timeout(handshake_timeout, tls.acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "tls handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                    let service = if tls.admits(&stream) {
+                        service
+                    } else {
+                        hyper_util::service::TowerToHyperService::new(tls::certificate_required())
                     };
                     let stream = Deadlines::new(stream, handshake_timeout, write_timeout);
                     let conn =
@@ -483,34 +484,6 @@ async fn serve(
             tracing::warn!(grace_seconds = grace.as_secs(), "in-flight requests did not finish in time");
         }
     }
-}
-
-fn tls_acceptor(
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| ServerError::Tls(format!("{}: {e}", cert.display())))?;
-    if certs.is_empty() {
-        return Err(ServerError::Tls(format!(
-            "{}: no certificate",
-            cert.display()
-        )));
-    }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| ServerError::Tls(format!("{}: {e}", key.display())))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ServerError::Tls(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| ServerError::Tls(e.to_string()))?;
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(tls)))
 }
 
 /// Deletes events beyond the retention policy, oldest first, in small

@@ -11,6 +11,7 @@ mod console_browser;
 mod durability;
 mod fuzz;
 mod hardening;
+mod mtls;
 mod notifications;
 mod ops;
 mod postgres;

@@ -164,6 +164,9 @@ impl Default for AuthConfig {
 pub struct TlsConfig {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// PEM file of CA certificates: every client must then present a
+    /// certificate one of them signed (mutual TLS); unset, none is asked.
+    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -410,6 +413,11 @@ impl Config {
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return Err(ConfigError("tls.cert and tls.key go together".into()));
         }
+        if self.tls.client_ca.is_some() && self.tls.cert.is_none() {
+            return Err(ConfigError(
+                "tls.client_ca needs tls.cert and tls.key".into(),
+            ));
+        }
         if self.auth.publish_rate == Some(0) || self.auth.publish_burst == Some(0) {
             return Err(ConfigError(
                 "auth.publish_rate and auth.publish_burst must be positive when set".into(),
@@ -586,5 +594,16 @@ mod tests {
         assert!(e.contains("sinks[r]") && e.contains("loop"), "{e}");
         c.bridge.channel = "relay:ui".into();
         c.validate().expect("another channel");
+    }
+
+    #[test]
+    fn client_certificates_need_the_server_to_serve_tls() {
+        let mut c = Config::default();
+        c.tls.client_ca = Some("/etc/cds/clients.pem".into());
+        let e = c.validate().expect_err("no TLS").to_string();
+        assert!(e.contains("tls.client_ca"), "{e}");
+        c.tls.cert = Some("/etc/cds/cert.pem".into());
+        c.tls.key = Some("/etc/cds/key.pem".into());
+        c.validate().expect("with TLS");
     }
 }

@@ -19,11 +19,13 @@
 
 mod sink;
 pub mod testing;
+mod tls;
 
 pub use sink::KafkaSink;
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// The settings of a `kind = "kafka"` sink.
@@ -58,6 +60,29 @@ pub struct KafkaConfig {
     /// The SASL mechanism for `user`/`password`.
     #[serde(default)]
     pub sasl_mechanism: SaslMechanism,
+    /// Connect over TLS (the brokers' TLS listener). Every `ca_*` and
+    /// `client_*` setting needs it.
+    #[serde(default)]
+    pub tls: bool,
+    /// CA certificates (PEM) to trust instead of the system's, inline.
+    #[serde(default)]
+    pub ca_cert_pem: Option<String>,
+    /// CA certificates (PEM) to trust instead of the system's, from a file.
+    #[serde(default)]
+    pub ca_cert_file: Option<PathBuf>,
+    /// The client's certificate chain (PEM), inline, for brokers that
+    /// require one (mutual TLS); with `client_key_*`.
+    #[serde(default)]
+    pub client_cert_pem: Option<String>,
+    /// The client's certificate chain (PEM), from a file.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM), inline. Never printed.
+    #[serde(default, skip_serializing)]
+    pub client_key_pem: Option<String>,
+    /// The client certificate's private key (PEM), from a file.
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
     /// A batch not acknowledged within this fails (and is sent again).
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
@@ -130,6 +155,13 @@ impl KafkaConfig {
             user: None,
             password: None,
             sasl_mechanism: SaslMechanism::default(),
+            tls: false,
+            ca_cert_pem: None,
+            ca_cert_file: None,
+            client_cert_pem: None,
+            client_cert_file: None,
+            client_key_pem: None,
+            client_key_file: None,
             timeout: default_timeout(),
             connect_timeout: default_connect_timeout(),
             max_request_bytes: default_max_request_bytes(),
@@ -179,7 +211,22 @@ impl KafkaConfig {
         if self.max_request_bytes < 1024 {
             return Err(("max_request_bytes", "at least 1024".into()));
         }
+        if !self.tls && tls::any_set(self) {
+            return Err((
+                "tls",
+                "CA and client certificate settings need tls = true".into(),
+            ));
+        }
+        // Reads and parses the files now: a bad one is refused at start.
+        self.tls_config()?;
         Ok(())
+    }
+
+    /// The TLS settings rskafka takes (`None` without `tls = true`).
+    pub(crate) fn tls_config(
+        &self,
+    ) -> Result<Option<std::sync::Arc<rustls::ClientConfig>>, (&'static str, String)> {
+        tls::client_config(self)
     }
 }
 
@@ -193,6 +240,14 @@ impl fmt::Debug for KafkaConfig {
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("sasl_mechanism", &self.sasl_mechanism)
+            .field("tls", &self.tls)
+            .field("ca_cert_file", &self.ca_cert_file)
+            .field("client_cert_file", &self.client_cert_file)
+            .field(
+                "client_key_pem",
+                &self.client_key_pem.as_ref().map(|_| "***"),
+            )
+            .field("client_key_file", &self.client_key_file)
             .finish_non_exhaustive()
     }
 }
@@ -322,7 +377,12 @@ mod tests {
     }
 
     #[test]
-    fn the_sasl_password_never_reaches_debug_or_serialized_output() {
+    fn the_sasl_password_and_client_key_never_reach_debug_or_serialized_output() {
+        let c = kafka(
+            "user = \"cds\"\npassword = \"pw-s3cret\"\ntls = true\nclient_key_pem = \"key-s3cret\"",
+        );
+        let shown = format!("{c:?} {}", serde_json::to_string(&c).expect("json"));
+        assert!(!shown.contains("key-s3cret"), "{shown}");
         let c = kafka("user = \"cds\"\npassword = \"pw-s3cret\"");
         c.validate().expect("valid");
         let shown = format!("{c:?} {}", serde_json::to_string(&c).expect("json"));
@@ -345,6 +405,25 @@ mod tests {
             ("password = \"x\"", "password"),
             ("timeout = \"0s\"", "timeout"),
             ("max_request_bytes = 10", "max_request_bytes"),
+            ("ca_cert_file = \"/etc/ca.pem\"", "tls"),
+            ("client_key_pem = \"k\"", "tls"),
+            (
+                "tls = true\nca_cert_file = \"/nonexistent/ca.pem\"",
+                "ca_cert_file",
+            ),
+            ("tls = true\nca_cert_pem = \"not pem\"", "ca_cert_pem"),
+            (
+                "tls = true\nca_cert_pem = \"x\"\nca_cert_file = \"/x\"",
+                "ca_cert_file",
+            ),
+            (
+                "tls = true\nclient_cert_file = \"/nonexistent/c.pem\"",
+                "client_cert_file",
+            ),
+            (
+                "tls = true\nclient_key_pem = \"-----BEGIN PRIVATE KEY-----\"",
+                "client_key_file",
+            ),
         ];
         for (setting, key) in bad {
             // A `brokers` case replaces the valid list, any other adds to it.

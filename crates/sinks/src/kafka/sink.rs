@@ -59,11 +59,15 @@ impl KafkaSink {
             .client_id("cds-events-sink")
             // rskafka retries inside each call; the deadline bounds that so
             // that a failure comes back to the driver, whose backoff rules.
+            // It ends before `connect_timeout` does, so that a broker that
+            // cannot be reached or refuses the TLS handshake (an unknown
+            // CA, a missing client certificate) is reported with
+            // rskafka's last error rather than a bare timeout.
             .backoff_config(BackoffConfig {
                 init_backoff: Duration::from_millis(50),
                 max_backoff: Duration::from_secs(1),
                 base: 2.,
-                deadline: Some(c.timeout),
+                deadline: Some(c.timeout.min(c.connect_timeout.mul_f64(0.8))),
             });
         if let (Some(user), Some(password)) = (&c.user, &c.password) {
             let credentials = Credentials::new(user.clone(), password.clone());
@@ -72,6 +76,12 @@ impl KafkaSink {
                 SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(credentials),
                 SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(credentials),
             });
+        }
+        if let Some(tls) = c
+            .tls_config()
+            .map_err(|(key, m)| SinkError::Config(format!("{key}: {m}")))?
+        {
+            builder = builder.tls_config(tls);
         }
         let client = builder.build().await.map_err(connect)?;
         let mut count = self.partition_count(&client).await.map_err(connect)?;
