@@ -198,8 +198,12 @@ fn a_hanging_endpoint_does_not_slow_a_fast_one() {
     let with_hanging = median_p99();
     eprintln!("fast endpoint p99: solo {solo:?}, beside a hanging one {with_hanging:?}");
     assert!(hanging.count() >= 1, "the hanging endpoint was called");
-    // Within 10 %, or 5 ms for the noise of a shared 2-core machine.
-    let bound = (solo.mul_f64(1.1)).max(solo + Duration::from_millis(5));
+    // An endpoint that held the others back would add its hang (seconds) to
+    // the fast one's latency. The bound leaves room for the noise of a
+    // shared 2-core machine (p99s of 26 to 163 ms within one phase at load
+    // 6); the 10 % figure is the benchmark's (`PHASES=webhooks bash
+    // bench/run.sh`, BENCHMARKS.md), not a timed test's.
+    let bound = solo.mul_f64(2.0) + Duration::from_millis(50);
     assert!(
         with_hanging <= bound,
         "p99 {with_hanging:?} vs solo {solo:?}"
