@@ -29,9 +29,19 @@ struct Kept {
     bytes: usize,
 }
 
-/// What one kept event is counted as: its body and its bookkeeping.
+/// What one kept event is counted as: its body, its head's strings and
+/// their bookkeeping.
 fn weight(e: &StoredEvent) -> usize {
-    e.json.len() + 48
+    let head = e.known.as_deref().map_or(0, |k| {
+        k.id.len()
+            + k.project_key.len()
+            + k.workflow_run_id.len()
+            + k.workflow.len()
+            + k.repository.len()
+            + 16
+            + 5 * std::mem::size_of::<String>()
+    });
+    e.json.len() + head + 48
 }
 
 impl Recent {
@@ -133,6 +143,28 @@ mod tests {
         r.committed((3..=5).map(ev).collect());
         assert_eq!(seqs(r.read_after(Seq(1), 10)), None);
         assert_eq!(seqs(r.read_after(Seq(2), 10)), Some(vec![3, 4, 5]));
+    }
+
+    #[test]
+    fn a_kept_head_counts_against_the_capacity() {
+        let with_head = |seq| StoredEvent {
+            known: Some(Arc::new(crate::KnownHead {
+                id: "0".repeat(36),
+                event_type: cds_events_model::EventType::RunJobEnded,
+                project_key: "PROJ".into(),
+                workflow_run_id: "1".repeat(36),
+                workflow: "deploy".into(),
+                repository: "proj/repo".into(),
+            })),
+            ..ev(seq)
+        };
+        let r = Recent::new(weight(&ev(1)) * 3);
+        r.committed((1..=3).map(with_head).collect());
+        assert_eq!(
+            seqs(r.read_after(Seq(0), 10)),
+            None,
+            "three bodies fit, not three heads too"
+        );
     }
 
     #[test]
