@@ -53,6 +53,12 @@ impl Recent {
         }
     }
 
+    /// Whether anything is kept (a capacity of 0 keeps nothing, and the
+    /// writer then copies nothing for it).
+    pub(crate) fn keeps(&self) -> bool {
+        self.capacity > 0
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Kept> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -185,7 +185,7 @@ impl LogWriter {
                 zones: &mut zone_rows,
                 streams: &mut self.streams,
                 new_streams: &mut new_streams,
-                fresh: &mut fresh,
+                fresh: self.recent.keeps().then_some(&mut fresh),
             };
             for events in requests {
                 out.push(insert_request(&tx, events, &mut ctx)?);
@@ -309,7 +309,7 @@ struct InsertCtx<'a> {
     streams: &'a mut HashMap<(String, &'static str), i64>,
     new_streams: &'a mut Vec<(String, &'static str)>,
     /// The events inserted, as readers will see them once committed.
-    fresh: &'a mut Vec<StoredEvent>,
+    fresh: Option<&'a mut Vec<StoredEvent>>,
 }
 
 fn stream_id(
@@ -359,19 +359,21 @@ fn insert_request(
         ctx.ids.insert(key, seq);
         *ctx.next_seq += 1;
         ctx.zones.push((seq, ts));
-        ctx.fresh.push(StoredEvent {
-            seq: Seq(seq),
-            json: Arc::from(ne.json.as_str()),
-            // Readers near the head route it without scanning its JSON.
-            known: Some(Arc::new(KnownHead {
-                id: e.id.clone(),
-                event_type: e.event_type,
-                project_key: e.project_key.clone(),
-                workflow_run_id: e.workflow_run_id.clone(),
-                workflow: e.workflow.clone(),
-                repository: e.repository.clone(),
-            })),
-        });
+        if let Some(fresh) = ctx.fresh.as_deref_mut() {
+            fresh.push(StoredEvent {
+                seq: Seq(seq),
+                json: Arc::from(ne.json.as_str()),
+                // Readers near the head route it without scanning its JSON.
+                known: Some(Arc::new(KnownHead {
+                    id: e.id.clone(),
+                    event_type: e.event_type,
+                    project_key: e.project_key.clone(),
+                    workflow_run_id: e.workflow_run_id.clone(),
+                    workflow: e.workflow.clone(),
+                    repository: e.repository.clone(),
+                })),
+            });
+        }
         out.push(Appended {
             id: e.id.clone(),
             seq: Seq(seq),
