@@ -29,7 +29,7 @@ impl Sinks {
             Some(run) => {
                 run.cancel();
                 if outcome.await == Ok(false) {
-                    return Err(self.not_leading(name).await?);
+                    return Err(self.not_leading(shared, name).await?);
                 }
             }
             // Not running: the position alone, unless another instance
@@ -44,7 +44,7 @@ impl Sinks {
                 match saved {
                     Ok(()) => {}
                     Err(cds_events_log::ConsumerError::Log(LogError::LostLead)) => {
-                        return Err(self.not_leading(name).await?);
+                        return Err(self.not_leading(shared, name).await?);
                     }
                     Err(e) => return Err(SinksError::Log(LogError::Backend(Box::new(e)))),
                 }
@@ -58,10 +58,9 @@ impl Sinks {
     }
 
     /// The refusal of an operation only the sink's lead holder may do.
-    async fn not_leading(&self, name: &str) -> Result<SinksError, SinksError> {
-        let consumer = self.find(name)?.positions.name().to_owned();
+    async fn not_leading(&self, shared: &Shared, name: &str) -> Result<SinksError, SinksError> {
         let holder = match self.inner.log.leads() {
-            Some(leads) => leads.holder(&consumer).await?,
+            Some(leads) => leads.holder(shared.positions.name()).await?,
             None => None,
         };
         Ok(SinksError::NotLeading {
