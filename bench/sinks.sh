@@ -8,6 +8,7 @@
 #   EVENTS=200000 PAIRS=5 bash bench/sinks.sh
 #   BIN=/path/cds-events bash bench/sinks.sh   # a binary built before (no build)
 #   SINK_BATCH=2048 SINKS="amqp" bash bench/sinks.sh  # another batch size; some sinks only
+#   EXTRA_TOML=$'[webhooks]\nyield_cpu = 0.8' bash bench/sinks.sh  # a setting to try
 #
 # Phases:
 #   drain    for each sink alone: its events/s at saturation. The sink is
@@ -16,7 +17,8 @@
 #            and timed until its position reaches the head.
 #   ingest   batch ingest (500/request, 8 connections) with no sink, then with
 #            all four sinks sending every event, alternated PAIRS times: the
-#            drop, and how far behind each sink was when ingest ended.
+#            drop, how far behind each sink was when ingest ended, and the
+#            CPU seconds the server, each broker and the load spent meanwhile.
 #   latency  all four sinks on, 2,000 events/s for 30 s; a stock client on each
 #            broker (nats-py, redis-py, pika, kafka-python) reads every event:
 #            publish -> broker consumer p50/p99/max.
@@ -69,7 +71,8 @@ tansu() {
 # The configuration with the sinks named, each on this run's names.
 config() {
   local file=$DATA/sinks.toml
-  : >"$file"
+  # EXTRA_TOML: settings to try beside the sinks (top-level tables only).
+  printf '%s\n' "${EXTRA_TOML:-}" >"$file"
   for kind in "$@"; do
     echo "[[sinks]]" >>"$file"
     echo "name = \"$kind\"" >>"$file"
@@ -121,14 +124,53 @@ print("== drain %-5s %8.0f events/s through the sink (%d events in %.1fs, %d fai
 done
 fi
 
+# CPU seconds (user + system) each process on the machine's side of the
+# comparison has used so far, as "name=seconds ...": the server, tansu and
+# the machine's brokers. Read before and after a phase, with the load's own
+# (`children_cpu`), it says where the cores went while ingest ran.
+cpu() {
+  local hz name pid
+  hz=$(getconf CLK_TCK)
+  for name in server:$PID tansu:$TANSU_PID nats:$(pgrep -xo nats-server || true) \
+    redis:$(pgrep -xo redis-server || true) rabbitmq:$(pgrep -o beam.smp || true); do
+    pid=${name#*:}
+    [[ -n $pid && -r /proc/$pid/stat ]] || continue
+    awk -v n="${name%%:*}" -v hz="$hz" '{ sub(/^.*\) /, ""); printf "%s=%.2f ", n, ($12 + $13) / hz }' "/proc/$pid/stat"
+  done
+}
+# CPU seconds of this shell's waited-for children and theirs (`times`, its
+# second line; run in this shell, not in a `$(…)`, whose own would be read).
+children_cpu() {
+  times >"$DATA/times"
+  tail -1 "$DATA/times" | python3 -c 'import re,sys; print(round(sum(int(m) * 60 + float(s) for m, s in re.findall(r"(\d+)m([\d.]+)s", sys.stdin.read())), 2))' >"$DATA/children"
+}
+# Ingest into the running server, timed: sets RATE_NOW, and SPENT to the
+# CPU seconds each process spent meanwhile.
+ingest() {
+  local before sim0 out
+  before=$(cpu)
+  children_cpu
+  sim0=$(cat "$DATA/children")
+  out=$(sim --events "$EVENTS" --batch 500 --connections 8 --json)
+  children_cpu
+  SPENT="$(python3 -c 'import sys
+a = dict(x.split("=") for x in sys.argv[1].split()); b = dict(x.split("=") for x in sys.argv[2].split())
+print(" ".join("%s %.1f" % (k, float(b[k]) - float(a.get(k, 0))) for k in b), end="")' "$before" "$(cpu)") load $(python3 -c "print(round($(cat "$DATA/children") - $sim0, 1))")"
+  RATE_NOW=$(rate_of <<<"$out")
+}
+
 if want ingest; then
 declare -a RATIOS
 for pair in $(seq "$PAIRS"); do
   start
-  BARE=$(sim --events "$EVENTS" --batch 500 --connections 8 --json | rate_of)
+  ingest
+  BARE=$RATE_NOW
+  echo "   no sink: CPU seconds during ingest: $SPENT"
   stop
   start "${SINKS[@]}"
-  WITH=$(sim --events "$EVENTS" --batch 500 --connections 8 --json | rate_of)
+  ingest
+  WITH=$RATE_NOW
+  echo "   ${#SINKS[@]} sinks: CPU seconds during ingest: $SPENT"
   LAGS=$(lags)
   stop
   RATIO=$(python3 -c "print(round($WITH / $BARE, 3))")
