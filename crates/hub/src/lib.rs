@@ -147,15 +147,15 @@ impl LiveEvent {
 /// A Server-Sent Events message: `id:` the sequence number, `data:` `json`
 /// on one line.
 pub fn sse_message(seq: Seq, json: &str) -> Bytes {
+    use std::fmt::Write as _;
     let mut out = String::with_capacity(json.len() + 32);
-    out.push_str("id: ");
-    out.push_str(&seq.0.to_string());
-    out.push_str("\ndata: ");
+    let _ = write!(out, "id: {}\ndata: ", seq.0);
     // A line break inside JSON can only be whitespace between tokens
     // (strings escape theirs), so a space is equivalent and keeps the event
     // on the one `data:` line SSE requires. Stored events have none: they
-    // are copied whole.
-    if json.contains(['\n', '\r']) {
+    // are copied whole, after a vectorised search (a `char` pattern search
+    // here was a tenth of a catch-up's CPU).
+    if memchr::memchr2(b'\n', b'\r', json.as_bytes()).is_some() {
         out.extend(json.chars().map(|c| match c {
             '\n' | '\r' => ' ',
             c => c,

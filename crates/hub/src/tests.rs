@@ -104,3 +104,20 @@ fn after_an_overflow_a_subscriber_gets_nothing_more_from_the_batch() {
     assert!(rx.try_recv().is_err(), "nothing after the hole");
     assert_eq!(drop_list, [1]);
 }
+
+/// An SSE message is one `id:` line and one `data:` line, whatever
+/// whitespace the stored JSON holds; JSON without line breaks is copied as
+/// it is.
+#[test]
+fn an_sse_message_keeps_the_event_on_one_data_line() {
+    let plain = r#"{"a":"x\ny","b":1}"#;
+    assert_eq!(
+        &sse_message(Seq(42), plain)[..],
+        format!("id: 42\ndata: {plain}\n\n").as_bytes()
+    );
+    let spread = "{\r\n  \"a\": \"é\",\n  \"b\": 1\n}";
+    assert_eq!(
+        &sse_message(Seq(7), spread)[..],
+        "id: 7\ndata: {    \"a\": \"é\",   \"b\": 1 }\n\n".as_bytes()
+    );
+}
