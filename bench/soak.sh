@@ -37,23 +37,26 @@ PID=$!
 for _ in $(seq 600); do grep -q listening "$DATA/out" 2>/dev/null && break; sleep 0.05; done
 grep -q listening "$DATA/out" || { echo "server did not start"; cat "$DATA/err"; exit 1; }
 
-# One sample: seconds since start, RSS MiB, open files, threads, live tasks.
+# One sample: seconds since start, RSS MiB, open files, threads, live tasks,
+# and the anonymous part of RSS in MiB (RSS also counts the pages of the
+# log's file that the readers' memory maps have touched).
 T0=$(date +%s)
 sample() {
-  local rss fds threads tasks
+  local rss anon fds threads tasks
   rss=$(awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$PID/status")
+  anon=$(awk '/RssAnon/ {printf "%.1f", $2/1024}' "/proc/$PID/status")
   threads=$(awk '/Threads/ {print $2}' "/proc/$PID/status")
   fds=$(ls "/proc/$PID/fd" | wc -l)
   tasks=$(curl -s -H "Authorization: Bearer $CDS_EVENTS_ADMIN_TOKEN" "http://127.0.0.1:$PORT/mon/metrics" |
     awk '/^cds_events_runtime_alive_tasks / {print $2}')
-  echo "$(($(date +%s) - T0)) $rss $fds $threads ${tasks:-?}"
+  echo "$(($(date +%s) - T0)) $rss $fds $threads ${tasks:-?} $anon"
 }
 (while sleep 10; do sample; done) >"$DATA/samples" 2>/dev/null &
 SAMPLER=$!
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB; commit $(git rev-parse --short HEAD)"
 echo "soak: $WINDOWS windows of $WINDOW at $RATE events/s, 100 SSE subscribers (1 of 20 projects each), 20 notifications"
-echo "at start (s rss_MiB fds threads tasks): $(sample)"
+echo "at start (s rss_MiB fds threads tasks anon_MiB): $(sample)"
 for w in $(seq "$WINDOWS"); do
   from=$(($(date +%s) - T0))
   "$BIN" simulate --server "http://127.0.0.1:$PORT" --projects 20 --rate "$RATE" --duration "$WINDOW" \
@@ -64,9 +67,9 @@ for w in $(seq "$WINDOWS"); do
   sleep 5
   end=$(sample)
   peaks=$(awk -v a="$from" -v b="$to" '$1 >= a && $1 <= b {
-      if ($2 > r) r = $2; if ($3 > f) f = $3; if ($4 > t) t = $4; if ($5 > k) k = $5 }
-      END {printf "rss %.1f MiB, fds %d, threads %d, tasks %d", r, f, t, k}' "$DATA/samples")
+      if ($2 > r) r = $2; if ($3 > f) f = $3; if ($4 > t) t = $4; if ($5 > k) k = $5; if ($6 > n) n = $6 }
+      END {printf "rss %.1f MiB (anonymous %.1f), fds %d, threads %d, tasks %d", r, n, f, t, k}' "$DATA/samples")
   echo "== window $w ($from-$to s)"
   grep -E "ingest:|request|delivery|webhook|subscribers|never reached" "$DATA/w$w" | sed 's/^/   /'
-  echo "   peak: $peaks; after it (s rss fds threads tasks): $end"
+  echo "   peak: $peaks; after it (s rss fds threads tasks anon): $end"
 done

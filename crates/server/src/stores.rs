@@ -22,6 +22,7 @@ pub async fn open_log(config: &Config) -> Result<Arc<dyn EventLog>, ServerError>
         durability: config.storage.durability,
         readers: config.storage.readers,
         recent_bytes: config.storage.recent_cache_mib << 20,
+        reader_mmap_bytes: i64::from(config.storage.reader_mmap_mib) << 20,
         ..SqliteOptions::default()
     };
     let data_dir = config.data_dir.clone();

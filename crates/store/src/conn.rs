@@ -45,6 +45,12 @@ pub struct ConnOptions {
     /// Temporary tables and indexes in memory (`false` leaves SQLite's
     /// default).
     pub temp_store_memory: bool,
+    /// Read the database file through a memory map of up to this many
+    /// bytes (`PRAGMA mmap_size`; SQLite caps it at 2 GiB on Linux) rather
+    /// than a `pread` and a copy per page. `None` leaves SQLite's default
+    /// (no map). The map covers the file's start; pages beyond it, and the
+    /// WAL, are read as before.
+    pub mmap_bytes: Option<i64>,
 }
 
 impl Default for ConnOptions {
@@ -55,6 +61,7 @@ impl Default for ConnOptions {
             busy_timeout: Duration::from_secs(5),
             foreign_keys: true,
             temp_store_memory: true,
+            mmap_bytes: None,
         }
     }
 }
@@ -93,6 +100,9 @@ fn configure(conn: &Connection, opts: &ConnOptions) -> Result<(), Error> {
     }
     if opts.temp_store_memory {
         conn.pragma_update(None, "temp_store", "MEMORY")?;
+    }
+    if let Some(bytes) = opts.mmap_bytes {
+        conn.pragma_update(None, "mmap_size", bytes)?;
     }
     conn.busy_timeout(opts.busy_timeout)?;
     Ok(())

@@ -75,6 +75,11 @@ pub struct SqliteOptions {
     pub writer_cache_kib: i64,
     /// Page cache of each reader, KiB.
     pub reader_cache_kib: i64,
+    /// Bytes of the database file each reader reads through a memory map
+    /// (0: none, every page read with `pread` and copied). A catch-up from
+    /// an old position reads page after page of the file's start, which is
+    /// where a map pays (BENCHMARKS.md).
+    pub reader_mmap_bytes: i64,
     /// Longest a query walks before answering what it found with a cursor.
     pub query_budget: std::time::Duration,
     /// Bytes of the newest events kept in memory for the consumers that
@@ -89,6 +94,7 @@ impl Default for SqliteOptions {
             readers: 4,
             writer_cache_kib: 32 * 1024,
             reader_cache_kib: 8 * 1024,
+            reader_mmap_bytes: 2047 << 20,
             query_budget: std::time::Duration::from_millis(500),
             recent_bytes: 32 << 20,
         }
@@ -190,6 +196,7 @@ impl SqliteLog {
                 cache_kib: Some(opts.reader_cache_kib),
                 foreign_keys: false,
                 temp_store_memory: false,
+                mmap_bytes: Some(opts.reader_mmap_bytes),
                 ..ConnOptions::default()
             },
         );

@@ -58,6 +58,11 @@ pub struct StorageConfig {
     /// that follow the head (live streams, webhooks, sinks) read instead of
     /// the database (SQLite). 0 turns it off.
     pub recent_cache_mib: usize,
+    /// MiB of the event log's file each read connection reads through a
+    /// memory map instead of `pread` calls (SQLite; at most 2047, SQLite's
+    /// cap; 0 turns it off). Pages read this way count in the process's
+    /// resident memory as file pages (`RssFile`), once per connection.
+    pub reader_mmap_mib: u32,
     /// Keep everything instances share (the log, notifications and
     /// deliveries, tokens, the audit trail, tickets) in this PostgreSQL
     /// database instead of the data directory, so that any number of
@@ -268,12 +273,17 @@ impl Default for Config {
     }
 }
 
+/// SQLite's largest memory map on Linux (`SQLITE_MAX_MMAP_SIZE`, just under
+/// 2 GiB): a larger `storage.reader_mmap_mib` would be cut silently.
+const MAX_READER_MMAP_MIB: u32 = 2047;
+
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             durability: Durability::default(),
             readers: 4,
             recent_cache_mib: 32,
+            reader_mmap_mib: MAX_READER_MMAP_MIB,
             postgres_url: None,
             postgres_pool_size: 16,
             postgres_statement_timeout: Duration::from_secs(30),
@@ -422,6 +432,11 @@ impl Config {
             return Err(ConfigError(
                 "auth.publish_rate and auth.publish_burst must be positive when set".into(),
             ));
+        }
+        if self.storage.reader_mmap_mib > MAX_READER_MMAP_MIB {
+            return Err(ConfigError(format!(
+                "storage.reader_mmap_mib is at most {MAX_READER_MMAP_MIB} (SQLite maps no more)"
+            )));
         }
         if self.http.max_header_bytes < 8192 {
             return Err(ConfigError(

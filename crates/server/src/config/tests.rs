@@ -72,3 +72,14 @@ fn client_certificates_need_the_server_to_serve_tls() {
     c.tls.key = Some("/etc/cds/key.pem".into());
     c.validate().expect("with TLS");
 }
+
+#[test]
+fn a_memory_map_larger_than_sqlite_makes_is_refused() {
+    let mut c = Config::default();
+    c.validate().expect("the default");
+    c.storage.reader_mmap_mib = 4096;
+    let e = c.validate().expect_err("over the cap").to_string();
+    assert!(e.contains("storage.reader_mmap_mib"), "{e}");
+    c.storage.reader_mmap_mib = 0;
+    c.validate().expect("off");
+}

@@ -66,3 +66,24 @@ async fn a_closed_pool_refuses_new_uses() {
     let r = pool.with(|_| Ok::<_, Error>(())).await;
     assert!(matches!(r, Err(Error::Closed)), "{r:?}");
 }
+
+#[tokio::test]
+async fn readers_map_the_file_when_asked_and_read_the_same_rows() {
+    let (_dir, path) = db();
+    let mapped = ReaderPool::new(
+        &path,
+        1,
+        ConnOptions {
+            mmap_bytes: Some(64 << 20),
+            ..ConnOptions::default()
+        },
+    );
+    let read = |c: &rusqlite::Connection| -> Result<(i64, i64), Error> {
+        let size: i64 = c.query_row("PRAGMA mmap_size", [], |r| r.get(0))?;
+        let a: i64 = c.query_row("SELECT a FROM t", [], |r| r.get(0))?;
+        Ok((size, a))
+    };
+    assert_eq!(mapped.with(read).await.expect("mapped"), (64 << 20, 7));
+    let plain = ReaderPool::new(&path, 1, ConnOptions::default());
+    assert_eq!(plain.with(read).await.expect("plain"), (0, 7));
+}
