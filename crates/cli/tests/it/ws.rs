@@ -205,6 +205,57 @@ fn resume_from_replays_the_log_after_that_sequence() {
     assert_eq!(seqs, ((fifth + 1)..=10).collect::<Vec<u64>>());
 }
 
+/// A single `events` filter catches up through the log's query, as SSE
+/// does: a resume point further back than `stream.max_catchup` is served,
+/// not refused, and a reader of some projects whose filter names none
+/// still gets only those projects.
+#[test]
+fn an_events_filter_catches_up_from_any_distance_within_its_grants() {
+    let s = TestServer::builder()
+        .env("CDS_EVENTS_STREAM__MAX_CATCHUP", "5")
+        .start();
+    let (status, out) = s.post_json(&json!(
+        (0..12)
+            .map(|i| job_event(if i % 3 == 0 { "B" } else { "A" }, i))
+            .collect::<Vec<_>>()
+    ));
+    assert_eq!(status, 200, "{out}");
+    let seqs_of = |project: &str| -> Vec<u64> {
+        out["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| (i % 3 == 0) == (project == "B"))
+            .filter_map(|(_, e)| e["seq"].as_u64())
+            .collect()
+    };
+    let got =
+        |msgs: &[Value]| -> Vec<u64> { msgs.iter().filter_map(|m| m["seq"].as_u64()).collect() };
+    let from_the_start = |filter: Value, token: &str| {
+        python_ws(
+            &s,
+            "",
+            token,
+            &[json!({"filters": [filter], "resume_from": 0})],
+            1.5,
+            20,
+        )
+    };
+    let msgs = from_the_start(json!({"type": "events", "project_key": "A"}), ADMIN);
+    assert_eq!(got(&msgs), seqs_of("A"), "{msgs:?}");
+    let msgs = from_the_start(json!({"type": "events"}), ADMIN);
+    assert_eq!(got(&msgs), (1..=12).collect::<Vec<u64>>(), "{msgs:?}");
+    // A reader of A alone, asking for every project: its grants are not a
+    // log query, so the catch-up is bounded, and never shows B.
+    let reader = s.token(&["read:A"]);
+    let msgs = from_the_start(json!({"type": "events"}), &reader);
+    assert!(
+        got(&msgs).iter().all(|seq| seqs_of("A").contains(seq)),
+        "{msgs:?}"
+    );
+}
+
 #[test]
 fn shutdown_tells_websocket_clients_where_to_resume() {
     let mut s = TestServer::start();

@@ -275,6 +275,24 @@ impl Matcher for CdsFilterSet {
         self.caller.can_read_event(e) && self.filters.iter().any(|f| f.matches(e))
     }
 
+    /// A set of one `events` filter is a log query: a catch-up then reads
+    /// through the log's indexes what it matches, without decoding every
+    /// event to ask (nor refusing a resume point further back than
+    /// `stream.max_catchup`, as SSE does not). Only where the grants
+    /// cannot narrow it: its projects were each checked readable when it
+    /// was compiled, or, naming none, the caller reads everything.
+    fn as_filter(&self) -> Option<&EventFilter> {
+        match self.filters.as_slice() {
+            [Compiled::Events(f)]
+                if !f.scopes.is_empty()
+                    || matches!(self.caller.read_scope(), ReadScope::Everything) =>
+            {
+                Some(f)
+            }
+            _ => None,
+        }
+    }
+
     fn scopes(&self) -> Option<Vec<EventScope>> {
         let mut all: Vec<EventScope> = Vec::new();
         for f in &self.filters {
