@@ -16,24 +16,11 @@ pub(crate) fn run(conn: &Connection, q: &CountQuery) -> Result<Vec<TypeCount>, E
     };
     let tx = conn.unchecked_transaction()?;
     let mut streams: HashMap<i64, EventType> = HashMap::new();
-    {
-        let mut st = tx.prepare_cached("SELECT id, project_key, type FROM streams")?;
-        let rows = st.query_map([], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            ))
-        })?;
-        for row in rows {
-            let (id, project, t) = row?;
-            if let Some(t) = EventType::parse(&t)
-                && q.admits(&EventScope::from_wire(&project))
-            {
-                streams.insert(id, t);
-            }
+    super::for_each_stream(&tx, |id, project, t| {
+        if q.admits(&EventScope::from_wire(&project)) {
+            streams.insert(id, t);
         }
-    }
+    })?;
     if streams.is_empty() {
         return Ok(Vec::new());
     }

@@ -239,7 +239,21 @@ impl SqliteLog {
 fn load_streams(
     conn: &Connection,
 ) -> Result<std::collections::HashMap<(String, &'static str), i64>, Error> {
-    let mut st = conn.prepare("SELECT id, project_key, type FROM streams")?;
+    let mut out = std::collections::HashMap::new();
+    for_each_stream(conn, |id, project, t| {
+        out.insert((project, t.as_str()), id);
+    })?;
+    Ok(out)
+}
+
+/// Every row of `streams`: its id, project key (`""` for global) and type.
+/// A type this build no longer knows is skipped: it keeps its rows, but no
+/// new event can use it and nothing asks for it.
+pub(crate) fn for_each_stream(
+    conn: &Connection,
+    mut each: impl FnMut(i64, String, cds_events_model::EventType),
+) -> Result<(), Error> {
+    let mut st = conn.prepare_cached("SELECT id, project_key, type FROM streams")?;
     let rows = st.query_map([], |r| {
         Ok((
             r.get::<_, i64>(0)?,
@@ -247,15 +261,13 @@ fn load_streams(
             r.get::<_, String>(2)?,
         ))
     })?;
-    let mut out = std::collections::HashMap::new();
     for row in rows {
         let (id, project, t) = row?;
-        // A type this build no longer knows keeps its rows; no new event can use it.
         if let Some(t) = cds_events_model::EventType::parse(&t) {
-            out.insert((project, t.as_str()), id);
+            each(id, project, t);
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 #[async_trait]
