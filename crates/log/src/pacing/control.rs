@@ -46,6 +46,7 @@ pub async fn control(
     let window = (QUIET.as_millis() / SAMPLE.as_millis()).max(1) as usize;
     let mut heads = std::collections::VecDeque::from(vec![head.borrow().0; window]);
     let mut attempts = pacing.attempts();
+    let mut reads = pacing.paced_reads();
     let mut last = Instant::now();
     let mut tick = tokio::time::interval(SAMPLE);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -65,6 +66,7 @@ pub async fn control(
         let busy = cpu.busy();
         let h = head.borrow().0;
         let a = pacing.attempts();
+        let r = pacing.paced_reads();
         let elapsed = last.elapsed();
         let previous = heads.back().copied().unwrap_or(h);
         let oldest = heads.pop_front().unwrap_or(h);
@@ -74,15 +76,17 @@ pub async fn control(
             ingested: per_second(h.saturating_sub(previous), elapsed)
                 .max(per_second(h.saturating_sub(oldest), QUIET)),
             attempts: per_second(a.saturating_sub(attempts), elapsed),
+            reads: per_second(r.saturating_sub(reads), elapsed),
         };
         heads.push_back(h);
-        attempts = a;
+        (attempts, reads) = (a, r);
         let before = pacing.rate();
         tracing::trace!(
             consumer,
             busy = sample.busy,
             ingested = sample.ingested,
             attempts = sample.attempts,
+            reads = sample.reads,
             rate = ?before,
             "pacing sample"
         );

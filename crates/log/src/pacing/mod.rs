@@ -21,8 +21,9 @@
 //! much idle, and deliveries growing into it slowed ingest by a quarter.
 //! After a sample with more room, it doubles — so the consumer takes what
 //! ingest leaves. Full speed again when ingest stops, or when the CPU has
-//! room and the pace no longer holds the consumer back (fewer than half the
-//! attempts it allowed were made). Where neither can be read (not Linux), it
+//! room and the pace no longer holds the consumer back (its reads and its
+//! attempts each took fewer than half the permits handed out: a sink's
+//! attempt is a batch, so its reads are what the pace binds). Where neither can be read (not Linux), it
 //! never yields.
 //!
 //! Split along its seams: `cpu` measures, `policy` decides, `pacer`

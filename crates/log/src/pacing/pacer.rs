@@ -19,6 +19,8 @@ pub struct Pacing {
     sends: Pacer,
     /// Attempts started, ever.
     attempts: AtomicU64,
+    /// Events admitted to be read while yielding, ever.
+    paced_reads: AtomicU64,
 }
 
 impl std::fmt::Debug for Pacing {
@@ -41,6 +43,7 @@ impl Pacing {
             reads: Pacer::default(),
             sends: Pacer::default(),
             attempts: AtomicU64::new(0),
+            paced_reads: AtomicU64::new(0),
         }
     }
 
@@ -52,6 +55,14 @@ impl Pacing {
     /// Attempts started, ever.
     pub(super) fn attempts(&self) -> u64 {
         self.attempts.load(Ordering::Relaxed)
+    }
+
+    /// Events admitted to be read while yielding, ever: with the attempts,
+    /// what tells whether the pace holds the consumer back. A consumer whose
+    /// attempt is a batch (a sink) makes few attempts even when its reads
+    /// take every permit.
+    pub(super) fn paced_reads(&self) -> u64 {
+        self.paced_reads.load(Ordering::Relaxed)
     }
 
     pub(super) fn set(&self, rate: Option<u64>) {
@@ -94,6 +105,7 @@ impl Pacing {
         };
         let n = ((rate / 20) as usize).clamp(1, max);
         self.admit(&self.reads, n as u32).await;
+        self.paced_reads.fetch_add(n as u64, Ordering::Relaxed);
         n
     }
 
@@ -210,6 +222,8 @@ mod tests {
         );
         // The reader reads a twentieth of a second's worth at a time.
         assert_eq!(p.admit_reads(512).await, 50);
+        // Only the reads admitted while yielding are counted.
+        assert_eq!(p.paced_reads(), 50);
         // Idle for a second: at most a twentieth of a second saved up.
         p.set(Some(100));
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -15,6 +15,8 @@ pub(super) struct Sample {
     pub(super) ingested: u64,
     /// Attempts started, per second.
     pub(super) attempts: u64,
+    /// Events admitted to be read while yielding, per second.
+    pub(super) reads: u64,
 }
 
 /// When to yield, and how slowly.
@@ -41,8 +43,9 @@ impl Policy {
             // pauses).
             _ if s.busy >= self.cpu => Some(floor),
             None => None,
-            // Room, and the pace holds nothing back: full speed.
-            Some(rate) if s.attempts < rate / 2 => None,
+            // Room, and the pace holds nothing back (neither the reads nor
+            // the attempts take half of their permits): full speed.
+            Some(rate) if s.attempts.max(s.reads) < rate / 2 => None,
             Some(rate) if s.busy >= self.cpu - BAND => Some(rate),
             Some(rate) => Some(rate.saturating_mul(2)),
         }
@@ -65,6 +68,7 @@ mod tests {
             busy,
             ingested: 4000,
             attempts,
+            reads: 0,
         }
     }
 
@@ -100,6 +104,18 @@ mod tests {
         // Room, and the pace no longer binds: full speed.
         assert_eq!(P.step(Some(8000), sample(0.6, 3000)), None);
         assert_eq!(P.step(Some(8000), sample(0.8, 3000)), None);
+        // A consumer that sends batches (a sink): few attempts, but its
+        // reads take every permit. The pace binds: kept.
+        let batches = Sample {
+            reads: 500,
+            ..sample(0.86, 19)
+        };
+        assert_eq!(P.step(Some(500), batches), Some(500));
+        let caught_up = Sample {
+            reads: 100,
+            ..sample(0.86, 19)
+        };
+        assert_eq!(P.step(Some(500), caught_up), None);
         // A threshold of 0 always yields while ingesting.
         let always = Policy {
             cpu: 0.0,
