@@ -5,7 +5,7 @@
 //! Also the bridge's documented alternative: the request a CDS project
 //! notification sends, accepted as is by `POST /v2/events`.
 
-use crate::{BIN, TestServer, eventually};
+use crate::{BIN, TestServer, eventually, succeeded, unique};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use std::collections::HashSet;
@@ -19,12 +19,6 @@ fn redis() -> redis::Connection {
     redis::Client::open(REDIS)
         .and_then(|c| c.get_connection())
         .expect("the machine's Redis on 127.0.0.1:6379")
-}
-
-/// A name no other test (or test run) uses.
-fn unique(tag: &str) -> String {
-    let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
-    format!("cds-events-it-{tag}-{}-{nanos}", std::process::id())
 }
 
 /// A full event as CDS's Go code writes it (`json.Marshal` of
@@ -157,7 +151,11 @@ fn time(v: &Value) -> DateTime<Utc> {
 
 #[test]
 fn every_event_published_while_subscribed_is_stored_once_and_the_gap_is_reported() {
-    let (channel, name, project) = (unique("ch"), unique("bridge"), "BRIDGE");
+    let (channel, name, project) = (
+        unique("cds-events-it-ch"),
+        unique("cds-events-it-bridge"),
+        "BRIDGE",
+    );
     let s = bridged(&channel, &name);
     let mut con = redis();
     eventually("the bridge's subscription", || {
@@ -248,7 +246,7 @@ fn every_event_published_while_subscribed_is_stored_once_and_the_gap_is_reported
 
 #[test]
 fn undecodable_messages_are_counted_and_logged_briefly_and_duplicates_stored_once() {
-    let (channel, name) = (unique("ch"), unique("bridge"));
+    let (channel, name) = (unique("cds-events-it-ch"), unique("cds-events-it-bridge"));
     let s = bridged(&channel, &name);
     let mut con = redis();
     eventually("the bridge's subscription", || {
@@ -317,12 +315,7 @@ fn a_password_never_shows_in_config_status_or_logs() {
         .env("CDS_EVENTS_BRIDGE__PASSWORD", secret)
         .output()
         .expect("run");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = succeeded(out, "config");
     assert!(
         text.contains("cds_redis_url = \"redis://:***@cds-redis:6379/0\""),
         "{text}"
@@ -334,11 +327,7 @@ fn a_password_never_shows_in_config_status_or_logs() {
         .env("CDS_EVENTS_BRIDGE__PASSWORD", "007")
         .output()
         .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(out, "config");
     // A bad URL is a clear error at start, masked too.
     let out = Command::new(BIN)
         .args([
@@ -361,7 +350,10 @@ fn a_password_never_shows_in_config_status_or_logs() {
     let s = TestServer::builder()
         .arg("--cds-redis")
         .arg(&format!("redis://nobody:{secret}@127.0.0.1:6379"))
-        .env("CDS_EVENTS_BRIDGE__CLIENT_NAME", &unique("pw"))
+        .env(
+            "CDS_EVENTS_BRIDGE__CLIENT_NAME",
+            &unique("cds-events-it-pw"),
+        )
         .start();
     eventually("the failed login in the status", || {
         bridge_status(&s)["last_error"].is_string()

@@ -2,7 +2,7 @@
 //! (ingest of structured, batched and binary-mode CloudEvents whose data is a
 //! CDS event).
 
-use crate::{TestServer, job_event, read_sse, stream_client};
+use crate::{TestServer, job_event, read_sse, stream_client, succeeded};
 use serde_json::{Value, json};
 
 fn publish_jobs(s: &TestServer, n: u64) {
@@ -236,12 +236,7 @@ fn sdk_posts(attributes: Value, data: &Value, posts: &[(&str, &TestServer)]) -> 
         .write_all(ask.to_string().as_bytes())
         .expect("write");
     let out = child.wait_with_output().expect("python3");
-    assert!(
-        out.status.success(),
-        "the SDK script failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("json")
+    serde_json::from_str(&succeeded(out, "the SDK script")).expect("json")
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! from logs, metrics and `config`, the per-token publish rate, bounded
 //! request heads, metrics made public by configuration, and TLS.
 
-use crate::{ADMIN, BIN, TestServer, call, client_with_token, job_event};
+use crate::{ADMIN, BIN, TestServer, call, client_with_token, job_event, succeeded};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::process::Command;
@@ -197,9 +197,5 @@ fn tls_serves_https_with_the_given_certificate() {
         .arg(&cert_path)
         .output()
         .expect("cli");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(out, "query --ca-cert");
 }

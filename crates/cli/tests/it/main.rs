@@ -473,6 +473,39 @@ pub fn ensure_python_package(module: &str, package: &str) {
     known.push(module.to_owned());
 }
 
+/// The standard output of a finished command, which must have succeeded:
+/// otherwise the test fails, naming `what` ran, with its exit status and
+/// standard error.
+pub fn succeeded(out: std::process::Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The standard output of a finished command that printed one JSON value
+/// per line (a stock client reading a broker), which must have succeeded.
+pub fn json_lines(out: std::process::Output, what: &str) -> Vec<Value> {
+    succeeded(out, what)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
+/// A name no other test (or test run) uses: `tag`, the process id and the
+/// time in nanoseconds (for streams, channels and exchanges on the
+/// machine's shared brokers).
+pub fn unique(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{tag}-{}-{nanos}", std::process::id())
+}
+
 /// How long a test waits for something that should happen (a bound for
 /// failures only: on success the wait ends as soon as it happens).
 pub const WAIT: Duration = Duration::from_secs(20);

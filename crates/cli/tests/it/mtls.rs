@@ -3,7 +3,7 @@
 //! (or their environment variables); without one the command fails saying
 //! what is missing.
 
-use crate::{ADMIN, BIN, TestServer};
+use crate::{ADMIN, BIN, TestServer, succeeded};
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
@@ -79,23 +79,16 @@ fn the_cli_presents_its_client_certificate_to_a_server_that_requires_one() {
         "--client-key",
         &path("client.key"),
     ];
-    let out = query(&s, dir, &flags, &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(query(&s, dir, &flags, &[]), "query with certificate flags");
 
     let (cert, key) = (dir.join("client.pem"), dir.join("client.key"));
     let env = [
         ("CDS_EVENTS_CLIENT_CERT", cert.as_path()),
         ("CDS_EVENTS_CLIENT_KEY", key.as_path()),
     ];
-    let out = query(&s, dir, &[], &env);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    succeeded(
+        query(&s, dir, &[], &env),
+        "query with certificate variables",
     );
 
     let out = query(&s, dir, &[], &[]);

@@ -402,25 +402,29 @@ fn job_number(e: &Value) -> Option<u64> {
     e["run_job_id"].as_str()?.strip_prefix("rj-")?.parse().ok()
 }
 
+/// `cds-events notification <args>` against `base`, as the admin: whether
+/// it succeeded, its standard output and its standard error.
+fn notification_cli(base: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(["notification"])
+        .args(args)
+        .args(["--server", base])
+        .env("CDS_EVENTS_TOKEN", ADMIN)
+        .output()
+        .expect("cds-events");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// The CLI drives the same API.
 #[test]
 fn the_cli_adds_lists_tests_and_removes_notifications() {
     let s = webhook_server().start();
     let rx = Receiver::ok();
-    let cli = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .args(["notification"])
-            .args(args)
-            .args(["--server", &s.base])
-            .env("CDS_EVENTS_TOKEN", ADMIN)
-            .output()
-            .expect("cds-events");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let cli = |args: &[&str]| notification_cli(&s.base, args);
     let (ok, secret, err) = cli(&[
         "add",
         "--project",
@@ -470,20 +474,7 @@ fn the_cli_adds_lists_tests_and_removes_notifications() {
 #[test]
 fn the_cli_sets_keeps_and_clears_ordering_per_key() {
     let s = webhook_server().start();
-    let cli = |args: &[&str]| {
-        let out = Command::new(BIN)
-            .args(["notification"])
-            .args(args)
-            .args(["--server", &s.base])
-            .env("CDS_EVENTS_TOKEN", ADMIN)
-            .output()
-            .expect("cds-events");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let cli = |args: &[&str]| notification_cli(&s.base, args);
     let shown = |name: &str| -> Value {
         let (ok, out, err) = cli(&["show", "--project", "PROJ", name]);
         assert!(ok, "{err}");

@@ -1,6 +1,6 @@
 //! Operating the service: monitoring, configuration, retention, the CLI.
 
-use crate::{BIN, TestServer, eventually, job_event};
+use crate::{BIN, TestServer, eventually, job_event, succeeded};
 use serde_json::{Value, json};
 use std::process::Command;
 
@@ -82,13 +82,7 @@ fn config_layers_file_then_environment_then_flags() {
         for (k, v) in env {
             c.env(k, v);
         }
-        let out = c.output().expect("run");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("utf8")
+        succeeded(c.output().expect("run"), "config")
     };
     let from_file = run(&[], &[]);
     assert!(
@@ -149,13 +143,7 @@ fn the_postgres_url_comes_from_environment_or_flag_and_is_printed_without_its_pa
         if let Some(url) = flag {
             c.args(["--postgres", url]);
         }
-        let out = c.output().expect("run");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("utf8")
+        succeeded(c.output().expect("run"), "config")
     };
     assert!(!config(None, None).contains("postgres_url"));
     let env = config(Some("postgres://cds:hunter2@db-a/events"), None);

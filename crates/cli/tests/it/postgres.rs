@@ -2,7 +2,7 @@
 //! each test makes a database of its own on the machine's PostgreSQL
 //! (`CDS_EVENTS_TEST_POSTGRES`) and drops it at the end.
 
-use crate::{ADMIN, TestServer, job_event, read_sse, stream_client};
+use crate::{ADMIN, TestServer, job_event, read_sse, stream_client, succeeded};
 use cds_events_store::pg::testing::TempDatabase;
 use serde_json::{Value, json};
 use std::collections::HashSet;
@@ -200,12 +200,7 @@ fn migrate_creates_every_store_then_exits_and_instances_starting_together_share_
         .env("CDS_EVENTS_WEBHOOKS__KEY", KEY)
         .output()
         .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("postgresql"));
+    assert!(succeeded(out, "migrate").contains("postgresql"));
     let components = query_strings(&db, "SELECT component FROM cds_events_schema ORDER BY 1");
     assert!(
         components.iter().any(|c| c == "log") && components.iter().any(|c| c == "webhooks"),

@@ -3,7 +3,7 @@
 //! reading what the server sent, across a `kill -9` of the server; in
 //! `format = "cloudevents"`, read by the Python CloudEvents SDK.
 
-use crate::{ADMIN, BIN, TestServer, call, client_with_token, eventually};
+use crate::{ADMIN, BIN, TestServer, call, client_with_token, eventually, json_lines, succeeded};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
@@ -17,14 +17,7 @@ const BATCH: usize = 50;
 
 /// A stream and subject prefix of this test's own.
 pub(crate) fn namespace(test: &str) -> (String, String) {
-    let n = format!(
-        "{test}{}x{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0)
-    );
+    let n = crate::unique(test);
     (format!("ITSINK_{n}"), format!("itsink.{n}"))
 }
 
@@ -59,15 +52,7 @@ fn nats_py(stream: &str, prefix: &str, expected: usize, idle: f64, delete: bool)
         cmd.arg("--delete");
     }
     let out = cmd.output().expect("python3");
-    assert!(
-        out.status.success(),
-        "nats-py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect()
+    json_lines(out, "nats-py")
 }
 
 #[test]
@@ -156,11 +141,7 @@ fn sinks_are_shown_paused_resumed_and_replayed_without_their_credentials() {
         ])
         .output()
         .expect("cli");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(out, "sinks pause");
     assert_eq!(s.sink_status("down")["state"], "paused");
 
     // Metrics and status.
@@ -273,6 +254,22 @@ async def main():
 asyncio.run(main())
 "#;
 
+/// Runs `script` (nats-py and the CloudEvents SDK), which reads `expected`
+/// messages of `stream` on `<prefix>.>` and prints them as one JSON array.
+pub(crate) fn read_with_the_sdk(
+    script: &str,
+    stream: &str,
+    prefix: &str,
+    expected: usize,
+) -> Vec<Value> {
+    let out = Command::new("python3")
+        .args(["-c", script, NATS, stream, &format!("{prefix}.>")])
+        .arg(expected.to_string())
+        .output()
+        .expect("python3");
+    serde_json::from_str(&succeeded(out, "nats-py or the SDK")).expect("json")
+}
+
 #[test]
 fn a_nats_sink_in_cloudevents_format_sends_what_the_cloudevents_sdk_reads() {
     crate::ensure_python_package("nats", "nats-py");
@@ -295,23 +292,7 @@ fn a_nats_sink_in_cloudevents_format_sends_what_the_cloudevents_sdk_reads() {
         .start();
     let ids = s.publish_jobs("CE", 1, 3);
     assert_eq!(s.sink_status("main")["format"], "cloudevents");
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            NATS_CLOUDEVENTS,
-            NATS,
-            &stream,
-            &format!("{prefix}.>"),
-            "3",
-        ])
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "nats-py or the SDK failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: Vec<Value> = serde_json::from_slice(&out.stdout).expect("json");
+    let got = read_with_the_sdk(NATS_CLOUDEVENTS, &stream, &prefix, 3);
     let stored = s.query_all("&project_key=CE");
     assert_eq!(got.len(), 3);
     for (ce, (seq, event)) in got.iter().zip(&stored) {

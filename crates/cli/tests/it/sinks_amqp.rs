@@ -3,7 +3,7 @@
 //! durable queue bound to the test's own exchange, across the broker
 //! closing the sink's connection and across a `kill -9` of the server.
 
-use crate::{BIN, TestServer, eventually};
+use crate::{BIN, TestServer, eventually, json_lines, succeeded};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -15,14 +15,7 @@ const BATCH: usize = 50;
 
 /// An exchange and a queue of this test's own.
 fn namespace(test: &str) -> (String, String) {
-    let n = format!(
-        "{test}{}x{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0)
-    );
+    let n = crate::unique(test);
     (format!("itsink.{n}"), format!("itsink.{n}.q"))
 }
 
@@ -59,15 +52,7 @@ fn pika(exchange: &str, queue: &str, expected: usize, idle: f64, flag: &str) -> 
         ])
         .output()
         .expect("python3");
-    assert!(
-        out.status.success(),
-        "pika failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect()
+    json_lines(out, "pika")
 }
 
 /// Waits until the sink `name` of a new server has taken its starting
@@ -89,13 +74,9 @@ fn close_sink_connections(name: &str) -> usize {
         .args(["-q", "-s", "list_connections", "pid", "client_properties"])
         .output()
         .expect("rabbitmqctl (as root)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let listed = succeeded(out, "rabbitmqctl list_connections");
     let quoted = format!("\"cds-events sink {name}\"");
-    let pids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+    let pids: Vec<String> = listed
         .lines()
         .filter(|l| l.contains(&quoted))
         .filter_map(|l| l.split_whitespace().next().map(str::to_owned))

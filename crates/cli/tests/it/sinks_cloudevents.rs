@@ -4,9 +4,9 @@
 //! skipped and counted; and the configuration refusing binary mode where
 //! a broker has no CloudEvents binding.
 
-use crate::sinks::{NATS, config_file, namespace};
-use crate::{BIN, TestServer, eventually};
-use serde_json::{Value, json};
+use crate::sinks::{config_file, namespace, read_with_the_sdk};
+use crate::{BIN, TestServer, eventually, succeeded};
+use serde_json::json;
 use std::process::Command;
 
 /// Reads `expected` messages of a stream with nats-py; prints each one's
@@ -60,23 +60,7 @@ fn a_nats_sink_sends_cdevents_in_binary_mode_and_skips_what_has_no_cdevent() {
                                                  "payload": {}}]));
     assert_eq!(status, 200, "{answer}");
     let more = s.publish_jobs("CD", 4, 1);
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            NATS_BINARY,
-            NATS,
-            &stream,
-            &format!("{prefix}.>"),
-            "4",
-        ])
-        .output()
-        .expect("python3");
-    assert!(
-        out.status.success(),
-        "nats-py or the SDK failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let got: Vec<Value> = serde_json::from_slice(&out.stdout).expect("json");
+    let got = read_with_the_sdk(NATS_BINARY, &stream, &prefix, 4);
     let sent: Vec<&str> = got.iter().filter_map(|c| c["id"].as_str()).collect();
     let expected: Vec<&str> = ids.iter().chain(&more).map(String::as_str).collect();
     assert_eq!(
@@ -132,13 +116,7 @@ fn binary_mode_on_a_broker_without_a_cloudevents_binding_is_refused_naming_the_f
         err.contains("sinks[r].content_mode") && err.contains("redis"),
         "{err}"
     );
-    let out = config("format = \"cdevents\"\n");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = succeeded(config("format = \"cdevents\"\n"), "config");
     assert!(text.contains("format = \"cdevents\""), "{text}");
     assert!(text.contains("content_mode = \"structured\""), "{text}");
 }

@@ -11,7 +11,7 @@
 //! down and refuses new ones until it is restored, as a broker that went
 //! away and came back would.
 
-use crate::{TestServer, eventually, job_event};
+use crate::{TestServer, eventually, job_event, json_lines};
 use cds_events_sinks::kafka::testing::Tansu;
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
@@ -159,15 +159,7 @@ impl Setup {
             ])
             .output()
             .expect("python3");
-        assert!(
-            out.status.success(),
-            "kafka-python failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("json line"))
-            .collect()
+        json_lines(out, "kafka-python")
     }
 }
 

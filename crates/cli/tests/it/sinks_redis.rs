@@ -22,14 +22,7 @@ struct Names {
 }
 
 fn names(test: &str) -> Names {
-    let n = format!(
-        "itsink:{test}:{}x{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0)
-    );
+    let n = format!("itsink:{}", crate::unique(test));
     Names {
         channel: format!("{n}:ui"),
         run_job: format!("{n}:job"),

@@ -2,7 +2,7 @@
 //! family over a window, for what the token may read, and a window too long
 //! or too finely cut refused naming the field.
 
-use crate::{ADMIN, BIN, TestServer, call, client_with_token, job_event};
+use crate::{ADMIN, BIN, TestServer, call, client_with_token, job_event, succeeded};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::process::Command;
@@ -81,12 +81,7 @@ fn stats_count_per_bucket_and_family_for_what_the_token_reads() {
             .args(extra)
             .output()
             .expect("cli");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).expect("utf-8")
+        succeeded(out, "stats")
     };
     let printed: Value = serde_json::from_str(&cli(&["--json"])).expect("json");
     assert_eq!(printed, all);

@@ -7,7 +7,7 @@
 //! database passes `PRAGMA integrity_check`, and once the ballast is removed
 //! ingest works again by itself, without a restart.
 
-use crate::{TestServer, job_event};
+use crate::{TestServer, job_event, succeeded};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::io::Write;
@@ -84,12 +84,7 @@ fn integrity_check(db: &Path) -> String {
         .arg(db)
         .output()
         .expect("python3");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    succeeded(out, "python3's sqlite3").trim().to_owned()
 }
 
 /// What publishing one batch got.

@@ -3,7 +3,7 @@
 //! valid under its type's schema for Python's `jsonschema`, and an unknown
 //! type a 404 naming `type`.
 
-use crate::{ADMIN, BIN, TestServer, call, client_with_token};
+use crate::{ADMIN, BIN, TestServer, call, client_with_token, succeeded};
 use cds_events_model::EventType;
 use reqwest::Method;
 use serde_json::{Map, Value, json};
@@ -93,11 +93,7 @@ fn every_simulated_event_validates_against_its_types_schema() {
         .env("CDS_EVENTS_TOKEN", ADMIN)
         .output()
         .expect("simulate runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(out, "simulate");
     // A global event and one with every optional key left out, sent by hand.
     let (status, body) = s.post_json(&json!([
         {"type": "HatcheryCreated", "hatchery": "swarm"},

@@ -1,6 +1,6 @@
 //! CDS's websocket protocol, spoken by a Python `websocket-client`.
 
-use crate::{ADMIN, Lines, TestServer, eventually, job_event};
+use crate::{ADMIN, Lines, TestServer, eventually, job_event, json_lines};
 use serde_json::{Value, json};
 use std::process::Command;
 
@@ -27,15 +27,7 @@ pub(crate) fn python_ws(
         .args(messages.iter().map(Value::to_string))
         .output()
         .expect("python3");
-    assert!(
-        out.status.success(),
-        "python client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect()
+    json_lines(out, "python client")
 }
 
 fn types(msgs: &[Value]) -> Vec<String> {

@@ -3,7 +3,7 @@
 
 use super::{create, webhook_server};
 use crate::receiver::Receiver;
-use crate::{ADMIN, BIN, job_event};
+use crate::{ADMIN, BIN, job_event, succeeded};
 use serde_json::{Value, json};
 use std::process::Command;
 use std::time::Duration;
@@ -58,12 +58,8 @@ fn health_counts_every_attempt_of_the_last_24_hours_and_the_failed_deliveries() 
         .env("CDS_EVENTS_TOKEN", ADMIN)
         .output()
         .expect("cds-events");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let printed: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let printed: Value =
+        serde_json::from_str(&succeeded(out, "notification health")).expect("JSON");
     for field in ["attempts", "succeeded", "success_rate", "pending", "failed"] {
         assert_eq!(printed[field], h[field], "{field}: {printed}");
     }

@@ -153,16 +153,10 @@ fn the_cli_previews_an_event_and_prints_a_public_key() {
         json!({"name": "runs", "webhook_url": rx.url, "filters": {"runs": {"event": ["^RunEnded$"]}}}),
     );
     let cli = |args: &[&str]| {
-        let out = std::process::Command::new(crate::BIN)
-            .args(["notification"])
-            .args(args)
-            .args(["--server", &s.base, "--project", "PROJ"])
-            .env("CDS_EVENTS_TOKEN", crate::ADMIN)
-            .output()
-            .expect("cds-events");
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "{args:?}: {err}");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let (ok, out, err) =
+            super::notification_cli(&s.base, &[args, &["--project", "PROJ"]].concat());
+        assert!(ok, "{args:?}: {err}");
+        out
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("event.json");
