@@ -11,12 +11,16 @@
 # Each run, for ids v7 then v4: batch ingest (500/request, 8 connections) into
 # cds-events (release, fresh data dir, auth on, durability process-crash),
 # JetStream async publish (file storage, IN_FLIGHT acks in flight in all),
-# Redis Streams (XADD pipelined 500 at a time) and bare SQLite (no index,
+# Redis Streams (XADD pipelined 500 at a time; on the machine's Redis, as
+# configured, and on a private one with AOF on, fsync every second: what
+# survives a crash of Redis as our process-crash survives ours) and bare
+# SQLite (no index,
 # group commits of 500, the log's WAL/synchronous/checkpoint settings). With
 # v7: catch-up replay of the EVENTS just written, our SSE and websocket from
 # sequence 0 against a JetStream ordered consumer on the stream just written;
 # single-event ingest (one event per request, one ack awaited, 64
-# connections) against JetStream sync publish and one XADD per round trip;
+# connections) against JetStream sync publish and one XADD per round trip
+# (both Redis);
 # live latency publish -> subscriber at 20k events/s (100/request, 2
 # connections) against NATS core; batch ingest with one SSE subscriber
 # following one project against none.
@@ -47,8 +51,10 @@ if [[ $BIN == target/release/cds-events || $PEERS == target/release/peers ]]; th
 fi
 DATA=$(mktemp -d)
 PID=
+AOF_PID=
 cleanup() {
   [[ -z $PID ]] || { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; }
+  [[ -z $AOF_PID ]] || { kill "$AOF_PID" 2>/dev/null || true; wait "$AOF_PID" 2>/dev/null || true; }
   "$PEERS" cleanup --tag "$TAG" || true
   rm -rf "$DATA"
 }
@@ -65,10 +71,20 @@ start() {
   echo "server did not start"; cat "$DATA/err"; exit 1
 }
 stop() { kill "$PID"; wait "$PID" || true; PID=; }
+# A private Redis with the append-only file on, fsync every second, its
+# files in the run's directory.
+AOF_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mkdir -p "$DATA/aof"
+redis-server --port "$AOF_PORT" --bind 127.0.0.1 --save "" --appendonly yes --appendfsync everysec \
+  --dir "$DATA/aof" --logfile "$DATA/aof/log" &
+AOF_PID=$!
+for _ in $(seq 50); do redis-cli -p "$AOF_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+redis-cli -p "$AOF_PORT" ping >/dev/null
+AOF=redis://127.0.0.1:$AOF_PORT
 SERVER=http://127.0.0.1:$PORT
 sim() { "$BIN" simulate --server "$SERVER" --projects 100 --json "$@"; }
 peer() { "$PEERS" "$@" --tag "$TAG"; }
-fresh() { "$PEERS" cleanup --tag "$TAG"; sync; sleep 2; }
+fresh() { "$PEERS" cleanup --tag "$TAG"; "$PEERS" cleanup --tag "$TAG" --redis "$AOF"; sync; sleep 2; }
 field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$1" "$2"; }
 rate() { field "$1" per_second; }
 RESULTS=$DATA/results
@@ -82,7 +98,7 @@ open(sys.argv[5],"a").write("%s\t%f\n" % (n, r))' "$1" "$2" "$3" "$4" "$RESULTS"
 }
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, load average $(cut -d' ' -f1-3 /proc/loadavg); commit $(git rev-parse --short HEAD); durability $DURABILITY; $EVENTS events"
-echo "redis: $(redis-cli INFO server | awk -F: '/redis_version/ {print $2}' | tr -d '\r'), appendonly=$(redis-cli CONFIG GET appendonly | tail -1), save='$(redis-cli CONFIG GET save | tail -1)'"
+echo "redis: $(redis-cli INFO server | awk -F: '/redis_version/ {print $2}' | tr -d '\r'), appendonly=$(redis-cli CONFIG GET appendonly | tail -1), save='$(redis-cli CONFIG GET save | tail -1)'; and a private one at $AOF_PORT: appendonly=$(redis-cli -p "$AOF_PORT" CONFIG GET appendonly | tail -1), appendfsync=$(redis-cli -p "$AOF_PORT" CONFIG GET appendfsync | tail -1)"
 echo "nats: JetStream at 127.0.0.1:4222, stream $TAG, file storage (JetStream's default: no fsync per message)"
 
 for run in $(seq "$RUNS"); do
@@ -102,11 +118,14 @@ for ids in v7 v4; do
   fresh
   RS=$(peer ingest --to redis --events "$EVENTS" --batch 500 --connections 8 --ids "$ids")
   fresh
+  RA=$(peer ingest --to redis --redis "$AOF" --events "$EVENTS" --batch 500 --connections 8 --ids "$ids")
+  fresh
   SQ=$(peer ingest --to sqlite --events "$EVENTS" --batch 500 --connections 8 --ids "$ids" --db "$DATA/ceiling.db")
   rm -f "$DATA"/ceiling.db*
   echo "-- batch ingest, $ids ids (events/s)"
   figure "batch $ids: ours / JetStream async" "$(rate "$OURS")" "$(rate "$JS")" events/s
   figure "batch $ids: ours / Redis XADD pipelined" "$(rate "$OURS")" "$(rate "$RS")" events/s
+  figure "batch $ids: ours / Redis XADD, AOF everysec" "$(rate "$OURS")" "$(rate "$RA")" events/s
   figure "batch $ids: ours / bare SQLite" "$(rate "$OURS")" "$(rate "$SQ")" events/s
   if [[ $ids == v7 ]]; then
     echo "-- catch-up replay of $HEAD events from sequence 0 (events/s)"
@@ -123,9 +142,12 @@ JS=$(peer ingest --to nats --events "$SINGLE" --batch 1 --connections 64)
 fresh
 RS=$(peer ingest --to redis --events "$SINGLE" --batch 1 --connections 64)
 fresh
+RA=$(peer ingest --to redis --redis "$AOF" --events "$SINGLE" --batch 1 --connections 64)
+fresh
 echo "-- single-event ingest, 64 connections (events/s; request p99 ms)"
 figure "single: ours / JetStream sync publish" "$(rate "$OURS")" "$(rate "$JS")" events/s
 figure "single: ours / Redis XADD one by one" "$(rate "$OURS")" "$(rate "$RS")" events/s
+figure "single: ours / Redis XADD, AOF everysec" "$(rate "$OURS")" "$(rate "$RA")" events/s
 OURS_P99=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["latency"]["request"]["p99_ms"])' "$OURS")
 figure "single p99 (ms): our request / JetStream ack" "$OURS_P99" "$(field "$JS" p99_ms)" ms
 
