@@ -2,19 +2,26 @@ use crate::wait_until;
 use cds_events_store::{CheckpointOptions, Checkpointer, ConnOptions, open};
 use std::time::Duration;
 
+/// A database at `path` whose WAL holds a table `t` of `rows` rows of 200
+/// bytes, never checkpointed by the connection returned.
+fn table_of_rows(path: &std::path::Path, rows: u32) -> rusqlite::Connection {
+    let conn = open(path, &ConnOptions::default()).expect("open");
+    conn.pragma_update(None, "wal_autocheckpoint", 0)
+        .expect("no inline checkpoints");
+    conn.execute_batch(&format!(
+        "CREATE TABLE t (v TEXT);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows})
+         INSERT INTO t SELECT printf('%0200d', i) FROM n;"
+    ))
+    .expect("rows");
+    conn
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committed_pages_reach_the_database_file_without_the_writer() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("t.db");
-    let conn = open(&path, &ConnOptions::default()).expect("open");
-    conn.pragma_update(None, "wal_autocheckpoint", 0)
-        .expect("no inline checkpoints");
-    conn.execute_batch(
-        "CREATE TABLE t (v TEXT);
-         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
-         INSERT INTO t SELECT printf('%0200d', i) FROM n;",
-    )
-    .expect("rows");
+    let _conn = table_of_rows(&path, 2000);
     let size = || std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let before = size();
     let ckpt = Checkpointer::spawn(
@@ -41,16 +48,8 @@ async fn committed_pages_reach_the_database_file_without_the_writer() {
 async fn a_large_wal_file_that_holds_little_does_not_hold_the_writer_back() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("t.db");
-    let conn = open(&path, &ConnOptions::default()).expect("open");
-    conn.pragma_update(None, "wal_autocheckpoint", 0)
-        .expect("no inline checkpoints");
     // Grow the WAL file to ~2 MiB, then let a checkpoint start it over.
-    conn.execute_batch(
-        "CREATE TABLE t (v TEXT);
-         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 8000)
-         INSERT INTO t SELECT printf('%0200d', i) FROM n;",
-    )
-    .expect("rows");
+    let conn = table_of_rows(&path, 8000);
     conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(()))
         .expect("restart");
     let wal = cds_events_store::wal_path(&path);
