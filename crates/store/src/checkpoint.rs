@@ -119,11 +119,12 @@ impl Checkpointer {
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(opts.interval);
                     let big = frames.saturating_mul(frame_bytes) > opts.max_wal_bytes;
-                    let mut pass = checkpoint(&conn, &thread_name, "PASSIVE");
+                    let mut mode = "PASSIVE";
+                    let mut pass = checkpoint(&conn, &thread_name, mode);
                     if big && pass.is_ok() {
-                        pass = checkpoint(&conn, &thread_name, "RESTART");
+                        mode = "RESTART";
+                        pass = checkpoint(&conn, &thread_name, mode);
                     }
-                    let mode = if big { "RESTART" } else { "PASSIVE" };
                     match pass {
                         Err(e) if failing == 0 => {
                             failing = 1;
@@ -140,7 +141,11 @@ impl Checkpointer {
                             }
                             // A finished restart: the next write starts the
                             // WAL over.
-                            frames = if big && !p.busy { 0 } else { p.frames };
+                            frames = if mode == "RESTART" && !p.busy {
+                                0
+                            } else {
+                                p.frames
+                            };
                         }
                     }
                 }

@@ -473,9 +473,9 @@ pub fn ensure_python_package(module: &str, package: &str) {
     known.push(module.to_owned());
 }
 
-/// The standard output of a finished command, which must have succeeded:
-/// otherwise the test fails, naming `what` ran, with its exit status and
-/// standard error.
+/// The standard output of a finished command, which must have succeeded
+/// and printed UTF-8: otherwise the test fails, naming `what` ran, with its
+/// exit status and standard error.
 pub fn succeeded(out: std::process::Output, what: &str) -> String {
     assert!(
         out.status.success(),
@@ -483,7 +483,7 @@ pub fn succeeded(out: std::process::Output, what: &str) -> String {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8(out.stdout).unwrap_or_else(|e| panic!("{what} printed non-UTF-8: {e}"))
 }
 
 /// The standard output of a finished command that printed one JSON value

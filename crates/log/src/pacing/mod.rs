@@ -23,8 +23,8 @@
 //! ingest leaves. Full speed again when ingest stops, or when the CPU has
 //! room and the pace no longer holds the consumer back (its reads and its
 //! attempts each took fewer than half the permits handed out: a sink's
-//! attempt is a batch, so its reads are what the pace binds). Where neither can be read (not Linux), it
-//! never yields.
+//! attempt is a batch, so its reads are what the pace binds). Where neither
+//! can be read (not Linux), it never yields.
 //!
 //! Split along its seams: `cpu` measures, `policy` decides, `pacer`
 //! hands out the turns ([`Pacing`]), `control` ties them together. Nothing

@@ -256,8 +256,7 @@ impl IdFilter {
                 let first = g.first_block.max(oldest);
                 (first..=g.last_block.load(Ordering::Acquire))
                     .rev()
-                    .filter(|b| g.block_may_hold(key, *b))
-                    .collect::<Vec<_>>()
+                    .filter(move |b| g.block_may_hold(key, *b))
             })
             .collect()
     }
