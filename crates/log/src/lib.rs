@@ -25,7 +25,7 @@ pub use consumer::{
 pub use counts::{CountQuery, MAX_COUNT_BUCKETS, MAX_COUNT_WINDOW, TypeCount};
 
 use async_trait::async_trait;
-use cds_events_model::{EventFilter, FullEvent};
+use cds_events_model::{EventFilter, FullEvent, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::PathBuf;
@@ -47,18 +47,42 @@ impl fmt::Display for Seq {
     }
 }
 
-/// A validated event ready to append, with its wire JSON already encoded (so
-/// encoding runs on the request's task, not on the single writer).
+/// A validated event ready to append: what storage indexes and routes it
+/// by, and its wire JSON. All of it is made on the caller's task, in the
+/// shared form the readers that follow the head keep (`recent.rs`), so the
+/// single writer copies nothing and frees nothing of its own per event.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
-    pub event: FullEvent,
-    pub json: String,
+    pub head: Arc<KnownHead>,
+    pub timestamp: Timestamp,
+    pub json: Arc<str>,
 }
 
 impl From<FullEvent> for NewEvent {
     fn from(event: FullEvent) -> Self {
-        let json = event.to_json();
-        NewEvent { event, json }
+        let json = Arc::from(event.to_json());
+        let timestamp = event.timestamp;
+        let FullEvent {
+            id,
+            event_type,
+            project_key,
+            workflow_run_id,
+            workflow,
+            repository,
+            ..
+        } = event;
+        NewEvent {
+            head: Arc::new(KnownHead {
+                id,
+                event_type,
+                project_key,
+                workflow_run_id,
+                workflow,
+                repository,
+            }),
+            timestamp,
+            json,
+        }
     }
 }
 
@@ -84,7 +108,7 @@ pub struct StoredEvent {
 
 /// What routes an event (see [`cds_events_model::StoredHead`]: its id,
 /// type, project, and the fields a notification may order by), as the
-/// writer knew it when it appended the event.
+/// appender gave it ([`NewEvent::head`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownHead {
     pub id: String,

@@ -391,14 +391,14 @@ async fn a_lost_notification_is_made_up_by_the_head_poll() {
     tx.execute(
         "INSERT INTO log_events (seq, id, project_key, type, ts, body)
          VALUES ($1, $2, '', 'UserCreated', 0, $3)",
-        &[&seq, &e.event.id, &e.json],
+        &[&seq, &e.head.id, &&*e.json],
     )
     .await
     .expect("insert");
     tx.commit().await.expect("commit");
     head_reaches(&a, Seq(seq as u64), Duration::from_secs(5)).await;
     let read = a.read_after(Seq(0), 10).await.expect("read");
-    assert_eq!(&*read[0].json, e.json.as_str());
+    assert_eq!(&*read[0].json, &*e.json);
     a.close().await.expect("close");
 }
 

@@ -121,7 +121,7 @@ pub async fn a_reader_following_the_head_never_sees_an_event_below_one_it_has_se
 /// the oldest kept event.
 pub async fn read_after_answers_alike_from_every_position(h: &dyn Harness) {
     let log = h.open().await;
-    let mut appended: Vec<String> = Vec::new();
+    let mut appended: Vec<Arc<str>> = Vec::new();
     let mut ts = 0;
     for size in [1usize, 7, 50, 3, 120, 19] {
         let events = batch((0..size).map(|i| {
@@ -148,7 +148,7 @@ pub async fn read_after_answers_alike_from_every_position(h: &dyn Harness) {
             for e in &got {
                 assert_eq!(
                     &*e.json,
-                    appended[e.seq.0 as usize - 1],
+                    &*appended[e.seq.0 as usize - 1],
                     "body of {}",
                     e.seq
                 );

@@ -194,7 +194,7 @@ impl GroupWriter {
             .await?;
         let mut ids: Vec<&str> = requests
             .iter()
-            .flat_map(|r| r.iter().map(|e| e.event.id.as_str()))
+            .flat_map(|r| r.iter().map(|e| e.head.id.as_str()))
             .collect();
         ids.sort_unstable();
         ids.dedup();
@@ -219,7 +219,7 @@ impl GroupWriter {
         for events in requests {
             let mut appended = Vec::with_capacity(events.len());
             for ne in *events {
-                let e = &ne.event;
+                let e = &ne.head;
                 if let Some(seq) = known.get(&e.id) {
                     appended.push(Appended {
                         id: e.id.clone(),
@@ -330,12 +330,12 @@ struct Rows<'a> {
 
 impl<'a> Rows<'a> {
     fn push(&mut self, seq: i64, ne: &'a NewEvent) {
-        let e = &ne.event;
+        let e = &ne.head;
         self.seq.push(seq);
         self.id.push(&e.id);
         self.project.push(&e.project_key);
         self.kind.push(e.event_type.as_str());
-        self.ts.push(e.timestamp.unix_nanos());
+        self.ts.push(ne.timestamp.unix_nanos());
         self.run
             .push((!e.workflow_run_id.is_empty()).then_some(e.workflow_run_id.as_str()));
         self.body.push(&ne.json);

@@ -236,12 +236,10 @@ impl SqliteLog {
     }
 }
 
-fn load_streams(
-    conn: &Connection,
-) -> Result<std::collections::HashMap<(String, &'static str), i64>, Error> {
-    let mut out = std::collections::HashMap::new();
+fn load_streams(conn: &Connection) -> Result<writer::Streams, Error> {
+    let mut out = writer::Streams::new();
     for_each_stream(conn, |id, project, t| {
-        out.insert((project, t.as_str()), id);
+        out.entry(project).or_default().insert(t.as_str(), id);
     })?;
     Ok(out)
 }
@@ -276,10 +274,16 @@ impl EventLog for SqliteLog {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        self.writer
+        let (events, placed) = self
+            .writer
             .request_grouped(|reply| (events, reply))
             .await
-            .map_err(log_error)
+            .map_err(log_error)?;
+        Ok(placed
+            .into_iter()
+            .zip(&events)
+            .map(|(p, e)| p.appended(e))
+            .collect())
     }
 
     async fn get(&self, id: &str) -> Result<Option<StoredEvent>, LogError> {

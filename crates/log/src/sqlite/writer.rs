@@ -13,7 +13,7 @@
 use super::ids::{IdFilter, id_hash};
 use super::schema::{BLOCK_SHIFT, LAST_SEQ, run_hash};
 use crate::recent::Recent;
-use crate::{Appended, KnownHead, NewEvent, Retention, Seq, StoredEvent};
+use crate::{Appended, NewEvent, Retention, Seq, StoredEvent};
 use cds_events_store::{Error, Handler};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::collections::HashMap;
@@ -25,7 +25,34 @@ pub(crate) type Reply<T> = cds_events_store::Reply<T>;
 
 /// An append request, which joins groups: its events and where its outcome
 /// goes.
-pub(crate) type Append = (Vec<NewEvent>, Reply<Vec<Appended>>);
+pub(crate) type Append = (Vec<NewEvent>, Reply<Committed>);
+
+/// A committed request: its events, handed back so that the caller's task,
+/// not the writer, makes the replies' ids of them and frees them, and where
+/// each went.
+pub(crate) type Committed = (Vec<NewEvent>, Vec<Placed>);
+
+/// Where one appended event is: its sequence number, and whether its id was
+/// already stored (then nothing was written and `seq` is the original's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Placed {
+    pub seq: Seq,
+    pub duplicate: bool,
+}
+
+impl Placed {
+    pub(crate) fn appended(self, event: &NewEvent) -> Appended {
+        Appended {
+            id: event.head.id.clone(),
+            seq: self.seq,
+            duplicate: self.duplicate,
+        }
+    }
+}
+
+/// The interned (project key, type) pairs, by project then type, so that a
+/// lookup borrows the event's key instead of copying it.
+pub(crate) type Streams = HashMap<String, HashMap<&'static str, i64>>;
 
 /// The requests that run alone.
 pub(crate) enum Cmd {
@@ -54,7 +81,7 @@ const MAX_GROUP_EVENTS: usize = 50_000;
 pub(crate) struct LogWriter {
     pub conn: Connection,
     /// Interned (project_key, type) pairs, mirroring the `streams` table.
-    pub streams: HashMap<(String, &'static str), i64>,
+    pub streams: Streams,
     pub next_seq: u64,
     pub count: i64,
     /// Which blocks may hold an id (shared with the readers).
@@ -98,8 +125,8 @@ impl Handler for LogWriter {
         metrics::histogram!("cds_events_commit_duration_seconds")
             .record(started.elapsed().as_secs_f64());
         metrics::histogram!("cds_events_commit_group_events").record(events as f64);
-        for ((_, reply), r) in group.into_iter().zip(results) {
-            let _ = reply.send(r);
+        for ((events, reply), r) in group.into_iter().zip(results) {
+            let _ = reply.send(r.map(|placed| (events, placed)));
         }
     }
 
@@ -169,12 +196,12 @@ impl Handler for LogWriter {
 impl LogWriter {
     /// One transaction over `requests`; on error nothing is kept and the
     /// in-memory counters are restored.
-    fn commit(&mut self, requests: &[&[NewEvent]]) -> Result<Vec<Vec<Appended>>, Error> {
+    fn commit(&mut self, requests: &[&[NewEvent]]) -> Result<Vec<Vec<Placed>>, Error> {
         let first_seq = self.next_seq;
         let mut zone_rows: Vec<(u64, i64)> = Vec::new();
         let mut new_streams: Vec<(String, &'static str)> = Vec::new();
         let mut fresh: Vec<StoredEvent> = Vec::new();
-        let r = (|| -> Result<Vec<Vec<Appended>>, Error> {
+        let r = (|| -> Result<Vec<Vec<Placed>>, Error> {
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -226,8 +253,10 @@ impl LogWriter {
             Err(e) => {
                 tracing::error!(error = %e, "commit failed");
                 self.next_seq = first_seq;
-                for key in new_streams {
-                    self.streams.remove(&key);
+                for (project, t) in new_streams {
+                    if let Some(types) = self.streams.get_mut(&project) {
+                        types.remove(t);
+                    }
                 }
                 Err(e)
             }
@@ -306,7 +335,7 @@ struct InsertCtx<'a> {
     next_seq: &'a mut u64,
     ids: &'a IdFilter,
     zones: &'a mut Vec<(u64, i64)>,
-    streams: &'a mut HashMap<(String, &'static str), i64>,
+    streams: &'a mut Streams,
     new_streams: &'a mut Vec<(String, &'static str)>,
     /// The events inserted, as readers will see them once committed.
     fresh: Option<&'a mut Vec<StoredEvent>>,
@@ -318,13 +347,16 @@ fn stream_id(
     project: &str,
     t: &'static str,
 ) -> Result<i64, Error> {
-    if let Some(id) = ctx.streams.get(&(project.to_owned(), t)) {
+    if let Some(id) = ctx.streams.get(project).and_then(|types| types.get(t)) {
         return Ok(*id);
     }
     conn.prepare_cached("INSERT INTO streams(project_key, type) VALUES (?1, ?2)")?
         .execute(params![project, t])?;
     let id = conn.last_insert_rowid();
-    ctx.streams.insert((project.to_owned(), t), id);
+    ctx.streams
+        .entry(project.to_owned())
+        .or_default()
+        .insert(t, id);
     ctx.new_streams.push((project.to_owned(), t));
     Ok(id)
 }
@@ -333,49 +365,40 @@ fn insert_request(
     conn: &Connection,
     events: &[NewEvent],
     ctx: &mut InsertCtx<'_>,
-) -> Result<Vec<Appended>, Error> {
+) -> Result<Vec<Placed>, Error> {
     let mut insert = conn.prepare_cached(
         "INSERT INTO events(seq, id, stream, ts, run, body, idh) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     let mut out = Vec::with_capacity(events.len());
     for ne in events {
-        let e = &ne.event;
+        let e = &ne.head;
         // Ids are unique because this one thread checks before it inserts
         // (an id earlier in the same transaction included).
         let key = id_hash(&e.id);
         if let Some(original) = ctx.ids.find_hashed(conn, key, &e.id)? {
-            out.push(Appended {
-                id: e.id.clone(),
+            out.push(Placed {
                 seq: Seq(original as u64),
                 duplicate: true,
             });
             continue;
         }
         let seq = *ctx.next_seq;
-        let ts = e.timestamp.unix_nanos();
+        let ts = ne.timestamp.unix_nanos();
         let stream = stream_id(conn, ctx, &e.project_key, e.event_type.as_str())?;
         let run = (!e.workflow_run_id.is_empty()).then(|| run_hash(&e.workflow_run_id));
-        insert.execute(params![seq as i64, e.id, stream, ts, run, ne.json, key])?;
+        insert.execute(params![seq as i64, e.id, stream, ts, run, &*ne.json, key])?;
         ctx.ids.insert(key, seq);
         *ctx.next_seq += 1;
         ctx.zones.push((seq, ts));
         if let Some(fresh) = ctx.fresh.as_deref_mut() {
+            // Readers near the head route it without scanning its JSON.
             fresh.push(StoredEvent {
                 seq: Seq(seq),
-                json: Arc::from(ne.json.as_str()),
-                // Readers near the head route it without scanning its JSON.
-                known: Some(Arc::new(KnownHead {
-                    id: e.id.clone(),
-                    event_type: e.event_type,
-                    project_key: e.project_key.clone(),
-                    workflow_run_id: e.workflow_run_id.clone(),
-                    workflow: e.workflow.clone(),
-                    repository: e.repository.clone(),
-                })),
+                json: ne.json.clone(),
+                known: Some(ne.head.clone()),
             });
         }
-        out.push(Appended {
-            id: e.id.clone(),
+        out.push(Placed {
             seq: Seq(seq),
             duplicate: false,
         });

@@ -138,7 +138,7 @@ pub async fn append(log: &dyn EventLog, n: usize) -> Vec<String> {
     let events: Vec<NewEvent> = (0..n)
         .map(|i| event(TYPES[i % TYPES.len()], "PROJ", 1_700_000_000 + i as i64).into())
         .collect();
-    let ids: Vec<String> = events.iter().map(|e| e.event.id.to_string()).collect();
+    let ids: Vec<String> = events.iter().map(|e| e.head.id.clone()).collect();
     log.append(events).await.expect("append");
     ids
 }

@@ -166,7 +166,7 @@ impl Cluster {
                 ))
             })
             .collect();
-        let ids = events.iter().map(|e| e.event.id.clone()).collect();
+        let ids = events.iter().map(|e| e.head.id.clone()).collect();
         self.log.append(events).await.expect("append");
         ids
     }

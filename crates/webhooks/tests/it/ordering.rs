@@ -20,7 +20,7 @@ async fn publish_runs(w: &World, runs: &[&str]) -> Vec<String> {
             NewEvent::from(e)
         })
         .collect();
-    let ids = events.iter().map(|e| e.event.id.clone()).collect();
+    let ids = events.iter().map(|e| e.head.id.clone()).collect();
     w.log.append(events).await.expect("append");
     ids
 }
