@@ -92,7 +92,41 @@ fn valid_event() -> impl Strategy<Value = Value> {
         })
 }
 
+/// An event with what the decoder makes up when the input lacks it (a fresh
+/// id, the time now) blanked, so that two decodes of one input compare.
+fn without_made_up_fields(mut e: FullEvent) -> FullEvent {
+    e.id.clear();
+    e.timestamp = Timestamp::parse("2026-01-01T00:00:00Z").expect("a timestamp");
+    e
+}
+
 proptest! {
+    #[test]
+    fn an_array_decodes_as_its_elements_one_by_one(items in prop::collection::vec(prop_oneof![valid_event(), event_like(), json_value()], 0..5)) {
+        let texts: Vec<String> = items.iter().map(Value::to_string).collect();
+        let body = format!("[{}]", texts.join(","));
+        let one_by_one: Vec<Result<FullEvent, DecodeError>> =
+            texts.iter().map(|t| decode_event(t, &limits())).collect();
+        match decode_json_body(&body, &limits()) {
+            Ok(events) => {
+                prop_assert_eq!(events.len(), texts.len());
+                for (got, want) in events.into_iter().zip(one_by_one) {
+                    let want = want.map_err(|e| TestCaseError::fail(format!("accepted in a batch, refused alone: {e:?}")))?;
+                    prop_assert_eq!(without_made_up_fields(got), without_made_up_fields(want));
+                }
+            }
+            Err(BatchError::Items(errors)) => {
+                let want: Vec<(usize, DecodeError)> = one_by_one
+                    .into_iter()
+                    .enumerate()
+                    .filter_map(|(i, r)| r.err().map(|e| (i, e)))
+                    .collect();
+                prop_assert_eq!(errors, want);
+            }
+            Err(BatchError::Body(e)) => prop_assert!(false, "a JSON array refused whole: {e:?}"),
+        }
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         if let Ok(text) = std::str::from_utf8(&bytes) {

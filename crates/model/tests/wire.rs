@@ -382,6 +382,20 @@ fn batches_report_each_bad_event_by_index_and_line() {
 }
 
 #[test]
+fn an_element_written_as_an_array_is_not_read_as_an_event() {
+    // Read as a struct, a JSON array would fill the fields in order: an id,
+    // then a type. An element must be an object, in a batch as alone.
+    let body = r#"[{"type":"UserCreated"},["id-1","UserCreated"]]"#;
+    match decode_json_body(body, &limits()) {
+        Err(BatchError::Items(errs)) => {
+            assert_eq!(errs.len(), 1, "{errs:?}");
+            assert_eq!((errs[0].0, errs[0].1.code), (1, ErrorCode::NotAnObject));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn typed_producers_build_full_events_of_their_family() {
     let ev = WorkflowRunJobEvent {
         project_key: "PROJ".into(),

@@ -6,13 +6,15 @@
 //! duplicate keys, absurd nesting, huge strings, wrong JSON types — is refused
 //! with an error naming the field; nothing here panics on any input.
 
+mod check;
+
 use crate::envelope::with_context_fields;
 use crate::{EventType, FullEvent, Scope, Timestamp};
-use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use check::check_structure;
+use serde::de::Deserializer;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
-use std::fmt;
 
 /// Bounds on what one event may contain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,6 +195,9 @@ pub(crate) fn peek_id(text: &str) -> Option<String> {
 pub fn decode_json_body(text: &str, limits: &Limits) -> Result<Vec<FullEvent>, BatchError> {
     let trimmed = text.trim_start();
     if trimmed.starts_with('[') {
+        if let Some(events) = decode_array(text, limits) {
+            return Ok(events);
+        }
         let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| {
             BatchError::Body(DecodeError::new(
                 ErrorCode::InvalidJson,
@@ -206,6 +211,26 @@ pub fn decode_json_body(text: &str, limits: &Limits) -> Result<Vec<FullEvent>, B
             .map(|e| vec![e])
             .map_err(|e| BatchError::Items(vec![(0, e)]))
     }
+}
+
+/// The fast path for an array of valid events: one walk of the whole body
+/// checks every element's structure, a second decodes them all, instead of
+/// cutting the body into elements first and walking each twice. `None` when
+/// anything is wrong: the caller then decodes element by element, which
+/// names each bad element and field.
+fn decode_array(text: &str, limits: &Limits) -> Option<Vec<FullEvent>> {
+    if !check::every_element_passes(text, limits) {
+        return None;
+    }
+    // Every element is an object (checked above), so none is read as a
+    // struct written as a sequence.
+    let mut de = serde_json::Deserializer::from_str(text);
+    let wires = Vec::<WireEvent<'_>>::deserialize(&mut de).ok()?;
+    de.end().ok()?;
+    wires
+        .into_iter()
+        .map(|w| w.into_event(limits).ok())
+        .collect()
 }
 
 /// Decodes NDJSON: one event per non-blank line. Errors carry the 0-based
@@ -228,7 +253,9 @@ fn decode_all<'a>(
     items: impl Iterator<Item = &'a str>,
     limits: &Limits,
 ) -> Result<Vec<FullEvent>, BatchError> {
-    let mut ok = Vec::new();
+    // Sized up front: an event is large, and growing by doubling would move
+    // each one about twice more.
+    let mut ok = Vec::with_capacity(items.size_hint().0);
     let mut errors = Vec::new();
     for (i, text) in items.enumerate() {
         match decode_event(text, limits) {
@@ -258,166 +285,6 @@ fn strip_position(msg: &str) -> String {
     match msg.rfind(" at line ") {
         Some(i) => msg[..i].to_owned(),
         None => msg.to_owned(),
-    }
-}
-
-/// Walks the whole document once, refusing duplicate keys, excessive depth and
-/// oversized strings, with the path of the offender.
-fn check_structure(text: &str, limits: &Limits) -> Result<(), DecodeError> {
-    // serde_json's own recursion guard (128) is a backstop; ours is tighter.
-    // Fast path without path tracking; a failure is walked again to name it.
-    let mut de = serde_json::Deserializer::from_str(text);
-    if (Checker { depth: 1, limits })
-        .deserialize(&mut de)
-        .and_then(|()| de.end())
-        .is_ok()
-    {
-        return Ok(());
-    }
-    let mut de = serde_json::Deserializer::from_str(text);
-    let seed = Checker { depth: 1, limits };
-    let mut track = serde_path_to_error::Track::new();
-    let r = seed
-        .deserialize(serde_path_to_error::Deserializer::new(&mut de, &mut track))
-        .and_then(|()| de.end());
-    match r.map_err(|e| serde_path_to_error::Error::new(track.path(), e)) {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            let raw = strip_position(&inner.to_string());
-            let (code, message) = match raw.split_once('\u{1}') {
-                Some((code, msg)) => (code_from_tag(code), msg.to_owned()),
-                None => (ErrorCode::InvalidJson, raw),
-            };
-            let field = if path == "." || path.is_empty() {
-                None
-            } else {
-                Some(path)
-            };
-            let message = match (&field, code) {
-                (Some(f), c) if c != ErrorCode::InvalidJson => format!("{message} at {f}"),
-                _ => message,
-            };
-            Err(DecodeError {
-                code,
-                field,
-                message,
-                suggestions: Vec::new(),
-            })
-        }
-    }
-}
-
-fn code_from_tag(tag: &str) -> ErrorCode {
-    match tag {
-        "dup" => ErrorCode::DuplicateKey,
-        "deep" => ErrorCode::TooDeep,
-        "long" => ErrorCode::StringTooLong,
-        _ => ErrorCode::InvalidJson,
-    }
-}
-
-struct Checker<'l> {
-    depth: usize,
-    limits: &'l Limits,
-}
-
-impl<'de> DeserializeSeed<'de> for Checker<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for Checker<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        Ok(())
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        self.check_len(v.len())
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        let inner = self.enter()?;
-        while seq
-            .next_element_seed(Checker {
-                depth: inner,
-                limits: self.limits,
-            })?
-            .is_some()
-        {}
-        Ok(())
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        let inner = self.enter()?;
-        let mut seen: Vec<Cow<'de, str>> = Vec::new();
-        let mut seen_set: Option<std::collections::HashSet<Cow<'de, str>>> = None;
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            self.check_len(key.len())?;
-            let dup = match &mut seen_set {
-                Some(set) => !set.insert(key.clone()),
-                None => {
-                    let dup = seen.contains(&key);
-                    seen.push(key.clone());
-                    if seen.len() > 32 {
-                        seen_set = Some(seen.drain(..).collect());
-                    }
-                    dup
-                }
-            };
-            if dup {
-                return Err(de::Error::custom(format_args!(
-                    "dup\u{1}duplicate key {key:?}"
-                )));
-            }
-            map.next_value_seed(Checker {
-                depth: inner,
-                limits: self.limits,
-            })?;
-        }
-        Ok(())
-    }
-}
-
-impl Checker<'_> {
-    fn enter<E: de::Error>(&self) -> Result<usize, E> {
-        if self.depth > self.limits.max_depth {
-            return Err(E::custom(format_args!(
-                "deep\u{1}nesting deeper than {} levels",
-                self.limits.max_depth
-            )));
-        }
-        Ok(self.depth + 1)
-    }
-
-    fn check_len<E: de::Error>(&self, len: usize) -> Result<(), E> {
-        if len > self.limits.max_string_bytes {
-            return Err(E::custom(format_args!(
-                "long\u{1}string of {len} bytes exceeds the limit of {} bytes",
-                self.limits.max_string_bytes
-            )));
-        }
-        Ok(())
     }
 }
 
