@@ -60,28 +60,17 @@ pub struct NewEvent {
 
 impl From<FullEvent> for NewEvent {
     fn from(event: FullEvent) -> Self {
-        let json = Arc::from(event.to_json());
-        let timestamp = event.timestamp;
-        let FullEvent {
-            id,
-            event_type,
-            project_key,
-            workflow_run_id,
-            workflow,
-            repository,
-            ..
-        } = event;
         NewEvent {
+            json: Arc::from(event.to_json()),
+            timestamp: event.timestamp,
             head: Arc::new(KnownHead {
-                id,
-                event_type,
-                project_key,
-                workflow_run_id,
-                workflow,
-                repository,
+                id: event.id,
+                event_type: event.event_type,
+                project_key: event.project_key,
+                workflow_run_id: event.workflow_run_id,
+                workflow: event.workflow,
+                repository: event.repository,
             }),
-            timestamp,
-            json,
         }
     }
 }

@@ -15,7 +15,7 @@
 //! refusal names the header.
 
 use super::{DATA_CONTENT_TYPE, SPECVERSION, ce_type};
-use crate::decode::{finish, peek_id};
+use crate::decode::{decode_one_or_array, finish, peek_id};
 use crate::{BatchError, DecodeError, ErrorCode, FullEvent, Limits, decode_event};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
@@ -24,32 +24,7 @@ use serde_json::value::RawValue;
 /// Decodes a body that is one structured CloudEvent or a JSON array of them
 /// (batched mode). Each element's error carries its index.
 pub fn decode_cloudevents_body(text: &str, limits: &Limits) -> Result<Vec<FullEvent>, BatchError> {
-    if text.trim_start().starts_with('[') {
-        let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| {
-            BatchError::Body(DecodeError::new(
-                ErrorCode::InvalidJson,
-                None,
-                e.to_string(),
-            ))
-        })?;
-        let mut ok = Vec::with_capacity(items.len());
-        let mut errors = Vec::new();
-        for (i, item) in items.iter().enumerate() {
-            match decode_cloudevent(item.get(), limits) {
-                Ok(ev) => ok.push(ev),
-                Err(e) => errors.push((i, e)),
-            }
-        }
-        if errors.is_empty() {
-            Ok(ok)
-        } else {
-            Err(BatchError::Items(errors))
-        }
-    } else {
-        decode_cloudevent(text, limits)
-            .map(|e| vec![e])
-            .map_err(|e| BatchError::Items(vec![(0, e)]))
-    }
+    decode_one_or_array(text, |t| decode_cloudevent(t, limits))
 }
 
 #[derive(Deserialize)]

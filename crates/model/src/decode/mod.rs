@@ -193,11 +193,21 @@ pub(crate) fn peek_id(text: &str) -> Option<String> {
 /// Decodes a body that is one event object or a JSON array of them. Each
 /// element's error carries its index.
 pub fn decode_json_body(text: &str, limits: &Limits) -> Result<Vec<FullEvent>, BatchError> {
-    let trimmed = text.trim_start();
-    if trimmed.starts_with('[') {
-        if let Some(events) = decode_array(text, limits) {
-            return Ok(events);
-        }
+    if text.trim_start().starts_with('[')
+        && let Some(events) = decode_array(text, limits)
+    {
+        return Ok(events);
+    }
+    decode_one_or_array(text, |t| decode_event(t, limits))
+}
+
+/// A body that is one object or a JSON array of them, each decoded by
+/// `decode` (an event, a CloudEvent); each element's error carries its index.
+pub(crate) fn decode_one_or_array(
+    text: &str,
+    decode: impl Fn(&str) -> Result<FullEvent, DecodeError>,
+) -> Result<Vec<FullEvent>, BatchError> {
+    if text.trim_start().starts_with('[') {
         let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| {
             BatchError::Body(DecodeError::new(
                 ErrorCode::InvalidJson,
@@ -205,9 +215,9 @@ pub fn decode_json_body(text: &str, limits: &Limits) -> Result<Vec<FullEvent>, B
                 e.to_string(),
             ))
         })?;
-        decode_all(items.iter().map(|r| r.get()), limits)
+        decode_all(items.iter().map(|r| r.get()), decode)
     } else {
-        decode_event(text, limits)
+        decode(text)
             .map(|e| vec![e])
             .map_err(|e| BatchError::Items(vec![(0, e)]))
     }
@@ -237,7 +247,7 @@ fn decode_array(text: &str, limits: &Limits) -> Option<Vec<FullEvent>> {
 /// index of the event and its 1-based line number.
 pub fn decode_ndjson_body(text: &str, limits: &Limits) -> Result<Vec<FullEvent>, BatchError> {
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
-    decode_all(lines.into_iter(), limits)
+    decode_all(lines.into_iter(), |t| decode_event(t, limits))
 }
 
 /// The line number (1-based) of the `index`th non-blank line of an NDJSON body.
@@ -251,14 +261,14 @@ pub fn ndjson_line_of(text: &str, index: usize) -> Option<usize> {
 
 fn decode_all<'a>(
     items: impl Iterator<Item = &'a str>,
-    limits: &Limits,
+    decode: impl Fn(&str) -> Result<FullEvent, DecodeError>,
 ) -> Result<Vec<FullEvent>, BatchError> {
     // Sized up front: an event is large, and growing by doubling would move
     // each one about twice more.
     let mut ok = Vec::with_capacity(items.size_hint().0);
     let mut errors = Vec::new();
     for (i, text) in items.enumerate() {
-        match decode_event(text, limits) {
+        match decode(text) {
             Ok(ev) => ok.push(ev),
             Err(e) => errors.push((i, e)),
         }
