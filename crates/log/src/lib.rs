@@ -49,8 +49,8 @@ impl fmt::Display for Seq {
 
 /// A validated event ready to append: what storage indexes and routes it
 /// by, and its wire JSON. All of it is made on the caller's task, in the
-/// shared form the readers that follow the head keep (`recent.rs`), so the
-/// single writer copies nothing and frees nothing of its own per event.
+/// shared form the readers that follow the head keep (`recent.rs`), so that
+/// the single writer only binds it and hands it on.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub head: Arc<KnownHead>,

@@ -27,9 +27,8 @@ pub(crate) type Reply<T> = cds_events_store::Reply<T>;
 /// goes.
 pub(crate) type Append = (Vec<NewEvent>, Reply<Committed>);
 
-/// A committed request: its events, handed back so that the caller's task,
-/// not the writer, makes the replies' ids of them and frees them, and where
-/// each went.
+/// A committed request's events, handed back with where each went: the
+/// caller's task, not the writer, makes the replies' ids and frees them.
 pub(crate) type Committed = (Vec<NewEvent>, Vec<Placed>);
 
 /// Where one appended event is: its sequence number, and whether its id was
