@@ -107,12 +107,8 @@ pub(super) fn purge_step(
     };
     let (n, more) = match deleted_notification {
         Some(nid) => {
-            // Any order would do for a deleted notification; this one is
-            // `deliveries_by_status`'s, so a chunk reads its 1,000 rows and
-            // stops. `ORDER BY id` sorted all of the notification's
-            // deliveries for every chunk, inside the write transaction.
             let n = delete(
-                "SELECT id FROM deliveries WHERE notification_id = ?1 ORDER BY status, id LIMIT ?2",
+                "SELECT id FROM deliveries WHERE notification_id = ?1 ORDER BY id LIMIT ?2",
                 nid,
             )?;
             if n == 0 {
