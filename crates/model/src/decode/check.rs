@@ -116,8 +116,8 @@ impl<'de> Visitor<'de> for Checker<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let inner = self.enter()?;
-        let mut seen: Vec<Cow<'de, str>> =
-            Vec::with_capacity(map.size_hint().unwrap_or(16).min(32));
+        // serde_json gives no size hint: room for an event's envelope.
+        let mut seen: Vec<Cow<'de, str>> = Vec::with_capacity(16);
         let mut seen_set: Option<std::collections::HashSet<Cow<'de, str>>> = None;
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
             self.check_len(key.len())?;
