@@ -52,7 +52,8 @@ mod keeping_a_few_recent_events {
     cds_events_log::conformance_tests!(Sqlite::keeping(4096));
 }
 
-/// The common filters are served by an index, never by a scan of the table:
+/// The common filters are served by the blocks' postings or a range of
+/// sequence numbers, never by a scan of the table:
 /// the plans are printed here so a reader can see them (`--nocapture`).
 #[tokio::test]
 async fn common_filters_use_indexes() {
@@ -109,10 +110,10 @@ async fn common_filters_use_indexes() {
     let cases: Vec<(&str, EventFilter, &str)> = cases
         .into_iter()
         .zip([
-            "events_block_stream",
-            "events_block_stream",
-            "events_block_stream",
-            "events_block_run",
+            "block_streams",
+            "block_streams",
+            "block_streams",
+            "block_runs",
             "INTEGER PRIMARY KEY",
         ])
         .map(|((name, f), idx)| (name, f, idx))
@@ -274,20 +275,128 @@ async fn a_version_1_log_with_events_keeps_its_ids_unique() {
 #[tokio::test]
 async fn a_database_of_a_newer_build_is_refused_naming_it() {
     let h = Sqlite::new();
-    previous_build_db(h.dir.path(), 3);
+    previous_build_db(h.dir.path(), 4);
     let e = SqliteLog::open(h.dir.path(), SqliteOptions::default()).expect_err("refused");
     match &e {
         cds_events_log::LogError::SchemaTooNew { path, found, known } => {
             assert_eq!(path.file_name(), Some(std::ffi::OsStr::new("events.db")));
-            assert_eq!((*found, *known), (3, 2));
+            assert_eq!((*found, *known), (4, 3));
         }
         other => panic!("unexpected error: {other}"),
     }
     assert!(
         e.to_string()
-            .contains("events.db has schema version 3, this build knows 2"),
+            .contains("events.db has schema version 4, this build knows 3"),
         "{e}"
     );
+}
+
+/// Version 2 found rows through SQLite indexes led by the block number;
+/// version 3 through the blocks' postings. A version-2 log (made here from a
+/// current one: same rows, the indexes instead of the postings) gets its
+/// full blocks' postings at open and answers as before.
+#[tokio::test]
+async fn a_version_2_log_gets_its_postings_and_answers_alike() {
+    let h = Sqlite::new();
+    let evs: Vec<_> = (0..40_000i64)
+        .map(|i| {
+            let mut e = event(EventType::RunJobEnded, ["A", "B"][(i % 2) as usize], i);
+            e.workflow_run_id = format!("run-{}", i % 5);
+            e
+        })
+        .collect();
+    let filters = [
+        EventFilter {
+            scopes: vec![project("B")],
+            ..Default::default()
+        },
+        EventFilter {
+            workflow_run_id: Some("run-3".into()),
+            ..Default::default()
+        },
+    ];
+    let log = SqliteLog::open(h.dir.path(), SqliteOptions::default()).expect("open");
+    log.append(evs.iter().cloned().map(NewEvent::from).collect())
+        .await
+        .expect("append");
+    let mut before = Vec::new();
+    for f in &filters {
+        before.push(all_seqs(&log, f).await);
+    }
+    log.close().await.expect("close");
+    {
+        let conn = rusqlite::Connection::open(h.dir.path().join(cds_events_log::sqlite::DB_FILE))
+            .expect("open");
+        conn.execute_batch(
+            "DROP TABLE block_streams; DROP TABLE block_runs; DROP TABLE block_ids;
+             DELETE FROM meta WHERE key = 'sealed_below';
+             UPDATE meta SET value = 2 WHERE key = 'schema_version';
+             CREATE INDEX events_block_stream ON events(seq >> 14, stream);
+             CREATE INDEX events_block_run ON events(seq >> 14, run) WHERE run IS NOT NULL;
+             CREATE INDEX events_block_idh ON events(seq >> 14, idh);",
+        )
+        .expect("the version-2 layout");
+    }
+    let log = SqliteLog::open(h.dir.path(), SqliteOptions::default()).expect("reopen");
+    for ((f, want), n) in filters.iter().zip(&before).zip([20_000, 8_000]) {
+        assert_eq!(want.len(), n, "{f:?} before");
+        assert_eq!(&all_seqs(&log, f).await, want, "{f:?}");
+    }
+    for i in [0usize, 39_999] {
+        let got = log.get(&evs[i].id).await.expect("get").expect("found");
+        assert_eq!(got.seq.0, i as u64 + 1);
+        let retry = log
+            .append(vec![NewEvent::from(evs[i].clone())])
+            .await
+            .expect("retry");
+        assert!(retry[0].duplicate, "event {i} is still known");
+    }
+    log.close().await.expect("close");
+    let conn = rusqlite::Connection::open(h.dir.path().join(cds_events_log::sqlite::DB_FILE))
+        .expect("open");
+    let indexes: Vec<String> = conn
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'events_block%'",
+        )
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert!(
+        indexes.is_empty(),
+        "the version-2 indexes are gone: {indexes:?}"
+    );
+    let sealed: i64 = conn
+        .query_row(
+            "SELECT value FROM meta WHERE key = 'sealed_below'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("sealed_below");
+    assert_eq!(sealed, 2, "blocks 0 and 1 are full, 2 is the newest");
+}
+
+/// Every sequence number matching `filter`, oldest first, in pages.
+async fn all_seqs(log: &SqliteLog, filter: &EventFilter) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = log
+            .query(Query {
+                filter: filter.clone(),
+                cursor,
+                limit: 1000,
+                ..Query::default()
+            })
+            .await
+            .expect("query");
+        out.extend(page.events.iter().map(|e| e.seq.0));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return out,
+        }
+    }
 }
 
 /// The cost of the overview's count over a log of 1M events spread over a

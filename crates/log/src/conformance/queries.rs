@@ -197,7 +197,8 @@ pub async fn query_pages_in_both_orders(h: &dyn Harness) {
 }
 
 /// Enough events to span several storage blocks of any backend that pages its
-/// indexes, read back through every filter shape in both orders.
+/// indexes, read back through every filter shape in both orders, by id, and
+/// again after a reopen (what a backend rebuilds at open answers alike).
 pub async fn queries_span_many_blocks(h: &dyn Harness) {
     let log = h.open().await;
     let mut evs = Vec::new();
@@ -239,21 +240,39 @@ pub async fn queries_span_many_blocks(h: &dyn Harness) {
             ..Default::default()
         },
     ];
-    for filter in filters {
-        let want: Vec<u64> = evs
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| filter.matches(e))
-            .map(|(i, _)| i as u64 + 1)
-            .collect();
-        for order in [Order::Asc, Order::Desc] {
-            let got = follow_cursors(log.as_ref(), &filter, order, 997).await;
-            let mut want = want.clone();
-            if order == Order::Desc {
-                want.reverse();
+    let mut log = log;
+    for opened in ["first open", "reopened"] {
+        if opened == "reopened" {
+            log.close().await.expect("close");
+            log = h.open().await;
+        }
+        for filter in &filters {
+            let want: Vec<u64> = evs
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| filter.matches(e))
+                .map(|(i, _)| i as u64 + 1)
+                .collect();
+            for order in [Order::Asc, Order::Desc] {
+                let got = follow_cursors(log.as_ref(), filter, order, 997).await;
+                let mut want = want.clone();
+                if order == Order::Desc {
+                    want.reverse();
+                }
+                assert_eq!(got.len(), want.len(), "{opened}: {filter:?} {order:?}");
+                assert_eq!(got, want, "{opened}: {filter:?} {order:?}");
             }
-            assert_eq!(got.len(), want.len(), "{filter:?} {order:?}");
-            assert_eq!(got, want, "{filter:?} {order:?}");
+        }
+        // Ids in the first, a middle and the last block, and their retries.
+        for i in [0usize, 20_000, 39_999] {
+            let got = log.get(&evs[i].id).await.expect("get").expect("found");
+            assert_eq!(got.seq.0, i as u64 + 1, "{opened}: get of event {i}");
+            let retry = log.append(batch([evs[i].clone()])).await.expect("retry");
+            assert_eq!(
+                (retry[0].seq.0, retry[0].duplicate),
+                (i as u64 + 1, true),
+                "{opened}: retry of event {i}"
+            );
         }
     }
     log.close().await.expect("close");

@@ -3,29 +3,31 @@
 //! CDS's producers make UUID v4 ids: random. A unique index on them puts
 //! every insert at a random place of a large B-tree, dirtying one page per
 //! event once the index outgrows the cache (BENCHMARKS.md: the table fell
-//! to a third of its rate). So ids are indexed like everything else here,
-//! by sequence block first: `events_block_idh` on `(seq >> 14, idh)`, where
-//! `idh` is a 63-bit hash of the id ([`id_hash`]). Appends then write only
-//! the newest block's pages.
+//! to a third of its rate). So ids are kept like everything else that finds
+//! rows here, per sequence block (`blocks.rs`): a 63-bit hash of the id
+//! ([`id_hash`]) and its offset, in memory while the block fills and in the
+//! block's postings once it is full.
 //!
-//! That index alone cannot say where an id is, only whether it is in a given
-//! block. [`IdFilter`] says which blocks may hold it: a blocked Bloom filter
-//! per *generation* of events (a run of sequence numbers; each generation
-//! twice the size of the one before, so a 10M-event log has a handful),
-//! held in memory and rebuilt from the index at open. An id no generation
-//! may hold is new, which is what nearly every append asks (one cache line
-//! per generation). Otherwise each block of the generations that may hold it
-//! asks a smaller filter of its own, and only the blocks that may hold it are
-//! probed, newest first, one index seek each (a retried batch finds its
-//! events in the newest block). A generation's false positive (about 1 in
-//! 7,000) costs a look at each of its blocks' filters; a block's (about 1
-//! in 150) one seek.
+//! Those entries alone cannot say where an id is, only whether it is in a
+//! given block. [`IdFilter`] says which blocks may hold it: a blocked Bloom
+//! filter per *generation* of events (a run of sequence numbers; each
+//! generation twice the size of the one before, so a 10M-event log has a
+//! handful), held in memory and rebuilt from the blocks' entries at open.
+//! An id no generation may hold is new, which is what nearly every append
+//! asks (one cache line per generation). Otherwise each block of the
+//! generations that may hold it asks a smaller filter of its own, and only
+//! the blocks that may hold it are probed, newest first, one posting read
+//! each (a retried batch finds its events in the newest block, in memory).
+//! A generation's false positive (about 1 in 7,000) costs a look at each of
+//! its blocks' filters; a block's (about 1 in 150) one posting read.
 //!
 //! Memory: 36 bits per event (24 for the generations, 12 for the blocks;
 //! 45 MB for 10M events), freed only by a restart after a purge (purged ids
 //! stay in the filter as false positives).
 
+use super::blocks::{Blocks, Key, View};
 use super::schema::BLOCK_SHIFT;
+use super::{read, write};
 use cds_events_store::Error;
 use rusqlite::{Connection, OptionalExtension};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -203,22 +205,21 @@ fn line_bits(
 
 impl IdFilter {
     /// The filter of the `count` ids stored in `conn`'s log from sequence
-    /// number `first` on, read from the index (a scan of the index alone,
-    /// not of the events).
-    pub(crate) fn load(conn: &Connection, count: u64, first: u64) -> Result<IdFilter, Error> {
+    /// number `first` on, read from the blocks' entries (their postings
+    /// and memory, not the events).
+    pub(crate) fn load(
+        conn: &Connection,
+        blocks: &Blocks,
+        count: u64,
+        first: u64,
+    ) -> Result<IdFilter, Error> {
         let filter = IdFilter::default();
         let first_block = first >> BLOCK_SHIFT;
         filter.oldest_block.store(first_block, Ordering::Relaxed);
         if count > 0 {
             let capacity = count.next_power_of_two().max(FIRST_GENERATION);
             let generation = Generation::new(first_block, capacity);
-            let mut st = conn.prepare(
-                "SELECT seq >> 14, idh FROM events INDEXED BY events_block_idh ORDER BY seq >> 14",
-            )?;
-            let mut rows = st.query([])?;
-            while let Some(row) = rows.next()? {
-                generation.insert(row.get(1)?, row.get::<_, i64>(0)? as u64);
-            }
+            blocks.for_each_id(conn, |key, block| generation.insert(key, block))?;
             write(&filter.generations).push(Arc::new(generation));
         }
         Ok(filter)
@@ -245,6 +246,11 @@ impl IdFilter {
         self.oldest_block.fetch_max(block, Ordering::Relaxed);
     }
 
+    /// Whether any block may hold `key` (false for nearly every new id).
+    pub(crate) fn may_hold(&self, key: i64) -> bool {
+        !self.candidates(key).is_empty()
+    }
+
     /// The blocks that may hold `key`, newest first.
     fn candidates(&self, key: i64) -> Vec<u64> {
         let oldest = self.oldest_block.load(Ordering::Relaxed);
@@ -262,14 +268,20 @@ impl IdFilter {
     }
 
     /// The sequence number of the stored event with this id, if any: the
-    /// filter first, then one index seek per block that may hold it.
-    pub(crate) fn find(&self, conn: &Connection, id: &str) -> Result<Option<i64>, Error> {
-        self.find_hashed(conn, id_hash(id), id)
+    /// filter first, then the entries of each block that may hold it.
+    pub(crate) fn find(
+        &self,
+        view: &View,
+        conn: &Connection,
+        id: &str,
+    ) -> Result<Option<i64>, Error> {
+        self.find_hashed(view, conn, id_hash(id), id)
     }
 
     /// [`find`](Self::find) with the id's hash already known.
     pub(crate) fn find_hashed(
         &self,
+        view: &View,
         conn: &Connection,
         key: i64,
         id: &str,
@@ -279,15 +291,15 @@ impl IdFilter {
             return Ok(None);
         }
         metrics::counter!("cds_events_id_probes_total").increment(1);
-        let mut st = conn.prepare_cached(
-            "SELECT seq, id FROM events INDEXED BY events_block_idh
-             WHERE seq >> 14 = ?1 AND idh = ?2",
-        )?;
+        let mut st = conn.prepare_cached("SELECT id FROM events WHERE seq = ?1")?;
         for block in blocks {
-            let mut rows = st.query(rusqlite::params![block as i64, key])?;
-            while let Some(row) = rows.next()? {
-                if row.get_ref(1)? == rusqlite::types::ValueRef::Text(id.as_bytes()) {
-                    return Ok(Some(row.get(0)?));
+            for seq in view.seqs(conn, block, Key::Id(key))? {
+                // A row the snapshot lacks (newer, or purged) is not it.
+                let mut rows = st.query([seq])?;
+                if let Some(row) = rows.next()?
+                    && row.get_ref(0)? == rusqlite::types::ValueRef::Text(id.as_bytes())
+                {
+                    return Ok(Some(seq));
                 }
             }
         }
@@ -295,8 +307,13 @@ impl IdFilter {
     }
 
     /// The stored event with this id: its sequence number and body.
-    pub(crate) fn get(&self, conn: &Connection, id: &str) -> Result<Option<(i64, String)>, Error> {
-        let Some(seq) = self.find(conn, id)? else {
+    pub(crate) fn get(
+        &self,
+        view: &View,
+        conn: &Connection,
+        id: &str,
+    ) -> Result<Option<(i64, String)>, Error> {
+        let Some(seq) = self.find(view, conn, id)? else {
             return Ok(None);
         };
         Ok(conn
@@ -305,16 +322,6 @@ impl IdFilter {
             .optional()?
             .map(|body| (seq, body)))
     }
-}
-
-/// The generations stay consistent under a panic elsewhere: a poisoned lock
-/// is taken as is.
-fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
@@ -378,42 +385,43 @@ mod tests {
         );
     }
 
-    fn log_with(rows: &[(i64, &str, i64)]) -> Connection {
+    /// A log of the current layout holding these (seq, id, id hash) rows,
+    /// and its blocks' entries: the full blocks sealed, the last in memory.
+    fn log_with(rows: &[(i64, &str, i64)]) -> (Connection, Blocks) {
         let conn = Connection::open_in_memory().expect("open");
-        conn.execute_batch(
-            "CREATE TABLE events (seq INTEGER PRIMARY KEY, id TEXT NOT NULL, body TEXT NOT NULL,
-                                  idh INTEGER NOT NULL);
-             CREATE INDEX events_block_idh ON events(seq >> 14, idh);",
-        )
-        .expect("schema");
+        super::super::schema::LAYOUT.apply(&conn).expect("schema");
         for (seq, id, idh) in rows {
             conn.execute(
-                "INSERT INTO events VALUES (?1, ?2, 'body', ?3)",
+                "INSERT INTO events(seq, id, stream, ts, body, idh) VALUES (?1, ?2, 1, 0, 'body', ?3)",
                 rusqlite::params![seq, id, idh],
             )
             .expect("insert");
         }
-        conn
+        let blocks = Blocks::open(&conn).expect("blocks");
+        (conn, blocks)
     }
 
     #[test]
     fn ids_are_found_in_any_block_and_told_apart_from_colliding_hashes() {
-        // Two ids made to share a hash, in blocks far apart; a third id whose
-        // filter bits are set but which was never stored (a false positive).
+        // Two ids made to share a hash, in blocks far apart (the first
+        // sealed, the second in memory); a third id whose filter bits are
+        // set but which was never stored (a false positive).
         let far = 5u64 << BLOCK_SHIFT;
         let key = id_hash("a");
-        let conn = log_with(&[(1, "a", key), (far as i64, "b", key)]);
-        let filter = IdFilter::load(&conn, 2, 1).expect("load");
+        let (conn, blocks) = log_with(&[(1, "a", key), (far as i64, "b", key)]);
+        let filter = IdFilter::load(&conn, &blocks, 2, 1).expect("load");
         filter.insert(id_hash("ghost"), far);
-        assert_eq!(filter.find(&conn, "a").expect("find"), Some(1));
+        let view = blocks.view(&conn).expect("view");
+        assert_eq!(view.sealed_below(), 5, "the full blocks were sealed");
+        assert_eq!(filter.find(&view, &conn, "a").expect("find"), Some(1));
         assert_eq!(
-            filter.find_hashed(&conn, key, "b").expect("find"),
+            filter.find_hashed(&view, &conn, key, "b").expect("find"),
             Some(far as i64)
         );
-        assert_eq!(filter.find(&conn, "ghost").expect("find"), None);
-        assert_eq!(filter.find(&conn, "never").expect("find"), None);
+        assert_eq!(filter.find(&view, &conn, "ghost").expect("find"), None);
+        assert_eq!(filter.find(&view, &conn, "never").expect("find"), None);
         assert_eq!(
-            filter.get(&conn, "a").expect("get"),
+            filter.get(&view, &conn, "a").expect("get"),
             Some((1, "body".to_owned()))
         );
     }

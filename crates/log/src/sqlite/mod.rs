@@ -8,6 +8,7 @@
 //! writes and the query planner (`query.rs`). SQLite's errors never leave this
 //! module: they become [`LogError`]s in `log_error`.
 
+mod blocks;
 mod counts;
 mod ids;
 mod query;
@@ -112,6 +113,7 @@ pub struct SqliteLog {
     head: watch::Receiver<Seq>,
     readers: ReaderPool,
     ids: Arc<ids::IdFilter>,
+    blocks: Arc<blocks::Blocks>,
     recent: Arc<Recent>,
     query_budget: std::time::Duration,
     checkpointer: Checkpointer,
@@ -150,21 +152,22 @@ impl SqliteLog {
             },
         )?;
         schema::LAYOUT.apply(&conn)?;
-        conn.execute_batch(schema::ID_INDEX)?;
+        let blocks = Arc::new(blocks::Blocks::open(&conn)?);
         // Sequence numbers have no gaps and purges cut a prefix: the count
         // is max - min + 1 (no scan of the table).
-        let (min_seq, max_seq): (i64, i64) = conn.query_row(
-            "SELECT COALESCE(MIN(seq), 0), COALESCE(MAX(seq), 0) FROM events",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+        let (min_seq, max_seq) = seq_range(&conn)?.unwrap_or((0, 0));
         let count = if max_seq == 0 {
             0
         } else {
             max_seq - min_seq + 1
         };
         let last_seq = schema::LAST_SEQ.get(&conn)?.unwrap_or(0).max(max_seq);
-        let ids = Arc::new(ids::IdFilter::load(&conn, count as u64, min_seq as u64)?);
+        let ids = Arc::new(ids::IdFilter::load(
+            &conn,
+            &blocks,
+            count as u64,
+            min_seq as u64,
+        )?);
         // Checkpoints run on their own thread, off the writer's path.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let checkpointer = Checkpointer::spawn(
@@ -184,6 +187,7 @@ impl SqliteLog {
             next_seq: last_seq as u64 + 1,
             count,
             ids: ids.clone(),
+            blocks: blocks.clone(),
             recent: recent.clone(),
             head: head_tx,
         };
@@ -206,6 +210,7 @@ impl SqliteLog {
             head: head_rx,
             readers,
             ids,
+            blocks,
             recent,
             query_budget: opts.query_budget,
             checkpointer,
@@ -232,9 +237,32 @@ impl SqliteLog {
 
     /// The query plan SQLite chooses for `query`, for docs and tests.
     pub async fn explain(&self, query: Query) -> Result<Vec<String>, LogError> {
-        self.read(move |c| query::explain(c, &query)).await
+        let blocks = self.blocks.clone();
+        self.read(move |c| query::explain(c, &blocks, &query)).await
     }
 }
+
+/// The shared filters and entries stay consistent under a panic elsewhere:
+/// a poisoned lock is taken as is.
+pub(crate) fn read<T>(l: &std::sync::RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) fn write<T>(l: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The first and last stored sequence numbers, `None` when the log is
+/// empty: two seeks. (`MIN` and `MAX` in one select read the whole table:
+/// SQLite seeks for a lone `MIN` or `MAX` only.)
+pub(crate) fn seq_range(conn: &Connection) -> Result<Option<(i64, i64)>, Error> {
+    let (min, max): (Option<i64>, Option<i64>) = conn
+        .prepare_cached(SEQ_RANGE)?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(min.zip(max))
+}
+
+const SEQ_RANGE: &str = "SELECT (SELECT MIN(seq) FROM events), (SELECT MAX(seq) FROM events)";
 
 fn load_streams(conn: &Connection) -> Result<writer::Streams, Error> {
     let mut out = writer::Streams::new();
@@ -288,18 +316,20 @@ impl EventLog for SqliteLog {
 
     async fn get(&self, id: &str) -> Result<Option<StoredEvent>, LogError> {
         let id = id.to_owned();
-        let ids = self.ids.clone();
+        let (ids, blocks) = (self.ids.clone(), self.blocks.clone());
         self.read(move |c| {
+            let tx = c.unchecked_transaction()?;
+            let view = blocks.view(&tx)?;
             Ok(ids
-                .get(c, &id)?
+                .get(&view, &tx, &id)?
                 .map(|(seq, body)| StoredEvent::new(Seq(seq as u64), Arc::from(body))))
         })
         .await
     }
 
     async fn query(&self, q: Query) -> Result<Page, LogError> {
-        let budget = self.query_budget;
-        self.read(move |c| query::run(c, &q, budget)).await
+        let (blocks, budget) = (self.blocks.clone(), self.query_budget);
+        self.read(move |c| query::run(c, &blocks, &q, budget)).await
     }
 
     async fn count(&self, q: CountQuery) -> Result<Vec<TypeCount>, LogError> {
@@ -406,11 +436,7 @@ impl EventLog for SqliteLog {
         let wal_bytes = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
         self.read(move |c| {
             // Sequence numbers have no gaps and purges cut a prefix.
-            let (count, oldest): (i64, i64) = c.query_row(
-                "SELECT COALESCE(MAX(seq) - MIN(seq) + 1, 0), COALESCE(MIN(seq), 0) FROM events",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
+            let (count, oldest) = seq_range(c)?.map_or((0, 0), |(min, max)| (max - min + 1, min));
             let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
             let page_size: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
             Ok(LogStats {
@@ -432,5 +458,32 @@ impl EventLog for SqliteLog {
             Err(LogError::Closed) => Ok(()),
             other => other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sequence_range_is_two_seeks_not_a_scan() {
+        let conn = Connection::open_in_memory().expect("open");
+        schema::LAYOUT.apply(&conn).expect("schema");
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {SEQ_RANGE}"))
+            .expect("prepare")
+            .query_map([], |r| r.get(3))
+            .expect("plan")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(
+            plan.iter().filter(|l| *l == "SEARCH events").count(),
+            2,
+            "{plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|l| l.starts_with("SCAN events")),
+            "{plan:?}"
+        );
     }
 }

@@ -1,14 +1,16 @@
 //! Turns a [`Query`] into index walks.
 //!
-//! The secondary indexes lead with the block number (`seq >> BLOCK_SHIFT`, see
-//! `schema.rs`), so a query walks blocks in the requested order and, in each
-//! block, seeks the index for its streams (project × type pairs) or its
-//! workflow run. It stops as soon as the page is full. Time bounds become
+//! What finds rows is kept per block of sequence numbers (`seq >>
+//! BLOCK_SHIFT`, see `blocks.rs`), so a query walks blocks in the requested
+//! order and, in each block, takes the entries of its streams (project ×
+//! type pairs) or its workflow run, then checks any other condition on each
+//! candidate row in order. It stops as soon as the page is full. Time bounds become
 //! block bounds through the zone map, so `since` never walks the history
 //! before it. A walk that finds little is bounded by a time budget: it then
 //! answers what it found with a cursor where it stopped, so a client that
 //! follows cursors still sees every match and no request runs away.
 
+use super::blocks::{Blocks, Key, View, postings_sql};
 use super::schema::{BLOCK_SHIFT, run_hash};
 use crate::{Order, Page, Query, Seq, StoredEvent};
 use cds_events_model::EventScope;
@@ -18,16 +20,16 @@ use rusqlite::{Connection, OptionalExtension, params_from_iter};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Above this many streams, seeking each one in every block costs more than
-/// reading the block's rows; the walk reads rows instead.
+/// Above this many streams, looking each one up in every block costs more
+/// than reading the block's rows; the walk reads rows instead.
 const MAX_SEEK_STREAMS: usize = 64;
 
 /// How a block is searched.
 #[derive(Debug)]
 enum Driver {
-    /// Seek `events_block_stream` for each of these streams.
+    /// The entries of each of these streams.
     Streams(Vec<i64>),
-    /// Seek `events_block_run` for this run hash.
+    /// The entries of this run hash.
     Run(i64),
     /// Read the block's rows in sequence order.
     Scan,
@@ -64,10 +66,12 @@ fn plan(conn: &Connection, q: &Query) -> Result<Option<Plan>, Error> {
         (Order::Desc, Some(c)) => hi = hi.min(c.0 as i64 - 1),
         _ => {}
     }
-    let max_seq: Option<i64> = conn.query_row("SELECT MAX(seq) FROM events", [], |r| r.get(0))?;
-    let Some(max_seq) = max_seq else {
+    // The snapshot's range: entries in memory may be newer, and a purge may
+    // have cut a block's start.
+    let Some((min_seq, max_seq)) = super::seq_range(conn)? else {
         return Ok(None);
     };
+    lo = lo.max(min_seq);
     hi = hi.min(max_seq);
     if let Some(since) = f.since {
         let block: Option<i64> = conn
@@ -196,38 +200,87 @@ fn plan(conn: &Connection, q: &Query) -> Result<Option<Plan>, Error> {
     }))
 }
 
-/// The SQL that finds the candidates of one block, and its parameters after
-/// the block's own (block number, low and high sequence).
-fn block_sql(p: &Plan) -> (String, Vec<Value>) {
-    let mut params = Vec::new();
-    let sql = match &p.driver {
-        Driver::Streams(s) => {
-            params.extend(s.iter().map(|x| Value::Integer(*x)));
-            format!(
-                "SELECT seq FROM events INDEXED BY events_block_stream
-                 WHERE (seq >> {BLOCK_SHIFT}) = ?1 AND seq >= ?2 AND seq <= ?3 AND {}{}",
-                in_list("stream", s.len()),
-                p.refine
-            )
+impl Plan {
+    /// What the block's entries are asked, unless the walk reads rows.
+    fn key(&self) -> Option<Key<'_>> {
+        match &self.driver {
+            Driver::Streams(s) => Some(Key::Streams(s)),
+            Driver::Run(h) => Some(Key::Run(*h)),
+            Driver::Scan => None,
         }
-        Driver::Run(h) => {
-            params.push(Value::Integer(*h));
-            format!(
-                "SELECT seq FROM events INDEXED BY events_block_run
-                 WHERE (seq >> {BLOCK_SHIFT}) = ?1 AND seq >= ?2 AND seq <= ?3 AND run = ? AND run IS NOT NULL{}",
-                p.refine
-            )
-        }
-        Driver::Scan => format!(
-            "SELECT seq FROM events WHERE ?1 >= 0 AND seq >= ?2 AND seq <= ?3{}",
-            p.refine
-        ),
-    };
-    params.extend(p.refine_params.iter().cloned());
-    (sql, params)
+    }
+
+    /// The matching rows of a range (`?1`, `?2`), read in sequence order.
+    fn scan_sql(&self) -> String {
+        format!(
+            "SELECT seq FROM events WHERE seq >= ?1 AND seq <= ?2{}",
+            self.refine
+        )
+    }
+
+    /// Whether the candidate row `?1` meets the other conditions.
+    fn check_sql(&self) -> String {
+        format!("SELECT 1 FROM events WHERE seq = ?1{}", self.refine)
+    }
 }
 
-pub(crate) fn run(conn: &Connection, q: &Query, budget: Duration) -> Result<Page, Error> {
+/// Finds the matches of one block in `lo..=hi`, in the query's order, and
+/// adds them to `found` until it holds `limit`.
+struct Walk<'a> {
+    conn: &'a Connection,
+    plan: &'a Plan,
+    view: View,
+    order: Order,
+    limit: usize,
+}
+
+impl Walk<'_> {
+    fn block(&self, block: i64, lo: i64, hi: i64, found: &mut Vec<i64>) -> Result<(), Error> {
+        let in_order = |seqs: &mut Vec<i64>| {
+            if self.order == Order::Desc {
+                seqs.reverse();
+            }
+        };
+        let Some(key) = self.plan.key() else {
+            let mut st = self.conn.prepare_cached(&self.plan.scan_sql())?;
+            let mut params = vec![Value::Integer(lo), Value::Integer(hi)];
+            params.extend(self.plan.refine_params.iter().cloned());
+            let mut seqs = st
+                .query_map(params_from_iter(params), |r| r.get::<_, i64>(0))?
+                .collect::<Result<Vec<_>, _>>()?;
+            seqs.sort_unstable();
+            in_order(&mut seqs);
+            found.extend(seqs);
+            return Ok(());
+        };
+        let mut seqs = self.view.seqs(self.conn, block as u64, key)?;
+        seqs.retain(|s| (lo..=hi).contains(s));
+        in_order(&mut seqs);
+        if self.plan.refine.is_empty() {
+            found.extend(seqs);
+            return Ok(());
+        }
+        let mut check = self.conn.prepare_cached(&self.plan.check_sql())?;
+        for seq in seqs {
+            if found.len() >= self.limit {
+                break;
+            }
+            let mut params = vec![Value::Integer(seq)];
+            params.extend(self.plan.refine_params.iter().cloned());
+            if check.exists(params_from_iter(params))? {
+                found.push(seq);
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn run(
+    conn: &Connection,
+    blocks: &Blocks,
+    q: &Query,
+    budget: Duration,
+) -> Result<Page, Error> {
     let started = Instant::now();
     let tx = conn.unchecked_transaction()?;
     let Some(plan) = plan(&tx, q)? else {
@@ -237,8 +290,13 @@ pub(crate) fn run(conn: &Connection, q: &Query, budget: Duration) -> Result<Page
         });
     };
     let limit = q.limit.max(1);
-    let (sql, params) = block_sql(&plan);
-    let mut st = tx.prepare_cached(&sql)?;
+    let walk = Walk {
+        conn: &tx,
+        plan: &plan,
+        view: blocks.view(&tx)?,
+        order: q.order,
+        limit,
+    };
     let (first_block, last_block) = (plan.lo >> BLOCK_SHIFT, plan.hi >> BLOCK_SHIFT);
     let mut found: Vec<i64> = Vec::new();
     let mut next_cursor = None;
@@ -250,21 +308,7 @@ pub(crate) fn run(conn: &Connection, q: &Query, budget: Duration) -> Result<Page
     loop {
         let lo = plan.lo.max(block << BLOCK_SHIFT);
         let hi = plan.hi.min(((block + 1) << BLOCK_SHIFT) - 1);
-        let mut all = vec![
-            Value::Integer(block),
-            Value::Integer(lo),
-            Value::Integer(hi),
-        ];
-        all.extend(params.iter().cloned());
-        let mut seqs = st
-            .query_map(params_from_iter(all), |r| r.get::<_, i64>(0))?
-            .collect::<Result<Vec<_>, _>>()?;
-        if q.order == Order::Asc {
-            seqs.sort_unstable();
-        } else {
-            seqs.sort_unstable_by(|a, b| b.cmp(a));
-        }
-        found.extend(seqs);
+        walk.block(block, lo, hi, &mut found)?;
         if found.len() >= limit {
             found.truncate(limit);
             next_cursor = found.last().map(|s| Seq(*s as u64));
@@ -301,27 +345,38 @@ pub(crate) fn run(conn: &Connection, q: &Query, budget: Duration) -> Result<Page
     })
 }
 
-/// How a query would run: the walk and SQLite's plan for one block.
-pub(crate) fn explain(conn: &Connection, q: &Query) -> Result<Vec<String>, Error> {
-    let Some(plan) = plan(conn, q)? else {
+/// How a query would run: the walk, then SQLite's plans for what it asks in
+/// a block (the postings of a full block, the check of each candidate, or
+/// the read of a block's rows).
+pub(crate) fn explain(conn: &Connection, blocks: &Blocks, q: &Query) -> Result<Vec<String>, Error> {
+    let tx = conn.unchecked_transaction()?;
+    let Some(plan) = plan(&tx, q)? else {
         return Ok(vec!["(matches nothing)".to_owned()]);
     };
-    let (sql, params) = block_sql(&plan);
+    let view = blocks.view(&tx)?;
     let mut lines = vec![format!(
-        "walk blocks {}..={} by {:?}",
+        "walk blocks {}..={} by {:?}; blocks below {} from their postings, the others from memory",
         plan.lo >> BLOCK_SHIFT,
         plan.hi >> BLOCK_SHIFT,
-        plan.driver
+        plan.driver,
+        view.sealed_below(),
     )];
-    let mut all = vec![
-        Value::Integer(plan.hi >> BLOCK_SHIFT),
-        Value::Integer(plan.lo),
-        Value::Integer(plan.hi),
-    ];
-    all.extend(params);
-    let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
-    let rows = st.query_map(params_from_iter(all), |r| r.get::<_, String>(3))?;
-    lines.extend(rows.collect::<Result<Vec<_>, _>>()?);
+    let with_refine = |mut params: Vec<Value>| {
+        params.extend(plan.refine_params.iter().cloned());
+        params
+    };
+    let asked = match plan.key() {
+        Some(key) => vec![
+            (postings_sql(key).to_owned(), vec![Value::Integer(0); 2]),
+            (plan.check_sql(), with_refine(vec![Value::Integer(0)])),
+        ],
+        None => vec![(plan.scan_sql(), with_refine(vec![Value::Integer(0); 2]))],
+    };
+    for (sql, params) in asked {
+        let mut st = tx.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+        let rows = st.query_map(params_from_iter(params), |r| r.get::<_, String>(3))?;
+        lines.extend(rows.collect::<Result<Vec<_>, _>>()?);
+    }
     Ok(lines)
 }
 

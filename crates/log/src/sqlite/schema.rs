@@ -4,32 +4,41 @@ use cds_events_store::{Error, MetaKey, Migration, Schema, Step};
 use rusqlite::Transaction;
 
 /// Sequence numbers are grouped in blocks of `1 << BLOCK_SHIFT` events. The
-/// secondary indexes lead with the block number, so every insert lands in the
-/// small, hot region of the newest block instead of at a random place in a
-/// large index: appends stay cheap however many projects, types and runs
-/// there are. Queries walk the blocks in order (see `query.rs`).
+/// entries that find a stream's, a run's or an id's events are kept per
+/// block (`blocks.rs`): in memory while the block fills, as postings once it
+/// is full. Queries walk the blocks in order (see `query.rs`).
 pub(crate) const BLOCK_SHIFT: u32 = 14;
 
-/// The layout, at version 2: ids found through `events_block_idh` and the
-/// in-memory filter of `ids.rs` (version 1 had a unique index on the id).
+/// The layout, at version 3: streams, runs and ids found through the
+/// blocks' postings (`blocks.rs`) and the id filter (`ids.rs`). Version 2
+/// had SQLite indexes led by the block number; version 1 a unique index on
+/// the id.
 pub(crate) const LAYOUT: Schema = Schema {
     create: SCHEMA,
-    version: 2,
+    version: 3,
     unversioned: 1,
-    migrations: &[Migration {
-        from: 1,
-        step: Step::Run(hash_ids),
-    }],
+    migrations: &[
+        Migration {
+            from: 1,
+            step: Step::Run(hash_ids),
+        },
+        Migration {
+            from: 2,
+            step: Step::Sql(DROP_BLOCK_INDEXES),
+        },
+    ],
 };
 
-/// Created once the layout is current (after [`LAYOUT`] is applied): the
-/// column it indexes is new in version 2, so a version-1 database has it
-/// only after its migration.
-pub(crate) const ID_INDEX: &str =
-    "CREATE INDEX IF NOT EXISTS events_block_idh ON events(seq >> 14, idh);";
+/// Version 2 → 3: the indexes go; the log writes the postings of its full
+/// blocks when it opens (`Blocks::open`), in a transaction per block.
+const DROP_BLOCK_INDEXES: &str = "
+DROP INDEX IF EXISTS events_block_stream;
+DROP INDEX IF EXISTS events_block_run;
+DROP INDEX IF EXISTS events_block_idh;
+";
 
 /// Version 1 → 2: every stored id gets its hash, and the unique index on
-/// random ids goes (`events_block_idh` replaces it, see [`ID_INDEX`]).
+/// random ids goes.
 fn hash_ids(tx: &Transaction<'_>) -> Result<(), Error> {
     tx.execute_batch("ALTER TABLE events ADD COLUMN idh INTEGER NOT NULL DEFAULT 0")?;
     let total: i64 = tx.query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))?;
@@ -58,18 +67,24 @@ fn hash_ids(tx: &Transaction<'_>) -> Result<(), Error> {
     Ok(())
 }
 
+/// Blocks below this one have their postings (see `blocks.rs`).
+pub(crate) const SEALED_BELOW: MetaKey<i64> = MetaKey::new("sealed_below");
+
 /// The last sequence number ever assigned, written when a purge may have
 /// deleted it (see `writer.rs`).
 pub(crate) const LAST_SEQ: MetaKey<i64> = MetaKey::new("last_seq");
 
-/// Why each index exists:
-/// - `events_block_idh`: idempotent append and get-by-id, by a hash of the
-///   id within each block, with the filter of `ids.rs` saying which blocks
-///   to look in (created by [`ID_INDEX`]);
-/// - `events_block_stream`: a stream is one (project, type) pair, interned in
+/// `events` has no index but its sequence number: what finds rows is kept
+/// per block of sequence numbers, each full block's as postings, a sorted
+/// list of offsets in the block (little-endian u16s) per key:
+/// - `block_streams`: a stream is one (project, type) pair, interned in
 ///   `streams`; serves project and type filters in sequence order;
-/// - `events_block_run`: everything about one workflow run (by a 63-bit hash
-///   of its id; the id itself is checked on the row);
+/// - `block_runs`: everything about one workflow run (by a 63-bit hash of
+///   its id; the id itself is checked on the row);
+/// - `block_ids`: idempotent append and get-by-id, the (hash, offset) pairs
+///   of a block's ids (8 + 2 bytes, sorted by hash) in 256 rows by the
+///   hash's top bits, with the filter of `ids.rs` saying which blocks to
+///   look in;
 /// - `zones`: per block, the min and max event time, so a `since`/`until`
 ///   bound becomes a sequence range instead of a scan.
 ///
@@ -77,7 +92,7 @@ pub(crate) const LAST_SEQ: MetaKey<i64> = MetaKey::new("last_seq");
 /// on them; they always come with, or after, an indexed condition or a
 /// bounded scan.
 ///
-/// `meta` (`schema_version`, `last_seq`) keeps the layout version 1 gave it;
+/// `meta` (`schema_version`, `last_seq`, `sealed_below`) keeps the layout version 1 gave it;
 /// the store crate reads and writes it (`MetaKey`).
 pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS streams (
@@ -96,8 +111,24 @@ CREATE TABLE IF NOT EXISTS events (
     body TEXT NOT NULL,
     idh INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS events_block_stream ON events(seq >> 14, stream);
-CREATE INDEX IF NOT EXISTS events_block_run ON events(seq >> 14, run) WHERE run IS NOT NULL;
+CREATE TABLE IF NOT EXISTS block_streams (
+    block INTEGER NOT NULL,
+    stream INTEGER NOT NULL,
+    offsets BLOB NOT NULL,
+    PRIMARY KEY (block, stream)
+);
+CREATE TABLE IF NOT EXISTS block_runs (
+    block INTEGER NOT NULL,
+    run INTEGER NOT NULL,
+    offsets BLOB NOT NULL,
+    PRIMARY KEY (block, run)
+);
+CREATE TABLE IF NOT EXISTS block_ids (
+    block INTEGER NOT NULL,
+    bucket INTEGER NOT NULL,
+    entries BLOB NOT NULL,
+    PRIMARY KEY (block, bucket)
+);
 CREATE TABLE IF NOT EXISTS zones (
     block INTEGER PRIMARY KEY,
     min_ts INTEGER NOT NULL,

@@ -10,6 +10,7 @@
 //!
 //! [`Writer`]: cds_events_store::Writer
 
+use super::blocks::Blocks;
 use super::ids::{IdFilter, id_hash};
 use super::schema::{BLOCK_SHIFT, LAST_SEQ, run_hash};
 use crate::recent::Recent;
@@ -85,6 +86,9 @@ pub(crate) struct LogWriter {
     pub count: i64,
     /// Which blocks may hold an id (shared with the readers).
     pub ids: Arc<IdFilter>,
+    /// Which rows of each block hold a stream, a run or an id (shared with
+    /// the readers).
+    pub blocks: Arc<Blocks>,
     /// The newest committed events, for the readers that follow the head.
     pub recent: Arc<Recent>,
     pub head: watch::Sender<Seq>,
@@ -200,7 +204,7 @@ impl LogWriter {
         let mut zone_rows: Vec<(u64, i64)> = Vec::new();
         let mut new_streams: Vec<(String, &'static str)> = Vec::new();
         let mut fresh: Vec<StoredEvent> = Vec::new();
-        let r = (|| -> Result<Vec<Vec<Placed>>, Error> {
+        let r = (|| -> Result<(Vec<Vec<Placed>>, Option<u64>), Error> {
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -208,6 +212,7 @@ impl LogWriter {
             let mut ctx = InsertCtx {
                 next_seq: &mut self.next_seq,
                 ids: &self.ids,
+                blocks: &self.blocks,
                 zones: &mut zone_rows,
                 streams: &mut self.streams,
                 new_streams: &mut new_streams,
@@ -232,15 +237,26 @@ impl LogWriter {
                     st.execute(params![*block as i64, lo, hi])?;
                 }
             }
+            // A block is full once a later one has an event: its entries
+            // become postings in this same transaction.
+            let sealed = match self.next_seq.checked_sub(1) {
+                Some(last) if self.next_seq != first_seq => {
+                    self.blocks.seal_below(&tx, last >> BLOCK_SHIFT)?
+                }
+                _ => None,
+            };
             // No bookkeeping rows: sequence numbers have no gaps and purges
             // only cut a prefix, so the count is max - min + 1 and the last
             // sequence is max(seq) (or, after a purge emptied the table, the
             // `last_seq` the purge recorded).
             tx.commit()?;
-            Ok(out)
+            Ok((out, sealed))
         })();
         match r {
-            Ok(out) => {
+            Ok((out, sealed)) => {
+                if let Some(below) = sealed {
+                    self.blocks.sealed(below);
+                }
                 self.count += zone_rows.len() as i64;
                 // Before the head moves: a consumer it wakes finds them.
                 self.recent.committed(fresh);
@@ -252,6 +268,7 @@ impl LogWriter {
             Err(e) => {
                 tracing::error!(error = %e, "commit failed");
                 self.next_seq = first_seq;
+                self.blocks.rolled_back(first_seq);
                 for (project, t) in new_streams {
                     if let Some(types) = self.streams.get_mut(&project) {
                         types.remove(t);
@@ -314,15 +331,19 @@ impl LogWriter {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let deleted = tx.execute("DELETE FROM events WHERE seq <= ?1", [bound])? as i64;
-        tx.execute(
-            "DELETE FROM zones WHERE block < ?1",
-            [(bound + 1) >> BLOCK_SHIFT],
-        )?;
+        let kept_block = (bound + 1) >> BLOCK_SHIFT;
+        for table in ["zones", "block_streams", "block_runs", "block_ids"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE block < ?1"),
+                [kept_block],
+            )?;
+        }
         // Remembered so that sequence numbers never restart, even when the
         // purge empties the table.
         LAST_SEQ.set(&tx, &(self.next_seq as i64 - 1))?;
         tx.commit()?;
-        self.ids.purged_below((bound as u64 + 1) >> BLOCK_SHIFT);
+        self.ids.purged_below(kept_block as u64);
+        self.blocks.purged_below(kept_block as u64);
         self.recent.purged_through(Seq(bound as u64));
         self.count -= deleted;
         metrics::counter!("cds_events_purged_total").increment(deleted as u64);
@@ -333,6 +354,7 @@ impl LogWriter {
 struct InsertCtx<'a> {
     next_seq: &'a mut u64,
     ids: &'a IdFilter,
+    blocks: &'a Blocks,
     zones: &'a mut Vec<(u64, i64)>,
     streams: &'a mut Streams,
     new_streams: &'a mut Vec<(String, &'static str)>,
@@ -374,7 +396,11 @@ fn insert_request(
         // Ids are unique because this one thread checks before it inserts
         // (an id earlier in the same transaction included).
         let key = id_hash(&e.id);
-        if let Some(original) = ctx.ids.find_hashed(conn, key, &e.id)? {
+        if ctx.ids.may_hold(key)
+            && let Some(original) =
+                ctx.ids
+                    .find_hashed(&ctx.blocks.writer_view(), conn, key, &e.id)?
+        {
             out.push(Placed {
                 seq: Seq(original as u64),
                 duplicate: true,
@@ -386,6 +412,8 @@ fn insert_request(
         let stream = stream_id(conn, ctx, &e.project_key, e.event_type.as_str())?;
         let run = (!e.workflow_run_id.is_empty()).then(|| run_hash(&e.workflow_run_id));
         insert.execute(params![seq as i64, e.id, stream, ts, run, &*ne.json, key])?;
+        // Entries first: a reader the filter sends to this block finds it.
+        ctx.blocks.add(seq, stream, run, key);
         ctx.ids.insert(key, seq);
         *ctx.next_seq += 1;
         ctx.zones.push((seq, ts));
