@@ -50,7 +50,7 @@ fn batch(events: impl IntoIterator<Item = FullEvent>) -> Vec<NewEvent> {
 }
 
 /// Every sequence number a query returns, following `next_cursor` to the end.
-async fn follow_cursors(
+pub async fn follow_cursors(
     log: &dyn EventLog,
     filter: &EventFilter,
     order: Order,

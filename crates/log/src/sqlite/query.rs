@@ -1,4 +1,4 @@
-//! Turns a [`Query`] into index walks.
+//! Turns a [`Query`] into a walk over sequence blocks.
 //!
 //! What finds rows is kept per block of sequence numbers (`seq >>
 //! BLOCK_SHIFT`, see `blocks.rs`), so a query walks blocks in the requested
@@ -224,8 +224,7 @@ impl Plan {
     }
 }
 
-/// Finds the matches of one block in `lo..=hi`, in the query's order, and
-/// adds them to `found` until it holds `limit`.
+/// A query's walk over its blocks, with the entries its snapshot may read.
 struct Walk<'a> {
     conn: &'a Connection,
     plan: &'a Plan,
@@ -235,6 +234,9 @@ struct Walk<'a> {
 }
 
 impl Walk<'_> {
+    /// Adds the matches of `block` in `lo..=hi` to `found`, in the query's
+    /// order; candidates are checked against the other conditions only
+    /// until `found` holds `limit`.
     fn block(&self, block: i64, lo: i64, hi: i64, found: &mut Vec<i64>) -> Result<(), Error> {
         let in_order = |seqs: &mut Vec<i64>| {
             if self.order == Order::Desc {
