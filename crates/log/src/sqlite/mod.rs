@@ -6,7 +6,9 @@
 //! (WAL readers never block the writer), and checkpoints run on a thread of
 //! their own. What is here is the log's SQL: the layout (`schema.rs`), the
 //! writes and the query planner (`query.rs`). SQLite's errors never leave this
-//! module: they become [`LogError`]s in `log_error`.
+//! module: they become [`LogError`]s in `log_error`. What finds a stream's,
+//! a run's or an id's events is the log's own, per block of sequence
+//! numbers (`blocks.rs`, and the id filter of `ids.rs`).
 
 mod blocks;
 mod counts;

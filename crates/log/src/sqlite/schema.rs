@@ -92,8 +92,8 @@ pub(crate) const LAST_SEQ: MetaKey<i64> = MetaKey::new("last_seq");
 /// on them; they always come with, or after, an indexed condition or a
 /// bounded scan.
 ///
-/// `meta` (`schema_version`, `last_seq`, `sealed_below`) keeps the layout version 1 gave it;
-/// the store crate reads and writes it (`MetaKey`).
+/// `meta` (`schema_version`, `last_seq`, `sealed_below`) keeps the layout
+/// version 1 gave it; the store crate reads and writes it (`MetaKey`).
 pub(crate) const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS streams (
     id INTEGER PRIMARY KEY,

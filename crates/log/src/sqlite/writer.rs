@@ -239,11 +239,11 @@ impl LogWriter {
             }
             // A block is full once a later one has an event: its entries
             // become postings in this same transaction.
-            let sealed = match self.next_seq.checked_sub(1) {
-                Some(last) if self.next_seq != first_seq => {
-                    self.blocks.seal_below(&tx, last >> BLOCK_SHIFT)?
-                }
-                _ => None,
+            let sealed = if self.next_seq != first_seq {
+                let newest = (self.next_seq - 1) >> BLOCK_SHIFT;
+                self.blocks.seal_below(&tx, newest)?
+            } else {
+                None
             };
             // No bookkeeping rows: sequence numbers have no gaps and purges
             // only cut a prefix, so the count is max - min + 1 and the last
