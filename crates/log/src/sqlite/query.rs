@@ -267,8 +267,14 @@ impl Walk<'_> {
             if found.len() >= self.limit {
                 break;
             }
-            let mut params = vec![Value::Integer(seq)];
-            params.extend(self.plan.refine_params.iter().cloned());
+            // The candidate, then the conditions' values, bound by
+            // reference: no value is copied per candidate.
+            let params = std::iter::once(&seq as &dyn rusqlite::ToSql).chain(
+                self.plan
+                    .refine_params
+                    .iter()
+                    .map(|v| v as &dyn rusqlite::ToSql),
+            );
             if check.exists(params_from_iter(params))? {
                 found.push(seq);
             }
