@@ -29,12 +29,12 @@ pub trait Harness: Send + Sync {
     async fn open(&self) -> Arc<dyn EventLog>;
 }
 
-/// An event of `t` in project `p` (ignored for global types) at `ts_secs`.
 /// The scope of project `key`, for filters in tests (`key` is never empty).
 pub fn project(key: &str) -> EventScope {
     EventScope::Project(ProjectKey::new(key).expect("a test project key is not empty"))
 }
 
+/// An event of `t` in project `p` (ignored for global types) at `ts_secs`.
 pub fn event(t: EventType, p: &str, ts_secs: i64) -> FullEvent {
     let mut e = FullEvent::new(t);
     if t.scope() == cds_events_model::Scope::Project {

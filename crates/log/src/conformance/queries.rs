@@ -208,7 +208,10 @@ pub async fn queries_span_many_blocks(h: &dyn Harness) {
             EventType::RunCrafted,
             EventType::AnalysisDone,
         ][(i % 3) as usize];
-        let mut e = event(t, ["A", "B", "C", "D"][(i % 4) as usize], i);
+        // Now and then a late timestamp, out of sequence order: a block's
+        // time zone is what its rows hold, not what their order suggests.
+        let ts = if i % 1013 == 500 { i + 50_000 } else { i };
+        let mut e = event(t, ["A", "B", "C", "D"][(i % 4) as usize], ts);
         e.workflow_run_id = format!("run-{}", i % 7);
         evs.push(e);
     }
@@ -216,6 +219,7 @@ pub async fn queries_span_many_blocks(h: &dyn Harness) {
         log.append(batch(chunk.to_vec())).await.expect("append");
     }
     let types = |s: &str| Some(cds_events_model::parse_types(s).expect("types"));
+    let secs = |s: i64| Timestamp::from_unix_nanos(s * 1_000_000_000);
     let filters = [
         EventFilter {
             scopes: vec![project("B")],
@@ -236,7 +240,27 @@ pub async fn queries_span_many_blocks(h: &dyn Harness) {
             ..Default::default()
         },
         EventFilter {
-            since: Some(Timestamp::from_unix_nanos(39_000 * 1_000_000_000)),
+            since: Some(secs(39_000)),
+            ..Default::default()
+        },
+        // Time bounds beside streams and runs: blocks cut by them and blocks
+        // within them (whose rows need no check of the time).
+        EventFilter {
+            scopes: vec![project("B")],
+            types: types("Run*"),
+            since: Some(secs(10_000)),
+            ..Default::default()
+        },
+        EventFilter {
+            scopes: vec![project("B")],
+            types: types("Run*"),
+            since: Some(secs(10_000)),
+            until: Some(secs(39_000)),
+            ..Default::default()
+        },
+        EventFilter {
+            workflow_run_id: Some("run-3".into()),
+            since: Some(secs(20_000)),
             ..Default::default()
         },
     ];

@@ -40,9 +40,30 @@ struct Plan {
     lo: i64,
     hi: i64,
     driver: Driver,
-    /// Conditions checked on each candidate row, with their parameters.
-    refine: String,
-    refine_params: Vec<Value>,
+    /// The time bounds (`since`, `until`) as SQL conditions on a row, with
+    /// their parameters: a block whose zone lies within them needs no check
+    /// of them.
+    time: Refine,
+    /// The bounds themselves, in nanoseconds, to compare with the zones.
+    since: Option<i64>,
+    until: Option<i64>,
+    /// The other conditions checked on each candidate row.
+    refine: Refine,
+}
+
+/// Conditions on a row (` AND …` each), with their parameters in order.
+#[derive(Debug, Default)]
+struct Refine {
+    sql: String,
+    params: Vec<Value>,
+}
+
+impl Refine {
+    fn add(&mut self, sql: &str, params: Vec<Value>) {
+        self.sql.push_str(" AND ");
+        self.sql.push_str(sql);
+        self.params.extend(params);
+    }
 }
 
 fn in_list(col: &str, n: usize) -> String {
@@ -133,19 +154,19 @@ fn plan(conn: &Connection, q: &Query) -> Result<Option<Plan>, Error> {
         Some(ids)
     };
 
-    let mut refine = String::new();
-    let mut refine_params: Vec<Value> = Vec::new();
-    let mut cond = |sql: &str, vals: Vec<Value>| {
-        refine.push_str(" AND ");
-        refine.push_str(sql);
-        refine_params.extend(vals);
-    };
-    if let Some(s) = f.since {
-        cond("ts >= ?", vec![Value::Integer(s.unix_nanos())]);
+    let (since, until) = (
+        f.since.map(|t| t.unix_nanos()),
+        f.until.map(|t| t.unix_nanos()),
+    );
+    let mut time = Refine::default();
+    if let Some(s) = since {
+        time.add("ts >= ?", vec![Value::Integer(s)]);
     }
-    if let Some(u) = f.until {
-        cond("ts <= ?", vec![Value::Integer(u.unix_nanos())]);
+    if let Some(u) = until {
+        time.add("ts <= ?", vec![Value::Integer(u)]);
     }
+    let mut refine = Refine::default();
+    let mut cond = |sql: &str, vals: Vec<Value>| refine.add(sql, vals);
     for (key, v) in [
         ("workflow_run_id", &f.workflow_run_id),
         ("vcs_name", &f.vcs_name),
@@ -195,8 +216,10 @@ fn plan(conn: &Connection, q: &Query) -> Result<Option<Plan>, Error> {
         lo,
         hi,
         driver,
+        time,
+        since,
+        until,
         refine,
-        refine_params,
     }))
 }
 
@@ -210,17 +233,46 @@ impl Plan {
         }
     }
 
-    /// The matching rows of a range (`?1`, `?2`), read in sequence order.
+    /// The matching rows of a range (`?1`, `?2`), read in sequence order;
+    /// its other parameters are [`Plan::params`] with the time bounds.
     fn scan_sql(&self) -> String {
         format!(
-            "SELECT seq FROM events WHERE seq >= ?1 AND seq <= ?2{}",
-            self.refine
+            "SELECT seq FROM events WHERE seq >= ?1 AND seq <= ?2{}{}",
+            self.time.sql, self.refine.sql
         )
     }
 
-    /// Whether the candidate row `?1` meets the other conditions.
-    fn check_sql(&self) -> String {
-        format!("SELECT 1 FROM events WHERE seq = ?1{}", self.refine)
+    /// Whether the candidate row `?1` meets the other conditions, the time
+    /// bounds among them if `timed`; its other parameters are
+    /// [`Plan::params`].
+    fn check_sql(&self, timed: bool) -> String {
+        let time = if timed { self.time.sql.as_str() } else { "" };
+        format!(
+            "SELECT 1 FROM events WHERE seq = ?1{time}{}",
+            self.refine.sql
+        )
+    }
+
+    /// The parameters after the row or range, the time bounds' if `timed`.
+    fn params(&self, timed: bool) -> impl Iterator<Item = &Value> {
+        let time = if timed { &self.time.params[..] } else { &[] };
+        time.iter().chain(&self.refine.params)
+    }
+
+    /// Whether the rows of `block` may fall outside the time bounds: false
+    /// when its zone (the times of the rows it holds in this snapshot) lies
+    /// within them, so its candidates need no check of the time.
+    fn timed(&self, conn: &Connection, block: i64) -> Result<bool, Error> {
+        if self.since.is_none() && self.until.is_none() {
+            return Ok(false);
+        }
+        let zone: Option<(i64, i64)> = conn
+            .prepare_cached("SELECT min_ts, max_ts FROM zones WHERE block = ?1")?
+            .query_row([block], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        Ok(zone.is_none_or(|(min, max)| {
+            self.since.is_some_and(|s| min < s) || self.until.is_some_and(|u| max > u)
+        }))
     }
 }
 
@@ -245,8 +297,10 @@ impl Walk<'_> {
         };
         let Some(key) = self.plan.key() else {
             let mut st = self.conn.prepare_cached(&self.plan.scan_sql())?;
-            let mut params = vec![Value::Integer(lo), Value::Integer(hi)];
-            params.extend(self.plan.refine_params.iter().cloned());
+            let range = [&lo as &dyn rusqlite::ToSql, &hi as &dyn rusqlite::ToSql];
+            let params = range
+                .into_iter()
+                .chain(self.plan.params(true).map(|v| v as &dyn rusqlite::ToSql));
             let mut seqs = st
                 .query_map(params_from_iter(params), |r| r.get::<_, i64>(0))?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -258,23 +312,20 @@ impl Walk<'_> {
         let mut seqs = self.view.seqs(self.conn, block as u64, key)?;
         seqs.retain(|s| (lo..=hi).contains(s));
         in_order(&mut seqs);
-        if self.plan.refine.is_empty() {
+        let timed = self.plan.timed(self.conn, block)?;
+        if !timed && self.plan.refine.sql.is_empty() {
             found.extend(seqs);
             return Ok(());
         }
-        let mut check = self.conn.prepare_cached(&self.plan.check_sql())?;
+        let mut check = self.conn.prepare_cached(&self.plan.check_sql(timed))?;
         for seq in seqs {
             if found.len() >= self.limit {
                 break;
             }
             // The candidate, then the conditions' values, bound by
             // reference: no value is copied per candidate.
-            let params = std::iter::once(&seq as &dyn rusqlite::ToSql).chain(
-                self.plan
-                    .refine_params
-                    .iter()
-                    .map(|v| v as &dyn rusqlite::ToSql),
-            );
+            let params = std::iter::once(&seq as &dyn rusqlite::ToSql)
+                .chain(self.plan.params(timed).map(|v| v as &dyn rusqlite::ToSql));
             if check.exists(params_from_iter(params))? {
                 found.push(seq);
             }
@@ -369,16 +420,17 @@ pub(crate) fn explain(conn: &Connection, blocks: &Blocks, q: &Query) -> Result<V
         plan.driver,
         view.sealed_below(),
     )];
-    let with_refine = |mut params: Vec<Value>| {
-        params.extend(plan.refine_params.iter().cloned());
+    let with_refine = |n: usize| {
+        let mut params = vec![Value::Integer(0); n];
+        params.extend(plan.params(true).cloned());
         params
     };
     let asked = match plan.key() {
         Some(key) => vec![
             (postings_sql(key).to_owned(), vec![Value::Integer(0); 2]),
-            (plan.check_sql(), with_refine(vec![Value::Integer(0)])),
+            (plan.check_sql(true), with_refine(1)),
         ],
-        None => vec![(plan.scan_sql(), with_refine(vec![Value::Integer(0); 2]))],
+        None => vec![(plan.scan_sql(), with_refine(2))],
     };
     for (sql, params) in asked {
         let mut st = tx.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
