@@ -14,8 +14,8 @@
 # (deliveries across 50 endpoints; batch and single-event ingest with and
 # without 50 notifications), mixed (ingest request p99 at 80 % of the
 # saturated rate; filtered pages and gets by id over the log of EVENTS_10M
-# while ingest runs at half that rate; not in the default set: it fills its
-# own log), ids (batch ingest into a log of EVENTS_10M
+# at rest, then while ingest runs at half that rate; not in the default
+# set: it fills its own log), ids (batch ingest into a log of EVENTS_10M
 # events, time-ordered v7 ids against random v4 ids as CDS sends them; not
 # in the default set: it writes two such logs).
 #
@@ -97,8 +97,8 @@ fi
 
 if want mixed; then
 # Issue 16's two figures under load: the ingest request p99 at 80 % of the
-# saturated rate (on the full log), and filtered pages and gets by id while
-# ingest runs at half of it, over the log of $LOG_EVENTS events.
+# saturated rate (on the full log), and filtered pages and gets by id at
+# rest and while ingest runs at half of it, over the log of $LOG_EVENTS events.
 p99() { python3 -c 'import json,sys; d=json.load(sys.stdin); print("%.0f events/s, request p50 %.2f ms, p99 %.2f ms, max %.2f ms (%d failed)" % (d["per_second"], d["latency"]["request"]["p50_ms"], d["latency"]["request"]["p99_ms"], d["latency"]["request"]["max_ms"], d.get("errors", 0)))'; }
 start
 echo "== mixed: filling a log of $LOG_EVENTS events (500/request, 8 connections), then the saturated rate on it"
@@ -111,6 +111,13 @@ SAT=$(sim --events $((FILL * 15)) --batch 500 --connections 8 --seed 2 --json | 
 echo "   saturated on the full log (15 s): $SAT events/s"
 echo "== mixed: ingest at 80 % of it ($((SAT * 8 / 10)) events/s, 500/request, 8 connections) for ${MIXED_FOR:-60s}"
 sim --rate $((SAT * 8 / 10)) --duration "${MIXED_FOR:-60s}" --batch 500 --connections 8 --seed 3 --json | p99
+# The same reads with nothing beside them first: what a read costs on this
+# log, against what it waits for beside the ingest.
+echo "== mixed: reads at rest on the full log"
+echo "   filtered pages, 2 connections:"
+sim --workload pages --events 20000 --connections 2 | grep -E "p50|p99|pages" | sed 's/^/   /'
+echo "   get by id, 2 connections:"
+sim --workload gets --events 20000 --connections 2 | grep -E "p50|p99|gets" | sed 's/^/   /'
 echo "== mixed: reads while ingest runs at half of it ($((SAT / 2)) events/s)"
 sim --rate $((SAT / 2)) --duration "${MIXED_FOR:-60s}" --batch 500 --connections 8 --seed 4 --json >"$DATA/half" &
 HALF=$!
@@ -119,6 +126,7 @@ echo "   filtered pages (project_key + type prefix + since, limit 100, newest fi
 sim --workload pages --events 20000 --connections 2 | grep -E "p50|p99|pages" | sed 's/^/   /'
 echo "   get by id, 2 connections:"
 sim --workload gets --events 20000 --connections 2 | grep -E "p50|p99|gets" | sed 's/^/   /'
+kill -0 "$HALF" 2>/dev/null || echo "   WARNING: the ingest ended before the reads did: they ran partly at rest (raise MIXED_FOR)"
 wait "$HALF"
 echo "   the ingest beside them: $(p99 <"$DATA/half")"
 echo "   server peak RSS: $(peak_rss_mb) MB"

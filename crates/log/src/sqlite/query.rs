@@ -4,11 +4,12 @@
 //! BLOCK_SHIFT`, see `blocks.rs`), so a query walks blocks in the requested
 //! order and, in each block, takes the entries of its streams (project ×
 //! type pairs) or its workflow run, then checks any other condition on each
-//! candidate row in order. It stops as soon as the page is full. Time bounds become
-//! block bounds through the zone map, so `since` never walks the history
-//! before it. A walk that finds little is bounded by a time budget: it then
-//! answers what it found with a cursor where it stopped, so a client that
-//! follows cursors still sees every match and no request runs away.
+//! candidate row in order. It stops as soon as the page is full. Time
+//! bounds become block bounds through the zone map, so `since` never walks
+//! the history before it, and a block whose zone lies within them checks no
+//! row's time. A walk that finds little is bounded by a time budget: it
+//! then answers what it found with a cursor where it stopped, so a client
+//! that follows cursors still sees every match and no request runs away.
 
 use super::blocks::{Blocks, Key, View, postings_sql};
 use super::schema::{BLOCK_SHIFT, run_hash};
