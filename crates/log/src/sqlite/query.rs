@@ -17,7 +17,7 @@ use crate::{Order, Page, Query, Seq, StoredEvent};
 use cds_events_model::EventScope;
 use cds_events_store::Error;
 use rusqlite::types::Value;
-use rusqlite::{Connection, OptionalExtension, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, ToSql, params_from_iter};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -41,30 +41,14 @@ struct Plan {
     lo: i64,
     hi: i64,
     driver: Driver,
-    /// The time bounds (`since`, `until`) as SQL conditions on a row, with
-    /// their parameters: a block whose zone lies within them needs no check
-    /// of them.
-    time: Refine,
-    /// The bounds themselves, in nanoseconds, to compare with the zones.
+    /// The time bounds (`since`, `until`) in nanoseconds: checked on a
+    /// candidate row only in a block whose zone crosses them.
     since: Option<i64>,
     until: Option<i64>,
-    /// The other conditions checked on each candidate row.
-    refine: Refine,
-}
-
-/// Conditions on a row (` AND …` each), with their parameters in order.
-#[derive(Debug, Default)]
-struct Refine {
-    sql: String,
-    params: Vec<Value>,
-}
-
-impl Refine {
-    fn add(&mut self, sql: &str, params: Vec<Value>) {
-        self.sql.push_str(" AND ");
-        self.sql.push_str(sql);
-        self.params.extend(params);
-    }
+    /// The other conditions checked on each candidate row, with their
+    /// parameters.
+    refine: String,
+    refine_params: Vec<Value>,
 }
 
 fn in_list(col: &str, n: usize) -> String {
@@ -155,19 +139,13 @@ fn plan(conn: &Connection, q: &Query) -> Result<Option<Plan>, Error> {
         Some(ids)
     };
 
-    let (since, until) = (
-        f.since.map(|t| t.unix_nanos()),
-        f.until.map(|t| t.unix_nanos()),
-    );
-    let mut time = Refine::default();
-    if let Some(s) = since {
-        time.add("ts >= ?", vec![Value::Integer(s)]);
-    }
-    if let Some(u) = until {
-        time.add("ts <= ?", vec![Value::Integer(u)]);
-    }
-    let mut refine = Refine::default();
-    let mut cond = |sql: &str, vals: Vec<Value>| refine.add(sql, vals);
+    let mut refine = String::new();
+    let mut refine_params: Vec<Value> = Vec::new();
+    let mut cond = |sql: &str, vals: Vec<Value>| {
+        refine.push_str(" AND ");
+        refine.push_str(sql);
+        refine_params.extend(vals);
+    };
     for (key, v) in [
         ("workflow_run_id", &f.workflow_run_id),
         ("vcs_name", &f.vcs_name),
@@ -217,10 +195,10 @@ fn plan(conn: &Connection, q: &Query) -> Result<Option<Plan>, Error> {
         lo,
         hi,
         driver,
-        time,
-        since,
-        until,
+        since: f.since.map(|t| t.unix_nanos()),
+        until: f.until.map(|t| t.unix_nanos()),
         refine,
+        refine_params,
     }))
 }
 
@@ -239,7 +217,8 @@ impl Plan {
     fn scan_sql(&self) -> String {
         format!(
             "SELECT seq FROM events WHERE seq >= ?1 AND seq <= ?2{}{}",
-            self.time.sql, self.refine.sql
+            self.time_sql(true),
+            self.refine
         )
     }
 
@@ -247,17 +226,35 @@ impl Plan {
     /// bounds among them if `timed`; its other parameters are
     /// [`Plan::params`].
     fn check_sql(&self, timed: bool) -> String {
-        let time = if timed { self.time.sql.as_str() } else { "" };
         format!(
-            "SELECT 1 FROM events WHERE seq = ?1{time}{}",
-            self.refine.sql
+            "SELECT 1 FROM events WHERE seq = ?1{}{}",
+            self.time_sql(timed),
+            self.refine
         )
     }
 
-    /// The parameters after the row or range, the time bounds' if `timed`.
-    fn params(&self, timed: bool) -> impl Iterator<Item = &Value> {
-        let time = if timed { &self.time.params[..] } else { &[] };
-        time.iter().chain(&self.refine.params)
+    /// The time bounds as conditions on a row, if `timed`.
+    fn time_sql(&self, timed: bool) -> &'static str {
+        match (timed, self.since.is_some(), self.until.is_some()) {
+            (false, _, _) | (true, false, false) => "",
+            (true, true, false) => " AND ts >= ?",
+            (true, false, true) => " AND ts <= ?",
+            (true, true, true) => " AND ts >= ? AND ts <= ?",
+        }
+    }
+
+    /// The parameters after the row or range, the time bounds' if `timed`,
+    /// bound by reference: no value is copied per candidate.
+    fn params(&self, timed: bool) -> impl Iterator<Item = &dyn ToSql> {
+        let time = if timed {
+            [self.since.as_ref(), self.until.as_ref()]
+        } else {
+            [None, None]
+        };
+        time.into_iter()
+            .flatten()
+            .map(|v| v as &dyn ToSql)
+            .chain(self.refine_params.iter().map(|v| v as &dyn ToSql))
     }
 
     /// Whether the rows of `block` may fall outside the time bounds: false
@@ -298,10 +295,8 @@ impl Walk<'_> {
         };
         let Some(key) = self.plan.key() else {
             let mut st = self.conn.prepare_cached(&self.plan.scan_sql())?;
-            let range = [&lo as &dyn rusqlite::ToSql, &hi as &dyn rusqlite::ToSql];
-            let params = range
-                .into_iter()
-                .chain(self.plan.params(true).map(|v| v as &dyn rusqlite::ToSql));
+            let range = [&lo as &dyn ToSql, &hi as &dyn ToSql];
+            let params = range.into_iter().chain(self.plan.params(true));
             let mut seqs = st
                 .query_map(params_from_iter(params), |r| r.get::<_, i64>(0))?
                 .collect::<Result<Vec<_>, _>>()?;
@@ -314,7 +309,7 @@ impl Walk<'_> {
         seqs.retain(|s| (lo..=hi).contains(s));
         in_order(&mut seqs);
         let timed = self.plan.timed(self.conn, block)?;
-        if !timed && self.plan.refine.sql.is_empty() {
+        if !timed && self.plan.refine.is_empty() {
             found.extend(seqs);
             return Ok(());
         }
@@ -323,10 +318,7 @@ impl Walk<'_> {
             if found.len() >= self.limit {
                 break;
             }
-            // The candidate, then the conditions' values, bound by
-            // reference: no value is copied per candidate.
-            let params = std::iter::once(&seq as &dyn rusqlite::ToSql)
-                .chain(self.plan.params(timed).map(|v| v as &dyn rusqlite::ToSql));
+            let params = std::iter::once(&seq as &dyn ToSql).chain(self.plan.params(timed));
             if check.exists(params_from_iter(params))? {
                 found.push(seq);
             }
@@ -421,14 +413,15 @@ pub(crate) fn explain(conn: &Connection, blocks: &Blocks, q: &Query) -> Result<V
         plan.driver,
         view.sealed_below(),
     )];
+    let zero = 0i64;
     let with_refine = |n: usize| {
-        let mut params = vec![Value::Integer(0); n];
-        params.extend(plan.params(true).cloned());
+        let mut params = vec![&zero as &dyn ToSql; n];
+        params.extend(plan.params(true));
         params
     };
     let asked = match plan.key() {
         Some(key) => vec![
-            (postings_sql(key).to_owned(), vec![Value::Integer(0); 2]),
+            (postings_sql(key).to_owned(), vec![&zero as &dyn ToSql; 2]),
             (plan.check_sql(true), with_refine(1)),
         ],
         None => vec![(plan.scan_sql(), with_refine(2))],
