@@ -307,6 +307,10 @@ impl Walk<'_> {
         };
         let mut seqs = self.view.seqs(self.conn, block as u64, key)?;
         seqs.retain(|s| (lo..=hi).contains(s));
+        if seqs.is_empty() {
+            // Nothing to check: the block's zone need not be read.
+            return Ok(());
+        }
         in_order(&mut seqs);
         let timed = self.plan.timed(self.conn, block)?;
         if !timed && self.plan.refine.is_empty() {
