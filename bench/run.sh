@@ -111,21 +111,21 @@ SAT=$(sim --events $((FILL * 15)) --batch 500 --connections 8 --seed 2 --json | 
 echo "   saturated on the full log (15 s): $SAT events/s"
 echo "== mixed: ingest at 80 % of it ($((SAT * 8 / 10)) events/s, 500/request, 8 connections) for ${MIXED_FOR:-60s}"
 sim --rate $((SAT * 8 / 10)) --duration "${MIXED_FOR:-60s}" --batch 500 --connections 8 --seed 3 --json | p99
+reads() {
+  echo "   filtered pages (project_key + type prefix + since, limit 100, newest first), 2 connections:"
+  sim --workload pages --events 20000 --connections 2 | grep -E "p50|p99|pages" | sed 's/^/   /'
+  echo "   get by id, 2 connections:"
+  sim --workload gets --events 20000 --connections 2 | grep -E "p50|p99|gets" | sed 's/^/   /'
+}
 # The same reads with nothing beside them first: what a read costs on this
 # log, against what it waits for beside the ingest.
 echo "== mixed: reads at rest on the full log"
-echo "   filtered pages, 2 connections:"
-sim --workload pages --events 20000 --connections 2 | grep -E "p50|p99|pages" | sed 's/^/   /'
-echo "   get by id, 2 connections:"
-sim --workload gets --events 20000 --connections 2 | grep -E "p50|p99|gets" | sed 's/^/   /'
+reads
 echo "== mixed: reads while ingest runs at half of it ($((SAT / 2)) events/s)"
 sim --rate $((SAT / 2)) --duration "${MIXED_FOR:-60s}" --batch 500 --connections 8 --seed 4 --json >"$DATA/half" &
 HALF=$!
 sleep 5
-echo "   filtered pages (project_key + type prefix + since, limit 100, newest first), 2 connections:"
-sim --workload pages --events 20000 --connections 2 | grep -E "p50|p99|pages" | sed 's/^/   /'
-echo "   get by id, 2 connections:"
-sim --workload gets --events 20000 --connections 2 | grep -E "p50|p99|gets" | sed 's/^/   /'
+reads
 kill -0 "$HALF" 2>/dev/null || echo "   WARNING: the ingest ended before the reads did: they ran partly at rest (raise MIXED_FOR)"
 wait "$HALF"
 echo "   the ingest beside them: $(p99 <"$DATA/half")"
