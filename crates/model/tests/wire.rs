@@ -317,6 +317,15 @@ fn duplicate_keys_are_refused_anywhere() {
     );
     let e = err(r#"{"type":"UserCreated","x":1,"x":1}"#);
     assert_eq!(e.code, ErrorCode::DuplicateKey, "unknown keys too");
+    // A key written with an escape is read as a copy, the other borrowed
+    // from the text: still the same key.
+    let e = err(r#"{"type":"UserCreated","payload":{"ab":1,"a\u0062":2}}"#);
+    assert_eq!(e.code, ErrorCode::DuplicateKey, "escaped keys too");
+    let body = r#"[{"type":"UserCreated","payload":{"a\u0062":1,"ab":2}}]"#;
+    assert!(matches!(
+        decode_json_body(body, &Limits::default()),
+        Err(BatchError::Items(items)) if items[0].1.code == ErrorCode::DuplicateKey
+    ));
     // Many keys (the set-based path).
     let mut many: String = (0..100).map(|i| format!(r#""k{i}":1,"#)).collect();
     many.push_str(r#""k5":2"#);

@@ -119,7 +119,7 @@ impl<'de> Visitor<'de> for Checker<'_> {
         // serde_json gives no size hint: room for an event's envelope.
         let mut seen: Vec<Cow<'de, str>> = Vec::with_capacity(16);
         let mut seen_set: Option<std::collections::HashSet<Cow<'de, str>>> = None;
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(key) = map.next_key_seed(Key)? {
             self.check_len(key.len())?;
             let dup = match &mut seen_set {
                 Some(set) => !set.insert(key.clone()),
@@ -143,6 +143,34 @@ impl<'de> Visitor<'de> for Checker<'_> {
             })?;
         }
         Ok(())
+    }
+}
+
+/// A map key, borrowed from the document when it holds no escape (serde's
+/// own `Cow` always copies).
+struct Key;
+
+impl<'de> DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string key")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v))
     }
 }
 
