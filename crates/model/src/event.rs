@@ -201,7 +201,12 @@ impl PartialEq for Payload {
 impl FullEvent {
     /// The exact wire JSON of spec §3.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("a full event always serializes")
+        // Sized for the payload and a full envelope, so that the buffer is
+        // not grown (and copied) several times on the way.
+        let mut out = Vec::with_capacity(self.payload.get().len() + 512);
+        serde_json::to_writer(&mut out, self).expect("a full event always serializes");
+        // serde_json writes UTF-8 only.
+        String::from_utf8(out).expect("serde_json writes UTF-8")
     }
 
     pub fn family(&self) -> crate::Family {
