@@ -246,6 +246,24 @@ impl IdFilter {
         self.oldest_block.fetch_max(block, Ordering::Relaxed);
     }
 
+    /// Brings into the cache the line each generation's filter keeps for
+    /// each of `keys`. The filters are far larger than the cache, so each
+    /// probe of [`may_hold`](Self::may_hold) misses it; probed one by one
+    /// between inserts, the misses wait in turn. Touched here in one tight
+    /// loop, they overlap, and the probes that follow find their lines.
+    pub(crate) fn warm(&self, keys: &[i64]) {
+        let mut touched = 0u64;
+        for g in read(&self.generations).iter() {
+            for key in keys {
+                if let Some((word, _)) = g.bits(*key).next() {
+                    touched ^= g.words[word].load(Ordering::Relaxed);
+                }
+            }
+        }
+        // Keeps the loads: their values are of no use, only their effect.
+        std::hint::black_box(touched);
+    }
+
     /// Whether any block may hold `key` (false for nearly every new id).
     pub(crate) fn may_hold(&self, key: i64) -> bool {
         !self.candidates(key).is_empty()

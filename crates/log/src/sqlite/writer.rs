@@ -391,11 +391,12 @@ fn insert_request(
         "INSERT INTO events(seq, id, stream, ts, run, body, idh) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
     let mut out = Vec::with_capacity(events.len());
-    for ne in events {
+    let keys: Vec<i64> = events.iter().map(|ne| id_hash(&ne.head.id)).collect();
+    ctx.ids.warm(&keys);
+    for (ne, &key) in events.iter().zip(&keys) {
         let e = &ne.head;
         // Ids are unique because this one thread checks before it inserts
         // (an id earlier in the same transaction included).
-        let key = id_hash(&e.id);
         if ctx.ids.may_hold(key)
             && let Some(original) =
                 ctx.ids
