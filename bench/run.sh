@@ -123,8 +123,8 @@ reads() {
 echo "== mixed: reads at rest on the full log"
 reads
 echo "== mixed: reads while ingest runs at half of it ($((SAT / 2)) events/s)"
-# Longer than the 80 % run: the reads beside it take 40-60 s on a slow
-# machine, and must not outlast it.
+# Longer than the 80 % run: the reads take 40-60 s on a slow machine, and
+# all of them must run beside this ingest.
 sim --rate $((SAT / 2)) --duration "${HALF_FOR:-120s}" --batch 500 --connections 8 --seed 4 --json >"$DATA/half" &
 HALF=$!
 sleep 5

@@ -205,8 +205,7 @@ impl FullEvent {
         // not grown (and copied) several times on the way.
         let mut out = Vec::with_capacity(self.payload.get().len() + 512);
         serde_json::to_writer(&mut out, self).expect("a full event always serializes");
-        // serde_json writes UTF-8 only.
-        String::from_utf8(out).expect("serde_json writes UTF-8")
+        String::from_utf8(out).expect("serde_json writes UTF-8 only")
     }
 
     pub fn family(&self) -> crate::Family {
