@@ -254,6 +254,15 @@ pub(crate) fn write<T>(l: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<
     l.write().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Column `i` of `row`, an event's stored JSON, copied once from SQLite's
+/// buffer into the shared form readers pass on (through a `String` first
+/// it would be copied twice).
+pub(crate) fn json_at(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Arc<str>> {
+    row.get_ref(i)?.as_str().map(Arc::from).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into())
+    })
+}
+
 /// The first and last stored sequence numbers, `None` when the log is
 /// empty: two seeks. (`MIN` and `MAX` in one select read the whole table:
 /// SQLite seeks for a lone `MIN` or `MAX` only.)
@@ -351,7 +360,7 @@ impl EventLog for SqliteLog {
             let rows = st.query_map([after.0 as i64, limit as i64], |r| {
                 Ok(StoredEvent::new(
                     Seq(r.get::<_, i64>(0)? as u64),
-                    Arc::from(r.get::<_, String>(1)?),
+                    json_at(r, 1)?,
                 ))
             })?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -367,11 +376,8 @@ impl EventLog for SqliteLog {
             let mut st = c.prepare_cached("SELECT body FROM events WHERE seq = ?1")?;
             let mut out = Vec::with_capacity(seqs.len());
             for seq in seqs {
-                if let Some(body) = st
-                    .query_row([seq.0 as i64], |r| r.get::<_, String>(0))
-                    .optional()?
-                {
-                    out.push(StoredEvent::new(seq, Arc::from(body)));
+                if let Some(json) = st.query_row([seq.0 as i64], |r| json_at(r, 0)).optional()? {
+                    out.push(StoredEvent::new(seq, json));
                 }
             }
             Ok(out)

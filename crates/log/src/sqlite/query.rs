@@ -12,13 +12,13 @@
 //! that follows cursors still sees every match and no request runs away.
 
 use super::blocks::{Blocks, Key, View, postings_sql};
+use super::json_at;
 use super::schema::{BLOCK_SHIFT, run_hash};
 use crate::{Order, Page, Query, Seq, StoredEvent};
 use cds_events_model::EventScope;
 use cds_events_store::Error;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, ToSql, params_from_iter};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Above this many streams, looking each one up in every block costs more
@@ -392,8 +392,8 @@ pub(crate) fn run(
     let mut body = tx.prepare_cached("SELECT body FROM events WHERE seq = ?1")?;
     let mut events = Vec::with_capacity(found.len());
     for seq in found {
-        let json: String = body.query_row([seq], |r| r.get(0))?;
-        events.push(StoredEvent::new(Seq(seq as u64), Arc::from(json)));
+        let json = body.query_row([seq], |r| json_at(r, 0))?;
+        events.push(StoredEvent::new(Seq(seq as u64), json));
     }
     Ok(Page {
         events,
