@@ -27,9 +27,10 @@
 
 use super::blocks::{Blocks, Key, View};
 use super::schema::BLOCK_SHIFT;
-use super::{read, write};
+use super::{read, stored_at, write};
+use crate::StoredEvent;
 use cds_events_store::Error;
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -324,21 +325,17 @@ impl IdFilter {
         Ok(None)
     }
 
-    /// The stored event with this id: its sequence number and body.
+    /// The stored event with this id.
     pub(crate) fn get(
         &self,
         view: &View,
         conn: &Connection,
         id: &str,
-    ) -> Result<Option<(i64, String)>, Error> {
+    ) -> Result<Option<StoredEvent>, Error> {
         let Some(seq) = self.find(view, conn, id)? else {
             return Ok(None);
         };
-        Ok(conn
-            .prepare_cached("SELECT body FROM events WHERE seq = ?1")?
-            .query_row([seq], |r| r.get(0))
-            .optional()?
-            .map(|body| (seq, body)))
+        stored_at(conn, seq)
     }
 }
 
@@ -438,10 +435,8 @@ mod tests {
         );
         assert_eq!(filter.find(&view, &conn, "ghost").expect("find"), None);
         assert_eq!(filter.find(&view, &conn, "never").expect("find"), None);
-        assert_eq!(
-            filter.get(&view, &conn, "a").expect("get"),
-            Some((1, "body".to_owned()))
-        );
+        let got = filter.get(&view, &conn, "a").expect("get").expect("stored");
+        assert_eq!((got.seq, &*got.json), (crate::Seq(1), "body"));
     }
 
     #[test]

@@ -263,6 +263,15 @@ pub(crate) fn json_at(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Arc
     })
 }
 
+/// The event stored at `seq`, if the reader's snapshot holds it.
+pub(crate) fn stored_at(conn: &Connection, seq: i64) -> Result<Option<StoredEvent>, Error> {
+    Ok(conn
+        .prepare_cached("SELECT body FROM events WHERE seq = ?1")?
+        .query_row([seq], |r| json_at(r, 0))
+        .optional()?
+        .map(|json| StoredEvent::new(Seq(seq as u64), json)))
+}
+
 /// The first and last stored sequence numbers, `None` when the log is
 /// empty: two seeks. (`MIN` and `MAX` in one select read the whole table:
 /// SQLite seeks for a lone `MIN` or `MAX` only.)
@@ -331,9 +340,7 @@ impl EventLog for SqliteLog {
         self.read(move |c| {
             let tx = c.unchecked_transaction()?;
             let view = blocks.view(&tx)?;
-            Ok(ids
-                .get(&view, &tx, &id)?
-                .map(|(seq, body)| StoredEvent::new(Seq(seq as u64), Arc::from(body))))
+            ids.get(&view, &tx, &id)
         })
         .await
     }
@@ -373,12 +380,9 @@ impl EventLog for SqliteLog {
             return Ok(Vec::new());
         }
         self.read(move |c| {
-            let mut st = c.prepare_cached("SELECT body FROM events WHERE seq = ?1")?;
             let mut out = Vec::with_capacity(seqs.len());
             for seq in seqs {
-                if let Some(json) = st.query_row([seq.0 as i64], |r| json_at(r, 0)).optional()? {
-                    out.push(StoredEvent::new(seq, json));
-                }
+                out.extend(stored_at(c, seq.0 as i64)?);
             }
             Ok(out)
         })

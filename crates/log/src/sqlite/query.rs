@@ -12,9 +12,9 @@
 //! that follows cursors still sees every match and no request runs away.
 
 use super::blocks::{Blocks, Key, View, postings_sql};
-use super::json_at;
 use super::schema::{BLOCK_SHIFT, run_hash};
-use crate::{Order, Page, Query, Seq, StoredEvent};
+use super::stored_at;
+use crate::{Order, Page, Query, Seq};
 use cds_events_model::EventScope;
 use cds_events_store::Error;
 use rusqlite::types::Value;
@@ -389,11 +389,10 @@ pub(crate) fn run(
         }
         block += if q.order == Order::Asc { 1 } else { -1 };
     }
-    let mut body = tx.prepare_cached("SELECT body FROM events WHERE seq = ?1")?;
     let mut events = Vec::with_capacity(found.len());
     for seq in found {
-        let json = body.query_row([seq], |r| json_at(r, 0))?;
-        events.push(StoredEvent::new(Seq(seq as u64), json));
+        // Found in this snapshot: the row is there.
+        events.push(stored_at(&tx, seq)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?);
     }
     Ok(Page {
         events,
